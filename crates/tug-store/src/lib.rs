@@ -7,6 +7,8 @@
 //! Architecture invariant: a job returned by [`Store::enqueue`] is committed to the database; callers
 //! acknowledge a request only after that call returns.
 
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,9 +33,10 @@ pub struct BranchKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
-    /// Accepted, no task finished yet.
+    /// Accepted, no task claimed or finished yet.
     Queued,
-    /// At least one task is claimed by a writer.
+    /// At least one task is claimed by a writer, or some tasks finished while others still wait
+    /// for their writer.
     Running,
     /// Waiting for a retry after a transient error (remote unreachable…); `last_error` says why.
     Pending,
@@ -44,9 +47,18 @@ pub enum JobState {
 }
 
 impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Pending,
+        JobState::Succeeded,
+        JobState::Failed,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(self, JobState::Succeeded | JobState::Failed)
     }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
@@ -56,19 +68,96 @@ impl JobState {
             JobState::Failed => "failed",
         }
     }
+
+    /// The inverse of [`JobState::as_str`].
+    pub fn parse(name: &str) -> Option<JobState> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+    }
+
+    /// The state of a job whose tasks are in `tasks`. Every store derives a job's state with this
+    /// function, in the same transaction as the task change, so all implementations agree.
+    ///
+    /// Running wins over pending (a writer is at work), pending over queued (the job already hit a
+    /// transient error); a job ends only when none of its tasks can run any more. A job without
+    /// tasks has nothing left to do and counts as succeeded (stores refuse to enqueue one).
+    pub fn from_tasks(tasks: impl IntoIterator<Item = TaskState>) -> JobState {
+        let (mut queued, mut running, mut pending, mut finished, mut failed) = (0, 0, 0, 0, 0);
+        for state in tasks {
+            match state {
+                TaskState::Queued => queued += 1,
+                TaskState::Running => running += 1,
+                TaskState::Pending => pending += 1,
+                TaskState::Succeeded => finished += 1,
+                TaskState::Failed => {
+                    finished += 1;
+                    failed += 1;
+                }
+            }
+        }
+        if running > 0 {
+            JobState::Running
+        } else if pending > 0 {
+            JobState::Pending
+        } else if queued > 0 && finished > 0 {
+            JobState::Running
+        } else if queued > 0 {
+            JobState::Queued
+        } else if failed > 0 {
+            JobState::Failed
+        } else {
+            JobState::Succeeded
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
+    /// Waiting for its first writer.
     Queued,
+    /// Claimed by the writer named in [`Task::claimed_by`].
     Running,
+    /// Waiting until [`Task::retry_at`] after a transient error.
     Pending,
     Succeeded,
     Failed,
 }
 
-/// A request to store. `tasks` holds one entry per (repository, branch) the request writes to.
+impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Pending,
+        TaskState::Succeeded,
+        TaskState::Failed,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Pending => "pending",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+        }
+    }
+
+    /// The inverse of [`TaskState::as_str`].
+    pub fn parse(name: &str) -> Option<TaskState> {
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+    }
+}
+
+/// A request to store. `tasks` holds one entry per (repository, branch) the request writes to: at
+/// least one, and no branch twice.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewJob {
     /// Client-chosen key: enqueuing the same key again returns the existing job.
@@ -89,7 +178,7 @@ pub struct NewTask {
     pub payload: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
     pub idempotency_key: Option<String>,
@@ -102,7 +191,7 @@ pub struct Job {
     pub tasks: Vec<Task>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: TaskId,
     pub job_id: JobId,
@@ -112,9 +201,17 @@ pub struct Task {
     /// How many times a writer claimed it.
     pub attempts: u32,
     pub last_error: Option<String>,
-    /// Outcome once finished: e.g. `{"commit": "<sha>"}` or `{"up_to_date": true}`, or the error.
+    /// Outcome once finished: e.g. `{"commit": "<sha>"}` or `{"up_to_date": true}`, or
+    /// `{"error": "<message>"}`.
     pub result: Option<serde_json::Value>,
+    /// The lease owner that claimed it last (kept after it finishes, for the audit trail).
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    /// While pending: when it becomes runnable again.
+    #[serde(default)]
+    pub retry_at: Option<jiff::Timestamp>,
     pub created_at: jiff::Timestamp,
+    pub updated_at: jiff::Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,8 +229,25 @@ pub enum Level {
     Error,
 }
 
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Info, Level::Warn, Level::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
+    /// The inverse of [`Level::as_str`].
+    pub fn parse(name: &str) -> Option<Level> {
+        Level::ALL.into_iter().find(|level| level.as_str() == name)
+    }
+}
+
 /// One line of a job's progress, streamed to clients and kept for `GET /jobs/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub job_id: JobId,
     /// Dense per job, starting at 1: clients resume a stream with `after_seq`.
@@ -146,9 +260,15 @@ pub struct Event {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobFilter {
+    /// Jobs with at least one task writing to this repository.
     pub repository: Option<String>,
     pub state: Option<JobState>,
+    /// At most this many jobs; [`JobFilter::DEFAULT_LIMIT`] when unset.
     pub limit: Option<u32>,
+}
+
+impl JobFilter {
+    pub const DEFAULT_LIMIT: u32 = 100;
 }
 
 /// How a claimed task ended.
@@ -160,24 +280,99 @@ pub enum TaskOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("cannot open the database {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The request cannot be stored as given (no tasks, a branch listed twice, an event naming a
+    /// task of another job…).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("job {0} does not exist")]
+    UnknownJob(JobId),
+    #[error("task {0} does not exist")]
+    UnknownTask(TaskId),
+    /// The task is no longer running under the lease that claimed it: another writer took the
+    /// branch over (it runs the task again) or the task already ended.
     #[error("task {0} is not leased by this writer")]
     LeaseLost(TaskId),
+    #[error("{owner} does not hold the lease of branch {} of {}", branch.branch, branch.repository)]
+    BranchNotLeased { branch: BranchKey, owner: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Where a store reads the time for timestamps, retry times and lease expiry. Every instance of a
+/// store (and every replica) compares lease times written by the others, so their clocks must
+/// agree to well within a lease's ttl.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to, so lease expiry and retry times can be tested without
+/// waiting.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<jiff::Timestamp>,
+}
+
+impl ManualClock {
+    pub fn new(start: jiff::Timestamp) -> Self {
+        ManualClock {
+            now: Mutex::new(start),
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = now.saturating_add(by).unwrap_or(jiff::Timestamp::MAX);
+    }
+
+    pub fn set(&self, to: jiff::Timestamp) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> jiff::Timestamp {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Everything a tug server persists. Implementations must be safe to share between tasks and, for
 /// the networked ones, between replicas: claims and branch leases are atomic in the database.
+///
+/// The life of a task: a writer takes the branch with [`Store::lock_branch`], [`Store::claim`]s
+/// its runnable tasks, pushes, then ends each with [`Store::finish_task`] or
+/// [`Store::postpone_task`] *before* [`Store::unlock_branch`], renewing the lease meanwhile. If
+/// the writer dies, its lease expires and its running tasks are claimed again by the next owner.
+///
+/// Tasks of one branch run in insertion order. A pending task holds back the tasks queued behind
+/// it on its branch until its retry time: a later deploy must never land before an earlier one
+/// to the same branch, or the older image would win.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a job and its tasks in one transaction. With an idempotency key already known, returns
-    /// the existing job and `created: false` (the new request is not stored).
+    /// the existing job and `created: false` (the new request is not stored, even if it differs).
+    /// Fails with [`StoreError::Invalid`] for a job without tasks or with a branch listed twice.
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued>;
 
     async fn job(&self, id: &str) -> Result<Option<Job>>;
@@ -185,6 +380,8 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
 
+    /// Appends the next event of a job. Fails with [`StoreError::UnknownJob`], or
+    /// [`StoreError::Invalid`] when `task_id` is not a task of this job.
     async fn append_event(
         &self,
         job_id: &str,
@@ -193,30 +390,107 @@ pub trait Store: Send + Sync + 'static {
         message: &str,
     ) -> Result<Event>;
 
-    /// Events of a job with `seq > after_seq`, in order.
+    /// Events of a job with `seq > after_seq`, in order (none for an unknown job).
     async fn events(&self, job_id: &str, after_seq: i64) -> Result<Vec<Event>>;
 
     /// Branches with at least one task that can run now: queued, pending whose retry time has come,
-    /// or running under an expired lease (its writer died).
+    /// or running under an expired lease (its writer died) — unless a pending task that is not due
+    /// yet comes before it on its branch.
     async fn runnable_branches(&self) -> Result<Vec<BranchKey>>;
 
-    /// Takes (or renews) the writer lease of a branch. False when another live owner holds it.
+    /// Takes (or renews) the writer lease of a branch until now + `ttl`. False when another owner
+    /// holds a lease that has not expired. `owner` must be unique per process run: a restarted
+    /// process must not inherit the running tasks of its previous life.
     async fn lock_branch(&self, branch: &BranchKey, owner: &str, ttl: Duration) -> Result<bool>;
 
     /// Gives the lease up (only if `owner` holds it).
     async fn unlock_branch(&self, branch: &BranchKey, owner: &str) -> Result<()>;
 
     /// Claims up to `max` runnable tasks of a branch, oldest first, marking them running and
-    /// incrementing their attempts. The caller must hold the branch lease.
+    /// incrementing their attempts. Tasks this owner already runs are not claimed again; running
+    /// tasks of a previous owner are. Fails with [`StoreError::BranchNotLeased`] unless `owner`
+    /// holds a live lease on the branch.
     async fn claim(&self, branch: &BranchKey, owner: &str, max: usize) -> Result<Vec<Task>>;
 
-    /// Records the end of a claimed task and recomputes its job's state.
+    /// Records the end of a claimed task and recomputes its job's state. Fails with
+    /// [`StoreError::LeaseLost`] when the task is not running or the branch lease no longer names
+    /// the owner that claimed it (another writer took over and will run the task again).
     async fn finish_task(&self, task_id: TaskId, outcome: TaskOutcome) -> Result<()>;
 
     /// Puts a claimed task back to `pending` with the error that stopped it; it becomes runnable
-    /// again after `retry_in`.
+    /// again after `retry_in`. Fails like [`Store::finish_task`] when the lease was lost.
     async fn postpone_task(&self, task_id: TaskId, error: &str, retry_in: Duration) -> Result<()>;
 
-    /// Number of unfinished tasks per branch (for metrics).
+    /// Number of unfinished (queued, running, pending) tasks per branch, for metrics; branches
+    /// with none are left out.
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskState::*;
+
+    #[test]
+    fn job_state_follows_the_most_active_task() {
+        let cases: &[(&[TaskState], JobState)] = &[
+            (&[Queued], JobState::Queued),
+            (&[Queued, Queued], JobState::Queued),
+            (&[Running, Queued], JobState::Running),
+            (&[Running, Pending], JobState::Running),
+            (&[Running, Failed], JobState::Running),
+            (&[Pending, Queued], JobState::Pending),
+            (&[Pending, Succeeded], JobState::Pending),
+            (&[Pending, Failed], JobState::Pending),
+            (&[Succeeded, Queued], JobState::Running),
+            (&[Failed, Queued], JobState::Running),
+            (&[Failed, Succeeded], JobState::Failed),
+            (&[Failed], JobState::Failed),
+            (&[Succeeded, Succeeded], JobState::Succeeded),
+        ];
+        for (tasks, expected) in cases {
+            assert_eq!(
+                JobState::from_tasks(tasks.iter().copied()),
+                *expected,
+                "tasks {tasks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn state_names_round_trip_and_match_serde() {
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::Value::from(state.as_str())
+            );
+        }
+        for state in TaskState::ALL {
+            assert_eq!(TaskState::parse(state.as_str()), Some(state));
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::Value::from(state.as_str())
+            );
+        }
+        for level in Level::ALL {
+            assert_eq!(Level::parse(level.as_str()), Some(level));
+            assert_eq!(
+                serde_json::to_value(level).unwrap(),
+                serde_json::Value::from(level.as_str())
+            );
+        }
+        assert_eq!(JobState::parse("done"), None);
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let start = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(clock.now().as_millisecond(), start.as_millisecond() + 1500);
+        clock.set(start);
+        assert_eq!(clock.now(), start);
+    }
 }

@@ -1,0 +1,1003 @@
+//! The SQLite store on real database files in temporary directories. Time is a `ManualClock`, so
+//! lease expiry and retry delays are reached by moving the clock, never by waiting.
+
+// The harness helpers below are test code too, outside any `#[test]` function.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tempfile::TempDir;
+use tug_store::{
+    BranchKey, JobFilter, JobState, Level, ManualClock, NewJob, NewTask, SqliteStore, Store,
+    StoreError, TaskOutcome, TaskState,
+};
+
+const TTL: Duration = Duration::from_secs(30);
+
+struct Harness {
+    dir: TempDir,
+    clock: Arc<ManualClock>,
+    store: SqliteStore,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let start = jiff::Timestamp::from_second(1_750_000_000).unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let store = SqliteStore::open_with_clock(&dir.path().join("tug.db"), clock.clone())
+            .await
+            .unwrap();
+        Harness { dir, clock, store }
+    }
+
+    async fn reopen(self) -> Harness {
+        let Harness { dir, clock, store } = self;
+        // Dropped, not closed: the file must hold everything acknowledged so far on its own.
+        drop(store);
+        let store = SqliteStore::open_with_clock(&dir.path().join("tug.db"), clock.clone())
+            .await
+            .unwrap();
+        Harness { dir, clock, store }
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+fn branch(repository: &str, branch: &str) -> BranchKey {
+    BranchKey {
+        repository: repository.to_owned(),
+        branch: branch.to_owned(),
+    }
+}
+
+fn deploy(key: Option<&str>, image: &str, branches: &[&BranchKey]) -> NewJob {
+    NewJob {
+        idempotency_key: key.map(str::to_owned),
+        kind: "deploy".to_owned(),
+        requested_by: "ci-token".to_owned(),
+        request: json!({ "image": image, "service": "shop" }),
+        tasks: branches
+            .iter()
+            .map(|branch| NewTask {
+                branch: (*branch).clone(),
+                payload: json!({ "set_image": image, "path": "apps/shop/kustomization.yaml" }),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn enqueued_job_survives_reopening_the_file() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    let staging = branch("gitops/staging", "main");
+    let enqueued = h
+        .store
+        .enqueue(deploy(Some("build-41"), "shop:1.4.2", &[&main, &staging]))
+        .await
+        .unwrap();
+    assert!(enqueued.created);
+    let id = enqueued.job.id.clone();
+
+    let h = h.reopen().await;
+    let job = h
+        .store
+        .job(&id)
+        .await
+        .unwrap()
+        .expect("job after reopening");
+    assert_eq!(job.id, id);
+    assert_eq!(job.idempotency_key.as_deref(), Some("build-41"));
+    assert_eq!(job.kind, "deploy");
+    assert_eq!(job.requested_by, "ci-token");
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(
+        job.request,
+        json!({ "image": "shop:1.4.2", "service": "shop" })
+    );
+    assert_eq!(job.created_at, h.clock.now_for_tests());
+    let branches: Vec<_> = job.tasks.iter().map(|task| task.branch.clone()).collect();
+    assert_eq!(branches, vec![main, staging]);
+    for task in &job.tasks {
+        assert_eq!(task.state, TaskState::Queued);
+        assert_eq!(task.attempts, 0);
+        assert_eq!(task.job_id, id);
+        assert_eq!(task.payload["set_image"], "shop:1.4.2");
+    }
+    assert_eq!(job.tasks, enqueued.job.tasks);
+    assert!(h.store.job("no-such-job").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn same_idempotency_key_returns_the_existing_job() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    let first = h
+        .store
+        .enqueue(deploy(Some("build-7"), "shop:1.0.0", &[&main]))
+        .await
+        .unwrap();
+    let again = h
+        .store
+        .enqueue(deploy(
+            Some("build-7"),
+            "shop:2.0.0",
+            &[&main, &branch("other", "x")],
+        ))
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert!(!again.created);
+    assert_eq!(again.job.id, first.job.id);
+    assert_eq!(again.job.request["image"], "shop:1.0.0");
+    assert_eq!(h.count("jobs").await, 1);
+    assert_eq!(h.count("tasks").await, 1);
+
+    // Without a key every request is a new job.
+    let a = h
+        .store
+        .enqueue(deploy(None, "shop:3", &[&main]))
+        .await
+        .unwrap();
+    let b = h
+        .store
+        .enqueue(deploy(None, "shop:3", &[&main]))
+        .await
+        .unwrap();
+    assert!(a.created && b.created);
+    assert_ne!(a.job.id, b.job.id);
+    assert_eq!(h.count("jobs").await, 3);
+}
+
+#[tokio::test]
+async fn enqueue_rejects_jobs_without_tasks_or_with_a_branch_twice() {
+    let h = Harness::new().await;
+    let empty = h.store.enqueue(deploy(None, "shop:1", &[])).await;
+    assert!(matches!(empty, Err(StoreError::Invalid(_))), "{empty:?}");
+    let main = branch("gitops/prod", "main");
+    let twice = h
+        .store
+        .enqueue(deploy(None, "shop:1", &[&main, &main]))
+        .await;
+    let Err(StoreError::Invalid(message)) = twice else {
+        panic!("expected Invalid, got {twice:?}");
+    };
+    assert!(message.contains("gitops/prod"), "{message}");
+    assert_eq!(h.count("jobs").await, 0);
+}
+
+#[tokio::test]
+async fn claim_takes_a_branch_oldest_first_up_to_max() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    let other = branch("gitops/prod", "release");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let job = h
+            .store
+            .enqueue(deploy(None, &format!("shop:{n}"), &[&main]))
+            .await
+            .unwrap()
+            .job;
+        ids.push(job.tasks[0].id);
+        h.store
+            .enqueue(deploy(None, "web:1", &[&other]))
+            .await
+            .unwrap();
+    }
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+
+    let first = h.store.claim(&main, "writer-a", 2).await.unwrap();
+    assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), ids[..2]);
+    for task in &first {
+        assert_eq!(task.state, TaskState::Running);
+        assert_eq!(task.attempts, 1);
+        assert_eq!(task.claimed_by.as_deref(), Some("writer-a"));
+        assert_eq!(task.branch, main);
+    }
+    // Its own running tasks are not handed out again.
+    let rest = h.store.claim(&main, "writer-a", 10).await.unwrap();
+    assert_eq!(rest.iter().map(|t| t.id).collect::<Vec<_>>(), ids[2..]);
+    assert!(
+        h.store
+            .claim(&main, "writer-a", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.store
+            .claim(&main, "writer-a", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let job = h.store.job(&first[0].job_id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(
+        h.store.queue_depths().await.unwrap(),
+        vec![(main, 5), (other, 5)],
+        "the other branch is untouched"
+    );
+}
+
+#[tokio::test]
+async fn claim_requires_the_branch_lease() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    h.store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap();
+
+    let unlocked = h.store.claim(&main, "writer-a", 5).await;
+    assert!(
+        matches!(unlocked, Err(StoreError::BranchNotLeased { .. })),
+        "{unlocked:?}"
+    );
+
+    assert!(h.store.lock_branch(&main, "writer-b", TTL).await.unwrap());
+    let foreign = h.store.claim(&main, "writer-a", 5).await;
+    let Err(error) = foreign else {
+        panic!("claimed under another writer's lease: {foreign:?}");
+    };
+    assert_eq!(
+        error.to_string(),
+        "writer-a does not hold the lease of branch main of gitops/prod"
+    );
+
+    h.clock.advance(TTL);
+    let expired = h.store.claim(&main, "writer-b", 5).await;
+    assert!(
+        matches!(expired, Err(StoreError::BranchNotLeased { .. })),
+        "{expired:?}"
+    );
+    assert_eq!(h.store.job_states().await, vec![JobState::Queued]);
+}
+
+#[tokio::test]
+async fn branch_lease_is_exclusive_renewable_and_expires() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    let other = branch("gitops/prod", "release");
+
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    assert!(!h.store.lock_branch(&main, "writer-b", TTL).await.unwrap());
+    assert!(
+        h.store.lock_branch(&other, "writer-b", TTL).await.unwrap(),
+        "leases are per branch"
+    );
+
+    // Renewal at +20 s moves the expiry to +50 s.
+    h.clock.advance(Duration::from_secs(20));
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    h.clock.advance(Duration::from_secs(20));
+    assert!(!h.store.lock_branch(&main, "writer-b", TTL).await.unwrap());
+    h.clock.advance(Duration::from_secs(9));
+    assert!(!h.store.lock_branch(&main, "writer-b", TTL).await.unwrap());
+
+    // At +50 s the lease has expired: writer-b takes over and writer-a is out.
+    h.clock.advance(Duration::from_secs(1));
+    assert!(h.store.lock_branch(&main, "writer-b", TTL).await.unwrap());
+    assert!(!h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+
+    // Only the holder can give it up.
+    h.store.unlock_branch(&main, "writer-a").await.unwrap();
+    assert!(!h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    h.store.unlock_branch(&main, "writer-b").await.unwrap();
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+}
+
+#[tokio::test]
+async fn tasks_of_a_dead_writer_are_claimed_again() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    let job = h
+        .store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap()
+        .job;
+
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    let claimed = h.store.claim(&main, "writer-a", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        h.store.runnable_branches().await.unwrap().is_empty(),
+        "a task running under a live lease is not runnable"
+    );
+
+    // writer-a stops renewing.
+    h.clock.advance(TTL);
+    assert_eq!(
+        h.store.runnable_branches().await.unwrap(),
+        vec![main.clone()]
+    );
+    assert!(h.store.lock_branch(&main, "writer-b", TTL).await.unwrap());
+
+    assert_eq!(
+        h.store.runnable_branches().await.unwrap(),
+        vec![main.clone()],
+        "still runnable under writer-b's live lease: writer-b has not claimed it yet"
+    );
+
+    // writer-a wakes up after the takeover: its result no longer counts.
+    let late = h
+        .store
+        .finish_task(claimed[0].id, TaskOutcome::Succeeded(json!({})))
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost(id)) if id == claimed[0].id),
+        "{late:?}"
+    );
+
+    let again = h.store.claim(&main, "writer-b", 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, claimed[0].id);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(again[0].claimed_by.as_deref(), Some("writer-b"));
+
+    h.store
+        .finish_task(
+            again[0].id,
+            TaskOutcome::Succeeded(json!({ "commit": "4b825dc6" })),
+        )
+        .await
+        .unwrap();
+    let job = h.store.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.tasks[0].result, Some(json!({ "commit": "4b825dc6" })));
+    assert!(h.store.runnable_branches().await.unwrap().is_empty());
+    assert!(h.store.queue_depths().await.unwrap().is_empty());
+
+    // Finishing twice is refused: the task is no longer running.
+    let twice = h
+        .store
+        .finish_task(again[0].id, TaskOutcome::Failed("x".into()))
+        .await;
+    assert!(matches!(twice, Err(StoreError::LeaseLost(_))), "{twice:?}");
+    let unknown = h
+        .store
+        .finish_task(9_999, TaskOutcome::Failed("x".into()))
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownTask(9_999))),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn tasks_left_running_by_an_unlock_are_runnable_again() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    h.store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap();
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    let claimed = h.store.claim(&main, "writer-a", 1).await.unwrap();
+    h.store.unlock_branch(&main, "writer-a").await.unwrap();
+
+    assert_eq!(
+        h.store.runnable_branches().await.unwrap(),
+        vec![main.clone()]
+    );
+    let late = h.store.postpone_task(claimed[0].id, "x", TTL).await;
+    assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
+    assert!(h.store.lock_branch(&main, "writer-b", TTL).await.unwrap());
+    let again = h.store.claim(&main, "writer-b", 1).await.unwrap();
+    assert_eq!(again[0].id, claimed[0].id);
+    assert_eq!(again[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn postponed_task_waits_for_its_retry_time() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    let job = h
+        .store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap()
+        .job;
+    assert_eq!(
+        h.store.runnable_branches().await.unwrap(),
+        vec![main.clone()]
+    );
+
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    let task = h.store.claim(&main, "writer-a", 1).await.unwrap().remove(0);
+    h.store
+        .postpone_task(
+            task.id,
+            "git push: could not resolve host",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+
+    let pending = h.store.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(pending.state, JobState::Pending);
+    let stored = &pending.tasks[0];
+    assert_eq!(stored.state, TaskState::Pending);
+    assert_eq!(
+        stored.last_error.as_deref(),
+        Some("git push: could not resolve host")
+    );
+    assert_eq!(
+        stored.retry_at.map(|at| at.as_millisecond()),
+        Some(h.clock.now_for_tests().as_millisecond() + 60_000)
+    );
+    assert!(h.store.runnable_branches().await.unwrap().is_empty());
+    assert!(
+        h.store
+            .claim(&main, "writer-a", 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    h.clock.advance(Duration::from_secs(59));
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    assert!(h.store.runnable_branches().await.unwrap().is_empty());
+    assert!(
+        h.store
+            .claim(&main, "writer-a", 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.store.runnable_branches().await.unwrap(),
+        vec![main.clone()]
+    );
+    let retried = h.store.claim(&main, "writer-a", 1).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].attempts, 2);
+    assert_eq!(retried[0].retry_at, None);
+    assert_eq!(
+        h.store.job(&job.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+
+    h.store
+        .finish_task(
+            retried[0].id,
+            TaskOutcome::Succeeded(json!({ "up_to_date": true })),
+        )
+        .await
+        .unwrap();
+    let done = h.store.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(
+        done.tasks[0].last_error.as_deref(),
+        Some("git push: could not resolve host"),
+        "the transient error stays on record"
+    );
+}
+
+#[tokio::test]
+async fn pending_task_holds_back_later_tasks_of_its_branch_only() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    let other = branch("gitops/staging", "main");
+    h.store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap();
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    let first = h.store.claim(&main, "writer-a", 1).await.unwrap().remove(0);
+    h.store
+        .postpone_task(first.id, "remote unreachable", Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // shop:2 arrives while shop:1 waits: it must not land first and be overwritten later.
+    let second = h
+        .store
+        .enqueue(deploy(None, "shop:2", &[&main]))
+        .await
+        .unwrap()
+        .job;
+    h.store
+        .enqueue(deploy(None, "shop:2", &[&other]))
+        .await
+        .unwrap();
+    assert_eq!(h.store.runnable_branches().await.unwrap(), vec![other]);
+    assert!(
+        h.store
+            .claim(&main, "writer-a", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        h.store.job(&second.id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+
+    h.clock.advance(Duration::from_secs(60));
+    assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
+    let batch = h.store.claim(&main, "writer-a", 10).await.unwrap();
+    assert_eq!(
+        batch.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![first.id, second.tasks[0].id]
+    );
+}
+
+#[tokio::test]
+async fn job_state_is_derived_from_its_tasks() {
+    let h = Harness::new().await;
+    let prod = branch("gitops/prod", "main");
+    let staging = branch("gitops/staging", "main");
+    let job = h
+        .store
+        .enqueue(deploy(None, "shop:1", &[&prod, &staging]))
+        .await
+        .unwrap()
+        .job;
+    let state = async |h: &Harness| h.store.job(&job.id).await.unwrap().unwrap().state;
+    assert_eq!(state(&h).await, JobState::Queued);
+
+    assert!(h.store.lock_branch(&prod, "writer-a", TTL).await.unwrap());
+    assert!(
+        h.store
+            .lock_branch(&staging, "writer-b", TTL)
+            .await
+            .unwrap()
+    );
+    let on_prod = h.store.claim(&prod, "writer-a", 1).await.unwrap().remove(0);
+    assert_eq!(state(&h).await, JobState::Running);
+
+    h.store
+        .finish_task(
+            on_prod.id,
+            TaskOutcome::Succeeded(json!({ "commit": "aaa" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&h).await,
+        JobState::Running,
+        "staging still waits for its writer"
+    );
+
+    let on_staging = h
+        .store
+        .claim(&staging, "writer-b", 1)
+        .await
+        .unwrap()
+        .remove(0);
+    h.store
+        .postpone_task(on_staging.id, "remote unreachable", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(state(&h).await, JobState::Pending);
+
+    h.clock.advance(Duration::from_secs(5));
+    let on_staging = h
+        .store
+        .claim(&staging, "writer-b", 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(state(&h).await, JobState::Running);
+    h.store
+        .finish_task(
+            on_staging.id,
+            TaskOutcome::Failed("path apps/shop vanished".into()),
+        )
+        .await
+        .unwrap();
+    let failed = h.store.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.tasks[1].state, TaskState::Failed);
+    assert_eq!(
+        failed.tasks[1].last_error.as_deref(),
+        Some("path apps/shop vanished")
+    );
+    assert_eq!(
+        failed.tasks[1].result,
+        Some(json!({ "error": "path apps/shop vanished" }))
+    );
+    assert_eq!(failed.updated_at, h.clock.now_for_tests());
+
+    let both = h
+        .store
+        .enqueue(deploy(None, "shop:2", &[&prod, &staging]))
+        .await
+        .unwrap()
+        .job;
+    for (branch, owner) in [(&prod, "writer-a"), (&staging, "writer-b")] {
+        let task = h.store.claim(branch, owner, 1).await.unwrap().remove(0);
+        assert_eq!(task.job_id, both.id);
+        h.store
+            .finish_task(task.id, TaskOutcome::Succeeded(json!({ "commit": "bbb" })))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        h.store.job(&both.id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn events_are_numbered_densely_per_job() {
+    let h = Harness::new().await;
+    let main = branch("gitops/prod", "main");
+    let a = h
+        .store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap()
+        .job;
+    let b = h
+        .store
+        .enqueue(deploy(None, "shop:2", &[&main]))
+        .await
+        .unwrap()
+        .job;
+
+    for n in 1..=4 {
+        let event = h
+            .store
+            .append_event(&a.id, Some(a.tasks[0].id), Level::Info, &format!("a{n}"))
+            .await
+            .unwrap();
+        assert_eq!(event.seq, n);
+        if n % 2 == 0 {
+            let event = h
+                .store
+                .append_event(&b.id, None, Level::Warn, "b")
+                .await
+                .unwrap();
+            assert_eq!(event.seq, n / 2);
+        }
+    }
+    h.clock.advance(Duration::from_secs(1));
+    let last = h
+        .store
+        .append_event(&a.id, None, Level::Error, "a5")
+        .await
+        .unwrap();
+    assert_eq!(last.seq, 5);
+    assert_eq!(last.at, h.clock.now_for_tests());
+
+    let all = h.store.events(&a.id, 0).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(all[0].task_id, Some(a.tasks[0].id));
+    assert_eq!(all[4].task_id, None);
+    assert_eq!(all[4].level, Level::Error);
+    let after = h.store.events(&a.id, 3).await.unwrap();
+    assert_eq!(
+        after.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        vec!["a4", "a5"]
+    );
+    assert!(h.store.events(&a.id, 5).await.unwrap().is_empty());
+    assert_eq!(h.store.events(&b.id, 0).await.unwrap().len(), 2);
+    assert!(h.store.events("no-such-job", 0).await.unwrap().is_empty());
+
+    let unknown = h
+        .store
+        .append_event("no-such-job", None, Level::Info, "x")
+        .await;
+    assert!(matches!(unknown, Err(StoreError::UnknownJob(ref id)) if id == "no-such-job"));
+    let foreign = h
+        .store
+        .append_event(&a.id, Some(b.tasks[0].id), Level::Info, "x")
+        .await;
+    assert!(
+        matches!(foreign, Err(StoreError::Invalid(_))),
+        "{foreign:?}"
+    );
+    // A refused event leaves no gap.
+    let next = h
+        .store
+        .append_event(&a.id, None, Level::Info, "a6")
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 6);
+}
+
+#[tokio::test]
+async fn list_jobs_filters_newest_first() {
+    let h = Harness::new().await;
+    let prod = branch("gitops/prod", "main");
+    let staging = branch("gitops/staging", "main");
+    let mut created = Vec::new();
+    for (n, branches) in [
+        vec![&prod],
+        vec![&staging],
+        vec![&prod, &staging],
+        vec![&staging],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.clock.advance(Duration::from_secs(1));
+        let job = h
+            .store
+            .enqueue(deploy(None, &format!("shop:{n}"), &branches))
+            .await
+            .unwrap()
+            .job;
+        created.push(job.id);
+    }
+    // The oldest prod job succeeds.
+    assert!(h.store.lock_branch(&prod, "writer-a", TTL).await.unwrap());
+    let task = h.store.claim(&prod, "writer-a", 1).await.unwrap().remove(0);
+    assert_eq!(task.job_id, created[0]);
+    h.store
+        .finish_task(task.id, TaskOutcome::Succeeded(json!({})))
+        .await
+        .unwrap();
+
+    let ids = |jobs: Vec<tug_store::Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let all = h.store.list_jobs(&JobFilter::default()).await.unwrap();
+    assert_eq!(all[1].tasks.len(), 2, "jobs come with their tasks");
+    assert_eq!(
+        ids(all),
+        vec![
+            created[3].clone(),
+            created[2].clone(),
+            created[1].clone(),
+            created[0].clone()
+        ]
+    );
+
+    let prod_jobs = JobFilter {
+        repository: Some("gitops/prod".into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        ids(h.store.list_jobs(&prod_jobs).await.unwrap()),
+        vec![created[2].clone(), created[0].clone()]
+    );
+    let queued_prod = JobFilter {
+        state: Some(JobState::Queued),
+        ..prod_jobs.clone()
+    };
+    assert_eq!(
+        ids(h.store.list_jobs(&queued_prod).await.unwrap()),
+        vec![created[2].clone()]
+    );
+    let succeeded = JobFilter {
+        state: Some(JobState::Succeeded),
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        ids(h.store.list_jobs(&succeeded).await.unwrap()),
+        vec![created[0].clone()]
+    );
+    let newest_two = JobFilter {
+        limit: Some(2),
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        ids(h.store.list_jobs(&newest_two).await.unwrap()),
+        vec![created[3].clone(), created[2].clone()]
+    );
+    let nowhere = JobFilter {
+        repository: Some("gitops/none".into()),
+        ..JobFilter::default()
+    };
+    assert!(h.store.list_jobs(&nowhere).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn queue_depths_count_unfinished_tasks_per_branch() {
+    let h = Harness::new().await;
+    let prod = branch("gitops/prod", "main");
+    let staging = branch("gitops/staging", "main");
+    assert!(h.store.queue_depths().await.unwrap().is_empty());
+    for _ in 0..3 {
+        h.store
+            .enqueue(deploy(None, "shop:1", &[&prod, &staging]))
+            .await
+            .unwrap();
+    }
+    h.store
+        .enqueue(deploy(None, "shop:1", &[&staging]))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.queue_depths().await.unwrap(),
+        vec![(prod.clone(), 3), (staging.clone(), 4)]
+    );
+
+    // Running and pending still count; finished does not.
+    assert!(h.store.lock_branch(&prod, "writer-a", TTL).await.unwrap());
+    let claimed = h.store.claim(&prod, "writer-a", 3).await.unwrap();
+    h.store
+        .finish_task(claimed[0].id, TaskOutcome::Succeeded(json!({})))
+        .await
+        .unwrap();
+    h.store
+        .postpone_task(claimed[1].id, "remote unreachable", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.queue_depths().await.unwrap(),
+        vec![(prod, 2), (staging, 4)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enqueues_are_all_stored() {
+    let h = Harness::new().await;
+    let store = Arc::new(h.store);
+    let per_task = 10;
+    let mut handles = Vec::new();
+    for writer in 0..16 {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..per_task {
+                let env = branch("gitops/prod", &format!("env-{}", n % 3));
+                let job = store
+                    .enqueue(deploy(Some(&format!("w{writer}-{n}")), "shop:1", &[&env]))
+                    .await?;
+                ids.push(job.job.id);
+            }
+            Ok::<_, StoreError>(ids)
+        }));
+    }
+    let mut ids = Vec::new();
+    for handle in handles {
+        ids.extend(handle.await.unwrap().unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 16 * per_task);
+    let depths: u64 = store
+        .queue_depths()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, d)| d)
+        .sum();
+    assert_eq!(depths, 16 * per_task as u64);
+
+    // 16 clients retrying the same request at once: one job, one creation.
+    let mut handles = Vec::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            store
+                .enqueue(deploy(
+                    Some("retried"),
+                    "shop:2",
+                    &[&branch("gitops/prod", "main")],
+                ))
+                .await
+        }));
+    }
+    let mut created = 0;
+    let mut same = std::collections::BTreeSet::new();
+    for handle in handles {
+        let enqueued = handle.await.unwrap().unwrap();
+        created += usize::from(enqueued.created);
+        same.insert(enqueued.job.id);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(same.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enqueue_throughput_with_full_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("tug.db")).await.unwrap());
+    let main = branch("gitops/prod", "main");
+
+    let sequential = 200;
+    let started = Instant::now();
+    for n in 0..sequential {
+        store
+            .enqueue(deploy(Some(&format!("seq-{n}")), "shop:1", &[&main]))
+            .await
+            .unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "sequential enqueue, synchronous=FULL: {sequential} in {elapsed:?} = {:.0}/s",
+        f64::from(sequential) / elapsed.as_secs_f64()
+    );
+
+    let (clients, each) = (16, 25);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let store = Arc::clone(&store);
+            let main = main.clone();
+            tokio::spawn(async move {
+                for n in 0..each {
+                    store
+                        .enqueue(deploy(Some(&format!("c{c}-{n}")), "shop:1", &[&main]))
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "concurrent enqueue ({clients} clients), synchronous=FULL: {} in {elapsed:?} = {:.0}/s",
+        clients * each,
+        f64::from(clients * each) / elapsed.as_secs_f64()
+    );
+    let everything = JobFilter {
+        limit: Some(10_000),
+        ..JobFilter::default()
+    };
+    let stored = store.list_jobs(&everything).await.unwrap();
+    assert_eq!(stored.len(), (sequential + clients * each) as usize);
+}
+
+trait NowForTests {
+    fn now_for_tests(&self) -> jiff::Timestamp;
+}
+
+impl NowForTests for ManualClock {
+    /// The stored precision: milliseconds.
+    fn now_for_tests(&self) -> jiff::Timestamp {
+        let now = tug_store::Clock::now(self);
+        jiff::Timestamp::from_millisecond(now.as_millisecond()).unwrap()
+    }
+}
+
+trait JobStates {
+    async fn job_states(&self) -> Vec<JobState>;
+}
+
+impl JobStates for SqliteStore {
+    async fn job_states(&self) -> Vec<JobState> {
+        let jobs = self.list_jobs(&JobFilter::default()).await.unwrap();
+        jobs.into_iter().map(|job| job.state).collect()
+    }
+}
+
+#[tokio::test]
+async fn database_runs_in_wal_mode_with_full_sync() {
+    let h = Harness::new().await;
+    for pool in [h.store.pool(), h.store.read_pool()] {
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(foreign_keys, 1);
+        let busy_timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert!(busy_timeout >= 1_000, "busy timeout {busy_timeout} ms");
+    }
+    assert!(h.dir.path().join("tug.db-wal").exists());
+}
