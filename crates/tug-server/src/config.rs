@@ -1,0 +1,1012 @@
+//! The `tug server --config FILE` configuration.
+//!
+//! Loading happens in four steps, each reporting errors with the file and the field at fault:
+//! 1. the YAML is parsed strictly (unknown fields are errors, with line and column);
+//! 2. `${VAR}` references in string values are replaced from the environment (`$${` writes a
+//!    literal `${`); an unset variable is an error naming the variable and the field;
+//! 3. `TUG_*` environment variables override scalar settings (see [`ENV_OVERRIDES`]);
+//! 4. the result is validated: authentication must be configured explicitly, repository names
+//!    are unique, URLs carry no password, token scopes name configured repositories.
+//!
+//! Relative paths written in the file (`data_dir`, TLS and SSH key files) are resolved against
+//! the directory holding the file, so a configuration means the same from any working directory.
+//! Paths given through `TUG_*` variables are used as given.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A value that must never appear in logs or error messages: passwords, tokens, webhook URLs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub commit: CommitConfig,
+    #[serde(default)]
+    pub repositories: Vec<RepositoryConfig>,
+    /// Required: either tokens or an explicit `mode: none`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Where the server listens. The ports are those of the Delivery server, so its clients keep
+/// working with only the host changed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    #[serde(default = "default_grpc_addr")]
+    pub grpc: SocketAddr,
+    #[serde(default = "default_http_addr")]
+    pub http: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            grpc: default_grpc_addr(),
+            http: default_http_addr(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format `{other}`, expected `text` or `json`"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter: `info`, or `warn,tug_server=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The committer identity of every commit tug makes; the author is the requester.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitConfig {
+    #[serde(default = "default_committer_name")]
+    pub committer_name: String,
+    #[serde(default = "default_committer_email")]
+    pub committer_email: String,
+    /// Commit even when the files already hold the desired state (the Delivery server's
+    /// `DELIVERY_ALLOW_EMPTY_COMMIT`).
+    #[serde(default)]
+    pub allow_empty: bool,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        CommitConfig {
+            committer_name: default_committer_name(),
+            committer_email: default_committer_email(),
+            allow_empty: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// How requests, tokens and metrics name the repository.
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub http: Option<HttpCredentials>,
+    #[serde(default)]
+    pub ssh: Option<SshCredentials>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCredentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshCredentials {
+    pub private_key_file: PathBuf,
+    /// Host keys to trust; host key checking is never turned off. Without it, the isolated git
+    /// environment has no known hosts and every SSH connection is refused.
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Bearer tokens from `auth.tokens`.
+    Tokens,
+    /// No authentication: every caller may deploy anywhere. Meant for a loopback-only server.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Defaults to `tokens`.
+    #[serde(default)]
+    pub mode: Option<AuthMode>,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl AuthConfig {
+    pub fn mode(&self) -> AuthMode {
+        self.mode.unwrap_or(AuthMode::Tokens)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Shown in logs, audit and 403 messages as the requester.
+    pub name: String,
+    /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`); the token itself is never
+    /// stored.
+    pub sha256: String,
+    /// Repository names the token may write to; `*` means all.
+    pub repositories: Vec<String>,
+    /// Branches the token may write to, exact names or globs (`release/*`); absent means all.
+    #[serde(default)]
+    pub branches: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    #[serde(default)]
+    pub slack: Vec<SlackSinkConfig>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSinkConfig>,
+    /// Attempts per sink and notification, the first included.
+    #[serde(default = "default_notify_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; each further retry waits twice as long.
+    #[serde(default = "default_notify_base_delay_ms")]
+    pub base_delay_ms: u64,
+    /// Time limit of one attempt.
+    #[serde(default = "default_notify_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            slack: Vec::new(),
+            webhooks: Vec::new(),
+            max_attempts: default_notify_max_attempts(),
+            base_delay_ms: default_notify_base_delay_ms(),
+            timeout_ms: default_notify_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSinkConfig {
+    /// The incoming-webhook URL; its path is the credential, so it is a secret.
+    pub webhook_url: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    /// Treated as a secret: query strings often carry tokens.
+    pub url: Secret,
+    /// Key of the `X-Tug-Signature` HMAC; without it requests are unsigned.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_max_paths_per_request")]
+    pub max_paths_per_request: u32,
+    /// Most requests one push carries for a branch.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: default_max_body_bytes(),
+            max_paths_per_request: default_max_paths_per_request(),
+            batch_max: default_batch_max(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("tug-data")
+}
+fn default_grpc_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 12010))
+}
+fn default_http_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 12011))
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+fn default_committer_name() -> String {
+    "tug".to_owned()
+}
+fn default_committer_email() -> String {
+    "tug@localhost".to_owned()
+}
+fn default_notify_max_attempts() -> u32 {
+    4
+}
+fn default_notify_base_delay_ms() -> u64 {
+    500
+}
+fn default_notify_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_body_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_max_paths_per_request() -> u32 {
+    256
+}
+fn default_batch_max() -> u32 {
+    64
+}
+
+/// The `TUG_*` environment variables and the setting each overrides. They apply after the file
+/// is read, so a container can keep one file and change addresses or paths per deployment.
+/// Their values are taken literally (no `${VAR}` expansion).
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("TUG_LISTEN_GRPC", "listen.grpc"),
+    ("TUG_LISTEN_HTTP", "listen.http"),
+    ("TUG_DATA_DIR", "data_dir"),
+    ("TUG_LOG_FORMAT", "log.format"),
+    ("TUG_LOG_LEVEL", "log.level"),
+    ("TUG_TLS_CERT_FILE", "tls.cert_file"),
+    ("TUG_TLS_KEY_FILE", "tls.key_file"),
+    ("TUG_COMMIT_COMMITTER_NAME", "commit.committer_name"),
+    ("TUG_COMMIT_COMMITTER_EMAIL", "commit.committer_email"),
+    ("TUG_COMMIT_ALLOW_EMPTY", "commit.allow_empty"),
+    ("TUG_LIMITS_MAX_BODY_BYTES", "limits.max_body_bytes"),
+    (
+        "TUG_LIMITS_MAX_PATHS_PER_REQUEST",
+        "limits.max_paths_per_request",
+    ),
+    ("TUG_LIMITS_BATCH_MAX", "limits.batch_max"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}{}: {message}", path.display(), position(*line, *column))]
+    Parse {
+        path: PathBuf,
+        line: Option<u64>,
+        column: Option<u64>,
+        message: String,
+    },
+    #[error(
+        "{}: {field}: environment variable `{variable}` is not set (write `$${{` for a literal `${{`)",
+        path.display()
+    )]
+    UnsetVariable {
+        path: PathBuf,
+        field: String,
+        variable: String,
+    },
+    #[error("{}: {field}: {message}", path.display())]
+    Reference {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("environment variable {variable} (overrides `{field}`): {message}")]
+    Override {
+        variable: &'static str,
+        field: &'static str,
+        message: String,
+    },
+    #[error("{}: {field}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+/// The parser's message gives the position twice and, for a value of the wrong type, not the
+/// field; this puts the position first (`file:line:column`, as compilers do) and names the key the
+/// value belongs to.
+fn parse_error(error: &serde_saphyr::Error, text: &str, path: &Path) -> ConfigError {
+    let location = error.location();
+    let line = location.map(|l| l.line());
+    let column = location.map(|l| l.column());
+    let mut message = error.without_snippet().to_string();
+    if let (Some(line), Some(column)) = (line, column) {
+        let suffix = format!(" at line {line}, column {column}");
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = stripped.to_owned();
+        }
+        let key = usize::try_from(line)
+            .ok()
+            .and_then(|line| text.lines().nth(line.checked_sub(1)?))
+            .and_then(|source| key_before_column(source, column));
+        if let Some(key) = key
+            && !message.contains(&format!("`{key}`"))
+        {
+            message = format!("{key}: {message}");
+        }
+    }
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// The mapping key written last before `column` on a YAML source line (`  batch_max: lots` or
+/// `limits: { batch_max: lots }`), if any.
+fn key_before_column(source: &str, column: u64) -> Option<&str> {
+    let end = usize::try_from(column)
+        .ok()?
+        .saturating_sub(1)
+        .min(source.len());
+    let prefix = source.get(..end)?;
+    let colon = prefix.trim_end().strip_suffix(':')?;
+    let start = colon
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |at| at + 1);
+    let key = &colon[start..];
+    (!key.is_empty()).then_some(key)
+}
+
+fn position(line: Option<u64>, column: Option<u64>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(":{line}:{column}"),
+        (Some(line), None) => format!(":{line}"),
+        _ => String::new(),
+    }
+}
+
+/// Reads environment variables; `&|name| std::env::var(name).ok()` in production.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Reads, expands, overrides and validates the configuration file at `path`.
+    pub fn load(path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml(&text, path, env)
+    }
+
+    /// Like [`Config::load`] for text already read; `path` names it in errors and anchors
+    /// relative paths.
+    pub fn from_yaml(text: &str, path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            serde_saphyr::from_str(text).map_err(|error| parse_error(&error, text, path))?;
+        config.expand_variables(path, env)?;
+        config.resolve_relative_paths(path);
+        config.apply_env_overrides(env)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// The repository configured under `name`.
+    pub fn repository(&self, name: &str) -> Option<&RepositoryConfig> {
+        self.repositories.iter().find(|repo| repo.name == name)
+    }
+
+    /// The repository whose configured URL is `url` (how Delivery-style requests name it).
+    pub fn repository_by_url(&self, url: &str) -> Option<&RepositoryConfig> {
+        let wanted = normalize_url(url);
+        self.repositories
+            .iter()
+            .find(|repo| normalize_url(&repo.url) == wanted)
+    }
+
+    /// The auth section; validation guarantees it is present.
+    pub fn auth(&self) -> AuthConfig {
+        self.auth.clone().unwrap_or(AuthConfig {
+            mode: Some(AuthMode::Tokens),
+            tokens: Vec::new(),
+        })
+    }
+
+    fn expand_variables(&mut self, path: &Path, env: Env<'_>) -> Result<(), ConfigError> {
+        let x = Expander { path, env };
+        x.path_buf(&mut self.data_dir, "data_dir")?;
+        x.string(&mut self.log.level, "log.level")?;
+        if let Some(tls) = &mut self.tls {
+            x.path_buf(&mut tls.cert_file, "tls.cert_file")?;
+            x.path_buf(&mut tls.key_file, "tls.key_file")?;
+        }
+        x.string(&mut self.commit.committer_name, "commit.committer_name")?;
+        x.string(&mut self.commit.committer_email, "commit.committer_email")?;
+        for (i, repo) in self.repositories.iter_mut().enumerate() {
+            let at = format!("repositories[{i}]");
+            x.string(&mut repo.name, &format!("{at}.name"))?;
+            x.string(&mut repo.url, &format!("{at}.url"))?;
+            if let Some(http) = &mut repo.http {
+                x.string(&mut http.username, &format!("{at}.http.username"))?;
+                x.string(&mut http.password.0, &format!("{at}.http.password"))?;
+            }
+            if let Some(ssh) = &mut repo.ssh {
+                x.path_buf(
+                    &mut ssh.private_key_file,
+                    &format!("{at}.ssh.private_key_file"),
+                )?;
+                if let Some(known_hosts) = &mut ssh.known_hosts_file {
+                    x.path_buf(known_hosts, &format!("{at}.ssh.known_hosts_file"))?;
+                }
+            }
+        }
+        if let Some(auth) = &mut self.auth {
+            for (i, token) in auth.tokens.iter_mut().enumerate() {
+                let at = format!("auth.tokens[{i}]");
+                x.string(&mut token.name, &format!("{at}.name"))?;
+                x.string(&mut token.sha256, &format!("{at}.sha256"))?;
+                for (j, repo) in token.repositories.iter_mut().enumerate() {
+                    x.string(repo, &format!("{at}.repositories[{j}]"))?;
+                }
+                for (j, branch) in token.branches.iter_mut().flatten().enumerate() {
+                    x.string(branch, &format!("{at}.branches[{j}]"))?;
+                }
+            }
+        }
+        for (i, slack) in self.notify.slack.iter_mut().enumerate() {
+            x.string(
+                &mut slack.webhook_url.0,
+                &format!("notify.slack[{i}].webhook_url"),
+            )?;
+        }
+        for (i, hook) in self.notify.webhooks.iter_mut().enumerate() {
+            x.string(&mut hook.url.0, &format!("notify.webhooks[{i}].url"))?;
+            if let Some(secret) = &mut hook.secret {
+                x.string(&mut secret.0, &format!("notify.webhooks[{i}].secret"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_relative_paths(&mut self, path: &Path) {
+        let base = path.parent().unwrap_or(Path::new(""));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.data_dir);
+        if let Some(tls) = &mut self.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+        }
+        for repo in &mut self.repositories {
+            if let Some(ssh) = &mut repo.ssh {
+                resolve(&mut ssh.private_key_file);
+                if let Some(known_hosts) = &mut ssh.known_hosts_file {
+                    resolve(known_hosts);
+                }
+            }
+        }
+    }
+
+    fn apply_env_overrides(&mut self, env: Env<'_>) -> Result<(), ConfigError> {
+        for &(variable, field) in ENV_OVERRIDES {
+            let Some(value) = env(variable) else {
+                continue;
+            };
+            let bad = |message: String| ConfigError::Override {
+                variable,
+                field,
+                message,
+            };
+            match field {
+                "listen.grpc" => self.listen.grpc = parse_addr(&value).map_err(bad)?,
+                "listen.http" => self.listen.http = parse_addr(&value).map_err(bad)?,
+                "data_dir" => self.data_dir = PathBuf::from(value),
+                "log.format" => self.log.format = value.parse().map_err(bad)?,
+                "log.level" => self.log.level = value,
+                "tls.cert_file" | "tls.key_file" => {
+                    let tls = self.tls.get_or_insert_with(|| TlsConfig {
+                        cert_file: PathBuf::new(),
+                        key_file: PathBuf::new(),
+                    });
+                    if field == "tls.cert_file" {
+                        tls.cert_file = PathBuf::from(value);
+                    } else {
+                        tls.key_file = PathBuf::from(value);
+                    }
+                }
+                "commit.committer_name" => self.commit.committer_name = value,
+                "commit.committer_email" => self.commit.committer_email = value,
+                "commit.allow_empty" => {
+                    self.commit.allow_empty = parse_bool(&value).map_err(bad)?
+                }
+                "limits.max_body_bytes" => {
+                    self.limits.max_body_bytes = parse_number(&value).map_err(bad)?;
+                }
+                "limits.max_paths_per_request" => {
+                    self.limits.max_paths_per_request = parse_number(&value).map_err(bad)?;
+                }
+                "limits.batch_max" => self.limits.batch_max = parse_number(&value).map_err(bad)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message,
+        };
+        if let Err(message) = crate::logging::filter(&self.log.level) {
+            return Err(invalid("log.level".into(), message));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.as_os_str().is_empty() {
+                return Err(invalid(
+                    "tls.cert_file".into(),
+                    "missing: TLS needs both a certificate and a key file".into(),
+                ));
+            }
+            if tls.key_file.as_os_str().is_empty() {
+                return Err(invalid(
+                    "tls.key_file".into(),
+                    "missing: TLS needs both a certificate and a key file".into(),
+                ));
+            }
+        }
+        if self.listen.grpc == self.listen.http {
+            return Err(invalid(
+                "listen".into(),
+                format!("grpc and http both use {}", self.listen.grpc),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, repo) in self.repositories.iter().enumerate() {
+            let at = format!("repositories[{i}]");
+            if repo.name.trim().is_empty() {
+                return Err(invalid(format!("{at}.name"), "must not be empty".into()));
+            }
+            if !names.insert(repo.name.as_str()) {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!("repository name `{}` is used twice", repo.name),
+                ));
+            }
+            if repo.url.trim().is_empty() {
+                return Err(invalid(format!("{at}.url"), "must not be empty".into()));
+            }
+            if let Some(redacted) = url_with_password_redacted(&repo.url) {
+                return Err(invalid(
+                    format!("{at}.url"),
+                    format!(
+                        "`{redacted}` embeds a password; put it in `http.password` \
+                         (from an environment variable: \"${{VAR}}\")"
+                    ),
+                ));
+            }
+            let is_http = repo.url.starts_with("http://") || repo.url.starts_with("https://");
+            match (&repo.http, &repo.ssh) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        at,
+                        "has both `http` and `ssh` credentials; keep the one its URL uses".into(),
+                    ));
+                }
+                (Some(_), None) if !is_http => {
+                    return Err(invalid(
+                        format!("{at}.http"),
+                        format!("`{}` is not an http(s) URL", repo.url),
+                    ));
+                }
+                (None, Some(_)) if is_http => {
+                    return Err(invalid(
+                        format!("{at}.ssh"),
+                        format!("`{}` is an http(s) URL, not an SSH one", repo.url),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        self.validate_auth(path, &names)?;
+        for (i, hook) in self.notify.webhooks.iter().enumerate() {
+            if !is_http_url(hook.url.expose()) {
+                return Err(invalid(
+                    format!("notify.webhooks[{i}].url"),
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        for (i, slack) in self.notify.slack.iter().enumerate() {
+            if !is_http_url(slack.webhook_url.expose()) {
+                return Err(invalid(
+                    format!("notify.slack[{i}].webhook_url"),
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        if self.notify.max_attempts == 0 {
+            return Err(invalid(
+                "notify.max_attempts".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        for (field, value) in [
+            ("limits.max_body_bytes", self.limits.max_body_bytes),
+            (
+                "limits.max_paths_per_request",
+                u64::from(self.limits.max_paths_per_request),
+            ),
+            ("limits.batch_max", u64::from(self.limits.batch_max)),
+        ] {
+            if value == 0 {
+                return Err(invalid(field.into(), "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self, path: &Path, repositories: &HashSet<&str>) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message,
+        };
+        let Some(auth) = &self.auth else {
+            return Err(invalid(
+                "auth".into(),
+                "missing: configure `auth: {tokens: [...]}`, or `auth: {mode: none}` to accept \
+                 unauthenticated requests"
+                    .into(),
+            ));
+        };
+        match auth.mode() {
+            AuthMode::None => {
+                if !auth.tokens.is_empty() {
+                    return Err(invalid(
+                        "auth.tokens".into(),
+                        "tokens are ignored with `mode: none`; remove them or the mode".into(),
+                    ));
+                }
+                return Ok(());
+            }
+            AuthMode::Tokens => {
+                if auth.tokens.is_empty() {
+                    return Err(invalid(
+                        "auth.tokens".into(),
+                        "no token configured: add one, or set `auth: {mode: none}` to accept \
+                         unauthenticated requests"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, token) in auth.tokens.iter().enumerate() {
+            let at = format!("auth.tokens[{i}]");
+            if token.name.trim().is_empty() {
+                return Err(invalid(format!("{at}.name"), "must not be empty".into()));
+            }
+            if !names.insert(token.name.as_str()) {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!("token name `{}` is used twice", token.name),
+                ));
+            }
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    format!("{at}.sha256"),
+                    "must be 64 hex digits, the SHA-256 of the token \
+                     (`printf %s \"$TOKEN\" | sha256sum`)"
+                        .into(),
+                ));
+            }
+            if token.repositories.is_empty() {
+                return Err(invalid(
+                    format!("{at}.repositories"),
+                    "lists no repository; name some, or `*` for all".into(),
+                ));
+            }
+            for (j, repo) in token.repositories.iter().enumerate() {
+                if repo != "*" && !repositories.contains(repo.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.repositories[{j}]"),
+                        format!("`{repo}` is not a configured repository name"),
+                    ));
+                }
+            }
+            if let Some(branches) = &token.branches
+                && branches.is_empty()
+            {
+                return Err(invalid(
+                    format!("{at}.branches"),
+                    "is empty, so the token could write nowhere; remove the field to allow \
+                     every branch"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A commented configuration for the Quick start: one repository, and either one token
+    /// (given by its SHA-256) or no authentication. The result loads with [`Config::load`].
+    pub fn sample(sample: &Sample<'_>) -> String {
+        let auth = match sample.token_sha256 {
+            Some(sha256) => format!(
+                "auth:\n  tokens:\n    # sha256 is `printf %s \"$TOKEN\" | sha256sum`; the token itself is not stored.\n    - name: ci\n      sha256: \"{sha256}\"\n      repositories: [\"{name}\"]\n",
+                name = yaml_escape(sample.repository_name),
+            ),
+            None => "# Anyone who can reach the server may deploy: keep it on a loopback address.\nauth:\n  mode: none\n".to_owned(),
+        };
+        format!(
+            r#"# tug server configuration. `${{VAR}}` in a string is read from the environment.
+listen:
+  grpc: "{grpc}"
+  http: "{http}"
+# Relative paths are relative to this file.
+data_dir: {data_dir}
+log:
+  format: text   # or json
+  level: info
+commit:
+  committer_name: tug
+  committer_email: tug@localhost
+  allow_empty: false
+repositories:
+  - name: "{name}"
+    url: "{url}"
+    # For HTTPS remotes that need credentials:
+    # http: {{ username: bot, password: "${{GIT_TOKEN}}" }}
+    # For SSH remotes:
+    # ssh: {{ private_key_file: /etc/tug/id_ed25519, known_hosts_file: /etc/tug/known_hosts }}
+{auth}# notify:
+#   slack: [{{ webhook_url: "${{SLACK_WEBHOOK_URL}}" }}]
+#   webhooks: [{{ url: "https://hooks.example.com/tug", secret: "${{HOOK_SECRET}}" }}]
+limits:
+  max_body_bytes: 1048576
+  max_paths_per_request: 256
+  batch_max: 64
+"#,
+            grpc = default_grpc_addr(),
+            http = default_http_addr(),
+            data_dir = "tug-data",
+            name = yaml_escape(sample.repository_name),
+            url = yaml_escape(sample.repository_url),
+        )
+    }
+}
+
+/// What [`Config::sample`] fills in.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub repository_name: &'a str,
+    pub repository_url: &'a str,
+    /// The SHA-256 (hex) of a token; `None` writes `auth: {mode: none}`.
+    pub token_sha256: Option<&'a str>,
+}
+
+fn yaml_escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+struct Expander<'a> {
+    path: &'a Path,
+    env: Env<'a>,
+}
+
+impl Expander<'_> {
+    fn string(&self, value: &mut String, field: &str) -> Result<(), ConfigError> {
+        if value.contains('$') {
+            *value = expand(value, self.env).map_err(|problem| match problem {
+                ExpandProblem::Unset(variable) => ConfigError::UnsetVariable {
+                    path: self.path.to_owned(),
+                    field: field.to_owned(),
+                    variable,
+                },
+                ExpandProblem::Malformed(message) => ConfigError::Reference {
+                    path: self.path.to_owned(),
+                    field: field.to_owned(),
+                    message,
+                },
+            })?;
+        }
+        Ok(())
+    }
+
+    fn path_buf(&self, value: &mut PathBuf, field: &str) -> Result<(), ConfigError> {
+        // Paths from YAML are always UTF-8.
+        if let Some(text) = value.to_str() {
+            let mut text = text.to_owned();
+            self.string(&mut text, field)?;
+            *value = PathBuf::from(text);
+        }
+        Ok(())
+    }
+}
+
+enum ExpandProblem {
+    Unset(String),
+    Malformed(String),
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` stands for a literal `${`. A `$` not
+/// followed by `{` is kept as is, so passwords with a lone `$` need no escaping.
+fn expand(value: &str, env: Env<'_>) -> Result<String, ExpandProblem> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(escaped) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = escaped;
+        } else if let Some(reference) = after.strip_prefix('{') {
+            let Some(end) = reference.find('}') else {
+                return Err(ExpandProblem::Malformed(
+                    "`${` without a closing `}` (write `$${` for a literal `${`)".into(),
+                ));
+            };
+            let name = &reference[..end];
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.as_bytes()[0].is_ascii_digit();
+            if !valid {
+                return Err(ExpandProblem::Malformed(format!(
+                    "`${{{name}}}` is not a valid environment variable reference"
+                )));
+            }
+            match env(name) {
+                Some(found) => out.push_str(&found),
+                None => return Err(ExpandProblem::Unset(name.to_owned())),
+            }
+            rest = &reference[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("`{value}` is not an address like 127.0.0.1:12011"))
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("`{other}` is not `true` or `false`")),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a non-negative integer in range"))
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// For a `scheme://user:password@host/…` URL, the URL with the password replaced by `***`;
+/// `None` when the URL carries no password.
+fn url_with_password_redacted(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let (userinfo, host) = authority.rsplit_once('@')?;
+    let (user, _password) = userinfo.split_once(':')?;
+    Some(format!(
+        "{scheme}://{user}:***@{host}{}",
+        &rest[authority_end..]
+    ))
+}
+
+/// URL comparison that ignores a trailing `/` or `.git`, as git hosts do.
+fn normalize_url(url: &str) -> &str {
+    let url = url.trim_end_matches('/');
+    url.strip_suffix(".git").unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,423 @@
+use std::collections::HashMap;
+
+use super::*;
+
+const FULL: &str = r#"
+listen: { grpc: "127.0.0.1:12010", http: "127.0.0.1:12011" }
+data_dir: ./tug-data
+log: { format: json, level: info }
+tls: { cert_file: certs/tug.pem, key_file: /etc/tug/tug.key }
+commit: { committer_name: tug, committer_email: tug@localhost, allow_empty: false }
+repositories:
+  - name: platform
+    url: https://git.example.com/infra/platform.git
+    http: { username: bot, password: "${TOKEN}" }
+  - name: apps
+    url: git@git.example.com:infra/apps.git
+    ssh: { private_key_file: /etc/tug/id_ed25519, known_hosts_file: /etc/tug/known_hosts }
+auth:
+  tokens:
+    - name: ci
+      sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+      repositories: ["platform"]
+      branches: ["main"]
+notify:
+  slack: [{ webhook_url: "${SLACK_URL}" }]
+  webhooks: [{ url: "https://hooks.example.com/tug", secret: "${HOOK_SECRET}" }]
+limits: { max_body_bytes: 1048576, max_paths_per_request: 256, batch_max: 64 }
+"#;
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn full_env() -> impl Fn(&str) -> Option<String> {
+    env_of(&[
+        ("TOKEN", "s3cret-git"),
+        (
+            "SLACK_URL",
+            "https://hooks.slack.example/services/T0/B0/xyz",
+        ),
+        ("HOOK_SECRET", "hmac-key"),
+    ])
+}
+
+fn load(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, Path::new("/etc/tug/server.yaml"), env)
+}
+
+#[test]
+fn full_example_loads_with_variables_expanded() {
+    let config = load(FULL, &full_env()).unwrap();
+    assert_eq!(config.listen.http, "127.0.0.1:12011".parse().unwrap());
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.repositories.len(), 2);
+    let platform = config.repository("platform").unwrap();
+    assert_eq!(
+        platform.http.as_ref().unwrap().password.expose(),
+        "s3cret-git"
+    );
+    let apps = config.repository("apps").unwrap();
+    assert_eq!(
+        apps.ssh.as_ref().unwrap().known_hosts_file.as_deref(),
+        Some(Path::new("/etc/tug/known_hosts"))
+    );
+    let auth = config.auth();
+    assert_eq!(auth.mode(), AuthMode::Tokens);
+    assert_eq!(
+        auth.tokens[0].branches.as_deref(),
+        Some(&["main".to_owned()][..])
+    );
+    assert_eq!(
+        config.notify.webhooks[0].secret.as_ref().unwrap().expose(),
+        "hmac-key"
+    );
+    assert_eq!(config.limits.batch_max, 64);
+}
+
+#[test]
+fn relative_paths_are_resolved_against_the_config_directory() {
+    let config = load(FULL, &full_env()).unwrap();
+    assert_eq!(config.data_dir, Path::new("/etc/tug/./tug-data"));
+    let tls = config.tls.unwrap();
+    assert_eq!(tls.cert_file, Path::new("/etc/tug/certs/tug.pem"));
+    assert_eq!(tls.key_file, Path::new("/etc/tug/tug.key"));
+}
+
+#[test]
+fn minimal_config_takes_the_delivery_ports_and_defaults() {
+    let config = load(
+        "repositories: [{name: p, url: /srv/p.git}]\nauth: {mode: none}\n",
+        &env_of(&[]),
+    )
+    .unwrap();
+    assert_eq!(config.listen, Listen::default());
+    assert_eq!(config.listen.grpc.port(), 12010);
+    assert_eq!(config.listen.http.port(), 12011);
+    assert_eq!(config.commit.committer_name, "tug");
+    assert!(!config.commit.allow_empty);
+    assert_eq!(config.limits, Limits::default());
+    assert_eq!(config.auth().mode(), AuthMode::None);
+}
+
+#[test]
+fn secrets_never_print() {
+    let config = load(FULL, &full_env()).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cret-git"), "{debug}");
+    assert!(!debug.contains("hmac-key"), "{debug}");
+    assert!(!debug.contains("xyz"), "{debug}");
+    assert!(debug.contains("***"));
+    assert_eq!(Secret::new("x").to_string(), "***");
+}
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let text =
+        "auth: {mode: none}\nrepositories:\n  - name: p\n    url: /srv/p.git\n    branch: main\n";
+    let error = load(text, &env_of(&[])).unwrap_err();
+    let ConfigError::Parse { line, .. } = &error else {
+        panic!("expected a parse error, got {error:?}");
+    };
+    assert_eq!(*line, Some(5));
+    let message = error.to_string();
+    assert!(message.starts_with("/etc/tug/server.yaml:5:"), "{message}");
+    assert_eq!(
+        message,
+        "/etc/tug/server.yaml:5:5: unknown field `branch`, expected one of name, url, http, ssh"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_line() {
+    let text = "auth: {mode: none}\nlimits:\n  batch_max: lots\n";
+    let error = load(text, &env_of(&[])).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with("/etc/tug/server.yaml:3:14: batch_max: "),
+        "{message}"
+    );
+    assert!(!message.contains("at line"), "{message}");
+}
+
+#[test]
+fn wrong_type_in_a_flow_mapping_names_the_key() {
+    let text = "auth: {mode: none}\nlimits: { max_body_bytes: 10, batch_max: [1] }\n";
+    let error = load(text, &env_of(&[])).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(": batch_max: "), "{message}");
+}
+
+#[test]
+fn unset_variable_names_variable_and_field() {
+    let env = env_of(&[("SLACK_URL", "https://x.example/h"), ("HOOK_SECRET", "k")]);
+    let error = load(FULL, &env).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ConfigError::UnsetVariable { variable, field, .. }
+            if variable == "TOKEN" && field == "repositories[0].http.password"),
+        "{message}"
+    );
+    assert!(message.contains("/etc/tug/server.yaml"), "{message}");
+}
+
+#[test]
+fn dollar_dollar_brace_is_a_literal_and_lone_dollars_stay() {
+    let env = env_of(&[("USER_NAME", "bot")]);
+    let text = r#"
+auth: {mode: none}
+repositories:
+  - name: p
+    url: https://git.example.com/p.git
+    http: { username: "${USER_NAME}", password: "pa$$word-$${NOT_A_VAR}-$5" }
+"#;
+    let config = load(text, &env).unwrap();
+    let http = config.repositories[0].http.as_ref().unwrap();
+    assert_eq!(http.username, "bot");
+    assert_eq!(http.password.expose(), "pa$$word-${NOT_A_VAR}-$5");
+}
+
+#[test]
+fn malformed_reference_is_reported() {
+    let text = "auth: {mode: none}\ndata_dir: \"${DATA\"\n";
+    let error = load(text, &env_of(&[])).unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Reference { field, .. } if field == "data_dir"),
+        "{error}"
+    );
+}
+
+#[test]
+fn environment_overrides_scalars() {
+    let mut pairs = vec![
+        ("TUG_LISTEN_HTTP", "0.0.0.0:8080"),
+        ("TUG_LISTEN_GRPC", "0.0.0.0:8081"),
+        ("TUG_DATA_DIR", "relative/data"),
+        ("TUG_LOG_FORMAT", "text"),
+        ("TUG_LOG_LEVEL", "debug"),
+        ("TUG_COMMIT_ALLOW_EMPTY", "true"),
+        ("TUG_COMMIT_COMMITTER_NAME", "release-bot"),
+        ("TUG_LIMITS_BATCH_MAX", "8"),
+    ];
+    pairs.extend([
+        ("TOKEN", "t"),
+        ("SLACK_URL", "https://x.example/h"),
+        ("HOOK_SECRET", "k"),
+    ]);
+    let config = load(FULL, &env_of(&pairs)).unwrap();
+    assert_eq!(config.listen.http, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(config.listen.grpc, "0.0.0.0:8081".parse().unwrap());
+    assert_eq!(config.data_dir, Path::new("relative/data"));
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.log.level, "debug");
+    assert!(config.commit.allow_empty);
+    assert_eq!(config.commit.committer_name, "release-bot");
+    assert_eq!(config.limits.batch_max, 8);
+}
+
+#[test]
+fn bad_override_names_the_variable() {
+    let env = env_of(&[("TUG_LIMITS_BATCH_MAX", "many")]);
+    let error = load("auth: {mode: none}\n", &env).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("TUG_LIMITS_BATCH_MAX"), "{message}");
+    assert!(message.contains("limits.batch_max"), "{message}");
+}
+
+#[test]
+fn every_documented_override_is_applied() {
+    // Each variable must change something, or the table documents a setting that is ignored.
+    let base = load("auth: {mode: none}\n", &env_of(&[])).unwrap();
+    let values = [
+        ("TUG_LISTEN_GRPC", "127.0.0.1:1"),
+        ("TUG_LISTEN_HTTP", "127.0.0.1:2"),
+        ("TUG_DATA_DIR", "/d"),
+        ("TUG_LOG_FORMAT", "json"),
+        ("TUG_LOG_LEVEL", "warn"),
+        ("TUG_TLS_CERT_FILE", "/c"),
+        ("TUG_TLS_KEY_FILE", "/k"),
+        ("TUG_COMMIT_COMMITTER_NAME", "n"),
+        ("TUG_COMMIT_COMMITTER_EMAIL", "e@x"),
+        ("TUG_COMMIT_ALLOW_EMPTY", "true"),
+        ("TUG_LIMITS_MAX_BODY_BYTES", "7"),
+        ("TUG_LIMITS_MAX_PATHS_PER_REQUEST", "7"),
+        ("TUG_LIMITS_BATCH_MAX", "7"),
+    ];
+    assert_eq!(values.len(), ENV_OVERRIDES.len());
+    for (variable, value) in values {
+        let mut config = base.clone();
+        config
+            .apply_env_overrides(&env_of(&[(variable, value)]))
+            .unwrap();
+        assert_ne!(config, base, "{variable} changed nothing");
+    }
+}
+
+#[test]
+fn tls_needs_both_files() {
+    let env = env_of(&[("TUG_TLS_CERT_FILE", "/etc/tug/cert.pem")]);
+    let error = load("auth: {mode: none}\n", &env).unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "tls.key_file"),
+        "{error}"
+    );
+}
+
+#[test]
+fn missing_auth_is_an_error_that_says_how_to_fix_it() {
+    let error = load("repositories: [{name: p, url: /srv/p.git}]\n", &env_of(&[])).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "auth"),
+        "{message}"
+    );
+    assert!(message.contains("mode: none"), "{message}");
+}
+
+#[test]
+fn empty_token_list_is_an_error() {
+    let error = load("auth: {tokens: []}\n", &env_of(&[])).unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "auth.tokens"),
+        "{error}"
+    );
+}
+
+#[test]
+fn tokens_with_mode_none_is_an_error() {
+    let text = r#"
+repositories: [{name: p, url: /srv/p.git}]
+auth:
+  mode: none
+  tokens: [{name: ci, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", repositories: [p]}]
+"#;
+    let error = load(text, &env_of(&[])).unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "auth.tokens"),
+        "{error}"
+    );
+}
+
+#[test]
+fn token_scope_must_name_configured_repositories() {
+    let text = r#"
+repositories: [{name: p, url: /srv/p.git}]
+auth:
+  tokens: [{name: ci, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", repositories: [p, q]}]
+"#;
+    let error = load(text, &env_of(&[])).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "auth.tokens[0].repositories[1]"),
+        "{message}"
+    );
+    assert!(message.contains("`q`"), "{message}");
+}
+
+#[test]
+fn token_hash_must_be_hex_sha256() {
+    let text = "repositories: [{name: p, url: /srv/p.git}]\nauth:\n  tokens: [{name: ci, sha256: plaintext-token, repositories: ['*']}]\n";
+    let error = load(text, &env_of(&[])).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "auth.tokens[0].sha256"),
+        "{message}"
+    );
+    assert!(!message.contains("plaintext-token"), "{message}");
+}
+
+#[test]
+fn duplicate_repository_names_are_rejected() {
+    let text = "auth: {mode: none}\nrepositories:\n  - {name: p, url: /srv/a.git}\n  - {name: p, url: /srv/b.git}\n";
+    let error = load(text, &env_of(&[])).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "repositories[1].name"),
+        "{message}"
+    );
+}
+
+#[test]
+fn url_with_password_is_rejected_without_echoing_it() {
+    let text = "auth: {mode: none}\nrepositories:\n  - {name: p, url: \"https://bot:hunter2@git.example.com/p.git\"}\n";
+    let error = load(text, &env_of(&[])).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "repositories[0].url"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(
+        message.contains("https://bot:***@git.example.com/p.git"),
+        "{message}"
+    );
+}
+
+#[test]
+fn url_with_only_a_user_is_accepted() {
+    let text = "auth: {mode: none}\nrepositories:\n  - {name: p, url: \"ssh://git@git.example.com/p.git\"}\n  - {name: q, url: \"git@git.example.com:q.git\"}\n";
+    load(text, &env_of(&[])).unwrap();
+}
+
+#[test]
+fn credentials_must_match_the_url_transport() {
+    let text = "auth: {mode: none}\nrepositories:\n  - {name: p, url: \"git@git.example.com:p.git\", http: {username: u, password: p}}\n";
+    let error = load(text, &env_of(&[])).unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "repositories[0].http"),
+        "{error}"
+    );
+}
+
+#[test]
+fn repositories_are_found_by_url_ignoring_dot_git() {
+    let config = load(FULL, &full_env()).unwrap();
+    assert_eq!(
+        config
+            .repository_by_url("https://git.example.com/infra/platform")
+            .map(|r| r.name.as_str()),
+        Some("platform")
+    );
+    assert!(
+        config
+            .repository_by_url("https://git.example.com/other")
+            .is_none()
+    );
+}
+
+#[test]
+fn sample_configurations_load() {
+    let with_token = Config::sample(&Sample {
+        repository_name: "platform",
+        repository_url: "https://git.example.com/infra/platform.git",
+        token_sha256: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+    });
+    let config = load(&with_token, &env_of(&[])).unwrap();
+    assert_eq!(config.auth().tokens[0].repositories, ["platform"]);
+
+    let open = Config::sample(&Sample {
+        repository_name: "local",
+        repository_url: "/srv/git/local.git",
+        token_sha256: None,
+    });
+    let config = load(&open, &env_of(&[])).unwrap();
+    assert_eq!(config.auth().mode(), AuthMode::None);
+    assert_eq!(config.repositories[0].url, "/srv/git/local.git");
+}
+
+#[test]
+fn load_reads_a_real_file_and_reports_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tug.yaml");
+    std::fs::write(&path, "auth: {mode: none}\ndata_dir: data\n").unwrap();
+    let config = Config::load(&path, &env_of(&[])).unwrap();
+    assert_eq!(config.data_dir, dir.path().join("data"));
+
+    let missing = dir.path().join("absent.yaml");
+    let error = Config::load(&missing, &env_of(&[])).unwrap_err();
+    assert!(error.to_string().contains("absent.yaml"), "{error}");
+}

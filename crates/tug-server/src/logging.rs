@@ -1,0 +1,62 @@
+//! Process-wide logging: text for people, JSON for log pipelines, filtered by a
+//! `RUST_LOG`-style directive from `log.level` (or `TUG_LOG_LEVEL`).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("log.level: {0}")]
+    Level(String),
+    #[error("a global logger is already installed: {0}")]
+    AlreadyInstalled(String),
+}
+
+/// Parses a filter such as `info` or `warn,tug_server=debug`.
+pub fn filter(level: &str) -> Result<EnvFilter, String> {
+    EnvFilter::builder()
+        .parse(level)
+        .map_err(|error| format!("`{level}` is not a valid log filter: {error}"))
+}
+
+/// Installs the global subscriber, writing to standard error. Call once, at start-up.
+pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
+    let filter = filter(&config.level).map_err(LoggingError::Level)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.map_err(|error| LoggingError::AlreadyInstalled(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_levels_and_per_crate_directives() {
+        assert!(filter("info").is_ok());
+        assert!(filter("warn,tug_server=debug").is_ok());
+    }
+
+    #[test]
+    fn rejects_a_malformed_filter_and_quotes_it() {
+        let message = filter("tug_server=loud").unwrap_err();
+        assert!(message.contains("tug_server=loud"), "{message}");
+    }
+
+    #[test]
+    fn init_installs_once_then_reports_the_second_attempt() {
+        let config = LogConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+        };
+        init(&config).unwrap();
+        let again = init(&config).unwrap_err();
+        assert!(matches!(again, LoggingError::AlreadyInstalled(_)));
+    }
+}
