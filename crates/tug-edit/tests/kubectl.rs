@@ -1,0 +1,200 @@
+//! Checks the kustomize-image cases against kustomize itself: for every case with an expected
+//! kustomization, `kubectl kustomize` renders a Deployment with one container per image name,
+//! and the edited image must come out as intended (NAME → NEWNAME:TAG@DIGEST) while every other
+//! container renders exactly as it did with the input kustomization. Runs in temp dirs only.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use tug_edit::{Edit, ImageSpec};
+
+/// Kustomization fields that need no files besides the generated Deployment.
+const SELF_CONTAINED_FIELDS: [&str; 9] = [
+    "apiVersion",
+    "kind",
+    "resources",
+    "images",
+    "namespace",
+    "commonLabels",
+    "commonAnnotations",
+    "labels",
+    "namePrefix",
+];
+
+const ORIGINAL_TAG: &str = "0.0.0-original";
+
+#[test]
+fn kustomize_renders_the_intended_images() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in support::load_cases() {
+        let Edit::KustomizeImage(spec) = &case.edit else {
+            continue;
+        };
+        let Ok(expected) = fs::read(case.dir.join("expected.yaml")) else {
+            continue;
+        };
+        checked += 1;
+        if let Err(e) = check_case(&case.input, &expected, spec) {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    assert!(checked >= 20, "only {checked} kustomize cases were checked");
+    assert!(
+        failures.is_empty(),
+        "kustomize disagrees:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn check_case(input: &[u8], expected: &[u8], spec: &ImageSpec) -> Result<(), String> {
+    let expected_doc = parse_kustomization(expected)?;
+    let input_doc = parse_kustomization(input)?;
+    // One container per image name the kustomization knows, plus the edited one.
+    let mut names: Vec<String> = image_entries(&expected_doc)
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect();
+    if !names.contains(&spec.name) {
+        names.push(spec.name.clone());
+    }
+    let after = render(expected, &expected_doc, &names)?;
+    let before = render(input, &input_doc, &names)?;
+    let old_entry = image_entries(&input_doc)
+        .into_iter()
+        .find(|e| e["name"].as_str() == Some(spec.name.as_str()));
+    let intended = intended_image(spec, old_entry.as_ref());
+    for (i, name) in names.iter().enumerate() {
+        let container = format!("c{i}");
+        let got = after
+            .get(&container)
+            .ok_or(format!("no container {container}"))?;
+        if *name == spec.name {
+            if *got != intended {
+                return Err(format!("{name} rendered as {got}, intended {intended}"));
+            }
+        } else if before.get(&container) != Some(got) {
+            return Err(format!(
+                "{name} rendered as {got}, but as {:?} before the edit",
+                before.get(&container)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What kustomize should render for the edited image, computed from the spec and the input's
+/// entry (whose `newName` tug keeps when the spec has no new name).
+fn intended_image(spec: &ImageSpec, old: Option<&Value>) -> String {
+    let old_field = |k: &str| old.and_then(|e| e[k].as_str()).map(str::to_owned);
+    let name = spec
+        .new_name
+        .clone()
+        .or_else(|| old_field("newName"))
+        .unwrap_or_else(|| spec.name.clone());
+    let (tag, digest) = if spec.tag.is_some() || spec.digest.is_some() {
+        (spec.tag.clone(), spec.digest.clone())
+    } else {
+        (old_field("newTag"), old_field("digest"))
+    };
+    let mut out = name;
+    match (&tag, &digest) {
+        (None, None) => out.push_str(&format!(":{ORIGINAL_TAG}")),
+        _ => {
+            if let Some(tag) = tag {
+                out.push_str(&format!(":{tag}"));
+            }
+            if let Some(digest) = digest {
+                out.push_str(&format!("@{digest}"));
+            }
+        }
+    }
+    out
+}
+
+fn parse_kustomization(bytes: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    serde_saphyr::from_str::<Value>(text).map_err(|e| format!("kustomization does not parse: {e}"))
+}
+
+fn image_entries(doc: &Value) -> Vec<Value> {
+    doc["images"].as_array().cloned().unwrap_or_default()
+}
+
+/// Runs `kubectl kustomize` on the kustomization and returns container name → image.
+fn render(
+    bytes: &[u8],
+    doc: &Value,
+    names: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    write_deployment(dir.path(), names)?;
+    let object = doc.as_object().ok_or("kustomization is not a mapping")?;
+    let self_contained = object
+        .keys()
+        .all(|k| SELF_CONTAINED_FIELDS.contains(&k.as_str()))
+        && doc["resources"] == json!(["deployment.yaml"]);
+    if self_contained {
+        // The file itself, byte for byte: kustomize reads exactly what tug wrote.
+        fs::write(dir.path().join("kustomization.yaml"), bytes).map_err(|e| e.to_string())?;
+    } else {
+        let mut derived = json!({ "resources": ["deployment.yaml"] });
+        for key in ["images", "namespace"] {
+            if let Some(v) = doc.get(key) {
+                derived[key] = v.clone();
+            }
+        }
+        fs::write(dir.path().join("kustomization.yaml"), derived.to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir.path())
+        .output()
+        .map_err(|e| format!("cannot run kubectl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl kustomize failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let rendered: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| format!("rendered output does not parse: {e}"))?;
+    let containers = rendered["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .ok_or("rendered Deployment has no containers")?;
+    Ok(containers
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_owned(),
+                c["image"].as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
+fn write_deployment(dir: &Path, names: &[String]) -> Result<(), String> {
+    let containers: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({ "name": format!("c{i}"), "image": format!("{n}:{ORIGINAL_TAG}") }))
+        .collect();
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": "app" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "app" } },
+            "template": {
+                "metadata": { "labels": { "app": "app" } },
+                "spec": { "containers": containers }
+            }
+        }
+    });
+    fs::write(dir.join("deployment.yaml"), deployment.to_string()).map_err(|e| e.to_string())
+}
