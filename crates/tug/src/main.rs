@@ -1,1 +1,34 @@
-fn main() {}
+//! The `tug` binary: flag parsing and wiring. Everything with logic lives in the library crates.
+
+mod cli;
+mod cmd_apply;
+mod cmd_edit;
+mod localfs;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
+    match args.command {
+        cli::Command::Edit(cmd) => cmd_edit::run(cmd),
+        cli::Command::Apply(cmd) => cmd_apply::run(cmd),
+        cli::Command::Completion { shell } => {
+            let mut cmd = <cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! A deploy request through the git write path: the edits of a branch update become a
+//! [`tug_git::Change`], with a commit message that says what changed and trailers that let history be
+//! rebuilt from git alone. Used by `tug apply --push` and by the server's writers, so both write the
+//! same commits.
+
+use tug_git::{ChangeError, CommitMeta, DirEntry, EntryKind, FileSource, FileWrite, Identity};
+use tug_spec::{Files, FilesError, PathUpdate};
+
+/// Trailer carrying the request (task) id: a writer that crashed after pushing finds its commit by it.
+pub const REQUEST_TRAILER: &str = "Tug-Request";
+/// One trailer per edit, describing it.
+pub const CHANGE_TRAILER: &str = "Tug-Change";
+
+/// The files of a commit in a mirror, as the spec layer reads them.
+pub struct GitFiles<'a>(pub &'a dyn FileSource);
+
+fn files_error(path: &str, e: &ChangeError) -> FilesError {
+    FilesError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl Files for GitFiles<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FilesError> {
+        match self.0.entry_kind(path).map_err(|e| files_error(path, &e))? {
+            None => Ok(None),
+            Some(EntryKind::Symlink) => Err(FilesError::Symlink {
+                path: path.to_owned(),
+            }),
+            Some(EntryKind::File | EntryKind::Executable) => {
+                self.0.read_file(path).map_err(|e| files_error(path, &e))
+            }
+            Some(EntryKind::Dir) => Err(FilesError::Io {
+                path: path.to_owned(),
+                message: "is a directory".to_owned(),
+            }),
+            Some(EntryKind::Submodule) => Err(FilesError::Io {
+                path: path.to_owned(),
+                message: "is a submodule".to_owned(),
+            }),
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Option<Vec<String>>, FilesError> {
+        if !dir.is_empty() {
+            match self.0.entry_kind(dir).map_err(|e| files_error(dir, &e))? {
+                None => return Ok(None),
+                Some(EntryKind::Dir) => {}
+                Some(EntryKind::Symlink) => {
+                    return Err(FilesError::Symlink {
+                        path: dir.to_owned(),
+                    });
+                }
+                Some(_) => {
+                    return Err(FilesError::Io {
+                        path: dir.to_owned(),
+                        message: "is not a directory".to_owned(),
+                    });
+                }
+            }
+        }
+        let entries: Vec<DirEntry> = self.0.list_dir(dir).map_err(|e| files_error(dir, &e))?;
+        Ok(Some(
+            entries
+                .into_iter()
+                .filter(|e| matches!(e.kind, EntryKind::File | EntryKind::Executable))
+                .map(|e| e.name)
+                .collect(),
+        ))
+    }
+}
+
+/// Who asked and how the commit should read.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub author: Identity,
+    /// The requester's message; its first line becomes the title. Generated when absent.
+    pub message: Option<String>,
+    /// Extra trailers, after tug's own.
+    pub trailers: Vec<(String, String)>,
+    /// Commit even when nothing changes.
+    pub allow_empty: bool,
+}
+
+/// The edits of one request on one branch.
+#[derive(Debug, Clone)]
+pub struct DeployChange {
+    /// Recorded as the `Tug-Request` trailer.
+    pub request_id: String,
+    pub paths: Vec<PathUpdate>,
+    /// Where `paths` sits in the request, for error messages (`deploySpecs[0].updates[1].paths`).
+    pub field: String,
+    pub context: tug_spec::Context,
+    pub commit: CommitInfo,
+}
+
+impl tug_git::Change for DeployChange {
+    fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
+        let applied =
+            tug_spec::apply_paths(&self.paths, &self.field, &GitFiles(files), &self.context)
+                .map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        Ok(applied
+            .changes
+            .into_iter()
+            .map(|c| FileWrite::put(c.path, c.content))
+            .collect())
+    }
+
+    fn commit_meta(&self) -> CommitMeta {
+        let edits = describe_paths(&self.paths);
+        let (title, body) = match self.commit.message.as_deref().map(str::trim) {
+            Some(m) if !m.is_empty() => match m.split_once('\n') {
+                Some((title, rest)) => (title.trim().to_owned(), rest.trim().to_owned()),
+                None => (m.to_owned(), String::new()),
+            },
+            _ => (generated_title(&self.paths, &edits), String::new()),
+        };
+        let mut meta = CommitMeta::new(self.commit.author.clone(), title).with_body(body);
+        meta.allow_empty = self.commit.allow_empty;
+        meta = meta.with_trailer(REQUEST_TRAILER, self.request_id.clone());
+        for e in edits {
+            meta = meta.with_trailer(CHANGE_TRAILER, e);
+        }
+        for (k, v) in &self.commit.trailers {
+            meta = meta.with_trailer(k.clone(), v.clone());
+        }
+        meta
+    }
+}
+
+fn generated_title(paths: &[PathUpdate], edits: &[String]) -> String {
+    match (paths, edits) {
+        ([p], [one]) => format!("deploy({}): {}", display_path(&p.path), strip_location(one)),
+        ([p], many) => format!("deploy({}): {} edits", display_path(&p.path), many.len()),
+        (ps, many) => format!("deploy: {} edits in {} paths", many.len(), ps.len()),
+    }
+}
+
+fn display_path(path: &str) -> String {
+    tug_spec::normalize_repo_path(path)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| ".".to_owned())
+}
+
+/// Edit descriptions end with " in <path>"; the title names the path already.
+fn strip_location(edit: &str) -> &str {
+    edit.rsplit_once(" in ").map_or(edit, |(what, _)| what)
+}
+
+fn image_text(
+    name: &str,
+    new_name: Option<&str>,
+    tag: Option<&str>,
+    digest: Option<&str>,
+) -> String {
+    let mut s = name.to_owned();
+    if let Some(n) = new_name {
+        s.push('=');
+        s.push_str(n);
+    }
+    if let Some(t) = tag {
+        s.push(':');
+        s.push_str(t);
+    }
+    if let Some(d) = digest {
+        s.push('@');
+        s.push_str(d);
+    }
+    s
+}
+
+/// One line per edit, from the request alone (not from the files), so the same request always
+/// describes itself the same way.
+pub fn describe_paths(paths: &[PathUpdate]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in paths {
+        let dir = display_path(&p.path);
+        let file_in =
+            |f: &str| tug_spec::join_repo_path(&p.path, f).unwrap_or_else(|_| format!("{dir}/{f}"));
+        if let Some(k) = &p.kustomize {
+            for i in &k.images {
+                out.push(format!(
+                    "set image {} in {dir}",
+                    image_text(
+                        &i.name,
+                        i.new_name.as_deref(),
+                        i.new_tag.as_deref(),
+                        i.digest.as_deref()
+                    )
+                ));
+            }
+        }
+        for y in &p.yq {
+            out.push(format!(
+                "set {}={} in {}",
+                y.key,
+                y.value.text,
+                file_in(&y.file)
+            ));
+        }
+        for m in &p.images {
+            let target = m.file.as_deref().map_or_else(|| dir.clone(), file_in);
+            out.push(format!(
+                "set container image {} in {target}",
+                image_text(
+                    &m.name,
+                    m.new_name.as_deref(),
+                    m.new_tag.as_deref(),
+                    m.digest.as_deref()
+                )
+            ));
+        }
+        for h in &p.helm {
+            out.push(format!(
+                "set helm image {} {} in {}",
+                h.key.as_deref().unwrap_or(".image"),
+                image_text(
+                    h.name.as_deref().unwrap_or(""),
+                    h.new_name.as_deref(),
+                    h.new_tag.as_deref(),
+                    h.digest.as_deref()
+                ),
+                file_in(h.file.as_deref().unwrap_or("values.yaml"))
+            ));
+        }
+        if let Some(r) = &p.redeploy {
+            let target = r.file.as_deref().map_or_else(|| dir.clone(), file_in);
+            match &r.workload {
+                Some(w) => out.push(format!("redeploy {w} in {target}")),
+                None => out.push(format!("redeploy in {target}")),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tug_spec::{ImageRef, KustomizeUpdate};
+
+    fn kustomize(path: &str, tag: &str) -> PathUpdate {
+        PathUpdate {
+            path: path.into(),
+            kustomize: Some(KustomizeUpdate {
+                images: vec![ImageRef {
+                    name: "registry.example.com/app".into(),
+                    new_tag: Some(tag.into()),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn change(paths: Vec<PathUpdate>, message: Option<&str>) -> DeployChange {
+        DeployChange {
+            request_id: "req-1".into(),
+            paths,
+            field: "paths".into(),
+            context: tug_spec::Context {
+                redeploy_value: "t".into(),
+            },
+            commit: CommitInfo {
+                author: Identity::new("CI", "ci@example.com"),
+                message: message.map(str::to_owned),
+                trailers: vec![("Source-Commit".into(), "abc123".into())],
+                allow_empty: false,
+            },
+        }
+    }
+
+    #[test]
+    fn generated_title_names_path_and_image() {
+        let meta =
+            tug_git::Change::commit_meta(&change(vec![kustomize("apps/a/dev/", "1.2.3")], None));
+        assert_eq!(
+            meta.title,
+            "deploy(apps/a/dev): set image registry.example.com/app:1.2.3"
+        );
+        assert_eq!(
+            meta.trailers,
+            vec![
+                ("Tug-Request".to_owned(), "req-1".to_owned()),
+                (
+                    "Tug-Change".to_owned(),
+                    "set image registry.example.com/app:1.2.3 in apps/a/dev".to_owned()
+                ),
+                ("Source-Commit".to_owned(), "abc123".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn user_message_becomes_title_and_body() {
+        let meta = tug_git::Change::commit_meta(&change(
+            vec![kustomize("a", "1"), kustomize("b", "2")],
+            Some("update image tag to v1.2.3\n\nfrom pipeline 42\n"),
+        ));
+        assert_eq!(meta.title, "update image tag to v1.2.3");
+        assert_eq!(meta.body, "from pipeline 42");
+        assert_eq!(
+            meta.trailers
+                .iter()
+                .filter(|(k, _)| k == CHANGE_TRAILER)
+                .count(),
+            2
+        );
+    }
+}

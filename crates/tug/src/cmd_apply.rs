@@ -1,0 +1,322 @@
+//! `tug apply SPECS --dir CHECKOUT | --push`: deploy specs without a server.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use tug_deploy::{CommitInfo, DeployChange, GitFiles};
+use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
+use tug_spec::{BranchUpdate, Files, FilesError, PathUpdate};
+
+use crate::cli::{ApplyArgs, OutputFormat};
+use crate::cmd_edit::now_rfc3339;
+use crate::localfs::Checkout;
+use crate::output;
+
+/// One branch update of the spec file, with where it sits in the file (for error messages).
+struct Selected<'a> {
+    url: &'a str,
+    update: &'a BranchUpdate,
+    field: String,
+}
+
+pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let (name, bytes) = read_specs(&args.specs)?;
+    let specs = tug_spec::parse_specs(&name, &bytes)?;
+    tug_spec::validate_specs(
+        &specs,
+        "specs",
+        &tug_spec::Limits {
+            max_paths: usize::MAX,
+        },
+    )
+    .with_context(|| format!("{name}: invalid deploy spec"))?;
+    let selected: Vec<Selected<'_>> = specs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| args.url.as_deref().is_none_or(|u| u == s.url))
+        .flat_map(|(si, s)| {
+            s.updates.iter().enumerate().map(move |(ui, u)| Selected {
+                url: &s.url,
+                update: u,
+                field: format!("specs[{si}].updates[{ui}].paths"),
+            })
+        })
+        .filter(|s| args.branch.as_deref().is_none_or(|b| b == s.update.branch))
+        .collect();
+    if selected.is_empty() {
+        bail!("{name}: no update matches the given --url/--branch");
+    }
+    let ctx = tug_spec::Context {
+        redeploy_value: args.redeploy_value.clone().unwrap_or_else(now_rfc3339),
+    };
+    match &args.dir {
+        Some(dir) => apply_to_dir(&args, dir, &selected, &ctx),
+        None => apply_and_push(&args, &selected, &ctx),
+    }
+}
+
+fn read_specs(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read specs from standard input")?;
+        return Ok(("<stdin>".to_owned(), buf));
+    }
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read"))?;
+    Ok((name, bytes))
+}
+
+/// A checkout with the edits made so far, so later updates see earlier ones before anything is
+/// written.
+struct Pending<'a> {
+    checkout: &'a Checkout,
+    writes: BTreeMap<String, Vec<u8>>,
+}
+
+impl Files for Pending<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FilesError> {
+        match self.writes.get(path) {
+            Some(b) => Ok(Some(b.clone())),
+            None => self.checkout.read(path),
+        }
+    }
+    fn list(&self, dir: &str) -> Result<Option<Vec<String>>, FilesError> {
+        self.checkout.list(dir)
+    }
+}
+
+fn apply_to_dir(
+    args: &ApplyArgs,
+    dir: &std::path::Path,
+    selected: &[Selected<'_>],
+    ctx: &tug_spec::Context,
+) -> anyhow::Result<ExitCode> {
+    let mut urls: Vec<&str> = selected.iter().map(|s| s.url).collect();
+    urls.dedup();
+    if urls.len() > 1 {
+        bail!(
+            "the specs name {} repositories ({}); pick the one checked out in {} with --url",
+            urls.len(),
+            urls.join(", "),
+            dir.display()
+        );
+    }
+    let checkout =
+        Checkout::new(dir).with_context(|| format!("{}: cannot open checkout", dir.display()))?;
+    let mut pending = Pending {
+        checkout: &checkout,
+        writes: BTreeMap::new(),
+    };
+    let mut summaries = Vec::new();
+    for s in selected {
+        let applied = tug_spec::apply_paths(&s.update.paths, &s.field, &pending, ctx)?;
+        summaries.extend(applied.summaries);
+        for change in applied.changes {
+            pending.writes.insert(change.path, change.content);
+        }
+    }
+    let mut files = Vec::new();
+    for (path, content) in &pending.writes {
+        let before = checkout.read(path)?.unwrap_or_default();
+        if &before == content {
+            continue;
+        }
+        let diff = args
+            .dry_run
+            .then(|| output::unified_diff(path, &before, content));
+        if !args.dry_run {
+            checkout.write(path, content)?;
+        }
+        files.push((path.clone(), diff));
+    }
+    report(args, &summaries, &files, &[]);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn auth_for(args: &ApplyArgs, url: &str) -> anyhow::Result<Auth> {
+    let is_http = url.starts_with("https://") || url.starts_with("http://");
+    if is_http {
+        if let Some(username) = &args.http_username {
+            let password = std::env::var("TUG_GIT_PASSWORD").map_err(|_| {
+                anyhow::anyhow!("--http-username is set but TUG_GIT_PASSWORD is not: put the password or token there")
+            })?;
+            return Ok(Auth::Http {
+                username: username.clone(),
+                password: Secret::new(password),
+            });
+        }
+        return Ok(Auth::None);
+    }
+    let is_ssh = url.starts_with("ssh://") || (!url.contains("://") && url.contains(':'));
+    match (&args.ssh_key, is_ssh) {
+        (Some(key), true) => {
+            let known_hosts = match &args.known_hosts {
+                Some(k) => k.clone(),
+                None => home_dir()
+                    .map(|h| h.join(".ssh/known_hosts"))
+                    .context("--known-hosts is required: tug never turns host key checking off")?,
+            };
+            Ok(Auth::Ssh {
+                private_key_file: key.clone(),
+                known_hosts_file: known_hosts,
+            })
+        }
+        _ => Ok(Auth::None),
+    }
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+fn cache_dir(args: &ApplyArgs) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &args.cache_dir {
+        return Ok(d.clone());
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(x).join("tug"));
+    }
+    home_dir()
+        .map(|h| h.join(".cache/tug"))
+        .context("cannot choose a cache directory: set --cache-dir or HOME")
+}
+
+/// The outcome of one (repository, branch).
+struct Pushed {
+    url: String,
+    branch: String,
+    outcome: Result<Option<String>, String>,
+}
+
+fn apply_and_push(
+    args: &ApplyArgs,
+    selected: &[Selected<'_>],
+    ctx: &tug_spec::Context,
+) -> anyhow::Result<ExitCode> {
+    // One commit per repository branch: the updates of the spec file for it, in order.
+    let mut groups: Vec<((&str, &str), Vec<PathUpdate>, String)> = Vec::new();
+    for s in selected {
+        let key = (s.url, s.update.branch.as_str());
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, paths, _)) => paths.extend(s.update.paths.iter().cloned()),
+            None => groups.push((key, s.update.paths.clone(), s.field.clone())),
+        }
+    }
+    let cache = cache_dir(args)?;
+    let author = Identity::new(args.author_name.clone(), args.author_email.clone());
+    let mut opts = LandOptions::new(author.clone());
+    opts.fetch_first = true;
+    opts.allow_empty = args.allow_empty;
+    let mut summaries = Vec::new();
+    let mut files = Vec::new();
+    let mut pushed = Vec::new();
+    for ((url, branch), paths, field) in groups {
+        let mirror = Mirror::open(
+            &cache,
+            Remote::new(url, auth_for(args, url)?),
+            MirrorOptions::default(),
+        )
+        .with_context(|| format!("cannot open a mirror of {url}"))?;
+        let change = DeployChange {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            paths,
+            field,
+            context: ctx.clone(),
+            commit: CommitInfo {
+                author: author.clone(),
+                message: args.message.clone(),
+                trailers: Vec::new(),
+                allow_empty: args.allow_empty,
+            },
+        };
+        if args.dry_run {
+            let tip = mirror
+                .fetch_branch(branch)?
+                .with_context(|| format!("branch {branch} does not exist in {url}"))?;
+            let view = mirror.tree_at(tip)?;
+            let files_at_tip = GitFiles(&view);
+            let applied = tug_spec::apply_paths(&change.paths, &change.field, &files_at_tip, ctx)?;
+            summaries.extend(applied.summaries);
+            for c in applied.changes {
+                let before = files_at_tip.read(&c.path)?.unwrap_or_default();
+                let diff = output::unified_diff(&c.path, &before, &c.content);
+                files.push((c.path, Some(diff)));
+            }
+            continue;
+        }
+        let report = tug_git::land(&mirror, branch, &[&change], &opts)?;
+        let outcome = match report.results.into_iter().next() {
+            Some(LandResult::Committed { commit }) => Ok(Some(commit.to_hex())),
+            Some(LandResult::UpToDate) | None => Ok(None),
+            Some(LandResult::Failed(e)) => Err(e.to_string()),
+        };
+        pushed.push(Pushed {
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+            outcome,
+        });
+    }
+    report(args, &summaries, &files, &pushed);
+    let failed = pushed.iter().filter(|p| p.outcome.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} of {} updates failed", pushed.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(
+    args: &ApplyArgs,
+    summaries: &[String],
+    files: &[(String, Option<String>)],
+    pushed: &[Pushed],
+) {
+    match args.output {
+        OutputFormat::Json => {
+            let files: Vec<_> = files
+                .iter()
+                .map(|(path, diff)| serde_json::json!({"path": path, "diff": diff}))
+                .collect();
+            let pushed: Vec<_> = pushed
+                .iter()
+                .map(|p| match &p.outcome {
+                    Ok(Some(commit)) => serde_json::json!({"url": p.url, "branch": p.branch, "status": "committed", "commit": commit}),
+                    Ok(None) => serde_json::json!({"url": p.url, "branch": p.branch, "status": "up_to_date"}),
+                    Err(e) => serde_json::json!({"url": p.url, "branch": p.branch, "status": "failed", "error": e}),
+                })
+                .collect();
+            output::json(&serde_json::json!({
+                "dry_run": args.dry_run,
+                "edits": summaries,
+                "files": files,
+                "updates": pushed,
+            }));
+        }
+        OutputFormat::Text => {
+            for (path, diff) in files {
+                match diff {
+                    Some(d) => output::line(d.trim_end_matches('\n')),
+                    None => output::line(&format!("updated {path}")),
+                }
+            }
+            if files.is_empty() && pushed.is_empty() {
+                output::line("already up to date");
+            }
+            for p in pushed {
+                match &p.outcome {
+                    Ok(Some(commit)) => {
+                        output::line(&format!("{} {}: pushed {commit}", p.url, p.branch));
+                    }
+                    Ok(None) => {
+                        output::line(&format!("{} {}: already up to date", p.url, p.branch))
+                    }
+                    Err(e) => output::line(&format!("{} {}: failed: {e}", p.url, p.branch)),
+                }
+            }
+        }
+    }
+}
