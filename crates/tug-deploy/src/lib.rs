@@ -4,7 +4,7 @@
 //! same commits.
 
 use tug_git::{ChangeError, CommitMeta, DirEntry, EntryKind, FileSource, FileWrite, Identity};
-use tug_spec::{Files, FilesError, PathUpdate};
+use tug_spec::{Files, FilesError, PathUpdate, PathsAt};
 
 /// Trailer carrying the request (task) id: a writer that crashed after pushing finds its commit by it.
 pub const REQUEST_TRAILER: &str = "Tug-Request";
@@ -88,18 +88,16 @@ pub struct CommitInfo {
 pub struct DeployChange {
     /// Recorded as the `Tug-Request` trailer.
     pub request_id: String,
-    pub paths: Vec<PathUpdate>,
-    /// Where `paths` sits in the request, for error messages (`deploySpecs[0].updates[1].paths`).
-    pub field: String,
+    /// The path updates, with where each group sits in the request (for error messages).
+    pub segments: Vec<PathsAt>,
     pub context: tug_spec::Context,
     pub commit: CommitInfo,
 }
 
 impl tug_git::Change for DeployChange {
     fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
-        let applied =
-            tug_spec::apply_paths(&self.paths, &self.field, &GitFiles(files), &self.context)
-                .map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        let applied = tug_spec::apply_segments(&self.segments, &GitFiles(files), &self.context)
+            .map_err(|e| ChangeError::Invalid(e.to_string()))?;
         Ok(applied
             .changes
             .into_iter()
@@ -108,13 +106,18 @@ impl tug_git::Change for DeployChange {
     }
 
     fn commit_meta(&self) -> CommitMeta {
-        let edits = describe_paths(&self.paths);
+        let paths: Vec<PathUpdate> = self
+            .segments
+            .iter()
+            .flat_map(|s| s.paths.iter().cloned())
+            .collect();
+        let edits = describe_paths(&paths);
         let (title, body) = match self.commit.message.as_deref().map(str::trim) {
             Some(m) if !m.is_empty() => match m.split_once('\n') {
                 Some((title, rest)) => (title.trim().to_owned(), rest.trim().to_owned()),
                 None => (m.to_owned(), String::new()),
             },
-            _ => (generated_title(&self.paths, &edits), String::new()),
+            _ => (generated_title(&paths, &edits), String::new()),
         };
         let mut meta = CommitMeta::new(self.commit.author.clone(), title).with_body(body);
         meta.allow_empty = self.commit.allow_empty;
@@ -258,8 +261,10 @@ mod tests {
     fn change(paths: Vec<PathUpdate>, message: Option<&str>) -> DeployChange {
         DeployChange {
             request_id: "req-1".into(),
-            paths,
-            field: "paths".into(),
+            segments: vec![PathsAt {
+                field: "paths".into(),
+                paths,
+            }],
             context: tug_spec::Context {
                 redeploy_value: "t".into(),
             },

@@ -136,9 +136,39 @@ pub fn apply_paths(
     files: &dyn Files,
     ctx: &Context,
 ) -> Result<Applied, ApplyError> {
+    apply_segments(
+        &[PathsAt {
+            field: at.to_owned(),
+            paths: paths.to_vec(),
+        }],
+        files,
+        ctx,
+    )
+}
+
+/// Path updates taken from one place of a request; a request that names the same branch twice
+/// contributes two segments to that branch's commit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathsAt {
+    /// Where the paths sit in the request, e.g. `deploySpecs[0].updates[1].paths`.
+    pub field: String,
+    pub paths: Vec<PathUpdate>,
+}
+
+/// Applies several segments in order over one overlay, so later edits see earlier ones.
+pub fn apply_segments(
+    segments: &[PathsAt],
+    files: &dyn Files,
+    ctx: &Context,
+) -> Result<Applied, ApplyError> {
     let mut overlay = Overlay::new(files);
     let mut summaries = Vec::new();
-    for (pi, p) in paths.iter().enumerate() {
+    for (at, pi, p) in segments.iter().flat_map(|s| {
+        s.paths
+            .iter()
+            .enumerate()
+            .map(move |(pi, p)| (&s.field, pi, p))
+    }) {
         let at = format!("{at}[{pi}]");
         let dir = normalize_repo_path(&p.path).map_err(|m| err(&format!("{at}.path"), m))?;
         if let Some(k) = &p.kustomize {

@@ -10,7 +10,8 @@ mod parse;
 mod validate;
 
 pub use apply::{
-    Applied, ApplyError, Context, FileChange, Files, FilesError, REDEPLOY_ANNOTATION, apply_paths,
+    Applied, ApplyError, Context, FileChange, Files, FilesError, PathsAt, REDEPLOY_ANNOTATION,
+    apply_paths, apply_segments,
 };
 pub use model::{
     BranchUpdate, CommitSpec, DeployRequest, DeploySpec, HelmImageUpdate, ImageRef,

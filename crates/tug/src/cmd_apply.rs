@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use tug_deploy::{CommitInfo, DeployChange, GitFiles};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
-use tug_spec::{BranchUpdate, Files, FilesError, PathUpdate};
+use tug_spec::{BranchUpdate, Files, FilesError, PathsAt};
 
 use crate::cli::{ApplyArgs, OutputFormat};
 use crate::cmd_edit::now_rfc3339;
@@ -199,12 +199,16 @@ fn apply_and_push(
     ctx: &tug_spec::Context,
 ) -> anyhow::Result<ExitCode> {
     // One commit per repository branch: the updates of the spec file for it, in order.
-    let mut groups: Vec<((&str, &str), Vec<PathUpdate>, String)> = Vec::new();
+    let mut groups: Vec<((&str, &str), Vec<PathsAt>)> = Vec::new();
     for s in selected {
         let key = (s.url, s.update.branch.as_str());
-        match groups.iter_mut().find(|(k, _, _)| *k == key) {
-            Some((_, paths, _)) => paths.extend(s.update.paths.iter().cloned()),
-            None => groups.push((key, s.update.paths.clone(), s.field.clone())),
+        let segment = PathsAt {
+            field: s.field.clone(),
+            paths: s.update.paths.clone(),
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, segments)) => segments.push(segment),
+            None => groups.push((key, vec![segment])),
         }
     }
     let cache = cache_dir(args)?;
@@ -215,7 +219,7 @@ fn apply_and_push(
     let mut summaries = Vec::new();
     let mut files = Vec::new();
     let mut pushed = Vec::new();
-    for ((url, branch), paths, field) in groups {
+    for ((url, branch), segments) in groups {
         let mirror = Mirror::open(
             &cache,
             Remote::new(url, auth_for(args, url)?),
@@ -224,8 +228,7 @@ fn apply_and_push(
         .with_context(|| format!("cannot open a mirror of {url}"))?;
         let change = DeployChange {
             request_id: uuid::Uuid::now_v7().to_string(),
-            paths,
-            field,
+            segments,
             context: ctx.clone(),
             commit: CommitInfo {
                 author: author.clone(),
@@ -240,7 +243,7 @@ fn apply_and_push(
                 .with_context(|| format!("branch {branch} does not exist in {url}"))?;
             let view = mirror.tree_at(tip)?;
             let files_at_tip = GitFiles(&view);
-            let applied = tug_spec::apply_paths(&change.paths, &change.field, &files_at_tip, ctx)?;
+            let applied = tug_spec::apply_segments(&change.segments, &files_at_tip, ctx)?;
             summaries.extend(applied.summaries);
             for c in applied.changes {
                 let before = files_at_tip.read(&c.path)?.unwrap_or_default();
