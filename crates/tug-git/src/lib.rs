@@ -1,1 +1,43 @@
-//! See the crate description.
+//! The git write path of tug: one bare mirror per remote, files read and written as git objects
+//! without a work tree or index, commits built in-process, and compare-and-swap pushes that
+//! re-apply changes to the new tip when the branch moved.
+//!
+//! Every git process is built by one module with an isolated environment: no system or global
+//! config, a private HOME, no prompts, no credential helper, no inherited `GIT_*` variables;
+//! HTTPS credentials reach git only through an askpass script reading variables set on that one
+//! child, SSH through an explicit key, known_hosts file and shared connection.
+
+mod commit;
+mod env;
+mod error;
+mod land;
+mod mirror;
+mod object;
+mod refs;
+mod secret;
+mod store;
+mod tree;
+
+pub use commit::{
+    Clock, CommitMeta, FixedClock, Identity, SystemClock, Timestamp, format_message,
+    parse_trailers, validate_trailer_key,
+};
+pub use env::{Auth, CommandObserver};
+pub use error::{ChangeError, GitError};
+pub use land::{Change, LandOptions, LandReport, LandResult, land};
+pub use mirror::{Mirror, MirrorOptions, Remote, check_remote_url};
+pub use object::{EntryKind, ObjectId};
+pub use secret::Secret;
+pub use tree::{DirEntry, FileAction, FileSource, FileWrite, TreeView, split_path};
+
+#[cfg(test)]
+mod tests {
+    fn shared_across_threads<T: Send + Sync>() {}
+
+    #[test]
+    fn mirrors_and_options_can_be_shared_with_blocking_tasks() {
+        shared_across_threads::<crate::Mirror>();
+        shared_across_threads::<crate::LandOptions>();
+        shared_across_threads::<crate::GitError>();
+    }
+}

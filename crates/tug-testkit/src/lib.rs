@@ -1,1 +1,14 @@
-//! See the crate description.
+//! Test support for tug: scratch directories, bare repositories driven through the git CLI, and
+//! real git servers on 127.0.0.1 (git daemon, smart HTTP through nginx and fcgiwrap, sshd) on
+//! ports chosen at runtime. Every server runs in its own process group and is killed, with all
+//! its descendants, when its handle is dropped.
+
+mod error;
+mod process;
+mod repo;
+mod servers;
+
+pub use error::{Error, Result};
+pub use process::{ServerProcess, free_port, wait_for_port};
+pub use repo::{BareRepo, Entry, LogEntry, Scratch, git_command, run_git};
+pub use servers::{BasicAuth, GitDaemon, SmartHttp, Sshd, require_binary};

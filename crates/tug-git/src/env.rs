@@ -1,0 +1,309 @@
+//! The one place that builds `git` commands: an isolated environment per data directory, with
+//! credentials handed to the child process only, never through argv or a config file.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use sha1::{Digest, Sha1};
+
+use crate::error::GitError;
+use crate::secret::{Redactor, Secret};
+
+/// How tug authenticates to one remote.
+#[derive(Clone, Debug, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    /// HTTPS basic credentials (a token goes in `password`).
+    Http { username: String, password: Secret },
+    /// An SSH key and the known_hosts file that pins the server's host key.
+    Ssh {
+        private_key_file: PathBuf,
+        known_hosts_file: PathBuf,
+    },
+}
+
+/// Called with the argv of every git process tug starts (program first), for audit and tests.
+/// It never sees the environment, where credentials live.
+pub type CommandObserver = Arc<dyn Fn(&[OsString]) + Send + Sync>;
+
+const USERNAME_VAR: &str = "TUG_GIT_USERNAME";
+const PASSWORD_VAR: &str = "TUG_GIT_PASSWORD";
+
+// git asks "Username for '...': " then "Password for '...': "; anything unknown gets no answer,
+// and without credentials for this remote the script fails so git stops instead of prompting.
+const ASKPASS_SCRIPT: &str = r#"#!/bin/sh
+[ -n "${TUG_GIT_USERNAME+set}" ] || exit 1
+case "$1" in
+  Username*) printf '%s\n' "$TUG_GIT_USERNAME" ;;
+  Password*) printf '%s\n' "$TUG_GIT_PASSWORD" ;;
+  *) exit 1 ;;
+esac
+"#;
+
+/// Isolated git environment rooted in a private directory.
+#[derive(Clone)]
+pub(crate) struct GitEnv {
+    program: PathBuf,
+    home: PathBuf,
+    global_config: PathBuf,
+    askpass: PathBuf,
+    auth: Auth,
+    ssh_command: Option<String>,
+    redactor: Redactor,
+    observer: Option<CommandObserver>,
+}
+
+impl GitEnv {
+    pub(crate) fn new(
+        private_dir: &Path,
+        auth: Auth,
+        program: PathBuf,
+        observer: Option<CommandObserver>,
+    ) -> Result<Self, GitError> {
+        let home = private_dir.join("home");
+        create_private_dir(&home)?;
+        let global_config = private_dir.join("gitconfig");
+        if !global_config.exists() {
+            fs::write(&global_config, b"")
+                .map_err(|e| GitError::io("create", &global_config, e))?;
+        }
+        let askpass = private_dir.join("askpass.sh");
+        write_askpass(&askpass)?;
+        let ssh_command = match &auth {
+            Auth::Ssh {
+                private_key_file,
+                known_hosts_file,
+            } => {
+                let control_dir = control_dir(private_dir, private_key_file)?;
+                Some(ssh_command(
+                    private_key_file,
+                    known_hosts_file,
+                    &control_dir,
+                ))
+            }
+            _ => None,
+        };
+        let redactor = match &auth {
+            Auth::Http { password, .. } => Redactor::new([password.expose().to_owned()]),
+            _ => Redactor::default(),
+        };
+        Ok(Self {
+            program,
+            home,
+            global_config,
+            askpass,
+            auth,
+            ssh_command,
+            redactor,
+            observer,
+        })
+    }
+
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
+    /// A git command that touches only the local repository: no credentials in its environment.
+    pub(crate) fn local(&self, git_dir: &Path) -> Command {
+        let mut cmd = self.base();
+        cmd.arg("--git-dir").arg(git_dir);
+        cmd
+    }
+
+    /// A git command that talks to the remote: credentials go into this child's environment only.
+    pub(crate) fn network(&self, git_dir: Option<&Path>) -> Command {
+        let mut cmd = self.base();
+        if let Some(git_dir) = git_dir {
+            cmd.arg("--git-dir").arg(git_dir);
+        }
+        if let Auth::Http { username, password } = &self.auth {
+            cmd.env(USERNAME_VAR, username)
+                .env(PASSWORD_VAR, password.expose());
+        }
+        if let Some(ssh) = &self.ssh_command {
+            cmd.env("GIT_SSH_COMMAND", ssh)
+                .env("GIT_SSH_VARIANT", "ssh");
+        }
+        cmd
+    }
+
+    fn base(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        // Tests, CI jobs and git hooks export GIT_DIR, GIT_INDEX_FILE and friends; none may leak
+        // into a command aimed at a mirror.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("GIT_") {
+                cmd.env_remove(&name);
+            }
+        }
+        for name in [
+            "SSH_ASKPASS",
+            "SSH_AUTH_SOCK",
+            "XDG_CONFIG_HOME",
+            "EMAIL",
+            USERNAME_VAR,
+            PASSWORD_VAR,
+        ] {
+            cmd.env_remove(name);
+        }
+        cmd.env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", &self.global_config)
+            .env("HOME", &self.home)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", &self.askpass)
+            .env("SSH_ASKPASS", &self.askpass)
+            .env("SSH_ASKPASS_REQUIRE", "never")
+            .env("LC_ALL", "C")
+            .env("LANGUAGE", "C")
+            .env(
+                "GIT_SSH_COMMAND",
+                "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes",
+            );
+        cmd.args([
+            "-c",
+            "credential.helper=",
+            "-c",
+            "core.askPass=",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ]);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub(crate) fn observe(&self, cmd: &Command) {
+        let argv: Vec<OsString> = std::iter::once(cmd.get_program().to_owned())
+            .chain(cmd.get_args().map(|arg| arg.to_owned()))
+            .collect();
+        tracing::debug!(argv = ?argv, "git");
+        if let Some(observer) = &self.observer {
+            observer(&argv);
+        }
+    }
+
+    pub(crate) fn spawn_error(&self, source: std::io::Error) -> GitError {
+        GitError::Spawn {
+            program: self.program.clone(),
+            source,
+        }
+    }
+
+    /// Runs a command to completion, capturing its output.
+    pub(crate) fn output(&self, mut cmd: Command) -> Result<Output, GitError> {
+        self.observe(&cmd);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.output().map_err(|e| self.spawn_error(e))
+    }
+
+    /// Runs a local command and fails with its (redacted) stderr if it does not succeed.
+    pub(crate) fn run(&self, cmd: Command, op: &'static str) -> Result<Output, GitError> {
+        let output = self.output(cmd)?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(GitError::Command {
+                op,
+                status: output.status.to_string(),
+                detail: self.redact(String::from_utf8_lossy(&output.stderr).trim()),
+            })
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), GitError> {
+    fs::create_dir_all(dir).map_err(|e| GitError::io("create directory", dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| GitError::io("set mode of", dir, e))
+}
+
+fn write_askpass(path: &Path) -> Result<(), GitError> {
+    if fs::read(path).is_ok_and(|current| current == ASKPASS_SCRIPT.as_bytes()) {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".askpass")
+        .tempfile_in(dir)
+        .map_err(|e| GitError::io("create askpass script in", dir, e))?;
+    temp.write_all(ASKPASS_SCRIPT.as_bytes())
+        .map_err(|e| GitError::io("write askpass script", path, e))?;
+    fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o700))
+        .map_err(|e| GitError::io("set mode of askpass script", path, e))?;
+    temp.persist(path)
+        .map_err(|e| GitError::io("store askpass script", path, e.error))?;
+    Ok(())
+}
+
+// A Unix socket path holds at most 107 bytes and ssh appends a 17-byte random suffix while it
+// creates the socket; `%C` expands to 40 hex digits. Stay well under the limit.
+const MAX_CONTROL_PATH: usize = 88;
+
+/// The directory for SSH connection-sharing sockets of one key. The key is part of the path
+/// because ssh's `%C` does not hash it: two keys to the same host must not share a connection.
+fn control_dir(private_dir: &Path, key: &Path) -> Result<PathBuf, GitError> {
+    let key_tag = &short_hash(key.as_os_str().as_encoded_bytes())[..8];
+    let preferred = private_dir.join("ssh").join(key_tag);
+    let dir = if preferred.as_os_str().len() + 1 + 40 <= MAX_CONTROL_PATH {
+        preferred
+    } else {
+        let private_tag = &short_hash(private_dir.as_os_str().as_encoded_bytes())[..12];
+        std::env::temp_dir()
+            .join(format!("tug-ssh-{private_tag}"))
+            .join(key_tag)
+    };
+    if let Some(parent) = dir.parent() {
+        create_private_dir(parent)?;
+    }
+    create_private_dir(&dir)?;
+    Ok(dir)
+}
+
+pub(crate) fn short_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha1::digest(bytes))
+}
+
+fn ssh_command(key: &Path, known_hosts: &Path, control_dir: &Path) -> String {
+    let control_path = control_dir.join("%C");
+    format!(
+        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
+         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ControlMaster=auto -o ControlPath={} \
+         -o ControlPersist=60s",
+        shell_quote(&key.to_string_lossy()),
+        shell_quote(&known_hosts.to_string_lossy()),
+        shell_quote(&control_path.to_string_lossy()),
+    )
+}
+
+/// Quotes a word for the POSIX shell git runs `GIT_SSH_COMMAND` through.
+pub(crate) fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+    }
+
+    #[test]
+    fn long_private_dirs_get_a_short_control_path() {
+        let scratch = tempfile::tempdir().unwrap();
+        let long = scratch.path().join("x".repeat(120));
+        let dir = control_dir(&long, Path::new("/keys/id")).unwrap();
+        assert!(
+            dir.as_os_str().len() + 41 <= MAX_CONTROL_PATH,
+            "{}",
+            dir.display()
+        );
+        let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+}

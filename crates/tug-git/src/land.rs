@@ -1,0 +1,253 @@
+//! Landing a batch of changes on a branch: one commit per change, one compare-and-swap push,
+//! and on a moved branch: fetch, re-apply the same changes to the new tip, push again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::commit::{Clock, CommitMeta, Identity, SystemClock, serialize_commit};
+use crate::error::{ChangeError, GitError};
+use crate::mirror::{Mirror, PushOutcome, validate_branch};
+use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
+use crate::tree::{FileSource, FileWrite, TreeView, apply_writes};
+
+/// One requested change: a pure function of the files at the tip it is applied to. It may be
+/// applied several times (once per push attempt), each time to a newer tip.
+pub trait Change {
+    fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError>;
+    fn commit_meta(&self) -> CommitMeta;
+}
+
+#[derive(Clone)]
+pub struct LandOptions {
+    /// The identity tug commits as.
+    pub committer: Identity,
+    pub clock: Arc<dyn Clock>,
+    /// Push attempts before giving up with [`GitError::BranchContended`]; at least 1.
+    pub max_attempts: u32,
+    /// Commit every change even when it leaves the files as they were.
+    pub allow_empty: bool,
+    /// Fetch the branch before the first attempt. Off by default: the mirror's tip is used and
+    /// the push's compare-and-swap catches a stale one, which saves a round trip when tug is the
+    /// branch's usual writer.
+    pub fetch_first: bool,
+    /// Backoff before retry n is random in [d/2, d] with d = min(backoff_max, backoff_base·2ⁿ⁻¹).
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl LandOptions {
+    pub fn new(committer: Identity) -> Self {
+        Self {
+            committer,
+            clock: Arc::new(SystemClock),
+            max_attempts: 8,
+            allow_empty: false,
+            fetch_first: false,
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum LandResult {
+    Committed {
+        commit: ObjectId,
+    },
+    /// The files already held what the change asked for: no commit.
+    UpToDate,
+    /// The change could not be applied; it was skipped and the others went on.
+    Failed(ChangeError),
+}
+
+/// The outcome of [`land`]: one result per change, in order, and what it cost.
+#[derive(Debug)]
+pub struct LandReport {
+    pub results: Vec<LandResult>,
+    /// The branch tip after landing (`None`: the branch does not exist and nothing was pushed).
+    pub tip: Option<ObjectId>,
+    /// Whether a push happened (false when no change produced a commit).
+    pub pushed: bool,
+    /// Push attempts made (0 when nothing was pushed).
+    pub attempts: u32,
+    pub fetches: u32,
+    pub fetch_time: Duration,
+    /// Time spent applying changes and writing objects, over all attempts.
+    pub apply_time: Duration,
+    pub push_time: Duration,
+    pub backoff_time: Duration,
+    /// Loose objects written (blobs, trees, commits), over all attempts.
+    pub objects_written: u64,
+}
+
+/// Lands `changes` on `branch` of the mirror's remote. The caller must make sure that only one
+/// `land` runs per (mirror, branch) at a time.
+pub fn land(
+    mirror: &Mirror,
+    branch: &str,
+    changes: &[&dyn Change],
+    opts: &LandOptions,
+) -> Result<LandReport, GitError> {
+    validate_branch(branch)?;
+    let written_before = mirror.store().objects_written();
+    let mut report = LandReport {
+        results: Vec::new(),
+        tip: None,
+        pushed: false,
+        attempts: 0,
+        fetches: 0,
+        fetch_time: Duration::ZERO,
+        apply_time: Duration::ZERO,
+        push_time: Duration::ZERO,
+        backoff_time: Duration::ZERO,
+        objects_written: 0,
+    };
+    let fetch = |report: &mut LandReport| -> Result<Option<ObjectId>, GitError> {
+        let started = Instant::now();
+        let tip = mirror.fetch_branch(branch);
+        report.fetches += 1;
+        report.fetch_time += started.elapsed();
+        tip
+    };
+    let mut fetched = opts.fetch_first;
+    let mut tip = if opts.fetch_first {
+        fetch(&mut report)?
+    } else {
+        mirror.branch_tip(branch)?
+    };
+    let max_attempts = opts.max_attempts.max(1);
+    loop {
+        let started = Instant::now();
+        let (mut results, mut head) = build_commits(mirror, tip, changes, opts)?;
+        report.apply_time += started.elapsed();
+        if head == tip && !fetched {
+            // Nothing to push, judged on a tip that may be stale: a no-op or a failure might be
+            // different on the remote's real tip, so look once more.
+            let fresh = fetch(&mut report)?;
+            if fresh != tip {
+                tip = fresh;
+                let started = Instant::now();
+                (results, head) = build_commits(mirror, tip, changes, opts)?;
+                report.apply_time += started.elapsed();
+            }
+        }
+        let Some(new_tip) = head.filter(|_| head != tip) else {
+            report.results = results;
+            report.tip = tip;
+            report.objects_written = mirror.store().objects_written() - written_before;
+            return Ok(report);
+        };
+        report.attempts += 1;
+        let started = Instant::now();
+        let outcome = mirror.push(branch, new_tip, tip)?;
+        report.push_time += started.elapsed();
+        match outcome {
+            PushOutcome::Accepted => {
+                mirror.set_branch(branch, new_tip)?;
+                report.results = results;
+                report.tip = Some(new_tip);
+                report.pushed = true;
+                report.objects_written = mirror.store().objects_written() - written_before;
+                return Ok(report);
+            }
+            PushOutcome::Moved(reason) => {
+                tracing::debug!(
+                    branch,
+                    attempt = report.attempts,
+                    reason,
+                    "push rejected, branch moved"
+                );
+                if report.attempts >= max_attempts {
+                    return Err(GitError::BranchContended {
+                        url: mirror.url().to_owned(),
+                        branch: branch.to_owned(),
+                        attempts: report.attempts,
+                    });
+                }
+                let pause = backoff(opts, report.attempts);
+                std::thread::sleep(pause);
+                report.backoff_time += pause;
+                tip = fetch(&mut report)?;
+                fetched = true;
+            }
+        }
+    }
+}
+
+fn backoff(opts: &LandOptions, attempt: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    let ceiling = opts
+        .backoff_base
+        .saturating_mul(factor)
+        .min(opts.backoff_max);
+    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    if micros == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_micros(rand::rng().random_range(micros / 2..=micros))
+}
+
+/// Builds one commit per change on top of `tip`; returns the results and the last commit.
+fn build_commits(
+    mirror: &Mirror,
+    tip: Option<ObjectId>,
+    changes: &[&dyn Change],
+    opts: &LandOptions,
+) -> Result<(Vec<LandResult>, Option<ObjectId>), GitError> {
+    let store = mirror.store();
+    let mut head = tip;
+    let mut tree = match tip {
+        Some(commit) => store.tree_of_commit(commit)?,
+        None => ObjectId::from_hex(EMPTY_TREE).ok_or_else(|| GitError::Command {
+            op: "empty tree",
+            status: "invalid constant".to_owned(),
+            detail: String::new(),
+        })?,
+    };
+    let mut results = Vec::with_capacity(changes.len());
+    for change in changes {
+        let meta = change.commit_meta();
+        let view = TreeView::new(store, tree);
+        let applied = change
+            .apply(&view)
+            .and_then(|writes| apply_writes(store, tree, &writes));
+        let new_tree = match applied {
+            Ok(new_tree) => new_tree,
+            Err(ChangeError::Git(e)) => return Err(e),
+            Err(e) => {
+                results.push(LandResult::Failed(e));
+                continue;
+            }
+        };
+        if new_tree == tree && !(meta.allow_empty || opts.allow_empty) {
+            results.push(LandResult::UpToDate);
+            continue;
+        }
+        let commit = meta.message().and_then(|message| {
+            serialize_commit(
+                new_tree,
+                head,
+                &meta.author,
+                &opts.committer,
+                opts.clock.now(),
+                &message,
+            )
+        });
+        let commit = match commit {
+            Ok(commit) => commit,
+            Err(e) => {
+                results.push(LandResult::Failed(ChangeError::Invalid(e.to_string())));
+                continue;
+            }
+        };
+        let oid = store.write(ObjectKind::Commit, &commit)?;
+        head = Some(oid);
+        tree = new_tree;
+        results.push(LandResult::Committed { commit: oid });
+    }
+    Ok((results, head))
+}

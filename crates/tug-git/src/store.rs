@@ -1,0 +1,182 @@
+//! Object access for one mirror: reads through one long-running `git cat-file --batch`, writes
+//! as loose objects in-process.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::{Arc, Mutex};
+
+use crate::env::GitEnv;
+use crate::error::GitError;
+use crate::object::{LooseWriter, ObjectId, ObjectKind, TreeEntry, commit_tree, parse_tree};
+
+struct CatFile {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl CatFile {
+    fn read(&mut self, oid: ObjectId) -> std::io::Result<Option<(ObjectKind, Vec<u8>)>> {
+        writeln!(self.stdin, "{oid}")?;
+        self.stdin.flush()?;
+        let mut header = String::new();
+        if self.stdout.read_line(&mut header)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "git cat-file exited",
+            ));
+        }
+        let header = header.trim_end();
+        if header.ends_with(" missing") {
+            return Ok(None);
+        }
+        let mut fields = header.split(' ');
+        let (Some(_), Some(kind), Some(size), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(std::io::Error::other(format!(
+                "unexpected git cat-file header {header:?}"
+            )));
+        };
+        let kind = ObjectKind::parse(kind)
+            .ok_or_else(|| std::io::Error::other(format!("unknown object type in {header:?}")))?;
+        let size: usize = size
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("bad size in {header:?}")))?;
+        let mut data = vec![0u8; size + 1];
+        self.stdout.read_exact(&mut data)?;
+        // The content is followed by a newline.
+        data.truncate(size);
+        Ok(Some((kind, data)))
+    }
+}
+
+impl Drop for CatFile {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) struct ObjectStore {
+    git_dir: PathBuf,
+    env: GitEnv,
+    reader: Mutex<Option<CatFile>>,
+    writer: LooseWriter,
+    // Trees are immutable by name; a change reads the trees on its path once to look and once
+    // to rewrite, and the next change of a batch reads most of them again.
+    trees: Mutex<HashMap<ObjectId, Arc<Vec<TreeEntry>>>>,
+}
+
+const TREE_CACHE_ENTRIES: usize = 1024;
+
+impl ObjectStore {
+    pub(crate) fn new(git_dir: PathBuf, env: GitEnv) -> Self {
+        let writer = LooseWriter::new(git_dir.join("objects"));
+        Self {
+            git_dir,
+            env,
+            reader: Mutex::new(None),
+            writer,
+            trees: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn spawn(&self) -> Result<CatFile, GitError> {
+        let mut cmd = self.env.local(&self.git_dir);
+        cmd.args(["cat-file", "--batch"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        self.env.observe(&cmd);
+        let mut child = cmd.spawn().map_err(|e| self.env.spawn_error(e))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(self.reader_error("no pipes to git cat-file".to_owned()));
+        };
+        Ok(CatFile {
+            child,
+            stdin,
+            stdout: BufReader::with_capacity(64 * 1024, stdout),
+        })
+    }
+
+    fn reader_error(&self, detail: String) -> GitError {
+        GitError::ObjectReader {
+            path: self.git_dir.clone(),
+            detail,
+        }
+    }
+
+    /// Reads an object; `None` when the mirror does not have it.
+    pub(crate) fn read(&self, oid: ObjectId) -> Result<Option<(ObjectKind, Vec<u8>)>, GitError> {
+        let mut guard = self
+            .reader
+            .lock()
+            .map_err(|_| self.reader_error("reader lock poisoned".to_owned()))?;
+        // A reader that died (killed, or the repository was repacked under it) is replaced once.
+        for attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(self.spawn()?);
+            }
+            let Some(cat_file) = guard.as_mut() else {
+                continue;
+            };
+            match cat_file.read(oid) {
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    *guard = None;
+                    if attempt == 1 {
+                        return Err(self.reader_error(e.to_string()));
+                    }
+                }
+            }
+        }
+        Err(self.reader_error("git cat-file failed twice".to_owned()))
+    }
+
+    pub(crate) fn read_kind(&self, oid: ObjectId, want: ObjectKind) -> Result<Vec<u8>, GitError> {
+        match self.read(oid)? {
+            Some((kind, data)) if kind == want => Ok(data),
+            Some((kind, _)) => Err(GitError::CorruptObject {
+                oid,
+                reason: format!("expected a {}, found a {}", want.name(), kind.name()),
+            }),
+            None => Err(GitError::MissingObject { oid }),
+        }
+    }
+
+    pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Arc<Vec<TreeEntry>>, GitError> {
+        if let Some(entries) = self
+            .trees
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&oid).cloned())
+        {
+            return Ok(entries);
+        }
+        let entries = Arc::new(parse_tree(oid, &self.read_kind(oid, ObjectKind::Tree)?)?);
+        if let Ok(mut cache) = self.trees.lock() {
+            if cache.len() >= TREE_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(oid, entries.clone());
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn tree_of_commit(&self, commit: ObjectId) -> Result<ObjectId, GitError> {
+        commit_tree(commit, &self.read_kind(commit, ObjectKind::Commit)?)
+    }
+
+    pub(crate) fn write(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId, GitError> {
+        self.writer.write(kind, data)
+    }
+
+    pub(crate) fn objects_written(&self) -> u64 {
+        self.writer.written()
+    }
+}

@@ -1,0 +1,565 @@
+//! Landing changes over file:// against real bare repositories.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::cell::Cell;
+
+use common::*;
+use tug_git::{
+    Auth, ChangeError, EntryKind, FileSource, FileWrite, GitError, LandResult, Mirror,
+    MirrorOptions, ObjectId, Remote, land,
+};
+use tug_testkit::{BareRepo, Entry, Scratch};
+
+fn manifests() -> BareRepo {
+    BareRepo::with_files(&[
+        (KUSTOMIZATION, MANIFEST.as_bytes()),
+        ("README.md", b"# manifests\n"),
+    ])
+    .unwrap()
+}
+
+fn committed(result: &LandResult) -> ObjectId {
+    match result {
+        LandResult::Committed { commit } => *commit,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_change_lands_with_author_committer_time_and_trailers() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let before = remote.tip("main").unwrap().unwrap();
+
+    let change = SetLine::new(KUSTOMIZATION, "newTag", "\"1.1.0\"", "req-1");
+    let report = land(&mirror, "main", &[&change], &options()).unwrap();
+
+    let commit = committed(&report.results[0]);
+    assert_eq!(report.attempts, 1);
+    assert!(report.pushed);
+    assert_eq!(report.tip, Some(commit));
+    assert_eq!(remote.tip("main").unwrap(), Some(commit.to_hex()));
+    assert_eq!(
+        mirror.branch_tip("main").unwrap(),
+        Some(commit),
+        "mirror ref follows the push"
+    );
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        content,
+        MANIFEST.replace("\"1.0.0\"  # release tag", "\"1.1.0\"  # release tag")
+    );
+
+    let log = remote.log("main").unwrap();
+    let head = &log[0];
+    assert_eq!(head.parents, vec![before]);
+    assert_eq!(
+        (head.author_name.as_str(), head.author_email.as_str()),
+        ("CI Pipeline", "ci@example.invalid")
+    );
+    assert_eq!(
+        (head.committer_name.as_str(), head.committer_email.as_str()),
+        ("tug", "tug@example.invalid")
+    );
+    assert_eq!(head.subject, "set newTag to \"1.1.0\"");
+    assert_eq!(
+        head.trailers,
+        vec![("Tug-Request".to_owned(), "req-1".to_owned())]
+    );
+    let date = remote
+        .git(&["log", "-1", "--format=%at %ct", "main"])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&date).trim(),
+        "1750000000 1750000000"
+    );
+    // The objects written in-process are valid git objects.
+    remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
+}
+
+#[test]
+fn five_changes_land_as_five_commits_in_one_push() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let argv = ArgvLog::default();
+    let mirror = open(data.path(), &remote.file_url(), argv.options());
+    let changes: Vec<SetLine> = (1..=5)
+        .map(|i| {
+            SetLine::new(
+                KUSTOMIZATION,
+                "newTag",
+                &format!("\"1.{i}.0\""),
+                &format!("req-{i}"),
+            )
+        })
+        .collect();
+    let refs: Vec<&dyn tug_git::Change> =
+        changes.iter().map(|c| c as &dyn tug_git::Change).collect();
+
+    let report = land(&mirror, "main", &refs, &options()).unwrap();
+
+    let commits: Vec<ObjectId> = report.results.iter().map(committed).collect();
+    let mut distinct = commits.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5);
+    assert_eq!(argv.count("push"), 1);
+    assert_eq!(report.attempts, 1);
+    let log = remote.log("main").unwrap();
+    let landed: Vec<String> = log[..5].iter().rev().map(|e| e.commit.clone()).collect();
+    assert_eq!(
+        landed,
+        commits.iter().map(ObjectId::to_hex).collect::<Vec<_>>(),
+        "one commit per change, in order"
+    );
+    for (entry, i) in log[..5].iter().rev().zip(1..) {
+        assert_eq!(
+            entry.trailers,
+            vec![("Tug-Request".to_owned(), format!("req-{i}"))]
+        );
+        assert_eq!(entry.parents.len(), 1);
+    }
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(
+        content.contains("newTag: \"1.5.0\"  # release tag"),
+        "{content}"
+    );
+}
+
+#[test]
+fn a_failing_change_is_skipped_and_the_others_land() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let first = SetLine::new(KUSTOMIZATION, "newTag", "\"2.0.0\"", "req-a");
+    let missing_file = SetLine::new(
+        "apps/gone/kustomization.yaml",
+        "newTag",
+        "\"2.0.0\"",
+        "req-b",
+    );
+    let missing_key = SetLine::new(KUSTOMIZATION, "nope", "1", "req-c");
+    let last = SetLine::new(KUSTOMIZATION, "replicas", "4", "req-d");
+
+    let report = land(
+        &mirror,
+        "main",
+        &[&first, &missing_file, &missing_key, &last],
+        &options(),
+    )
+    .unwrap();
+
+    assert!(matches!(report.results[0], LandResult::Committed { .. }));
+    assert!(
+        matches!(&report.results[1], LandResult::Failed(ChangeError::Edit { path, .. }) if path == "apps/gone/kustomization.yaml")
+    );
+    assert!(
+        matches!(&report.results[2], LandResult::Failed(ChangeError::Edit { message, .. }) if message.contains("nope"))
+    );
+    let last_commit = committed(&report.results[3]);
+    let log = remote.log("main").unwrap();
+    assert_eq!(log[0].commit, last_commit.to_hex());
+    assert_eq!(log[1].commit, committed(&report.results[0]).to_hex());
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(
+        content.contains("\"2.0.0\"") && content.contains("replicas: 4"),
+        "{content}"
+    );
+}
+
+#[test]
+fn a_change_that_changes_nothing_makes_no_commit_unless_empty_commits_are_allowed() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let argv = ArgvLog::default();
+    let mirror = open(data.path(), &remote.file_url(), argv.options());
+    let before = remote.tip("main").unwrap();
+    let same = SetLine::new(KUSTOMIZATION, "newTag", "\"1.0.0\"", "req-same");
+
+    let report = land(&mirror, "main", &[&same], &options()).unwrap();
+    assert!(matches!(report.results[0], LandResult::UpToDate));
+    assert!(!report.pushed);
+    assert_eq!(argv.count("push"), 0);
+    assert_eq!(remote.tip("main").unwrap(), before);
+
+    let mut redeploy = options();
+    redeploy.allow_empty = true;
+    let report = land(&mirror, "main", &[&same], &redeploy).unwrap();
+    let commit = committed(&report.results[0]);
+    assert_eq!(remote.tip("main").unwrap(), Some(commit.to_hex()));
+    let trees = remote
+        .git(&["rev-parse", "main^{tree}", "main~1^{tree}"])
+        .unwrap();
+    let trees: Vec<&str> = std::str::from_utf8(&trees).unwrap().lines().collect();
+    assert_eq!(trees[0], trees[1], "an empty commit keeps the tree");
+}
+
+#[test]
+fn a_human_push_between_read_and_push_is_kept_and_the_change_reapplied_on_top() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let base = remote.tip("main").unwrap().unwrap();
+    let human_commit = std::cell::RefCell::new(None);
+    let change = Interleaved {
+        inner: SetLine::new(KUSTOMIZATION, "newTag", "\"3.0.0\"", "req-race"),
+        before_first_apply: || {
+            let sha = remote
+                .human_commit(
+                    "main",
+                    KUSTOMIZATION,
+                    |old| {
+                        set_line(std::str::from_utf8(old.unwrap()).unwrap(), "replicas", "5")
+                            .unwrap()
+                            .into_bytes()
+                    },
+                    "scale checkout to 5",
+                )
+                .unwrap();
+            *human_commit.borrow_mut() = Some(sha);
+        },
+        applied: Cell::new(0),
+    };
+
+    let report = land(&mirror, "main", &[&change], &options()).unwrap();
+
+    assert_eq!(report.attempts, 2, "first push rejected, second accepted");
+    assert_eq!(
+        change.applied.get(),
+        2,
+        "the change was re-applied, not rebased"
+    );
+    let ours = committed(&report.results[0]);
+    let human = human_commit.borrow().clone().unwrap();
+    let log = remote.log("main").unwrap();
+    assert_eq!(log[0].commit, ours.to_hex());
+    assert_eq!(log[0].parents, vec![human.clone()]);
+    assert_eq!(log[1].commit, human);
+    assert_eq!(log[1].parents, vec![base]);
+    assert!(
+        log.iter().all(|entry| entry.parents.len() <= 1),
+        "history stays linear"
+    );
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(
+        content.contains("newTag: \"3.0.0\"  # release tag"),
+        "{content}"
+    );
+    assert!(content.contains("replicas: 5"), "{content}");
+}
+
+#[test]
+fn writes_through_symlinks_and_outside_the_repository_are_refused() {
+    let remote = BareRepo::with_entries(&[
+        Entry::file("real/app.yaml", "a: 1\n"),
+        Entry::symlink("linked", "real"),
+        Entry::symlink("app-link.yaml", "real/app.yaml"),
+    ])
+    .unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let tip = mirror.branch_tip("main").unwrap().unwrap();
+    let view = mirror.tree_at(tip).unwrap();
+    assert_eq!(view.entry_kind("linked").unwrap(), Some(EntryKind::Symlink));
+    assert_eq!(view.entry_kind("real").unwrap(), Some(EntryKind::Dir));
+    assert!(
+        view.read_file("linked/app.yaml").is_err(),
+        "reads do not follow symlinks either"
+    );
+
+    let through_dir = Put(
+        vec![FileWrite::put("linked/app.yaml", "a: 2\n")],
+        "through a symlinked dir",
+    );
+    let onto_link = Put(
+        vec![FileWrite::put("app-link.yaml", "a: 3\n")],
+        "onto a symlink",
+    );
+    let escape = Put(vec![FileWrite::put("../outside.yaml", "x\n")], "outside");
+    let absolute = Put(vec![FileWrite::put("/etc/x.yaml", "x\n")], "absolute");
+    let report = land(
+        &mirror,
+        "main",
+        &[&through_dir, &onto_link, &escape, &absolute],
+        &options(),
+    )
+    .unwrap();
+
+    for (result, path) in report.results.iter().zip([
+        "linked/app.yaml",
+        "app-link.yaml",
+        "../outside.yaml",
+        "/etc/x.yaml",
+    ]) {
+        match result {
+            LandResult::Failed(error @ ChangeError::Path { .. }) => {
+                assert!(
+                    error.to_string().contains(path.trim_start_matches("../")),
+                    "{error}"
+                )
+            }
+            other => panic!("{path}: expected a path error, got {other:?}"),
+        }
+    }
+    assert!(
+        report
+            .results
+            .iter()
+            .take(2)
+            .all(|r| matches!(r, LandResult::Failed(e) if e.to_string().contains("symlink")))
+    );
+    assert!(!report.pushed);
+    assert_eq!(
+        remote.read_file("main", "real/app.yaml").unwrap().unwrap(),
+        b"a: 1\n"
+    );
+}
+
+#[test]
+fn files_are_added_deleted_and_listed_and_emptied_directories_disappear() {
+    let remote =
+        BareRepo::with_files(&[("apps/a/app.yaml", b"a\n"), ("apps/b/app.yaml", b"b\n")]).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let change = Put(
+        vec![
+            FileWrite::delete("apps/a/app.yaml"),
+            FileWrite::put("apps/c/new.yaml", "c\n"),
+            FileWrite::put("top.yaml", "t\n"),
+        ],
+        "reshape",
+    );
+    let report = land(&mirror, "main", &[&change], &options()).unwrap();
+    let tip = committed(&report.results[0]);
+    let view = mirror.tree_at(tip).unwrap();
+    let names: Vec<String> = view
+        .list_dir("apps")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["b", "c"]);
+    assert_eq!(view.read_file("apps/c/new.yaml").unwrap().unwrap(), b"c\n");
+    assert_eq!(view.entry_kind("apps/a").unwrap(), None);
+    let listed = remote
+        .git(&["ls-tree", "-r", "--name-only", "main"])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listed),
+        "apps/b/app.yaml\napps/c/new.yaml\ntop.yaml\n"
+    );
+    remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
+}
+
+#[test]
+fn a_branch_that_does_not_exist_is_created() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    assert_eq!(mirror.branch_tip("env/prod").unwrap(), None);
+    let change = Put(
+        vec![FileWrite::put("prod.yaml", "replicas: 3\n")],
+        "start the prod branch",
+    );
+    let report = land(&mirror, "env/prod", &[&change], &options()).unwrap();
+    let commit = committed(&report.results[0]);
+    assert_eq!(remote.tip("env/prod").unwrap(), Some(commit.to_hex()));
+    assert!(remote.log("env/prod").unwrap()[0].parents.is_empty());
+}
+
+#[test]
+fn a_stale_mirror_is_refreshed_before_declaring_a_change_up_to_date() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    // A human sets the tag the request asks for, then changes it again; the mirror saw neither.
+    remote
+        .human_commit(
+            "main",
+            KUSTOMIZATION,
+            |old| {
+                set_line(
+                    std::str::from_utf8(old.unwrap()).unwrap(),
+                    "newTag",
+                    "\"9.9.9\"",
+                )
+                .unwrap()
+                .into_bytes()
+            },
+            "manual pin",
+        )
+        .unwrap();
+    let change = SetLine::new(KUSTOMIZATION, "newTag", "\"1.0.0\"", "req-restore");
+    let report = land(&mirror, "main", &[&change], &options()).unwrap();
+    assert!(
+        matches!(report.results[0], LandResult::Committed { .. }),
+        "{:?}",
+        report.results
+    );
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(content.contains("newTag: \"1.0.0\""), "{content}");
+}
+
+#[test]
+fn landed_requests_are_found_by_trailer() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let a = SetLine::new(KUSTOMIZATION, "newTag", "\"5.0.0\"", "req-a");
+    let b = SetLine::new(KUSTOMIZATION, "replicas", "7", "req-b");
+    let report = land(&mirror, "main", &[&a, &b], &options()).unwrap();
+    let found = mirror
+        .find_trailer("main", "Tug-Request", &["req-a", "req-b", "req-never"], 100)
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(found["req-a"], committed(&report.results[0]));
+    assert_eq!(found["req-b"], committed(&report.results[1]));
+    // Bounded: the newest commit alone does not hold req-a.
+    let recent = mirror
+        .find_trailer("main", "Tug-Request", &["req-a", "req-b"], 1)
+        .unwrap();
+    assert_eq!(recent.keys().collect::<Vec<_>>(), ["req-b"]);
+    assert!(mirror.find_trailer("main", "bad key", &["x"], 10).is_err());
+    assert!(
+        mirror
+            .find_trailer("no-such-branch", "Tug-Request", &["req-a"], 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn editing_one_file_among_two_thousand_directories_writes_only_its_path() {
+    let mut entries = Vec::new();
+    for i in 0..2000 {
+        for env in ["dev", "prod"] {
+            entries.push(Entry::file(
+                &format!("apps/svc-{i:04}/{env}/kustomization.yaml"),
+                format!("newTag: \"{i}\"\n"),
+            ));
+        }
+    }
+    let remote = BareRepo::with_entries(&entries).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let loose_before = count_loose(mirror.path());
+
+    let change = SetLine::new(
+        "apps/svc-1234/prod/kustomization.yaml",
+        "newTag",
+        "\"x\"",
+        "req-big",
+    );
+    let report = land(&mirror, "main", &[&change], &options()).unwrap();
+
+    // One blob, the four trees on the path (root, apps, svc-1234, prod) and the commit.
+    assert_eq!(report.objects_written, 6);
+    assert_eq!(count_loose(mirror.path()) - loose_before, 6);
+    let diff = remote
+        .git(&["diff", "--name-only", "main~1", "main"])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&diff),
+        "apps/svc-1234/prod/kustomization.yaml\n"
+    );
+    remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
+}
+
+fn count_loose(git_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(git_dir.join("objects"))
+        .unwrap()
+        .flatten()
+        .filter(|dir| dir.file_name().len() == 2)
+        .map(|dir| std::fs::read_dir(dir.path()).unwrap().count())
+        .sum()
+}
+
+#[test]
+fn a_push_refused_by_a_hook_is_a_permanent_error() {
+    let remote = manifests();
+    let hook = remote.path().join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'branch is frozen' >&2\nexit 1\n").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&hook).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let change = SetLine::new(KUSTOMIZATION, "newTag", "\"4.0.0\"", "req-frozen");
+    let error = land(&mirror, "main", &[&change], &options()).unwrap_err();
+    assert!(matches!(error, GitError::PushRejected { .. }), "{error:?}");
+    assert!(!error.is_transient());
+    assert!(error.to_string().contains("branch is frozen"), "{error}");
+}
+
+#[test]
+fn an_unreachable_remote_is_a_transient_error() {
+    let data = Scratch::new().unwrap();
+    let port = tug_testkit::free_port().unwrap();
+    let error = Mirror::open(
+        data.path(),
+        Remote::new(format!("git://127.0.0.1:{port}/x.git"), Auth::None),
+        MirrorOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(error, GitError::Unreachable { .. }), "{error:?}");
+    assert!(error.is_transient());
+}
+
+#[test]
+fn sha256_repositories_are_refused_clearly() {
+    let scratch = Scratch::new().unwrap();
+    let path = scratch.join("sha256.git");
+    tug_testkit::run_git(
+        None,
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--object-format=sha256",
+            path.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let data = Scratch::new().unwrap();
+    let error = Mirror::open(
+        data.path(),
+        Remote::new(format!("file://{}", path.display()), Auth::None),
+        MirrorOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(error, GitError::UnsupportedRepository { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("sha256"), "{error}");
+}
+
+#[test]
+fn a_url_with_a_password_is_refused_without_repeating_it() {
+    let data = Scratch::new().unwrap();
+    let error = Mirror::open(
+        data.path(),
+        Remote::new(
+            "https://bot:hunter2-token@git.example.invalid/org/manifests.git",
+            Auth::None,
+        ),
+        MirrorOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(error, GitError::InvalidRemote { .. }));
+    assert!(!error.to_string().contains("hunter2-token"), "{error}");
+    assert!(!format!("{error:?}").contains("hunter2-token"), "{error:?}");
+}

@@ -1,0 +1,251 @@
+//! Landing over real servers on 127.0.0.1: git daemon, smart HTTP (with basic auth), sshd.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use tug_git::{Auth, GitError, LandResult, Mirror, MirrorOptions, Remote, Secret, land};
+use tug_testkit::{BareRepo, BasicAuth, GitDaemon, Scratch, SmartHttp, Sshd};
+
+fn manifests() -> BareRepo {
+    BareRepo::with_files(&[(KUSTOMIZATION, MANIFEST.as_bytes())]).unwrap()
+}
+
+/// Lands two batches through `mirror` and checks that the remote has them.
+fn land_twice(mirror: &Mirror, remote: &BareRepo) {
+    for (i, tag) in ["\"7.0.0\"", "\"7.0.1\""].iter().enumerate() {
+        let change = SetLine::new(KUSTOMIZATION, "newTag", tag, &format!("req-{i}"));
+        let report = land(mirror, "main", &[&change], &options()).unwrap();
+        let LandResult::Committed { commit } = report.results[0] else {
+            panic!("{:?}", report.results)
+        };
+        assert_eq!(remote.tip("main").unwrap(), Some(commit.to_hex()));
+        let content =
+            String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+        assert!(content.contains(&format!("newTag: {tag}")), "{content}");
+    }
+}
+
+#[test]
+fn lands_over_git_daemon() {
+    let remote = manifests();
+    let daemon = GitDaemon::start(remote.root()).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(
+        data.path(),
+        &daemon.url(remote.name()),
+        MirrorOptions::default(),
+    );
+    land_twice(&mirror, &remote);
+}
+
+#[test]
+fn lands_over_smart_http() {
+    let remote = manifests();
+    let http = SmartHttp::start(remote.root(), None).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(
+        data.path(),
+        &http.url(remote.name()),
+        MirrorOptions::default(),
+    );
+    land_twice(&mirror, &remote);
+}
+
+const USER: &str = "deployer";
+const PASSWORD: &str = "Pa55-w0rd-7c1f9e";
+
+fn http_auth(password: &str) -> Auth {
+    Auth::Http {
+        username: USER.to_owned(),
+        password: Secret::new(password),
+    }
+}
+
+/// A `git` that records its argv (one argument per line) before running the real git.
+fn argv_spy(dir: &Path) -> (PathBuf, PathBuf) {
+    let real = tug_testkit::require_binary("git", "git").unwrap();
+    let log = dir.join("argv.log");
+    let spy = dir.join("git-spy");
+    std::fs::write(
+        &spy,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\nprintf '%s\\n' '--end--' >> '{}'\nexec '{}' \"$@\"\n", log.display(), log.display(), real.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&spy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (spy, log)
+}
+
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap().flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let content = std::fs::read(&path).unwrap();
+                if content.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(path);
+                }
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn http_credentials_flow_through_askpass_and_are_stored_nowhere() {
+    let remote = manifests();
+    let http = SmartHttp::start(
+        remote.root(),
+        Some(BasicAuth {
+            username: USER.to_owned(),
+            password: PASSWORD.to_owned(),
+        }),
+    )
+    .unwrap();
+    let spy_dir = Scratch::new().unwrap();
+    let (spy, spy_log) = argv_spy(spy_dir.path());
+    let observed = ArgvLog::default();
+    let data = Scratch::new().unwrap();
+    let options = MirrorOptions {
+        git_program: Some(spy),
+        ..observed.options()
+    };
+
+    let mirror = Mirror::open(
+        data.path(),
+        Remote::new(http.url(remote.name()), http_auth(PASSWORD)),
+        options,
+    )
+    .unwrap();
+    land_twice(&mirror, &remote);
+
+    let recorded = std::fs::read_to_string(&spy_log).unwrap();
+    assert!(
+        recorded.contains("push") && recorded.contains("clone"),
+        "the spy saw the network commands:\n{recorded}"
+    );
+    assert!(
+        !recorded.contains(PASSWORD),
+        "password in argv:\n{recorded}"
+    );
+    assert!(observed.count("push") == 2);
+    assert!(
+        observed
+            .commands()
+            .iter()
+            .flatten()
+            .all(|arg| !arg.contains(PASSWORD))
+    );
+    assert_eq!(
+        files_containing(data.path(), PASSWORD.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    let config = std::fs::read_to_string(mirror.path().join("config")).unwrap();
+    assert!(
+        !config.contains(PASSWORD) && !config.contains(USER),
+        "{config}"
+    );
+    // The askpass script is private to the user running tug.
+    let askpass = data.path().join("git/askpass.sh");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&askpass).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn wrong_or_missing_http_credentials_fail_clearly_without_the_secret() {
+    let remote = manifests();
+    let http = SmartHttp::start(
+        remote.root(),
+        Some(BasicAuth {
+            username: USER.to_owned(),
+            password: PASSWORD.to_owned(),
+        }),
+    )
+    .unwrap();
+    let wrong = "wr0ng-Secret-42";
+    for auth in [http_auth(wrong), Auth::None] {
+        let data = Scratch::new().unwrap();
+        let error = Mirror::open(
+            data.path(),
+            Remote::new(http.url(remote.name()), auth),
+            MirrorOptions::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(error, GitError::AuthFailed { .. }), "{error:?}");
+        assert!(!error.is_transient());
+        for text in [error.to_string(), format!("{error:?}")] {
+            assert!(!text.contains(wrong) && !text.contains(PASSWORD), "{text}");
+        }
+    }
+}
+
+#[test]
+fn lands_over_ssh_with_a_pinned_host_key() {
+    let remote = manifests();
+    let sshd = Sshd::start().unwrap();
+    let data = Scratch::new().unwrap();
+    let auth = Auth::Ssh {
+        private_key_file: sshd.client_key(),
+        known_hosts_file: sshd.known_hosts(),
+    };
+    let mirror = Mirror::open(
+        data.path(),
+        Remote::new(sshd.url(remote.path()), auth),
+        MirrorOptions::default(),
+    )
+    .unwrap();
+    land_twice(&mirror, &remote);
+    // Both pushes went over one shared connection, whose socket lives in the private dir.
+    let key_dirs: Vec<_> = std::fs::read_dir(data.path().join("git/ssh"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(key_dirs.len(), 1);
+    let sockets = std::fs::read_dir(key_dirs[0].path())
+        .unwrap()
+        .flatten()
+        .filter(|entry| std::os::unix::fs::FileTypeExt::is_socket(&entry.file_type().unwrap()))
+        .count();
+    assert_eq!(sockets, 1, "one control master for the mirror's host");
+}
+
+#[test]
+fn an_unknown_ssh_host_key_is_refused() {
+    let remote = manifests();
+    let sshd = Sshd::start().unwrap();
+    let data = Scratch::new().unwrap();
+    let known_hosts = data.join("empty_known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let auth = Auth::Ssh {
+        private_key_file: sshd.client_key(),
+        known_hosts_file: known_hosts.clone(),
+    };
+    let error = Mirror::open(
+        data.path(),
+        Remote::new(sshd.url(remote.path()), auth),
+        MirrorOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(error, GitError::AuthFailed { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("Host key verification failed"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).unwrap(),
+        "",
+        "the unknown key was not learned"
+    );
+}

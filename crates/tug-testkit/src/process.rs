@@ -1,0 +1,192 @@
+//! Server processes that die with their handle, and port helpers.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A port on 127.0.0.1 that was free a moment ago. A server started on it can still lose a race
+/// with another process; the server starters retry with a new port when that happens.
+pub fn free_port() -> Result<u16> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", "127.0.0.1:0", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("read address of", "127.0.0.1:0", e))?
+        .port();
+    Ok(port)
+}
+
+/// A running server in its own process group, killed with every descendant on drop.
+pub struct ServerProcess {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `cmd` in a new process group with stdout and stderr appended to `log`.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Result<Self> {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| Error::io("open log", log, e))?;
+        let err = out.try_clone().map_err(|e| Error::io("open log", log, e))?;
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io("start", format!("{name} ({:?})", cmd.get_program()), e))?;
+        Ok(Self {
+            name,
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(description)` when the process has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "{} exited with {status}; log:\n{}",
+                self.name,
+                self.log_text()
+            )),
+            Ok(None) => None,
+            Err(e) => Some(format!("{}: cannot poll: {e}", self.name)),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every live process below the server (connection handlers can leave its process group).
+    pub fn descendants(&self) -> Vec<u32> {
+        descendants(self.child.id())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let mut targets: Vec<String> = descendants(pid).iter().map(u32::to_string).collect();
+        targets.push(format!("-{pid}"));
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .args(&targets)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn parent_map() -> HashMap<u32, Vec<u32>> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return children;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may contain spaces: fields start after ')'.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let (Some(_state), Some(ppid)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if let Ok(ppid) = ppid.parse::<u32>() {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    children
+}
+
+fn descendants(pid: u32) -> Vec<u32> {
+    let children = parent_map();
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(next) = stack.pop() {
+        for &child in children.get(&next).map(Vec::as_slice).unwrap_or(&[]) {
+            out.push(child);
+            stack.push(child);
+        }
+    }
+    out
+}
+
+/// Polls until something accepts connections on 127.0.0.1:`port`, the server exits, or the
+/// deadline passes.
+pub fn wait_for_port(server: &mut ServerProcess, port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(exit) = server.exited() {
+            return Err(Error::ServerStart {
+                server: server.name,
+                detail: exit,
+            });
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::ServerStart {
+                server: server.name,
+                detail: format!(
+                    "port {port} not open after {timeout:?}; log:\n{}",
+                    server.log_text()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls until `path` exists or the deadline passes.
+pub(crate) fn wait_for_path(
+    server: &mut ServerProcess,
+    path: &Path,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if let Some(exit) = server.exited() {
+            return Err(Error::ServerStart {
+                server: server.name,
+                detail: exit,
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(Error::ServerStart {
+                server: server.name,
+                detail: format!("{} not created after {timeout:?}", path.display()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
