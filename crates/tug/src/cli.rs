@@ -23,6 +23,20 @@ pub enum Command {
     Edit(EditCommand),
     /// Apply deploy specs to a local checkout (--dir) or to the remote repositories (--push).
     Apply(ApplyArgs),
+    /// Run the server: deploy requests over REST and gRPC, one writer per repository branch.
+    Server {
+        /// Configuration file (YAML); `TUG_*` variables override its scalars.
+        #[arg(long, short = 'c', env = "TUG_CONFIG", default_value = "tug.yaml")]
+        config: PathBuf,
+    },
+    /// Create a sample GitOps repository and configuration in DIR, then run the server on it.
+    Quickstart {
+        #[arg(default_value = "tug-quickstart")]
+        dir: PathBuf,
+        /// HTTP listen address (the default is the Delivery server's 127.0.0.1:12011).
+        #[arg(long)]
+        http: Option<String>,
+    },
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]

@@ -3,6 +3,7 @@
 mod cli;
 mod cmd_apply;
 mod cmd_edit;
+mod cmd_server;
 mod localfs;
 mod output;
 
@@ -25,6 +26,8 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
     match args.command {
         cli::Command::Edit(cmd) => cmd_edit::run(cmd),
         cli::Command::Apply(cmd) => cmd_apply::run(cmd),
+        cli::Command::Server { config } => cmd_server::run(&config),
+        cli::Command::Quickstart { dir, http } => cmd_server::quickstart(&dir, http),
         cli::Command::Completion { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());

@@ -1,0 +1,103 @@
+//! Following a job until it ends: its stored events in order, then the finished job. REST turns
+//! this into NDJSON lines, gRPC into `DeployEvent`s. Reading from the store (not only from the
+//! in-process signal) means a reconnecting client, or one whose job runs on another replica, sees
+//! the same history.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tug_store::{Event, Job};
+
+use crate::app::App;
+
+pub enum Update {
+    Accepted {
+        job_id: String,
+        created: bool,
+    },
+    Progress(Event),
+    /// The store failed while following; the job itself goes on.
+    Broken(String),
+    /// The server is stopping; the job resumes after the restart.
+    ShuttingDown,
+    Finished(Job),
+}
+
+/// Streams the updates of `job_id` into a channel; ends after `Finished` (or when the receiver
+/// is dropped: the job is not affected).
+pub fn follow(app: Arc<App>, job_id: String, created: bool) -> mpsc::Receiver<Update> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut signal = app.signal.subscribe();
+        let mut shutdown = app.shutdown.clone();
+        if tx
+            .send(Update::Accepted {
+                job_id: job_id.clone(),
+                created,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut seen = 0i64;
+        loop {
+            let job = match app.store.job(&job_id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => {
+                    let _ = tx
+                        .send(Update::Broken(format!("job {job_id} disappeared")))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Update::Broken(format!("the job store failed: {e}")))
+                        .await;
+                    return;
+                }
+            };
+            // Read events after the state: whatever finished the job wrote its events first.
+            match app.store.events(&job_id, seen).await {
+                Ok(events) => {
+                    for e in events {
+                        seen = seen.max(e.seq);
+                        if tx.send(Update::Progress(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Update::Broken(format!("the job store failed: {e}")))
+                        .await;
+                    return;
+                }
+            }
+            if job.state.is_terminal() {
+                let _ = tx.send(Update::Finished(job)).await;
+                return;
+            }
+            // Wake on this job's signal; the timeout covers a writer on another replica.
+            let deadline = tokio::time::sleep(Duration::from_millis(500));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    () = &mut deadline => break,
+                    () = shutdown.wait() => {
+                        let _ = tx.send(Update::ShuttingDown).await;
+                        return;
+                    }
+                    r = signal.recv() => match r {
+                        Ok(id) if id == job_id => break,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,57 @@
+//! Serving a router over plain TCP or TLS (rustls), with graceful shutdown.
+
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::shutdown::Shutdown;
+
+/// How long open connections (streams of jobs that are still running) get after shutdown begins.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Loads the certificate chain and private key (PEM) the listeners present.
+pub async fn rustls_config(
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+) -> Result<RustlsConfig, String> {
+    RustlsConfig::from_pem_file(cert_file, key_file)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot load certificate {} and key {}: {e}",
+                cert_file.display(),
+                key_file.display()
+            )
+        })
+}
+
+/// Serves `router` (HTTP/1.1 and HTTP/2, so gRPC too) until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<RustlsConfig>,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let on_shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        on_shutdown.graceful_shutdown(Some(GRACE));
+    });
+    let listener = listener.into_std()?;
+    let service = router.into_make_service();
+    match tls {
+        Some(config) => {
+            axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The per-branch writers. Exactly one writer task runs per (repository, branch) that has work, in
+//! this process under a database lease (so across replicas too). A writer claims every task
+//! queued for its branch, lands them in one push (one commit each), records each task's result,
+//! and goes again; tasks that arrive during a push go into the next one. An idle writer exits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, Notify, broadcast};
+use tracing::{info, warn};
+use tug_deploy::{CommitInfo, DeployChange, REQUEST_TRAILER};
+use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
+use tug_store::{BranchKey, Level, Store, Task, TaskId, TaskOutcome};
+
+use crate::config::{Config, RepositoryConfig};
+use crate::intake::TaskPayload;
+use crate::metrics::Metrics;
+use crate::notify::{BranchNotice, BranchOutcome, JobNotification, Notifier};
+use crate::shutdown::Shutdown;
+
+/// How long a writer's lease on its branch lasts without renewal. A replica that dies holds its
+/// branches at most this long.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+/// An idle writer waits this long for new work before exiting.
+const IDLE_EXIT: Duration = Duration::from_secs(20);
+/// A transient failure (remote down) is retried this many times before the task fails.
+const MAX_ATTEMPTS: u32 = 30;
+/// How far back a writer looks for commits of a task that may have landed before a crash.
+const RECOVERY_DEPTH: usize = 2000;
+
+/// Tells API streams that a job has new events (and maybe finished).
+pub type JobSignal = broadcast::Sender<String>;
+
+pub struct Writers {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    notifier: Arc<Notifier>,
+    signal: JobSignal,
+    owner: String,
+    mirrors: Mutex<HashMap<String, Arc<Mirror>>>,
+    running: Mutex<HashMap<BranchKey, Arc<Notify>>>,
+    /// Resolves when the server shuts down: writers finish the push in flight and stop.
+    shutdown: Shutdown,
+}
+
+impl Writers {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        notifier: Arc<Notifier>,
+        signal: JobSignal,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        Arc::new(Writers {
+            store,
+            config,
+            metrics,
+            notifier,
+            signal,
+            owner: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
+            mirrors: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Makes sure a writer serves `branch`, waking it if it is waiting.
+    pub async fn wake(self: &Arc<Self>, branch: &BranchKey) {
+        if self.shutdown.is_set() {
+            return;
+        }
+        let mut running = self.running.lock().await;
+        if let Some(n) = running.get(branch) {
+            n.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        running.insert(branch.clone(), notify.clone());
+        let this = self.clone();
+        let branch = branch.clone();
+        tokio::spawn(async move { this.run_branch(branch, notify).await });
+    }
+
+    /// Finds branches with work nobody serves: at start-up (jobs queued before a restart), after
+    /// a retry delay, and when another replica's lease expired. Runs until shutdown.
+    pub async fn dispatch(self: Arc<Self>, every: Duration) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            match self.store.runnable_branches().await {
+                Ok(branches) => {
+                    for b in branches {
+                        self.wake(&b).await;
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot list runnable branches"),
+            }
+            if let Ok(depths) = self.store.queue_depths().await {
+                self.metrics.set_queue_depths(
+                    depths
+                        .iter()
+                        .map(|(b, d)| (b.repository.as_str(), b.branch.as_str(), *d)),
+                );
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// Waits until every writer has stopped (after the shutdown latch fired).
+    pub async fn drain(&self, deadline: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < deadline {
+            if self.running.lock().await.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn run_branch(self: Arc<Self>, branch: BranchKey, notify: Arc<Notify>) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if self.shutdown.is_set() {
+                break;
+            }
+            match self
+                .store
+                .lock_branch(&branch, &self.owner, LEASE_TTL)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => break, // another replica writes this branch; the dispatcher retries
+                Err(e) => {
+                    warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot lease branch");
+                    break;
+                }
+            }
+            let batch = usize::try_from(self.config.limits.batch_max)
+                .unwrap_or(64)
+                .max(1);
+            let tasks = match self.store.claim(&branch, &self.owner, batch).await {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot claim tasks");
+                    break;
+                }
+            };
+            if !tasks.is_empty() {
+                self.land_batch(&branch, tasks).await;
+                continue;
+            }
+            // Nothing to do: wait for a wake-up, or exit when idle. The final check happens with
+            // the registry locked, so a wake-up can never fall between the check and the exit.
+            let woken = tokio::select! {
+                r = tokio::time::timeout(IDLE_EXIT, notify.notified()) => r.is_ok(),
+                () = shutdown.wait() => false,
+            };
+            if woken {
+                continue;
+            }
+            let mut running = self.running.lock().await;
+            match self.store.claim(&branch, &self.owner, batch).await {
+                Ok(tasks) if !tasks.is_empty() => {
+                    drop(running);
+                    self.land_batch(&branch, tasks).await;
+                }
+                _ => {
+                    running.remove(&branch);
+                    drop(running);
+                    let _ = self.store.unlock_branch(&branch, &self.owner).await;
+                    return;
+                }
+            }
+        }
+        self.running.lock().await.remove(&branch);
+        let _ = self.store.unlock_branch(&branch, &self.owner).await;
+    }
+
+    async fn mirror(&self, repo: &RepositoryConfig) -> Result<Arc<Mirror>, tug_git::GitError> {
+        let mut mirrors = self.mirrors.lock().await;
+        if let Some(m) = mirrors.get(&repo.name) {
+            return Ok(m.clone());
+        }
+        let auth = if let Some(h) = &repo.http {
+            Auth::Http {
+                username: h.username.clone(),
+                password: Secret::new(h.password.expose()),
+            }
+        } else if let Some(s) = &repo.ssh {
+            Auth::Ssh {
+                private_key_file: s.private_key_file.clone(),
+                known_hosts_file: s
+                    .known_hosts_file
+                    .clone()
+                    .unwrap_or_else(|| self.config.data_dir.join("known_hosts")),
+            }
+        } else {
+            Auth::None
+        };
+        let data_dir = self.config.data_dir.clone();
+        let remote = Remote::new(repo.url.clone(), auth);
+        let mirror = tokio::task::spawn_blocking(move || {
+            let m = Mirror::open(&data_dir, remote, MirrorOptions::default())?;
+            m.fetch()?;
+            Ok::<_, tug_git::GitError>(m)
+        })
+        .await
+        .map_err(|e| tug_git::GitError::Command {
+            op: "open",
+            status: "panicked".to_owned(),
+            detail: e.to_string(),
+        })??;
+        let mirror = Arc::new(mirror);
+        mirrors.insert(repo.name.clone(), mirror.clone());
+        Ok(mirror)
+    }
+
+    /// Lands one batch of tasks of `branch` and records every outcome.
+    async fn land_batch(&self, branch: &BranchKey, tasks: Vec<Task>) {
+        let started = Instant::now();
+        let Some(repo) = self.config.repository(&branch.repository).cloned() else {
+            let outcomes = tasks
+                .iter()
+                .map(|t| {
+                    let msg = format!("repository {} is no longer configured", branch.repository);
+                    (
+                        t.id,
+                        TaskOutcome::Failed(msg.clone()),
+                        vec![(Level::Error, format!("[ERROR] {msg}"))],
+                    )
+                })
+                .collect();
+            self.finish(&tasks, outcomes).await;
+            return;
+        };
+        let mirror = match self.mirror(&repo).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.postpone_or_fail(&tasks, &e.to_string(), e.is_transient())
+                    .await;
+                return;
+            }
+        };
+
+        // Decode payloads; a payload that does not decode fails its task alone.
+        let mut outcomes = Vec::new();
+        let mut work: Vec<(&Task, DeployChange)> = Vec::new();
+        for t in &tasks {
+            match serde_json::from_value::<TaskPayload>(t.payload.clone()) {
+                Ok(p) => work.push((t, change_for(t, p))),
+                Err(e) => outcomes.push((
+                    t.id,
+                    TaskOutcome::Failed(format!("stored task is unreadable: {e}")),
+                    vec![(
+                        Level::Error,
+                        format!("[ERROR] stored task is unreadable: {e}"),
+                    )],
+                )),
+            }
+        }
+
+        // A task claimed before (the writer died) may have landed already: find it by trailer.
+        let retried: Vec<String> = work
+            .iter()
+            .filter(|(t, _)| t.attempts > 1)
+            .map(|(t, _)| t.job_id.clone())
+            .collect();
+        if !retried.is_empty() {
+            let m = mirror.clone();
+            let b = branch.branch.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                m.fetch_branch(&b)?;
+                let ids: Vec<&str> = retried.iter().map(String::as_str).collect();
+                m.find_trailer(&b, REQUEST_TRAILER, &ids, RECOVERY_DEPTH)
+            })
+            .await;
+            match found {
+                Ok(Ok(found)) => {
+                    work.retain(|(t, _)| match found.get(&t.job_id) {
+                        Some(commit) => {
+                            outcomes.push(landed_outcome(
+                                t,
+                                &repo.url,
+                                &branch.branch,
+                                &commit.to_hex(),
+                                true,
+                            ));
+                            false
+                        }
+                        None => true,
+                    });
+                }
+                Ok(Err(e)) => {
+                    self.postpone_or_fail(&tasks, &e.to_string(), e.is_transient())
+                        .await;
+                    return;
+                }
+                Err(e) => warn!(error = %e, "recovery lookup panicked"),
+            }
+        }
+
+        if !work.is_empty() {
+            let mut opts = LandOptions::new(Identity::new(
+                self.config.commit.committer_name.clone(),
+                self.config.commit.committer_email.clone(),
+            ));
+            opts.allow_empty = false;
+            let m = mirror.clone();
+            let b = branch.branch.clone();
+            let changes: Vec<DeployChange> = work.iter().map(|(_, c)| c.clone()).collect();
+            let report = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&dyn tug_git::Change> =
+                    changes.iter().map(|c| c as &dyn tug_git::Change).collect();
+                tug_git::land(&m, &b, &refs, &opts)
+            })
+            .await;
+            match report {
+                Ok(Ok(report)) => {
+                    self.metrics.observe_batch_size(work.len());
+                    if report.pushed {
+                        self.metrics.observe_push_duration(report.push_time);
+                    }
+                    if report.attempts > 1 {
+                        for _ in 1..report.attempts {
+                            self.metrics.inc_push_retries(&branch.repository);
+                            self.metrics.inc_push_conflicts(&branch.repository);
+                        }
+                    }
+                    for ((t, _), result) in work.iter().zip(report.results) {
+                        outcomes.push(match result {
+                            LandResult::Committed { commit } => {
+                                landed_outcome(t, &repo.url, &branch.branch, &commit.to_hex(), false)
+                            }
+                            LandResult::UpToDate => (
+                                t.id,
+                                TaskOutcome::Succeeded(serde_json::json!({
+                                    "repository": branch.repository, "url": repo.url,
+                                    "branch": branch.branch, "status": "up_to_date",
+                                })),
+                                vec![(
+                                    Level::Info,
+                                    format!(
+                                        "[INFO] branch {} in repository {} already holds the requested state; nothing to commit",
+                                        branch.branch, repo.url
+                                    ),
+                                )],
+                            ),
+                            LandResult::Failed(e) => (
+                                t.id,
+                                TaskOutcome::Failed(e.to_string()),
+                                vec![(Level::Error, format!("[ERROR] {e}"))],
+                            ),
+                        });
+                    }
+                    info!(
+                        repository = %branch.repository, branch = %branch.branch,
+                        tasks = work.len(), attempts = report.attempts,
+                        push_ms = report.push_time.as_millis() as u64,
+                        total_ms = started.elapsed().as_millis() as u64,
+                        "landed batch"
+                    );
+                }
+                Ok(Err(e)) => {
+                    // Outcomes found during recovery are final; the rest waits or fails.
+                    let rest: Vec<Task> = work.iter().map(|(t, _)| (*t).clone()).collect();
+                    self.finish(&tasks, outcomes).await;
+                    self.postpone_or_fail(&rest, &e.to_string(), e.is_transient())
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    let rest: Vec<Task> = work.iter().map(|(t, _)| (*t).clone()).collect();
+                    self.finish(&tasks, outcomes).await;
+                    self.postpone_or_fail(&rest, &format!("writer panicked: {e}"), false)
+                        .await;
+                    return;
+                }
+            }
+        }
+        self.finish(&tasks, outcomes).await;
+    }
+
+    /// Records outcomes, tells streams, and notifies for jobs that are now finished.
+    async fn finish(
+        &self,
+        tasks: &[Task],
+        outcomes: Vec<(TaskId, TaskOutcome, Vec<(Level, String)>)>,
+    ) {
+        if outcomes.is_empty() {
+            return;
+        }
+        match self.store.finish_tasks(outcomes).await {
+            Ok(results) => {
+                for r in results {
+                    if let Err(e) = r {
+                        warn!(error = %e, "task result not recorded");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot record task results"),
+        }
+        let mut jobs: Vec<&str> = tasks.iter().map(|t| t.job_id.as_str()).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        for job_id in jobs {
+            let _ = self.signal.send(job_id.to_owned());
+            self.after_job(job_id).await;
+        }
+    }
+
+    async fn after_job(&self, job_id: &str) {
+        let Ok(Some(job)) = self.store.job(job_id).await else {
+            return;
+        };
+        if !job.state.is_terminal() {
+            return;
+        }
+        self.metrics.inc_jobs(job.state.as_str());
+        let elapsed = jiff::Timestamp::now().duration_since(job.created_at);
+        if let Ok(d) = Duration::try_from(elapsed) {
+            self.metrics.observe_job_duration(d);
+        }
+        if self.notifier.is_empty() {
+            return;
+        }
+        let request: Option<tug_spec::DeployRequest> =
+            serde_json::from_value(job.request.clone()).ok();
+        let notify = request
+            .as_ref()
+            .and_then(|r| r.notify.clone())
+            .unwrap_or_default();
+        if notify.disabled {
+            return;
+        }
+        let branches = job
+            .tasks
+            .iter()
+            .map(|t| BranchNotice {
+                repository: t.branch.repository.clone(),
+                branch: t.branch.branch.clone(),
+                outcome: match (&t.state, &t.result) {
+                    (tug_store::TaskState::Failed, _) => BranchOutcome::Failed {
+                        error: t.last_error.clone().unwrap_or_else(|| "failed".to_owned()),
+                    },
+                    (_, Some(r)) if r.get("commit").is_some() => BranchOutcome::Committed {
+                        commit: r["commit"].as_str().unwrap_or_default().to_owned(),
+                    },
+                    _ => BranchOutcome::UpToDate,
+                },
+            })
+            .collect();
+        let notification = JobNotification {
+            job_id: job.id.clone(),
+            status: job.state.as_str().to_owned(),
+            requested_by: job.requested_by.clone(),
+            finished_at: jiff::Timestamp::now(),
+            branches,
+            message: notify.message.clone(),
+            context: notify.context.clone(),
+        };
+        let notifier = self.notifier.clone();
+        // Never let a slow sink hold the writer.
+        tokio::spawn(async move {
+            for outcome in notifier.notify(&notification).await {
+                if let Err(e) = &outcome.result {
+                    warn!(sink = %outcome.sink, error = %e, "notification failed");
+                }
+            }
+        });
+    }
+
+    async fn postpone_or_fail(&self, tasks: &[Task], error: &str, transient: bool) {
+        let (retry, fail): (Vec<&Task>, Vec<&Task>) = tasks
+            .iter()
+            .partition(|t| transient && t.attempts < MAX_ATTEMPTS);
+        if !fail.is_empty() {
+            let outcomes = fail
+                .iter()
+                .map(|t| {
+                    let msg = if transient {
+                        format!("gave up after {} attempts: {error}", t.attempts)
+                    } else {
+                        error.to_owned()
+                    };
+                    (
+                        t.id,
+                        TaskOutcome::Failed(msg.clone()),
+                        vec![(Level::Error, format!("[ERROR] {msg}"))],
+                    )
+                })
+                .collect();
+            let owned: Vec<Task> = fail.iter().map(|t| (*t).clone()).collect();
+            self.finish(&owned, outcomes).await;
+        }
+        if retry.is_empty() {
+            return;
+        }
+        let attempts = retry.iter().map(|t| t.attempts).max().unwrap_or(1);
+        let retry_in = backoff(attempts);
+        let ids = retry.iter().map(|t| (t.id, error.to_owned())).collect();
+        if let Err(e) = self.store.postpone_tasks(ids, retry_in).await {
+            warn!(error = %e, "cannot postpone tasks");
+        }
+        let events = retry
+            .iter()
+            .map(|t| tug_store::NewEvent {
+                job_id: t.job_id.clone(),
+                task_id: Some(t.id),
+                level: Level::Warn,
+                message: format!("[WARN] {error}; retrying in {}s", retry_in.as_secs().max(1)),
+            })
+            .collect();
+        let _ = self.store.append_events(events).await;
+        for t in retry {
+            let _ = self.signal.send(t.job_id.clone());
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … up to a minute, so a remote that is down is not hammered.
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+fn landed_outcome(
+    t: &Task,
+    url: &str,
+    branch: &str,
+    commit: &str,
+    recovered: bool,
+) -> (TaskId, TaskOutcome, Vec<(Level, String)>) {
+    let message = if recovered {
+        format!(
+            "[INFO] the commit {commit} for this request was already pushed to branch {branch} in repository {url}"
+        )
+    } else {
+        format!(
+            "[INFO] the push to commit updates to branch {branch} in repository {url} was successful ({commit})"
+        )
+    };
+    (
+        t.id,
+        TaskOutcome::Succeeded(serde_json::json!({
+            "repository": t.branch.repository, "url": url, "branch": branch,
+            "status": "committed", "commit": commit,
+        })),
+        vec![(Level::Info, message)],
+    )
+}
+
+fn change_for(task: &Task, p: TaskPayload) -> DeployChange {
+    DeployChange {
+        request_id: task.job_id.clone(),
+        segments: p.segments,
+        context: tug_spec::Context {
+            redeploy_value: p.redeploy_value,
+        },
+        commit: CommitInfo {
+            author: Identity::new(p.author_name, p.author_email),
+            message: p.message,
+            trailers: p.trailers,
+            allow_empty: p.allow_empty,
+        },
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "tug".to_owned())
+}
