@@ -5,16 +5,25 @@
 //! cannot: requests that are accepted but not yet pushed, and their audit trail.
 //!
 //! Architecture invariant: a job returned by [`Store::enqueue`] is committed to the database; callers
-//! acknowledge a request only after that call returns.
+//! acknowledge a request only after that call returns. The same holds for every write: `Ok` means
+//! committed. The SQLite store keeps it under load with group commit: concurrent writes share one
+//! transaction and one fsync, and each caller hears back only after that commit (see
+//! [`SqliteStore`]'s module documentation). Batch methods ([`Store::append_events`],
+//! [`Store::finish_tasks`], [`Store::postpone_tasks`]) do the same for the writes of one caller.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+mod release;
 mod sqlite;
+pub use release::{
+    ArtifactWrite, BranchIndexUpdate, IndexedRelease, IndexedUnpin, NewArtifact, ReleaseQuery,
+    ReleaseStore, RolloutState, StoredArtifact,
+};
 pub use sqlite::SqliteStore;
 
 /// Identifier of a job (a UUIDv7 string, so ids sort by creation time).
@@ -258,6 +267,16 @@ pub struct Event {
     pub message: String,
 }
 
+/// An event to append with [`Store::append_events`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub job_id: JobId,
+    /// The task of `job_id` the event is about, if any.
+    pub task_id: Option<TaskId>,
+    pub level: Level,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobFilter {
     /// Jobs with at least one task writing to this repository.
@@ -306,6 +325,18 @@ pub enum StoreError {
     LeaseLost(TaskId),
     #[error("{owner} does not hold the lease of branch {} of {}", branch.branch, branch.repository)]
     BranchNotLeased { branch: BranchKey, owner: String },
+    /// The transaction that carried this write together with others could not be committed (disk
+    /// full, I/O error, the database closed…): none of its writes is stored.
+    #[error("the group commit carrying this write failed, nothing of it is stored: {0}")]
+    GroupCommit(#[source] Arc<sqlx::Error>),
+    /// The store's writer thread is gone: nothing more can be written.
+    #[error("the store's writer has stopped; the write was not stored")]
+    WriterStopped,
+    #[error("cannot start the store's writer thread: {source}")]
+    WriterThread {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -377,6 +408,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn job(&self, id: &str) -> Result<Option<Job>>;
 
+    /// One task, with its job id (none for an unknown id).
+    async fn task(&self, id: TaskId) -> Result<Option<Task>>;
+
     /// Newest first.
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
 
@@ -389,6 +423,22 @@ pub trait Store: Send + Sync + 'static {
         level: Level,
         message: &str,
     ) -> Result<Event>;
+
+    /// Appends several events, in order, all or none: fails like [`Store::append_event`] for the
+    /// first event that cannot be stored, and then stores none of them. Returns them numbered.
+    ///
+    /// The default appends one by one (an implementation without transactions keeps the events
+    /// before the failing one); the SQLite store writes them in one transaction.
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        let mut appended = Vec::with_capacity(events.len());
+        for event in events {
+            appended.push(
+                self.append_event(&event.job_id, event.task_id, event.level, &event.message)
+                    .await?,
+            );
+        }
+        Ok(appended)
+    }
 
     /// Events of a job with `seq > after_seq`, in order (none for an unknown job).
     async fn events(&self, job_id: &str, after_seq: i64) -> Result<Vec<Event>>;
@@ -417,9 +467,62 @@ pub trait Store: Send + Sync + 'static {
     /// the owner that claimed it (another writer took over and will run the task again).
     async fn finish_task(&self, task_id: TaskId, outcome: TaskOutcome) -> Result<()>;
 
+    /// Finishes several claimed tasks (typically all the tasks of one push), each like
+    /// [`Store::finish_task`], and appends each task's events to its job, naming the task. Each
+    /// task succeeds or fails alone: the inner results, in the order of `outcomes`, say which (a
+    /// refused task stores neither its outcome nor its events). The outer error means the store
+    /// itself failed; the SQLite store then stored none of the batch.
+    ///
+    /// The SQLite store does all of it in one transaction and derives each job's state once.
+    async fn finish_tasks(
+        &self,
+        outcomes: Vec<(TaskId, TaskOutcome, Vec<(Level, String)>)>,
+    ) -> Result<Vec<Result<()>>> {
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (task_id, outcome, events) in outcomes {
+            let job_id = match self.task(task_id).await? {
+                Some(task) => task.job_id,
+                None => {
+                    results.push(Err(StoreError::UnknownTask(task_id)));
+                    continue;
+                }
+            };
+            if let Err(refused) = self.finish_task(task_id, outcome).await {
+                results.push(Err(refused));
+                continue;
+            }
+            let events = events
+                .into_iter()
+                .map(|(level, message)| NewEvent {
+                    job_id: job_id.clone(),
+                    task_id: Some(task_id),
+                    level,
+                    message,
+                })
+                .collect();
+            self.append_events(events).await?;
+            results.push(Ok(()));
+        }
+        Ok(results)
+    }
+
     /// Puts a claimed task back to `pending` with the error that stopped it; it becomes runnable
     /// again after `retry_in`. Fails like [`Store::finish_task`] when the lease was lost.
     async fn postpone_task(&self, task_id: TaskId, error: &str, retry_in: Duration) -> Result<()>;
+
+    /// Postpones several claimed tasks, each with its error, all until `retry_in` from now. Each
+    /// task succeeds or fails alone, like in [`Store::finish_tasks`].
+    async fn postpone_tasks(
+        &self,
+        tasks: Vec<(TaskId, String)>,
+        retry_in: Duration,
+    ) -> Result<Vec<Result<()>>> {
+        let mut results = Vec::with_capacity(tasks.len());
+        for (task_id, error) in tasks {
+            results.push(self.postpone_task(task_id, &error, retry_in).await);
+        }
+        Ok(results)
+    }
 
     /// Number of unfinished (queued, running, pending) tasks per branch, for metrics; branches
     /// with none are left out.

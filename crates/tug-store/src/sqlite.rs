@@ -1,9 +1,33 @@
 //! The SQLite store: one database file under the server's data directory.
 //!
-//! Writes go through a pool of exactly one connection, so in-process writers queue in the pool
-//! (first come, first served) instead of spinning in SQLite's busy handler; the busy timeout only
-//! matters when another process writes to the same file. Reads use their own pool and, thanks to
-//! WAL, never wait for writers.
+//! # Group commit
+//!
+//! With `synchronous=FULL` every commit waits for one fsync of the WAL, which costs far more than
+//! the statements of a write. So every write of the [`Store`] trait goes through one writer (a
+//! task on a thread of its own): it takes every write waiting in its queue (at most
+//! [`GROUP_COMMIT_MAX`]), runs them in ONE `BEGIN IMMEDIATE … COMMIT` transaction, each inside
+//! its own savepoint, and answers the callers only after the COMMIT returned. Under load the
+//! fsync is shared by the whole group; an idle store commits a lone write at once, because the
+//! writer never waits for company (no timer, no lingering).
+//!
+//! Invariant, acknowledged ⇒ committed: a write returns `Ok` only once the transaction holding it
+//! is on disk. A write that fails on its own (an unknown task, a lost lease, an unknown job) is
+//! rolled back to its savepoint and fails alone; the rest of its group commits. If the group as a
+//! whole cannot commit, every write in it fails with [`StoreError::GroupCommit`] and none is
+//! stored.
+//!
+//! Order: the writes of one group were all in flight at the same time, so any serial order of
+//! them is one their callers could have observed. The writer runs enqueues first, then event
+//! appends, then everything else, each kind in arrival order; consecutive writes of the first two
+//! kinds are written together, a few statements for the whole run (if such a run fails, it is
+//! rolled back and its writes run one by one, so only the faulty one fails). Two enqueues with
+//! one idempotency key in one group: the later one finds the job of the earlier one. A write
+//! issued after another one returned always lands in the same or a later group, after it.
+//!
+//! The write pool holds exactly one connection, which the writer borrows for one group at a
+//! time; statements run through [`SqliteStore::pool`] queue for it between groups instead of
+//! spinning in SQLite's busy handler. The busy timeout only matters when another process writes
+//! to the same file. Reads use their own pool and, thanks to WAL, never wait for the writer.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,12 +40,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
-    BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewJob, Result, Store,
-    StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
+    BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
+    Store, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -34,6 +59,20 @@ const READ_CONNECTIONS: u32 = 4;
 
 /// SQLite's default limit on bound parameters is 32766; stay far below it in `IN (…)` lists.
 const IN_LIST_CHUNK: usize = 500;
+
+/// Most writes committed together. Bounds how long the last write of a group waits for the
+/// others' statements (a few milliseconds), while already sharing one fsync between hundreds.
+const GROUP_COMMIT_MAX: usize = 256;
+
+/// Writes waiting for the writer beyond this make their callers wait to queue: back
+/// pressure instead of unbounded memory when requests arrive faster than the disk syncs.
+const WRITE_QUEUE: usize = 4 * GROUP_COMMIT_MAX;
+
+/// A task running under the lease that claimed it, for an UPDATE of `tasks`. An expired lease
+/// that nobody took over still counts: the writer's push happened, and recording it beats
+/// running the task again.
+const LEASED: &str = "state = 'running' AND claimed_by = (SELECT l.owner FROM branch_leases AS l \
+                      WHERE l.repository = tasks.repository AND l.branch = tasks.branch)";
 
 /// Unfinished task states, as the partial index `tasks_unfinished_by_branch` spells them (SQLite
 /// only uses a partial index when the query repeats its condition).
@@ -52,12 +91,16 @@ macro_rules! task_columns {
     };
 }
 
-/// [`Store`] on a SQLite file, in WAL mode with `synchronous=FULL`: a job is on disk when
-/// [`Store::enqueue`] returns.
+/// [`Store`] on a SQLite file, in WAL mode with `synchronous=FULL`, writing through group commit
+/// (see the module documentation): a job is on disk when [`Store::enqueue`] returns.
+///
+/// Opening a store starts its writer thread; dropping the store lets the writer finish the
+/// writes already queued, then stop.
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     clock: Arc<dyn Clock>,
+    writes: mpsc::Sender<Write>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -93,6 +136,9 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // A local file does not drop connections: pinging it before every group only adds a
+            // round trip to the writer's critical path.
+            .test_before_acquire(false)
             .connect_with(
                 options
                     .clone()
@@ -107,17 +153,32 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(open_error)?;
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let (pool, writer_clock) = (writer.clone(), Arc::clone(&clock));
+        // The writer awaits one round trip to SQLite's thread per statement. On the server's
+        // runtime each of those wake-ups would queue behind every request task; on a thread of
+        // its own it resumes at once, which is what keeps groups short under load.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| StoreError::WriterThread { source })?;
+        std::thread::Builder::new()
+            .name("tug-store-writer".to_owned())
+            .spawn(move || runtime.block_on(run_writer(pool, writer_clock, queue)))
+            .map_err(|source| StoreError::WriterThread { source })?;
         tracing::debug!(path = %path.display(), "job store open");
         Ok(SqliteStore {
             writer,
             reader,
             clock,
+            writes,
         })
     }
 
     /// The pool for tables kept next to the queue (artifacts, releases). It holds the single
-    /// write connection: every write and read-modify-write goes through it, and a transaction
-    /// held open on it stalls every other writer, so keep them short.
+    /// write connection, shared with the group commit of the job queue: every write and
+    /// read-modify-write goes through it, each transaction on it is committed (and synced) on its
+    /// own, and one held open stalls every write of the store, so keep them short.
     pub fn pool(&self) -> &SqlitePool {
         &self.writer
     }
@@ -127,7 +188,8 @@ impl SqliteStore {
         &self.reader
     }
 
-    /// Closes every connection, checkpointing the WAL into the database file.
+    /// Closes every connection, checkpointing the WAL into the database file. Writes queued
+    /// after this fail with [`StoreError::GroupCommit`].
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
@@ -137,86 +199,24 @@ impl SqliteStore {
         self.clock.now().as_millisecond()
     }
 
-    /// Write transactions take the write lock up front: a deferred transaction that reads and
-    /// then writes fails with SQLITE_BUSY (no waiting) if another process wrote in between.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    /// Hands a write to the writer and waits until its group is committed.
+    async fn submit<T>(&self, write: impl FnOnce(Reply<T>) -> Write) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(write(reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn enqueue(&self, new: NewJob) -> Result<Enqueued> {
-        check_new_job(&new)?;
-        let now = self.now_ms();
-        let request = json_text(&new.request, "request")?;
-        let payloads = new
-            .tasks
-            .iter()
-            .map(|task| json_text(&task.payload, "task payload"))
-            .collect::<Result<Vec<_>>>()?;
-        let id = Uuid::now_v7().to_string();
-
-        let mut tx = self.begin_write().await?;
-        // The same statement as PostgreSQL's: the unique index arbitrates between concurrent
-        // requests carrying the same key.
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, idempotency_key, kind, requested_by, state, request, \
-                               created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?6) \
-             ON CONFLICT (idempotency_key) DO NOTHING \
-             RETURNING id",
-        )
-        .bind(&id)
-        .bind(&new.idempotency_key)
-        .bind(&new.kind)
-        .bind(&new.requested_by)
-        .bind(&request)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        if inserted.is_none() {
-            let existing: Option<String> =
-                sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = ?1")
-                    .bind(&new.idempotency_key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let existing = existing.ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "job with idempotency key {:?} conflicts but cannot be read",
-                    new.idempotency_key
-                ))
-            })?;
-            let job = load_job(&mut tx, &existing).await?.ok_or_else(|| {
-                StoreError::Corrupt(format!("job {existing} vanished while being read"))
-            })?;
-            tx.commit().await?;
-            return Ok(Enqueued {
-                job,
-                created: false,
-            });
-        }
-
-        for (task, payload) in new.tasks.iter().zip(&payloads) {
-            sqlx::query(
-                "INSERT INTO tasks (job_id, repository, branch, state, payload, created_at, \
-                                    updated_at) \
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5)",
-            )
-            .bind(&id)
-            .bind(&task.branch.repository)
-            .bind(&task.branch.branch)
-            .bind(payload)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let job = load_job(&mut tx, &id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished while being stored")))?;
-        tx.commit().await?;
-        Ok(Enqueued { job, created: true })
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        // Validation and serialisation happen here, on the caller's task, to keep the writer's
+        // critical path down to the statements.
+        let job = PreparedJob::new(job)?;
+        self.submit(|reply| Write::Enqueue { job, reply }).await
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>> {
@@ -225,6 +225,18 @@ impl Store for SqliteStore {
         let job = load_job(&mut tx, id).await?;
         tx.commit().await?;
         Ok(job)
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<Task>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(task_from_row).transpose()
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
@@ -289,53 +301,24 @@ impl Store for SqliteStore {
         level: Level,
         message: &str,
     ) -> Result<Event> {
-        let now = self.now_ms();
-        let mut tx = self.begin_write().await?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET last_event_seq = last_event_seq + 1 WHERE id = ?1 \
-             RETURNING last_event_seq",
-        )
-        .bind(job_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let seq = seq.ok_or_else(|| StoreError::UnknownJob(job_id.to_owned()))?;
-        if let Some(task_id) = task_id {
-            let owner: Option<String> =
-                sqlx::query_scalar("SELECT job_id FROM tasks WHERE id = ?1")
-                    .bind(task_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match owner {
-                None => return Err(StoreError::UnknownTask(task_id)),
-                Some(owner) if owner != job_id => {
-                    return Err(StoreError::Invalid(format!(
-                        "event of job {job_id} names task {task_id}, which belongs to job {owner}"
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        sqlx::query(
-            "INSERT INTO events (job_id, seq, at, level, task_id, message) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(job_id)
-        .bind(seq)
-        .bind(now)
-        .bind(level.as_str())
-        .bind(task_id)
-        .bind(message)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Event {
+        let events = vec![NewEvent {
             job_id: job_id.to_owned(),
-            seq,
-            at: timestamp(now, || format!("event {seq} of job {job_id}"))?,
-            level,
             task_id,
+            level,
             message: message.to_owned(),
+        }];
+        let mut appended = self.append_events(events).await?;
+        appended.pop().ok_or_else(|| {
+            StoreError::Corrupt(format!("the event appended to job {job_id} went missing"))
         })
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(|reply| Write::AppendEvents { events, reply })
+            .await
     }
 
     async fn events(&self, job_id: &str, after_seq: i64) -> Result<Vec<Event>> {
@@ -386,154 +369,84 @@ impl Store for SqliteStore {
     }
 
     async fn lock_branch(&self, branch: &BranchKey, owner: &str, ttl: Duration) -> Result<bool> {
-        let now = self.now_ms();
-        let expires_at = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-        // One atomic statement, valid as is in PostgreSQL: insert a fresh lease, or overwrite the
-        // existing one if it is ours (renewal) or expired (takeover). No row back: someone else
-        // holds it.
-        let taken = sqlx::query(
-            "INSERT INTO branch_leases (repository, branch, owner, expires_at) \
-             VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (repository, branch) DO UPDATE \
-               SET owner = excluded.owner, expires_at = excluded.expires_at \
-               WHERE branch_leases.owner = excluded.owner OR branch_leases.expires_at <= ?5 \
-             RETURNING owner",
-        )
-        .bind(&branch.repository)
-        .bind(&branch.branch)
-        .bind(owner)
-        .bind(expires_at)
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(taken.is_some())
+        let (branch, owner) = (branch.clone(), owner.to_owned());
+        self.submit(|reply| Write::LockBranch {
+            branch,
+            owner,
+            ttl,
+            reply,
+        })
+        .await
     }
 
     async fn unlock_branch(&self, branch: &BranchKey, owner: &str) -> Result<()> {
-        sqlx::query(
-            "DELETE FROM branch_leases WHERE repository = ?1 AND branch = ?2 AND owner = ?3",
-        )
-        .bind(&branch.repository)
-        .bind(&branch.branch)
-        .bind(owner)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let (branch, owner) = (branch.clone(), owner.to_owned());
+        self.submit(|reply| Write::UnlockBranch {
+            branch,
+            owner,
+            reply,
+        })
+        .await
     }
 
     async fn claim(&self, branch: &BranchKey, owner: &str, max: usize) -> Result<Vec<Task>> {
-        let now = self.now_ms();
-        let mut tx = self.begin_write().await?;
-        let lease: Option<(String, i64)> = sqlx::query_as(
-            "SELECT owner, expires_at FROM branch_leases WHERE repository = ?1 AND branch = ?2",
-        )
-        .bind(&branch.repository)
-        .bind(&branch.branch)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match lease {
-            Some((holder, expires_at)) if holder == owner && expires_at > now => {}
-            _ => {
-                return Err(StoreError::BranchNotLeased {
-                    branch: branch.clone(),
-                    owner: owner.to_owned(),
-                });
-            }
-        }
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        // Atomic because BEGIN IMMEDIATE holds SQLite's single write lock from the start. In
-        // PostgreSQL, where writers run concurrently, the inner SELECT becomes
-        //   SELECT id FROM tasks WHERE … ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED
-        // so two claimers never take the same row and neither waits on the other.
-        let rows = sqlx::query(&format!(
-            "UPDATE tasks \
-             SET state = 'running', attempts = attempts + 1, claimed_by = ?4, \
-                 not_before = NULL, updated_at = ?3 \
-             WHERE id IN ( \
-               SELECT id FROM tasks \
-               WHERE repository = ?1 AND branch = ?2 AND {UNFINISHED} \
-                 AND (state = 'queued' \
-                      OR (state = 'pending' AND not_before <= ?3) \
-                      OR (state = 'running' AND claimed_by <> ?4)) \
-                 AND id < COALESCE((SELECT MIN(id) FROM tasks \
-                                    WHERE repository = ?1 AND branch = ?2 \
-                                      AND {UNFINISHED} \
-                                      AND state = 'pending' AND not_before > ?3), {max}) \
-               ORDER BY id LIMIT ?5) \
-             RETURNING {columns}",
-            max = i64::MAX,
-            columns = task_columns!(),
-        ))
-        .bind(&branch.repository)
-        .bind(&branch.branch)
-        .bind(now)
-        .bind(owner)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
-        // RETURNING promises no order.
-        tasks.sort_by_key(|task| task.id);
-        let jobs: BTreeSet<&str> = tasks.iter().map(|task| task.job_id.as_str()).collect();
-        for job_id in jobs {
-            refresh_job_state(&mut tx, job_id, now).await?;
-        }
-        tx.commit().await?;
-        Ok(tasks)
+        let (branch, owner) = (branch.clone(), owner.to_owned());
+        self.submit(|reply| Write::Claim {
+            branch,
+            owner,
+            max,
+            reply,
+        })
+        .await
     }
 
     async fn finish_task(&self, task_id: TaskId, outcome: TaskOutcome) -> Result<()> {
-        let now = self.now_ms();
-        let (state, result, error) = match outcome {
-            TaskOutcome::Succeeded(result) => (TaskState::Succeeded, result, None),
-            TaskOutcome::Failed(error) => (
-                TaskState::Failed,
-                serde_json::json!({ "error": error }),
-                Some(error),
-            ),
-        };
-        let result = json_text(&result, "task result")?;
-        let mut tx = self.begin_write().await?;
-        let job_id = leased_running_task(&mut tx, task_id).await?;
-        // A success keeps the last transient error: it tells why the task needed several attempts.
-        sqlx::query(
-            "UPDATE tasks SET state = ?2, result = ?3, last_error = COALESCE(?4, last_error), \
-                              updated_at = ?5 \
-             WHERE id = ?1",
-        )
-        .bind(task_id)
-        .bind(state.as_str())
-        .bind(&result)
-        .bind(&error)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        refresh_job_state(&mut tx, &job_id, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut results = self
+            .finish_tasks(vec![(task_id, outcome, Vec::new())])
+            .await?;
+        results.pop().unwrap_or(Err(StoreError::Corrupt(format!(
+            "the outcome of finishing task {task_id} went missing"
+        ))))
+    }
+
+    async fn finish_tasks(
+        &self,
+        outcomes: Vec<(TaskId, TaskOutcome, Vec<(Level, String)>)>,
+    ) -> Result<Vec<Result<()>>> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tasks = outcomes
+            .into_iter()
+            .map(|(task_id, outcome, events)| (task_id, FinishedTask::new(outcome, events)))
+            .collect();
+        self.submit(|reply| Write::FinishTasks { tasks, reply })
+            .await
     }
 
     async fn postpone_task(&self, task_id: TaskId, error: &str, retry_in: Duration) -> Result<()> {
-        let now = self.now_ms();
-        let not_before =
-            now.saturating_add(i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX));
-        let mut tx = self.begin_write().await?;
-        let job_id = leased_running_task(&mut tx, task_id).await?;
-        sqlx::query(
-            "UPDATE tasks SET state = 'pending', last_error = ?2, not_before = ?3, updated_at = ?4 \
-             WHERE id = ?1",
-        )
-        .bind(task_id)
-        .bind(error)
-        .bind(not_before)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        refresh_job_state(&mut tx, &job_id, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut results = self
+            .postpone_tasks(vec![(task_id, error.to_owned())], retry_in)
+            .await?;
+        results.pop().unwrap_or(Err(StoreError::Corrupt(format!(
+            "the outcome of postponing task {task_id} went missing"
+        ))))
+    }
+
+    async fn postpone_tasks(
+        &self,
+        tasks: Vec<(TaskId, String)>,
+        retry_in: Duration,
+    ) -> Result<Vec<Result<()>>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(|reply| Write::PostponeTasks {
+            tasks,
+            retry_in,
+            reply,
+        })
+        .await
     }
 
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>> {
@@ -559,6 +472,1126 @@ impl Store for SqliteStore {
                 Ok((branch, depth))
             })
             .collect()
+    }
+}
+
+/// Where the writer sends the outcome of one write.
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// One write waiting for the writer, with its caller's reply channel.
+enum Write {
+    Enqueue {
+        job: PreparedJob,
+        reply: Reply<Enqueued>,
+    },
+    AppendEvents {
+        events: Vec<NewEvent>,
+        reply: Reply<Vec<Event>>,
+    },
+    LockBranch {
+        branch: BranchKey,
+        owner: String,
+        ttl: Duration,
+        reply: Reply<bool>,
+    },
+    UnlockBranch {
+        branch: BranchKey,
+        owner: String,
+        reply: Reply<()>,
+    },
+    Claim {
+        branch: BranchKey,
+        owner: String,
+        max: usize,
+        reply: Reply<Vec<Task>>,
+    },
+    FinishTasks {
+        tasks: Vec<(TaskId, Result<FinishedTask>)>,
+        reply: Reply<Vec<Result<()>>>,
+    },
+    PostponeTasks {
+        tasks: Vec<(TaskId, String)>,
+        retry_in: Duration,
+        reply: Reply<Vec<Result<()>>>,
+    },
+}
+
+/// A job checked and serialised by its caller, ready for the writer.
+struct PreparedJob {
+    job: NewJob,
+    request: String,
+    payloads: Vec<String>,
+}
+
+impl PreparedJob {
+    fn new(job: NewJob) -> Result<Self> {
+        check_new_job(&job)?;
+        let request = json_text(&job.request, "request")?;
+        let payloads = job
+            .tasks
+            .iter()
+            .map(|task| json_text(&task.payload, "task payload"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PreparedJob {
+            job,
+            request,
+            payloads,
+        })
+    }
+}
+
+/// The end of a claimed task, serialised by its caller, ready for the writer.
+struct FinishedTask {
+    state: TaskState,
+    result: String,
+    error: Option<String>,
+    events: Vec<(Level, String)>,
+}
+
+impl FinishedTask {
+    fn new(outcome: TaskOutcome, events: Vec<(Level, String)>) -> Result<Self> {
+        let (state, result, error) = match outcome {
+            TaskOutcome::Succeeded(result) => (TaskState::Succeeded, result, None),
+            TaskOutcome::Failed(error) => (
+                TaskState::Failed,
+                serde_json::json!({ "error": error }),
+                Some(error),
+            ),
+        };
+        Ok(FinishedTask {
+            state,
+            result: json_text(&result, "task result")?,
+            error,
+            events,
+        })
+    }
+}
+
+/// Sends a committed write's value to its caller, or the group's failure if the COMMIT failed.
+type Answer = Box<dyn FnOnce(Option<&Arc<sqlx::Error>>) + Send>;
+
+fn answer_on_commit<T: Send + 'static>(reply: Reply<T>, value: T) -> Answer {
+    Box::new(move |failure| {
+        let outcome = match failure {
+            None => Ok(value),
+            Some(error) => Err(StoreError::GroupCommit(Arc::clone(error))),
+        };
+        // A caller that stopped waiting (client hang-up) still has its write committed.
+        let _ = reply.send(outcome);
+    })
+}
+
+/// What became of one write inside the group transaction.
+enum Applied {
+    /// Done and waiting for the COMMIT, with the answer to send once it is known.
+    Committing(Answer),
+    /// Failed alone and rolled back to its savepoint; its caller already has the error.
+    Refused,
+    /// The transaction itself is gone (a savepoint could not be released or rolled back): the
+    /// group must be abandoned. The write's caller already has an error.
+    Broken(Arc<sqlx::Error>),
+}
+
+impl Write {
+    /// The caller gave up waiting before the write started: skipping it is indistinguishable,
+    /// to that caller, from a failure, and a claim nobody waits for would strand its tasks
+    /// until the lease expires.
+    fn abandoned(&self) -> bool {
+        match self {
+            Write::Enqueue { reply, .. } => reply.is_closed(),
+            Write::AppendEvents { reply, .. } => reply.is_closed(),
+            Write::LockBranch { reply, .. } => reply.is_closed(),
+            Write::UnlockBranch { reply, .. } => reply.is_closed(),
+            Write::Claim { reply, .. } => reply.is_closed(),
+            Write::FinishTasks { reply, .. } | Write::PostponeTasks { reply, .. } => {
+                reply.is_closed()
+            }
+        }
+    }
+
+    /// Where the write goes in its group (see [`commit_group`]).
+    fn rank(&self) -> u8 {
+        match self {
+            Write::Enqueue { .. } => 0,
+            Write::AppendEvents { .. } => 1,
+            _ => 2,
+        }
+    }
+
+    /// Fails the write because its whole group failed.
+    fn fail(self, error: &Arc<sqlx::Error>) {
+        let failed = || StoreError::GroupCommit(Arc::clone(error));
+        // Callers that stopped waiting need no answer.
+        match self {
+            Write::Enqueue { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::AppendEvents { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::LockBranch { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::UnlockBranch { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::Claim { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::FinishTasks { reply, .. } | Write::PostponeTasks { reply, .. } => {
+                drop(reply.send(Err(failed())));
+            }
+        }
+    }
+
+    /// Runs the write inside its own savepoint of the group transaction. `opening` opens that
+    /// savepoint, releasing the previous write's if it is still open (see [`commit_group`]).
+    async fn apply(self, conn: &mut SqliteConnection, now: i64, opening: &str) -> Applied {
+        if let Err(error) = sqlx::query(opening).execute(&mut *conn).await {
+            let error = Arc::new(error);
+            self.fail(&error);
+            return Applied::Broken(error);
+        }
+        match self {
+            Write::Enqueue { job, reply } => {
+                let outcome = enqueue_jobs(conn, &[&job], now).await.and_then(|mut jobs| {
+                    jobs.pop().ok_or_else(|| {
+                        StoreError::Corrupt("an enqueued job went missing".to_owned())
+                    })
+                });
+                settle(conn, reply, outcome).await
+            }
+            Write::AppendEvents { events, reply } => {
+                let outcome = append_event_batches(conn, &[&events], now)
+                    .await
+                    .map(|mut batches| batches.pop().unwrap_or_default());
+                settle(conn, reply, outcome).await
+            }
+            Write::LockBranch {
+                branch,
+                owner,
+                ttl,
+                reply,
+            } => {
+                let outcome = lock_branch(conn, &branch, &owner, ttl, now).await;
+                settle(conn, reply, outcome).await
+            }
+            Write::UnlockBranch {
+                branch,
+                owner,
+                reply,
+            } => {
+                let outcome = unlock_branch(conn, &branch, &owner).await;
+                settle(conn, reply, outcome).await
+            }
+            Write::Claim {
+                branch,
+                owner,
+                max,
+                reply,
+            } => {
+                let outcome = claim(conn, &branch, &owner, max, now).await;
+                settle(conn, reply, outcome).await
+            }
+            Write::FinishTasks { tasks, reply } => {
+                let outcome = finish_tasks(conn, tasks, now).await;
+                settle(conn, reply, outcome).await
+            }
+            Write::PostponeTasks {
+                tasks,
+                retry_in,
+                reply,
+            } => {
+                let outcome = postpone_tasks(conn, tasks, retry_in, now).await;
+                settle(conn, reply, outcome).await
+            }
+        }
+    }
+}
+
+/// Ends one write: on success its savepoint stays open until the next write or the COMMIT
+/// releases it; on failure it is rolled back.
+async fn settle<T: Send + 'static>(
+    conn: &mut SqliteConnection,
+    reply: Reply<T>,
+    outcome: Result<T>,
+) -> Applied {
+    match outcome {
+        Ok(value) => Applied::Committing(answer_on_commit(reply, value)),
+        Err(refusal) => {
+            // ROLLBACK TO keeps the savepoint open; RELEASE closes it, leaving nothing behind.
+            let rolled_back = sqlx::query("ROLLBACK TO write; RELEASE write")
+                .execute(&mut *conn)
+                .await;
+            // The write is not stored either way: its caller learns why it failed.
+            drop(reply.send(Err(refusal)));
+            match rolled_back {
+                Ok(_) => Applied::Refused,
+                Err(error) => Applied::Broken(Arc::new(error)),
+            }
+        }
+    }
+}
+
+/// The writer: one group commit after the other until the store is dropped.
+async fn run_writer(pool: SqlitePool, clock: Arc<dyn Clock>, mut queue: mpsc::Receiver<Write>) {
+    let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
+    // `recv_many` waits only for the first write and takes whatever else is already queued: no
+    // timer ever holds a write back to fill a group.
+    while queue.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
+        commit_group(&pool, clock.as_ref(), group.drain(..)).await;
+    }
+    tracing::debug!("job store writer stopped");
+}
+
+/// Runs `group` in one transaction and answers each write once the COMMIT is known.
+async fn commit_group(
+    pool: &SqlitePool,
+    clock: &dyn Clock,
+    group: impl Iterator<Item = Write> + Send,
+) {
+    let mut writes: Vec<Write> = group.filter(|write| !write.abandoned()).collect();
+    if writes.is_empty() {
+        return;
+    }
+    // Every write of a group was in flight at the same time, so any order of them is one their
+    // callers could have seen. Enqueues first, then event appends, then the rest, each kind in
+    // arrival order (a stable sort): the writes of a kind then form one run, written together.
+    writes.sort_by_key(Write::rank);
+    let mut writes = writes.into_iter().peekable();
+    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(error) => {
+            tracing::warn!(%error, "cannot start a group commit");
+            let error = Arc::new(error);
+            writes.for_each(|write| write.fail(&error));
+            return;
+        }
+    };
+    let mut state = GroupState::default();
+    while let Some(write) = writes.next() {
+        let now = clock.now().as_millisecond();
+        // Consecutive enqueues, and consecutive event appends, are written together: a few
+        // statements for the whole run instead of a few per write.
+        let applied = match write {
+            Write::Enqueue { job, reply } => {
+                let mut run = vec![(job, reply)];
+                while let Some(Write::Enqueue { job, reply }) =
+                    writes.next_if(|next| matches!(next, Write::Enqueue { .. }))
+                {
+                    run.push((job, reply));
+                }
+                state.enqueue_together(&mut tx, run, now).await
+            }
+            Write::AppendEvents { events, reply } => {
+                let mut run = vec![(events, reply)];
+                while let Some(Write::AppendEvents { events, reply }) =
+                    writes.next_if(|next| matches!(next, Write::AppendEvents { .. }))
+                {
+                    run.push((events, reply));
+                }
+                state.append_together(&mut tx, run, now).await
+            }
+            write => state.apply(&mut tx, write, now).await,
+        };
+        if let Err(error) = applied {
+            tracing::warn!(%error, "a group commit lost its transaction");
+            writes.for_each(|write| write.fail(&error));
+            for answer in state.answers {
+                answer(Some(&error));
+            }
+            if let Err(error) = tx.rollback().await {
+                tracing::debug!(%error, "rolling back a broken group commit");
+            }
+            return;
+        }
+    }
+    let failure = tx.commit().await.err().map(Arc::new);
+    match &failure {
+        None => tracing::trace!(
+            committed = state.answers.len(),
+            refused = state.refused,
+            "group commit"
+        ),
+        Some(error) => {
+            tracing::warn!(%error, writes = state.answers.len(), "a group commit failed");
+        }
+    }
+    for answer in state.answers {
+        answer(failure.as_ref());
+    }
+}
+
+/// The writes of one group so far. Every method fails only when the transaction itself is gone
+/// (a savepoint could not be opened, released or rolled back); the writes it was given have
+/// their answer then, and the group must be abandoned.
+struct GroupState {
+    /// Writes done, waiting for the COMMIT.
+    answers: Vec<Answer>,
+    refused: usize,
+    /// Opens the next write's savepoint. Each statement is a round trip to SQLite's thread,
+    /// which costs more than most statements, so the release of the previous write's savepoint
+    /// travels with it (SQLite keeps a released savepoint's changes in the transaction; the
+    /// COMMIT releases the last one).
+    opening: &'static str,
+}
+
+impl Default for GroupState {
+    fn default() -> Self {
+        GroupState {
+            answers: Vec::new(),
+            refused: 0,
+            opening: "SAVEPOINT write",
+        }
+    }
+}
+
+impl GroupState {
+    fn committing(&mut self, answer: Answer) {
+        self.answers.push(answer);
+        self.opening = "RELEASE write; SAVEPOINT write";
+    }
+
+    fn refusing(&mut self) {
+        self.refused += 1;
+        self.opening = "SAVEPOINT write";
+    }
+
+    async fn apply(
+        &mut self,
+        conn: &mut SqliteConnection,
+        write: Write,
+        now: i64,
+    ) -> Result<(), Arc<sqlx::Error>> {
+        match write.apply(conn, now, self.opening).await {
+            Applied::Committing(answer) => self.committing(answer),
+            Applied::Refused => self.refusing(),
+            Applied::Broken(error) => return Err(error),
+        }
+        Ok(())
+    }
+
+    /// Runs `writes` one by one, each in its own savepoint.
+    async fn apply_each(
+        &mut self,
+        conn: &mut SqliteConnection,
+        writes: impl IntoIterator<Item = Write>,
+        now: i64,
+    ) -> Result<(), Arc<sqlx::Error>> {
+        let mut writes = writes.into_iter();
+        while let Some(write) = writes.next() {
+            if let Err(error) = self.apply(conn, write, now).await {
+                writes.for_each(|write| write.fail(&error));
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the savepoint of a run of writes; if that fails, so do they all.
+    async fn open_run(
+        &mut self,
+        conn: &mut SqliteConnection,
+        run: Vec<Write>,
+    ) -> Result<Vec<Write>, Arc<sqlx::Error>> {
+        match sqlx::query(self.opening).execute(&mut *conn).await {
+            Ok(_) => Ok(run),
+            Err(error) => {
+                let error = Arc::new(error);
+                run.into_iter().for_each(|write| write.fail(&error));
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes back a run that failed as a whole, so that its writes can run one by one and
+    /// only the faulty one fails.
+    async fn undo_run(
+        &mut self,
+        conn: &mut SqliteConnection,
+        error: &StoreError,
+        run: Vec<Write>,
+        now: i64,
+    ) -> Result<(), Arc<sqlx::Error>> {
+        tracing::debug!(%error, writes = run.len(), "a run of writes failed, retrying one by one");
+        if let Err(error) = sqlx::query("ROLLBACK TO write; RELEASE write")
+            .execute(&mut *conn)
+            .await
+        {
+            let error = Arc::new(error);
+            run.into_iter().for_each(|write| write.fail(&error));
+            return Err(error);
+        }
+        self.opening = "SAVEPOINT write";
+        self.apply_each(conn, run, now).await
+    }
+
+    async fn enqueue_together(
+        &mut self,
+        conn: &mut SqliteConnection,
+        run: Vec<(PreparedJob, Reply<Enqueued>)>,
+        now: i64,
+    ) -> Result<(), Arc<sqlx::Error>> {
+        let run: Vec<Write> = run
+            .into_iter()
+            .map(|(job, reply)| Write::Enqueue { job, reply })
+            .collect();
+        if run.len() == 1 {
+            return self.apply_each(conn, run, now).await;
+        }
+        let run = self.open_run(conn, run).await?;
+        let jobs: Vec<&PreparedJob> = run
+            .iter()
+            .filter_map(|write| match write {
+                Write::Enqueue { job, .. } => Some(job),
+                _ => None,
+            })
+            .collect();
+        match enqueue_jobs(conn, &jobs, now).await {
+            Ok(enqueued) => {
+                for (write, enqueued) in run.into_iter().zip(enqueued) {
+                    if let Write::Enqueue { reply, .. } = write {
+                        self.committing(answer_on_commit(reply, enqueued));
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => self.undo_run(conn, &error, run, now).await,
+        }
+    }
+
+    async fn append_together(
+        &mut self,
+        conn: &mut SqliteConnection,
+        run: Vec<(Vec<NewEvent>, Reply<Vec<Event>>)>,
+        now: i64,
+    ) -> Result<(), Arc<sqlx::Error>> {
+        let run: Vec<Write> = run
+            .into_iter()
+            .map(|(events, reply)| Write::AppendEvents { events, reply })
+            .collect();
+        if run.len() == 1 {
+            return self.apply_each(conn, run, now).await;
+        }
+        let run = self.open_run(conn, run).await?;
+        let batches: Vec<&[NewEvent]> = run
+            .iter()
+            .filter_map(|write| match write {
+                Write::AppendEvents { events, .. } => Some(events.as_slice()),
+                _ => None,
+            })
+            .collect();
+        match append_event_batches(conn, &batches, now).await {
+            Ok(appended) => {
+                for (write, events) in run.into_iter().zip(appended) {
+                    if let Write::AppendEvents { reply, .. } = write {
+                        self.committing(answer_on_commit(reply, events));
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => self.undo_run(conn, &error, run, now).await,
+        }
+    }
+}
+
+/// Nested savepoints for the items of a batch write (the tasks to finish or postpone), so that
+/// each item can fail alone. Like the savepoints of writes, a successful item's stays open until
+/// the next item's opening statement releases it; the write's own savepoint covers the rest.
+#[derive(Default)]
+struct ItemSavepoints {
+    open: bool,
+}
+
+impl ItemSavepoints {
+    async fn begin(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        let opening = if self.open {
+            "RELEASE item; SAVEPOINT item"
+        } else {
+            "SAVEPOINT item"
+        };
+        sqlx::query(opening).execute(&mut *conn).await?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Rolls a failed item back. The outer error means the transaction is no longer usable.
+    async fn end<T>(
+        &mut self,
+        conn: &mut SqliteConnection,
+        outcome: Result<T>,
+    ) -> Result<Result<T>> {
+        if outcome.is_err() {
+            sqlx::query("ROLLBACK TO item; RELEASE item")
+                .execute(&mut *conn)
+                .await?;
+            self.open = false;
+        }
+        Ok(outcome)
+    }
+}
+
+/// Stores jobs in arrival order, all of them in four statements whatever their number (plus
+/// three per job whose idempotency key is already known), so that a group of concurrent enqueues
+/// costs little more than one. The rows travel as JSON arrays: the statements keep one text and
+/// stay prepared.
+async fn enqueue_jobs(
+    conn: &mut SqliteConnection,
+    jobs: &[&PreparedJob],
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    // Made here, not by the callers, so ids sort like `created_at` (both in commit order).
+    let ids: Vec<String> = jobs.iter().map(|_| Uuid::now_v7().to_string()).collect();
+    let rows = serde_json::Value::Array(
+        jobs.iter()
+            .zip(&ids)
+            .map(|(job, id)| {
+                serde_json::json!([
+                    id,
+                    job.job.idempotency_key,
+                    job.job.kind,
+                    job.job.requested_by,
+                    job.request
+                ])
+            })
+            .collect(),
+    );
+    // The unique index arbitrates between requests carrying the same key, including two in this
+    // very statement: rows go in array order, so the later one finds the earlier one. (`WHERE
+    // true` keeps SQLite from reading ON CONFLICT as a join constraint.)
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO jobs (id, idempotency_key, kind, requested_by, state, request, \
+                           created_at, updated_at) \
+         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, 'queued', \
+                j.value ->> 4, ?2, ?2 \
+         FROM json_each(?1) AS j WHERE true ORDER BY j.key \
+         ON CONFLICT (idempotency_key) DO NOTHING \
+         RETURNING id",
+    )
+    .bind(json_text(&rows, "jobs")?)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+
+    let task_rows = serde_json::Value::Array(
+        jobs.iter()
+            .zip(&ids)
+            .filter(|(_, id)| inserted.contains(*id))
+            .flat_map(|(job, id)| {
+                job.job
+                    .tasks
+                    .iter()
+                    .zip(&job.payloads)
+                    .map(move |(task, payload)| {
+                        serde_json::json!([id, task.branch.repository, task.branch.branch, payload])
+                    })
+            })
+            .collect(),
+    );
+    let mut task_ids: std::collections::HashMap<(String, String, String), TaskId> =
+        std::collections::HashMap::new();
+    if !inserted.is_empty() {
+        // Ids grow in array order, which is the order the tasks of one branch run in.
+        let rows: Vec<(TaskId, String, String, String)> = sqlx::query_as(
+            "INSERT INTO tasks (job_id, repository, branch, state, payload, created_at, \
+                                updated_at) \
+             SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, 'queued', t.value ->> 3, \
+                    ?2, ?2 \
+             FROM json_each(?1) AS t ORDER BY t.key \
+             RETURNING id, job_id, repository, branch",
+        )
+        .bind(json_text(&task_rows, "tasks")?)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+        task_ids = rows
+            .into_iter()
+            .map(|(task_id, job_id, repository, branch)| ((job_id, repository, branch), task_id))
+            .collect();
+    }
+
+    let at = timestamp(now, || "creation time of enqueued jobs".to_owned())?;
+    let mut enqueued = Vec::with_capacity(jobs.len());
+    for (job, id) in jobs.iter().zip(ids) {
+        if !inserted.contains(&id) {
+            enqueued.push(existing_job(conn, &job.job).await?);
+            continue;
+        }
+        // Built from what was written rather than read back: statements fewer on the writer's
+        // critical path.
+        let mut tasks = Vec::with_capacity(job.job.tasks.len());
+        for task in &job.job.tasks {
+            let key = (
+                id.clone(),
+                task.branch.repository.clone(),
+                task.branch.branch.clone(),
+            );
+            let task_id = task_ids.get(&key).copied().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "task of job {id} on branch {} of {} vanished while being stored",
+                    task.branch.branch, task.branch.repository
+                ))
+            })?;
+            tasks.push(Task {
+                id: task_id,
+                job_id: id.clone(),
+                branch: task.branch.clone(),
+                state: TaskState::Queued,
+                payload: task.payload.clone(),
+                attempts: 0,
+                last_error: None,
+                result: None,
+                claimed_by: None,
+                retry_at: None,
+                created_at: at,
+                updated_at: at,
+            });
+        }
+        enqueued.push(Enqueued {
+            job: Job {
+                id,
+                idempotency_key: job.job.idempotency_key.clone(),
+                kind: job.job.kind.clone(),
+                requested_by: job.job.requested_by.clone(),
+                state: JobState::Queued,
+                request: job.job.request.clone(),
+                created_at: at,
+                updated_at: at,
+                tasks,
+            },
+            created: true,
+        });
+    }
+    Ok(enqueued)
+}
+
+/// The job already stored under the idempotency key of `job`.
+async fn existing_job(conn: &mut SqliteConnection, job: &NewJob) -> Result<Enqueued> {
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = ?1")
+            .bind(&job.idempotency_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let existing = existing.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "job with idempotency key {:?} conflicts but cannot be read",
+            job.idempotency_key
+        ))
+    })?;
+    let job = load_job(conn, &existing)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("job {existing} vanished while being read")))?;
+    Ok(Enqueued {
+        job,
+        created: false,
+    })
+}
+
+/// Appends batches of events (each batch one write), numbering each job's events densely in
+/// order: two statements however many events and jobs. On failure, says what is wrong with the
+/// first event that cannot be stored, like appending them one by one would.
+async fn append_event_batches(
+    conn: &mut SqliteConnection,
+    batches: &[&[NewEvent]],
+    now: i64,
+) -> Result<Vec<Vec<Event>>> {
+    let events = || batches.iter().flat_map(|batch| batch.iter());
+    let mut counts: Vec<(&str, i64)> = Vec::new();
+    let mut position: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for event in events() {
+        let at = *position.entry(&event.job_id).or_insert_with(|| {
+            counts.push((&event.job_id, 0));
+            counts.len() - 1
+        });
+        counts[at].1 += 1;
+    }
+    if counts.is_empty() {
+        return Ok(batches.iter().map(|_| Vec::new()).collect());
+    }
+    let numbered: Vec<(String, i64)> = sqlx::query_as(
+        "UPDATE jobs SET last_event_seq = last_event_seq + (c.value ->> 1) \
+         FROM json_each(?1) AS c WHERE jobs.id = c.value ->> 0 \
+         RETURNING id, last_event_seq",
+    )
+    .bind(json_text(&serde_json::json!(counts), "event counts")?)
+    .fetch_all(&mut *conn)
+    .await?;
+    // The next seq of each job: its new last one, minus what this call appends, plus one.
+    let mut next: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for (job_id, last) in &numbered {
+        if let Some(&at) = position.get(job_id.as_str()) {
+            let (job_id, count) = counts[at];
+            next.insert(job_id, last - count + 1);
+        }
+    }
+    if next.len() < counts.len() {
+        return Err(refused_event(conn, events(), &next).await?);
+    }
+
+    let at = timestamp(now, || "time of appended events".to_owned())?;
+    let mut rows = Vec::new();
+    let mut appended = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut events = Vec::with_capacity(batch.len());
+        for event in batch.iter() {
+            let seq = next.get_mut(event.job_id.as_str()).ok_or_else(|| {
+                StoreError::Corrupt(format!("job {} lost its event numbering", event.job_id))
+            })?;
+            rows.push(serde_json::json!([
+                event.job_id,
+                *seq,
+                event.level.as_str(),
+                event.task_id,
+                event.message
+            ]));
+            events.push(Event {
+                job_id: event.job_id.clone(),
+                seq: *seq,
+                at,
+                level: event.level,
+                task_id: event.task_id,
+                message: event.message.clone(),
+            });
+            *seq += 1;
+        }
+        appended.push(events);
+    }
+    // The foreign key from events to tasks refuses a task of another job; only then are the
+    // tasks looked up, to say what is wrong.
+    let inserted = sqlx::query(
+        "INSERT INTO events (job_id, seq, at, level, task_id, message) \
+         SELECT e.value ->> 0, e.value ->> 1, ?1, e.value ->> 2, e.value ->> 3, e.value ->> 4 \
+         FROM json_each(?2) AS e",
+    )
+    .bind(now)
+    .bind(json_text(&serde_json::Value::Array(rows), "events")?)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(appended),
+        Err(sqlx::Error::Database(error))
+            if error.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+        {
+            Err(refused_event(conn, events(), &next).await?)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// What is wrong with the first of `events` that cannot be stored: its job is not among `known`
+/// jobs, or it names a task that is unknown or another job's.
+async fn refused_event<'e>(
+    conn: &mut SqliteConnection,
+    events: impl Iterator<Item = &'e NewEvent>,
+    known: &std::collections::HashMap<&str, i64>,
+) -> Result<StoreError> {
+    for event in events {
+        if !known.contains_key(event.job_id.as_str()) {
+            return Ok(StoreError::UnknownJob(event.job_id.clone()));
+        }
+        let Some(task_id) = event.task_id else {
+            continue;
+        };
+        let owner: Option<String> = sqlx::query_scalar("SELECT job_id FROM tasks WHERE id = ?1")
+            .bind(task_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match owner {
+            None => return Ok(StoreError::UnknownTask(task_id)),
+            Some(owner) if owner != event.job_id => {
+                return Ok(StoreError::Invalid(format!(
+                    "event of job {} names task {task_id}, which belongs to job {owner}",
+                    event.job_id
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Err(StoreError::Corrupt(
+        "events were refused, yet each names a known job and a task of it".to_owned(),
+    ))
+}
+
+async fn lock_branch(
+    conn: &mut SqliteConnection,
+    branch: &BranchKey,
+    owner: &str,
+    ttl: Duration,
+    now: i64,
+) -> Result<bool> {
+    let expires_at = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+    // One atomic statement, valid as is in PostgreSQL: insert a fresh lease, or overwrite the
+    // existing one if it is ours (renewal) or expired (takeover). No row back: someone else
+    // holds it.
+    let taken = sqlx::query(
+        "INSERT INTO branch_leases (repository, branch, owner, expires_at) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (repository, branch) DO UPDATE \
+           SET owner = excluded.owner, expires_at = excluded.expires_at \
+           WHERE branch_leases.owner = excluded.owner OR branch_leases.expires_at <= ?5 \
+         RETURNING owner",
+    )
+    .bind(&branch.repository)
+    .bind(&branch.branch)
+    .bind(owner)
+    .bind(expires_at)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(taken.is_some())
+}
+
+async fn unlock_branch(conn: &mut SqliteConnection, branch: &BranchKey, owner: &str) -> Result<()> {
+    sqlx::query("DELETE FROM branch_leases WHERE repository = ?1 AND branch = ?2 AND owner = ?3")
+        .bind(&branch.repository)
+        .bind(&branch.branch)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn claim(
+    conn: &mut SqliteConnection,
+    branch: &BranchKey,
+    owner: &str,
+    max: usize,
+    now: i64,
+) -> Result<Vec<Task>> {
+    let lease: Option<(String, i64)> = sqlx::query_as(
+        "SELECT owner, expires_at FROM branch_leases WHERE repository = ?1 AND branch = ?2",
+    )
+    .bind(&branch.repository)
+    .bind(&branch.branch)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match lease {
+        Some((holder, expires_at)) if holder == owner && expires_at > now => {}
+        _ => {
+            return Err(StoreError::BranchNotLeased {
+                branch: branch.clone(),
+                owner: owner.to_owned(),
+            });
+        }
+    }
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    // Atomic because the group transaction holds SQLite's single write lock from its BEGIN
+    // IMMEDIATE. In PostgreSQL, where writers run concurrently, the inner SELECT becomes
+    //   SELECT id FROM tasks WHERE … ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED
+    // so two claimers never take the same row and neither waits on the other.
+    let rows = sqlx::query(&format!(
+        "UPDATE tasks \
+         SET state = 'running', attempts = attempts + 1, claimed_by = ?4, \
+             not_before = NULL, updated_at = ?3 \
+         WHERE id IN ( \
+           SELECT id FROM tasks \
+           WHERE repository = ?1 AND branch = ?2 AND {UNFINISHED} \
+             AND (state = 'queued' \
+                  OR (state = 'pending' AND not_before <= ?3) \
+                  OR (state = 'running' AND claimed_by <> ?4)) \
+             AND id < COALESCE((SELECT MIN(id) FROM tasks \
+                                WHERE repository = ?1 AND branch = ?2 \
+                                  AND {UNFINISHED} \
+                                  AND state = 'pending' AND not_before > ?3), {max}) \
+           ORDER BY id LIMIT ?5) \
+         RETURNING {columns}",
+        max = i64::MAX,
+        columns = task_columns!(),
+    ))
+    .bind(&branch.repository)
+    .bind(&branch.branch)
+    .bind(now)
+    .bind(owner)
+    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+    // RETURNING promises no order.
+    tasks.sort_by_key(|task| task.id);
+    let jobs: BTreeSet<&str> = tasks.iter().map(|task| task.job_id.as_str()).collect();
+    refresh_job_states(conn, &jobs, now).await?;
+    Ok(tasks)
+}
+
+async fn finish_tasks(
+    conn: &mut SqliteConnection,
+    tasks: Vec<(TaskId, Result<FinishedTask>)>,
+    now: i64,
+) -> Result<Vec<Result<()>>> {
+    let mut results: Vec<Option<Result<()>>> = Vec::with_capacity(tasks.len());
+    let mut together = Vec::with_capacity(tasks.len());
+    let mut again = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (at, (task_id, finished)) in tasks.into_iter().enumerate() {
+        match finished {
+            Err(error) => results.push(Some(Err(error))),
+            // A task listed twice: the later entry runs after the batch and finds the task
+            // already finished, as it would one by one.
+            Ok(finished) if !seen.insert(task_id) => {
+                results.push(None);
+                again.push((at, task_id, finished));
+            }
+            Ok(finished) => {
+                results.push(None);
+                together.push((at, task_id, finished));
+            }
+        }
+    }
+
+    // One UPDATE for every task; the lease check rides in it, so a refused task is simply not
+    // updated (nothing to roll back) and only then looked at again to say why. A success keeps
+    // the last transient error: it tells why the task needed several attempts.
+    let rows = serde_json::Value::Array(
+        together
+            .iter()
+            .map(|(_, task_id, finished)| {
+                serde_json::json!([
+                    task_id,
+                    finished.state.as_str(),
+                    finished.result,
+                    finished.error
+                ])
+            })
+            .collect(),
+    );
+    let finished: Vec<(TaskId, String)> = sqlx::query_as(&format!(
+        "UPDATE tasks SET state = u.value ->> 1, result = u.value ->> 2, \
+                          last_error = COALESCE(u.value ->> 3, last_error), updated_at = ?2 \
+         FROM json_each(?1) AS u \
+         WHERE tasks.id = u.value ->> 0 AND {LEASED} \
+         RETURNING tasks.id, tasks.job_id"
+    ))
+    .bind(json_text(&rows, "task outcomes")?)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let finished: std::collections::HashMap<TaskId, String> = finished.into_iter().collect();
+
+    let mut jobs = BTreeSet::new();
+    let mut events = Vec::new();
+    for (at, task_id, outcome) in together {
+        let result = match finished.get(&task_id) {
+            Some(job_id) => {
+                jobs.insert(job_id.clone());
+                events.extend(outcome.events.into_iter().map(|(level, message)| NewEvent {
+                    job_id: job_id.clone(),
+                    task_id: Some(task_id),
+                    level,
+                    message,
+                }));
+                Ok(())
+            }
+            None => Err(lease_refusal(conn, task_id).await),
+        };
+        results[at] = Some(result);
+    }
+    append_event_batches(conn, &[&events], now).await?;
+
+    let mut savepoints = ItemSavepoints::default();
+    for (at, task_id, outcome) in again {
+        savepoints.begin(conn).await?;
+        let outcome = finish_task(conn, task_id, outcome, now).await;
+        results[at] = Some(savepoints.end(conn, outcome).await?.map(|job_id| {
+            jobs.insert(job_id);
+        }));
+    }
+    // Once per job, however many of its tasks ended in this batch.
+    refresh_job_states(conn, &jobs, now).await?;
+    results
+        .into_iter()
+        .map(|result| {
+            result.ok_or_else(|| StoreError::Corrupt("a finished task lost its outcome".to_owned()))
+        })
+        .collect()
+}
+
+/// Ends one claimed task and appends its events; returns its job.
+async fn finish_task(
+    conn: &mut SqliteConnection,
+    task_id: TaskId,
+    finished: FinishedTask,
+    now: i64,
+) -> Result<String> {
+    // The lease check rides in the UPDATE; only a refusal costs a second look. A success keeps
+    // the last transient error: it tells why the task needed several attempts.
+    let job_id: Option<String> = sqlx::query_scalar(&format!(
+        "UPDATE tasks SET state = ?2, result = ?3, last_error = COALESCE(?4, last_error), \
+                          updated_at = ?5 \
+         WHERE id = ?1 AND {LEASED} \
+         RETURNING job_id"
+    ))
+    .bind(task_id)
+    .bind(finished.state.as_str())
+    .bind(&finished.result)
+    .bind(&finished.error)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(job_id) = job_id else {
+        return Err(lease_refusal(conn, task_id).await);
+    };
+    if !finished.events.is_empty() {
+        let events: Vec<NewEvent> = finished
+            .events
+            .into_iter()
+            .map(|(level, message)| NewEvent {
+                job_id: job_id.clone(),
+                task_id: Some(task_id),
+                level,
+                message,
+            })
+            .collect();
+        append_event_batches(conn, &[&events], now).await?;
+    }
+    Ok(job_id)
+}
+
+async fn postpone_tasks(
+    conn: &mut SqliteConnection,
+    tasks: Vec<(TaskId, String)>,
+    retry_in: Duration,
+    now: i64,
+) -> Result<Vec<Result<()>>> {
+    let not_before = now.saturating_add(i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX));
+    let mut results = Vec::with_capacity(tasks.len());
+    let mut jobs = BTreeSet::new();
+    let mut savepoints = ItemSavepoints::default();
+    for (task_id, error) in tasks {
+        savepoints.begin(conn).await?;
+        let outcome = postpone_task(conn, task_id, &error, not_before, now).await;
+        results.push(savepoints.end(conn, outcome).await?.map(|job_id| {
+            jobs.insert(job_id);
+        }));
+    }
+    refresh_job_states(conn, &jobs, now).await?;
+    Ok(results)
+}
+
+/// Puts one claimed task back to pending; returns its job.
+async fn postpone_task(
+    conn: &mut SqliteConnection,
+    task_id: TaskId,
+    error: &str,
+    not_before: i64,
+    now: i64,
+) -> Result<String> {
+    let job_id: Option<String> = sqlx::query_scalar(&format!(
+        "UPDATE tasks SET state = 'pending', last_error = ?2, not_before = ?3, updated_at = ?4 \
+         WHERE id = ?1 AND {LEASED} \
+         RETURNING job_id"
+    ))
+    .bind(task_id)
+    .bind(error)
+    .bind(not_before)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match job_id {
+        Some(job_id) => Ok(job_id),
+        None => Err(lease_refusal(conn, task_id).await),
+    }
+}
+
+/// Why a task could not be finished or postponed: unknown, or not running under its lease.
+async fn lease_refusal(conn: &mut SqliteConnection, task_id: TaskId) -> StoreError {
+    match leased_running_task(conn, task_id).await {
+        Ok(_) => StoreError::Corrupt(format!(
+            "task {task_id} runs under its lease but could not be updated"
+        )),
+        Err(refusal) => refusal,
     }
 }
 
@@ -603,25 +1636,43 @@ async fn leased_running_task(conn: &mut SqliteConnection, task_id: TaskId) -> Re
     }
 }
 
-async fn refresh_job_state(conn: &mut SqliteConnection, job_id: &str, now: i64) -> Result<()> {
-    let names: Vec<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE job_id = ?1")
-        .bind(job_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let states = names
-        .iter()
-        .map(|name| {
-            TaskState::parse(name).ok_or_else(|| {
-                StoreError::Corrupt(format!("a task of job {job_id} has unknown state {name:?}"))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    sqlx::query("UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1")
-        .bind(job_id)
-        .bind(JobState::from_tasks(states).as_str())
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+/// Derives the state of each job in `job_ids` from its tasks: two statements for any number of
+/// jobs, their texts fixed (the ids travel as one JSON array) so they stay prepared.
+async fn refresh_job_states<S: AsRef<str> + Ord>(
+    conn: &mut SqliteConnection,
+    job_ids: &BTreeSet<S>,
+    now: i64,
+) -> Result<()> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = job_ids.iter().map(AsRef::as_ref).collect();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT job_id, state FROM tasks WHERE job_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json_text(&serde_json::json!(ids), "job ids")?)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut states: std::collections::HashMap<&str, Vec<TaskState>> =
+        ids.iter().map(|id| (*id, Vec::new())).collect();
+    for (job_id, name) in &rows {
+        let state = TaskState::parse(name).ok_or_else(|| {
+            StoreError::Corrupt(format!("a task of job {job_id} has unknown state {name:?}"))
+        })?;
+        states.entry(job_id.as_str()).or_default().push(state);
+    }
+    let updates: Vec<serde_json::Value> = states
+        .into_iter()
+        .map(|(job_id, tasks)| serde_json::json!([job_id, JobState::from_tasks(tasks).as_str()]))
+        .collect();
+    sqlx::query(
+        "UPDATE jobs SET state = u.value ->> 1, updated_at = ?2 \
+         FROM json_each(?1) AS u WHERE jobs.id = u.value ->> 0",
+    )
+    .bind(json_text(&serde_json::Value::Array(updates), "job states")?)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -748,4 +1799,207 @@ fn json_text(value: &serde_json::Value, what: &str) -> Result<String> {
 fn json_value(text: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value> {
     serde_json::from_str(text)
         .map_err(|error| StoreError::Corrupt(format!("{} is not JSON: {error}", what())))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::NewTask;
+
+    fn deploy(key: &str) -> PreparedJob {
+        let job = NewJob {
+            idempotency_key: Some(key.to_owned()),
+            kind: "deploy".to_owned(),
+            requested_by: "ci-token".to_owned(),
+            request: json!({ "image": "shop:1" }),
+            tasks: vec![NewTask {
+                branch: BranchKey {
+                    repository: "gitops/prod".to_owned(),
+                    branch: "main".to_owned(),
+                },
+                payload: json!({ "set_image": "shop:1" }),
+            }],
+        };
+        PreparedJob::new(job).unwrap()
+    }
+
+    /// Groups are formed by timing under load; here one is built by hand so that the writes
+    /// are sure to share a transaction.
+    #[tokio::test]
+    async fn writes_of_one_group_see_each_other_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("tug.db")).await.unwrap();
+        let (first, first_reply) = oneshot::channel();
+        let (again, again_reply) = oneshot::channel();
+        let (stray_event, stray_event_reply) = oneshot::channel();
+        let (stray_finish, stray_finish_reply) = oneshot::channel();
+        let (abandoned, abandoned_reply) = oneshot::channel();
+        let (other, other_reply) = oneshot::channel();
+        drop(abandoned_reply);
+        let group = vec![
+            Write::Enqueue {
+                job: deploy("build-1"),
+                reply: first,
+            },
+            Write::Enqueue {
+                job: deploy("build-1"),
+                reply: again,
+            },
+            Write::AppendEvents {
+                events: vec![NewEvent {
+                    job_id: "no-such-job".to_owned(),
+                    task_id: None,
+                    level: Level::Info,
+                    message: "lost".to_owned(),
+                }],
+                reply: stray_event,
+            },
+            Write::FinishTasks {
+                tasks: vec![(
+                    9_999,
+                    FinishedTask::new(TaskOutcome::Succeeded(json!({})), Vec::new()),
+                )],
+                reply: stray_finish,
+            },
+            Write::Enqueue {
+                job: deploy("build-abandoned"),
+                reply: abandoned,
+            },
+            Write::Enqueue {
+                job: deploy("build-2"),
+                reply: other,
+            },
+        ];
+        commit_group(store.pool(), &SystemClock, group.into_iter()).await;
+
+        let first = first_reply.await.unwrap().unwrap();
+        let again = again_reply.await.unwrap().unwrap();
+        assert!(first.created);
+        assert!(!again.created, "the second enqueue saw the first");
+        assert_eq!(again.job, first.job);
+        let stray_event = stray_event_reply.await.unwrap();
+        assert!(
+            matches!(stray_event, Err(StoreError::UnknownJob(_))),
+            "{stray_event:?}"
+        );
+        let stray_finish = stray_finish_reply.await.unwrap().unwrap();
+        assert!(
+            matches!(stray_finish[..], [Err(StoreError::UnknownTask(9_999))]),
+            "{stray_finish:?}"
+        );
+        assert!(other_reply.await.unwrap().unwrap().created);
+
+        let keys: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT idempotency_key FROM jobs ORDER BY created_at, id")
+                .fetch_all(store.read_pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            keys,
+            vec![Some("build-1".to_owned()), Some("build-2".to_owned())],
+            "the abandoned enqueue never ran"
+        );
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(store.read_pool())
+            .await
+            .unwrap();
+        assert_eq!(events, 0);
+    }
+
+    fn event(job_id: &str, message: &str) -> NewEvent {
+        NewEvent {
+            job_id: job_id.to_owned(),
+            task_id: None,
+            level: Level::Info,
+            message: message.to_owned(),
+        }
+    }
+
+    /// Event appends of one group are written together; one refused append sends the run back
+    /// to one write at a time, and only it fails. Arrival order decides the numbering.
+    #[tokio::test]
+    async fn a_refused_write_in_a_run_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("tug.db")).await.unwrap();
+        let job = store.enqueue(deploy("build-1").job).await.unwrap().job;
+        let (first, first_reply) = oneshot::channel();
+        let (stray, stray_reply) = oneshot::channel();
+        let (second, second_reply) = oneshot::channel();
+        let (enqueue, enqueue_reply) = oneshot::channel();
+        let group = vec![
+            Write::AppendEvents {
+                events: vec![event(&job.id, "a1"), event(&job.id, "a2")],
+                reply: first,
+            },
+            Write::AppendEvents {
+                events: vec![event(&job.id, "lost"), event("no-such-job", "lost")],
+                reply: stray,
+            },
+            // Arrived after the appends, written before them: its rank comes first.
+            Write::Enqueue {
+                job: deploy("build-2"),
+                reply: enqueue,
+            },
+            Write::AppendEvents {
+                events: vec![event(&job.id, "a3")],
+                reply: second,
+            },
+        ];
+        commit_group(store.pool(), &SystemClock, group.into_iter()).await;
+
+        let first = first_reply.await.unwrap().unwrap();
+        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        let stray = stray_reply.await.unwrap();
+        assert!(
+            matches!(stray, Err(StoreError::UnknownJob(ref id)) if id == "no-such-job"),
+            "{stray:?}"
+        );
+        let second = second_reply.await.unwrap().unwrap();
+        assert_eq!(second.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+        assert!(enqueue_reply.await.unwrap().unwrap().created);
+        let stored = store.events(&job.id, 0).await.unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a1", "a2", "a3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_that_cannot_start_fails_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("tug.db")).await.unwrap();
+        store.pool().close().await;
+        let (first, first_reply) = oneshot::channel();
+        let (second, second_reply) = oneshot::channel();
+        let group = vec![
+            Write::Enqueue {
+                job: deploy("build-1"),
+                reply: first,
+            },
+            Write::UnlockBranch {
+                branch: BranchKey {
+                    repository: "gitops/prod".to_owned(),
+                    branch: "main".to_owned(),
+                },
+                owner: "writer-a".to_owned(),
+                reply: second,
+            },
+        ];
+        commit_group(store.pool(), &SystemClock, group.into_iter()).await;
+        let first = first_reply.await.unwrap();
+        assert!(
+            matches!(first, Err(StoreError::GroupCommit(_))),
+            "{first:?}"
+        );
+        let second = second_reply.await.unwrap();
+        assert!(
+            matches!(second, Err(StoreError::GroupCommit(_))),
+            "{second:?}"
+        );
+    }
 }
