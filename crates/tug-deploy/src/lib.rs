@@ -132,6 +132,90 @@ impl tug_git::Change for DeployChange {
     }
 }
 
+/// A file written whole, after the edits: a policies file, a manifest copied from a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WholeFile {
+    pub path: String,
+    pub content: Vec<u8>,
+}
+
+/// A deploy change plus files written whole. `replace_dirs` are directories the files own: any
+/// file under one of them that the change does not write is deleted, so a release that copies a
+/// new set of manifests leaves none of the previous set behind.
+#[derive(Debug, Clone)]
+pub struct ChangeWithFiles {
+    pub edits: DeployChange,
+    pub files: Vec<WholeFile>,
+    pub replace_dirs: Vec<String>,
+}
+
+/// Every file under `dir` (recursively), as repository paths.
+fn files_under(
+    files: &dyn FileSource,
+    dir: &str,
+    out: &mut Vec<String>,
+) -> Result<(), ChangeError> {
+    match files.entry_kind(dir)? {
+        Some(EntryKind::Dir) => {}
+        _ => return Ok(()),
+    }
+    for entry in files.list_dir(dir)? {
+        let path = format!("{dir}/{}", entry.name);
+        match entry.kind {
+            EntryKind::Dir => files_under(files, &path, out)?,
+            EntryKind::Submodule => {}
+            EntryKind::File | EntryKind::Executable | EntryKind::Symlink => out.push(path),
+        }
+    }
+    Ok(())
+}
+
+impl tug_git::Change for ChangeWithFiles {
+    fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
+        let mut writes: Vec<FileWrite> = if self.edits.segments.is_empty() {
+            Vec::new()
+        } else {
+            tug_git::Change::apply(&self.edits, files)?
+        };
+        // A whole file wins over an edit of the same path: it was computed as the final content.
+        writes.retain(|w| !self.files.iter().any(|f| f.path == w.path));
+        for dir in &self.replace_dirs {
+            let dir = dir.trim_end_matches('/');
+            let mut existing = Vec::new();
+            files_under(files, dir, &mut existing)?;
+            for path in existing {
+                if !self.files.iter().any(|f| f.path == path) {
+                    writes.retain(|w| w.path != path);
+                    writes.push(FileWrite::delete(path));
+                }
+            }
+        }
+        for f in &self.files {
+            // Unchanged content is not rewritten, so a release of what runs is a no-op.
+            if files.read_file(&f.path)?.as_deref() != Some(f.content.as_slice()) {
+                writes.push(FileWrite::put(f.path.clone(), f.content.clone()));
+            }
+        }
+        Ok(writes)
+    }
+
+    fn commit_meta(&self) -> CommitMeta {
+        let mut meta = self.edits.commit_meta();
+        let position = meta
+            .trailers
+            .iter()
+            .rposition(|(k, _)| k == CHANGE_TRAILER || k == REQUEST_TRAILER)
+            .map_or(0, |i| i + 1);
+        let described: Vec<(String, String)> = self
+            .files
+            .iter()
+            .map(|f| (CHANGE_TRAILER.to_owned(), format!("write {}", f.path)))
+            .collect();
+        meta.trailers.splice(position..position, described);
+        meta
+    }
+}
+
 fn generated_title(paths: &[PathUpdate], edits: &[String]) -> String {
     match (paths, edits) {
         ([p], [one]) => format!("deploy({}): {}", display_path(&p.path), strip_location(one)),
@@ -275,6 +359,100 @@ mod tests {
                 allow_empty: false,
             },
         }
+    }
+
+    /// Files in memory, for changes that only write whole files.
+    struct MemoryFiles(Vec<(&'static str, &'static str)>);
+
+    impl FileSource for MemoryFiles {
+        fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ChangeError> {
+            Ok(self
+                .0
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, c)| c.as_bytes().to_vec()))
+        }
+        fn entry_kind(&self, path: &str) -> Result<Option<EntryKind>, ChangeError> {
+            if self.0.iter().any(|(p, _)| *p == path) {
+                return Ok(Some(EntryKind::File));
+            }
+            let prefix = format!("{path}/");
+            Ok(self
+                .0
+                .iter()
+                .any(|(p, _)| p.starts_with(&prefix))
+                .then_some(EntryKind::Dir))
+        }
+        fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, ChangeError> {
+            let prefix = format!("{path}/");
+            let mut names: Vec<DirEntry> = Vec::new();
+            for (p, _) in &self.0 {
+                if let Some(rest) = p.strip_prefix(&prefix) {
+                    let (name, kind) = match rest.split_once('/') {
+                        Some((dir, _)) => (dir, EntryKind::Dir),
+                        None => (rest, EntryKind::File),
+                    };
+                    if !names.iter().any(|e| e.name == name) {
+                        names.push(DirEntry {
+                            name: name.to_owned(),
+                            kind,
+                        });
+                    }
+                }
+            }
+            Ok(names)
+        }
+    }
+
+    #[test]
+    fn whole_files_replace_the_directory_they_own() {
+        let files = MemoryFiles(vec![
+            ("dev/releases/dev/web/old.yaml", "old"),
+            ("dev/releases/dev/web/same.yaml", "same"),
+            ("dev/releases/dev/web/sub/nested.yaml", "nested"),
+            ("dev/other.yaml", "kept"),
+        ]);
+        let change = ChangeWithFiles {
+            edits: change(Vec::new(), Some("[dev/web] release a by b")),
+            files: vec![
+                WholeFile {
+                    path: "dev/releases/dev/web/same.yaml".into(),
+                    content: b"same".to_vec(),
+                },
+                WholeFile {
+                    path: "dev/releases/dev/web/new.yaml".into(),
+                    content: b"new".to_vec(),
+                },
+            ],
+            replace_dirs: vec!["dev/releases/dev/web".into()],
+        };
+        let mut writes = tug_git::Change::apply(&change, &files).unwrap();
+        writes.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(
+            writes,
+            vec![
+                FileWrite::put("dev/releases/dev/web/new.yaml", b"new".to_vec()),
+                FileWrite::delete("dev/releases/dev/web/old.yaml"),
+                FileWrite::delete("dev/releases/dev/web/sub/nested.yaml"),
+            ]
+        );
+        let meta = tug_git::Change::commit_meta(&change);
+        assert_eq!(meta.title, "[dev/web] release a by b");
+        assert_eq!(
+            meta.trailers,
+            vec![
+                ("Tug-Request".to_owned(), "req-1".to_owned()),
+                (
+                    "Tug-Change".to_owned(),
+                    "write dev/releases/dev/web/same.yaml".to_owned()
+                ),
+                (
+                    "Tug-Change".to_owned(),
+                    "write dev/releases/dev/web/new.yaml".to_owned()
+                ),
+                ("Source-Commit".to_owned(), "abc123".to_owned()),
+            ]
+        );
     }
 
     #[test]

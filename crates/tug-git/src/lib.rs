@@ -10,6 +10,7 @@
 mod commit;
 mod env;
 mod error;
+mod history;
 mod land;
 mod mirror;
 mod object;
@@ -24,6 +25,7 @@ pub use commit::{
 };
 pub use env::{Auth, CommandObserver};
 pub use error::{ChangeError, GitError};
+pub use history::{History, HistoryCommit};
 pub use land::{Change, LandOptions, LandReport, LandResult, land};
 pub use mirror::{Mirror, MirrorOptions, Remote, check_remote_url};
 pub use object::{EntryKind, ObjectId};

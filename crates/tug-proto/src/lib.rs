@@ -2,7 +2,10 @@
 //! and the encoded file descriptor set a server registers for gRPC reflection.
 //!
 //! The code is generated at build time from `proto/tug/v1/tug.proto` by `protox`, so no system
-//! `protoc` is needed.
+//! `protoc` is needed. `v1::DeployRequest` converts to and from [`tug_spec::DeployRequest`] with
+//! `From`, so a gRPC request and a REST body mean the same thing.
+
+mod convert;
 
 /// Package `tug.v1`.
 pub mod v1 {
@@ -87,6 +90,7 @@ mod tests {
                     ..Default::default()
                 }],
                 created: true,
+                message: "[INFO] job 0190a000-0000-7000-8000-000000000000 succeeded".into(),
             })),
         };
         let decoded = v1::DeployEvent::decode(event.encode_to_vec().as_slice()).unwrap();

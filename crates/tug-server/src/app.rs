@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tracing::{info, warn};
-use tug_store::{Enqueued, SqliteStore, Store};
+use tug_store::{Enqueued, ReleaseStore, SqliteStore, Store};
 
 use crate::auth::Authorizer;
 use crate::config::Config;
@@ -20,6 +20,8 @@ use crate::writer::{JobSignal, Writers};
 pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    /// Artifacts, the release index, unpins and rollout states (the same database as `store`).
+    pub releases: Arc<dyn ReleaseStore>,
     pub authorizer: Authorizer,
     pub metrics: Arc<Metrics>,
     pub writers: Arc<Writers>,
@@ -117,7 +119,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("tug.db")).await?);
+    let sqlite = Arc::new(SqliteStore::open(&config.data_dir.join("tug.db")).await?);
+    let store: Arc<dyn Store> = sqlite.clone();
+    let releases: Arc<dyn ReleaseStore> = sqlite;
     let authorizer =
         Authorizer::new(&config.auth()).map_err(|e| ServeError::Auth(e.to_string()))?;
     if authorizer.is_open() {
@@ -141,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let app = Arc::new(App {
         config: config.clone(),
         store,
+        releases,
         authorizer,
         metrics,
         writers: writers.clone(),
@@ -174,15 +179,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         })?;
     info!(%http_addr, %grpc_addr, data_dir = %config.data_dir.display(), "tug server listening");
 
+    writers.release_previous_leases().await;
     tokio::spawn(writers.clone().dispatch(Duration::from_secs(1)));
-    let http = crate::http::router(app.clone());
+    let http = crate::http::router(app.clone()).merge(crate::release::router(app.clone()));
     let grpc = crate::grpc::router(app.clone());
     let tls = match &config.tls {
-        Some(t) => Some(
+        Some(t) => Some({
+            // Both aws-lc-rs (axum-server) and ring (reqwest) are compiled into rustls, so it
+            // cannot choose a default provider by itself and would panic at the first TLS
+            // configuration. An Err means a provider is already installed, which is as good.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             crate::tls::rustls_config(&t.cert_file, &t.key_file)
                 .await
-                .map_err(ServeError::Tls)?,
-        ),
+                .map_err(ServeError::Tls)?
+        }),
         None => None,
     };
     let done = tokio::spawn(serve_all(

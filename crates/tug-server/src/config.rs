@@ -69,6 +69,32 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Release environments in promotion order (see [`crate::release`]).
+    #[serde(default)]
+    pub environments: Vec<tug_release::Environment>,
+    /// Released services and where each lives in each environment.
+    #[serde(default)]
+    pub services: Vec<tug_release::ServiceSpec>,
+    #[serde(default)]
+    pub policies: PoliciesConfig,
+}
+
+/// Release policies the server imposes, and where services' own policies live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// `env=regex` items: every service may release to `env` only artifacts of branches matching
+    /// `regex`. They take precedence over services' own restrictions and cannot be deleted.
+    #[serde(default)]
+    pub branch_restrictions: Vec<String>,
+    /// The configured repository holding `policies/<service>.json`; defaults to the repository of
+    /// the first environment in promotion order.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// Its branch; defaults to the branch of the first environment when `repository` is not
+    /// set, else `main`.
+    #[serde(default)]
+    pub branch: Option<String>,
 }
 
 /// Where the server listens. The ports are those of the Delivery server, so its clients keep
@@ -724,6 +750,9 @@ impl Config {
                 "notify.max_attempts".into(),
                 "must be at least 1".into(),
             ));
+        }
+        if let Err((field, message)) = crate::release::ReleaseModel::from_config(self) {
+            return Err(invalid(field, message));
         }
         for (field, value) in [
             ("limits.max_body_bytes", self.limits.max_body_bytes),

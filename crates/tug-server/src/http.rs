@@ -40,7 +40,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -49,7 +49,23 @@ impl ApiError {
         }
     }
 
-    fn with_field(mut self, field: Option<&str>) -> Self {
+    /// The machine-readable code (`invalid_argument`, `unauthenticated`, …), as the REST body's
+    /// `code`; the gRPC API maps it to a status code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Replaces `details` (which names the field, policy or thing at fault).
+    pub(crate) fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub(crate) fn with_field(mut self, field: Option<&str>) -> Self {
         if let Some(f) = field {
             self.details = json!({ "field": f });
         }
@@ -76,7 +92,7 @@ impl From<Rejection> for ApiError {
     }
 }
 
-fn auth_error(e: &AuthError) -> ApiError {
+pub(crate) fn auth_error(e: &AuthError) -> ApiError {
     match e {
         AuthError::Unauthenticated { .. } => {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
@@ -87,7 +103,7 @@ fn auth_error(e: &AuthError) -> ApiError {
     }
 }
 
-fn store_error(e: &tug_store::StoreError) -> ApiError {
+pub(crate) fn store_error(e: &tug_store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store failure");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -96,7 +112,7 @@ fn store_error(e: &tug_store::StoreError) -> ApiError {
     )
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -186,7 +202,7 @@ async fn deploy(
     Ok(response)
 }
 
-fn line(v: &Value) -> Bytes {
+pub(crate) fn line(v: &Value) -> Bytes {
     let mut s = v.to_string();
     s.push('\n');
     Bytes::from(s)
@@ -198,7 +214,7 @@ fn progress_line(message: &str) -> Value {
 
 /// The Delivery server's stream shape: `{"result":{"message":"[INFO] …"}}` lines, then one final
 /// line that also carries the job's outcome.
-fn progress_stream(
+pub(crate) fn progress_stream(
     app: Arc<App>,
     job_id: String,
     created: bool,

@@ -45,6 +45,19 @@ pub struct TaskPayload {
     pub allow_empty: bool,
     /// Chosen when the request was accepted, so re-applying the task writes the same value.
     pub redeploy_value: String,
+    /// Files written whole after the edits (policies files, manifests copied by a release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PayloadFile>,
+    /// Directories `files` own: any other file under them is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace_dirs: Vec<String>,
+}
+
+/// One file of [`TaskPayload::files`]; base64 keeps any bytes intact through the JSON payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadFile {
+    pub path: String,
+    pub content_base64: String,
 }
 
 /// Turns a parsed request into a job, or says why not.
@@ -65,13 +78,13 @@ pub fn job_from_request(
         message: e.to_string(),
     })?;
     let idempotency_key = idempotency_header.or_else(|| request.idempotency_key.take());
-    if let Some(k) = &idempotency_key {
-        if k.is_empty() || k.len() > 255 || k.chars().any(char::is_control) {
-            return Err(Rejection::invalid(
-                "Idempotency-Key",
-                "Idempotency-Key must be 1 to 255 printable characters",
-            ));
-        }
+    if let Some(k) = &idempotency_key
+        && (k.is_empty() || k.len() > 255 || k.chars().any(char::is_control))
+    {
+        return Err(Rejection::invalid(
+            "Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 printable characters",
+        ));
     }
     let commit = &request.commit_spec;
     let author_name = commit
@@ -150,6 +163,8 @@ pub fn job_from_request(
                     trailers: trailers.clone(),
                     allow_empty: request.allow_empty || config.commit.allow_empty,
                     redeploy_value: redeploy_value.clone(),
+                    files: Vec::new(),
+                    replace_dirs: Vec::new(),
                 })
                 .segments
                 .push(segment);

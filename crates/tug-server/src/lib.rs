@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod release;
 pub mod shutdown;
 pub mod tls;
 pub mod writer;

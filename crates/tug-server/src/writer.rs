@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use tokio::sync::{Mutex, Notify, broadcast};
 use tracing::{info, warn};
-use tug_deploy::{CommitInfo, DeployChange, REQUEST_TRAILER};
+use tug_deploy::{ChangeWithFiles, CommitInfo, DeployChange, REQUEST_TRAILER, WholeFile};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
 use tug_store::{BranchKey, Level, Store, Task, TaskId, TaskOutcome};
 
@@ -29,6 +30,9 @@ const MAX_ATTEMPTS: u32 = 30;
 /// How far back a writer looks for commits of a task that may have landed before a crash.
 const RECOVERY_DEPTH: usize = 2000;
 
+/// A task's result with the events that explain it.
+type Outcome = (TaskId, TaskOutcome, Vec<(Level, String)>);
+
 /// Tells API streams that a job has new events (and maybe finished).
 pub type JobSignal = broadcast::Sender<String>;
 
@@ -39,6 +43,11 @@ pub struct Writers {
     notifier: Arc<Notifier>,
     signal: JobSignal,
     owner: String,
+    /// The lease owner of the previous process on this data directory, whose leases
+    /// [`Writers::release_previous_leases`] drops.
+    previous_owner: Option<String>,
+    /// Held for the life of the process: proves no other live process uses the data directory.
+    _data_dir_lock: Option<std::fs::File>,
     mirrors: Mutex<HashMap<String, Arc<Mirror>>>,
     running: Mutex<HashMap<BranchKey, Arc<Notify>>>,
     /// Resolves when the server shuts down: writers finish the push in flight and stop.
@@ -54,17 +63,42 @@ impl Writers {
         signal: JobSignal,
         shutdown: Shutdown,
     ) -> Arc<Self> {
+        let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7());
+        let (data_dir_lock, previous_owner) = take_over_data_dir(&config.data_dir, &owner);
         Arc::new(Writers {
             store,
             config,
             metrics,
             notifier,
             signal,
-            owner: format!("{}-{}", hostname(), uuid::Uuid::now_v7()),
+            owner,
+            previous_owner,
+            _data_dir_lock: data_dir_lock,
             mirrors: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             shutdown,
         })
+    }
+
+    /// Drops the branch leases a previous process on this data directory still held when it died
+    /// (SIGKILL, OOM, power loss), so its unfinished tasks resume now rather than when the leases
+    /// expire. Call before the dispatcher starts.
+    pub async fn release_previous_leases(&self) {
+        let Some(previous) = &self.previous_owner else {
+            return;
+        };
+        let branches = match self.store.queue_depths().await {
+            Ok(depths) => depths,
+            Err(e) => {
+                warn!(error = %e, "cannot list branches with unfinished tasks");
+                return;
+            }
+        };
+        for (branch, _) in branches {
+            if let Err(e) = self.store.unlock_branch(&branch, previous).await {
+                warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot release the previous process's lease");
+            }
+        }
     }
 
     /// Makes sure a writer serves `branch`, waking it if it is waiting.
@@ -181,7 +215,11 @@ impl Writers {
         let _ = self.store.unlock_branch(&branch, &self.owner).await;
     }
 
-    async fn mirror(&self, repo: &RepositoryConfig) -> Result<Arc<Mirror>, tug_git::GitError> {
+    /// The mirror of `repo`, opened (and cloned) on first use; shared with the release index.
+    pub(crate) async fn mirror(
+        &self,
+        repo: &RepositoryConfig,
+    ) -> Result<Arc<Mirror>, tug_git::GitError> {
         let mut mirrors = self.mirrors.lock().await;
         if let Some(m) = mirrors.get(&repo.name) {
             return Ok(m.clone());
@@ -249,10 +287,13 @@ impl Writers {
 
         // Decode payloads; a payload that does not decode fails its task alone.
         let mut outcomes = Vec::new();
-        let mut work: Vec<(&Task, DeployChange)> = Vec::new();
+        let mut work: Vec<(&Task, ChangeWithFiles)> = Vec::new();
         for t in &tasks {
-            match serde_json::from_value::<TaskPayload>(t.payload.clone()) {
-                Ok(p) => work.push((t, change_for(t, p))),
+            let change = serde_json::from_value::<TaskPayload>(t.payload.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|p| change_for(t, p));
+            match change {
+                Ok(change) => work.push((t, change)),
                 Err(e) => outcomes.push((
                     t.id,
                     TaskOutcome::Failed(format!("stored task is unreadable: {e}")),
@@ -312,7 +353,7 @@ impl Writers {
             opts.allow_empty = false;
             let m = mirror.clone();
             let b = branch.branch.clone();
-            let changes: Vec<DeployChange> = work.iter().map(|(_, c)| c.clone()).collect();
+            let changes: Vec<ChangeWithFiles> = work.iter().map(|(_, c)| c.clone()).collect();
             let report = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&dyn tug_git::Change> =
                     changes.iter().map(|c| c as &dyn tug_git::Change).collect();
@@ -389,7 +430,7 @@ impl Writers {
     async fn finish(
         &self,
         tasks: &[Task],
-        outcomes: Vec<(TaskId, TaskOutcome, Vec<(Level, String)>)>,
+        outcomes: Vec<Outcome>,
     ) {
         if outcomes.is_empty() {
             return;
@@ -533,7 +574,7 @@ fn landed_outcome(
     branch: &str,
     commit: &str,
     recovered: bool,
-) -> (TaskId, TaskOutcome, Vec<(Level, String)>) {
+) -> Outcome {
     let message = if recovered {
         format!(
             "[INFO] the commit {commit} for this request was already pushed to branch {branch} in repository {url}"
@@ -553,8 +594,21 @@ fn landed_outcome(
     )
 }
 
-fn change_for(task: &Task, p: TaskPayload) -> DeployChange {
-    DeployChange {
+fn change_for(task: &Task, p: TaskPayload) -> Result<ChangeWithFiles, String> {
+    let files = p
+        .files
+        .iter()
+        .map(|f| {
+            base64::engine::general_purpose::STANDARD
+                .decode(&f.content_base64)
+                .map(|content| WholeFile {
+                    path: f.path.clone(),
+                    content,
+                })
+                .map_err(|e| format!("file {} of the stored task is not base64: {e}", f.path))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let edits = DeployChange {
         request_id: task.job_id.clone(),
         segments: p.segments,
         context: tug_spec::Context {
@@ -566,7 +620,48 @@ fn change_for(task: &Task, p: TaskPayload) -> DeployChange {
             trailers: p.trailers,
             allow_empty: p.allow_empty,
         },
+    };
+    Ok(ChangeWithFiles {
+        edits,
+        files,
+        replace_dirs: p.replace_dirs,
+    })
+}
+
+/// Locks `data_dir/writer.lock` and swaps the lease owner recorded in `data_dir/writer-owner`
+/// for `owner`, returning the lock and the previous owner. Only the process holding the lock may
+/// release that owner's leases: the lock is free only when the previous process is gone. Any
+/// failure leaves the leases to expire on their own.
+fn take_over_data_dir(
+    data_dir: &std::path::Path,
+    owner: &str,
+) -> (Option<std::fs::File>, Option<String>) {
+    let lock_path = data_dir.join("writer.lock");
+    let lock = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(path = %lock_path.display(), error = %e, "cannot open the data directory lock");
+            return (None, None);
+        }
+    };
+    if let Err(e) = lock.try_lock() {
+        warn!(path = %lock_path.display(), error = %e, "another process holds the data directory lock; leases of a previous run are left to expire");
+        return (None, None);
     }
+    let owner_path = data_dir.join("writer-owner");
+    let previous = std::fs::read_to_string(&owner_path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    if let Err(e) = std::fs::write(&owner_path, owner) {
+        warn!(path = %owner_path.display(), error = %e, "cannot record the lease owner");
+    }
+    (Some(lock), previous)
 }
 
 fn hostname() -> String {

@@ -37,6 +37,11 @@ pub enum Command {
         #[arg(long)]
         http: Option<String>,
     },
+    /// Ask a tug server to deploy (the CI client): send deploy specs, stream the progress to
+    /// stderr, print the commit of each repository branch. Every flag also reads a `TUG_*`
+    /// variable; the Delivery client's `DELIVERY_*` variable each replaces is named in its help.
+    /// Exit status: 0 deployed, 1 the job failed, 2 usage, transport or rejected request.
+    Deploy(DeployArgs),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -163,3 +168,114 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub redeploy_value: Option<String>,
 }
+
+/// `tug deploy`. The token is read from the `TUG_TOKEN` variable or from `--token-file`, never from
+/// a flag value: the command line of a process is visible to every user of the machine.
+#[derive(Debug, Args)]
+#[command(after_help = DEPLOY_AFTER_HELP)]
+pub struct DeployArgs {
+    /// The server's REST URL (Delivery: DELIVERY_SERVER_ADDR and DELIVERY_SERVER_PORT; tug speaks
+    /// REST on the HTTP port, 12011, which passes proxies more easily than gRPC on 12010).
+    #[arg(long, env = "TUG_SERVER", default_value = "http://127.0.0.1:12011")]
+    pub server: String,
+    /// Read the token from this file instead of the TUG_TOKEN variable.
+    #[arg(long, env = "TUG_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// A PEM certificate to trust as a root for an https server, in addition to the usual
+    /// roots (Delivery: DELIVERY_SERVER_ROOT_CERT).
+    #[arg(long, env = "TUG_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// Deploy specs file, YAML or JSON: a list of specs or one spec; `-` reads standard input
+    /// (Delivery: DELIVERY_SPECS_FILE).
+    #[arg(long, env = "TUG_SPECS_FILE", value_name = "PATH", conflicts_with_all = ["specs", "repository", "url"])]
+    pub specs_file: Option<PathBuf>,
+    /// Deploy specs as JSON or YAML text (Delivery: DELIVERY_SPECS).
+    #[arg(long, env = "TUG_SPECS", value_name = "SPECS", conflicts_with_all = ["repository", "url"])]
+    pub specs: Option<String>,
+    /// Shorthand for one kustomize image update: the repository's name in the server's
+    /// configuration (with --branch, --path and --image).
+    #[arg(
+        long,
+        env = "TUG_REPOSITORY",
+        value_name = "NAME",
+        conflicts_with = "url"
+    )]
+    pub repository: Option<String>,
+    /// Shorthand: the repository's URL as configured on the server, instead of --repository.
+    #[arg(long, env = "TUG_REPOSITORY_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Shorthand: the manifest repository's branch to commit to.
+    #[arg(long, env = "TUG_BRANCH", value_name = "BRANCH")]
+    pub branch: Option<String>,
+    /// Shorthand: the directory holding the kustomization.
+    #[arg(long, env = "TUG_PATH", value_name = "PATH")]
+    pub path: Option<String>,
+    /// Shorthand: the image to set, NAME[=NEWNAME][:TAG][@DIGEST]; repeat (or separate with
+    /// commas) for several images.
+    #[arg(long, env = "TUG_IMAGE", value_name = "IMAGE", value_delimiter = ',')]
+    pub image: Vec<String>,
+    /// The source project that produced the artifact; recorded as the Source-Project trailer
+    /// (Delivery: DELIVERY_COMMIT_PROJECT).
+    #[arg(long, env = "TUG_COMMIT_PROJECT")]
+    pub project: Option<String>,
+    /// The source branch (Delivery: DELIVERY_COMMIT_BRANCH).
+    #[arg(long, env = "TUG_COMMIT_BRANCH", value_name = "BRANCH")]
+    pub source_branch: Option<String>,
+    /// The source tag; named in the title instead of the branch when both are given
+    /// (Delivery: DELIVERY_COMMIT_TAG).
+    #[arg(long, env = "TUG_COMMIT_TAG", value_name = "TAG")]
+    pub source_tag: Option<String>,
+    /// The source commit (Delivery: DELIVERY_COMMIT_SHORT_SHA).
+    #[arg(long, env = "TUG_COMMIT_SHORT_SHA", value_name = "SHA")]
+    pub short_sha: Option<String>,
+    /// The commit message body under the title `deploy <project> <branch|tag>@<sha>`; the title
+    /// itself when no source is given (Delivery: DELIVERY_COMMIT_MESSAGE).
+    #[arg(long, short = 'm', env = "TUG_COMMIT_MESSAGE")]
+    pub message: Option<String>,
+    /// The commit author's name; the token's name by default (Delivery:
+    /// DELIVERY_COMMIT_USER_NAME).
+    #[arg(long, env = "TUG_COMMIT_USER_NAME", value_name = "NAME")]
+    pub user_name: Option<String>,
+    /// The commit author's email (Delivery: DELIVERY_COMMIT_USER_EMAIL).
+    #[arg(long, env = "TUG_COMMIT_USER_EMAIL", value_name = "EMAIL")]
+    pub user_email: Option<String>,
+    /// Sending a key again returns the job stored under it instead of deploying twice. By
+    /// default derived from --project, --short-sha and the specs when both are given, so a
+    /// retried CI job never deploys twice.
+    #[arg(long, env = "TUG_IDEMPOTENCY_KEY", value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Commit even when the files already hold the requested state.
+    #[arg(long, env = "TUG_ALLOW_EMPTY")]
+    pub allow_empty: bool,
+    /// An extra line for the notifications the server sends about this deploy.
+    #[arg(long, env = "TUG_NOTIFY_MESSAGE", value_name = "TEXT")]
+    pub notify_message: Option<String>,
+    /// Ask the server to send no notification about this deploy.
+    #[arg(long, env = "TUG_NO_NOTIFY")]
+    pub no_notify: bool,
+    /// Give up waiting after this many seconds; the job goes on on the server (Delivery:
+    /// DELIVERY_TIMEOUT, which limited the connection only).
+    #[arg(long, env = "TUG_TIMEOUT", value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Return once the server has stored the request; print the job id.
+    #[arg(long, env = "TUG_NO_WAIT")]
+    pub no_wait: bool,
+    /// `json` prints the server's final result object.
+    #[arg(long, short = 'o', env = "TUG_OUTPUT", value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+const DEPLOY_AFTER_HELP: &str = "\
+The token: TUG_TOKEN, or the file named by --token-file (TUG_TOKEN_FILE); never a flag value.
+
+From the Delivery client:
+  DELIVERY_SERVER_ADDR, _PORT         TUG_SERVER (a URL; tug's REST port is 12011)
+  DELIVERY_SERVER_ROOT_CERT           TUG_CA_CERT
+  DELIVERY_SPECS, _SPECS_FILE         TUG_SPECS, TUG_SPECS_FILE
+  DELIVERY_COMMIT_PROJECT             TUG_COMMIT_PROJECT
+  DELIVERY_COMMIT_BRANCH, _TAG        TUG_COMMIT_BRANCH, TUG_COMMIT_TAG
+  DELIVERY_COMMIT_SHORT_SHA           TUG_COMMIT_SHORT_SHA
+  DELIVERY_COMMIT_MESSAGE             TUG_COMMIT_MESSAGE
+  DELIVERY_COMMIT_USER_NAME, _EMAIL   TUG_COMMIT_USER_NAME, TUG_COMMIT_USER_EMAIL
+  DELIVERY_TIMEOUT                    TUG_TIMEOUT (the whole wait, not only the connection)
+  DELIVERY_NOTIFY_SPEC                TUG_NOTIFY_MESSAGE, TUG_NO_NOTIFY (sinks are the server's)";

@@ -96,13 +96,22 @@ fn apply_to_dir(
     selected: &[Selected<'_>],
     ctx: &tug_spec::Context,
 ) -> anyhow::Result<ExitCode> {
-    let mut urls: Vec<&str> = selected.iter().map(|s| s.url).collect();
-    urls.dedup();
+    // A checkout is one branch of one repository; edits meant for another must not land in it.
+    let urls = distinct(selected.iter().map(|s| s.url));
     if urls.len() > 1 {
         bail!(
             "the specs name {} repositories ({}); pick the one checked out in {} with --url",
             urls.len(),
             urls.join(", "),
+            dir.display()
+        );
+    }
+    let branches = distinct(selected.iter().map(|s| s.update.branch.as_str()));
+    if branches.len() > 1 {
+        bail!(
+            "the specs name {} branches ({}); pick the one checked out in {} with --branch",
+            branches.len(),
+            branches.join(", "),
             dir.display()
         );
     }
@@ -136,6 +145,17 @@ fn apply_to_dir(
     }
     report(args, &summaries, &files, &[]);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each value once, in order of first appearance.
+fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
 }
 
 fn auth_for(args: &ApplyArgs, url: &str) -> anyhow::Result<Auth> {
@@ -220,12 +240,9 @@ fn apply_and_push(
     let mut files = Vec::new();
     let mut pushed = Vec::new();
     for ((url, branch), segments) in groups {
-        let mirror = Mirror::open(
-            &cache,
-            Remote::new(url, auth_for(args, url)?),
-            MirrorOptions::default(),
-        )
-        .with_context(|| format!("cannot open a mirror of {url}"))?;
+        let auth = auth_for(args, url)?;
+        let mirror = Mirror::open(&cache, Remote::new(url, auth), MirrorOptions::default())
+            .with_context(|| format!("cannot open a mirror of {url}"));
         let change = DeployChange {
             request_id: uuid::Uuid::now_v7().to_string(),
             segments,
@@ -238,6 +255,7 @@ fn apply_and_push(
             },
         };
         if args.dry_run {
+            let mirror = mirror?;
             let tip = mirror
                 .fetch_branch(branch)?
                 .with_context(|| format!("branch {branch} does not exist in {url}"))?;
@@ -252,11 +270,16 @@ fn apply_and_push(
             }
             continue;
         }
-        let report = tug_git::land(&mirror, branch, &[&change], &opts)?;
-        let outcome = match report.results.into_iter().next() {
-            Some(LandResult::Committed { commit }) => Ok(Some(commit.to_hex())),
-            Some(LandResult::UpToDate) | None => Ok(None),
-            Some(LandResult::Failed(e)) => Err(e.to_string()),
+        // An unreachable repository fails its own updates only: what was already pushed to the
+        // others must still be reported.
+        let landed = mirror.and_then(|m| Ok(tug_git::land(&m, branch, &[&change], &opts)?));
+        let outcome = match landed {
+            Err(e) => Err(format!("{e:#}")),
+            Ok(report) => match report.results.into_iter().next() {
+                Some(LandResult::Committed { commit }) => Ok(Some(commit.to_hex())),
+                Some(LandResult::UpToDate) | None => Ok(None),
+                Some(LandResult::Failed(e)) => Err(e.to_string()),
+            },
         };
         pushed.push(Pushed {
             url: url.to_owned(),
@@ -317,7 +340,9 @@ fn report(
                     Ok(None) => {
                         output::line(&format!("{} {}: already up to date", p.url, p.branch))
                     }
-                    Err(e) => output::line(&format!("{} {}: failed: {e}", p.url, p.branch)),
+                    Err(e) => {
+                        output::diagnostic(&format!("{} {}: failed: {e}", p.url, p.branch));
+                    }
                 }
             }
         }

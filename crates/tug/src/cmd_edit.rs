@@ -108,7 +108,10 @@ fn edit_one(file: &Path, edit: &Edit, common: &EditCommon) -> anyhow::Result<Exi
         .dry_run
         .then(|| output::unified_diff(&name, &input, &outcome.output));
     if outcome.changed && !common.dry_run {
-        write_atomic(file, &outcome.output).with_context(|| format!("{name}: cannot write"))?;
+        // Renaming over a symbolic link would replace the link with a copy; write its target.
+        let target =
+            std::fs::canonicalize(file).with_context(|| format!("{name}: cannot write"))?;
+        write_atomic(&target, &outcome.output).with_context(|| format!("{name}: cannot write"))?;
     }
     match common.output {
         OutputFormat::Json => output::json(&serde_json::json!({

@@ -84,10 +84,10 @@ impl Files for Checkout {
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io)?;
-            if entry.file_type().map_err(io)?.is_file() {
-                if let Some(name) = entry.file_name().to_str() {
-                    names.push(name.to_owned());
-                }
+            if entry.file_type().map_err(io)?.is_file()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                names.push(name.to_owned());
             }
         }
         Ok(Some(names))

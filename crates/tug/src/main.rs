@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd_apply;
+mod cmd_deploy;
 mod cmd_edit;
 mod cmd_server;
 mod localfs;
@@ -28,6 +29,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Apply(cmd) => cmd_apply::run(cmd),
         cli::Command::Server { config } => cmd_server::run(&config),
         cli::Command::Quickstart { dir, http } => cmd_server::quickstart(&dir, http),
+        cli::Command::Deploy(cmd) => Ok(cmd_deploy::run(cmd)),
         cli::Command::Completion { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());

@@ -16,6 +16,11 @@ pub fn line(s: &str) {
     let _ = writeln!(out, "{s}");
 }
 
+/// A line about something that went wrong, while the run goes on.
+pub fn diagnostic(s: &str) {
+    eprintln!("{s}");
+}
+
 pub fn json(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer_pretty(&mut out, v);

@@ -1,0 +1,99 @@
+//! Releases on the server: artifacts CI registers, release / promote / rollback of an artifact to
+//! environments, auto-releases, policies, status and history.
+//!
+//! Every change to a repository — a release commit, a policies file, an unpin — is a job of the
+//! store like a deploy, applied by the per-branch writer (group commit, retries, exactly once).
+//!
+//! Git stays the source of truth for history: a release commit carries the release's trailers
+//! (`Service`, `Environment`, `Artifact-ID`, `Release-intent`, `Released-by`, plus the writer's
+//! `Tug-Request`), and an unpin is an empty commit with `Service`, `Environment` and
+//! `Unpinned-by` trailers. The database's release index is derived from those commits: it is
+//! brought up to date from each environment's branch before it is read (only the commits since
+//! the last indexed tip are read), and `POST /api/v1/reindex` rebuilds it from git alone. Releases
+//! made outside tug with the same trailers (or by the release manager) are indexed the same way.
+//!
+//! Where things live: each environment's releases on its configured repository branch; policies
+//! files (`policies/<service>.json`) on `policies.repository` (default: the repository and branch
+//! of the first environment in promotion order).
+
+mod api;
+mod edits;
+mod flow;
+mod index;
+pub mod model;
+mod policies;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::app::App;
+use crate::http::ApiError;
+
+pub use api::router;
+pub use model::{Place, ReleaseModel};
+
+/// What the release handlers share.
+pub(crate) struct Ctx {
+    pub(crate) app: Arc<App>,
+    /// `Err` holds the configuration problem (only possible for a configuration built without
+    /// [`crate::Config::load`], which validates it).
+    pub(crate) model: Result<ReleaseModel, String>,
+    /// One index update at a time, so rows of a branch are inserted in history order.
+    pub(crate) index_lock: Mutex<()>,
+}
+
+impl Ctx {
+    pub(crate) fn new(app: Arc<App>) -> Self {
+        let model = ReleaseModel::from_config(&app.config)
+            .map_err(|(field, message)| format!("{field}: {message}"));
+        Self {
+            app,
+            model,
+            index_lock: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn model(&self) -> Result<&ReleaseModel, ApiError> {
+        match &self.model {
+            Ok(model) if model.is_configured() => Ok(model),
+            Ok(_) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "releases are not configured: the server configuration defines no environments",
+            )),
+            Err(problem) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the release configuration is invalid: {problem}"),
+            )),
+        }
+    }
+}
+
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", message).with_field(Some(field))
+}
+
+pub(crate) fn not_found(what: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", message).with_details(json!({ "what": what }))
+}
+
+pub(crate) fn conflict(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "failed_precondition", message)
+}
+
+pub(crate) fn git_error(what: &str, e: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "{what}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("{what}: {e}"),
+    )
+}
+
+pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+}

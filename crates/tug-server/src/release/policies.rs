@@ -1,0 +1,53 @@
+//! Reading a service's `policies/<service>.json` at the tip of the policies branch.
+
+use tug_release::ServicePolicies;
+
+use super::index::{mirror_of, tip};
+use super::{Ctx, Place, conflict, git_error, internal};
+use crate::http::ApiError;
+
+pub(crate) fn policies_path(service: &str) -> String {
+    format!("policies/{service}.json")
+}
+
+pub(crate) fn policies_place(ctx: &Ctx) -> Result<Place, ApiError> {
+    ctx.model()?
+        .policies
+        .clone()
+        .ok_or_else(|| internal("no repository holds policies: no environment is configured"))
+}
+
+/// The service's policies as the policies branch holds them now (none when it has no file).
+pub(crate) async fn read(ctx: &Ctx, service: &str) -> Result<ServicePolicies, ApiError> {
+    let place = policies_place(ctx)?;
+    let mirror = mirror_of(ctx, &place.repository).await?;
+    let Some(commit) = tip(mirror.clone(), &place.branch, true).await? else {
+        return Ok(ServicePolicies::new(service));
+    };
+    let path = policies_path(service);
+    let read_path = path.clone();
+    let content = tokio::task::spawn_blocking(move || {
+        let tree = mirror.tree_at(commit).map_err(|e| e.to_string())?;
+        tug_git::FileSource::read_file(&tree, &read_path).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| internal(format!("git task failed: {e}")))?
+    .map_err(|e| git_error(&format!("cannot read {path}"), &e))?;
+    match content {
+        None => Ok(ServicePolicies::new(service)),
+        Some(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                conflict(format!(
+                    "{path} in repository `{}` is not UTF-8",
+                    place.repository
+                ))
+            })?;
+            ServicePolicies::from_json(service, &text).map_err(|e| {
+                conflict(format!(
+                    "{path} in repository `{}` is not valid; fix it in git: {e}",
+                    place.repository
+                ))
+            })
+        }
+    }
+}

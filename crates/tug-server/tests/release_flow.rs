@@ -1,0 +1,662 @@
+//! Releases end to end against a real server (in process), a real SQLite file and a real bare
+//! repository: auto-release, promote, branch restrictions, rollback pins, unpin, status, history,
+//! same-tag redeploys, copy-mode services, bad input, and a rebuild of the history from git alone
+//! after the database is deleted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tug_release::{Intent, ReleaseRecord};
+use tug_server::Config;
+use tug_testkit::{BareRepo, free_port};
+
+const TOKEN: &str = "release-test-token";
+
+const KUSTOMIZATION: &str = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - deployment.yaml\nimages:\n  - name: registry.example.com/api\n    newTag: 0.0.1\n";
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n        - name: api\n          image: registry.example.com/api\n";
+
+fn config(data_dir: &Path, url: &str) -> Config {
+    let yaml = format!(
+        r#"
+listen: {{ grpc: "127.0.0.1:{grpc}", http: "127.0.0.1:{http}" }}
+data_dir: "{data_dir}"
+repositories:
+  - name: platform
+    url: "{url}"
+auth:
+  tokens:
+    - name: ci
+      sha256: "{sha}"
+      repositories: ["*"]
+environments:
+  - {{ name: dev, repository: platform, branch: main }}
+  - {{ name: staging, after: dev }}
+  - {{ name: prod, after: staging }}
+services:
+  - name: api
+    path: "apps/{{service}}/{{env}}"
+    edit: {{ kind: kustomize }}
+  - name: web
+    edit: {{ kind: copy }}
+policies:
+  branch_restrictions: ["prod=^main$"]
+"#,
+        grpc = free_port().unwrap(),
+        http = free_port().unwrap(),
+        data_dir = data_dir.display(),
+        sha = tug_server::auth::token_sha256_hex(TOKEN),
+    );
+    Config::from_yaml(&yaml, &data_dir.join("server.yaml"), &|_| None).unwrap()
+}
+
+fn artifact(service: &str, id: &str, branch: &str, tag: &str) -> Value {
+    json!({
+        "id": id,
+        "service": service,
+        "application": {
+            "branch": branch, "sha": format!("{id}-sha"),
+            "authorName": "Dev Eloper", "authorEmail": "dev@example.com",
+            "committerName": "Dev Eloper", "committerEmail": "dev@example.com",
+            "message": format!("build {id}"),
+        },
+        "ci": { "jobUrl": format!("https://ci.example.com/{id}") },
+        "stages": [
+            { "id": "push", "name": "Push", "data": { "image": "registry.example.com/api", "tag": tag } }
+        ]
+    })
+}
+
+struct Server {
+    running: tug_server::Running,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(config: Config) -> Self {
+        let running = tug_server::start(config).await.unwrap();
+        let base = format!("http://{}", running.http_addr);
+        Server {
+            running,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        // NDJSON answers keep their last line: the outcome.
+        let last = text.lines().last().unwrap_or("null");
+        let value =
+            serde_json::from_str(last).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Polls the status of `service` until `env` runs `artifact` (a deadline, not a sleep).
+    async fn wait_running(&self, service: &str, env: &str, artifact: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, status) = self.get(&format!("/api/v1/status/{service}")).await;
+            assert_eq!(code, 200, "{status}");
+            let found = environment(&status, env);
+            if found["artifactId"] == artifact {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{env} never ran {artifact}: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn environment(status: &Value, env: &str) -> Value {
+    status["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["environment"] == env)
+        .cloned()
+        .unwrap()
+}
+
+fn auto_status(pushed: &Value, env: &str) -> String {
+    pushed["autoReleases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["environment"] == env)
+        .map(|a| a["status"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+fn file(repo: &BareRepo, path: &str) -> String {
+    String::from_utf8(repo.read_file("main", path).unwrap().unwrap()).unwrap()
+}
+
+fn by() -> Value {
+    json!({"name": "Alice Example", "email": "alice@example.com"})
+}
+
+/// The history as git alone knows it: who, what, when, why and which commit.
+fn git_facts(describe: &Value) -> Vec<Value> {
+    describe["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            json!([
+                r["environment"],
+                r["artifactId"],
+                r["intent"],
+                r["releasedBy"],
+                r["releasedAt"],
+                r["commit"],
+                r["request"]
+            ])
+        })
+        .collect()
+}
+
+fn delete_database(data_dir: &Path) {
+    for name in ["tug.db", "tug.db-wal", "tug.db-shm"] {
+        let path: PathBuf = data_dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn releases_from_artifact_to_rebuilt_history() {
+    let repo = BareRepo::with_files(&[
+        ("apps/api/dev/kustomization.yaml", KUSTOMIZATION.as_bytes()),
+        ("apps/api/dev/deployment.yaml", DEPLOYMENT.as_bytes()),
+        (
+            "apps/api/staging/kustomization.yaml",
+            KUSTOMIZATION.as_bytes(),
+        ),
+        ("apps/api/staging/deployment.yaml", DEPLOYMENT.as_bytes()),
+        ("apps/api/prod/kustomization.yaml", KUSTOMIZATION.as_bytes()),
+        ("apps/api/prod/deployment.yaml", DEPLOYMENT.as_bytes()),
+    ])
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(config(data.path(), &repo.file_url())).await;
+
+    // Auto-release of main to dev, written to policies/api.json through the writer.
+    let (code, applied) = server
+        .post(
+            "/api/v1/policies/api/auto-release",
+            json!({"branch": "main", "env": "dev", "by": by()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{applied}");
+    assert_eq!(applied["id"], "auto-release-main-dev");
+    assert!(file(&repo, "policies/api.json").contains("auto-release-main-dev"));
+
+    // A new artifact of main reaches dev by itself.
+    let (code, pushed) = server
+        .post(
+            "/api/v1/artifacts",
+            artifact("api", "main-1", "main", "1.0.0"),
+        )
+        .await;
+    assert_eq!(code, 201, "{pushed}");
+    assert_eq!(auto_status(&pushed, "dev"), "queued", "{pushed}");
+    let dev = server.wait_running("api", "dev", "main-1").await;
+    assert_eq!(dev["tag"], "1.0.0");
+    assert_eq!(dev["intent"]["type"], "auto-release");
+    assert_eq!(dev["ciJobUrl"], "https://ci.example.com/main-1");
+    assert_eq!(dev["author"]["email"], "dev@example.com");
+    assert!(file(&repo, "apps/api/dev/kustomization.yaml").contains("newTag: 1.0.0"));
+    let tip = repo.log("main").unwrap().remove(0);
+    let record = ReleaseRecord::from_commit_message(&tip.message).unwrap();
+    assert_eq!(record.intent, Intent::AutoRelease);
+    assert_eq!(record.artifact_id, "main-1");
+    assert!(record.request.is_some(), "{}", tip.message);
+    assert!(
+        tip.subject.starts_with("[dev/api] auto-release main-1 by "),
+        "{}",
+        tip.subject
+    );
+
+    // Promote dev to staging, following the NDJSON stream to the end.
+    let (code, promoted) = server
+        .post(
+            "/api/v1/releases",
+            json!({"service": "api", "environments": ["staging"], "intent": "promote", "by": by()}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(promoted["result"]["status"], "succeeded", "{promoted}");
+    let staging = server.wait_running("api", "staging", "main-1").await;
+    assert_eq!(
+        staging["intent"],
+        json!({"type": "promote", "fromEnv": "dev"})
+    );
+    assert_eq!(staging["releasedBy"]["email"], "alice@example.com");
+
+    // A feature branch may not reach prod: the server's restriction names itself.
+    let (code, _) = server
+        .post(
+            "/api/v1/artifacts",
+            artifact("api", "feature-1", "feature/login", "f.1"),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, refused) = server
+        .post(
+            "/api/v1/releases",
+            json!({"service": "api", "environments": ["prod"], "artifactId": "feature-1", "by": by()}),
+        )
+        .await;
+    assert_eq!(code, 403, "{refused}");
+    assert_eq!(refused["code"], "policy_violation");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("global-branch-restriction-prod"),
+        "{refused}"
+    );
+    // The newest artifact of a branch whose name holds a '/' is found by that name.
+    let (code, listed) = server
+        .get("/api/v1/artifacts?service=api&branch=feature/login&count=1")
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(listed["artifacts"][0]["id"], "feature-1");
+
+    // A second build, promoted, then rolled back: the rollback pins staging.
+    server
+        .post(
+            "/api/v1/artifacts",
+            artifact("api", "main-2", "main", "1.0.1"),
+        )
+        .await;
+    server.wait_running("api", "dev", "main-2").await;
+    let (_, promoted) = server
+        .post(
+            "/api/v1/releases",
+            json!({"service": "api", "environments": ["staging"], "intent": "promote", "by": by()}),
+        )
+        .await;
+    assert_eq!(promoted["result"]["status"], "succeeded", "{promoted}");
+    server.wait_running("api", "staging", "main-2").await;
+    let (_, rolled) = server
+        .post(
+            "/api/v1/releases",
+            json!({"service": "api", "environments": ["staging"], "intent": "rollback", "by": by()}),
+        )
+        .await;
+    assert_eq!(rolled["result"]["status"], "succeeded", "{rolled}");
+    let staging = server.wait_running("api", "staging", "main-1").await;
+    assert_eq!(
+        staging["intent"],
+        json!({"type": "rollback", "ofArtifact": "main-2"})
+    );
+    assert_eq!(staging["pinned"], true, "{staging}");
+
+    // With an auto-release to staging too, a new artifact reaches dev but not pinned staging.
+    let (code, applied) = server
+        .post(
+            "/api/v1/policies/api/auto-release",
+            json!({"branch": "main", "env": "staging"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{applied}");
+    let (_, pushed) = server
+        .post(
+            "/api/v1/artifacts",
+            artifact("api", "main-3", "main", "1.0.2"),
+        )
+        .await;
+    assert_eq!(auto_status(&pushed, "dev"), "queued", "{pushed}");
+    assert_eq!(auto_status(&pushed, "staging"), "blocked", "{pushed}");
+    server.wait_running("api", "dev", "main-3").await;
+    assert_eq!(
+        server.wait_running("api", "staging", "main-1").await["pinned"],
+        true
+    );
+
+    // Unpinned, the next artifact reaches staging again.
+    let (code, unpinned) = server
+        .post(
+            "/api/v1/unpin",
+            json!({"service": "api", "env": "staging", "by": by()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{unpinned}");
+    assert_eq!(
+        server.wait_running("api", "staging", "main-1").await["pinned"],
+        false
+    );
+    let (_, pushed) = server
+        .post(
+            "/api/v1/artifacts",
+            artifact("api", "main-4", "main", "1.0.3"),
+        )
+        .await;
+    assert_eq!(auto_status(&pushed, "staging"), "queued", "{pushed}");
+    server.wait_running("api", "staging", "main-4").await;
+    server.wait_running("api", "dev", "main-4").await;
+
+    // Same tag, another build: the release also bumps the pod-template annotation.
+    assert!(!file(&repo, "apps/api/dev/kustomization.yaml").contains("tug.dev/redeployed-at"));
+    let (_, pushed) = server
+        .post(
+            "/api/v1/artifacts",
+            artifact("api", "main-5", "main", "1.0.3"),
+        )
+        .await;
+    assert_eq!(auto_status(&pushed, "dev"), "queued", "{pushed}");
+    server.wait_running("api", "dev", "main-5").await;
+    assert!(
+        file(&repo, "apps/api/dev/kustomization.yaml").contains("tug.dev/redeployed-at"),
+        "{}",
+        file(&repo, "apps/api/dev/kustomization.yaml")
+    );
+
+    // Releasing what already runs changes nothing.
+    let commits = repo.commit_count("main").unwrap();
+    let (_, again) = server
+        .post(
+            "/api/v1/releases",
+            json!({"service": "api", "environments": ["dev"], "artifactId": "main-5", "by": by()}),
+        )
+        .await;
+    assert_eq!(again["result"]["status"], "succeeded", "{again}");
+    assert_eq!(again["result"]["updates"][0]["upToDate"], true, "{again}");
+    assert_eq!(repo.commit_count("main").unwrap(), commits);
+
+    // Describe: the history of staging, newest first.
+    let (code, described) = server
+        .get("/api/v1/releases?service=api&env=staging&count=10")
+        .await;
+    assert_eq!(code, 200, "{described}");
+    let history: Vec<(String, String)> = described["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["intent"]["type"].as_str().unwrap().to_owned(),
+                r["artifactId"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("auto-release", "main-5"),
+        ("auto-release", "main-4"),
+        ("rollback", "main-1"),
+        ("promote", "main-2"),
+        ("promote", "main-1"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(history, expected);
+    let status = server.get("/api/v1/status/api").await.1;
+    assert_eq!(environment(&status, "prod")["released"], false);
+    assert_eq!(
+        environment(&status, "staging")["previousArtifactId"],
+        "main-4"
+    );
+
+    // Bad input is refused, naming the thing at fault.
+    let cases = [
+        (
+            json!({"service": "nope", "environments": ["dev"], "artifactId": "main-1"}),
+            404,
+            "'nope'",
+        ),
+        (
+            json!({"service": "api", "environments": ["qa"], "artifactId": "main-1"}),
+            400,
+            "'qa'",
+        ),
+        (
+            json!({"service": "api", "environments": ["dev"], "artifactId": "main-404"}),
+            404,
+            "'main-404'",
+        ),
+        (
+            json!({"service": "api", "environments": ["dev"], "artifactId": "main-1", "typo": 1}),
+            400,
+            "typo",
+        ),
+    ];
+    for (body, want, needle) in cases {
+        let (code, error) = server.post("/api/v1/releases", body.clone()).await;
+        assert_eq!(code, want, "{body}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(needle),
+            "{error}"
+        );
+    }
+    let mut bad_artifact = artifact("api", "main-6", "main", "1.0.4");
+    bad_artifact["stages"][0]["data"]["tga"] = json!("x");
+    let (code, error) = server.post("/api/v1/artifacts", bad_artifact).await;
+    assert_eq!(code, 400);
+    assert_eq!(error["details"]["field"], "stages[0].data.tga", "{error}");
+    let policy_cases = [
+        (
+            "/api/v1/policies/api/branch-restriction",
+            json!({"env": "dev", "branchRegex": "(unclosed"}),
+            400,
+            "branch-restriction-dev",
+        ),
+        (
+            "/api/v1/policies/api/branch-restriction",
+            json!({"env": "staging", "branchRegex": "^release/"}),
+            409,
+            "auto-release-main-staging",
+        ),
+        (
+            "/api/v1/policies/api/branch-restriction",
+            json!({"env": "prod", "branchRegex": "^dev$"}),
+            409,
+            "global-branch-restriction-prod",
+        ),
+        (
+            "/api/v1/policies/api/auto-release",
+            json!({"branch": "feature/x", "env": "prod"}),
+            409,
+            "global-branch-restriction-prod",
+        ),
+    ];
+    for (path, body, want, needle) in policy_cases {
+        let (code, error) = server.post(path, body.clone()).await;
+        assert_eq!(code, want, "{body}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(needle),
+            "{error}"
+        );
+    }
+    let (code, error) = server
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/policies/api",
+            Some(json!({"ids": ["global-branch-restriction-prod"]})),
+        )
+        .await;
+    assert_eq!(code, 409, "{error}");
+    let (code, listed) = server.get("/api/v1/policies/api").await;
+    assert_eq!(code, 200);
+    assert_eq!(listed["branchRestrictions"][0]["global"], true, "{listed}");
+    assert_eq!(
+        listed["autoReleases"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+    let (code, deleted) = server
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/policies/api",
+            Some(json!({"ids": ["auto-release-main-staging"]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{deleted}");
+    assert_eq!(deleted["deleted"], 1);
+    assert!(!file(&repo, "policies/api.json").contains("auto-release-main-staging"));
+
+    // History from git alone: stop, delete the database, start again and rebuild.
+    let (_, before) = server.get("/api/v1/releases?service=api&count=100").await;
+    let status_before = server.get("/api/v1/status/api").await.1;
+    server.running.shutdown().await.unwrap();
+    delete_database(data.path());
+    let server = Server::start(config(data.path(), &repo.file_url())).await;
+    let (code, rebuilt) = server.post("/api/v1/reindex", json!({})).await;
+    assert_eq!(code, 200, "{rebuilt}");
+    let (_, after) = server.get("/api/v1/releases?service=api&count=100").await;
+    assert_eq!(git_facts(&after), git_facts(&before));
+    assert!(git_facts(&before).len() >= 9, "{before}");
+    let status_after = server.get("/api/v1/status/api").await.1;
+    for env in ["dev", "staging", "prod"] {
+        for key in ["artifactId", "commit", "pinned", "intent", "releasedBy"] {
+            assert_eq!(
+                environment(&status_after, env)[key],
+                environment(&status_before, env)[key],
+                "{env} {key}"
+            );
+        }
+    }
+    // Artifact details come back when CI registers the artifact again.
+    assert_eq!(environment(&status_after, "dev")["artifactKnown"], false);
+    server
+        .post(
+            "/api/v1/artifacts",
+            artifact("api", "main-5", "main", "1.0.3"),
+        )
+        .await;
+    assert_eq!(
+        server.wait_running("api", "dev", "main-5").await["tag"],
+        "1.0.3"
+    );
+    server.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copy_mode_writes_the_bundle_the_artifact_and_the_flux_kustomization() {
+    let repo = BareRepo::with_files(&[("README.md", b"manifests\n".as_slice())]).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(config(data.path(), &repo.file_url())).await;
+    let (code, pushed) = server
+        .post(
+            "/api/v1/artifacts",
+            artifact("web", "web-1", "main", "2.0.0"),
+        )
+        .await;
+    assert_eq!(code, 201, "{pushed}");
+    let flux = "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: web\nspec:\n  path: ./dev/releases/dev/web\n";
+    let (code, uploaded) = server
+        .post(
+            "/api/v1/artifacts/web-1/bundle",
+            json!({"service": "web", "files": {
+                "dev/deployment.yaml": "kind: Deployment\n",
+                "dev/service.yaml": "kind: Service\n",
+                "dev/web-kustomization.yaml": flux,
+                "prod/deployment.yaml": "kind: Deployment\n",
+            }}),
+        )
+        .await;
+    assert_eq!(code, 200, "{uploaded}");
+    let (_, released) = server
+        .post(
+            "/api/v1/releases",
+            json!({"service": "web", "environments": ["dev"], "artifactId": "web-1", "by": by()}),
+        )
+        .await;
+    assert_eq!(released["result"]["status"], "succeeded", "{released}");
+    assert_eq!(
+        file(&repo, "dev/releases/dev/web/deployment.yaml"),
+        "kind: Deployment\n"
+    );
+    assert_eq!(
+        file(&repo, "dev/releases/dev/web/service.yaml"),
+        "kind: Service\n"
+    );
+    assert!(file(&repo, "dev/releases/dev/web/artifact.json").contains("\"web-1\""));
+    assert_eq!(file(&repo, "clusters/dev/dev/web.yaml"), flux);
+    assert!(
+        repo.read_file("main", "dev/releases/dev/web/web-kustomization.yaml")
+            .unwrap()
+            .is_none()
+    );
+
+    // The next artifact's bundle replaces the set: a manifest it no longer has is removed.
+    server
+        .post(
+            "/api/v1/artifacts",
+            artifact("web", "web-2", "main", "2.0.1"),
+        )
+        .await;
+    server
+        .post(
+            "/api/v1/artifacts/web-2/bundle",
+            json!({"service": "web", "files": {"dev/deployment.yaml": "kind: Deployment # 2\n"}}),
+        )
+        .await;
+    let (_, released) = server
+        .post(
+            "/api/v1/releases",
+            json!({"service": "web", "environments": ["dev"], "branch": "main", "by": by()}),
+        )
+        .await;
+    assert_eq!(released["result"]["status"], "succeeded", "{released}");
+    assert_eq!(
+        file(&repo, "dev/releases/dev/web/deployment.yaml"),
+        "kind: Deployment # 2\n"
+    );
+    assert!(
+        repo.read_file("main", "dev/releases/dev/web/service.yaml")
+            .unwrap()
+            .is_none()
+    );
+    server.wait_running("web", "dev", "web-2").await;
+
+    // An environment without manifests in the bundle is refused before anything is stored.
+    let (code, error) = server
+        .post(
+            "/api/v1/releases",
+            json!({"service": "web", "environments": ["staging"], "artifactId": "web-2"}),
+        )
+        .await;
+    assert_eq!(code, 409, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("'staging'"),
+        "{error}"
+    );
+    let (code, error) = server
+        .post(
+            "/api/v1/artifacts/web-2/bundle",
+            json!({"service": "web", "files": {"qa/x.yaml": ""}}),
+        )
+        .await;
+    assert_eq!(code, 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("'qa'"),
+        "{error}"
+    );
+    server.running.shutdown().await.unwrap();
+}

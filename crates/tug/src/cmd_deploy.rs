@@ -1,0 +1,619 @@
+//! `tug deploy`: the CI client. It sends one deploy request to a tug server over REST, streams
+//! the progress lines to stderr and prints the outcome of each repository branch to stdout.
+//!
+//! Exit status: 0 when the job succeeded, 1 when it failed, 2 for a usage error, a transport
+//! error, a request the server refused, or a wait that timed out (the job goes on).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::cli::{DeployArgs, OutputFormat};
+use crate::output;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+/// Connecting takes at most this long, however long the whole wait may be.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(args: DeployArgs) -> ExitCode {
+    match deploy(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&e);
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn deploy(args: &DeployArgs) -> anyhow::Result<ExitCode> {
+    let token = token(args)?;
+    let request = request(args)?;
+    let idempotency_key = idempotency_key(args, &request)?;
+    let base = server_url(&args.server);
+    let client = http_client(args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let exchange = Exchange {
+        client,
+        base,
+        token,
+        idempotency_key,
+        output: args.output,
+    };
+    let timeout = Duration::from_secs(args.timeout);
+    runtime.block_on(async {
+        if args.no_wait {
+            return tokio::time::timeout(timeout, exchange.submit(&request))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "no answer from {} within {} s (--timeout)",
+                        exchange.base,
+                        args.timeout
+                    )
+                })?;
+        }
+        let mut job_id = None;
+        match tokio::time::timeout(timeout, exchange.deploy(&request, &mut job_id)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(match job_id {
+                Some(id) => anyhow!(
+                    "gave up waiting for job {id} after {} s (--timeout); it goes on on the server: \
+                     GET {}/api/v1/jobs/{id} tells how it ends",
+                    args.timeout,
+                    exchange.base
+                ),
+                None => anyhow!(
+                    "no answer from {} within {} s (--timeout)",
+                    exchange.base,
+                    args.timeout
+                ),
+            }),
+        }
+    })
+}
+
+/// The token from `--token-file`, else from `TUG_TOKEN`; none is fine for a server without
+/// authentication.
+fn token(args: &DeployArgs) -> anyhow::Result<Option<String>> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?,
+        ),
+        None => std::env::var("TUG_TOKEN").ok(),
+    };
+    Ok(token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+fn given(value: Option<&String>) -> Option<String> {
+    value
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// The request body: specs from a file, from text or from the shorthand flags, and the commit
+/// metadata.
+fn request(args: &DeployArgs) -> anyhow::Result<tug_spec::DeployRequest> {
+    let deploy_specs = specs(args)?;
+    let notify = (args.no_notify || args.notify_message.is_some()).then(|| tug_spec::NotifySpec {
+        disabled: args.no_notify,
+        message: given(args.notify_message.as_ref()),
+        context: Default::default(),
+    });
+    Ok(tug_spec::DeployRequest {
+        commit_spec: tug_spec::CommitSpec {
+            message: commit_message(args),
+            user_name: given(args.user_name.as_ref()),
+            user_email: given(args.user_email.as_ref()),
+            project: given(args.project.as_ref()),
+            branch: given(args.source_branch.as_ref()),
+            tag: given(args.source_tag.as_ref()),
+            short_sha: given(args.short_sha.as_ref()),
+        },
+        deploy_specs,
+        notify,
+        idempotency_key: None,
+        allow_empty: args.allow_empty,
+    })
+}
+
+fn specs(args: &DeployArgs) -> anyhow::Result<Vec<tug_spec::DeploySpec>> {
+    if let Some(path) = &args.specs_file {
+        let bytes = read_specs_file(path)?;
+        return Ok(tug_spec::parse_specs(&path.display().to_string(), &bytes)?);
+    }
+    if let Some(text) = &args.specs {
+        return Ok(tug_spec::parse_specs("--specs", text.as_bytes())?);
+    }
+    shorthand_spec(args).map(|spec| vec![spec])
+}
+
+fn read_specs_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read the specs from standard input")?;
+        return Ok(bytes);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read the specs file {}", path.display()))
+}
+
+/// `--repository NAME --branch B --path P --image NAME:TAG`: one kustomize image update.
+fn shorthand_spec(args: &DeployArgs) -> anyhow::Result<tug_spec::DeploySpec> {
+    let repository = given(args.repository.as_ref());
+    let url = given(args.url.as_ref());
+    if repository.is_none() && url.is_none() {
+        bail!(
+            "nothing to deploy: give --specs-file, --specs, or --repository (or --url) with \
+             --branch, --path and --image"
+        );
+    }
+    let Some(branch) = given(args.branch.as_ref()) else {
+        bail!("--branch: required with --repository or --url");
+    };
+    let Some(path) = args.path.clone() else {
+        bail!("--path: required with --repository or --url (`.` for the repository root)");
+    };
+    if args.image.is_empty() {
+        bail!("--image: required with --repository or --url, as NAME[=NEWNAME][:TAG][@DIGEST]");
+    }
+    let images = args
+        .image
+        .iter()
+        .map(|image| {
+            let spec =
+                tug_edit::ImageSpec::parse(image.trim()).map_err(|e| anyhow!("--image: {e}"))?;
+            Ok(tug_spec::ImageRef {
+                name: spec.name,
+                new_name: spec.new_name,
+                new_tag: spec.tag,
+                digest: spec.digest,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(tug_spec::DeploySpec {
+        url: url.unwrap_or_default(),
+        repository,
+        updates: vec![tug_spec::BranchUpdate {
+            branch,
+            paths: vec![tug_spec::PathUpdate {
+                path,
+                kustomize: Some(tug_spec::KustomizeUpdate { images }),
+                ..Default::default()
+            }],
+        }],
+    })
+}
+
+/// `deploy <project> <branch|tag>@<short_sha>` with the message as body; the message alone when
+/// no source is given; `None` (the server summarises the edits) when neither is.
+fn commit_message(args: &DeployArgs) -> Option<String> {
+    let message = given(args.message.as_ref());
+    let project = given(args.project.as_ref());
+    // A tag names a release more precisely than the branch it was cut from.
+    let source_ref = given(args.source_tag.as_ref()).or_else(|| given(args.source_branch.as_ref()));
+    let sha = given(args.short_sha.as_ref());
+    let reference = match (source_ref, sha) {
+        (Some(r), Some(sha)) => Some(format!("{r}@{sha}")),
+        (r, sha) => r.or(sha),
+    };
+    if project.is_none() && reference.is_none() {
+        return message;
+    }
+    let title = std::iter::once("deploy".to_owned())
+        .chain(project)
+        .chain(reference)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(match message {
+        Some(body) => format!("{title}\n\n{body}"),
+        None => title,
+    })
+}
+
+/// The given key; else, when the project and the source commit are known, one derived from them
+/// and the specs, so a retried CI job finds the job of its first attempt.
+fn idempotency_key(
+    args: &DeployArgs,
+    request: &tug_spec::DeployRequest,
+) -> anyhow::Result<Option<String>> {
+    if let Some(key) = given(args.idempotency_key.as_ref()) {
+        return Ok(Some(key));
+    }
+    let (Some(project), Some(sha)) = (given(args.project.as_ref()), given(args.short_sha.as_ref()))
+    else {
+        return Ok(None);
+    };
+    let specs = serde_json::to_vec(&request.deploy_specs).context("cannot encode the specs")?;
+    let mut hash = Sha256::new();
+    for part in [project.as_bytes(), sha.as_bytes(), &specs] {
+        // Length-prefixed, so no two different inputs hash the same bytes.
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    let digest = hex::encode(hash.finalize());
+    Ok(Some(format!("tug-deploy-{}", &digest[..32])))
+}
+
+/// `host:port` alone means plain http, as the Delivery client's address did.
+fn server_url(server: &str) -> String {
+    let server = server.trim().trim_end_matches('/');
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+fn http_client(args: &DeployArgs) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("tug/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &args.ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+        let certificate = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().context("cannot set up the HTTP client")
+}
+
+struct Exchange {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    idempotency_key: Option<String>,
+    output: OutputFormat,
+}
+
+impl Exchange {
+    async fn post(
+        &self,
+        request: &tug_spec::DeployRequest,
+        wait: bool,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = if wait {
+            format!("{}/api/v1/deploy", self.base)
+        } else {
+            format!("{}/api/v1/deploy?wait=false", self.base)
+        };
+        let mut post = self.client.post(&url).json(request);
+        if let Some(token) = &self.token {
+            post = post.bearer_auth(token);
+        }
+        if let Some(key) = &self.idempotency_key {
+            post = post.header("Idempotency-Key", key);
+        }
+        let response = post
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the tug server at {url}"))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(refusal(response).await)
+    }
+
+    /// `--no-wait`: the job is stored; print its id.
+    async fn submit(&self, request: &tug_spec::DeployRequest) -> anyhow::Result<ExitCode> {
+        let response = self.post(request, false).await?;
+        let job: Value = response
+            .json()
+            .await
+            .context("the server's answer is not JSON")?;
+        let Some(id) = job.get("jobId").and_then(Value::as_str) else {
+            bail!("the server's answer names no job: {job}");
+        };
+        match self.output {
+            OutputFormat::Text => output::line(id),
+            OutputFormat::Json => output::json(&job),
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Streams the progress until the final line; `job_id` is set as soon as the server names
+    /// the job, for the timeout message.
+    async fn deploy(
+        &self,
+        request: &tug_spec::DeployRequest,
+        job_id: &mut Option<String>,
+    ) -> anyhow::Result<ExitCode> {
+        let mut response = self.post(request, true).await?;
+        *job_id = response
+            .headers()
+            .get("x-tug-job-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut pending = Vec::new();
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .context("the connection to the server broke while streaming")?;
+            let Some(chunk) = chunk else {
+                break;
+            };
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Some(result) = self.stream_line(&line)? {
+                    return Ok(self.finish(&result));
+                }
+            }
+        }
+        if let Some(result) = self.stream_line(&pending)? {
+            return Ok(self.finish(&result));
+        }
+        let job = job_id.as_deref().unwrap_or("(unknown)");
+        bail!(
+            "the server ended the stream before job {job} finished; it goes on on the server: \
+             GET {}/api/v1/jobs/{job} tells how it ends",
+            self.base
+        )
+    }
+
+    /// Prints a progress line to stderr; returns the result object of the final line.
+    fn stream_line(&self, line: &[u8]) -> anyhow::Result<Option<Value>> {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let value: Value = serde_json::from_str(text)
+            .with_context(|| format!("the server sent a line that is not JSON: {text}"))?;
+        let result = value.get("result").cloned().unwrap_or(Value::Null);
+        if result.get("jobId").is_some() {
+            return Ok(Some(result));
+        }
+        if let Some(message) = result.get("message").and_then(Value::as_str) {
+            progress(message);
+        }
+        Ok(None)
+    }
+
+    fn finish(&self, result: &Value) -> ExitCode {
+        if let Some(message) = result.get("message").and_then(Value::as_str) {
+            progress(message);
+        }
+        match self.output {
+            OutputFormat::Json => output::json(result),
+            OutputFormat::Text => {
+                for update in result
+                    .get("updates")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    output::line(&summary_line(update));
+                }
+            }
+        }
+        if result.get("status").and_then(Value::as_str) == Some("succeeded") {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// `REPOSITORY BRANCH COMMIT`, `REPOSITORY BRANCH up-to-date` or `REPOSITORY BRANCH failed: …`.
+fn summary_line(update: &Value) -> String {
+    let text = |name: &str| update.get(name).and_then(Value::as_str).unwrap_or("");
+    let head = format!("{} {}", text("repository"), text("branch"));
+    if text("status") == "failed" {
+        format!("{head} failed: {}", text("error"))
+    } else if let Some(commit) = update.get("commit").and_then(Value::as_str) {
+        format!("{head} {commit}")
+    } else if update.get("upToDate").and_then(Value::as_bool) == Some(true) {
+        format!("{head} up-to-date")
+    } else {
+        format!("{head} {}", text("status"))
+    }
+}
+
+/// The server's `{code, message}` for a refused request.
+async fn refusal(response: reqwest::Response) -> anyhow::Error {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<Value>(&body) {
+        Ok(error) if error.get("message").is_some() => anyhow!(
+            "the server refused the request ({status}): {}: {}",
+            error.get("code").and_then(Value::as_str).unwrap_or("error"),
+            error.get("message").and_then(Value::as_str).unwrap_or("")
+        ),
+        _ => anyhow!("the server refused the request ({status}): {}", body.trim()),
+    }
+}
+
+fn progress(message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(argv: &[&str]) -> DeployArgs {
+        let mut full = vec!["tug", "deploy"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Deploy(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_title_names_project_reference_and_commit_above_the_message() {
+        let a = args(&[
+            "--project",
+            "shop/web",
+            "--source-branch",
+            "main",
+            "--short-sha",
+            "0a1b2c3",
+            "-m",
+            "bump web",
+        ]);
+        assert_eq!(
+            commit_message(&a).as_deref(),
+            Some("deploy shop/web main@0a1b2c3\n\nbump web")
+        );
+        let a = args(&[
+            "--project",
+            "shop/web",
+            "--source-tag",
+            "v1.2.3",
+            "--source-branch",
+            "main",
+        ]);
+        assert_eq!(
+            commit_message(&a).as_deref(),
+            Some("deploy shop/web v1.2.3")
+        );
+        let a = args(&["--short-sha", "0a1b2c3"]);
+        assert_eq!(commit_message(&a).as_deref(), Some("deploy 0a1b2c3"));
+    }
+
+    #[test]
+    fn a_message_alone_is_the_title() {
+        assert_eq!(
+            commit_message(&args(&["-m", "hotfix"])).as_deref(),
+            Some("hotfix")
+        );
+        assert_eq!(commit_message(&args(&[])), None);
+    }
+
+    #[test]
+    fn the_derived_idempotency_key_follows_project_commit_and_specs() {
+        let key = |image: &str, sha: Option<&str>, extra: &[&str]| {
+            let mut argv = vec![
+                "--repository",
+                "gitops",
+                "--branch",
+                "main",
+                "--path",
+                "apps/web",
+                "--image",
+                image,
+                "--project",
+                "shop/web",
+            ];
+            if let Some(sha) = sha {
+                argv.extend(["--short-sha", sha]);
+            }
+            argv.extend_from_slice(extra);
+            let a = args(&argv);
+            idempotency_key(&a, &request(&a).unwrap()).unwrap()
+        };
+        let first = key("web:v1", Some("0a1b2c3"), &[]).unwrap();
+        assert!(first.starts_with("tug-deploy-"), "{first}");
+        assert_eq!(key("web:v1", Some("0a1b2c3"), &[]), Some(first.clone()));
+        // The message is not part of the key: a retry may word it differently.
+        assert_eq!(
+            key("web:v1", Some("0a1b2c3"), &["-m", "again"]),
+            Some(first.clone())
+        );
+        assert_ne!(key("web:v2", Some("0a1b2c3"), &[]), Some(first.clone()));
+        assert_ne!(key("web:v1", Some("ffffff0"), &[]), Some(first));
+        assert_eq!(
+            key("web:v1", Some("0a1b2c3"), &["--idempotency-key", "mine"]).as_deref(),
+            Some("mine")
+        );
+        assert_eq!(key("web:v1", None, &[]), None);
+    }
+
+    #[test]
+    fn the_shorthand_is_one_kustomize_image_update() {
+        let a = args(&[
+            "--repository",
+            "gitops",
+            "--branch",
+            "main",
+            "--path",
+            "apps/demo/dev",
+            "--image",
+            "registry.example.com/demo/app:v1.2.4",
+        ]);
+        let body = serde_json::to_value(request(&a).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "commitSpec": {},
+                "deploySpecs": [{"url": "", "repository": "gitops", "updates": [
+                    {"branch": "main", "paths": [{"path": "apps/demo/dev", "kustomize": {"images": [
+                        {"name": "registry.example.com/demo/app", "newTag": "v1.2.4"}]}}]}]}]
+            })
+        );
+    }
+
+    #[test]
+    fn the_shorthand_names_what_is_missing() {
+        let e = request(&args(&[
+            "--repository",
+            "gitops",
+            "--path",
+            "x",
+            "--image",
+            "a:1",
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("--branch"), "{e}");
+        let e = request(&args(&[
+            "--repository",
+            "gitops",
+            "--branch",
+            "main",
+            "--path",
+            "x",
+            "--image",
+            "a",
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--image: "), "{e}");
+        assert!(e.to_string().contains("changes nothing"), "{e}");
+        let e = request(&args(&[])).unwrap_err();
+        assert!(e.to_string().contains("nothing to deploy"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_address_means_http() {
+        assert_eq!(server_url("127.0.0.1:12011"), "http://127.0.0.1:12011");
+        assert_eq!(
+            server_url("https://tug.example.com/"),
+            "https://tug.example.com"
+        );
+    }
+
+    #[test]
+    fn the_summary_has_one_line_per_branch() {
+        let ok = serde_json::json!({"repository": "gitops", "branch": "main",
+            "status": "succeeded", "commit": "abc123"});
+        assert_eq!(summary_line(&ok), "gitops main abc123");
+        let same = serde_json::json!({"repository": "gitops", "branch": "main",
+            "status": "succeeded", "upToDate": true});
+        assert_eq!(summary_line(&same), "gitops main up-to-date");
+        let failed = serde_json::json!({"repository": "gitops", "branch": "prod",
+            "status": "failed", "error": "no kustomization"});
+        assert_eq!(
+            summary_line(&failed),
+            "gitops prod failed: no kustomization"
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! Requests `tug server` refuses, each with a JSON error that says what is wrong; an edit that
+//! fails when applied fails its job alone; invalid configurations stop the server at start with
+//! the file, line and field at fault. The server stays up through all of it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod server_common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use server_common::*;
+use tug_testkit::{BareRepo, GitDaemon, Scratch, TugServer};
+
+const CI: &str = "tug-ci-token-a81f";
+const OTHER_TEAM: &str = "tug-other-team-token-55c2";
+const RELEASE_BOT: &str = "tug-release-bot-token-907e";
+
+// Fields drop in order: the server stops before its remote goes away.
+struct Fixture {
+    server: TugServer,
+    _daemon: GitDaemon,
+    repo: BareRepo,
+    url: String,
+    scratch: Scratch,
+}
+
+fn start() -> Fixture {
+    let repo = overlays_repo(&["api", "web", "worker"]);
+    let daemon = GitDaemon::start(repo.root()).expect("start git daemon");
+    let url = daemon.url(repo.name());
+    let config = format!(
+        r#"repositories:
+  - name: platform
+    url: "{url}"
+  - name: other
+    url: "file:///srv/git/other.git"
+auth:
+  tokens:
+    - name: ci
+      sha256: "{ci}"
+      repositories: ["platform"]
+    - name: other-team
+      sha256: "{other}"
+      repositories: ["other"]
+    - name: release-bot
+      sha256: "{release}"
+      repositories: ["platform"]
+      branches: ["release/*"]
+limits:
+  max_paths_per_request: 3
+"#,
+        ci = token_sha256(CI),
+        other = token_sha256(OTHER_TEAM),
+        release = token_sha256(RELEASE_BOT),
+    );
+    let server = TugServer::start(tug_binary(), &config).expect("start tug server");
+    Fixture {
+        server,
+        _daemon: daemon,
+        repo,
+        url,
+        scratch: Scratch::new().unwrap(),
+    }
+}
+
+/// Posts `request` and expects a JSON error `{code, message, details}` with `status`.
+fn refused(f: &Fixture, request: &[u8], token: Option<&str>, status: u16) -> Value {
+    let response = f
+        .server
+        .post_deploy_to("/api/v1/deploy", request, token, None)
+        .unwrap();
+    assert_eq!(response.status, status, "{}", response.text());
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{:?}",
+        response.headers
+    );
+    let error = response.json().unwrap();
+    assert!(error["code"].is_string(), "{error}");
+    assert!(error["message"].is_string(), "{error}");
+    assert!(error["details"].is_object(), "{error}");
+    error
+}
+
+fn message(error: &Value) -> &str {
+    error["message"].as_str().unwrap()
+}
+
+#[test]
+fn refused_requests_get_json_errors_and_the_server_stays_up() {
+    let f = start();
+    let valid = body(&image_deploy(&f.url, "api", "v1.1.0"));
+
+    let e = refused(&f, &valid, None, 401);
+    assert_eq!(e["code"], "unauthenticated");
+    let e = refused(&f, &valid, Some("not-a-known-token"), 401);
+    assert_eq!(e["code"], "unauthenticated");
+    let (status, e) = f.server.get_json("/api/v1/jobs", None).unwrap();
+    assert_eq!((status, e["code"].as_str()), (401, Some("unauthenticated")));
+
+    let e = refused(&f, &valid, Some(OTHER_TEAM), 403);
+    assert_eq!(e["code"], "permission_denied");
+    assert!(
+        message(&e).contains("`platform`"),
+        "names the repository: {e}"
+    );
+    let e = refused(&f, &valid, Some(RELEASE_BOT), 403);
+    assert_eq!(e["code"], "permission_denied");
+    assert!(message(&e).contains("`main`"), "names the branch: {e}");
+
+    let malformed = br#"{"commitSpec": {"CommitMessage": "x"},
+  "deploySpecs": [{"url": "#;
+    let e = refused(&f, malformed, Some(CI), 400);
+    assert_eq!(e["code"], "invalid_argument");
+    assert!(message(&e).starts_with("request body:2:"), "{e}");
+
+    let mut typo = image_deploy(&f.url, "api", "v1.1.0");
+    typo["deploySpecs"][0]["updates"][0]["paths"][0]["kustomise"] = json!({"images": []});
+    let e = refused(&f, &body(&typo), Some(CI), 400);
+    assert!(message(&e).contains("kustomise"), "{e}");
+    assert!(
+        e["details"]["field"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("deploySpecs[0].updates[0].paths[0]")),
+        "{e}"
+    );
+
+    let unknown = body(&image_deploy(
+        "https://git.example.com/nowhere.git",
+        "api",
+        "v1",
+    ));
+    let e = refused(&f, &unknown, Some(CI), 400);
+    assert_eq!(e["details"]["field"], "deploySpecs[0].url", "{e}");
+    assert!(
+        message(&e).contains("nowhere.git")
+            && message(&e).contains("platform")
+            && message(&e).contains("other"),
+        "{e}"
+    );
+
+    for escaping in ["../x", "/etc", "apps/../../x"] {
+        let mut request = image_deploy(&f.url, "api", "v1.1.0");
+        request["deploySpecs"][0]["updates"][0]["paths"][0]["path"] = json!(escaping);
+        let e = refused(&f, &body(&request), Some(CI), 400);
+        assert!(
+            e["details"]["field"]
+                .as_str()
+                .is_some_and(|p| p.contains("paths[0]")),
+            "{escaping}: {e}"
+        );
+    }
+
+    let mut huge = image_deploy(&f.url, "api", "v1.1.0");
+    huge["commitSpec"]["CommitMessage"] = json!("x".repeat(1024 * 1024 + 16));
+    let e = refused(&f, &body(&huge), Some(CI), 413);
+    assert_eq!(e["code"], "payload_too_large");
+
+    let mut many = image_deploy(&f.url, "api", "v1.1.0");
+    let one = many["deploySpecs"][0]["updates"][0]["paths"][0].clone();
+    many["deploySpecs"][0]["updates"][0]["paths"] = json!([one, one, one, one]);
+    let e = refused(&f, &body(&many), Some(CI), 400);
+    assert!(message(&e).contains('3'), "{e}");
+
+    // Nothing above reached the repository.
+    assert_eq!(f.repo.commit_count("main").unwrap(), 1);
+    a_failing_edit_fails_its_job_alone(&f);
+
+    let (status, health) = f.server.get_json("/api/v1/health", None).unwrap();
+    assert_eq!((status, health["status"].as_str()), (200, Some("SERVING")));
+    assert!(f.server.pid().is_some());
+}
+
+/// A job whose edit cannot apply (a key below a scalar) fails with the file and key, and the
+/// request that shares its push lands. The first push is held at the remote so that both
+/// requests queue behind it and go out together.
+fn a_failing_edit_fails_its_job_alone(f: &Fixture) {
+    let entered = f.scratch.join("push-entered");
+    let release = f.scratch.join("push-release");
+    hold_pushes(&f.repo, &entered, &release);
+    let metrics = f.server.get("/metrics", None).unwrap().text();
+    let (sum_before, count_before) = histogram(&metrics, "tug_batch_size");
+
+    let submit = |request: &Value| {
+        let response = f
+            .server
+            .post_deploy_to("/api/v1/deploy?wait=false", &body(request), Some(CI), None)
+            .unwrap();
+        assert_eq!(response.status, 202, "{}", response.text());
+        response.json().unwrap()["jobId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = submit(&image_deploy(&f.url, "web", "v2.0.0"));
+    wait_for(
+        Duration::from_secs(30),
+        "the first push to reach the remote",
+        || entered.exists().then_some(()),
+    );
+    let broken = submit(&json!({
+        "commitSpec": {"CommitMessage": "scale api"},
+        "deploySpecs": [{"url": f.url, "updates": [{"branch": "main", "paths": [{
+            "path": "apps/api/dev",
+            "yq": [{"file": "deployment.yaml", "key": ".spec.replicas.count", "value": 3}],
+        }]}]}],
+    }));
+    let good = submit(&image_deploy(&f.url, "worker", "v2.0.0"));
+    let metrics = f.server.get("/metrics", None).unwrap().text();
+    assert!(
+        metrics.contains("tug_queue_depth{repository=\"platform\",branch=\"main\"} 3"),
+        "one task in flight and two queued behind it:\n{metrics}"
+    );
+    std::fs::write(&release, "").unwrap();
+
+    let timeout = Duration::from_secs(30);
+    assert_eq!(
+        wait_for_end(&f.server, &first, CI, timeout)["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        wait_for_end(&f.server, &good, CI, timeout)["status"],
+        "succeeded"
+    );
+    let failed = wait_for_end(&f.server, &broken, CI, timeout);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["updates"][0]["error"].as_str().expect("error");
+    assert!(
+        error.contains("apps/api/dev/deployment.yaml") && error.contains("replicas"),
+        "{failed}"
+    );
+
+    let trailers = request_trailers(&f.repo);
+    assert!(trailers.contains(&first) && trailers.contains(&good));
+    assert!(
+        !trailers.contains(&broken),
+        "nothing of the failed job was pushed"
+    );
+    assert_eq!(f.repo.commit_count("main").unwrap(), 3);
+
+    let metrics = f.server.get("/metrics", None).unwrap().text();
+    let (sum_after, count_after) = histogram(&metrics, "tug_batch_size");
+    assert_eq!(
+        (sum_after - sum_before, count_after - count_before),
+        (3.0, 2),
+        "the failed and the good request went out in one batch"
+    );
+}
+
+/// Runs `tug server` on `yaml` and expects it to exit with an error; returns the configuration
+/// file (in `scratch`) and the server's stderr.
+fn server_refuses_config(scratch: &Scratch, yaml: &str) -> (std::path::PathBuf, String) {
+    let path = scratch.join("tug.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = TugServer::clean_command(tug_binary(), scratch.path(), &[])
+        .arg("server")
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("tug server accepted an invalid configuration:\n{yaml}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status}: {stderr}");
+    (path, stderr)
+}
+
+const VALID_AUTH: &str = r#"auth:
+  tokens:
+    - name: ci
+      sha256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+      repositories: ["*"]
+"#;
+
+#[test]
+fn an_unknown_configuration_field_stops_the_server_with_file_line_and_field() {
+    let yaml = format!(
+        "repositories:\n  - name: platform\n    url: \"file:///srv/git/platform.git\"\n    brnach: main\n{VALID_AUTH}"
+    );
+    let scratch = Scratch::new().unwrap();
+    let (path, stderr) = server_refuses_config(&scratch, &yaml);
+    assert!(
+        stderr.contains(&format!("{}:4:", path.display())),
+        "names file and line: {stderr}"
+    );
+    assert!(stderr.contains("brnach"), "names the field: {stderr}");
+}
+
+#[test]
+fn an_unset_variable_stops_the_server_naming_file_field_and_variable() {
+    let yaml = format!(
+        "repositories:\n  - name: platform\n    url: \"https://git.example.com/platform.git\"\n    http: {{username: bot, password: \"${{TUG_TEST_UNSET_PASSWORD}}\"}}\n{VALID_AUTH}"
+    );
+    let scratch = Scratch::new().unwrap();
+    let (path, stderr) = server_refuses_config(&scratch, &yaml);
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("repositories[0].http.password"),
+        "names the field: {stderr}"
+    );
+    assert!(
+        stderr.contains("TUG_TEST_UNSET_PASSWORD"),
+        "names the variable: {stderr}"
+    );
+}
