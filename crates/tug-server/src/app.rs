@@ -185,10 +185,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let grpc = crate::grpc::router(app.clone());
     let tls = match &config.tls {
         Some(t) => Some({
-            // Both aws-lc-rs (axum-server) and ring (reqwest) are compiled into rustls, so it
-            // cannot choose a default provider by itself and would panic at the first TLS
-            // configuration. An Err means a provider is already installed, which is as good.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            // rustls needs a process-wide crypto provider before the first TLS configuration;
+            // tug uses ring everywhere. An Err means one is already installed, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             crate::tls::rustls_config(&t.cert_file, &t.key_file)
                 .await
                 .map_err(ServeError::Tls)?
