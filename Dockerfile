@@ -9,10 +9,6 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# aws-lc (TLS) compiles C code; cmake keeps that build working on every architecture.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
- && rm -rf /var/lib/apt/lists/*
 COPY . .
 # The caches keep downloaded crates and build artefacts between builds; the binary is copied out
 # of the cached target directory in the same step.
