@@ -292,7 +292,7 @@ pub struct HelmImageUpdate {
     /// Path of the image node; defaults to `.image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// When given, the node's current repository must be this one.
+    /// The image repository the values file holds now; it must match (required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(

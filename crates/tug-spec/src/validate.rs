@@ -128,6 +128,12 @@ pub fn validate_path_update(p: &PathUpdate, at: &str) -> Result<(), InvalidSpec>
         if let Some(file) = &h.file {
             check_file_name(file).map_err(|m| invalid(format!("{f}.file"), m))?;
         }
+        if h.name.as_deref().is_none_or(|n| n.trim().is_empty()) {
+            return Err(invalid(
+                format!("{f}.name"),
+                "required: the image repository the values file holds now (it must match)",
+            ));
+        }
         if h.new_name.is_none() && h.new_tag.is_none() && h.digest.is_none() {
             return Err(invalid(f, "nothing to set: give newName, newTag or digest"));
         }

@@ -42,6 +42,27 @@ pub enum Command {
     /// variable; the Delivery client's `DELIVERY_*` variable each replaces is named in its help.
     /// Exit status: 0 deployed, 1 the job failed, 2 usage, transport or rejected request.
     Deploy(DeployArgs),
+    /// Artifacts from CI: write artifact.json (init, add) and register it with the server (push).
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
+    /// Release an artifact (by id, or the newest of a branch) to one or more environments.
+    Release(ReleaseArgs),
+    /// Release what runs in the previous environment of the promotion order (or --from-env).
+    Promote(PromoteArgs),
+    /// Go back to the previous release of an environment (or --artifact); pins the environment
+    /// against auto-releases until a release, a promotion or `tug unpin`.
+    Rollback(RollbackArgs),
+    /// Lift the rollback pin of an environment, so auto-releases resume.
+    Unpin(UnpinArgs),
+    /// What runs in each environment of a service.
+    Status(StatusArgs),
+    /// Release history and registered artifacts.
+    #[command(subcommand)]
+    Describe(DescribeCommand),
+    /// List, apply and delete the release policies of a service.
+    Policy(PolicyArgs),
+    /// Rebuild the server's release index from git history.
+    Reindex(ReindexArgs),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -279,3 +300,321 @@ From the Delivery client:
   DELIVERY_COMMIT_USER_NAME, _EMAIL   TUG_COMMIT_USER_NAME, TUG_COMMIT_USER_EMAIL
   DELIVERY_TIMEOUT                    TUG_TIMEOUT (the whole wait, not only the connection)
   DELIVERY_NOTIFY_SPEC                TUG_NOTIFY_MESSAGE, TUG_NO_NOTIFY (sinks are the server's)";
+
+/// How the release commands reach the server. The token is read from `TUG_TOKEN` or from
+/// `--token-file`, never from a flag value.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server's REST URL.
+    #[arg(
+        long,
+        env = "TUG_SERVER",
+        default_value = "http://127.0.0.1:12011",
+        global = true
+    )]
+    pub server: String,
+    /// Read the token from this file instead of the TUG_TOKEN variable.
+    #[arg(long, env = "TUG_TOKEN_FILE", value_name = "PATH", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// A PEM certificate to trust as a root for an https server.
+    #[arg(long, env = "TUG_CA_CERT", value_name = "PEM", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    #[arg(long, short = 'o', env = "TUG_OUTPUT", value_enum, default_value_t, global = true)]
+    pub output: OutputFormat,
+}
+
+/// Where `artifact.json` is read and written.
+#[derive(Debug, Args)]
+pub struct ArtifactFileArg {
+    #[arg(
+        long,
+        short = 'f',
+        env = "TUG_ARTIFACT_FILE",
+        default_value = "artifact.json",
+        value_name = "PATH"
+    )]
+    pub file: PathBuf,
+    #[arg(long, short = 'o', env = "TUG_OUTPUT", value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+const ARTIFACT_AFTER_HELP: &str = "\
+Every flag of `tug artifact init` also reads a variable, for CI jobs:
+  --service TUG_SERVICE, --id TUG_ARTIFACT_ID, --namespace TUG_NAMESPACE,
+  --branch TUG_COMMIT_BRANCH, --sha TUG_COMMIT_SHA, --message TUG_COMMIT_MESSAGE,
+  --author-name/-email TUG_COMMIT_AUTHOR_NAME/_EMAIL,
+  --committer-name/-email TUG_COMMIT_COMMITTER_NAME/_EMAIL,
+  --url TUG_COMMIT_URL, --provider TUG_COMMIT_PROVIDER, --ci-job-url TUG_CI_JOB_URL;
+--file of every artifact command reads TUG_ARTIFACT_FILE.";
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = ARTIFACT_AFTER_HELP)]
+pub enum ArtifactCommand {
+    /// Write a new artifact.json (no stages yet), replacing any file there.
+    Init(ArtifactInitArgs),
+    /// Add a stage to artifact.json (replacing a stage of the same kind).
+    #[command(subcommand)]
+    Add(ArtifactStage),
+    /// Register artifact.json with the server; prints the auto-releases it started.
+    Push(ArtifactPushArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = ARTIFACT_AFTER_HELP)]
+pub struct ArtifactInitArgs {
+    #[arg(long, env = "TUG_SERVICE")]
+    pub service: String,
+    /// The artifact id, unique per service (the image tag is a good choice).
+    #[arg(long, env = "TUG_ARTIFACT_ID")]
+    pub id: String,
+    /// Kubernetes namespace; the environment's name when absent.
+    #[arg(long, env = "TUG_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The source branch the artifact was built from.
+    #[arg(long, env = "TUG_COMMIT_BRANCH")]
+    pub branch: Option<String>,
+    #[arg(long, env = "TUG_COMMIT_SHA")]
+    pub sha: Option<String>,
+    #[arg(long, env = "TUG_COMMIT_AUTHOR_NAME")]
+    pub author_name: Option<String>,
+    #[arg(long, env = "TUG_COMMIT_AUTHOR_EMAIL")]
+    pub author_email: Option<String>,
+    #[arg(long, env = "TUG_COMMIT_COMMITTER_NAME")]
+    pub committer_name: Option<String>,
+    #[arg(long, env = "TUG_COMMIT_COMMITTER_EMAIL")]
+    pub committer_email: Option<String>,
+    /// The source commit's message.
+    #[arg(long, short = 'm', env = "TUG_COMMIT_MESSAGE")]
+    pub message: Option<String>,
+    /// A link to the source commit.
+    #[arg(long, env = "TUG_COMMIT_URL")]
+    pub url: Option<String>,
+    /// Where the source lives (`GitHub`, `GitLab` …).
+    #[arg(long, env = "TUG_COMMIT_PROVIDER")]
+    pub provider: Option<String>,
+    /// A link to the CI job that built the artifact.
+    #[arg(long, env = "TUG_CI_JOB_URL")]
+    pub ci_job_url: Option<String>,
+    #[command(flatten)]
+    pub file: ArtifactFileArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactStage {
+    /// The image CI built.
+    Build(ImageStageArgs),
+    /// The image CI pushed (what releases set).
+    Push(ImageStageArgs),
+    /// Test results.
+    Test(TestStageArgs),
+    /// Vulnerability counts of an image scan.
+    Scan(ScanStageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageStageArgs {
+    /// Image repository without tag, e.g. `registry.example.com/shop/api`.
+    #[arg(long)]
+    pub image: String,
+    #[arg(long)]
+    pub tag: String,
+    /// Content digest, `sha256:…`.
+    #[arg(long)]
+    pub digest: Option<String>,
+    #[command(flatten)]
+    pub file: ArtifactFileArg,
+}
+
+#[derive(Debug, Args)]
+pub struct TestStageArgs {
+    #[arg(long)]
+    pub passed: u64,
+    #[arg(long)]
+    pub failed: u64,
+    #[arg(long, default_value_t = 0)]
+    pub skipped: u64,
+    /// A link to the test report.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub file: ArtifactFileArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanStageArgs {
+    #[arg(long)]
+    pub high: u64,
+    #[arg(long)]
+    pub medium: u64,
+    #[arg(long)]
+    pub low: u64,
+    /// The scanner (`trivy`, `grype` …).
+    #[arg(long)]
+    pub scanner: Option<String>,
+    /// A link to the scan report.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub file: ArtifactFileArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactPushArgs {
+    #[arg(
+        long,
+        short = 'f',
+        env = "TUG_ARTIFACT_FILE",
+        default_value = "artifact.json",
+        value_name = "PATH"
+    )]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["artifact", "branch"]))]
+pub struct ReleaseArgs {
+    #[arg(long, env = "TUG_SERVICE")]
+    pub service: String,
+    /// Environments, comma separated or repeated.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub env: Vec<String>,
+    /// The artifact id to release.
+    #[arg(long)]
+    pub artifact: Option<String>,
+    /// Release the newest artifact of this source branch.
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Return once the server has stored the release; print the jobs.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[arg(long, env = "TUG_SERVICE")]
+    pub service: String,
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub env: Vec<String>,
+    /// Promote from this environment instead of the one before --env in the promotion order.
+    #[arg(long)]
+    pub from_env: Option<String>,
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[arg(long, env = "TUG_SERVICE")]
+    pub service: String,
+    #[arg(long)]
+    pub env: String,
+    /// The artifact to go back to. Without it, a terminal offers the recent releases to pick
+    /// from; otherwise the previous release is used.
+    #[arg(long)]
+    pub artifact: Option<String>,
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    #[arg(long, env = "TUG_SERVICE")]
+    pub service: String,
+    #[arg(long)]
+    pub env: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, env = "TUG_SERVICE")]
+    pub service: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DescribeCommand {
+    /// Release history of a service, newest first.
+    Release {
+        #[arg(long, env = "TUG_SERVICE")]
+        service: String,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Artifacts registered for a service, newest first.
+    Artifact {
+        #[arg(long, env = "TUG_SERVICE")]
+        service: String,
+        /// Only artifacts of this source branch.
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The service (required; read from TUG_SERVICE when absent).
+    #[arg(long, env = "TUG_SERVICE", global = true)]
+    pub service: Option<String>,
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The service's policies, the server's global branch restrictions included.
+    List,
+    /// Apply a policy.
+    #[command(subcommand)]
+    Apply(PolicyApply),
+    /// Delete policies by id.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyApply {
+    /// Release new artifacts of --branch to --env as soon as they are registered.
+    AutoRelease {
+        #[arg(long)]
+        branch: String,
+        #[arg(long)]
+        env: String,
+    },
+    /// Allow only branches matching --branch-regex (anchor it: `^main$`) in --env.
+    BranchRestriction {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        branch_regex: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}

@@ -61,6 +61,11 @@ pub struct World {
 
 impl World {
     pub fn start() -> World {
+        Self::start_with("")
+    }
+
+    /// With `extra_yaml` appended to the configuration (`tls:`, …).
+    pub fn start_with(extra_yaml: &str) -> World {
         let files: &[(&str, &[u8])] = &[
             (DEV_KUSTOMIZATION, KUSTOMIZATION.as_bytes()),
             ("apps/demo/dev/deployment.yaml", DEPLOYMENT.as_bytes()),
@@ -87,7 +92,7 @@ auth:
     - name: apps-ci
       sha256: "{apps_ci}"
       repositories: ["apps"]
-"#,
+{extra_yaml}"#,
             gitops = gitops.file_url(),
             apps = apps.file_url(),
             ci = sha256_hex(CI_TOKEN),
