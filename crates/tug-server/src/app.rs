@@ -10,7 +10,7 @@ use tug_store::{Enqueued, ReleaseStore, SqliteStore, Store};
 
 use crate::auth::Authorizer;
 use crate::config::Config;
-use crate::intake::{Rejection, job_from_request};
+use crate::intake::job_from_request;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::shutdown::{self, Shutdown, Trigger};
@@ -71,12 +71,11 @@ impl App {
             jiff::Timestamp::now(),
         )
         .map_err(crate::http::ApiError::from)?;
-        let enqueued = self.store.enqueue(job).await.map_err(|e| {
-            crate::http::ApiError::from(Rejection::Invalid {
-                field: None,
-                message: format!("the job store failed: {e}"),
-            })
-        })?;
+        let enqueued = self
+            .store
+            .enqueue(job)
+            .await
+            .map_err(|e| crate::http::store_error(&e))?;
         if enqueued.created {
             for t in &enqueued.job.tasks {
                 self.writers.wake(&t.branch).await;

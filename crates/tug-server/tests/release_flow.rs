@@ -371,6 +371,10 @@ async fn releases_from_artifact_to_rebuilt_history() {
         .await;
     assert_eq!(auto_status(&pushed, "dev"), "queued", "{pushed}");
     server.wait_running("api", "dev", "main-5").await;
+    // main also auto-releases to staging: let that land too before counting commits.
+    if auto_status(&pushed, "staging") == "queued" {
+        server.wait_running("api", "staging", "main-5").await;
+    }
     assert!(
         file(&repo, "apps/api/dev/kustomization.yaml").contains("tug.dev/redeployed-at"),
         "{}",

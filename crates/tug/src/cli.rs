@@ -319,7 +319,14 @@ pub struct ServerArgs {
     /// A PEM certificate to trust as a root for an https server.
     #[arg(long, env = "TUG_CA_CERT", value_name = "PEM", global = true)]
     pub ca_cert: Option<PathBuf>,
-    #[arg(long, short = 'o', env = "TUG_OUTPUT", value_enum, default_value_t, global = true)]
+    #[arg(
+        long,
+        short = 'o',
+        env = "TUG_OUTPUT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
     pub output: OutputFormat,
 }
 
@@ -351,7 +358,7 @@ Every flag of `tug artifact init` also reads a variable, for CI jobs:
 #[command(after_help = ARTIFACT_AFTER_HELP)]
 pub enum ArtifactCommand {
     /// Write a new artifact.json (no stages yet), replacing any file there.
-    Init(ArtifactInitArgs),
+    Init(Box<ArtifactInitArgs>),
     /// Add a stage to artifact.json (replacing a stage of the same kind).
     #[command(subcommand)]
     Add(ArtifactStage),

@@ -101,7 +101,8 @@ impl ReleaseClient {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.json(reqwest::Method::POST, path, &[], Some(body)).await
+        self.json(reqwest::Method::POST, path, &[], Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
@@ -160,7 +161,9 @@ async fn refusal(response: reqwest::Response) -> anyhow::Error {
 }
 
 /// Runs one request future on a runtime of its own: the CLI makes a few requests and exits.
-pub fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub fn block_on<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tug_release::artifact::{ImageData, Repository, ScanData, TestData, TestResults};
 use tug_release::{Artifact, ArtifactInit, Stage};
 
@@ -16,7 +16,7 @@ use crate::output;
 
 pub fn run(cmd: ArtifactCommand) -> anyhow::Result<()> {
     match cmd {
-        ArtifactCommand::Init(args) => init(args),
+        ArtifactCommand::Init(args) => init(*args),
         ArtifactCommand::Add(stage) => add(stage),
         ArtifactCommand::Push(args) => push(&args),
     }
@@ -74,9 +74,9 @@ fn write(file: &ArtifactFileArg, artifact: &Artifact) -> anyhow::Result<()> {
             artifact.service,
             artifact.stages.len()
         )),
-        OutputFormat::Json => output::json(
-            &serde_json::from_str::<Value>(&json).context("the artifact is not JSON")?,
-        ),
+        OutputFormat::Json => {
+            output::json(&serde_json::from_str::<Value>(&json).context("the artifact is not JSON")?)
+        }
     }
     Ok(())
 }
@@ -85,7 +85,9 @@ fn image(image: String, tag: String, digest: Option<String>) -> ImageData {
     ImageData {
         image: image.trim().to_owned(),
         tag: tag.trim().to_owned(),
-        digest: digest.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()),
+        digest: digest
+            .map(|d| d.trim().to_owned())
+            .filter(|d| !d.is_empty()),
         docker_version: String::new(),
     }
 }
@@ -181,6 +183,8 @@ fn auto_release_line(auto: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -124,7 +124,12 @@ fn pick_release(client: &ReleaseClient, args: &RollbackArgs) -> anyhow::Result<O
         .ok()
         .and_then(|n| n.checked_sub(1))
         .and_then(|i| releases.get(i))
-        .with_context(|| format!("'{answer}' is not a number between 1 and {}", releases.len()))?;
+        .with_context(|| {
+            format!(
+                "'{answer}' is not a number between 1 and {}",
+                releases.len()
+            )
+        })?;
     Ok(Some(str_of(chosen, "artifactId").to_owned()))
 }
 
@@ -244,22 +249,21 @@ fn release_line(r: &Value) -> String {
     if let Some(commit) = r.get("commit").and_then(Value::as_str) {
         line.push(' ');
         line.push_str(commit);
-    } else if r
-        .get("updates")
-        .and_then(Value::as_array)
-        .is_some_and(|u| u.iter().any(|u| u.get("upToDate") == Some(&Value::Bool(true))))
-    {
+    } else if r.get("updates").and_then(Value::as_array).is_some_and(|u| {
+        u.iter()
+            .any(|u| u.get("upToDate") == Some(&Value::Bool(true)))
+    }) {
         line.push_str(" up-to-date");
     }
     line
 }
 
-/// An intent as the server writes it: `"release"`, or `{"rollback": {"ofArtifact": …}}`.
+/// An intent as the server writes it: `{"type": "rollback", "ofArtifact": …}` (or a bare word).
 fn intent_word(intent: Option<&Value>) -> String {
     match intent {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
-        _ => String::new(),
+        Some(v) => str_of(v, "type").to_owned(),
+        None => String::new(),
     }
 }
 
@@ -355,9 +359,13 @@ fn status_text(status: &Value) -> String {
         if let Some(rollout) = env.get("rollout").filter(|r| !r.is_null()) {
             field(
                 "Rollout",
-                format!("{} {}", str_of(rollout, "state"), str_of(rollout, "message"))
-                    .trim()
-                    .to_owned(),
+                format!(
+                    "{} {}",
+                    str_of(rollout, "state"),
+                    str_of(rollout, "message")
+                )
+                .trim()
+                .to_owned(),
             );
         }
         let pinned = match env.get("pin").filter(|p| !p.is_null()) {
@@ -577,7 +585,7 @@ mod tests {
              "tag": "1.2.3", "author": {"name": "Ann", "email": "ann@example.com"},
              "committer": {"name": "Bob", "email": ""}, "message": "fix it\n\nbody",
              "date": "2024-01-01T00:00:00Z", "ciJobUrl": "https://ci/1", "commit": "abc",
-             "intent": {"rollback": {"ofArtifact": "a2"}}, "releasedBy": {"name": "Ann", "email": ""},
+             "intent": {"type": "rollback", "ofArtifact": "a2"}, "releasedBy": {"name": "Ann", "email": ""},
              "pin": {"artifactId": "a1", "by": {"name": "Ann", "email": ""}, "at": "T"},
              "rollout": null},
             {"environment": "prod", "released": false}
@@ -598,7 +606,7 @@ mod tests {
     fn the_stream_merges_what_a_job_releases_with_how_it_ended() {
         let mut outcome = StreamOutcome::default();
         outcome.take(json!({"result": {"message": "[INFO] release", "release": {
-            "environment": "dev", "artifactId": "a1", "intent": "release", "jobId": "j1"}}}));
+            "environment": "dev", "artifactId": "a1", "intent": {"type": "release"}, "jobId": "j1"}}}));
         outcome.take(json!({"result": {"message": "[INFO] pushing"}}));
         outcome.take(json!({"result": {"jobId": "j1", "status": "succeeded",
             "updates": [{"commit": "c0ffee"}]}}));
