@@ -427,11 +427,7 @@ impl Writers {
     }
 
     /// Records outcomes, tells streams, and notifies for jobs that are now finished.
-    async fn finish(
-        &self,
-        tasks: &[Task],
-        outcomes: Vec<Outcome>,
-    ) {
+    async fn finish(&self, tasks: &[Task], outcomes: Vec<Outcome>) {
         if outcomes.is_empty() {
             return;
         }
@@ -568,13 +564,7 @@ fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
-fn landed_outcome(
-    t: &Task,
-    url: &str,
-    branch: &str,
-    commit: &str,
-    recovered: bool,
-) -> Outcome {
+fn landed_outcome(t: &Task, url: &str, branch: &str, commit: &str, recovered: bool) -> Outcome {
     let message = if recovered {
         format!(
             "[INFO] the commit {commit} for this request was already pushed to branch {branch} in repository {url}"
