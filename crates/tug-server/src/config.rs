@@ -33,6 +33,11 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// For `${VAR}` expansion of secrets in sections defined outside this module.
+    pub(crate) fn expose_mut(&mut self) -> &mut String {
+        &mut self.0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -77,6 +82,13 @@ pub struct Config {
     pub services: Vec<tug_release::ServiceSpec>,
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// Inbound webhooks and dispatch rules (see [`crate::release::triggers`]).
+    #[serde(default)]
+    pub triggers: crate::release::triggers::TriggersConfig,
+    /// Per-release Slack, GitHub commit status and Grafana annotation
+    /// (see [`crate::release::release_notify`]).
+    #[serde(default)]
+    pub release_notify: crate::release::release_notify::ReleaseNotifyConfig,
 }
 
 /// Release policies the server imposes, and where services' own policies live.
@@ -582,6 +594,10 @@ impl Config {
                 x.string(&mut secret.0, &format!("notify.webhooks[{i}].secret"))?;
             }
         }
+        self.triggers
+            .expand_variables(&mut |value, field| x.string(value, field))?;
+        self.release_notify
+            .expand_variables(&mut |value, field| x.string(value, field))?;
         Ok(())
     }
 
@@ -752,6 +768,12 @@ impl Config {
             ));
         }
         if let Err((field, message)) = crate::release::ReleaseModel::from_config(self) {
+            return Err(invalid(field, message));
+        }
+        if let Err((field, message)) = self.triggers.validate(self) {
+            return Err(invalid(field, message));
+        }
+        if let Err((field, message)) = self.release_notify.validate(self) {
             return Err(invalid(field, message));
         }
         for (field, value) in [

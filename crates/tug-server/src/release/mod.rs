@@ -18,10 +18,13 @@
 
 mod api;
 mod edits;
+mod feedback;
 mod flow;
 mod index;
 pub mod model;
 mod policies;
+pub mod release_notify;
+pub mod triggers;
 
 use std::sync::Arc;
 
@@ -32,8 +35,16 @@ use tokio::sync::Mutex;
 use crate::app::App;
 use crate::http::ApiError;
 
-pub use api::router;
 pub use model::{Place, ReleaseModel};
+
+/// The release API, the inbound triggers and cluster feedback; starts the release notifier.
+pub fn router(app: Arc<App>) -> axum::Router {
+    let ctx = Arc::new(Ctx::new(app.clone()));
+    release_notify::spawn(ctx.clone());
+    api::router(app)
+        .merge(triggers::router(ctx.clone()))
+        .merge(feedback::router(ctx))
+}
 
 /// What the release handlers share.
 pub(crate) struct Ctx {

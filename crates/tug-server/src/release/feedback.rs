@@ -1,0 +1,260 @@
+//! What the cluster says about a release: Argo CD and Flux report a manifest revision, tug
+//! finds the release commit with that revision in the release index and records the
+//! environment's rollout state (`progressing`, `healthy`, `degraded`), which
+//! `GET /api/v1/status/{service}` shows.
+//!
+//! Both endpoints take the API's bearer token (Argo CD's webhook service and Flux's `generic`
+//! provider can both send an `Authorization` header).
+//!
+//! Argo CD (notifications webhook template, `POST /api/v1/webhooks/argocd`):
+//! ```json
+//! {"app": "{{.app.metadata.name}}", "revision": "{{.app.status.sync.revision}}",
+//!  "syncStatus": "{{.app.status.sync.status}}", "healthStatus": "{{.app.status.health.status}}",
+//!  "message": "{{.app.status.operationState.message}}"}
+//! ```
+//! `Healthy` + `Synced` is healthy, `Degraded`/`Missing`/`Unknown` or a failed sync is degraded,
+//! anything else progressing.
+//!
+//! Flux (notification-controller event, `POST /api/v1/webhooks/flux`): `involvedObject`,
+//! `severity`, `reason`, `message` and a revision in `metadata` (`revision` or
+//! `<group>/revision`) such as `main@sha1:<sha>` or the older `main/<sha>`. `error` severity is
+//! degraded, `ReconciliationSucceeded` healthy, other `info` events progressing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tug_store::{ReleaseQuery, RolloutState};
+
+use super::index::sync_all;
+use super::{Ctx, invalid};
+use crate::http::{ApiError, auth_error, bearer, store_error};
+
+type Shared = Arc<Ctx>;
+
+pub(crate) fn router(ctx: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/webhooks/argocd", post(argocd))
+        .route("/api/v1/webhooks/flux", post(flux))
+        .with_state(ctx)
+}
+
+/// A rollout report, whatever the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub revision: String,
+    pub state: &'static str,
+    pub message: String,
+}
+
+pub(crate) fn argocd_report(payload: &Value) -> Result<Report, String> {
+    let s = |key: &str| payload[key].as_str().unwrap_or_default().trim();
+    let revision = s("revision");
+    if revision.is_empty() {
+        return Err("revision: missing (template it from .app.status.sync.revision)".into());
+    }
+    let health = s("healthStatus");
+    let sync = s("syncStatus");
+    let operation = s("operationPhase");
+    let state = match (health, sync, operation) {
+        (_, _, "Failed" | "Error") | ("Degraded" | "Missing" | "Unknown", _, _) => "degraded",
+        ("Healthy", "Synced", _) => "healthy",
+        _ => "progressing",
+    };
+    let mut message = format!("Argo CD application {}: {sync}/{health}", s("app"));
+    if !s("message").is_empty() {
+        message.push_str(&format!(": {}", s("message")));
+    }
+    Ok(Report {
+        revision: revision.to_owned(),
+        state,
+        message,
+    })
+}
+
+/// The commit of a Flux revision: `main@sha1:<sha>`, `main/<sha>` or `<sha>`.
+fn flux_commit(revision: &str) -> &str {
+    if let Some((_, sha)) = revision.rsplit_once("sha1:") {
+        return sha;
+    }
+    revision.rsplit_once('/').map_or(revision, |(_, sha)| sha)
+}
+
+pub(crate) fn flux_report(payload: &Value) -> Result<Report, String> {
+    let metadata = payload["metadata"].as_object();
+    let revision = metadata
+        .and_then(|m| {
+            m.get("revision").or_else(|| {
+                m.iter()
+                    .find(|(k, _)| k.ends_with("/revision"))
+                    .map(|(_, v)| v)
+            })
+        })
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if revision.is_empty() {
+        return Err("metadata.revision: the event names no revision".into());
+    }
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let reason = s(&payload["reason"]);
+    let state = match (s(&payload["severity"]).as_str(), reason.as_str()) {
+        ("error", _) => "degraded",
+        (_, "ReconciliationSucceeded") => "healthy",
+        _ => "progressing",
+    };
+    let object = &payload["involvedObject"];
+    Ok(Report {
+        revision: flux_commit(revision).to_owned(),
+        state,
+        message: format!(
+            "Flux {} {}/{}: {reason}: {}",
+            s(&object["kind"]),
+            s(&object["namespace"]),
+            s(&object["name"]),
+            s(&payload["message"])
+        ),
+    })
+}
+
+async fn argocd(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    record(&ctx, &headers, &body, argocd_report).await
+}
+
+async fn flux(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    record(&ctx, &headers, &body, flux_report).await
+}
+
+async fn record(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    body: &Bytes,
+    read: fn(&Value) -> Result<Report, String>,
+) -> Result<Response, ApiError> {
+    ctx.app
+        .authorizer
+        .authenticate(bearer(headers))
+        .map_err(|e| auth_error(&e))?;
+    let payload: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            format!("request body: {e}"),
+        )
+    })?;
+    let report = read(&payload).map_err(|m| {
+        let field = m.split(':').next().unwrap_or("body").to_owned();
+        invalid(&field, m)
+    })?;
+    if report.revision.len() < 7 || !report.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "revision",
+            format!(
+                "revision: `{}` is not a commit SHA (7 to 40 hex digits)",
+                report.revision
+            ),
+        ));
+    }
+    let mut found = find_release(ctx, &report.revision).await?;
+    if found.is_none() {
+        // The commit may be newer than the index (a release another replica pushed).
+        sync_all(ctx, true).await?;
+        found = find_release(ctx, &report.revision).await?;
+    }
+    let Some((service, environment, commit)) = found else {
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({
+                "recorded": false,
+                "message": format!("no release has manifest commit {}", report.revision),
+            })),
+        )
+            .into_response());
+    };
+    ctx.app
+        .releases
+        .put_rollout(RolloutState {
+            service: service.clone(),
+            environment: environment.clone(),
+            revision: commit.clone(),
+            state: report.state.to_owned(),
+            message: report.message,
+            at: jiff::Timestamp::now(),
+        })
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(axum::Json(json!({
+        "recorded": true,
+        "service": service,
+        "environment": environment,
+        "revision": commit,
+        "state": report.state,
+    }))
+    .into_response())
+}
+
+/// (service, environment, full commit) of the release whose commit starts with `revision`.
+async fn find_release(
+    ctx: &Ctx,
+    revision: &str,
+) -> Result<Option<(String, String, String)>, ApiError> {
+    let model = ctx.model()?;
+    sync_all(ctx, false).await?;
+    let revision = revision.to_ascii_lowercase();
+    for service in model.services.iter() {
+        let rows = ctx
+            .app
+            .releases
+            .releases(&ReleaseQuery {
+                service: service.name.clone(),
+                environment: None,
+                limit: 10_000,
+            })
+            .await
+            .map_err(|e| store_error(&e))?;
+        if let Some(row) = rows.into_iter().find(|r| r.commit.starts_with(&revision)) {
+            return Ok(Some((row.service, row.environment, row.commit)));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flux_revisions_name_their_commit() {
+        assert_eq!(flux_commit("main@sha1:abc1234"), "abc1234");
+        assert_eq!(flux_commit("main/abc1234"), "abc1234");
+        assert_eq!(flux_commit("abc1234"), "abc1234");
+    }
+
+    #[test]
+    fn argocd_states_follow_health_and_sync() {
+        let report = |h: &str, s: &str| {
+            argocd_report(
+                &json!({"app": "a", "revision": "abcdef0", "healthStatus": h, "syncStatus": s}),
+            )
+            .unwrap()
+            .state
+        };
+        assert_eq!(report("Healthy", "Synced"), "healthy");
+        assert_eq!(report("Progressing", "Synced"), "progressing");
+        assert_eq!(report("Healthy", "OutOfSync"), "progressing");
+        assert_eq!(report("Degraded", "Synced"), "degraded");
+    }
+}
