@@ -2,6 +2,9 @@
 //! `bench/write-path.sh`, which builds it in release mode and prepares the fixtures.
 
 mod fixture;
+mod load;
+mod releases;
+mod server;
 mod servers;
 mod stats;
 mod worktree;
@@ -44,6 +47,49 @@ enum Command {
         #[arg(long)]
         raw: Option<PathBuf>,
     },
+    /// Concurrent writers on one branch: naive git pipelines against a real `tug server`
+    /// (1, 8, 64 clients), plus one request at a time against a bare push.
+    Server {
+        /// Directory holding the pristine fixtures.
+        #[arg(long)]
+        fixtures: PathBuf,
+        #[arg(long, default_value = "large")]
+        fixture: String,
+        /// The `tug` binary; default `$CARGO_TARGET_DIR/release/tug`.
+        #[arg(long)]
+        tug: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        naive_writers: usize,
+        #[arg(long, default_value_t = 5)]
+        naive_updates: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+        clients: Vec<usize>,
+        #[arg(long, default_value_t = 20)]
+        requests_per_client: usize,
+        #[arg(long, default_value_t = 30)]
+        idle_requests: usize,
+        /// `limits.batch_max` of the server.
+        #[arg(long, default_value_t = 256)]
+        batch_max: u32,
+        /// Copy the server's log here.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// `GET /api/v1/status/{service}` with every service of the fixture in three environments,
+    /// and a promotion from request to push against a bare `git push`.
+    Releases {
+        #[arg(long)]
+        fixtures: PathBuf,
+        #[arg(long, default_value = "large")]
+        fixture: String,
+        /// The `tug` binary; default `$CARGO_TARGET_DIR/release/tug`.
+        #[arg(long)]
+        tug: Option<PathBuf>,
+        #[arg(long, default_value_t = 200)]
+        status_calls: usize,
+        #[arg(long, default_value_t = 20)]
+        promotions: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -63,6 +109,50 @@ fn main() -> Result<()> {
                 raw_dir: raw,
             };
             let report = write_path::run(&config)?;
+            print!("{}", report.render());
+        }
+        Command::Server {
+            fixtures,
+            fixture,
+            tug,
+            naive_writers,
+            naive_updates,
+            clients,
+            requests_per_client,
+            idle_requests,
+            batch_max,
+            log,
+        } => {
+            let config = server::Config {
+                fixtures_dir: fixtures,
+                fixture,
+                tug: tug.unwrap_or_else(server::default_tug_binary),
+                naive_writers,
+                naive_updates_per_writer: naive_updates,
+                clients,
+                requests_per_client,
+                idle_requests,
+                batch_max,
+                log_copy: log,
+            };
+            let report = server::run(&config)?;
+            print!("{}", report.render());
+        }
+        Command::Releases {
+            fixtures,
+            fixture,
+            tug,
+            status_calls,
+            promotions,
+        } => {
+            let config = releases::Config {
+                fixtures_dir: fixtures,
+                fixture,
+                tug: tug.unwrap_or_else(server::default_tug_binary),
+                status_calls,
+                promotions,
+            };
+            let report = releases::run(&config)?;
             print!("{}", report.render());
         }
     }

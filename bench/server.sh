@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# server.sh [server|releases|all]
+#   The server benchmarks on the large fixture over smart HTTP on 127.0.0.1:
+#     server   — 8 naive git writers on one branch against a real `tug server` with 1, 8 and 64
+#                concurrent deploy clients, and one request at a time against a bare `git push`.
+#     releases — `GET /api/v1/status/{service}` with 2,000 services × 3 environments, and a
+#                promotion from request to push against a bare `git push`.
+#   Builds `tug` and `tug-bench` in release mode, makes the large fixture when missing, and prints
+#   the tables.
+#
+#   Environment:
+#     TUG_BENCH_DATA       where fixtures and results live (default /tmp/tug-bench)
+#     TUG_BENCH_ARGS       extra arguments for `tug-bench server` (e.g. "--requests-per-client 10")
+#     CARGO_TARGET_DIR     cargo's target directory (default: the workspace's target/)
+#   Needs: git, python3, nginx (nginx-light) and fcgiwrap.
+set -euo pipefail
+WHAT=${1:-all}
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+DATA=${TUG_BENCH_DATA:-/tmp/tug-bench}
+FIXTURES=$DATA/fixtures
+mkdir -p "$FIXTURES" "$DATA/results"
+
+cargo build --quiet --release -p tug -p tug-bench --manifest-path "$ROOT/Cargo.toml"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release/tug-bench
+TUG=$TARGET/release/tug
+
+if [ ! -f "$FIXTURES/large.git/HEAD" ]; then
+  echo "fixture large: generating (about a minute)" >&2
+  rm -rf "$FIXTURES/.large.git.tmp"
+  "$BENCH_DIR/make-fixture.sh" large "$FIXTURES/.large.git.tmp" >&2
+  mv "$FIXTURES/.large.git.tmp" "$FIXTURES/large.git"
+fi
+
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+if [ "$WHAT" = server ] || [ "$WHAT" = all ]; then
+  # shellcheck disable=SC2086
+  "$BIN" server --fixtures "$FIXTURES" --fixture large --tug "$TUG" \
+    --log "$DATA/results/server-tug.log" ${TUG_BENCH_ARGS:-}
+fi
+if [ "$WHAT" = releases ] || [ "$WHAT" = all ]; then
+  echo
+  "$BIN" releases --fixtures "$FIXTURES" --fixture large --tug "$TUG"
+fi
