@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] = &["proto/tug/v1/tug.proto"];
+const PROTO_FILES: &[&str] = &["proto/tug/v1/tug.proto", "proto/tug/v1/release.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in PROTO_FILES {

@@ -133,6 +133,58 @@ pub fn run_clients(endpoint: &str, clients: usize, bodies: Vec<Vec<u8>>) -> Resu
     })
 }
 
+/// Runs `bodies` as an open loop: request `i` is sent at `i / rate` seconds after the start by
+/// client `i % clients` (each client its own connection pool), whether or not earlier requests
+/// have come back, as independent CI pipelines do. Latency counts from the scheduled send time,
+/// so a server that falls behind is charged for the queueing it causes.
+pub fn run_open_loop(
+    endpoint: &str,
+    clients: usize,
+    rate_per_s: f64,
+    bodies: Vec<Vec<u8>>,
+) -> Result<LoadRun> {
+    if rate_per_s <= 0.0 {
+        bail!("the offered rate must be positive, got {rate_per_s}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the client runtime")?;
+    let pools = (0..clients.max(1))
+        .map(|_| {
+            reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .context("build the HTTP client")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    runtime.block_on(async {
+        let started = tokio::time::Instant::now();
+        let mut handles = Vec::with_capacity(bodies.len());
+        for (i, body) in bodies.into_iter().enumerate() {
+            let at = started + Duration::from_secs_f64(i as f64 / rate_per_s);
+            let client = pools[i % pools.len()].clone();
+            let endpoint = endpoint.to_owned();
+            handles.push(tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let mut outcome = deploy(&client, &endpoint, body).await;
+                // Charge any delay between the schedule and the actual send to the server's side.
+                outcome.latency = at.elapsed();
+                outcome
+            }));
+        }
+        let mut outcomes = Vec::with_capacity(handles.len());
+        for handle in handles {
+            outcomes.push(handle.await.context("a client task panicked")?);
+        }
+        Ok(LoadRun {
+            outcomes,
+            wall: started.elapsed(),
+        })
+    })
+}
+
 /// The counters of `/metrics` the benchmark reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {

@@ -71,6 +71,12 @@ enum Command {
         /// `limits.batch_max` of the server.
         #[arg(long, default_value_t = 256)]
         batch_max: u32,
+        /// Offered rates (requests/s) of the open-loop runs at the largest client count.
+        #[arg(long, value_delimiter = ',', default_value = "250,500,1000")]
+        open_rates: Vec<f64>,
+        /// How long each open-loop run offers requests.
+        #[arg(long, default_value_t = 4.0)]
+        open_seconds: f64,
         /// Copy the server's log here.
         #[arg(long)]
         log: Option<PathBuf>,
@@ -121,6 +127,8 @@ fn main() -> Result<()> {
             requests_per_client,
             idle_requests,
             batch_max,
+            open_rates,
+            open_seconds,
             log,
         } => {
             let config = server::Config {
@@ -133,6 +141,8 @@ fn main() -> Result<()> {
                 requests_per_client,
                 idle_requests,
                 batch_max,
+                open_rates,
+                open_seconds,
                 log_copy: log,
             };
             let report = server::run(&config)?;

@@ -139,6 +139,19 @@ pub struct WholeFile {
     pub content: Vec<u8>,
 }
 
+/// What a file must hold when a change applies: the content it was computed from (`None`: the
+/// file must not exist). A read-modify-write change (a policies file) that finds something else
+/// fails instead of overwriting a concurrent change; its author re-reads and tries again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePrecondition {
+    pub path: String,
+    pub content: Option<Vec<u8>>,
+}
+
+/// The start of the message of a change refused by a [`FilePrecondition`], for callers that
+/// retry such a change from a fresh read.
+pub const CHANGED_CONCURRENTLY: &str = "changed since it was read";
+
 /// A deploy change plus files written whole. `replace_dirs` are directories the files own: any
 /// file under one of them that the change does not write is deleted, so a release that copies a
 /// new set of manifests leaves none of the previous set behind.
@@ -147,6 +160,7 @@ pub struct ChangeWithFiles {
     pub edits: DeployChange,
     pub files: Vec<WholeFile>,
     pub replace_dirs: Vec<String>,
+    pub preconditions: Vec<FilePrecondition>,
 }
 
 /// Every file under `dir` (recursively), as repository paths.
@@ -172,6 +186,14 @@ fn files_under(
 
 impl tug_git::Change for ChangeWithFiles {
     fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
+        for p in &self.preconditions {
+            if files.read_file(&p.path)? != p.content {
+                return Err(ChangeError::edit(
+                    p.path.clone(),
+                    format!("{CHANGED_CONCURRENTLY} (another change landed first)"),
+                ));
+            }
+        }
         let mut writes: Vec<FileWrite> = if self.edits.segments.is_empty() {
             Vec::new()
         } else {
@@ -325,6 +347,32 @@ pub fn describe_paths(paths: &[PathUpdate]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_precondition_refuses_a_file_that_changed_since_it_was_read() {
+        let files = MemoryFiles(vec![("policies/api.json", "{\"v\":2}")]);
+        let change = |read: Option<&[u8]>| ChangeWithFiles {
+            edits: change(Vec::new(), Some("[policies/api] apply")),
+            files: vec![WholeFile {
+                path: "policies/api.json".into(),
+                content: b"{\"v\":3}".to_vec(),
+            }],
+            replace_dirs: Vec::new(),
+            preconditions: vec![FilePrecondition {
+                path: "policies/api.json".into(),
+                content: read.map(<[u8]>::to_vec),
+            }],
+        };
+        let writes = tug_git::Change::apply(&change(Some(b"{\"v\":2}")), &files).unwrap();
+        assert_eq!(
+            writes,
+            vec![FileWrite::put("policies/api.json", b"{\"v\":3}".to_vec())]
+        );
+        for stale in [Some(b"{\"v\":1}".as_slice()), None] {
+            let error = tug_git::Change::apply(&change(stale), &files).unwrap_err();
+            assert!(error.to_string().contains(CHANGED_CONCURRENTLY), "{error}");
+        }
+    }
+
     use super::*;
     use tug_spec::{ImageRef, KustomizeUpdate};
 
@@ -425,6 +473,7 @@ mod tests {
                 },
             ],
             replace_dirs: vec!["dev/releases/dev/web".into()],
+            preconditions: Vec::new(),
         };
         let mut writes = tug_git::Change::apply(&change, &files).unwrap();
         writes.sort_by(|a, b| a.path.cmp(&b.path));

@@ -10,6 +10,8 @@ use crate::commit::{Clock, CommitMeta, Identity, SystemClock, serialize_commit};
 use crate::error::{ChangeError, GitError};
 use crate::mirror::{Mirror, PushOutcome, validate_branch};
 use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
+use crate::pack::Batch;
+use crate::store::ObjectView;
 use crate::tree::{FileSource, FileWrite, TreeView, apply_writes};
 
 /// One requested change: a pure function of the files at the tip it is applied to. It may be
@@ -74,11 +76,12 @@ pub struct LandReport {
     pub attempts: u32,
     pub fetches: u32,
     pub fetch_time: Duration,
-    /// Time spent applying changes and writing objects, over all attempts.
+    /// Time spent applying changes and writing their objects, over all attempts.
     pub apply_time: Duration,
     pub push_time: Duration,
     pub backoff_time: Duration,
-    /// Loose objects written (blobs, trees, commits), over all attempts.
+    /// Objects written to the mirror (blobs, trees, commits), over all attempts. The objects of
+    /// one attempt go into one pack, written before its push.
     pub objects_written: u64,
 }
 
@@ -120,7 +123,7 @@ pub fn land(
     let max_attempts = opts.max_attempts.max(1);
     loop {
         let started = Instant::now();
-        let (mut results, mut head) = build_commits(mirror, tip, changes, opts)?;
+        let (mut results, mut head, mut batch) = build_commits(mirror, tip, changes, opts)?;
         report.apply_time += started.elapsed();
         if head == tip && !fetched {
             // Nothing to push, judged on a tip that may be stale: a no-op or a failure might be
@@ -129,7 +132,7 @@ pub fn land(
             if fresh != tip {
                 tip = fresh;
                 let started = Instant::now();
-                (results, head) = build_commits(mirror, tip, changes, opts)?;
+                (results, head, batch) = build_commits(mirror, tip, changes, opts)?;
                 report.apply_time += started.elapsed();
             }
         }
@@ -139,6 +142,12 @@ pub fn land(
             report.objects_written = mirror.store().objects_written() - written_before;
             return Ok(report);
         };
+        // The push sends objects from the mirror, and the pack stores the batch's repeated trees
+        // as deltas that the push copies instead of computing. A rejected attempt leaves its
+        // pack behind; its objects are unreferenced and harmless.
+        let started = Instant::now();
+        mirror.store().write_pack(&batch)?;
+        report.apply_time += started.elapsed();
         report.attempts += 1;
         let started = Instant::now();
         let outcome = mirror.push(branch, new_tip, tip)?;
@@ -191,14 +200,16 @@ fn backoff(opts: &LandOptions, attempt: u32) -> Duration {
     Duration::from_micros(rand::rng().random_range(micros / 2..=micros))
 }
 
-/// Builds one commit per change on top of `tip`; returns the results and the last commit.
+/// Builds one commit per change on top of `tip`; returns the results, the last commit and the
+/// objects created, which are not on disk yet.
 fn build_commits(
     mirror: &Mirror,
     tip: Option<ObjectId>,
     changes: &[&dyn Change],
     opts: &LandOptions,
-) -> Result<(Vec<LandResult>, Option<ObjectId>), GitError> {
+) -> Result<(Vec<LandResult>, Option<ObjectId>, Batch), GitError> {
     let store = mirror.store();
+    let batch = Batch::new();
     let mut head = tip;
     let mut tree = match tip {
         Some(commit) => store.tree_of_commit(commit)?,
@@ -211,10 +222,10 @@ fn build_commits(
     let mut results = Vec::with_capacity(changes.len());
     for change in changes {
         let meta = change.commit_meta();
-        let view = TreeView::new(store, tree);
+        let view = TreeView::new(ObjectView::with_batch(store, &batch), tree);
         let applied = change
             .apply(&view)
-            .and_then(|writes| apply_writes(store, tree, &writes));
+            .and_then(|writes| apply_writes(store, &batch, tree, &writes));
         let new_tree = match applied {
             Ok(new_tree) => new_tree,
             Err(ChangeError::Git(e)) => return Err(e),
@@ -244,10 +255,10 @@ fn build_commits(
                 continue;
             }
         };
-        let oid = store.write(ObjectKind::Commit, &commit)?;
+        let oid = batch.add(ObjectKind::Commit, &commit, None);
         head = Some(oid);
         tree = new_tree;
         results.push(LandResult::Committed { commit: oid });
     }
-    Ok((results, head))
+    Ok((results, head, batch))
 }

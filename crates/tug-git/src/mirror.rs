@@ -10,7 +10,7 @@ use crate::env::{Auth, CommandObserver, GitEnv, short_hash};
 use crate::error::GitError;
 use crate::object::ObjectId;
 use crate::refs::{read_ref, write_ref};
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, ObjectView};
 use crate::tree::TreeView;
 
 /// A remote repository and how to authenticate to it.
@@ -244,7 +244,7 @@ impl Mirror {
     /// The files of a commit.
     pub fn tree_at(&self, commit: ObjectId) -> Result<TreeView<'_>, GitError> {
         Ok(TreeView::new(
-            &self.store,
+            ObjectView::committed(&self.store),
             self.store.tree_of_commit(commit)?,
         ))
     }

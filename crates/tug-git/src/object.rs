@@ -1,15 +1,9 @@
-//! Object ids, tree encoding and loose-object writes, done in-process so that a commit costs a
-//! few path components rather than a process per object.
+//! Object ids, hashing and tree encoding, done in-process so that a commit costs a few path
+//! components rather than a process per object.
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-use flate2::Compression;
-use flate2::write::ZlibEncoder;
 use sha1::{Digest, Sha1};
 
 use crate::error::GitError;
@@ -88,66 +82,6 @@ pub(crate) fn hash_object(kind: ObjectKind, data: &[u8]) -> ObjectId {
     hasher.update(format!("{} {}\0", kind.name(), data.len()).as_bytes());
     hasher.update(data);
     ObjectId(hasher.finalize().into())
-}
-
-/// Writes loose objects straight into a repository's object directory.
-pub(crate) struct LooseWriter {
-    objects_dir: PathBuf,
-    written: AtomicU64,
-}
-
-impl LooseWriter {
-    pub(crate) fn new(objects_dir: PathBuf) -> Self {
-        Self {
-            objects_dir,
-            written: AtomicU64::new(0),
-        }
-    }
-
-    /// How many objects this writer has created (objects already present are not counted).
-    pub(crate) fn written(&self) -> u64 {
-        self.written.load(AtomicOrdering::Relaxed)
-    }
-
-    pub(crate) fn write(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId, GitError> {
-        let oid = hash_object(kind, data);
-        let hex = oid.to_hex();
-        let dir = self.objects_dir.join(&hex[..2]);
-        let path = dir.join(&hex[2..]);
-        if path.exists() {
-            return Ok(oid);
-        }
-        fs::create_dir_all(&dir).map_err(|e| GitError::io("create object directory", &dir, e))?;
-        // Write to a temporary file beside the target and rename it in, so a reader never sees
-        // a half-written object and a crash leaves only a stray temporary file.
-        let mut temp = tempfile::Builder::new()
-            .prefix("tmp_obj_")
-            .tempfile_in(&dir)
-            .map_err(|e| GitError::io("create temporary object in", &dir, e))?;
-        {
-            let mut encoder = ZlibEncoder::new(temp.as_file_mut(), Compression::fast());
-            let header = format!("{} {}\0", kind.name(), data.len());
-            encoder
-                .write_all(header.as_bytes())
-                .and_then(|()| encoder.write_all(data))
-                .and_then(|()| encoder.finish().map(|_| ()))
-                .map_err(|e| GitError::io("write object", &path, e))?;
-        }
-        set_read_only(temp.path()).map_err(|e| GitError::io("set mode of object", &path, e))?;
-        match temp.persist_noclobber(&path) {
-            Ok(_) => {}
-            // Another writer stored the same object first: same name, same content.
-            Err(e) if path.exists() => drop(e),
-            Err(e) => return Err(GitError::io("store object", &path, e.error)),
-        }
-        self.written.fetch_add(1, AtomicOrdering::Relaxed);
-        Ok(oid)
-    }
-}
-
-fn set_read_only(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o444))
 }
 
 /// What a tree entry points at.

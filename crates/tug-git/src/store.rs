@@ -1,15 +1,17 @@
-//! Object access for one mirror: reads through one long-running `git cat-file --batch`, writes
-//! as loose objects in-process.
+//! Object access for one mirror: reads through one long-running `git cat-file --batch`; the
+//! objects a landing creates are collected in a [`Batch`] and written as one pack.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use crate::env::GitEnv;
 use crate::error::GitError;
-use crate::object::{LooseWriter, ObjectId, ObjectKind, TreeEntry, commit_tree, parse_tree};
+use crate::object::{ObjectId, ObjectKind, TreeEntry, commit_tree, parse_tree};
+use crate::pack::{Batch, WrittenPack};
 
 struct CatFile {
     child: Child,
@@ -64,7 +66,8 @@ pub(crate) struct ObjectStore {
     git_dir: PathBuf,
     env: GitEnv,
     reader: Mutex<Option<CatFile>>,
-    writer: LooseWriter,
+    /// Objects written into this mirror's packs since it was opened.
+    written: AtomicU64,
     // Trees are immutable by name; a change reads the trees on its path once to look and once
     // to rewrite, and the next change of a batch reads most of them again.
     trees: Mutex<HashMap<ObjectId, Arc<Vec<TreeEntry>>>>,
@@ -74,12 +77,11 @@ const TREE_CACHE_ENTRIES: usize = 1024;
 
 impl ObjectStore {
     pub(crate) fn new(git_dir: PathBuf, env: GitEnv) -> Self {
-        let writer = LooseWriter::new(git_dir.join("objects"));
         Self {
             git_dir,
             env,
             reader: Mutex::new(None),
-            writer,
+            written: AtomicU64::new(0),
             trees: Mutex::new(HashMap::new()),
         }
     }
@@ -172,11 +174,64 @@ impl ObjectStore {
         commit_tree(commit, &self.read_kind(commit, ObjectKind::Commit)?)
     }
 
-    pub(crate) fn write(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId, GitError> {
-        self.writer.write(kind, data)
+    /// Writes the objects of `batch` into the mirror as one pack.
+    pub(crate) fn write_pack(&self, batch: &Batch) -> Result<Option<WrittenPack>, GitError> {
+        let written = batch.write_pack(&self.git_dir.join("objects").join("pack"))?;
+        if let Some(pack) = &written {
+            self.written
+                .fetch_add(pack.objects as u64, AtomicOrdering::Relaxed);
+            tracing::debug!(
+                pack = %pack.pack.display(),
+                objects = pack.objects,
+                deltas = pack.deltas,
+                "wrote the objects of a batch"
+            );
+        }
+        Ok(written)
     }
 
+    /// How many objects this mirror has written into packs.
     pub(crate) fn objects_written(&self) -> u64 {
-        self.writer.written()
+        self.written.load(AtomicOrdering::Relaxed)
+    }
+}
+
+/// The objects a reader sees: the mirror's, and while a batch is built, also the batch's own,
+/// which are not on disk until the batch's pack is written.
+#[derive(Clone, Copy)]
+pub(crate) struct ObjectView<'a> {
+    store: &'a ObjectStore,
+    batch: Option<&'a Batch>,
+}
+
+impl<'a> ObjectView<'a> {
+    /// The objects on disk only.
+    pub(crate) fn committed(store: &'a ObjectStore) -> Self {
+        Self { store, batch: None }
+    }
+
+    pub(crate) fn with_batch(store: &'a ObjectStore, batch: &'a Batch) -> Self {
+        Self {
+            store,
+            batch: Some(batch),
+        }
+    }
+
+    pub(crate) fn read_kind(&self, oid: ObjectId, want: ObjectKind) -> Result<Vec<u8>, GitError> {
+        match self.batch.and_then(|batch| batch.get(oid)) {
+            Some((kind, data)) if kind == want => Ok(data.to_vec()),
+            Some((kind, _)) => Err(GitError::CorruptObject {
+                oid,
+                reason: format!("expected a {}, found a {}", want.name(), kind.name()),
+            }),
+            None => self.store.read_kind(oid, want),
+        }
+    }
+
+    pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Arc<Vec<TreeEntry>>, GitError> {
+        match self.batch.and_then(|batch| batch.tree(oid)) {
+            Some(entries) => entries,
+            None => self.store.read_tree(oid),
+        }
     }
 }

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::error::{ChangeError, GitError};
 use crate::object::{EntryKind, ObjectId, ObjectKind, TreeEntry, serialize_tree};
-use crate::store::ObjectStore;
+use crate::pack::Batch;
+use crate::store::{ObjectStore, ObjectView};
 
 /// Read access to the files of one commit, given to a [`crate::Change`].
 pub trait FileSource {
@@ -87,15 +88,16 @@ pub fn split_path(path: &str) -> Result<Vec<&str>, ChangeError> {
     Ok(components)
 }
 
-/// The files of one tree, read through the mirror's object reader.
+/// The files of one tree, read through the mirror's object reader (and, while a landing builds
+/// its commits, from the objects it has created so far).
 pub struct TreeView<'a> {
-    store: &'a ObjectStore,
+    objects: ObjectView<'a>,
     root: ObjectId,
 }
 
 impl<'a> TreeView<'a> {
-    pub(crate) fn new(store: &'a ObjectStore, root: ObjectId) -> Self {
-        Self { store, root }
+    pub(crate) fn new(objects: ObjectView<'a>, root: ObjectId) -> Self {
+        Self { objects, root }
     }
 
     pub fn root(&self) -> ObjectId {
@@ -111,7 +113,7 @@ impl<'a> TreeView<'a> {
         let mut tree = self.root;
         let last = components.len() - 1;
         for (depth, component) in components.iter().enumerate() {
-            let entries = self.store.read_tree(tree)?;
+            let entries = self.objects.read_tree(tree)?;
             let Some(entry) = entries.iter().find(|e| e.name == component.as_bytes()) else {
                 return Ok(None);
             };
@@ -151,7 +153,7 @@ impl FileSource for TreeView<'_> {
         match self.lookup(path)? {
             None => Ok(None),
             Some((EntryKind::File | EntryKind::Executable, oid)) => {
-                Ok(Some(self.store.read_kind(oid, ObjectKind::Blob)?))
+                Ok(Some(self.objects.read_kind(oid, ObjectKind::Blob)?))
             }
             Some((kind, _)) => Err(ChangeError::path(
                 path,
@@ -167,7 +169,7 @@ impl FileSource for TreeView<'_> {
     fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, ChangeError> {
         match self.lookup(path)? {
             Some((EntryKind::Dir, oid)) => self
-                .store
+                .objects
                 .read_tree(oid)?
                 .iter()
                 .map(|entry| {
@@ -205,11 +207,13 @@ struct PathNode<'w> {
     example: &'w str,
 }
 
-/// Applies `writes` to the tree `root` and returns the new root tree. Only the trees on the
-/// written paths are read and rewritten; unchanged content yields the same object ids, so a
-/// change that writes what is already there gives back `root` itself.
+/// Applies `writes` to the tree `root` and returns the new root tree; the new blobs and trees go
+/// into `batch`. Only the trees on the written paths are read and rewritten; unchanged content
+/// yields the same object ids, so a change that writes what is already there gives back `root`
+/// itself.
 pub(crate) fn apply_writes(
     store: &ObjectStore,
+    batch: &Batch,
     root: ObjectId,
     writes: &[FileWrite],
 ) -> Result<ObjectId, ChangeError> {
@@ -244,10 +248,11 @@ pub(crate) fn apply_writes(
         }
         node.action = Some(&write.action);
     }
-    match rewrite_tree(store, Some(root), &top, "")? {
+    let objects = ObjectView::with_batch(store, batch);
+    match rewrite_tree(objects, batch, Some(root), &top, "")? {
         Some(oid) => Ok(oid),
         // Every file was deleted: the commit points at the empty tree.
-        None => Ok(store.write(ObjectKind::Tree, b"")?),
+        None => Ok(batch.add(ObjectKind::Tree, b"", Some(""))),
     }
 }
 
@@ -261,13 +266,14 @@ fn join(prefix: &str, name: &str) -> String {
 
 /// Returns the new tree id, or `None` when the tree ends up empty (git stores no empty trees).
 fn rewrite_tree(
-    store: &ObjectStore,
+    objects: ObjectView<'_>,
+    batch: &Batch,
     tree: Option<ObjectId>,
     node: &PathNode<'_>,
     prefix: &str,
 ) -> Result<Option<ObjectId>, ChangeError> {
     let mut entries = match tree {
-        Some(oid) => store.read_tree(oid)?.as_ref().clone(),
+        Some(oid) => objects.read_tree(oid)?.as_ref().clone(),
         None => Vec::new(),
     };
     let mut changed = false;
@@ -315,7 +321,7 @@ fn rewrite_tree(
                     let same =
                         position.is_some_and(|i| entries[i].oid == oid && entries[i].mode == mode);
                     if !same {
-                        store.write(ObjectKind::Blob, content)?;
+                        batch.add(ObjectKind::Blob, content, None);
                     }
                     Some(TreeEntry {
                         mode,
@@ -341,7 +347,7 @@ fn rewrite_tree(
                     ));
                 }
             };
-            rewrite_tree(store, subtree, child, &path)?.map(|oid| {
+            rewrite_tree(objects, batch, subtree, child, &path)?.map(|oid| {
                 let mode = position
                     .map(|i| entries[i].mode.clone())
                     .unwrap_or_else(|| b"40000".to_vec());
@@ -377,7 +383,7 @@ fn rewrite_tree(
         return Ok(None);
     }
     let data = serialize_tree(&mut entries);
-    Ok(Some(store.write(ObjectKind::Tree, &data)?))
+    Ok(Some(batch.add(ObjectKind::Tree, &data, Some(prefix))))
 }
 
 #[cfg(test)]

@@ -451,6 +451,7 @@ fn editing_one_file_among_two_thousand_directories_writes_only_its_path() {
     let data = Scratch::new().unwrap();
     let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
     let loose_before = count_loose(mirror.path());
+    let packs_before = pack_files(mirror.path());
 
     let change = SetLine::new(
         "apps/svc-1234/prod/kustomization.yaml",
@@ -460,9 +461,13 @@ fn editing_one_file_among_two_thousand_directories_writes_only_its_path() {
     );
     let report = land(&mirror, "main", &[&change], &options()).unwrap();
 
-    // One blob, the four trees on the path (root, apps, svc-1234, prod) and the commit.
+    // One blob, the four trees on the path (root, apps, svc-1234, prod) and the commit, in one
+    // pack and nowhere else.
     assert_eq!(report.objects_written, 6);
-    assert_eq!(count_loose(mirror.path()) - loose_before, 6);
+    assert_eq!(count_loose(mirror.path()), loose_before);
+    let packs = new_packs(mirror.path(), &packs_before);
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    assert_eq!(verify_pack(&packs[0]).len(), 6);
     let diff = remote
         .git(&["diff", "--name-only", "main~1", "main"])
         .unwrap();
@@ -471,15 +476,6 @@ fn editing_one_file_among_two_thousand_directories_writes_only_its_path() {
         "apps/svc-1234/prod/kustomization.yaml\n"
     );
     remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
-}
-
-fn count_loose(git_dir: &std::path::Path) -> usize {
-    std::fs::read_dir(git_dir.join("objects"))
-        .unwrap()
-        .flatten()
-        .filter(|dir| dir.file_name().len() == 2)
-        .map(|dir| std::fs::read_dir(dir.path()).unwrap().count())
-        .sum()
 }
 
 #[test]

@@ -76,6 +76,15 @@ impl App {
             .enqueue(job)
             .await
             .map_err(|e| crate::http::store_error(&e))?;
+        // Inside the request's span: this line ties the request id to the job id the writers
+        // log from here on.
+        tracing::info!(
+            job_id = %enqueued.job.id,
+            created = enqueued.created,
+            tasks = enqueued.job.tasks.len(),
+            requested_by = %enqueued.job.requested_by,
+            "job accepted"
+        );
         if enqueued.created {
             for t in &enqueued.job.tasks {
                 self.writers.wake(&t.branch).await;
@@ -180,8 +189,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     writers.release_previous_leases().await;
     tokio::spawn(writers.clone().dispatch(Duration::from_secs(1)));
-    let http = crate::http::router(app.clone()).merge(crate::release::router(app.clone()));
-    let grpc = crate::grpc::router(app.clone());
+    let releases = crate::release::Releases::start(app.clone());
+    let http = crate::http::router(app.clone())
+        .merge(releases.router())
+        .layer(axum::middleware::from_fn(crate::request_id::layer));
+    let grpc = crate::grpc::router(app.clone(), &releases)
+        .layer(axum::middleware::from_fn(crate::request_id::layer));
     let tls = match &config.tls {
         Some(t) => Some({
             // rustls needs a process-wide crypto provider before the first TLS configuration;

@@ -412,17 +412,20 @@ pub enum ConfigError {
         message: String,
     },
     #[error(
-        "{}: {field}: environment variable `{variable}` is not set (write `$${{` for a literal `${{`)",
-        path.display()
+        "{}{}: {field}: environment variable `{variable}` is not set (write `$${{` for a literal `${{`)",
+        path.display(), position(*line, None)
     )]
     UnsetVariable {
         path: PathBuf,
+        /// The line of the first `${variable}` in the file.
+        line: Option<u64>,
         field: String,
         variable: String,
     },
-    #[error("{}: {field}: {message}", path.display())]
+    #[error("{}{}: {field}: {message}", path.display(), position(*line, None))]
     Reference {
         path: PathBuf,
+        line: Option<u64>,
         field: String,
         message: String,
     },
@@ -513,7 +516,7 @@ impl Config {
     pub fn from_yaml(text: &str, path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
         let mut config: Config =
             serde_saphyr::from_str(text).map_err(|error| parse_error(&error, text, path))?;
-        config.expand_variables(path, env)?;
+        config.expand_variables(path, text, env)?;
         config.resolve_relative_paths(path);
         config.apply_env_overrides(env)?;
         config.validate(path)?;
@@ -541,8 +544,13 @@ impl Config {
         })
     }
 
-    fn expand_variables(&mut self, path: &Path, env: Env<'_>) -> Result<(), ConfigError> {
-        let x = Expander { path, env };
+    fn expand_variables(
+        &mut self,
+        path: &Path,
+        text: &str,
+        env: Env<'_>,
+    ) -> Result<(), ConfigError> {
+        let x = Expander { path, text, env };
         x.path_buf(&mut self.data_dir, "data_dir")?;
         x.string(&mut self.log.level, "log.level")?;
         if let Some(tls) = &mut self.tls {
@@ -594,6 +602,30 @@ impl Config {
                 x.string(&mut secret.0, &format!("notify.webhooks[{i}].secret"))?;
             }
         }
+        for (i, env) in self.environments.iter_mut().enumerate() {
+            let at = format!("environments[{i}]");
+            x.string(&mut env.name, &format!("{at}.name"))?;
+            x.option(&mut env.after, &format!("{at}.after"))?;
+            x.option(&mut env.repository, &format!("{at}.repository"))?;
+            x.option(&mut env.branch, &format!("{at}.branch"))?;
+        }
+        for (i, service) in self.services.iter_mut().enumerate() {
+            let at = format!("services[{i}]");
+            x.string(&mut service.name, &format!("{at}.name"))?;
+            x.option(&mut service.namespace, &format!("{at}.namespace"))?;
+            x.option(&mut service.path, &format!("{at}.path"))?;
+            for (env, target) in &mut service.environments {
+                let at = format!("{at}.environments.{env}");
+                x.option(&mut target.path, &format!("{at}.path"))?;
+                x.option(&mut target.repository, &format!("{at}.repository"))?;
+                x.option(&mut target.branch, &format!("{at}.branch"))?;
+            }
+        }
+        for (i, rule) in self.policies.branch_restrictions.iter_mut().enumerate() {
+            x.string(rule, &format!("policies.branch_restrictions[{i}]"))?;
+        }
+        x.option(&mut self.policies.repository, "policies.repository")?;
+        x.option(&mut self.policies.branch, "policies.branch")?;
         self.triggers
             .expand_variables(&mut |value, field| x.string(value, field))?;
         self.release_notify
@@ -937,26 +969,38 @@ fn yaml_escape(value: &str) -> String {
 
 struct Expander<'a> {
     path: &'a Path,
+    /// The file's text, to point at the line of a bad reference.
+    text: &'a str,
     env: Env<'a>,
 }
 
 impl Expander<'_> {
     fn string(&self, value: &mut String, field: &str) -> Result<(), ConfigError> {
         if value.contains('$') {
+            let original = value.clone();
             *value = expand(value, self.env).map_err(|problem| match problem {
                 ExpandProblem::Unset(variable) => ConfigError::UnsetVariable {
                     path: self.path.to_owned(),
+                    line: line_of(self.text, &format!("${{{variable}}}")),
                     field: field.to_owned(),
                     variable,
                 },
                 ExpandProblem::Malformed(message) => ConfigError::Reference {
                     path: self.path.to_owned(),
+                    line: line_of(self.text, &original),
                     field: field.to_owned(),
                     message,
                 },
             })?;
         }
         Ok(())
+    }
+
+    fn option(&self, value: &mut Option<String>, field: &str) -> Result<(), ConfigError> {
+        match value {
+            Some(v) => self.string(v, field),
+            None => Ok(()),
+        }
     }
 
     fn path_buf(&self, value: &mut PathBuf, field: &str) -> Result<(), ConfigError> {
@@ -968,6 +1012,22 @@ impl Expander<'_> {
         }
         Ok(())
     }
+}
+
+/// The 1-based line of the first occurrence of `needle` that is not an escaped `$${`, if any.
+/// Values are found by their text: the parsed configuration keeps no positions, and a value
+/// holding a reference is distinctive enough to find.
+fn line_of(text: &str, needle: &str) -> Option<u64> {
+    let mut from = 0;
+    while let Some(at) = text[from..].find(needle) {
+        let at = from + at;
+        let escaped = needle.starts_with('$') && text[..at].ends_with('$');
+        if !escaped {
+            return u64::try_from(text[..at].matches('\n').count() + 1).ok();
+        }
+        from = at + needle.len();
+    }
+    None
 }
 
 enum ExpandProblem {

@@ -25,10 +25,11 @@ use crate::http::ApiError;
 const MAX_LIST_LIMIT: u32 = 1000;
 
 /// All gRPC services of the server, as one router for the gRPC listener (HTTP/2).
-pub fn router(app: Arc<App>) -> axum::Router {
+pub fn router(app: Arc<App>, releases: &crate::release::Releases) -> axum::Router {
     let limit = usize::try_from(app.config.limits.max_body_bytes).unwrap_or(usize::MAX);
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(health_service(&app));
+    routes.add_service(releases.grpc_service(limit));
     routes
         .add_service(DeployServiceServer::new(DeployApi { app }).max_decoding_message_size(limit));
     // Reflection advertises tug's services and the health service with their descriptors, so
@@ -55,21 +56,33 @@ pub fn router(app: Arc<App>) -> axum::Router {
     routes.routes().into_axum_router()
 }
 
-/// `grpc.health.v1.Health`: SERVING for the server ("") and for `tug.v1.DeployService` until the
-/// server starts shutting down, NOT_SERVING from then on so load balancers stop sending requests.
+/// `grpc.health.v1.Health`: SERVING for the server (""), `tug.v1.DeployService` and
+/// `tug.v1.ReleaseService` until the server starts shutting down, NOT_SERVING from then on so load
+/// balancers stop sending requests.
 fn health_service(
     app: &App,
 ) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, service) = tonic_health::server::health_reporter();
     // The reporter is new and nobody else holds its lock, so this completes at once; doing it
     // before the listener serves means no health check ever sees the service as unknown.
-    futures::executor::block_on(
-        reporter.set_service_status(tug_proto::DEPLOY_SERVICE_NAME, ServingStatus::Serving),
-    );
+    futures::executor::block_on(async {
+        for name in [
+            tug_proto::DEPLOY_SERVICE_NAME,
+            tug_proto::RELEASE_SERVICE_NAME,
+        ] {
+            reporter
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+    });
     let mut shutdown = app.shutdown.clone();
     tokio::spawn(async move {
         shutdown.wait().await;
-        for name in ["", tug_proto::DEPLOY_SERVICE_NAME] {
+        for name in [
+            "",
+            tug_proto::DEPLOY_SERVICE_NAME,
+            tug_proto::RELEASE_SERVICE_NAME,
+        ] {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;

@@ -51,6 +51,16 @@ pub struct TaskPayload {
     /// Directories `files` own: any other file under them is deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replace_dirs: Vec<String>,
+    /// What files must hold for the task to apply (a read-modify-write of a policies file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preconditions: Vec<PayloadPrecondition>,
+}
+
+/// One of [`TaskPayload::preconditions`]: the file's content, base64 (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadPrecondition {
+    pub path: String,
+    pub content_base64: Option<String>,
 }
 
 /// One file of [`TaskPayload::files`]; base64 keeps any bytes intact through the JSON payload.
@@ -165,6 +175,7 @@ pub fn job_from_request(
                     redeploy_value: redeploy_value.clone(),
                     files: Vec::new(),
                     replace_dirs: Vec::new(),
+                    preconditions: Vec::new(),
                 })
                 .segments
                 .push(segment);

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify;
 pub mod openapi;
 pub mod release;
+pub mod request_id;
 pub mod shutdown;
 pub mod tls;
 pub mod writer;

@@ -23,8 +23,11 @@ pub fn filter(level: &str) -> Result<EnvFilter, String> {
 /// Installs the global subscriber, writing to standard error. Call once, at start-up.
 pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
     let filter = filter(&config.level).map_err(LoggingError::Level)?;
+    // Colours only for a person at a terminal: escape codes in a log file or a collector break
+    // grep and parsers.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let installed = match config.format {
         LogFormat::Text => builder.try_init(),

@@ -52,6 +52,31 @@ pub struct Writers {
     running: Mutex<HashMap<BranchKey, Arc<Notify>>>,
     /// Resolves when the server shuts down: writers finish the push in flight and stop.
     shutdown: Shutdown,
+    /// Work that outlives a batch (metrics, notifications), which shutdown waits for.
+    background: Background,
+}
+
+/// Counts background tasks so shutdown can wait for them.
+#[derive(Default, Clone)]
+struct Background(Arc<std::sync::atomic::AtomicUsize>);
+
+struct BackgroundGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Background {
+    fn enter(&self) -> BackgroundGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        BackgroundGuard(self.0.clone())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+}
+
+impl Drop for BackgroundGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Writers {
@@ -77,6 +102,7 @@ impl Writers {
             mirrors: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             shutdown,
+            background: Background::default(),
         })
     }
 
@@ -149,7 +175,7 @@ impl Writers {
     pub async fn drain(&self, deadline: Duration) {
         let started = Instant::now();
         while started.elapsed() < deadline {
-            if self.running.lock().await.is_empty() {
+            if self.running.lock().await.is_empty() && self.background.is_idle() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -287,6 +313,7 @@ impl Writers {
 
         // Decode payloads; a payload that does not decode fails its task alone.
         let mut outcomes = Vec::new();
+        let mut landed = None;
         let mut work: Vec<(&Task, ChangeWithFiles)> = Vec::new();
         for t in &tasks {
             let change = serde_json::from_value::<TaskPayload>(t.payload.clone())
@@ -398,13 +425,12 @@ impl Writers {
                             ),
                         });
                     }
-                    info!(
-                        repository = %branch.repository, branch = %branch.branch,
-                        tasks = work.len(), attempts = report.attempts,
-                        push_ms = report.push_time.as_millis() as u64,
-                        total_ms = started.elapsed().as_millis() as u64,
-                        "landed batch"
-                    );
+                    landed = Some((
+                        work.len(),
+                        report.attempts,
+                        report.apply_time,
+                        report.push_time,
+                    ));
                 }
                 Ok(Err(e)) => {
                     // Outcomes found during recovery are final; the rest waits or fails.
@@ -423,10 +449,23 @@ impl Writers {
                 }
             }
         }
+        let recording = Instant::now();
         self.finish(&tasks, outcomes).await;
+        if let Some((tasks, attempts, apply, push)) = landed {
+            info!(
+                repository = %branch.repository, branch = %branch.branch,
+                tasks, attempts,
+                apply_ms = apply.as_millis() as u64,
+                push_ms = push.as_millis() as u64,
+                record_ms = recording.elapsed().as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "landed batch"
+            );
+        }
     }
 
-    /// Records outcomes, tells streams, and notifies for jobs that are now finished.
+    /// Records outcomes and tells streams; metrics and notifications for the jobs that are now
+    /// finished follow in the background, so the next batch does not wait for them.
     async fn finish(&self, tasks: &[Task], outcomes: Vec<Outcome>) {
         if outcomes.is_empty() {
             return;
@@ -444,12 +483,33 @@ impl Writers {
         let mut jobs: Vec<&str> = tasks.iter().map(|t| t.job_id.as_str()).collect();
         jobs.sort_unstable();
         jobs.dedup();
-        for job_id in jobs {
-            let _ = self.signal.send(job_id.to_owned());
-            self.after_job(job_id).await;
+        for job_id in &jobs {
+            let _ = self.signal.send((*job_id).to_owned());
         }
+        let after = AfterJobs {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            notifier: self.notifier.clone(),
+        };
+        let jobs: Vec<String> = jobs.into_iter().map(str::to_owned).collect();
+        let guard = self.background.enter();
+        tokio::spawn(async move {
+            for job_id in jobs {
+                after.after_job(&job_id).await;
+            }
+            drop(guard);
+        });
     }
+}
 
+/// Per finished job: metrics and notifications.
+struct AfterJobs {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    notifier: Arc<Notifier>,
+}
+
+impl AfterJobs {
     async fn after_job(&self, job_id: &str) {
         let Ok(Some(job)) = self.store.job(job_id).await else {
             return;
@@ -510,7 +570,9 @@ impl Writers {
             }
         });
     }
+}
 
+impl Writers {
     async fn postpone_or_fail(&self, tasks: &[Task], error: &str, transient: bool) {
         let (retry, fail): (Vec<&Task>, Vec<&Task>) = tasks
             .iter()
@@ -611,10 +673,32 @@ fn change_for(task: &Task, p: TaskPayload) -> Result<ChangeWithFiles, String> {
             allow_empty: p.allow_empty,
         },
     };
+    let preconditions = p
+        .preconditions
+        .iter()
+        .map(|c| {
+            let content = c
+                .content_base64
+                .as_ref()
+                .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+                .transpose()
+                .map_err(|e| {
+                    format!(
+                        "precondition on {} of the stored task is not base64: {e}",
+                        c.path
+                    )
+                })?;
+            Ok(tug_deploy::FilePrecondition {
+                path: c.path.clone(),
+                content,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(ChangeWithFiles {
         edits,
         files,
         replace_dirs: p.replace_dirs,
+        preconditions,
     })
 }
 

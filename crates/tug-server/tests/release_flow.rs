@@ -664,3 +664,54 @@ async fn copy_mode_writes_the_bundle_the_artifact_and_the_flux_kustomization() {
     );
     server.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_policy_changes_all_land() {
+    let repo = BareRepo::with_files(&[("README.md", b"manifests\n".as_slice())]).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(config(data.path(), &repo.file_url())).await;
+    let changes = [
+        (
+            "/api/v1/policies/api/branch-restriction",
+            json!({"env": "dev", "branchRegex": "^(main|feature/.*)$"}),
+            "branch-restriction-dev",
+        ),
+        (
+            "/api/v1/policies/api/branch-restriction",
+            json!({"env": "staging", "branchRegex": "^main$"}),
+            "branch-restriction-staging",
+        ),
+        (
+            "/api/v1/policies/api/auto-release",
+            json!({"branch": "main", "env": "dev"}),
+            "auto-release-main-dev",
+        ),
+        (
+            "/api/v1/policies/api/auto-release",
+            json!({"branch": "main", "env": "staging"}),
+            "auto-release-main-staging",
+        ),
+    ];
+    // All at once: each reads the same (missing) file, so all but one find it changed when
+    // they commit and must make their change again on the new content.
+    let answers = futures::future::join_all(
+        changes
+            .iter()
+            .map(|(path, body, _)| server.post(path, body.clone())),
+    )
+    .await;
+    for (code, answer) in &answers {
+        assert_eq!(*code, 200, "{answer}");
+    }
+    let policies = file(&repo, "policies/api.json");
+    for (_, _, id) in &changes {
+        assert!(policies.contains(id), "{id} was lost:\n{policies}");
+    }
+    let history = repo.log("main").unwrap();
+    let policy_commits = history
+        .iter()
+        .filter(|c| c.subject.starts_with("[policies/api]"))
+        .count();
+    assert_eq!(policy_commits, changes.len(), "{history:?}");
+    server.running.shutdown().await.unwrap();
+}

@@ -364,6 +364,27 @@ pub enum ArtifactCommand {
     Add(ArtifactStage),
     /// Register artifact.json with the server; prints the auto-releases it started.
     Push(ArtifactPushArgs),
+    /// Upload rendered manifests for copy-mode releases: DIR holds one directory per environment
+    /// (DIR/dev/…, DIR/prod/…); the artifact must be registered first.
+    Bundle(ArtifactBundleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactBundleArgs {
+    /// The directory holding one subdirectory of manifests per environment.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The artifact's id and service are read from this artifact.json.
+    #[arg(
+        long,
+        short = 'f',
+        env = "TUG_ARTIFACT_FILE",
+        default_value = "artifact.json",
+        value_name = "PATH"
+    )]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Args)]

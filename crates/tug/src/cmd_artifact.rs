@@ -1,15 +1,17 @@
-//! `tug artifact init|add|push`: CI writes `artifact.json` step by step, then registers it.
+//! `tug artifact init|add|push|bundle`: CI writes `artifact.json` step by step, registers it,
+//! and optionally uploads rendered manifests for copy-mode releases.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 use tug_release::artifact::{ImageData, Repository, ScanData, TestData, TestResults};
 use tug_release::{Artifact, ArtifactInit, Stage};
 
 use crate::cli::{
-    ArtifactCommand, ArtifactFileArg, ArtifactInitArgs, ArtifactPushArgs, ArtifactStage,
-    OutputFormat,
+    ArtifactBundleArgs, ArtifactCommand, ArtifactFileArg, ArtifactInitArgs, ArtifactPushArgs,
+    ArtifactStage, OutputFormat,
 };
 use crate::client::{ReleaseClient, block_on};
 use crate::output;
@@ -19,7 +21,110 @@ pub fn run(cmd: ArtifactCommand) -> anyhow::Result<()> {
         ArtifactCommand::Init(args) => init(*args),
         ArtifactCommand::Add(stage) => add(stage),
         ArtifactCommand::Push(args) => push(&args),
+        ArtifactCommand::Bundle(args) => bundle(&args),
     }
+}
+
+/// The most files one bundle may hold; a directory this large is almost surely the wrong one.
+const MAX_BUNDLE_FILES: usize = 10_000;
+
+/// Reads `dir/<env>/**` into `"<env>/<path>" → content`. Only regular UTF-8 files are taken;
+/// a symlink or a binary file is an error naming it, so nothing is uploaded half.
+fn read_bundle(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read directory {}", dir.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("cannot read directory {}", dir.display()))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot stat {}", path.display()))?;
+            if kind.is_dir() {
+                walk(root, &path, files)?;
+            } else if kind.is_file() {
+                let relative = path
+                    .strip_prefix(root)
+                    .with_context(|| format!("{} is outside {}", path.display(), root.display()))?;
+                let name = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_str())
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| anyhow!("{}: the file name is not UTF-8", path.display()))?
+                    .join("/");
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| anyhow!("{}: not a UTF-8 text file", path.display()))?;
+                files.insert(name, text);
+                if files.len() > MAX_BUNDLE_FILES {
+                    bail!("{}: more than {MAX_BUNDLE_FILES} files", root.display());
+                }
+            } else {
+                bail!(
+                    "{}: only regular files and directories can be bundled",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files)?;
+    if let Some(top) = files.keys().find(|k| !k.contains('/')) {
+        bail!(
+            "{}: {top} is not inside an environment directory (expected {}/<env>/…)",
+            dir.join(top).display(),
+            dir.display()
+        );
+    }
+    if files.is_empty() {
+        bail!("{}: no files to bundle", dir.display());
+    }
+    Ok(files)
+}
+
+fn bundle(args: &ArtifactBundleArgs) -> anyhow::Result<()> {
+    let artifact = read(&args.file)?;
+    let files = read_bundle(&args.dir)?;
+    let count = files.len();
+    let body = serde_json::json!({"service": artifact.service, "files": files});
+    let client = ReleaseClient::new(&args.server)?;
+    let path = format!("/api/v1/artifacts/{}/bundle", percent_segment(&artifact.id));
+    let answer = block_on(client.post(&path, &body))?;
+    match args.server.output {
+        OutputFormat::Json => output::json(&answer),
+        OutputFormat::Text => {
+            output::line(&format!(
+                "bundle of artifact {} ({count} files) stored",
+                artifact.id
+            ));
+            for auto in answer
+                .get("autoReleases")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                output::line(&auto_release_line(auto));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An id as one URL path segment.
+fn percent_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn text(value: Option<String>) -> String {
@@ -186,6 +291,37 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_bundle_is_read_per_environment_and_refuses_stray_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("dev/sub")).unwrap();
+        std::fs::create_dir_all(dir.path().join("prod")).unwrap();
+        std::fs::write(dir.path().join("dev/deploy.yaml"), "kind: Deployment\n").unwrap();
+        std::fs::write(dir.path().join("dev/sub/svc.yaml"), "kind: Service\n").unwrap();
+        std::fs::write(dir.path().join("prod/deploy.yaml"), "kind: Deployment\n").unwrap();
+        let files = read_bundle(dir.path()).unwrap();
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            ["dev/deploy.yaml", "dev/sub/svc.yaml", "prod/deploy.yaml"]
+        );
+        std::fs::write(dir.path().join("stray.yaml"), "x: 1\n").unwrap();
+        let error = read_bundle(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("stray.yaml is not inside an environment directory"),
+            "{error}"
+        );
+        std::fs::remove_file(dir.path().join("stray.yaml")).unwrap();
+        std::fs::write(dir.path().join("dev/logo.png"), [0x89, 0x50, 0xff, 0xfe]).unwrap();
+        let error = read_bundle(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("logo.png: not a UTF-8 text file"), "{error}");
+    }
+
+    #[test]
+    fn ids_are_escaped_as_one_path_segment() {
+        assert_eq!(percent_segment("web-1.2_3"), "web-1.2_3");
+        assert_eq!(percent_segment("a/b c"), "a%2Fb%20c");
+    }
 
     #[test]
     fn an_auto_release_line_names_environment_status_and_job() {

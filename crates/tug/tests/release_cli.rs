@@ -65,6 +65,8 @@ services:
   - name: api
     path: "apps/{{service}}/{{env}}"
     edit: {{ kind: kustomize }}
+  - name: web
+    edit: {{ kind: copy }}
 policies:
   branch_restrictions: ["prod=^main$"]
 "#,
@@ -355,6 +357,62 @@ fn artifact_to_auto_release_promote_refusal_rollback_and_history() {
     let unpinned = world.ok(&["unpin", "--service", "api", "--env", "staging"]);
     assert!(unpinned.contains("was held at main-1"), "{unpinned}");
     assert_eq!(environment(&world.status(), "staging")["pinned"], false);
+}
+
+#[test]
+fn copy_mode_bundle_uploaded_from_a_directory_then_released() {
+    let w = World::start();
+    w.ok(&[
+        "artifact",
+        "init",
+        "--service",
+        "web",
+        "--id",
+        "web-7",
+        "--branch",
+        "main",
+    ]);
+    w.ok(&[
+        "artifact", "add", "push", "--image", IMAGE, "--tag", "7.0.0",
+    ]);
+    w.ok(&["artifact", "push"]);
+    let bundle = w.client_dir.join("rendered");
+    std::fs::create_dir_all(bundle.join("dev/extra")).unwrap();
+    std::fs::create_dir_all(bundle.join("prod")).unwrap();
+    std::fs::write(bundle.join("dev/deployment.yaml"), "kind: Deployment\n").unwrap();
+    std::fs::write(bundle.join("dev/extra/service.yaml"), "kind: Service\n").unwrap();
+    std::fs::write(bundle.join("prod/deployment.yaml"), "kind: Deployment\n").unwrap();
+    let out = w.ok(&["artifact", "bundle", "rendered"]);
+    assert!(
+        out.contains("bundle of artifact web-7 (3 files) stored"),
+        "{out}"
+    );
+    w.ok(&[
+        "release",
+        "--service",
+        "web",
+        "--env",
+        "dev",
+        "--artifact",
+        "web-7",
+    ]);
+    let read =
+        |path: &str| String::from_utf8(w.repo.read_file("main", path).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        read("dev/releases/dev/web/deployment.yaml"),
+        "kind: Deployment\n"
+    );
+    assert_eq!(
+        read("dev/releases/dev/web/extra/service.yaml"),
+        "kind: Service\n"
+    );
+    assert!(read("dev/releases/dev/web/artifact.json").contains("\"web-7\""));
+
+    // A bundle for an artifact the server does not know is refused, naming it.
+    w.ok(&["artifact", "init", "--service", "web", "--id", "web-8"]);
+    let out = w.tug(&["artifact", "bundle", "rendered"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("web-8"), "{}", stderr(&out));
 }
 
 #[test]

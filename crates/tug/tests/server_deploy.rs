@@ -106,6 +106,47 @@ fn deploys_over_rest_with_progress_idempotency_jobs_api_and_group_commit() {
     jobs_api_shows_the_job_with_its_events(&f, &job_id);
     concurrent_requests_on_one_branch_share_pushes(&f);
     metrics_and_openapi_are_served(&f);
+    request_ids_tie_log_lines_to_the_request(&f);
+}
+
+fn request_ids_tie_log_lines_to_the_request(f: &Fixture) {
+    let body = SEED_BODY
+        .replace("https://gitlab.example.com/infra/platform", &f.url)
+        .replace("v1.2.3", "v1.2.9");
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", auth.as_str()),
+        ("X-Request-Id", "ci-run-4711"),
+    ];
+    let response = f
+        .server
+        .request("POST", "/api/v1/deploy", &headers, body.as_bytes())
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-request-id"), Some("ci-run-4711"));
+    let lines = response.ndjson().unwrap();
+    let job_id = final_result(&lines)["jobId"].as_str().unwrap().to_owned();
+    let logs = f.server.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("request_id=ci-run-4711") && l.contains(&job_id)),
+        "no log line names both the request id and job {job_id}:\n{logs}"
+    );
+
+    // Without one (or with one that would garble a log line), the server makes its own.
+    let headers = [("X-Request-Id", "two words")];
+    let response = f
+        .server
+        .request("GET", "/api/v1/jobs/no-such-job", &headers, b"")
+        .unwrap();
+    let id = response.header("x-request-id").unwrap().to_owned();
+    assert_ne!(id, "two words");
+    assert!(uuid_like(&id), "{id}");
+}
+
+fn uuid_like(id: &str) -> bool {
+    id.len() == 36 && id.split('-').map(str::len).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
 }
 
 fn seed_request_lands_and_streams_progress(f: &Fixture) -> String {

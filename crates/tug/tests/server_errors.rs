@@ -304,13 +304,16 @@ fn an_unknown_configuration_field_stops_the_server_with_file_line_and_field() {
 }
 
 #[test]
-fn an_unset_variable_stops_the_server_naming_file_field_and_variable() {
+fn an_unset_variable_stops_the_server_naming_file_line_field_and_variable() {
     let yaml = format!(
         "repositories:\n  - name: platform\n    url: \"https://git.example.com/platform.git\"\n    http: {{username: bot, password: \"${{TUG_TEST_UNSET_PASSWORD}}\"}}\n{VALID_AUTH}"
     );
     let scratch = Scratch::new().unwrap();
     let (path, stderr) = server_refuses_config(&scratch, &yaml);
-    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4:", path.display())),
+        "names file and line: {stderr}"
+    );
     assert!(
         stderr.contains("repositories[0].http.password"),
         "names the field: {stderr}"

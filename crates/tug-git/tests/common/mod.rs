@@ -184,3 +184,76 @@ pub fn subcommand(argv: &[String]) -> Option<&str> {
 pub fn open(data_dir: &std::path::Path, url: &str, options: MirrorOptions) -> Mirror {
     Mirror::open(data_dir, Remote::new(url, tug_git::Auth::None), options).unwrap()
 }
+
+/// The `.pack` files of a repository's object directory, sorted.
+pub fn pack_files(git_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut packs: Vec<_> = std::fs::read_dir(git_dir.join("objects/pack"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pack"))
+        .collect();
+    packs.sort();
+    packs
+}
+
+/// The packs of `git_dir` that are not in `before`.
+pub fn new_packs(
+    git_dir: &std::path::Path,
+    before: &[std::path::PathBuf],
+) -> Vec<std::path::PathBuf> {
+    pack_files(git_dir)
+        .into_iter()
+        .filter(|pack| !before.contains(pack))
+        .collect()
+}
+
+/// Loose objects in a repository's object directory.
+pub fn count_loose(git_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(git_dir.join("objects"))
+        .unwrap()
+        .flatten()
+        .filter(|dir| dir.file_name().len() == 2)
+        .map(|dir| std::fs::read_dir(dir.path()).unwrap().count())
+        .sum()
+}
+
+/// One object of a pack as `git verify-pack -v` lists it.
+#[derive(Debug)]
+pub struct PackedObject {
+    pub id: String,
+    pub kind: String,
+    /// Deltas between this object and a whole one; 0 when stored whole.
+    pub depth: usize,
+    pub base: Option<String>,
+}
+
+/// Runs `git verify-pack -v` (which fails on a malformed pack or index) and lists the objects.
+pub fn verify_pack(pack: &std::path::Path) -> Vec<PackedObject> {
+    let out = tug_testkit::run_git(None, &["verify-pack", "-v", pack.to_str().unwrap()]).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let is_object = fields
+                .first()
+                .is_some_and(|id| id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+            match fields.len() {
+                5 if is_object => Some(PackedObject {
+                    id: fields[0].to_owned(),
+                    kind: fields[1].to_owned(),
+                    depth: 0,
+                    base: None,
+                }),
+                7 if is_object => Some(PackedObject {
+                    id: fields[0].to_owned(),
+                    kind: fields[1].to_owned(),
+                    depth: fields[5].parse().unwrap(),
+                    base: Some(fields[6].to_owned()),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}

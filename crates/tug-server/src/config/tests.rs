@@ -162,7 +162,52 @@ fn unset_variable_names_variable_and_field() {
             if variable == "TOKEN" && field == "repositories[0].http.password"),
         "{message}"
     );
-    assert!(message.contains("/etc/tug/server.yaml"), "{message}");
+    assert!(
+        message.starts_with("/etc/tug/server.yaml:10: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn release_sections_expand_variables_too() {
+    let text = r#"
+auth: {mode: none}
+repositories:
+  - name: p
+    url: https://git.example.com/p.git
+environments:
+  - name: dev
+    branch: "${DEV_BRANCH}"
+services:
+  - name: api
+    path: "apps/{service}/{env}"
+    edit: { kind: kustomize }
+    environments:
+      dev: { path: "${API_DEV_PATH}" }
+policies:
+  branch_restrictions: ["dev=${DEV_BRANCHES}"]
+"#;
+    let env = env_of(&[
+        ("DEV_BRANCH", "deploy"),
+        ("API_DEV_PATH", "teams/api/dev"),
+        ("DEV_BRANCHES", "^(main|release/.*)$"),
+    ]);
+    let config = load(text, &env).unwrap();
+    assert_eq!(config.environments[0].branch.as_deref(), Some("deploy"));
+    assert_eq!(
+        config.services[0].environments["dev"].path.as_deref(),
+        Some("teams/api/dev")
+    );
+    assert_eq!(
+        config.policies.branch_restrictions,
+        vec!["dev=^(main|release/.*)$".to_owned()]
+    );
+    let error = load(text, &env_of(&[("DEV_BRANCH", "deploy")])).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with("/etc/tug/server.yaml:14: services[0].environments.dev.path: "),
+        "{message}"
+    );
 }
 
 #[test]
@@ -186,7 +231,7 @@ fn malformed_reference_is_reported() {
     let text = "auth: {mode: none}\ndata_dir: \"${DATA\"\n";
     let error = load(text, &env_of(&[])).unwrap_err();
     assert!(
-        matches!(&error, ConfigError::Reference { field, .. } if field == "data_dir"),
+        matches!(&error, ConfigError::Reference { field, line: Some(2), .. } if field == "data_dir"),
         "{error}"
     );
 }

@@ -1,9 +1,12 @@
-//! The REST API of releases. Bodies and answers are JSON with camelCase fields; errors are the
-//! API's `{code, message, details}`.
+//! The release API, once for both front ends: each `*_core` function validates, authorises and
+//! does the work of one operation and answers with typed values; the REST handlers here are thin
+//! axum wrappers that parse the request and write those values as the JSON (camelCase fields;
+//! errors `{code, message, details}`) the REST API has always answered with, and the gRPC service
+//! in `grpc.rs` maps the same values to `tug.v1` messages.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::pin::Pin;
+use std::pin::Pin as Pinned;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,29 +21,33 @@ use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tug_release::status::{environment_status, pin};
-use tug_release::{Artifact, Person, PolicyError, ServicePolicies};
-use tug_store::{ArtifactWrite, Job, NewArtifact, ReleaseQuery, RolloutState, StoredArtifact};
+use tug_release::status::{Pin, RecordedRelease, environment_status, pin};
+use tug_release::{
+    Artifact, AutoReleasePolicy, BranchRestrictionPolicy, Person, PolicyError, ServicePolicies,
+};
+use tug_store::{
+    ArtifactWrite, IndexedRelease, Job, NewArtifact, ReleaseQuery, RolloutState, StoredArtifact,
+};
 
 use super::edits::check_bundle;
 use super::flow::{
-    Ask, auto_release, enqueue, load_artifact, message_parts, person_identity, plan, release_json,
-    submit,
+    Ask, AutoReleaseOutcome, Planned, auto_release, enqueue, load_artifact, message_parts,
+    person_identity, plan, release_json, submit,
 };
 use super::index::{UNPINNED_BY, history, sync, sync_all};
-use super::policies::{policies_path, policies_place, read as read_policies};
-use super::{Ctx, conflict, internal, invalid, not_found};
+use super::policies::{policies_path, policies_place, read as read_policies, read_for_change};
+use super::{Ctx, Place, conflict, internal, invalid, not_found};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::http::{ApiError, auth_error, bearer, job_json, line, progress_stream, store_error};
-use crate::intake::{PayloadFile, TaskPayload};
+use crate::intake::{PayloadFile, PayloadPrecondition, TaskPayload};
 
 /// How long a policy change or unpin waits for its commit before answering with the job as it is.
 const WAIT_FOR_COMMIT: Duration = Duration::from_secs(120);
 
 type Shared = Arc<Ctx>;
 
-pub fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(ctx: Shared) -> Router {
     Router::new()
         .route("/api/v1/artifacts", post(push_artifact).get(list_artifacts))
         .route("/api/v1/artifacts/{id}", get(get_artifact))
@@ -62,28 +69,52 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/v1/policies/{service}/branch-restriction",
             post(apply_branch_restriction),
         )
-        .with_state(Arc::new(Ctx::new(app)))
+        .with_state(ctx)
 }
 
-fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    ctx.app
-        .authorizer
-        .authenticate(bearer(headers))
-        .map_err(|e| auth_error(&e))
+// ---------------------------------------------------------------------------------------------
+// Shared by both front ends.
+
+/// Who calls: the principal the bearer token authenticates as, and the token itself, whose scope
+/// is checked against each repository branch the call writes to.
+pub(crate) struct Caller {
+    token: Option<String>,
+    principal: Principal,
 }
 
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            format!("request body: {e}"),
-        )
-    })
-}
+impl Caller {
+    /// Reading needs only a valid token; writes check its scope as they go.
+    pub(crate) fn authenticate(ctx: &Ctx, token: Option<&str>) -> Result<Self, ApiError> {
+        let principal = ctx
+            .app
+            .authorizer
+            .authenticate(token)
+            .map_err(|e| auth_error(&e))?;
+        Ok(Caller {
+            token: token.map(str::to_owned),
+            principal,
+        })
+    }
 
-fn query_error(e: &axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.body_text())
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn authorize(&self, ctx: &Ctx, place: &Place) -> Result<(), ApiError> {
+        ctx.app
+            .authorizer
+            .authorize(self.token(), &place.repository, &place.branch)
+            .map(|_| ())
+            .map_err(|e| auth_error(&e))
+    }
+
+    /// `by` of a request, or the token's name.
+    fn requester(&self, by: Option<Person>) -> Person {
+        match by {
+            Some(by) if !(by.name.trim().is_empty() && by.email.trim().is_empty()) => by,
+            _ => Person::new(self.principal.name.clone(), ""),
+        }
+    }
 }
 
 fn count(value: Option<u32>, default: u32) -> Result<u32, ApiError> {
@@ -94,45 +125,86 @@ fn count(value: Option<u32>, default: u32) -> Result<u32, ApiError> {
     }
 }
 
-/// `by` of a request, or the token's name.
-fn requester(by: Option<Person>, principal: &Principal) -> Person {
-    match by {
-        Some(by) if !(by.name.trim().is_empty() && by.email.trim().is_empty()) => by,
-        _ => Person::new(principal.name.clone(), ""),
+fn known_service(ctx: &Ctx, service: &str) -> Result<(), ApiError> {
+    ctx.model()?
+        .services
+        .get(service)
+        .map(|_| ())
+        .map_err(|e| not_found("service", e.to_string()))
+}
+
+fn known_env(ctx: &Ctx, field: &str, env: &str) -> Result<(), ApiError> {
+    ctx.model()?
+        .environments
+        .get(env)
+        .map(|_| ())
+        .map_err(|e| invalid(field, format!("{field}: {e}")))
+}
+
+/// A registered artifact whose `artifact.json` reads back.
+pub(crate) struct KnownArtifact {
+    pub stored: StoredArtifact,
+    pub artifact: Artifact,
+}
+
+/// The registered artifact behind a release, if this server knows it.
+async fn known_artifact(
+    ctx: &Ctx,
+    service: &str,
+    artifact_id: &str,
+) -> Result<Option<KnownArtifact>, ApiError> {
+    let stored = ctx
+        .app
+        .releases
+        .artifact(service, artifact_id)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(stored.and_then(|stored| {
+        let artifact = Artifact::from_json(&stored.artifact_json).ok()?;
+        Some(KnownArtifact { stored, artifact })
+    }))
+}
+
+/// Waits (bounded) for a job to end, so writes can answer with their commit.
+pub(crate) async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ApiError> {
+    let mut signal = app.signal.subscribe();
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_COMMIT;
+    loop {
+        let job = app
+            .store
+            .job(job_id)
+            .await
+            .map_err(|e| store_error(&e))?
+            .ok_or_else(|| internal(format!("job {job_id} disappeared")))?;
+        if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+            return Ok(job);
+        }
+        // The signal wakes us early; the timeout covers a writer on another replica.
+        let _ = tokio::time::timeout(Duration::from_millis(500), signal.recv()).await;
     }
 }
 
-fn artifact_json(stored: &StoredArtifact) -> Value {
-    let artifact: Value = serde_json::from_str(&stored.artifact_json).unwrap_or(Value::Null);
-    json!({
-        "id": stored.id,
-        "service": stored.service,
-        "branch": stored.branch,
-        "createdAt": stored.created_at.to_string(),
-        "hasBundle": stored.has_bundle,
-        "artifact": artifact,
-    })
+// ---------------------------------------------------------------------------------------------
+// Artifacts.
+
+/// What registering an artifact did.
+pub(crate) struct PushedArtifact {
+    pub stored: StoredArtifact,
+    pub write: ArtifactWrite,
+    pub auto_releases: Vec<AutoReleaseOutcome>,
 }
 
-async fn push_artifact(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let principal = authenticate(&ctx, &headers)?;
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            "request body is not UTF-8",
-        )
-    })?;
+/// Registers `artifact.json` as CI wrote it and auto-releases it where a policy says so.
+pub(crate) async fn push_artifact_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    text: &str,
+) -> Result<PushedArtifact, ApiError> {
     let artifact = Artifact::from_json(text).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string())
             .with_field(Some(e.path()))
     })?;
-    let model = ctx.model()?;
-    model
+    ctx.model()?
         .services
         .get(&artifact.service)
         .map_err(|e| not_found("service", format!("service: {e}")))?;
@@ -162,378 +234,310 @@ async fn push_artifact(
         .map_err(|e| store_error(&e))?
         .ok_or_else(|| internal("the artifact just stored went missing"))?;
     // Registering the same artifact again changes nothing, so it releases nothing either.
-    let auto = if write == ArtifactWrite::Unchanged {
+    let auto_releases = if write == ArtifactWrite::Unchanged {
         Vec::new()
     } else {
-        auto_release(&ctx, bearer(&headers), &principal.name, &stored, &artifact).await?
+        auto_release(
+            ctx,
+            caller.token(),
+            &caller.principal.name,
+            &stored,
+            &artifact,
+        )
+        .await?
     };
-    let status = if write == ArtifactWrite::Created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut body = artifact_json(&stored);
-    body["created"] = json!(write == ArtifactWrite::Created);
-    body["autoReleases"] = json!(auto);
-    Ok((status, axum::Json(body)).into_response())
+    Ok(PushedArtifact {
+        stored,
+        write,
+        auto_releases,
+    })
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ArtifactsQuery {
-    service: String,
-    branch: Option<String>,
-    count: Option<u32>,
+pub(crate) struct ArtifactsQuery {
+    pub service: String,
+    pub branch: Option<String>,
+    pub count: Option<u32>,
 }
 
-async fn list_artifacts(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    query: Result<Query<ArtifactsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&ctx, &headers)?;
-    let Query(q) = query.map_err(|e| query_error(&e))?;
-    let found = ctx
-        .app
+/// Newest first.
+pub(crate) async fn list_artifacts_core(
+    ctx: &Ctx,
+    _caller: &Caller,
+    query: &ArtifactsQuery,
+) -> Result<Vec<StoredArtifact>, ApiError> {
+    ctx.app
         .releases
         .artifacts(
-            &q.service,
-            q.branch.as_deref().filter(|b| !b.is_empty()),
-            count(q.count, 20)?,
+            &query.service,
+            query.branch.as_deref().filter(|b| !b.is_empty()),
+            count(query.count, 20)?,
         )
         .await
-        .map_err(|e| store_error(&e))?;
-    Ok(axum::Json(
-        json!({"artifacts": found.iter().map(artifact_json).collect::<Vec<_>>()}),
-    ))
+        .map_err(|e| store_error(&e))
+}
+
+pub(crate) async fn get_artifact_core(
+    ctx: &Ctx,
+    _caller: &Caller,
+    service: &str,
+    id: &str,
+) -> Result<StoredArtifact, ApiError> {
+    let (stored, _) = load_artifact(ctx, service, id).await?;
+    Ok(stored)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServiceQuery {
-    service: String,
-}
-
-async fn get_artifact(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    query: Result<Query<ServiceQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&ctx, &headers)?;
-    let Query(q) = query.map_err(|e| query_error(&e))?;
-    let (stored, _) = load_artifact(&ctx, &q.service, &id).await?;
-    Ok(axum::Json(artifact_json(&stored)))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BundleBody {
-    service: String,
+pub(crate) struct BundleBody {
+    pub service: String,
     /// `<env>/<file>` → content.
-    files: BTreeMap<String, String>,
+    pub files: BTreeMap<String, String>,
 }
 
-async fn upload_bundle(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let principal = authenticate(&ctx, &headers)?;
-    let bundle: BundleBody = parse_body(&body)?;
+/// What storing a manifest bundle did.
+pub(crate) struct UploadedBundle {
+    pub stored: StoredArtifact,
+    pub files: usize,
+    pub auto_releases: Vec<AutoReleaseOutcome>,
+}
+
+pub(crate) async fn upload_bundle_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: &str,
+    bundle: &BundleBody,
+) -> Result<UploadedBundle, ApiError> {
     let model = ctx.model()?;
     check_bundle(&bundle.files, |env| model.environments.get(env).is_ok())
         .map_err(|(field, message)| invalid(&field, format!("{field}: {message}")))?;
-    let (_, artifact) = load_artifact(&ctx, &bundle.service, &id).await?;
+    let (_, artifact) = load_artifact(ctx, &bundle.service, id).await?;
     let json = serde_json::to_string(&bundle.files)
         .map_err(|e| internal(format!("bundle is not JSON: {e}")))?;
     ctx.app
         .releases
-        .put_bundle(&bundle.service, &id, &json)
+        .put_bundle(&bundle.service, id, &json)
         .await
         .map_err(|e| store_error(&e))?;
-    let (stored, _) = load_artifact(&ctx, &bundle.service, &id).await?;
+    let (stored, _) = load_artifact(ctx, &bundle.service, id).await?;
     // Auto-releases of services released by copying wait for their bundle.
-    let auto = auto_release(&ctx, bearer(&headers), &principal.name, &stored, &artifact).await?;
-    let mut body = artifact_json(&stored);
-    body["files"] = json!(bundle.files.len());
-    body["autoReleases"] = json!(auto);
-    Ok((StatusCode::OK, axum::Json(body)).into_response())
+    let auto_releases = auto_release(
+        ctx,
+        caller.token(),
+        &caller.principal.name,
+        &stored,
+        &artifact,
+    )
+    .await?;
+    Ok(UploadedBundle {
+        stored,
+        files: bundle.files.len(),
+        auto_releases,
+    })
 }
 
-#[derive(Debug, Deserialize)]
+// ---------------------------------------------------------------------------------------------
+// Releases.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-enum IntentWord {
+pub(crate) enum IntentWord {
     Release,
     Promote,
     Rollback,
 }
 
+/// "Release this to there": the body of `POST /api/v1/releases`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ReleaseBody {
-    service: String,
-    environments: Vec<String>,
+pub(crate) struct ReleaseInput {
+    pub service: String,
+    pub environments: Vec<String>,
     #[serde(default, alias = "artifact")]
-    artifact_id: Option<String>,
+    pub artifact_id: Option<String>,
     #[serde(default)]
-    branch: Option<String>,
+    pub branch: Option<String>,
     #[serde(default = "default_intent")]
-    intent: IntentWord,
+    pub intent: IntentWord,
     #[serde(default)]
-    from_env: Option<String>,
+    pub from_env: Option<String>,
     #[serde(default)]
-    by: Option<Person>,
+    pub by: Option<Person>,
     #[serde(default)]
-    idempotency_key: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
 fn default_intent() -> IntentWord {
     IntentWord::Release
 }
 
-#[derive(Debug, Deserialize)]
-struct WaitQuery {
-    wait: Option<bool>,
+/// One environment's release, stored as a job.
+pub(crate) struct QueuedRelease {
+    pub planned: Planned,
+    pub job_id: String,
+    /// False when the idempotency key matched a job stored earlier.
+    pub created: bool,
 }
 
-type LineStream = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
-
-async fn release(
-    State(ctx): State<Shared>,
-    Query(q): Query<WaitQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let principal = authenticate(&ctx, &headers)?;
-    let body: ReleaseBody = parse_body(&body)?;
+/// Plans the release to every environment (all pass or nothing is stored) and stores one job
+/// per environment.
+pub(crate) async fn release_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    input: ReleaseInput,
+) -> Result<Vec<QueuedRelease>, ApiError> {
     let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let ask = match body.intent {
+    let ask = match input.intent {
         IntentWord::Release => Ask::Release {
-            artifact_id: non_empty(body.artifact_id),
-            branch: non_empty(body.branch),
+            artifact_id: non_empty(input.artifact_id),
+            branch: non_empty(input.branch),
         },
         IntentWord::Promote => Ask::Promote {
-            from_env: non_empty(body.from_env),
+            from_env: non_empty(input.from_env),
         },
         IntentWord::Rollback => Ask::Rollback {
-            artifact_id: non_empty(body.artifact_id),
+            artifact_id: non_empty(input.artifact_id),
         },
     };
-    let by = requester(body.by, &principal);
+    let by = caller.requester(input.by);
     let planned = plan(
-        &ctx,
-        bearer(&headers),
-        &body.service,
-        &body.environments,
+        ctx,
+        caller.token(),
+        &input.service,
+        &input.environments,
         &ask,
         &by,
     )
     .await?;
     let submitted = submit(
-        &ctx,
-        &principal.name,
+        ctx,
+        &caller.principal.name,
         planned,
-        body.idempotency_key.as_deref(),
+        input.idempotency_key.as_deref(),
     )
     .await?;
-    let summary: Vec<Value> = submitted
-        .iter()
-        .map(|s| {
-            let mut v = release_json(&s.planned);
-            v["jobId"] = json!(s.enqueued.job.id);
-            v
+    Ok(submitted
+        .into_iter()
+        .map(|s| QueuedRelease {
+            job_id: s.enqueued.job.id,
+            created: s.enqueued.created,
+            planned: s.planned,
         })
-        .collect();
-    if q.wait == Some(false) {
-        return Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(json!({"releases": summary})),
-        )
-            .into_response());
-    }
-    let mut streams: Vec<LineStream> = Vec::new();
-    for (s, v) in submitted.iter().zip(summary) {
-        let intro = json!({"result": {
-            "message": format!(
-                "[INFO] {} of artifact {} to {} (job {})",
-                s.planned.record.intent.word(),
-                s.planned.record.artifact_id,
-                s.planned.environment,
-                s.enqueued.job.id
-            ),
-            "release": v,
-        }});
-        streams.push(Box::pin(futures::stream::once(async move {
-            Ok::<_, Infallible>(line(&intro))
-        })));
-        streams.push(Box::pin(progress_stream(
-            ctx.app.clone(),
-            s.enqueued.job.id.clone(),
-            s.enqueued.created,
-        )));
-    }
-    let mut response = Response::new(Body::from_stream(futures::stream::iter(streams).flatten()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    Ok(response)
+        .collect())
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DescribeQuery {
-    service: String,
-    env: Option<String>,
-    count: Option<u32>,
+pub(crate) struct DescribeQuery {
+    pub service: String,
+    pub env: Option<String>,
+    pub count: Option<u32>,
 }
 
-async fn describe(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    query: Result<Query<DescribeQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&ctx, &headers)?;
-    let Query(q) = query.map_err(|e| query_error(&e))?;
-    let model = ctx.model()?;
-    model
-        .services
-        .get(&q.service)
-        .map_err(|e| not_found("service", e.to_string()))?;
-    let env = q.env.filter(|e| !e.is_empty());
+/// One release commit of the history, with its artifact when this server knows it.
+pub(crate) struct HistoryEntry {
+    pub release: IndexedRelease,
+    pub artifact: Option<KnownArtifact>,
+}
+
+/// Newest first.
+pub(crate) async fn describe_core(
+    ctx: &Ctx,
+    _caller: &Caller,
+    query: DescribeQuery,
+) -> Result<Vec<HistoryEntry>, ApiError> {
+    known_service(ctx, &query.service)?;
+    let env = query.env.filter(|e| !e.is_empty());
     if let Some(env) = &env {
-        model
-            .environments
-            .get(env)
-            .map_err(|e| invalid("env", format!("env: {e}")))?;
+        known_env(ctx, "env", env)?;
     }
-    sync_all(&ctx, true).await?;
+    sync_all(ctx, true).await?;
     let rows = ctx
         .app
         .releases
         .releases(&ReleaseQuery {
-            service: q.service.clone(),
+            service: query.service,
             environment: env,
-            limit: count(q.count, 20)?,
+            limit: count(query.count, 20)?,
         })
         .await
         .map_err(|e| store_error(&e))?;
-    let mut releases = Vec::new();
-    for row in rows {
-        let mut v = json!({
-            "service": row.service,
-            "environment": row.environment,
-            "artifactId": row.artifact_id,
-            "intent": row.intent,
-            "releasedBy": {"name": row.released_by_name, "email": row.released_by_email},
-            "releasedAt": row.released_at.to_string(),
-            "commit": row.commit,
-            "repository": row.repository,
-            "branch": row.branch,
-            "request": row.request,
-        });
-        add_artifact_details(&ctx, &mut v, &row.service, &row.artifact_id).await?;
-        releases.push(v);
+    let mut entries = Vec::new();
+    for release in rows {
+        let artifact = known_artifact(ctx, &release.service, &release.artifact_id).await?;
+        entries.push(HistoryEntry { release, artifact });
     }
-    Ok(axum::Json(
-        json!({"service": q.service, "releases": releases}),
-    ))
+    Ok(entries)
 }
 
-/// The artifact's image, source commit and CI link where the artifact is registered.
-async fn add_artifact_details(
+/// What runs in one environment.
+pub(crate) struct EnvironmentState {
+    pub environment: String,
+    pub place: Option<Place>,
+    /// The service's directory there, when it has a target there.
+    pub path: Option<String>,
+    pub current: Option<RecordedRelease>,
+    /// The artifact of `current`, when this server knows it.
+    pub artifact: Option<KnownArtifact>,
+    pub previous_artifact_id: Option<String>,
+    pub pin: Option<Pin>,
+    pub rollout: Option<RolloutState>,
+}
+
+/// One entry per environment, in promotion order.
+pub(crate) async fn status_core(
     ctx: &Ctx,
-    v: &mut Value,
+    _caller: &Caller,
     service: &str,
-    artifact_id: &str,
-) -> Result<(), ApiError> {
-    let stored = ctx
-        .app
-        .releases
-        .artifact(service, artifact_id)
-        .await
-        .map_err(|e| store_error(&e))?;
-    let Some(artifact) = stored.and_then(|s| Artifact::from_json(&s.artifact_json).ok()) else {
-        v["artifactKnown"] = json!(false);
-        return Ok(());
-    };
-    v["artifactKnown"] = json!(true);
-    if let Some(image) = artifact.image_reference() {
-        v["image"] = json!(image.image);
-        v["tag"] = json!(image.tag);
-        v["digest"] = json!(image.digest);
-    }
-    let app = &artifact.application;
-    v["sourceBranch"] = json!(artifact.branch());
-    v["sourceSha"] = json!(app.sha);
-    v["author"] = json!({"name": app.author_name, "email": app.author_email});
-    v["committer"] = json!({"name": app.committer_name, "email": app.committer_email});
-    v["message"] = json!(app.message);
-    v["ciJobUrl"] = json!(artifact.ci.job_url);
-    Ok(())
-}
-
-async fn status(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&ctx, &headers)?;
+) -> Result<Vec<EnvironmentState>, ApiError> {
+    known_service(ctx, service)?;
     let model = ctx.model()?;
-    model
-        .services
-        .get(&service)
-        .map_err(|e| not_found("service", e.to_string()))?;
-    sync_all(&ctx, true).await?;
-    let (history, unpins) = history(&ctx, &service).await?;
+    sync_all(ctx, true).await?;
+    let (history, unpins) = history(ctx, service).await?;
     let rollouts = ctx
         .app
         .releases
-        .rollouts(&service)
+        .rollouts(service)
         .await
         .map_err(|e| store_error(&e))?;
     let mut environments = Vec::new();
     for env in &model.environments {
-        let st = environment_status(&history, &unpins, &service, &env.name);
-        let place = model.places.get(&env.name);
-        let mut v = json!({
-            "environment": env.name,
-            "repository": place.map(|p| p.repository.clone()),
-            "branch": place.map(|p| p.branch.clone()),
-            "path": model.services.target_for(&service, &env.name).ok().map(|t| t.path),
-            "released": st.current.is_some(),
-            "pinned": st.pin.is_some(),
-            "pin": st.pin.as_ref().map(|p| json!({
-                "artifactId": p.artifact, "by": p.by, "at": p.at.to_string(),
-            })),
-            "previousArtifactId": st.previous.map(|p| p.record.artifact_id.clone()),
-            "rollout": rollouts.iter().find(|r| r.environment == env.name).map(|r| json!({
-                "revision": r.revision, "state": r.state, "message": r.message,
-                "at": r.at.to_string(),
-            })),
+        let st = environment_status(&history, &unpins, service, &env.name);
+        let artifact = match st.current {
+            Some(current) => known_artifact(ctx, service, &current.record.artifact_id).await?,
+            None => None,
+        };
+        environments.push(EnvironmentState {
+            environment: env.name.clone(),
+            place: model.places.get(&env.name).cloned(),
+            path: model
+                .services
+                .target_for(service, &env.name)
+                .ok()
+                .map(|t| t.path),
+            current: st.current.cloned(),
+            artifact,
+            previous_artifact_id: st.previous.map(|p| p.record.artifact_id.clone()),
+            pin: st.pin,
+            rollout: rollouts.iter().find(|r| r.environment == env.name).cloned(),
         });
-        if let Some(current) = st.current {
-            v["artifactId"] = json!(current.record.artifact_id);
-            v["intent"] = json!(current.record.intent);
-            v["releasedBy"] = json!(current.record.released_by);
-            v["date"] = json!(current.at.to_string());
-            v["commit"] = json!(current.commit);
-            add_artifact_details(&ctx, &mut v, &service, &current.record.artifact_id).await?;
-        }
-        environments.push(v);
     }
-    Ok(axum::Json(
-        json!({"service": service, "environments": environments}),
-    ))
+    Ok(environments)
 }
 
-async fn reindex(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&ctx, &headers)?;
+/// What rebuilding the index found on one branch.
+pub(crate) struct ReindexedBranch {
+    pub place: Place,
+    pub head: Option<String>,
+    pub releases: usize,
+    pub unpins: usize,
+}
+
+pub(crate) async fn reindex_core(
+    ctx: &Ctx,
+    _caller: &Caller,
+) -> Result<Vec<ReindexedBranch>, ApiError> {
     let model = ctx.model()?;
     ctx.app
         .releases
@@ -542,35 +546,15 @@ async fn reindex(
         .map_err(|e| store_error(&e))?;
     let mut branches = Vec::new();
     for place in model.branches() {
-        let synced = sync(&ctx, &place, true, true).await?;
-        branches.push(json!({
-            "repository": place.repository,
-            "branch": place.branch,
-            "head": synced.head,
-            "releases": synced.releases,
-            "unpins": synced.unpins,
-        }));
+        let synced = sync(ctx, &place, true, true).await?;
+        branches.push(ReindexedBranch {
+            place,
+            head: synced.head,
+            releases: synced.releases,
+            unpins: synced.unpins,
+        });
     }
-    Ok(axum::Json(json!({"branches": branches})))
-}
-
-/// Waits (bounded) for a job to end, so policy changes and unpins answer with their commit.
-async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ApiError> {
-    let mut signal = app.signal.subscribe();
-    let deadline = tokio::time::Instant::now() + WAIT_FOR_COMMIT;
-    loop {
-        let job = app
-            .store
-            .job(job_id)
-            .await
-            .map_err(|e| store_error(&e))?
-            .ok_or_else(|| internal(format!("job {job_id} disappeared")))?;
-        if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
-            return Ok(job);
-        }
-        // The signal wakes us early; the timeout covers a writer on another replica.
-        let _ = tokio::time::timeout(Duration::from_millis(500), signal.recv()).await;
-    }
+    Ok(branches)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -578,14 +562,14 @@ async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ApiError> {
 /// `place`, waits for it, and answers with the job.
 async fn commit_and_wait(
     ctx: &Ctx,
-    principal: &Principal,
+    caller: &Caller,
     by: &Person,
-    place: &super::Place,
+    place: &Place,
     message: &str,
-    files: Vec<PayloadFile>,
+    (files, preconditions): (Vec<PayloadFile>, Vec<PayloadPrecondition>),
     request: Value,
     kind: &str,
-) -> Result<(Job, Value), ApiError> {
+) -> Result<Job, ApiError> {
     let repo = ctx
         .app
         .config
@@ -611,10 +595,19 @@ async fn commit_and_wait(
         redeploy_value: jiff::Timestamp::now().to_string(),
         files,
         replace_dirs: Vec::new(),
+        preconditions,
     };
-    let enqueued = enqueue(ctx, &principal.name, kind, place, &payload, request, None).await?;
+    let enqueued = enqueue(
+        ctx,
+        &caller.principal.name,
+        kind,
+        place,
+        &payload,
+        request,
+        None,
+    )
+    .await?;
     let job = wait_for(&ctx.app, &enqueued.job.id).await?;
-    let body = job_json(&job, &[]);
     if job.state == tug_store::JobState::Failed {
         let error = job
             .tasks
@@ -623,142 +616,135 @@ async fn commit_and_wait(
             .unwrap_or_else(|| "the commit failed".to_owned());
         return Err(conflict(format!("job {} failed: {error}", job.id)));
     }
-    Ok((job, body))
+    Ok(job)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct UnpinBody {
-    service: String,
-    env: String,
+pub(crate) struct UnpinInput {
+    pub service: String,
+    pub env: String,
     #[serde(default)]
-    by: Option<Person>,
+    pub by: Option<Person>,
 }
 
-async fn unpin(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    let principal = authenticate(&ctx, &headers)?;
-    let body: UnpinBody = parse_body(&body)?;
-    let model = ctx.model()?;
-    model
-        .services
-        .get(&body.service)
-        .map_err(|e| not_found("service", e.to_string()))?;
-    model
-        .environments
-        .get(&body.env)
-        .map_err(|e| invalid("env", format!("env: {e}")))?;
-    let place = model
+/// A lifted rollback pin: the unpin commit's job and the pin it lifted.
+pub(crate) struct Unpinned {
+    pub job: Job,
+    pub pin: Pin,
+}
+
+pub(crate) async fn unpin_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    input: UnpinInput,
+) -> Result<Unpinned, ApiError> {
+    known_service(ctx, &input.service)?;
+    known_env(ctx, "env", &input.env)?;
+    let place = ctx
+        .model()?
         .places
-        .get(&body.env)
+        .get(&input.env)
         .cloned()
         .ok_or_else(|| internal("environment without a branch"))?;
-    ctx.app
-        .authorizer
-        .authorize(bearer(&headers), &place.repository, &place.branch)
-        .map_err(|e| auth_error(&e))?;
-    sync(&ctx, &place, true, false).await?;
-    let (history, unpins) = history(&ctx, &body.service).await?;
-    let Some(pinned) = pin(&history, &unpins, &body.service, &body.env) else {
+    caller.authorize(ctx, &place)?;
+    sync(ctx, &place, true, false).await?;
+    let (history, unpins) = history(ctx, &input.service).await?;
+    let Some(pinned) = pin(&history, &unpins, &input.service, &input.env) else {
         return Err(conflict(format!(
             "service '{}' is not pinned in '{}'",
-            body.service, body.env
+            input.service, input.env
         )));
     };
-    let by = requester(body.by, &principal);
+    let by = caller.requester(input.by);
     let message = format!(
         "[{}/{}] unpin by {}\n\n{}: {}\n{}: {}\n{UNPINNED_BY}: {}\n",
-        body.env,
-        body.service,
+        input.env,
+        input.service,
         by.short(),
         tug_release::trailers::SERVICE,
-        body.service,
+        input.service,
         tug_release::trailers::ENVIRONMENT,
-        body.env,
+        input.env,
         by
     );
-    let request = json!({"service": body.service, "env": body.env, "by": by});
-    let (job, mut v) = commit_and_wait(
-        &ctx,
-        &principal,
+    let request = json!({"service": input.service, "env": input.env, "by": by});
+    let job = commit_and_wait(
+        ctx,
+        caller,
         &by,
         &place,
         &message,
-        Vec::new(),
+        (Vec::new(), Vec::new()),
         request,
         "unpin",
     )
     .await?;
-    sync(&ctx, &place, false, false).await?;
-    v["unpinned"] = json!({"artifactId": pinned.artifact, "rolledBackBy": pinned.by});
-    v["jobId"] = json!(job.id);
-    Ok(axum::Json(v))
+    sync(ctx, &place, false, false).await?;
+    Ok(Unpinned { job, pin: pinned })
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RolloutBody {
-    service: String,
-    env: String,
-    revision: String,
-    state: String,
+pub(crate) struct RolloutInput {
+    pub service: String,
+    pub env: String,
+    pub revision: String,
+    pub state: String,
     #[serde(default)]
-    message: String,
+    pub message: String,
 }
 
-async fn report_rollout(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&ctx, &headers)?;
-    let body: RolloutBody = parse_body(&body)?;
-    let model = ctx.model()?;
-    model
-        .services
-        .get(&body.service)
-        .map_err(|e| not_found("service", e.to_string()))?;
-    model
-        .environments
-        .get(&body.env)
-        .map_err(|e| invalid("env", format!("env: {e}")))?;
-    if body.state.trim().is_empty() {
+pub(crate) async fn report_rollout_core(
+    ctx: &Ctx,
+    _caller: &Caller,
+    input: RolloutInput,
+) -> Result<(), ApiError> {
+    known_service(ctx, &input.service)?;
+    known_env(ctx, "env", &input.env)?;
+    if input.state.trim().is_empty() {
         return Err(invalid("state", "state: must not be empty"));
     }
     ctx.app
         .releases
         .put_rollout(RolloutState {
-            service: body.service,
-            environment: body.env,
-            revision: body.revision,
-            state: body.state,
-            message: body.message,
+            service: input.service,
+            environment: input.env,
+            revision: input.revision,
+            state: input.state,
+            message: input.message,
             at: jiff::Timestamp::now(),
         })
         .await
-        .map_err(|e| store_error(&e))?;
-    Ok(axum::Json(json!({"recorded": true})))
+        .map_err(|e| store_error(&e))
 }
 
-fn policies_json(ctx: &Ctx, policies: &ServicePolicies) -> Result<Value, ApiError> {
+// ---------------------------------------------------------------------------------------------
+// Policies.
+
+/// A service's policies with the server's global branch restrictions folded in.
+pub(crate) struct PolicyListing {
+    pub service: String,
+    pub auto_releases: Vec<AutoReleasePolicy>,
+    /// In force, with whether each is a global one.
+    pub branch_restrictions: Vec<(BranchRestrictionPolicy, bool)>,
+    /// Global restrictions the service's own overrides.
+    pub overridden: Vec<BranchRestrictionPolicy>,
+}
+
+fn policy_listing(ctx: &Ctx, policies: &ServicePolicies) -> Result<PolicyListing, ApiError> {
     let model = ctx.model()?;
     let list = policies.list(&model.global);
-    Ok(json!({
-        "service": policies.service,
-        "autoReleases": list.auto_releases.iter().map(|p| json!({
-            "id": p.id, "branch": p.branch, "environment": p.environment, "global": false,
-        })).collect::<Vec<_>>(),
-        "branchRestrictions": list.branch_restrictions.iter().map(|r| json!({
-            "id": r.policy.id, "branchRegex": r.policy.branch_regex,
-            "environment": r.policy.environment, "global": r.global,
-        })).collect::<Vec<_>>(),
-        "overridden": list.overridden.iter().map(|p| json!({
-            "id": p.id, "branchRegex": p.branch_regex, "environment": p.environment,
-        })).collect::<Vec<_>>(),
-    }))
+    Ok(PolicyListing {
+        service: policies.service.clone(),
+        auto_releases: list.auto_releases.to_vec(),
+        branch_restrictions: list
+            .branch_restrictions
+            .iter()
+            .map(|r| (r.policy.clone(), r.global))
+            .collect(),
+        overridden: list.overridden.iter().map(|p| (*p).clone()).collect(),
+    })
 }
 
 fn policy_error(e: &PolicyError) -> ApiError {
@@ -782,80 +768,534 @@ fn policy_error(e: &PolicyError) -> ApiError {
     }
 }
 
-async fn list_policies(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&ctx, &headers)?;
-    ctx.model()?
-        .services
-        .get(&service)
-        .map_err(|e| not_found("service", e.to_string()))?;
-    let policies = read_policies(&ctx, &service).await?;
-    Ok(axum::Json(policies_json(&ctx, &policies)?))
+pub(crate) async fn list_policies_core(
+    ctx: &Ctx,
+    _caller: &Caller,
+    service: &str,
+) -> Result<PolicyListing, ApiError> {
+    known_service(ctx, service)?;
+    let policies = read_policies(ctx, service).await?;
+    policy_listing(ctx, &policies)
+}
+
+/// What a policy change did besides committing the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PolicyEffect {
+    /// The id of the policy applied.
+    Applied(String),
+    /// How many policies were deleted.
+    Deleted(usize),
+}
+
+/// A committed policy change.
+pub(crate) struct PolicyChange {
+    pub job: Job,
+    pub policies: PolicyListing,
+    pub effect: PolicyEffect,
 }
 
 /// Applies `change` to the service's policies and commits the file.
 async fn change_policies(
     ctx: &Ctx,
-    headers: &HeaderMap,
+    caller: &Caller,
     service: &str,
     by: Option<Person>,
     describe: &str,
-    change: impl FnOnce(&mut ServicePolicies) -> Result<Value, ApiError>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let principal = authenticate(ctx, headers)?;
-    ctx.model()?
-        .services
-        .get(service)
-        .map_err(|e| not_found("service", e.to_string()))?;
+    change: impl Fn(&mut ServicePolicies) -> Result<PolicyEffect, ApiError>,
+) -> Result<PolicyChange, ApiError> {
+    known_service(ctx, service)?;
     let place = policies_place(ctx)?;
-    ctx.app
-        .authorizer
-        .authorize(bearer(headers), &place.repository, &place.branch)
-        .map_err(|e| auth_error(&e))?;
-    let mut policies = read_policies(ctx, service).await?;
-    let outcome = change(&mut policies)?;
-    let content = policies.to_json().map_err(|e| internal(e.to_string()))?;
-    let by = requester(by, &principal);
-    let path = policies_path(service);
+    caller.authorize(ctx, &place)?;
+    let by = caller.requester(by);
     let message = format!(
         "[policies/{service}] {describe} by {}\n\n{}: {service}\n",
         by.short(),
         tug_release::trailers::SERVICE
     );
-    let file = PayloadFile {
-        path,
-        content_base64: base64::engine::general_purpose::STANDARD.encode(content),
-    };
     let request = json!({"service": service, "change": describe, "by": by});
-    let (job, mut v) = commit_and_wait(
-        ctx,
-        &principal,
-        &by,
-        &place,
-        &message,
-        vec![file],
-        request,
-        "policy",
-    )
-    .await?;
-    v["jobId"] = json!(job.id);
-    v["policies"] = policies_json(ctx, &policies)?;
-    if let (Some(target), Value::Object(extra)) = (v.as_object_mut(), outcome) {
-        target.extend(extra);
+    // Read, change, commit with the bytes read as the precondition: when another policy change
+    // landed in between, the commit is refused and the change is made again on a fresh read, so
+    // concurrent changes all land and none is lost.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut policies, read) = read_for_change(ctx, service, attempt > 1).await?;
+        let effect = change(&mut policies)?;
+        let content = policies.to_json().map_err(|e| internal(e.to_string()))?;
+        let path = policies_path(service);
+        let file = PayloadFile {
+            path: path.clone(),
+            content_base64: base64::engine::general_purpose::STANDARD.encode(content),
+        };
+        let precondition = PayloadPrecondition {
+            path,
+            content_base64: read.map(|r| base64::engine::general_purpose::STANDARD.encode(r)),
+        };
+        let committed = commit_and_wait(
+            ctx,
+            caller,
+            &by,
+            &place,
+            &message,
+            (vec![file], vec![precondition]),
+            request.clone(),
+            "policy",
+        )
+        .await;
+        match committed {
+            Ok(job) => {
+                return Ok(PolicyChange {
+                    job,
+                    policies: policy_listing(ctx, &policies)?,
+                    effect,
+                });
+            }
+            Err(e)
+                if attempt < POLICY_CHANGE_ATTEMPTS
+                    && e.message().contains(tug_deploy::CHANGED_CONCURRENTLY) => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok(axum::Json(v))
+}
+
+/// How often a policy change is made again after another change landed first.
+const POLICY_CHANGE_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct AutoReleaseInput {
+    pub branch: String,
+    pub env: String,
+    #[serde(default)]
+    pub by: Option<Person>,
+}
+
+pub(crate) async fn apply_auto_release_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    service: &str,
+    input: AutoReleaseInput,
+) -> Result<PolicyChange, ApiError> {
+    let model = ctx.model()?;
+    known_env(ctx, "env", &input.env)?;
+    if let Err(e) = model.services.target_for(service, &input.env)
+        && model.services.get(service).is_ok()
+    {
+        return Err(invalid("env", format!("env: {e}")));
+    }
+    let describe = format!(
+        "apply auto-release of branch {} to {}",
+        input.branch, input.env
+    );
+    let global = model.global.clone();
+    change_policies(ctx, caller, service, input.by, &describe, |p| {
+        p.apply_auto_release(&global, &input.branch, &input.env)
+            .map(PolicyEffect::Applied)
+            .map_err(|e| policy_error(&e))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AutoReleaseBody {
-    branch: String,
-    env: String,
+pub(crate) struct BranchRestrictionInput {
+    pub env: String,
+    pub branch_regex: String,
     #[serde(default)]
-    by: Option<Person>,
+    pub by: Option<Person>,
+}
+
+pub(crate) async fn apply_branch_restriction_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    service: &str,
+    input: BranchRestrictionInput,
+) -> Result<PolicyChange, ApiError> {
+    known_env(ctx, "env", &input.env)?;
+    let describe = format!(
+        "apply branch restriction {} to {}",
+        input.branch_regex, input.env
+    );
+    let global = ctx.model()?.global.clone();
+    change_policies(ctx, caller, service, input.by, &describe, |p| {
+        p.apply_branch_restriction(&global, &input.env, &input.branch_regex)
+            .map(PolicyEffect::Applied)
+            .map_err(|e| policy_error(&e))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct DeletePoliciesInput {
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub by: Option<Person>,
+}
+
+pub(crate) async fn delete_policies_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    service: &str,
+    input: DeletePoliciesInput,
+) -> Result<PolicyChange, ApiError> {
+    if input.ids.is_empty() {
+        return Err(invalid("ids", "ids: name at least one policy id"));
+    }
+    let global = ctx.model()?.global.clone();
+    let describe = format!("delete policies {}", input.ids.join(", "));
+    change_policies(ctx, caller, service, input.by, &describe, |p| {
+        p.delete(&global, &input.ids)
+            .map(PolicyEffect::Deleted)
+            .map_err(|e| policy_error(&e))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST: parse, call the core, answer with JSON.
+
+fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Caller::authenticate(ctx, bearer(headers))
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            format!("request body: {e}"),
+        )
+    })
+}
+
+fn query_error(e: &axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.body_text())
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn artifact_json(stored: &StoredArtifact) -> Value {
+    let artifact: Value = serde_json::from_str(&stored.artifact_json).unwrap_or(Value::Null);
+    json!({
+        "id": stored.id,
+        "service": stored.service,
+        "branch": stored.branch,
+        "createdAt": stored.created_at.to_string(),
+        "hasBundle": stored.has_bundle,
+        "artifact": artifact,
+    })
+}
+
+/// The artifact's image, source commit and CI link where the artifact is registered.
+fn add_artifact_details(v: &mut Value, known: Option<&KnownArtifact>) {
+    let Some(KnownArtifact { artifact, .. }) = known else {
+        v["artifactKnown"] = json!(false);
+        return;
+    };
+    v["artifactKnown"] = json!(true);
+    if let Some(image) = artifact.image_reference() {
+        v["image"] = json!(image.image);
+        v["tag"] = json!(image.tag);
+        v["digest"] = json!(image.digest);
+    }
+    let app = &artifact.application;
+    v["sourceBranch"] = json!(artifact.branch());
+    v["sourceSha"] = json!(app.sha);
+    v["author"] = json!({"name": app.author_name, "email": app.author_email});
+    v["committer"] = json!({"name": app.committer_name, "email": app.committer_email});
+    v["message"] = json!(app.message);
+    v["ciJobUrl"] = json!(artifact.ci.job_url);
+}
+
+async fn push_artifact(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "request body is not UTF-8",
+        )
+    })?;
+    let pushed = push_artifact_core(&ctx, &caller, text).await?;
+    let status = if pushed.write == ArtifactWrite::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut body = artifact_json(&pushed.stored);
+    body["created"] = json!(pushed.write == ArtifactWrite::Created);
+    body["autoReleases"] = json!(pushed.auto_releases);
+    Ok((status, axum::Json(body)).into_response())
+}
+
+async fn list_artifacts(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    query: QueryResult<ArtifactsQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let Query(q) = query.map_err(|e| query_error(&e))?;
+    let found = list_artifacts_core(&ctx, &caller, &q).await?;
+    Ok(axum::Json(
+        json!({"artifacts": found.iter().map(artifact_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceQuery {
+    service: String,
+}
+
+async fn get_artifact(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: QueryResult<ServiceQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let Query(q) = query.map_err(|e| query_error(&e))?;
+    let stored = get_artifact_core(&ctx, &caller, &q.service, &id).await?;
+    Ok(axum::Json(artifact_json(&stored)))
+}
+
+async fn upload_bundle(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let bundle: BundleBody = parse_body(&body)?;
+    let uploaded = upload_bundle_core(&ctx, &caller, &id, &bundle).await?;
+    let mut body = artifact_json(&uploaded.stored);
+    body["files"] = json!(uploaded.files);
+    body["autoReleases"] = json!(uploaded.auto_releases);
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<bool>,
+}
+
+type LineStream = Pinned<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
+
+/// The public shape of a stored release.
+fn queued_json(queued: &QueuedRelease) -> Value {
+    let mut v = release_json(&queued.planned);
+    v["jobId"] = json!(queued.job_id);
+    v
+}
+
+async fn release(
+    State(ctx): State<Shared>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: ReleaseInput = parse_body(&body)?;
+    let queued = release_core(&ctx, &caller, input).await?;
+    if q.wait == Some(false) {
+        let summary: Vec<Value> = queued.iter().map(queued_json).collect();
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"releases": summary})),
+        )
+            .into_response());
+    }
+    let mut streams: Vec<LineStream> = Vec::new();
+    for q in &queued {
+        let intro = json!({"result": {
+            "message": format!(
+                "[INFO] {} of artifact {} to {} (job {})",
+                q.planned.record.intent.word(),
+                q.planned.record.artifact_id,
+                q.planned.environment,
+                q.job_id
+            ),
+            "release": queued_json(q),
+        }});
+        streams.push(Box::pin(futures::stream::once(async move {
+            Ok::<_, Infallible>(line(&intro))
+        })));
+        streams.push(Box::pin(progress_stream(
+            ctx.app.clone(),
+            q.job_id.clone(),
+            q.created,
+        )));
+    }
+    let mut response = Response::new(Body::from_stream(futures::stream::iter(streams).flatten()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+async fn describe(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    query: QueryResult<DescribeQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let Query(q) = query.map_err(|e| query_error(&e))?;
+    let service = q.service.clone();
+    let entries = describe_core(&ctx, &caller, q).await?;
+    let releases: Vec<Value> = entries
+        .iter()
+        .map(|entry| {
+            let row = &entry.release;
+            let mut v = json!({
+                "service": row.service,
+                "environment": row.environment,
+                "artifactId": row.artifact_id,
+                "intent": row.intent,
+                "releasedBy": {"name": row.released_by_name, "email": row.released_by_email},
+                "releasedAt": row.released_at.to_string(),
+                "commit": row.commit,
+                "repository": row.repository,
+                "branch": row.branch,
+                "request": row.request,
+            });
+            add_artifact_details(&mut v, entry.artifact.as_ref());
+            v
+        })
+        .collect();
+    Ok(axum::Json(
+        json!({"service": service, "releases": releases}),
+    ))
+}
+
+async fn status(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let states = status_core(&ctx, &caller, &service).await?;
+    let environments: Vec<Value> = states
+        .iter()
+        .map(|st| {
+            let mut v = json!({
+                "environment": st.environment,
+                "repository": st.place.as_ref().map(|p| p.repository.clone()),
+                "branch": st.place.as_ref().map(|p| p.branch.clone()),
+                "path": st.path,
+                "released": st.current.is_some(),
+                "pinned": st.pin.is_some(),
+                "pin": st.pin.as_ref().map(|p| json!({
+                    "artifactId": p.artifact, "by": p.by, "at": p.at.to_string(),
+                })),
+                "previousArtifactId": st.previous_artifact_id,
+                "rollout": st.rollout.as_ref().map(|r| json!({
+                    "revision": r.revision, "state": r.state, "message": r.message,
+                    "at": r.at.to_string(),
+                })),
+            });
+            if let Some(current) = &st.current {
+                v["artifactId"] = json!(current.record.artifact_id);
+                v["intent"] = json!(current.record.intent);
+                v["releasedBy"] = json!(current.record.released_by);
+                v["date"] = json!(current.at.to_string());
+                v["commit"] = json!(current.commit);
+                add_artifact_details(&mut v, st.artifact.as_ref());
+            }
+            v
+        })
+        .collect();
+    Ok(axum::Json(
+        json!({"service": service, "environments": environments}),
+    ))
+}
+
+async fn reindex(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let branches: Vec<Value> = reindex_core(&ctx, &caller)
+        .await?
+        .iter()
+        .map(|b| {
+            json!({
+                "repository": b.place.repository,
+                "branch": b.place.branch,
+                "head": b.head,
+                "releases": b.releases,
+                "unpins": b.unpins,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"branches": branches})))
+}
+
+async fn unpin(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: UnpinInput = parse_body(&body)?;
+    let unpinned = unpin_core(&ctx, &caller, input).await?;
+    let mut v = job_json(&unpinned.job, &[]);
+    v["unpinned"] = json!({"artifactId": unpinned.pin.artifact, "rolledBackBy": unpinned.pin.by});
+    v["jobId"] = json!(unpinned.job.id);
+    Ok(axum::Json(v))
+}
+
+async fn report_rollout(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: RolloutInput = parse_body(&body)?;
+    report_rollout_core(&ctx, &caller, input).await?;
+    Ok(axum::Json(json!({"recorded": true})))
+}
+
+fn policies_json(listing: &PolicyListing) -> Value {
+    json!({
+        "service": listing.service,
+        "autoReleases": listing.auto_releases.iter().map(|p| json!({
+            "id": p.id, "branch": p.branch, "environment": p.environment, "global": false,
+        })).collect::<Vec<_>>(),
+        "branchRestrictions": listing.branch_restrictions.iter().map(|(p, global)| json!({
+            "id": p.id, "branchRegex": p.branch_regex,
+            "environment": p.environment, "global": global,
+        })).collect::<Vec<_>>(),
+        "overridden": listing.overridden.iter().map(|p| json!({
+            "id": p.id, "branchRegex": p.branch_regex, "environment": p.environment,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn policy_change_json(change: &PolicyChange) -> Value {
+    let mut v = job_json(&change.job, &[]);
+    v["jobId"] = json!(change.job.id);
+    v["policies"] = policies_json(&change.policies);
+    match &change.effect {
+        PolicyEffect::Applied(id) => v["id"] = json!(id),
+        PolicyEffect::Deleted(count) => v["deleted"] = json!(count),
+    }
+    v
+}
+
+async fn list_policies(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let listing = list_policies_core(&ctx, &caller, &service).await?;
+    Ok(axum::Json(policies_json(&listing)))
 }
 
 async fn apply_auto_release(
@@ -864,38 +1304,10 @@ async fn apply_auto_release(
     Path(service): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let body: AutoReleaseBody = parse_body(&body)?;
-    let model = ctx.model()?;
-    model
-        .environments
-        .get(&body.env)
-        .map_err(|e| invalid("env", format!("env: {e}")))?;
-    if let Err(e) = model.services.target_for(&service, &body.env)
-        && model.services.get(&service).is_ok()
-    {
-        return Err(invalid("env", format!("env: {e}")));
-    }
-    let describe = format!(
-        "apply auto-release of branch {} to {}",
-        body.branch, body.env
-    );
-    let global = model.global.clone();
-    change_policies(&ctx, &headers, &service, body.by, &describe, |p| {
-        let id = p
-            .apply_auto_release(&global, &body.branch, &body.env)
-            .map_err(|e| policy_error(&e))?;
-        Ok(json!({"id": id}))
-    })
-    .await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct BranchRestrictionBody {
-    env: String,
-    branch_regex: String,
-    #[serde(default)]
-    by: Option<Person>,
+    let caller = authenticate(&ctx, &headers)?;
+    let input: AutoReleaseInput = parse_body(&body)?;
+    let change = apply_auto_release_core(&ctx, &caller, &service, input).await?;
+    Ok(axum::Json(policy_change_json(&change)))
 }
 
 async fn apply_branch_restriction(
@@ -904,32 +1316,10 @@ async fn apply_branch_restriction(
     Path(service): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let body: BranchRestrictionBody = parse_body(&body)?;
-    let model = ctx.model()?;
-    model
-        .environments
-        .get(&body.env)
-        .map_err(|e| invalid("env", format!("env: {e}")))?;
-    let describe = format!(
-        "apply branch restriction {} to {}",
-        body.branch_regex, body.env
-    );
-    let global = model.global.clone();
-    change_policies(&ctx, &headers, &service, body.by, &describe, |p| {
-        let id = p
-            .apply_branch_restriction(&global, &body.env, &body.branch_regex)
-            .map_err(|e| policy_error(&e))?;
-        Ok(json!({"id": id}))
-    })
-    .await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct DeletePoliciesBody {
-    ids: Vec<String>,
-    #[serde(default)]
-    by: Option<Person>,
+    let caller = authenticate(&ctx, &headers)?;
+    let input: BranchRestrictionInput = parse_body(&body)?;
+    let change = apply_branch_restriction_core(&ctx, &caller, &service, input).await?;
+    Ok(axum::Json(policy_change_json(&change)))
 }
 
 async fn delete_policies(
@@ -938,15 +1328,8 @@ async fn delete_policies(
     Path(service): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let body: DeletePoliciesBody = parse_body(&body)?;
-    if body.ids.is_empty() {
-        return Err(invalid("ids", "ids: name at least one policy id"));
-    }
-    let global = ctx.model()?.global.clone();
-    let describe = format!("delete policies {}", body.ids.join(", "));
-    change_policies(&ctx, &headers, &service, body.by, &describe, |p| {
-        let deleted = p.delete(&global, &body.ids).map_err(|e| policy_error(&e))?;
-        Ok(json!({"deleted": deleted}))
-    })
-    .await
+    let caller = authenticate(&ctx, &headers)?;
+    let input: DeletePoliciesInput = parse_body(&body)?;
+    let change = delete_policies_core(&ctx, &caller, &service, input).await?;
+    Ok(axum::Json(policy_change_json(&change)))
 }

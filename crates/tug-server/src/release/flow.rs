@@ -391,6 +391,7 @@ async fn plan_one(
         redeploy_value: jiff::Timestamp::now().to_string(),
         files,
         replace_dirs,
+        preconditions: Vec::new(),
     };
     Ok(Planned {
         environment: env.to_owned(),

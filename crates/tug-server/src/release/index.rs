@@ -2,6 +2,7 @@
 //! the tip indexed last, and record the releases and unpins they carry.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tracing::warn;
@@ -18,6 +19,12 @@ pub(crate) const UNPINNED_BY: &str = "Unpinned-by";
 /// How many commits one index update reads at most; a branch with a longer history keeps its
 /// older releases out of the index.
 const MAX_HISTORY: usize = 100_000;
+
+/// A branch fetched this recently is read from the mirror without fetching again. tug's own
+/// pushes update the mirror as they land, so only commits pushed by others can be this late;
+/// a status page polled by many dashboards, or a burst of releases, costs one fetch per second
+/// per branch instead of one per call.
+pub(crate) const FETCH_FRESHNESS: Duration = Duration::from_secs(1);
 
 /// What an index update read.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +79,7 @@ pub(crate) async fn sync(
 ) -> Result<Synced, ApiError> {
     let model = ctx.model()?;
     let _one_at_a_time = ctx.index_lock.lock().await;
+    let fetch = fetch && (rebuild || fetch_due(ctx, place));
     let mirror = mirror_of(ctx, &place.repository).await?;
     let Some(tip) = tip(mirror.clone(), &place.branch, fetch).await? else {
         return Ok(Synced::default());
@@ -175,6 +183,22 @@ pub(crate) async fn sync(
         .await
         .map_err(|e| store_error(&e))?;
     Ok(synced)
+}
+
+/// Whether `place` was last fetched longer than [`FETCH_FRESHNESS`] ago; if so, records now as
+/// its fetch time (a failed fetch is not retried sooner either: the mirror's tip serves).
+pub(crate) fn fetch_due(ctx: &Ctx, place: &Place) -> bool {
+    let Ok(mut fetched) = ctx.fetched.lock() else {
+        return true;
+    };
+    let now = Instant::now();
+    match fetched.get(place) {
+        Some(at) if now.duration_since(*at) < FETCH_FRESHNESS => false,
+        _ => {
+            fetched.insert(place.clone(), now);
+            true
+        }
+    }
 }
 
 /// `Name <email>`, `<email>` or a bare name.

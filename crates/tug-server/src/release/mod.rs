@@ -9,7 +9,9 @@
 //! `Tug-Request`), and an unpin is an empty commit with `Service`, `Environment` and
 //! `Unpinned-by` trailers. The database's release index is derived from those commits: it is
 //! brought up to date from each environment's branch before it is read (only the commits since
-//! the last indexed tip are read), and `POST /api/v1/reindex` rebuilds it from git alone. Releases
+//! the last indexed tip are read; the remote is fetched at most once per second per branch, since
+//! tug's own pushes update the mirror directly), and `POST /api/v1/reindex` rebuilds it from git
+//! alone. Releases
 //! made outside tug with the same trailers (or by the release manager) are indexed the same way.
 //!
 //! Where things live: each environment's releases on its configured repository branch; policies
@@ -20,6 +22,7 @@ mod api;
 mod edits;
 mod feedback;
 mod flow;
+pub mod grpc;
 mod index;
 pub mod model;
 mod policies;
@@ -37,13 +40,33 @@ use crate::http::ApiError;
 
 pub use model::{Place, ReleaseModel};
 
-/// The release API, the inbound triggers and cluster feedback; starts the release notifier.
-pub fn router(app: Arc<App>) -> axum::Router {
-    let ctx = Arc::new(Ctx::new(app.clone()));
-    release_notify::spawn(ctx.clone());
-    api::router(app)
-        .merge(triggers::router(ctx.clone()))
-        .merge(feedback::router(ctx))
+/// The release side of one server: what its REST routes, gRPC service, triggers and feedback
+/// share — one index lock and one fetch clock, so the index is updated in one place.
+#[derive(Clone)]
+pub struct Releases(Arc<Ctx>);
+
+impl Releases {
+    /// Starts the release notifier.
+    pub fn start(app: Arc<App>) -> Self {
+        let ctx = Arc::new(Ctx::new(app));
+        release_notify::spawn(ctx.clone());
+        Releases(ctx)
+    }
+
+    /// The release API, the inbound triggers and cluster feedback.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.0.clone())
+            .merge(triggers::router(self.0.clone()))
+            .merge(feedback::router(self.0.clone()))
+    }
+
+    /// `tug.v1.ReleaseService`.
+    pub fn grpc_service(
+        &self,
+        max_message_bytes: usize,
+    ) -> tug_proto::v1::release_service_server::ReleaseServiceServer<grpc::ReleaseApi> {
+        grpc::server(self.0.clone(), max_message_bytes)
+    }
 }
 
 /// What the release handlers share.
@@ -54,6 +77,8 @@ pub(crate) struct Ctx {
     pub(crate) model: Result<ReleaseModel, String>,
     /// One index update at a time, so rows of a branch are inserted in history order.
     pub(crate) index_lock: Mutex<()>,
+    /// When each branch was last fetched for the index (see [`index::FETCH_FRESHNESS`]).
+    pub(crate) fetched: std::sync::Mutex<std::collections::HashMap<Place, std::time::Instant>>,
 }
 
 impl Ctx {
@@ -64,6 +89,7 @@ impl Ctx {
             app,
             model,
             index_lock: Mutex::new(()),
+            fetched: std::sync::Mutex::default(),
         }
     }
 
