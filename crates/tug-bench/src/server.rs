@@ -269,6 +269,10 @@ pub fn run(config: &Config) -> Result<Report> {
         + tug_runs
             .iter()
             .map(|r| r.run.outcomes.iter().filter(|o| o.succeeded).count())
+            .sum::<usize>()
+        + open
+            .iter()
+            .map(|r| r.run.outcomes.iter().filter(|o| o.succeeded).count())
             .sum::<usize>();
     let verification = verify_remote(&fixture, &tug_repo, succeeded)?
         + &verify_remote(&fixture, &naive_repo, naive.landed)?;

@@ -350,7 +350,7 @@ fn progress(event: &Event, branches: &HashMap<TaskId, BranchKey>) -> v1::Progres
     }
 }
 
-fn job_status(state: JobState) -> v1::JobStatus {
+pub(crate) fn job_status(state: JobState) -> v1::JobStatus {
     match state {
         JobState::Queued => v1::JobStatus::Queued,
         JobState::Running => v1::JobStatus::Running,

@@ -25,6 +25,12 @@ use crate::shutdown::Shutdown;
 const LEASE_TTL: Duration = Duration::from_secs(30);
 /// An idle writer waits this long for new work before exiting.
 const IDLE_EXIT: Duration = Duration::from_secs(20);
+/// How long after a batch lands the writer waits for as many tasks as that batch had: about the
+/// time its callers need to read their results and send their next requests. Without it, the
+/// first caller back goes alone and the others wait for its push; callers split into groups
+/// that take turns, each waiting for two pushes. A lone caller pays nothing: its next request
+/// completes the count at once.
+const LINGER: Duration = Duration::from_millis(50);
 /// A transient failure (remote down) is retried this many times before the task fails.
 const MAX_ATTEMPTS: u32 = 30;
 /// How far back a writer looks for commits of a task that may have landed before a crash.
@@ -184,6 +190,8 @@ impl Writers {
 
     async fn run_branch(self: Arc<Self>, branch: BranchKey, notify: Arc<Notify>) {
         let mut shutdown = self.shutdown.clone();
+        // When the last batch landed and its size, for the claim right after it.
+        let mut just_landed: Option<(Instant, usize)> = None;
         loop {
             if self.shutdown.is_set() {
                 break;
@@ -203,15 +211,40 @@ impl Writers {
             let batch = usize::try_from(self.config.limits.batch_max)
                 .unwrap_or(64)
                 .max(1);
-            let tasks = match self.store.claim(&branch, &self.owner, batch).await {
+            let mut tasks = match self.store.claim(&branch, &self.owner, batch).await {
                 Ok(t) => t,
                 Err(e) => {
                     warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot claim tasks");
                     break;
                 }
             };
+            if let Some((landed_at, landed)) = just_landed.take() {
+                // The callers of the batch that just landed are reading their results and
+                // sending their next requests now. Give them a moment to join the next push,
+                // rather than let the first one to return go alone and the rest wait behind it.
+                let deadline = tokio::time::Instant::from_std(landed_at + LINGER);
+                while tasks.len() < landed.min(batch) && tokio::time::Instant::now() < deadline {
+                    tokio::select! {
+                        _ = tokio::time::timeout_at(deadline, notify.notified()) => {}
+                        () = shutdown.wait() => break,
+                    }
+                    match self
+                        .store
+                        .claim(&branch, &self.owner, batch - tasks.len())
+                        .await
+                    {
+                        Ok(more) => tasks.extend(more),
+                        Err(e) => {
+                            warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot claim tasks");
+                            break;
+                        }
+                    }
+                }
+            }
             if !tasks.is_empty() {
+                let landed = tasks.len();
                 self.land_batch(&branch, tasks).await;
+                just_landed = Some((Instant::now(), landed));
                 continue;
             }
             // Nothing to do: wait for a wake-up, or exit when idle. The final check happens with

@@ -374,17 +374,9 @@ pub struct ArtifactBundleArgs {
     /// The directory holding one subdirectory of manifests per environment.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
-    /// The artifact's id and service are read from this artifact.json.
-    #[arg(
-        long,
-        short = 'f',
-        env = "TUG_ARTIFACT_FILE",
-        default_value = "artifact.json",
-        value_name = "PATH"
-    )]
-    pub file: PathBuf,
+    /// The artifact (its id and service) the manifests belong to.
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub artifact: ArtifactPushArgs,
 }
 
 #[derive(Debug, Args)]

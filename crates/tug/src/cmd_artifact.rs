@@ -87,44 +87,37 @@ fn read_bundle(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn bundle(args: &ArtifactBundleArgs) -> anyhow::Result<()> {
-    let artifact = read(&args.file)?;
+    let artifact = read(&args.artifact.file)?;
     let files = read_bundle(&args.dir)?;
     let count = files.len();
     let body = serde_json::json!({"service": artifact.service, "files": files});
-    let client = ReleaseClient::new(&args.server)?;
-    let path = format!("/api/v1/artifacts/{}/bundle", percent_segment(&artifact.id));
+    let client = ReleaseClient::new(&args.artifact.server)?;
+    // The id was checked when artifact.json was read: it is safe as a path segment.
+    let path = format!("/api/v1/artifacts/{}/bundle", artifact.id);
     let answer = block_on(client.post(&path, &body))?;
-    match args.server.output {
+    match args.artifact.server.output {
         OutputFormat::Json => output::json(&answer),
         OutputFormat::Text => {
             output::line(&format!(
                 "bundle of artifact {} ({count} files) stored",
                 artifact.id
             ));
-            for auto in answer
-                .get("autoReleases")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                output::line(&auto_release_line(auto));
-            }
+            print_auto_releases(&answer);
         }
     }
     Ok(())
 }
 
-/// An id as one URL path segment.
-fn percent_segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// One line per auto-release the server started for a pushed artifact or bundle.
+fn print_auto_releases(answer: &Value) {
+    for auto in answer
+        .get("autoReleases")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        output::line(&auto_release_line(auto));
     }
-    out
 }
 
 fn text(value: Option<String>) -> String {
@@ -254,14 +247,7 @@ fn push(args: &ArtifactPushArgs) -> anyhow::Result<()> {
                     "already registered"
                 }
             ));
-            for auto in answer
-                .get("autoReleases")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                output::line(&auto_release_line(auto));
-            }
+            print_auto_releases(&answer);
         }
     }
     Ok(())
@@ -315,12 +301,6 @@ mod tests {
         std::fs::write(dir.path().join("dev/logo.png"), [0x89, 0x50, 0xff, 0xfe]).unwrap();
         let error = read_bundle(dir.path()).unwrap_err().to_string();
         assert!(error.contains("logo.png: not a UTF-8 text file"), "{error}");
-    }
-
-    #[test]
-    fn ids_are_escaped_as_one_path_segment() {
-        assert_eq!(percent_segment("web-1.2_3"), "web-1.2_3");
-        assert_eq!(percent_segment("a/b c"), "a%2Fb%20c");
     }
 
     #[test]

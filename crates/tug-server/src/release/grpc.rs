@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use tug_proto::v1;
 use tug_proto::v1::release_service_server::{ReleaseService, ReleaseServiceServer};
 use tug_release::{Artifact, Intent, Person, StageData};
-use tug_store::{ArtifactWrite, Job, JobState, StoredArtifact, TaskState};
+use tug_store::{ArtifactWrite, Job, StoredArtifact, TaskState};
 
 use super::Ctx;
 use super::api::{
@@ -19,6 +19,7 @@ use super::api::{
     ReleaseInput,
 };
 use super::flow::AutoReleaseOutcome;
+use crate::grpc::job_status;
 use crate::http::ApiError;
 
 /// The release service for the gRPC listener; `max_message_bytes` bounds a request (an
@@ -192,16 +193,6 @@ fn auto_releases(outcomes: &[AutoReleaseOutcome]) -> Vec<v1::AutoReleaseOutcome>
             job_id: o.job_id.clone().unwrap_or_default(),
         })
         .collect()
-}
-
-fn job_status(state: JobState) -> v1::JobStatus {
-    match state {
-        JobState::Queued => v1::JobStatus::Queued,
-        JobState::Running => v1::JobStatus::Running,
-        JobState::Pending => v1::JobStatus::Pending,
-        JobState::Succeeded => v1::JobStatus::Succeeded,
-        JobState::Failed => v1::JobStatus::Failed,
-    }
 }
 
 /// A release, unpin or policy job writes one branch: its only task holds the outcome.
