@@ -33,7 +33,7 @@ const MAX_INSERT: usize = 0x7f;
 const OBJ_OFS_DELTA: u8 = 6;
 
 /// Parsed trees of a batch kept for its later changes.
-const PARSED_TREES: usize = 256;
+const PARSED_TREES: usize = 64;
 
 /// How an object goes into the pack.
 enum Stored {
