@@ -4,9 +4,12 @@
 //! gets for bad input, which name the field or policy at fault as the REST API's do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{DEPLOYMENT, KUSTOMIZATION, THREE_ENVIRONMENTS};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -14,43 +17,12 @@ use tonic::{Code, Request, Status};
 use tug_proto::v1;
 use tug_proto::v1::release_service_client::ReleaseServiceClient;
 use tug_server::Config;
-use tug_testkit::{BareRepo, free_port};
+use tug_testkit::BareRepo;
 
 const TOKEN: &str = "grpc-release-test-token";
 
-const KUSTOMIZATION: &str = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - deployment.yaml\nimages:\n  - name: registry.example.com/api\n    newTag: 0.0.1\n";
-const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n        - name: api\n          image: registry.example.com/api\n";
-
 fn config(data_dir: &Path, url: &str) -> Config {
-    let yaml = format!(
-        r#"
-listen: {{ grpc: "127.0.0.1:{grpc}", http: "127.0.0.1:{http}" }}
-data_dir: "{data_dir}"
-repositories:
-  - name: platform
-    url: "{url}"
-auth:
-  tokens:
-    - name: ci
-      sha256: "{sha}"
-      repositories: ["*"]
-environments:
-  - {{ name: dev, repository: platform, branch: main }}
-  - {{ name: staging, after: dev }}
-  - {{ name: prod, after: staging }}
-services:
-  - name: api
-    path: "apps/{{service}}/{{env}}"
-    edit: {{ kind: kustomize }}
-policies:
-  branch_restrictions: ["prod=^main$"]
-"#,
-        grpc = free_port().unwrap(),
-        http = free_port().unwrap(),
-        data_dir = data_dir.display(),
-        sha = tug_server::auth::token_sha256_hex(TOKEN),
-    );
-    Config::from_yaml(&yaml, &data_dir.join("server.yaml"), &|_| None).unwrap()
+    common::config(data_dir, url, TOKEN, THREE_ENVIRONMENTS)
 }
 
 fn manifests() -> BareRepo {

@@ -5,6 +5,8 @@
 //! state shown by the status.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
 use tug_server::Config;
-use tug_testkit::{BareRepo, free_port};
+use tug_testkit::BareRepo;
 
 const TOKEN: &str = "notify-test-token";
 const GH_TOKEN: &str = "ghp_status_token";
@@ -58,45 +60,37 @@ async fn receiver() -> (String, Log) {
     (base, log)
 }
 
-fn config(data_dir: &Path, url: &str, sinks: &str) -> Config {
-    let yaml = format!(
-        r#"
-listen: {{ grpc: "127.0.0.1:{grpc}", http: "127.0.0.1:{http}" }}
-data_dir: "{data_dir}"
-repositories:
-  - name: platform
-    url: "{url}"
-auth:
-  tokens:
-    - name: ci
-      sha256: "{sha}"
-      repositories: ["*"]
-notify: {{ max_attempts: 3, base_delay_ms: 10, timeout_ms: 5000 }}
+/// Environments, services and the release notification sinks, all at `SINKS`.
+const RELEASE_AND_SINKS: &str = r#"
+notify: { max_attempts: 3, base_delay_ms: 10, timeout_ms: 5000 }
 environments:
-  - {{ name: dev, repository: platform, branch: main }}
-  - {{ name: prod, after: dev }}
+  - { name: dev, repository: platform, branch: main }
+  - { name: prod, after: dev }
 services:
   - name: api
-    path: "apps/{{service}}/{{env}}"
-    edit: {{ kind: kustomize }}
+    path: "apps/{service}/{env}"
+    edit: { kind: kustomize }
 release_notify:
   slack:
-    dev: {{ webhook_url: "{sinks}/slack/dev" }}
-    prod: {{ webhook_url: "{sinks}/broken/slack/prod" }}
-  github: {{ api_url: "{sinks}/github", token: "${{GH_TOKEN}}" }}
-  grafana: {{ url: "{sinks}/grafana", token: "${{GRAFANA_TOKEN}}" }}
-"#,
-        grpc = free_port().unwrap(),
-        http = free_port().unwrap(),
-        data_dir = data_dir.display(),
-        sha = tug_server::auth::token_sha256_hex(TOKEN),
-    );
+    dev: { webhook_url: "SINKS/slack/dev" }
+    prod: { webhook_url: "SINKS/broken/slack/prod" }
+  github: { api_url: "SINKS/github", token: "${GH_TOKEN}" }
+  grafana: { url: "SINKS/grafana", token: "${GRAFANA_TOKEN}" }
+"#;
+
+fn config(data_dir: &Path, url: &str, sinks: &str) -> Config {
     let env = |name: &str| match name {
         "GH_TOKEN" => Some(GH_TOKEN.to_owned()),
         "GRAFANA_TOKEN" => Some(GRAFANA_TOKEN.to_owned()),
         _ => None,
     };
-    Config::from_yaml(&yaml, &data_dir.join("server.yaml"), &env).unwrap()
+    common::config_with_env(
+        data_dir,
+        url,
+        TOKEN,
+        &RELEASE_AND_SINKS.replace("SINKS", sinks),
+        &env,
+    )
 }
 
 struct Server {

@@ -4,6 +4,8 @@
 //! forbidden branch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tug_server::Config;
-use tug_testkit::{BareRepo, free_port};
+use tug_testkit::BareRepo;
 
 const TOKEN: &str = "trigger-test-token";
 const GH_SECRET: &str = "github-webhook-secret";
@@ -24,60 +26,46 @@ fn kustomization(image: &str) -> String {
     )
 }
 
-fn config(data_dir: &Path, url: &str) -> Config {
-    let yaml = format!(
-        r#"
-listen: {{ grpc: "127.0.0.1:{grpc}", http: "127.0.0.1:{http}" }}
-data_dir: "{data_dir}"
-repositories:
-  - name: platform
-    url: "{url}"
-auth:
-  tokens:
-    - name: ci
-      sha256: "{sha}"
-      repositories: ["*"]
+/// Environments, services and triggers; the secrets come from `${VAR}`s.
+const RELEASE_AND_TRIGGERS: &str = r#"
 environments:
-  - {{ name: dev, repository: platform, branch: main }}
-  - {{ name: prod, after: dev }}
+  - { name: dev, repository: platform, branch: main }
+  - { name: prod, after: dev }
 services:
   - name: api
-    path: "apps/{{service}}/{{env}}"
-    edit: {{ kind: kustomize, image: registry.example.com/team/api }}
+    path: "apps/{service}/{env}"
+    edit: { kind: kustomize, image: registry.example.com/team/api }
   - name: worker
-    path: "apps/{{service}}/{{env}}"
-    edit: {{ kind: kustomize, image: registry.example.com/team/worker }}
+    path: "apps/{service}/{env}"
+    edit: { kind: kustomize, image: registry.example.com/team/worker }
 triggers:
-  token: "${{TRIGGER_TOKEN}}"
-  github: {{ secret: "${{GH_SECRET}}" }}
-  gitlab: {{ token: "${{GL_TOKEN}}" }}
-  registry: {{ token: "${{REG_TOKEN}}" }}
+  token: "${TRIGGER_TOKEN}"
+  github: { secret: "${GH_SECRET}" }
+  gitlab: { token: "${GL_TOKEN}" }
+  registry: { token: "${REG_TOKEN}" }
   sources:
-    - {{ repository: acme/api, service: api, image: registry.example.com/team/api, tag: "{{branch}}-{{short_sha}}" }}
-    - {{ repository: acme/worker, service: worker, image: registry.example.com/team/worker }}
+    - { repository: acme/api, service: api, image: registry.example.com/team/api, tag: "{branch}-{short_sha}" }
+    - { repository: acme/worker, service: worker, image: registry.example.com/team/worker }
   images:
     "acme/worker": worker
     "harbor.example.com/team/api": api
   dispatch:
     rules:
       - event_type: product
-        branch: "{{{{ payload.baseRef }}}}"
+        branch: "{{ payload.baseRef }}"
         allowed_branches: [sandbox, qa, master]
         deploy:
-          commitSpec: {{ CommitMessage: "App commit msg: {{{{ payload.commitmsg }}}}" }}
+          commitSpec: { CommitMessage: "App commit msg: {{ payload.commitmsg }}" }
           deploySpecs:
             - repository: platform
               updates:
                 - branch: main
                   paths:
-                    - path: "apps/product/{{{{ payload.baseRef }}}}"
-                      kustomize: {{ images: [{{ name: registry.example.com/product, newTag: "{{{{ payload.baseRef }}}}" }}] }}
-"#,
-        grpc = free_port().unwrap(),
-        http = free_port().unwrap(),
-        data_dir = data_dir.display(),
-        sha = tug_server::auth::token_sha256_hex(TOKEN),
-    );
+                    - path: "apps/product/{{ payload.baseRef }}"
+                      kustomize: { images: [{ name: registry.example.com/product, newTag: "{{ payload.baseRef }}" }] }
+"#;
+
+fn config(data_dir: &Path, url: &str) -> Config {
     let env = |name: &str| match name {
         "TRIGGER_TOKEN" => Some(TOKEN.to_owned()),
         "GH_SECRET" => Some(GH_SECRET.to_owned()),
@@ -85,7 +73,7 @@ triggers:
         "REG_TOKEN" => Some(REG_TOKEN.to_owned()),
         _ => None,
     };
-    Config::from_yaml(&yaml, &data_dir.join("server.yaml"), &env).unwrap()
+    common::config_with_env(data_dir, url, TOKEN, RELEASE_AND_TRIGGERS, &env)
 }
 
 fn github_signature(secret: &str, body: &[u8]) -> String {
