@@ -123,7 +123,7 @@ pub fn land(
     let max_attempts = opts.max_attempts.max(1);
     loop {
         let started = Instant::now();
-        let (mut results, mut head, mut batch) = build_commits(mirror, tip, changes, opts)?;
+        let (mut results, mut head, mut batch) = build_commits(mirror, branch, tip, changes, opts)?;
         report.apply_time += started.elapsed();
         if head == tip && !fetched {
             // Nothing to push, judged on a tip that may be stale: a no-op or a failure might be
@@ -132,7 +132,7 @@ pub fn land(
             if fresh != tip {
                 tip = fresh;
                 let started = Instant::now();
-                (results, head, batch) = build_commits(mirror, tip, changes, opts)?;
+                (results, head, batch) = build_commits(mirror, branch, tip, changes, opts)?;
                 report.apply_time += started.elapsed();
             }
         }
@@ -204,6 +204,7 @@ fn backoff(opts: &LandOptions, attempt: u32) -> Duration {
 /// objects created, which are not on disk yet.
 fn build_commits(
     mirror: &Mirror,
+    branch: &str,
     tip: Option<ObjectId>,
     changes: &[&dyn Change],
     opts: &LandOptions,
@@ -229,6 +230,14 @@ fn build_commits(
         let new_tree = match applied {
             Ok(new_tree) => new_tree,
             Err(ChangeError::Git(e)) => return Err(e),
+            // On a branch that does not exist yet every path is missing; say why.
+            Err(e) if head.is_none() => {
+                results.push(LandResult::Failed(ChangeError::Invalid(format!(
+                    "branch {branch} does not exist in {}: {e}",
+                    mirror.url()
+                ))));
+                continue;
+            }
             Err(e) => {
                 results.push(LandResult::Failed(e));
                 continue;

@@ -247,6 +247,21 @@ fn allow_empty_commits_when_already_up_to_date() {
 }
 
 #[test]
+fn a_branch_that_does_not_exist_is_named_and_nothing_is_pushed() {
+    let remote = manifests();
+    let url = remote.file_url();
+    let dir = Dir::new();
+    dir.write("specs.yaml", yq_specs(&url, "relase", ".image.tag", "v9"));
+    let run = dir.tug(&["apply", "specs.yaml", "--push"]).fails();
+    assert!(
+        run.stderr
+            .contains(&format!("branch relase does not exist in {url}")),
+        "{run}"
+    );
+    assert_eq!(remote.tip("relase").unwrap(), None, "no branch was created");
+}
+
+#[test]
 fn one_commit_per_repository_branch() {
     let main_repo = manifests();
     main_repo.git(&["branch", "staging", "main"]).unwrap();
