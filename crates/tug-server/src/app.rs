@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
 use tracing::{info, warn};
 use tug_store::{Enqueued, ReleaseStore, SqliteStore, Store};
 
@@ -14,7 +13,8 @@ use crate::intake::job_from_request;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::shutdown::{self, Shutdown, Trigger};
-use crate::writer::{JobSignal, Writers};
+use crate::signals::JobSignals;
+use crate::writer::Writers;
 
 /// What every request handler and writer shares.
 pub struct App {
@@ -25,7 +25,8 @@ pub struct App {
     pub authorizer: Authorizer,
     pub metrics: Arc<Metrics>,
     pub writers: Arc<Writers>,
-    pub signal: JobSignal,
+    /// Tells the streams following a job that it has news.
+    pub signal: Arc<JobSignals>,
     pub shutdown: Shutdown,
 }
 
@@ -140,7 +141,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let notifier =
         Arc::new(Notifier::new(&config.notify).map_err(|e| ServeError::Notify(e.to_string()))?);
-    let (signal, _) = broadcast::channel(1024);
+    let signal = JobSignals::new();
     let (trigger, shutdown) = shutdown::channel();
     let writers = Writers::new(
         store.clone(),

@@ -29,7 +29,7 @@ pub enum Update {
 pub fn follow(app: Arc<App>, job_id: String, created: bool) -> mpsc::Receiver<Update> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        let mut signal = app.signal.subscribe();
+        let watch = app.signal.watch(&job_id);
         let mut shutdown = app.shutdown.clone();
         if tx
             .send(Update::Accepted {
@@ -80,21 +80,11 @@ pub fn follow(app: Arc<App>, job_id: String, created: bool) -> mpsc::Receiver<Up
                 return;
             }
             // Wake on this job's signal; the timeout covers a writer on another replica.
-            let deadline = tokio::time::sleep(Duration::from_millis(500));
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    () = &mut deadline => break,
-                    () = shutdown.wait() => {
-                        let _ = tx.send(Update::ShuttingDown).await;
-                        return;
-                    }
-                    r = signal.recv() => match r {
-                        Ok(id) if id == job_id => break,
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    },
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_millis(500), watch.changed()) => {}
+                () = shutdown.wait() => {
+                    let _ = tx.send(Update::ShuttingDown).await;
+                    return;
                 }
             }
         }

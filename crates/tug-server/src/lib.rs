@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod release;
 pub mod request_id;
 pub mod shutdown;
+pub mod signals;
 pub mod tls;
 pub mod writer;
 

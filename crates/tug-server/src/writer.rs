@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use tokio::sync::{Mutex, Notify, broadcast};
+use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 use tug_deploy::{ChangeWithFiles, CommitInfo, DeployChange, REQUEST_TRAILER, WholeFile};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
@@ -19,6 +19,7 @@ use crate::intake::TaskPayload;
 use crate::metrics::Metrics;
 use crate::notify::{BranchNotice, BranchOutcome, JobNotification, Notifier};
 use crate::shutdown::Shutdown;
+use crate::signals::JobSignals;
 
 /// How long a writer's lease on its branch lasts without renewal. A replica that dies holds its
 /// branches at most this long.
@@ -39,15 +40,12 @@ const RECOVERY_DEPTH: usize = 2000;
 /// A task's result with the events that explain it.
 type Outcome = (TaskId, TaskOutcome, Vec<(Level, String)>);
 
-/// Tells API streams that a job has new events (and maybe finished).
-pub type JobSignal = broadcast::Sender<String>;
-
 pub struct Writers {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     notifier: Arc<Notifier>,
-    signal: JobSignal,
+    signal: Arc<JobSignals>,
     owner: String,
     /// The lease owner of the previous process on this data directory, whose leases
     /// [`Writers::release_previous_leases`] drops.
@@ -91,7 +89,7 @@ impl Writers {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         notifier: Arc<Notifier>,
-        signal: JobSignal,
+        signal: Arc<JobSignals>,
         shutdown: Shutdown,
     ) -> Arc<Self> {
         let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7());
@@ -517,7 +515,7 @@ impl Writers {
         jobs.sort_unstable();
         jobs.dedup();
         for job_id in &jobs {
-            let _ = self.signal.send((*job_id).to_owned());
+            self.signal.send(job_id);
         }
         let after = AfterJobs {
             store: self.store.clone(),
@@ -649,7 +647,7 @@ impl Writers {
             .collect();
         let _ = self.store.append_events(events).await;
         for t in retry {
-            let _ = self.signal.send(t.job_id.clone());
+            self.signal.send(&t.job_id);
         }
     }
 }

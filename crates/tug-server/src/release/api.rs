@@ -167,7 +167,7 @@ async fn known_artifact(
 
 /// Waits (bounded) for a job to end, so writes can answer with their commit.
 pub(crate) async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ApiError> {
-    let mut signal = app.signal.subscribe();
+    let watch = app.signal.watch(job_id);
     let deadline = tokio::time::Instant::now() + WAIT_FOR_COMMIT;
     loop {
         let job = app
@@ -180,7 +180,7 @@ pub(crate) async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ApiErr
             return Ok(job);
         }
         // The signal wakes us early; the timeout covers a writer on another replica.
-        let _ = tokio::time::timeout(Duration::from_millis(500), signal.recv()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), watch.changed()).await;
     }
 }
 

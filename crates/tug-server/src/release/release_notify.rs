@@ -174,7 +174,7 @@ pub(crate) fn spawn(ctx: Arc<Ctx>) {
         }
     };
     let sender = Arc::new(Sender { client, retry });
-    let mut signal = ctx.app.signal.subscribe();
+    let mut signal = ctx.app.signal.subscribe_all();
     let mut shutdown = ctx.app.shutdown.clone();
     runtime.spawn(async move {
         let mut sent: HashSet<String> = HashSet::new();
