@@ -11,6 +11,7 @@ use crate::error::{ChangeError, GitError};
 use crate::mirror::{Mirror, PushOutcome, validate_branch};
 use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
 use crate::pack::Batch;
+use crate::replay::{Applied, Recording};
 use crate::store::ObjectView;
 use crate::tree::{FileSource, FileWrite, TreeView, apply_writes};
 
@@ -34,7 +35,8 @@ pub struct LandOptions {
     /// the push's compare-and-swap catches a stale one, which saves a round trip when tug is the
     /// branch's usual writer.
     pub fetch_first: bool,
-    /// Backoff before retry n is random in [d/2, d] with d = min(backoff_max, backoff_base·2ⁿ⁻¹).
+    /// The first retries go at once; after that, the pause before retry n is random in [d/2, d]
+    /// with d = min(backoff_max, backoff_base·2ⁿ⁻⁴).
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -115,15 +117,22 @@ pub fn land(
         tip
     };
     let mut fetched = opts.fetch_first;
+    // When the tip the batch is built on was learnt: a push loses its race when another lands
+    // between then and the remote's ref update.
+    let mut tip_read = Instant::now();
     let mut tip = if opts.fetch_first {
         fetch(&mut report)?
     } else {
         mirror.branch_tip(branch)?
     };
     let max_attempts = opts.max_attempts.max(1);
+    // What each change read and wrote on the last tip, to re-apply it cheaply on the next.
+    let mut applied: Vec<Option<Applied>> = changes.iter().map(|_| None).collect();
     loop {
         let started = Instant::now();
-        let (mut results, mut head, mut batch) = build_commits(mirror, branch, tip, changes, opts)?;
+        let fetched_in = started.duration_since(tip_read);
+        let (mut results, mut head, mut batch) =
+            build_commits(mirror, branch, tip, changes, &mut applied, opts)?;
         report.apply_time += started.elapsed();
         if head == tip && !fetched {
             // Nothing to push, judged on a tip that may be stale: a no-op or a failure might be
@@ -132,7 +141,8 @@ pub fn land(
             if fresh != tip {
                 tip = fresh;
                 let started = Instant::now();
-                (results, head, batch) = build_commits(mirror, branch, tip, changes, opts)?;
+                (results, head, batch) =
+                    build_commits(mirror, branch, tip, changes, &mut applied, opts)?;
                 report.apply_time += started.elapsed();
             }
         }
@@ -145,15 +155,21 @@ pub fn land(
         // The push sends objects from the mirror, and the pack stores the batch's repeated trees
         // as deltas that the push copies instead of computing. A rejected attempt leaves its
         // pack behind; its objects are unreferenced and harmless.
+        let built_in = started.elapsed();
         let started = Instant::now();
-        mirror.store().write_pack(&batch)?;
-        report.apply_time += started.elapsed();
+        let written = mirror.store().write_pack(&batch)?;
+        let packed_in = started.elapsed();
+        report.apply_time += packed_in;
         report.attempts += 1;
         let started = Instant::now();
         let outcome = mirror.push(branch, new_tip, tip)?;
-        report.push_time += started.elapsed();
+        let push_time = started.elapsed();
+        report.push_time += push_time;
         match outcome {
             PushOutcome::Accepted => {
+                if let Some(pack) = &written {
+                    pack.sync()?;
+                }
                 mirror.set_branch(branch, new_tip)?;
                 report.results = results;
                 report.tip = Some(new_tip);
@@ -166,6 +182,11 @@ pub fn land(
                     branch,
                     attempt = report.attempts,
                     reason,
+                    since_tip_read_ms = tip_read.elapsed().as_millis(),
+                    fetch_ms = fetched_in.as_millis(),
+                    build_ms = built_in.as_millis(),
+                    pack_ms = packed_in.as_millis(),
+                    push_ms = push_time.as_millis(),
                     "push rejected, branch moved"
                 );
                 if report.attempts >= max_attempts {
@@ -178,6 +199,7 @@ pub fn land(
                 let pause = backoff(opts, report.attempts);
                 std::thread::sleep(pause);
                 report.backoff_time += pause;
+                tip_read = Instant::now();
                 tip = fetch(&mut report)?;
                 fetched = true;
             }
@@ -185,9 +207,17 @@ pub fn land(
     }
 }
 
+/// Attempts retried without a pause. A lost race means another push landed a moment ago, and
+/// the next one — a person's or a bot's on its schedule — is furthest away right now: waiting
+/// only spends that gap. Only a branch that keeps moving gets pauses, to spare the remote.
+const IMMEDIATE_RETRIES: u32 = 3;
+
 fn backoff(opts: &LandOptions, attempt: u32) -> Duration {
+    if attempt <= IMMEDIATE_RETRIES {
+        return Duration::ZERO;
+    }
     let factor = 1u32
-        .checked_shl(attempt.saturating_sub(1))
+        .checked_shl(attempt.saturating_sub(IMMEDIATE_RETRIES + 1))
         .unwrap_or(u32::MAX);
     let ceiling = opts
         .backoff_base
@@ -207,6 +237,7 @@ fn build_commits(
     branch: &str,
     tip: Option<ObjectId>,
     changes: &[&dyn Change],
+    applied: &mut [Option<Applied>],
     opts: &LandOptions,
 ) -> Result<(Vec<LandResult>, Option<ObjectId>, Batch), GitError> {
     let store = mirror.store();
@@ -221,13 +252,20 @@ fn build_commits(
         })?,
     };
     let mut results = Vec::with_capacity(changes.len());
-    for change in changes {
+    for (change, memo) in changes.iter().zip(applied.iter_mut()) {
         let meta = change.commit_meta();
         let view = TreeView::new(ObjectView::with_batch(store, &batch), tree);
-        let applied = change
-            .apply(&view)
-            .and_then(|writes| apply_writes(store, &batch, tree, &writes));
-        let new_tree = match applied {
+        let writes = match memo.as_ref().and_then(|m| m.replay(&view)) {
+            Some(writes) => Ok(writes),
+            None => {
+                let recording = Recording::new(&view);
+                let writes = change.apply(&recording);
+                *memo = writes.as_ref().ok().map(|w| recording.finish(w));
+                writes
+            }
+        };
+        let new_tree = writes.and_then(|writes| apply_writes(store, &batch, tree, &writes));
+        let new_tree = match new_tree {
             Ok(new_tree) => new_tree,
             Err(ChangeError::Git(e)) => return Err(e),
             // On a branch that does not exist yet every path is missing; say why.

@@ -16,6 +16,8 @@ mod mirror;
 mod object;
 mod pack;
 mod refs;
+mod reject;
+mod replay;
 mod secret;
 mod store;
 mod tree;

@@ -76,8 +76,28 @@ pub(crate) struct Batch {
 #[derive(Debug)]
 pub(crate) struct WrittenPack {
     pub(crate) pack: PathBuf,
+    pub(crate) index: PathBuf,
     pub(crate) objects: usize,
     pub(crate) deltas: usize,
+}
+
+impl WrittenPack {
+    /// Makes the pack, its index and their names durable. Git and the push read the files
+    /// through the page cache, so this is needed only before a ref points at the pack's objects
+    /// — after the push, outside the window in which another push can win the race.
+    pub(crate) fn sync(&self) -> Result<(), GitError> {
+        for path in [&self.pack, &self.index] {
+            fs::File::open(path)
+                .and_then(|file| file.sync_all())
+                .map_err(|e| GitError::io("sync", path, e))?;
+        }
+        if let Some(dir) = self.pack.parent() {
+            fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| GitError::io("sync pack directory", dir, e))?;
+        }
+        Ok(())
+    }
 }
 
 impl Batch {
@@ -167,9 +187,9 @@ impl Batch {
     }
 
     /// Writes the batch as one pack and its version 2 index into `pack_dir`; `None` when the
-    /// batch is empty. Both files are written under temporary names and synced, then the pack
-    /// is renamed into place before the index (git's order: a reader looks for packs through
-    /// their index, so it never sees an index without its pack), and the directory is synced.
+    /// batch is empty. Both files are written under temporary names, then the pack is renamed
+    /// into place before the index (git's order: a reader looks for packs through their index,
+    /// so it never sees an index without its pack). [`WrittenPack::sync`] makes them durable.
     pub(crate) fn write_pack(&self, pack_dir: &Path) -> Result<Option<WrittenPack>, GitError> {
         let contents = self.lock();
         if contents.objects.is_empty() {
@@ -189,7 +209,6 @@ impl Batch {
             mut index_entries,
             deltas,
         } = write_pack_data(pack_file.as_file_mut(), &contents.objects).map_err(write_error)?;
-        pack_file.as_file().sync_all().map_err(write_error)?;
 
         let index = encode_index(&mut index_entries, &checksum).map_err(write_error)?;
         let mut index_file = tempfile::Builder::new()
@@ -199,7 +218,6 @@ impl Batch {
         index_file
             .as_file_mut()
             .write_all(&index)
-            .and_then(|()| index_file.as_file().sync_all())
             .map_err(|e| GitError::io("write pack index", index_file.path(), e))?;
 
         let name = format!("pack-{}", hex::encode(checksum));
@@ -216,11 +234,9 @@ impl Batch {
         index_file
             .persist(&index_path)
             .map_err(|e| GitError::io("store pack index", &index_path, e.error))?;
-        fs::File::open(pack_dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| GitError::io("sync pack directory", pack_dir, e))?;
         Ok(Some(WrittenPack {
             pack: pack_path,
+            index: index_path,
             objects: contents.objects.len(),
             deltas,
         }))

@@ -249,3 +249,88 @@ fn an_unknown_ssh_host_key_is_refused() {
         "the unknown key was not learned"
     );
 }
+
+/// Makes the remote move `main` after `git push` checked its lease and before the ref update —
+/// the race the remote reports as `cannot lock ref …: is at X but expected Y` — and lands a
+/// change: the push is retried on the new tip, never failed, and the other commit is kept.
+fn lands_after_the_branch_moves_mid_push(mirror: &Mirror, remote: &BareRepo) {
+    // The mirror knows the current tip, so the lease check in `git push` passes.
+    land_twice(mirror, remote);
+    remote.move_branch_during_next_push("main").unwrap();
+    let change = SetLine::new(KUSTOMIZATION, "newTag", "\"8.0.0\"", "req-raced");
+    let report = land(mirror, "main", &[&change], &options()).unwrap();
+
+    assert_eq!(report.attempts, 2, "the first push lost the race");
+    let LandResult::Committed { commit } = report.results[0] else {
+        panic!("{:?}", report.results)
+    };
+    let raced = remote.raced_commit().unwrap().expect("the hook moved main");
+    let log = remote.log("main").unwrap();
+    assert_eq!(log[0].commit, commit.to_hex());
+    assert_eq!(
+        log[0].parents,
+        vec![raced.clone()],
+        "re-applied on the new tip"
+    );
+    assert_eq!(log[1].commit, raced);
+    assert!(
+        log.iter().all(|c| c.parents.len() <= 1),
+        "history is linear"
+    );
+    assert!(remote.read_file("main", "RACE.md").unwrap().is_some());
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(content.contains("newTag: \"8.0.0\""), "{content}");
+}
+
+#[test]
+fn a_push_that_loses_a_race_is_reapplied_over_git_daemon() {
+    let remote = manifests();
+    let daemon = GitDaemon::start(remote.root()).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(
+        data.path(),
+        &daemon.url(remote.name()),
+        MirrorOptions::default(),
+    );
+    lands_after_the_branch_moves_mid_push(&mirror, &remote);
+}
+
+#[test]
+fn a_push_that_loses_a_race_is_reapplied_over_smart_http() {
+    let remote = manifests();
+    let http = SmartHttp::start(remote.root(), None).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(
+        data.path(),
+        &http.url(remote.name()),
+        MirrorOptions::default(),
+    );
+    lands_after_the_branch_moves_mid_push(&mirror, &remote);
+}
+
+#[test]
+fn a_push_that_loses_a_race_is_reapplied_over_ssh() {
+    let remote = manifests();
+    let sshd = Sshd::start().unwrap();
+    let data = Scratch::new().unwrap();
+    let auth = Auth::Ssh {
+        private_key_file: sshd.client_key(),
+        known_hosts_file: sshd.known_hosts(),
+    };
+    let mirror = Mirror::open(
+        data.path(),
+        Remote::new(sshd.url(remote.path()), auth),
+        MirrorOptions::default(),
+    )
+    .unwrap();
+    lands_after_the_branch_moves_mid_push(&mirror, &remote);
+}
+
+#[test]
+fn a_push_that_loses_a_race_is_reapplied_over_file_urls() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    lands_after_the_branch_moves_mid_push(&mirror, &remote);
+}

@@ -467,8 +467,12 @@ impl Writers {
                     // Outcomes found during recovery are final; the rest waits or fails.
                     let rest: Vec<Task> = work.iter().map(|(t, _)| (*t).clone()).collect();
                     self.finish(&tasks, outcomes).await;
-                    self.postpone_or_fail(&rest, &e.to_string(), e.is_transient())
-                        .await;
+                    if e.is_contention() {
+                        self.retry_contended(&rest, &e.to_string()).await;
+                    } else {
+                        self.postpone_or_fail(&rest, &e.to_string(), e.is_transient())
+                            .await;
+                    }
                     return;
                 }
                 Err(e) => {
@@ -647,6 +651,35 @@ impl Writers {
             .collect();
         let _ = self.store.append_events(events).await;
         for t in retry {
+            self.signal.send(&t.job_id);
+        }
+    }
+}
+
+impl Writers {
+    /// Others kept landing commits on the branch while this batch was re-applied and pushed:
+    /// nothing is wrong with the remote or the requests, so they go again shortly, however
+    /// often that happens (a busy branch delays a request; it never fails it).
+    async fn retry_contended(&self, tasks: &[Task], error: &str) {
+        // Runnable at once: the writer's next claim takes them again, and `land` already
+        // spaced its attempts with a jittered backoff.
+        let retry_in = Duration::ZERO;
+        warn!(tasks = tasks.len(), error, "branch busy, batch goes again");
+        let ids = tasks.iter().map(|t| (t.id, error.to_owned())).collect();
+        if let Err(e) = self.store.postpone_tasks(ids, retry_in).await {
+            warn!(error = %e, "cannot postpone tasks");
+        }
+        let events = tasks
+            .iter()
+            .map(|t| tug_store::NewEvent {
+                job_id: t.job_id.clone(),
+                task_id: Some(t.id),
+                level: Level::Warn,
+                message: format!("[WARN] {error} (others are pushing); trying again"),
+            })
+            .collect();
+        let _ = self.store.append_events(events).await;
+        for t in tasks {
             self.signal.send(&t.job_id);
         }
     }

@@ -5,12 +5,14 @@
 
 mod error;
 mod process;
+mod race;
 mod repo;
 mod servers;
 mod tug_server;
 
 pub use error::{Error, Result};
 pub use process::{ServerProcess, free_port, wait_for_port};
+pub use race::{HumanPusher, HumanReport};
 pub use repo::{BareRepo, Entry, LogEntry, Scratch, git_command, run_git};
 pub use servers::{BasicAuth, GitDaemon, SmartHttp, Sshd, require_binary};
 pub use tug_server::{HttpResponse, TugServer, http_request};
