@@ -86,12 +86,6 @@ impl GitError {
         )
     }
 
-    /// True when the branch kept moving under the push: others are landing commits, and a
-    /// retry soon is expected to succeed (nothing is wrong with the remote or the request).
-    pub fn is_contention(&self) -> bool {
-        matches!(self, GitError::BranchContended { .. })
-    }
-
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

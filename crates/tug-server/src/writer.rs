@@ -467,7 +467,10 @@ impl Writers {
                     // Outcomes found during recovery are final; the rest waits or fails.
                     let rest: Vec<Task> = work.iter().map(|(t, _)| (*t).clone()).collect();
                     self.finish(&tasks, outcomes).await;
-                    if e.is_contention() {
+                    if let tug_git::GitError::BranchContended { attempts, .. } = &e {
+                        for _ in 0..*attempts {
+                            self.metrics.inc_push_conflicts(&branch.repository);
+                        }
                         self.retry_contended(&rest, &e.to_string()).await;
                     } else {
                         self.postpone_or_fail(&rest, &e.to_string(), e.is_transient())
