@@ -268,6 +268,26 @@ pub fn check_branch_name(branch: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// `kustomize.images` entries take kustomize's `*` ("keep the current value") in newName,
+    /// newTag and digest, as `kustomize edit set image` does; not as the name to match.
+    #[test]
+    fn image_fields_accept_the_keep_placeholder() {
+        let img = |name: &str, new_name: Option<&str>, tag: Option<&str>, digest: Option<&str>| {
+            ImageRef {
+                name: name.to_owned(),
+                new_name: new_name.map(str::to_owned),
+                new_tag: tag.map(str::to_owned),
+                digest: digest.map(str::to_owned),
+            }
+        };
+        let spec = image_spec(&img("app", Some("*"), Some("1.2"), None), "x").unwrap();
+        assert_eq!(spec.to_string(), "app=*:1.2");
+        let spec = image_spec(&img("app", None, Some("*"), Some("*")), "x").unwrap();
+        assert_eq!(spec.to_string(), "app:*@*");
+        let err = image_spec(&img("*", None, Some("1"), None), "x").unwrap_err();
+        assert!(err.to_string().contains("invalid image name"), "{err}");
+    }
+
     #[test]
     fn paths_are_normalised_and_confined() {
         assert_eq!(normalize_repo_path("./apps//x/").unwrap(), "apps/x");
