@@ -113,11 +113,14 @@ fn is_decimal_float(v: &str, underscores: bool) -> bool {
 /// Whether a YAML 1.1 reader (PyYAML, Go's yaml.v2) reads this plain scalar as anything but the
 /// same string.
 fn yaml11_not_a_string(v: &str) -> bool {
-    const WORDS: [&str; 16] = [
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "<<", "=", "", ".inf",
-        "-.inf", ".nan",
+    // The exact spellings of YAML 1.1's bool, null, merge, value, inf and nan types.
+    const WORDS: [&str; 45] = [
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+        "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~", "",
+        "<<", "=", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF",
+        ".nan", ".NaN", ".NAN", "y", "Y", "n", "N",
     ];
-    if WORDS.contains(&v.to_ascii_lowercase().as_str()) || v == "+.inf" {
+    if WORDS.contains(&v) {
         return true;
     }
     let unsigned = v.strip_prefix(['-', '+']).unwrap_or(v);
@@ -140,16 +143,26 @@ fn yaml11_not_a_string(v: &str) -> bool {
     // Sexagesimal integers and floats: `1:20`, `1:20.5`.
     if unsigned.contains(':')
         && unsigned.starts_with(|c: char| c.is_ascii_digit())
-        && digits(unsigned, |c| c.is_ascii_digit() || matches!(c, '_' | ':' | '.'))
+        && digits(unsigned, |c| {
+            c.is_ascii_digit() || matches!(c, '_' | ':' | '.')
+        })
     {
         return true;
     }
     if is_decimal_float(unsigned, true) && unsigned.chars().any(|c| c.is_ascii_digit()) {
         return true;
     }
-    // Timestamps start with a four-digit year.
-    let b = v.as_bytes();
-    b.len() >= 6 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+    // Timestamps start with a date: YYYY-M[M]-D[D].
+    let mut parts = v.splitn(3, '-');
+    let (Some(y), Some(m), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let day_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+    y.len() == 4
+        && y.bytes().all(|b| b.is_ascii_digit())
+        && (1..=2).contains(&m.len())
+        && m.bytes().all(|b| b.is_ascii_digit())
+        && (1..=2).contains(&day_len)
 }
 
 fn parse(text: &str) -> Parsed {
@@ -420,7 +433,10 @@ fn check(file_name: &str, input: &[u8], edit: &Edit, target: Target<'_>) {
         return;
     };
     if !outcome.changed {
-        assert_eq!(outcome.output, input, "an unchanged result differs from the input");
+        assert_eq!(
+            outcome.output, input,
+            "an unchanged result differs from the input"
+        );
         return;
     }
     assert_ne!(outcome.output, input, "a changed result equals the input");
@@ -450,7 +466,12 @@ fn check(file_name: &str, input: &[u8], edit: &Edit, target: Target<'_>) {
         || (before.len() == 1
             && matches!(&before[0].value, Value::Scalar { text, kind: Kind::Null, plain: true } if text.is_empty()));
     if before.is_empty() {
-        assert_eq!(after.len(), 1, "a file without a document got {} documents", after.len());
+        assert_eq!(
+            after.len(),
+            1,
+            "a file without a document got {} documents",
+            after.len()
+        );
         assert!(
             matches!(target, Target::Set { .. } | Target::Redeploy { .. }),
             "only set and redeploy create a document"
@@ -490,7 +511,12 @@ fn check(file_name: &str, input: &[u8], edit: &Edit, target: Target<'_>) {
 fn check_target(target: &Target<'_>, doc: usize, after_root: &Node, diffs: &[Diff<'_>]) {
     match target {
         Target::Kustomize(spec) => {
-            assert_eq!(doc, 0, "a kustomize image edit changed document {}", doc + 1);
+            assert_eq!(
+                doc,
+                0,
+                "a kustomize image edit changed document {}",
+                doc + 1
+            );
             for d in diffs {
                 assert_eq!(
                     d.path.first(),
@@ -548,7 +574,12 @@ fn check_target(target: &Target<'_>, doc: usize, after_root: &Node, diffs: &[Dif
             }
         }
         Target::Set { value, ty } => {
-            assert_eq!(diffs.len(), 1, "set changed {} places: {diffs:?}", diffs.len());
+            assert_eq!(
+                diffs.len(),
+                1,
+                "set changed {} places: {diffs:?}",
+                diffs.len()
+            );
             let d = &diffs[0];
             let leaf = chain_leaf(d.after.expect("set removed nothing"));
             if *ty == ValueType::String
@@ -629,7 +660,11 @@ fn chain_leaf(mut node: &Node) -> &Node {
 fn common_prefix(diffs: &[Diff<'_>]) -> Vec<Seg> {
     let mut prefix = diffs[0].path.clone();
     for d in &diffs[1..] {
-        let n = prefix.iter().zip(&d.path).take_while(|(a, b)| a == b).count();
+        let n = prefix
+            .iter()
+            .zip(&d.path)
+            .take_while(|(a, b)| a == b)
+            .count();
         prefix.truncate(n);
     }
     prefix
@@ -713,7 +748,12 @@ pub fn yq_set(data: &[u8]) {
         value: value.clone(),
         value_type: ty,
     };
-    check("values.yaml", file, &edit, Target::Set { value: &value, ty });
+    check(
+        "values.yaml",
+        file,
+        &edit,
+        Target::Set { value: &value, ty },
+    );
 }
 
 /// `PATH\tSPEC\nFILE`: a Helm values image.
@@ -763,16 +803,31 @@ mod tests {
 
     #[test]
     fn resolvers() {
-        for v in ["1", "0x1F", "0o7", "-3", "1.5", ".5", "1e3", ".inf", "null", "True"] {
+        for v in [
+            "1", "0x1F", "0o7", "-3", "1.5", ".5", "1e3", ".inf", "null", "True",
+        ] {
             assert_ne!(core_kind(v), Kind::Str, "{v}");
         }
         for v in ["v1", "1.2.3", "yes", "0b1", "1_000", "1:20"] {
             assert_eq!(core_kind(v), Kind::Str, "{v}");
         }
-        for v in ["yes", "On", "1_000", "0b1", "1:20", "012", "2026-01-01", "<<", "=", "1.5"] {
+        for v in [
+            "yes",
+            "On",
+            "1_000",
+            "0b1",
+            "1:20",
+            "012",
+            "2026-01-01",
+            "<<",
+            "=",
+            "1.5",
+        ] {
             assert!(yaml11_not_a_string(v), "{v}");
         }
-        for v in ["v1", "1.2.3", "app", "a=b", "1a", "abc-1"] {
+        for v in [
+            "v1", "1.2.3", "app", "a=b", "1a", "abc-1", "oN", "nO", "yES", "2026-01",
+        ] {
             assert!(!yaml11_not_a_string(v), "{v}");
         }
     }

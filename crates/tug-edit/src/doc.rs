@@ -335,6 +335,7 @@ impl<'a> Tree<'a> {
                     let id = match frame {
                         Frame::Map { id, .. } | Frame::Seq { id } => id,
                     };
+                    tree.check_complex_keys(file, id)?;
                     let children: Vec<NodeId> = match &tree.nodes[id].kind {
                         Kind::Map { entries, .. } => {
                             entries.iter().flat_map(|&(k, v)| [k, v]).collect()
@@ -440,6 +441,69 @@ impl<'a> Tree<'a> {
             ));
         }
         Ok(tree)
+    }
+
+    /// Refuses a mapping whose collection or alias keys (`? {a: 1}`, `*x`) repeat; scalar keys
+    /// are checked as they are read.
+    fn check_complex_keys(&self, file: &str, map: NodeId) -> Result<(), EditError> {
+        let mut seen: HashMap<String, NodeId> = HashMap::new();
+        for &(k, _) in self.entries(map) {
+            if matches!(self.nodes[k].kind, Kind::Scalar { .. }) {
+                continue;
+            }
+            let mut canonical = String::new();
+            self.canonical(k, &mut canonical);
+            if let Some(&first) = seen.get(&canonical) {
+                let text: String = self.key_text(k).chars().take(40).collect();
+                return Err(EditError::at(
+                    file,
+                    self.pos(k),
+                    EditErrorKind::DuplicateKey {
+                        key: text,
+                        first_line: self.nodes[first].line,
+                    },
+                ));
+            }
+            seen.insert(canonical, k);
+        }
+        Ok(())
+    }
+
+    /// A text equal for two nodes exactly when the verifier finds them equal (scalars by
+    /// value, tag and resolved kind; aliases by name; anchors and tags included).
+    fn canonical(&self, id: NodeId, out: &mut String) {
+        let n = &self.nodes[id];
+        if let Some(anchor) = &n.anchor {
+            out.push_str(&format!("&{}:{anchor}", anchor.len()));
+        }
+        let tag = |t: &Option<String>| {
+            t.as_ref()
+                .map_or(String::new(), |t| format!("!{}:{t}", t.len()))
+        };
+        match &n.kind {
+            Kind::Scalar { value, tag: t, .. } => {
+                let kind = self.scalar_kind(id);
+                out.push_str(&format!("s{}{kind:?}:{}:{value}", tag(t), value.len()));
+            }
+            Kind::Alias { name, .. } => out.push_str(&format!("*{}:{name}", name.len())),
+            Kind::Map {
+                entries, tag: t, ..
+            } => {
+                out.push_str(&format!("{{{}", tag(t)));
+                for &(k, v) in entries {
+                    self.canonical(k, out);
+                    self.canonical(v, out);
+                }
+                out.push('}');
+            }
+            Kind::Seq { items, tag: t, .. } => {
+                out.push_str(&format!("[{}", tag(t)));
+                for &i in items {
+                    self.canonical(i, out);
+                }
+                out.push(']');
+            }
+        }
     }
 
     fn push(&mut self, node: Node) -> NodeId {
