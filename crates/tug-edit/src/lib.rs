@@ -30,6 +30,7 @@ mod value;
 mod verify;
 
 pub use error::{EditError, EditErrorKind};
+pub use redeploy::validate_annotation_key;
 pub use spec::{ImageSpec, PRESERVE, SpecError};
 pub use value::ValueType;
 

@@ -128,9 +128,10 @@ pub(crate) fn apply(
     }
 }
 
-/// Checks a Kubernetes qualified name: `[prefix/]name`, the prefix a DNS-1123 subdomain of at
-/// most 253 characters, the name 1 to 63 of `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`.
-pub(crate) fn validate_annotation_key(key: &str) -> Result<(), &'static str> {
+/// Checks an annotation key, a Kubernetes qualified name: `[prefix/]name`, the prefix a DNS-1123
+/// subdomain of at most 253 characters, the name 1 to 63 of
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`. The error says what is wrong.
+pub fn validate_annotation_key(key: &str) -> Result<(), &'static str> {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
