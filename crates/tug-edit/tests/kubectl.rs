@@ -102,6 +102,62 @@ fn kustomize_transforms_manifests_as_tug_edits_them() {
     );
 }
 
+/// The redeploy cases on kustomizations, read by kustomize itself: the file tug wrote, byte for
+/// byte, renders and puts the annotation with exactly the intended value on the pod template
+/// (a key or value YAML reads as something else, such as a `<<` merge key, would not).
+#[test]
+fn kustomize_reads_the_redeploy_annotation() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in support::load_cases() {
+        let Edit::Redeploy { key, value, .. } = &case.edit else {
+            continue;
+        };
+        let Ok(expected) = fs::read(case.dir.join("expected.yaml")) else {
+            continue;
+        };
+        if !tug_edit::is_kustomization(&case.input_name, &case.input) {
+            continue;
+        }
+        checked += 1;
+        let result = (|| -> Result<(), String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            write_deployment(dir.path(), &["app".to_owned()])?;
+            fs::write(dir.path().join("kustomization.yaml"), &expected)
+                .map_err(|e| e.to_string())?;
+            let out = Command::new("kubectl")
+                .arg("kustomize")
+                .arg(dir.path())
+                .output()
+                .map_err(|e| format!("cannot run kubectl: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "kubectl kustomize failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let rendered: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout))
+                .map_err(|e| format!("rendered output does not parse: {e}"))?;
+            let got = &rendered["spec"]["template"]["metadata"]["annotations"][key.as_str()];
+            if got.as_str() != Some(value.as_str()) {
+                return Err(format!(
+                    "annotation {key} rendered as {got}, intended {value:?}"
+                ));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    assert!(checked >= 4, "only {checked} redeploy cases were checked");
+    assert!(
+        failures.is_empty(),
+        "kustomize disagrees:\n{}",
+        failures.join("\n")
+    );
+}
+
 /// Renders a manifest file through `kubectl kustomize`, with an optional `images:` entry, and
 /// returns the resources without their `ephemeralContainers`.
 fn render_manifest(manifest: &[u8], image: Option<Value>) -> Result<Vec<Value>, String> {
