@@ -140,14 +140,27 @@ fn yaml11_not_a_string(v: &str) -> bool {
     {
         return true;
     }
-    // Sexagesimal integers and floats: `1:20`, `1:20.5`.
-    if unsigned.contains(':')
-        && unsigned.starts_with(|c: char| c.is_ascii_digit())
-        && digits(unsigned, |c| {
-            c.is_ascii_digit() || matches!(c, '_' | ':' | '.')
-        })
-    {
-        return true;
+    // Sexagesimal integers and floats: `[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?`.
+    if let Some((first, rest)) = unsigned.split_once(':') {
+        let base60 = |p: &str| {
+            (1..=2).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (p.len() == 1 || p.as_bytes()[0] <= b'5')
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (last, middle) = parts.split_last().unwrap_or((&"", &[]));
+        let (last_int, fraction) = match last.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (*last, None),
+        };
+        if first.starts_with(|c: char| c.is_ascii_digit())
+            && digits(first, |c| c.is_ascii_digit() || c == '_')
+            && middle.iter().all(|p| base60(p))
+            && base60(last_int)
+            && fraction.is_none_or(|f| f.chars().all(|c| c.is_ascii_digit() || c == '_'))
+        {
+            return true;
+        }
     }
     if is_decimal_float(unsigned, true) && unsigned.chars().any(|c| c.is_ascii_digit()) {
         return true;
@@ -237,7 +250,48 @@ fn parse(text: &str) -> Parsed {
             },
         }
     }
+    // Anchors by the order of the referenced ones: removing an unreferenced anchor (which tug may
+    // do) shifts the parser's numbering but changes no reader's view.
+    let mut referenced = Vec::new();
+    docs.iter().for_each(|d| aliases(d, &mut referenced));
+    referenced.sort_unstable();
+    referenced.dedup();
+    for d in &mut docs {
+        renumber(d, &referenced);
+    }
     Parsed::Docs(docs)
+}
+
+fn aliases(n: &Node, out: &mut Vec<usize>) {
+    match &n.value {
+        Value::Alias(id) => out.push(*id),
+        Value::Map(entries) => entries.iter().for_each(|(k, v)| {
+            aliases(k, out);
+            aliases(v, out);
+        }),
+        Value::Seq(items) => items.iter().for_each(|i| aliases(i, out)),
+        Value::Scalar { .. } => {}
+    }
+}
+
+/// Referenced anchors become 1, 2, …; unreferenced ones `usize::MAX` (an anchor, but no one's).
+fn renumber(n: &mut Node, referenced: &[usize]) {
+    let new_id = |id: usize| match referenced.binary_search(&id) {
+        Ok(i) => i + 1,
+        Err(_) => usize::MAX,
+    };
+    if n.anchor != 0 {
+        n.anchor = new_id(n.anchor);
+    }
+    match &mut n.value {
+        Value::Alias(id) => *id = new_id(*id),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            renumber(k, referenced);
+            renumber(v, referenced);
+        }),
+        Value::Seq(items) => items.iter_mut().for_each(|i| renumber(i, referenced)),
+        Value::Scalar { .. } => {}
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
