@@ -153,8 +153,15 @@ impl CharToByte {
 }
 
 enum Frame {
-    Map { id: NodeId, key: Option<NodeId> },
-    Seq { id: NodeId },
+    Map {
+        id: NodeId,
+        key: Option<NodeId>,
+        /// The scalar keys seen so far, with the line each is on.
+        seen: HashMap<String, usize>,
+    },
+    Seq {
+        id: NodeId,
+    },
 }
 
 impl<'a> Tree<'a> {
@@ -308,7 +315,11 @@ impl<'a> Tree<'a> {
                         anchors.insert(anchor_id, id);
                     }
                     stack.push(if is_map {
-                        Frame::Map { id, key: None }
+                        Frame::Map {
+                            id,
+                            key: None,
+                            seen: HashMap::new(),
+                        }
                     } else {
                         Frame::Seq { id }
                     });
@@ -324,6 +335,7 @@ impl<'a> Tree<'a> {
                     let id = match frame {
                         Frame::Map { id, .. } | Frame::Seq { id } => id,
                     };
+                    tree.check_complex_keys(file, id)?;
                     let children: Vec<NodeId> = match &tree.nodes[id].kind {
                         Kind::Map { entries, .. } => {
                             entries.iter().flat_map(|&(k, v)| [k, v]).collect()
@@ -373,11 +385,33 @@ impl<'a> Tree<'a> {
             };
             match stack.last_mut() {
                 None => tree.docs.push(id),
-                Some(Frame::Map { id: map, key }) => {
+                Some(Frame::Map { id: map, key, seen }) => {
                     let map = *map;
                     tree.nodes[id].parent = Some(map);
                     match key.take() {
-                        None => *key = Some(id),
+                        None => {
+                            // Readers disagree on duplicate keys (Helm, Go and PyYAML keep the
+                            // last value), so an edit of either could deploy nothing.
+                            if let Kind::Scalar { value, .. } = &tree.nodes[id].kind {
+                                let line = tree.nodes[id].line;
+                                if let Some(&first_line) = seen.get(value) {
+                                    let n = &tree.nodes[id];
+                                    return Err(EditError::at(
+                                        file,
+                                        Some(Pos {
+                                            line: n.line,
+                                            column: n.col + 1,
+                                        }),
+                                        EditErrorKind::DuplicateKey {
+                                            key: value.clone(),
+                                            first_line,
+                                        },
+                                    ));
+                                }
+                                seen.insert(value.clone(), line);
+                            }
+                            *key = Some(id);
+                        }
                         Some(k) => {
                             if let Kind::Map { entries, .. } = &mut tree.nodes[map].kind {
                                 entries.push((k, id));
@@ -407,6 +441,69 @@ impl<'a> Tree<'a> {
             ));
         }
         Ok(tree)
+    }
+
+    /// Refuses a mapping whose collection or alias keys (`? {a: 1}`, `*x`) repeat; scalar keys
+    /// are checked as they are read.
+    fn check_complex_keys(&self, file: &str, map: NodeId) -> Result<(), EditError> {
+        let mut seen: HashMap<String, NodeId> = HashMap::new();
+        for &(k, _) in self.entries(map) {
+            if matches!(self.nodes[k].kind, Kind::Scalar { .. }) {
+                continue;
+            }
+            let mut canonical = String::new();
+            self.canonical(k, &mut canonical);
+            if let Some(&first) = seen.get(&canonical) {
+                let text: String = self.key_text(k).chars().take(40).collect();
+                return Err(EditError::at(
+                    file,
+                    self.pos(k),
+                    EditErrorKind::DuplicateKey {
+                        key: text,
+                        first_line: self.nodes[first].line,
+                    },
+                ));
+            }
+            seen.insert(canonical, k);
+        }
+        Ok(())
+    }
+
+    /// A text equal for two nodes exactly when the verifier finds them equal (scalars by
+    /// value, tag and resolved kind; aliases by name; anchors and tags included).
+    fn canonical(&self, id: NodeId, out: &mut String) {
+        let n = &self.nodes[id];
+        if let Some(anchor) = &n.anchor {
+            out.push_str(&format!("&{}:{anchor}", anchor.len()));
+        }
+        let tag = |t: &Option<String>| {
+            t.as_ref()
+                .map_or(String::new(), |t| format!("!{}:{t}", t.len()))
+        };
+        match &n.kind {
+            Kind::Scalar { value, tag: t, .. } => {
+                let kind = self.scalar_kind(id);
+                out.push_str(&format!("s{}{kind:?}:{}:{value}", tag(t), value.len()));
+            }
+            Kind::Alias { name, .. } => out.push_str(&format!("*{}:{name}", name.len())),
+            Kind::Map {
+                entries, tag: t, ..
+            } => {
+                out.push_str(&format!("{{{}", tag(t)));
+                for &(k, v) in entries {
+                    self.canonical(k, out);
+                    self.canonical(v, out);
+                }
+                out.push('}');
+            }
+            Kind::Seq { items, tag: t, .. } => {
+                out.push_str(&format!("[{}", tag(t)));
+                for &i in items {
+                    self.canonical(i, out);
+                }
+                out.push(']');
+            }
+        }
     }
 
     fn push(&mut self, node: Node) -> NodeId {
@@ -471,9 +568,28 @@ impl<'a> Tree<'a> {
 
     /// Whether `map` has a `<<` merge key, whose merged entries the engine does not edit.
     pub(crate) fn has_merge(&self, map: NodeId) -> bool {
-        self.entries(map).iter().any(|&(k, _)| {
-            matches!(&self.nodes[k].kind, Kind::Scalar { value, style: ScalarStyle::Plain, .. } if value == "<<")
-        })
+        self.entries(map).iter().any(|&(k, _)| self.is_merge_key(k))
+    }
+
+    /// Whether `key` is a `<<` merge key (plain and untagged; `"<<"` is an ordinary key).
+    pub(crate) fn is_merge_key(&self, key: NodeId) -> bool {
+        matches!(&self.nodes[key].kind, Kind::Scalar { value, style: ScalarStyle::Plain, tag: None } if value == "<<")
+    }
+
+    /// Whether `id` is inside the value of a `<<` merge key.
+    pub(crate) fn under_merge(&self, id: NodeId) -> bool {
+        let mut cur = id;
+        while let Some(parent) = self.nodes[cur].parent {
+            if self
+                .entries(parent)
+                .iter()
+                .any(|&(k, v)| v == cur && self.is_merge_key(k))
+            {
+                return true;
+            }
+            cur = parent;
+        }
+        false
     }
 
     /// The node an alias stands for (itself for other nodes).

@@ -94,12 +94,7 @@ impl<'t, 'a> Editor<'t, 'a> {
                 },
             ));
         }
-        if self
-            .tree
-            .path_of(node)
-            .iter()
-            .any(|s| *s == Seg::Key("<<".into()))
-        {
+        if self.tree.under_merge(node) {
             return Err(self.error(
                 node,
                 EditErrorKind::ThroughMerge {
@@ -145,8 +140,21 @@ impl<'t, 'a> Editor<'t, 'a> {
                 },
             ));
         };
-        if let Some(kind) = self.tree.scalar_kind(node)
-            && new.matches(value, &kind)
+        let kind = self.tree.scalar_kind(node);
+        // A custom tag (`!cat meow`) stays in the file: a string set there keeps it.
+        let tagged;
+        let new = match (&kind, &new.kind) {
+            (Some(ScalarKind::Tagged(tag)), ScalarKind::Str) => {
+                tagged = NewScalar {
+                    value: new.value.clone(),
+                    kind: ScalarKind::Tagged(tag.clone()),
+                };
+                &tagged
+            }
+            _ => new,
+        };
+        if let Some(kind) = &kind
+            && new.matches(value, kind)
         {
             return Ok(false);
         }
@@ -222,6 +230,35 @@ impl<'t, 'a> Editor<'t, 'a> {
         };
         self.splice(at, at, text);
         self.record(node, self.tree.path_of(node), Expect::Node(new));
+        Ok(())
+    }
+
+    /// Whether the file holds no document to edit: nothing but comments and blank lines, or a
+    /// single empty document (`---` alone).
+    pub(crate) fn has_no_document(&self) -> bool {
+        match self.tree.docs.as_slice() {
+            [] => true,
+            [root] => self.is_empty_null(*root),
+            _ => false,
+        }
+    }
+
+    /// Writes a root mapping with `entries` into a file that [has no
+    /// document](Self::has_no_document), after its comments.
+    pub(crate) fn create_root(&mut self, entries: Vec<(String, NewNode)>) -> Result<(), EditError> {
+        let mut text = String::new();
+        self.render_entries(&mut text, &entries, 0);
+        let src = self.tree.src;
+        if src.is_empty() {
+            self.splice(0, 0, text);
+        } else {
+            self.insert_lines(src.len(), text);
+        }
+        self.changes.push(Change {
+            doc: 0,
+            path: Vec::new(),
+            expect: Expect::Node(NewNode::Map(entries)),
+        });
         Ok(())
     }
 

@@ -86,6 +86,17 @@ pub enum EditErrorKind {
         /// The node limit that was exceeded.
         limit: usize,
     },
+    /// A mapping has the same key twice. YAML forbids it and readers disagree on which value
+    /// wins (Helm, Go's `sigs.k8s.io/yaml` and PyYAML keep the last), so no edit is safe.
+    #[error(
+        "duplicate key {key:?} (first on line {first_line}); readers such as Helm and kubectl keep the last value, so remove one of them before editing"
+    )]
+    DuplicateKey {
+        /// The key.
+        key: String,
+        /// The line of its first occurrence.
+        first_line: usize,
+    },
     /// An alias refers to the node that contains it.
     #[error("alias *{0} refers to a node that contains it; refusing to edit this file")]
     RecursiveAlias(String),
@@ -146,6 +157,16 @@ pub enum EditErrorKind {
         what: String,
         /// The anchor name.
         anchor: String,
+    },
+    /// A redeploy annotation key is not a Kubernetes qualified name.
+    #[error(
+        "invalid annotation key {key:?}: {reason}; an annotation key is [PREFIX/]NAME, PREFIX a DNS subdomain of at most 253 characters, NAME 1 to 63 of [A-Za-z0-9-_.] starting and ending with a letter or digit"
+    )]
+    AnnotationKey {
+        /// The key as given.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// The value is not of the requested type.
     #[error("value {value:?} is not a {expected}")]

@@ -84,7 +84,13 @@ fn structured(
     let field = |key: &str| t.get(map, key).map(|(_, v)| v);
     let text = |key: &str| field(key).and_then(|v| t.scalar(v)).map(str::to_owned);
     let registry = text("registry").filter(|r| !r.is_empty());
-    let repository = text("repository");
+    // Argo CD's convention names the repository `name:`; `repository:` wins when both exist.
+    let name_key = if field("repository").is_none() && field("name").is_some() {
+        "name"
+    } else {
+        "repository"
+    };
+    let repository = text(name_key);
     if let Some(repository) = &repository {
         let full = registry
             .as_ref()
@@ -96,14 +102,21 @@ fn structured(
             .is_some_and(|n| *n == *repository || *n == full);
         if spec.name != *repository && spec.name != full && !renamed_already {
             return Err(ed.error(
-                field("repository").unwrap_or(map),
+                field(name_key).unwrap_or(map),
                 EditErrorKind::ImageMismatch(format!(
-                    "{path_text}.repository is {full}, not {}",
+                    "{path_text}.{name_key} is {full}, not {}",
                     spec.name
                 )),
             ));
         }
     }
+    // `*` keeps a part: the name stays, a tag or digest is set to what it is.
+    let current = |key: &str| text(key).filter(|v| !v.is_empty());
+    let spec = &spec.resolve(
+        None,
+        current("tag").as_deref(),
+        current("digest").as_deref(),
+    );
     let mut set: Vec<(&str, String)> = Vec::new();
     if let Some(new_name) = &spec.new_name {
         let repository = match &registry {
@@ -120,7 +133,7 @@ fn structured(
                 .to_owned(),
             None => new_name.clone(),
         };
-        set.push(("repository", repository));
+        set.push((name_key, repository));
     }
     if let Some(tag) = &spec.tag {
         set.push(("tag", tag.clone()));

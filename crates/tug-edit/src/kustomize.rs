@@ -11,6 +11,9 @@ pub(crate) fn apply(ed: &mut Editor<'_, '_>, spec: &ImageSpec) -> Result<String,
     let root = kustomization_root(ed)?;
     let t = ed.tree;
     let summary = |new_name: Option<&str>| {
+        if spec.has_placeholder() {
+            return format!("set image {} as {spec}", spec.name);
+        }
         let mut s = ImageSpec {
             new_name: spec.new_name.clone().or(new_name.map(str::to_owned)),
             ..spec.clone()
@@ -88,6 +91,8 @@ pub(crate) fn kustomization_root(ed: &Editor<'_, '_>) -> Result<NodeId, EditErro
 }
 
 fn new_entry(spec: &ImageSpec) -> NewNode {
+    // A new entry has no current values: `*` parts are left out.
+    let spec = &spec.resolve(None, None, None);
     let mut fields = vec![("name".to_owned(), scalar(&spec.name))];
     if let Some(n) = &spec.new_name {
         fields.push(("newName".to_owned(), scalar(n)));
@@ -113,6 +118,8 @@ fn update_entry(
 ) -> Result<Option<String>, EditError> {
     let t = ed.tree;
     ed.check_editable(item)?;
+    let current = |key: &str| t.get(item, key).and_then(|(_, v)| t.scalar(t.deref(v)));
+    let spec = &spec.resolve(current("newName"), current("newTag"), current("digest"));
     let mut set = Vec::new();
     let mut remove = Vec::new();
     if let Some(n) = &spec.new_name {

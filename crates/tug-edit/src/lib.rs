@@ -30,7 +30,8 @@ mod value;
 mod verify;
 
 pub use error::{EditError, EditErrorKind};
-pub use spec::{ImageSpec, SpecError};
+pub use redeploy::validate_annotation_key;
+pub use spec::{ImageSpec, PRESERVE, SpecError};
 pub use value::ValueType;
 
 use doc::Tree;
@@ -59,10 +60,11 @@ pub enum Edit {
     /// Tags YAML would read as another type (`1.20`, `1`, `true`, `1e3`) are quoted; an existing
     /// scalar keeps its quote style.
     KustomizeImage(ImageSpec),
-    /// Sets the image of every container, init container and ephemeral container (in
-    /// Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, Pods, ReplicaSets,
-    /// ReplicationControllers, any object with `spec.template`, and items of `kind: List`) whose
-    /// repository is exactly NAME. NEWNAME replaces the repository, TAG the tag, DIGEST the
+    /// Sets the image of every container, init container and ephemeral container whose
+    /// repository is exactly NAME: every `image` of an item of a `containers`,
+    /// `initContainers` or `ephemeralContainers` list at any depth of any document (pod specs
+    /// of every workload kind, items of `kind: List`, custom resources), as kustomize's image
+    /// transformer finds them. NEWNAME replaces the repository, TAG the tag, DIGEST the
     /// digest; a new tag drops the old digest and a new digest drops the old tag, as kustomize
     /// renders them. Matching is textual: `nginx` does not match `docker.io/library/nginx`.
     /// No matching container is an error.
@@ -86,9 +88,10 @@ pub enum Edit {
     },
     /// Sets a Helm values image at `path` (usually `.image`), in either layout:
     ///
-    /// * a mapping with `repository`, `tag` and optionally `registry` and `digest`: NAME must
-    ///   equal `repository` (or `registry/repository`) when `repository` exists; NEWNAME becomes
-    ///   `repository` (with a `registry` key, NEWNAME must start with `registry/`, which is
+    /// * a mapping with `repository` (or, Argo CD's convention, `name` when there is no
+    ///   `repository`), `tag` and optionally `registry` and `digest`: NAME must equal
+    ///   `repository` (or `registry/repository`) when it exists; NEWNAME becomes `repository`
+    ///   (or `name`; with a `registry` key, NEWNAME must start with `registry/`, which is
     ///   stripped); TAG becomes `tag`; DIGEST becomes `digest`. A new tag blanks a non-empty
     ///   `digest` (charts let a digest win over the tag); a new digest leaves `tag` alone.
     ///   Missing keys are created.

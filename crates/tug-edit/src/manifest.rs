@@ -6,7 +6,7 @@ use crate::error::{EditError, EditErrorKind};
 use crate::spec::{ImageRef, ImageSpec};
 use crate::value::NewScalar;
 
-/// The lists of a pod spec that hold containers.
+/// The lists that hold containers, wherever they are.
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
 /// Sets the image of every container whose repository is `spec.name`; returns the summary.
@@ -46,6 +46,11 @@ pub(crate) fn apply(ed: &mut Editor<'_, '_>, spec: &ImageSpec) -> Result<String,
 
 /// Every container image whose repository is `repository`, with the image it becomes; and
 /// the other repositories seen, for the error message.
+///
+/// Like kustomize's image transformer, containers are found in any `containers`,
+/// `initContainers` (and `ephemeralContainers`) list at any depth of any resource, not only in
+/// pod specs: custom resources and misplaced lists are edited too, so that no matching image is
+/// left behind.
 fn matching_images(
     t: &Tree<'_>,
     spec: &ImageSpec,
@@ -53,29 +58,30 @@ fn matching_images(
 ) -> (Vec<(NodeId, String)>, Vec<String>) {
     let mut targets: Vec<(NodeId, String)> = Vec::new();
     let mut seen_repositories: Vec<String> = Vec::new();
-    for &root in &t.docs {
-        for pod_spec in pod_specs(t, root) {
-            for list in CONTAINER_LISTS {
-                let Some(containers) = read(t, pod_spec, list) else {
+    // Nodes are stored in document order; aliases are not followed (their anchored node is
+    // visited where it stands).
+    for map in 0..t.nodes.len() {
+        for &(key, list) in t.entries(map) {
+            if !t.scalar(key).is_some_and(|k| CONTAINER_LISTS.contains(&k)) {
+                continue;
+            }
+            let list = t.deref(list);
+            for &container in t.items(list) {
+                let Some(image) = read(t, t.deref(container), "image") else {
                     continue;
                 };
-                for &container in t.items(containers) {
-                    let Some(image) = read(t, t.deref(container), "image") else {
-                        continue;
-                    };
-                    let Some(reference) = t.scalar(t.deref(image)) else {
-                        continue;
-                    };
-                    let parsed = ImageRef::parse(reference);
-                    if parsed.repository != repository {
-                        if !seen_repositories.iter().any(|r| r == parsed.repository) {
-                            seen_repositories.push(parsed.repository.to_owned());
-                        }
-                        continue;
+                let Some(reference) = t.scalar(t.deref(image)) else {
+                    continue;
+                };
+                let parsed = ImageRef::parse(reference);
+                if parsed.repository != repository {
+                    if !seen_repositories.iter().any(|r| r == parsed.repository) {
+                        seen_repositories.push(parsed.repository.to_owned());
                     }
-                    if !targets.iter().any(|&(n, _)| n == image) {
-                        targets.push((image, spec.apply_to_reference(&parsed)));
-                    }
+                    continue;
+                }
+                if !targets.iter().any(|&(n, _)| n == image) {
+                    targets.push((image, spec.apply_to_reference(&parsed)));
                 }
             }
         }
@@ -98,7 +104,7 @@ pub(crate) fn read(t: &Tree<'_>, map: NodeId, key: &str) -> Option<NodeId> {
         .entries(map)
         .iter()
         .copied()
-        .find(|&(k, _)| t.scalar(k) == Some("<<"))?;
+        .find(|&(k, _)| t.is_merge_key(k))?;
     let merge = t.deref(merge);
     let sources: Vec<NodeId> = match &t.node(merge).kind {
         Kind::Seq { items, .. } => items.iter().map(|&i| t.deref(i)).collect(),
@@ -135,18 +141,4 @@ pub(crate) fn pod_template(t: &Tree<'_>, object: NodeId) -> Option<NodeId> {
         return read(t, job_spec, "template");
     }
     read(t, spec, "template")
-}
-
-/// The pod specs of every object in a document.
-fn pod_specs(t: &Tree<'_>, root: NodeId) -> Vec<NodeId> {
-    objects(t, root)
-        .into_iter()
-        .filter_map(|object| {
-            if kind_of(t, object) == Some("Pod") {
-                read(t, object, "spec")
-            } else {
-                read(t, pod_template(t, object)?, "spec")
-            }
-        })
-        .collect()
 }

@@ -222,7 +222,7 @@ pub(crate) fn resolve(
                 }
                 let items = t.items(node);
                 let index = if *n < 0 {
-                    usize::try_from(-n)
+                    usize::try_from(n.unsigned_abs())
                         .ok()
                         .and_then(|back| items.len().checked_sub(back))
                 } else {

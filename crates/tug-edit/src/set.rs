@@ -4,7 +4,7 @@ use crate::doc::NodeId;
 use crate::editor::{Editor, NewNode};
 use crate::error::{EditError, EditErrorKind};
 use crate::path::{self, PathSeg, Resolved};
-use crate::value::{self, NewScalar, ValueType};
+use crate::value::{self, NewScalar, TypeError, ValueType};
 
 /// Sets `path_text` to `value`; returns the summary.
 ///
@@ -24,6 +24,33 @@ pub(crate) fn apply(
         .copied()
         .filter(|&r| !ed.is_empty_null(r))
         .collect();
+    if ed.has_no_document() {
+        // An empty or comment-only file (a fresh Helm override file): it gets its root mapping.
+        let Some(keys) = path::creatable_keys(&segs) else {
+            return Err(EditError::new(
+                ed.file,
+                EditErrorKind::PathNotFound {
+                    path: path_text.to_owned(),
+                    message: "the file holds no YAML document, and only mapping keys are created, not list items".into(),
+                },
+            ));
+        };
+        let new = typed(ed, None, value, value_type)?;
+        let Some((first, rest)) = keys.split_first() else {
+            return Err(EditError::new(
+                ed.file,
+                EditErrorKind::PathNotFound {
+                    path: path_text.to_owned(),
+                    message: "the file holds no YAML document to set it in".into(),
+                },
+            ));
+        };
+        ed.create_root(vec![(
+            first.clone(),
+            NewNode::chain(rest, NewNode::Scalar(new)),
+        )])?;
+        return Ok(format!("set {path_text} to {}", value.replace('\n', "\\n")));
+    }
     if roots.is_empty() {
         return Err(EditError::new(
             ed.file,
@@ -82,8 +109,20 @@ fn typed(
     value_type: ValueType,
 ) -> Result<NewScalar, EditError> {
     let existing = node.and_then(|n| ed.tree.scalar_kind(n));
-    value::typed_value(value, value_type, existing.as_ref()).map_err(|(expected, value)| {
-        EditError::new(ed.file, EditErrorKind::ValueType { value, expected })
+    value::typed_value(value, value_type, existing.as_ref()).map_err(|e| {
+        let kind = match e {
+            TypeError::NotA(expected) => EditErrorKind::ValueType {
+                value: value.to_owned(),
+                expected,
+            },
+            TypeError::Tagged(tag) => EditErrorKind::Unsupported(format!(
+                "the value has the tag {tag}, which the edit keeps; set it with --type auto or string"
+            )),
+        };
+        match (node, &kind) {
+            (Some(n), EditErrorKind::Unsupported(_)) => ed.error(n, kind),
+            _ => EditError::new(ed.file, kind),
+        }
     })
 }
 

@@ -2,11 +2,18 @@
 
 use std::fmt;
 
+/// The placeholder for "keep the current value" in NEWNAME, TAG or DIGEST.
+pub const PRESERVE: &str = "*";
+
 /// An image change in the syntax of `kustomize edit set image`: `NAME[=NEWNAME][:TAG][@DIGEST]`.
 ///
 /// `name` selects what to change (a kustomize `images` entry, a container's image repository, a
 /// Helm `repository`); the optional parts say what it becomes. A registry port is part of the
 /// name: `registry.local:5000/team/app:1.0` is NAME `registry.local:5000/team/app`, TAG `1.0`.
+///
+/// As in kustomize, NEWNAME, TAG and DIGEST may be [`PRESERVE`] (`*`): the part keeps its
+/// current value (`app=*:2` sets the tag and keeps the new name, `app:*@sha256:…` sets the
+/// digest and keeps the tag). A `*` part that has no current value is left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSpec {
     /// The image repository to match.
@@ -93,15 +100,19 @@ impl ImageSpec {
     /// get it from [`crate::apply`].
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_name(&self.name)?;
-        if let Some(new_name) = &self.new_name {
+        if let Some(new_name) = &self.new_name
+            && new_name != PRESERVE
+        {
             validate_name(new_name)?;
         }
         if let Some(tag) = &self.tag
+            && tag != PRESERVE
             && !is_valid_tag(tag)
         {
             return Err(SpecError::Tag(tag.clone()));
         }
         if let Some(digest) = &self.digest
+            && digest != PRESERVE
             && !is_valid_digest(digest)
         {
             return Err(SpecError::Digest(digest.clone()));
@@ -110,6 +121,33 @@ impl ImageSpec {
             return Err(SpecError::NothingToChange(self.to_string()));
         }
         Ok(())
+    }
+
+    /// Whether a part is the [`PRESERVE`] placeholder.
+    pub fn has_placeholder(&self) -> bool {
+        [&self.new_name, &self.tag, &self.digest]
+            .into_iter()
+            .any(|p| p.as_deref() == Some(PRESERVE))
+    }
+
+    /// The spec with every `*` replaced by the current value of its part (left out when there is
+    /// none).
+    pub(crate) fn resolve(
+        &self,
+        new_name: Option<&str>,
+        tag: Option<&str>,
+        digest: Option<&str>,
+    ) -> ImageSpec {
+        let part = |given: &Option<String>, current: Option<&str>| match given.as_deref() {
+            Some(PRESERVE) => current.map(str::to_owned),
+            _ => given.clone(),
+        };
+        ImageSpec {
+            name: self.name.clone(),
+            new_name: part(&self.new_name, new_name),
+            tag: part(&self.tag, tag),
+            digest: part(&self.digest, digest),
+        }
     }
 
     /// The repository the image ends up with.
@@ -121,6 +159,11 @@ impl ImageSpec {
     /// rules of kustomize's image transformer: a new tag drops the old digest, a new digest drops
     /// the old tag, a spec with only a new name keeps tag and digest.
     pub(crate) fn apply_to_reference(&self, old: &ImageRef<'_>) -> String {
+        if self.has_placeholder() {
+            return self
+                .resolve(Some(old.repository), old.tag, old.digest)
+                .apply_to_reference(old);
+        }
         let mut out = self.target_name().to_owned();
         let (tag, digest) = match (&self.tag, &self.digest) {
             (None, None) => (old.tag, old.digest),
@@ -317,6 +360,55 @@ mod tests {
             ImageSpec::parse(&format!("app=b:1@{DIGEST}")).unwrap(),
             spec("app", Some("b"), Some("1"), Some(DIGEST))
         );
+    }
+
+    #[test]
+    fn placeholders_parse_as_kustomize_spells_them() {
+        assert_eq!(
+            ImageSpec::parse("app=*:1.2").unwrap(),
+            spec("app", Some("*"), Some("1.2"), None)
+        );
+        assert_eq!(
+            ImageSpec::parse("app:*").unwrap(),
+            spec("app", None, Some("*"), None)
+        );
+        assert_eq!(
+            ImageSpec::parse("app=reg/app:*").unwrap(),
+            spec("app", Some("reg/app"), Some("*"), None)
+        );
+        assert_eq!(
+            ImageSpec::parse("app@*").unwrap(),
+            spec("app", None, None, Some("*"))
+        );
+        assert_eq!(
+            ImageSpec::parse("app=*").unwrap(),
+            spec("app", Some("*"), None, None)
+        );
+        assert_eq!(
+            ImageSpec::parse(&format!("app=*:*@{DIGEST}")).unwrap(),
+            spec("app", Some("*"), Some("*"), Some(DIGEST))
+        );
+        assert!(matches!(
+            ImageSpec::parse("*:1"),
+            Err(SpecError::Name { .. })
+        ));
+        assert!(matches!(ImageSpec::parse("app:**"), Err(SpecError::Tag(_))));
+        for s in ["app=*:1.2", "app:*", "app@*", "app=*"] {
+            assert_eq!(ImageSpec::parse(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn placeholders_keep_the_current_parts() {
+        let with_digest = format!("app:1@{DIGEST}");
+        let old = ImageRef::parse(&with_digest);
+        let apply = |s: &str| ImageSpec::parse(s).unwrap().apply_to_reference(&old);
+        assert_eq!(apply("app=*:2"), "app:2");
+        assert_eq!(apply("app=b:*"), "b:1");
+        assert_eq!(apply("app=b:*@*"), format!("b:1@{DIGEST}"));
+        assert_eq!(apply("app:*"), "app:1");
+        assert_eq!(apply("app@*"), format!("app@{DIGEST}"));
+        assert_eq!(apply("app=*"), format!("app:1@{DIGEST}"));
     }
 
     #[test]

@@ -159,7 +159,8 @@ fn is_yaml11_non_string(v: &str) -> bool {
         "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
         "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF",
     ];
-    if BOOLS.contains(&v) {
+    // `<<` is the merge key and `=` the value key of YAML 1.1.
+    if BOOLS.contains(&v) || v == "<<" || v == "=" {
         return true;
     }
     let body = v.strip_prefix(['-', '+']).unwrap_or(v);
@@ -258,64 +259,92 @@ impl NewScalar {
     }
 }
 
+/// Why a value cannot be written with the requested type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TypeError {
+    /// The value is not of the requested type.
+    NotA(&'static str),
+    /// The existing scalar has a custom tag, which only a string value can keep.
+    Tagged(String),
+}
+
 /// Turns a value given by the user into the scalar to write, following `value_type`; `existing`
 /// is the kind of the scalar being replaced, if any (an existing string stays a string under
-/// [`ValueType::Auto`]).
+/// [`ValueType::Auto`], and an existing custom tag is kept).
+///
+/// Spellings follow the YAML 1.2 core schema, written so that YAML 1.1 readers agree:
+/// `null`, `Null`, `NULL` and `~` are null and written `null`; `true`/`True`/`TRUE` and
+/// `false`/`False`/`FALSE` are booleans written as given; decimal integers are written without
+/// leading zeros (YAML 1.1 reads `012` as octal), `0x1A` as given, `0o17` as its decimal value
+/// (YAML 1.1 has no `0o`); floats (`1.5`, `1e3`, `.5`, `.inf`, `-.Inf`, `.nan`) as given.
 pub(crate) fn typed_value(
     value: &str,
     value_type: ValueType,
     existing: Option<&ScalarKind>,
-) -> Result<NewScalar, (&'static str, String)> {
+) -> Result<NewScalar, TypeError> {
+    if let Some(ScalarKind::Tagged(tag)) = existing {
+        // The tag stays in the file; the value is its text.
+        return match value_type {
+            ValueType::Auto | ValueType::String => Ok(NewScalar {
+                value: value.to_owned(),
+                kind: ScalarKind::Tagged(tag.clone()),
+            }),
+            _ => Err(TypeError::Tagged(tag.clone())),
+        };
+    }
     let detected = resolve_plain_core(value);
-    let kind = match value_type {
-        ValueType::Auto => {
-            if existing == Some(&ScalarKind::Str) {
-                ScalarKind::Str
-            } else {
-                match detected {
-                    ScalarKind::Int | ScalarKind::Float if is_plain_number(value) => detected,
-                    ScalarKind::Bool if value == "true" || value == "false" => ScalarKind::Bool,
-                    ScalarKind::Null if value == "null" => ScalarKind::Null,
-                    _ => ScalarKind::Str,
-                }
-            }
-        }
-        ValueType::String => ScalarKind::Str,
-        ValueType::Number => {
-            if !(detected.is_number() && is_plain_number(value)) {
-                return Err(("number", value.to_owned()));
-            }
-            detected
-        }
-        ValueType::Bool => {
-            if value != "true" && value != "false" {
-                return Err(("bool (true or false)", value.to_owned()));
-            }
-            ScalarKind::Bool
-        }
-        ValueType::Null => {
-            if !matches!(value, "null" | "~" | "") {
-                return Err(("null", value.to_owned()));
-            }
-            return Ok(NewScalar {
-                value: "null".to_owned(),
-                kind: ScalarKind::Null,
-            });
-        }
-    };
-    Ok(NewScalar {
-        value: value.to_owned(),
-        kind,
-    })
+    let keep_string = value_type == ValueType::Auto && existing == Some(&ScalarKind::Str);
+    let scalar = |kind: ScalarKind, value: String| NewScalar { value, kind };
+    match value_type {
+        _ if keep_string => Ok(NewScalar::string(value)),
+        ValueType::String => Ok(NewScalar::string(value)),
+        ValueType::Auto => Ok(match detected {
+            ScalarKind::Int | ScalarKind::Float => match written_number(value) {
+                Some(n) => scalar(detected, n),
+                None => NewScalar::string(value),
+            },
+            ScalarKind::Bool => scalar(ScalarKind::Bool, value.to_owned()),
+            // The empty value stays the empty string: `""` is what a user types for "no value".
+            ScalarKind::Null if !value.is_empty() => scalar(ScalarKind::Null, "null".to_owned()),
+            _ => NewScalar::string(value),
+        }),
+        ValueType::Number => match (detected.is_number(), written_number(value)) {
+            (true, Some(n)) => Ok(scalar(detected, n)),
+            _ => Err(TypeError::NotA("number")),
+        },
+        ValueType::Bool => match detected {
+            ScalarKind::Bool => Ok(scalar(ScalarKind::Bool, value.to_owned())),
+            _ => Err(TypeError::NotA("bool (true or false)")),
+        },
+        ValueType::Null => match detected {
+            ScalarKind::Null => Ok(scalar(ScalarKind::Null, "null".to_owned())),
+            _ => Err(TypeError::NotA("null")),
+        },
+    }
 }
 
-/// Numbers the engine writes as given: decimal integers and floats (no `.inf`/`.nan`, hex, octal).
-fn is_plain_number(v: &str) -> bool {
-    let body = v.strip_prefix(['-', '+']).unwrap_or(v);
-    body.starts_with(|c: char| c.is_ascii_digit() || c == '.')
-        && (is_core_float(v) || is_core_int(v))
-        && !body.starts_with("0o")
-        && !body.starts_with("0x")
+/// How a core-schema number is written so that YAML 1.2 and YAML 1.1 readers read the same
+/// number; `None` when it cannot be (an octal too large for 64 bits).
+fn written_number(v: &str) -> Option<String> {
+    let (sign, body) = match v.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", v.strip_prefix('+').unwrap_or(v)),
+    };
+    if let Some(oct) = v.strip_prefix("0o") {
+        return u64::from_str_radix(oct, 8).ok().map(|n| n.to_string());
+    }
+    if v.starts_with("0x") || !body.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(v.to_owned());
+    }
+    // A decimal integer: YAML 1.1 reads a leading zero as octal.
+    let digits = body.trim_start_matches('0');
+    Some(if digits.is_empty() {
+        "0".to_owned()
+    } else if v.starts_with('+') {
+        format!("+{digits}")
+    } else {
+        format!("{sign}{digits}")
+    })
 }
 
 /// Where a scalar is written: decides which styles are possible.
@@ -331,10 +360,10 @@ pub(crate) struct ScalarContext<'a> {
     pub newline: &'a str,
 }
 
-/// Writes a scalar as YAML text.
+/// Writes a scalar as YAML text (a tagged scalar's text, after the tag the file keeps).
 pub(crate) fn render_scalar(s: &NewScalar, cx: ScalarContext<'_>) -> String {
     match s.kind {
-        ScalarKind::Str => render_string(&s.value, cx),
+        ScalarKind::Str | ScalarKind::Tagged(_) => render_string(&s.value, cx),
         ScalarKind::Null => "null".to_owned(),
         _ => s.value.clone(),
     }
@@ -479,5 +508,90 @@ mod tests {
         assert_eq!(n.kind, ScalarKind::Float);
         assert!(typed_value("abc", ValueType::Number, None).is_err());
         assert!(typed_value("yes", ValueType::Bool, None).is_err());
+    }
+
+    #[test]
+    fn core_schema_spellings() {
+        let auto = |v: &str| typed_value(v, ValueType::Auto, None).unwrap();
+        for v in ["null", "Null", "NULL", "~"] {
+            assert_eq!(
+                auto(v),
+                NewScalar {
+                    value: "null".into(),
+                    kind: ScalarKind::Null
+                },
+                "{v}"
+            );
+            assert_eq!(
+                typed_value(v, ValueType::Null, None).unwrap().kind,
+                ScalarKind::Null
+            );
+        }
+        assert_eq!(auto("").kind, ScalarKind::Str);
+        for v in ["True", "FALSE"] {
+            assert_eq!(
+                auto(v),
+                NewScalar {
+                    value: v.into(),
+                    kind: ScalarKind::Bool
+                }
+            );
+        }
+        assert_eq!(
+            auto("0x1A"),
+            NewScalar {
+                value: "0x1A".into(),
+                kind: ScalarKind::Int
+            }
+        );
+        assert_eq!(
+            auto("0o17"),
+            NewScalar {
+                value: "15".into(),
+                kind: ScalarKind::Int
+            }
+        );
+        assert_eq!(
+            auto("012"),
+            NewScalar {
+                value: "12".into(),
+                kind: ScalarKind::Int
+            }
+        );
+        assert_eq!(
+            auto("-007"),
+            NewScalar {
+                value: "-7".into(),
+                kind: ScalarKind::Int
+            }
+        );
+        assert_eq!(
+            auto("000"),
+            NewScalar {
+                value: "0".into(),
+                kind: ScalarKind::Int
+            }
+        );
+        assert_eq!(auto(".inf").kind, ScalarKind::Float);
+        assert_eq!(
+            typed_value("0o17", ValueType::Number, None).unwrap().value,
+            "15"
+        );
+        assert!(typed_value("0o777777777777777777777777", ValueType::Number, None).is_err());
+        let tagged = ScalarKind::Tagged("!cat".into());
+        assert_eq!(
+            typed_value("5", ValueType::Auto, Some(&tagged))
+                .unwrap()
+                .kind,
+            tagged
+        );
+        assert!(typed_value("5", ValueType::Number, Some(&tagged)).is_err());
+    }
+
+    #[test]
+    fn yaml11_keys_need_quotes() {
+        assert!(!plain_string_is_safe("<<", false));
+        assert!(!plain_string_is_safe("=", false));
+        assert!(plain_string_is_safe("a=b", false));
     }
 }

@@ -19,7 +19,12 @@ pub(crate) fn verify(
             EditErrorKind::Verification(message),
         )
     };
-    if before.docs.len() != after.docs.len() {
+    // A file without a document may gain its first one, as a whole new root.
+    let created = before.docs.is_empty()
+        && changes
+            .iter()
+            .any(|c| c.doc == 0 && c.path.is_empty() && c.expect != Expect::Absent);
+    if before.docs.len() + usize::from(created) != after.docs.len() {
         return Err(fail(
             None,
             format!(

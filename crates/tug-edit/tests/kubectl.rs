@@ -50,6 +50,157 @@ fn kustomize_renders_the_intended_images() {
     );
 }
 
+/// The manifest-image cases against kustomize's image transformer: rendering the input with a
+/// kustomization `images:` entry for the spec must give what rendering tug's output gives
+/// without one. Images in `ephemeralContainers` are left out of the comparison: kustomize does
+/// not transform them, tug does (a documented divergence).
+#[test]
+fn kustomize_transforms_manifests_as_tug_edits_them() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in support::load_cases() {
+        let Edit::ManifestImage(spec) = &case.edit else {
+            continue;
+        };
+        let Ok(expected) = fs::read(case.dir.join("expected.yaml")) else {
+            continue;
+        };
+        // In a kustomization `*` is a literal tag; tug also matches an already renamed image.
+        let text = String::from_utf8_lossy(&case.input);
+        if spec.has_placeholder() || !text.contains(spec.name.as_str()) {
+            continue;
+        }
+        checked += 1;
+        let mut entry = json!({ "name": spec.name });
+        for (key, part) in [
+            ("newName", &spec.new_name),
+            ("newTag", &spec.tag),
+            ("digest", &spec.digest),
+        ] {
+            if let Some(v) = part {
+                entry[key] = json!(v);
+            }
+        }
+        let transformed = render_manifest(&case.input, Some(entry));
+        let edited = render_manifest(&expected, None);
+        match (transformed, edited) {
+            (Ok(a), Ok(b)) if a == b => {}
+            (Ok(a), Ok(b)) => failures.push(format!(
+                "{}: kustomize renders\n{}\nbut tug's output renders\n{}",
+                case.name,
+                serde_json::to_string_pretty(&a).unwrap_or_default(),
+                serde_json::to_string_pretty(&b).unwrap_or_default()
+            )),
+            (Err(e), _) | (_, Err(e)) => failures.push(format!("{}: {e}", case.name)),
+        }
+    }
+    assert!(checked >= 10, "only {checked} manifest cases were checked");
+    assert!(
+        failures.is_empty(),
+        "kustomize disagrees:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The redeploy cases on kustomizations, read by kustomize itself: the file tug wrote, byte for
+/// byte, renders and puts the annotation with exactly the intended value on the pod template
+/// (a key or value YAML reads as something else, such as a `<<` merge key, would not).
+#[test]
+fn kustomize_reads_the_redeploy_annotation() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in support::load_cases() {
+        let Edit::Redeploy { key, value, .. } = &case.edit else {
+            continue;
+        };
+        let Ok(expected) = fs::read(case.dir.join("expected.yaml")) else {
+            continue;
+        };
+        if !tug_edit::is_kustomization(&case.input_name, &case.input) {
+            continue;
+        }
+        checked += 1;
+        let result = (|| -> Result<(), String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            write_deployment(dir.path(), &["app".to_owned()])?;
+            fs::write(dir.path().join("kustomization.yaml"), &expected)
+                .map_err(|e| e.to_string())?;
+            let out = Command::new("kubectl")
+                .arg("kustomize")
+                .arg(dir.path())
+                .output()
+                .map_err(|e| format!("cannot run kubectl: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "kubectl kustomize failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let rendered: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout))
+                .map_err(|e| format!("rendered output does not parse: {e}"))?;
+            let got = &rendered["spec"]["template"]["metadata"]["annotations"][key.as_str()];
+            if got.as_str() != Some(value.as_str()) {
+                return Err(format!(
+                    "annotation {key} rendered as {got}, intended {value:?}"
+                ));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    assert!(checked >= 4, "only {checked} redeploy cases were checked");
+    assert!(
+        failures.is_empty(),
+        "kustomize disagrees:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Renders a manifest file through `kubectl kustomize`, with an optional `images:` entry, and
+/// returns the resources without their `ephemeralContainers`.
+fn render_manifest(manifest: &[u8], image: Option<Value>) -> Result<Vec<Value>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    fs::write(dir.path().join("resources.yaml"), manifest).map_err(|e| e.to_string())?;
+    let mut kustomization = json!({ "resources": ["resources.yaml"] });
+    if let Some(image) = image {
+        kustomization["images"] = json!([image]);
+    }
+    fs::write(
+        dir.path().join("kustomization.yaml"),
+        kustomization.to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir.path())
+        .output()
+        .map_err(|e| format!("cannot run kubectl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl kustomize failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| format!("rendered output does not parse: {e}"))?;
+    docs.iter_mut().for_each(drop_ephemeral_containers);
+    Ok(docs)
+}
+
+fn drop_ephemeral_containers(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.remove("ephemeralContainers");
+            map.values_mut().for_each(drop_ephemeral_containers);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_ephemeral_containers),
+        _ => {}
+    }
+}
+
 fn check_case(input: &[u8], expected: &[u8], spec: &ImageSpec) -> Result<(), String> {
     let expected_doc = parse_kustomization(expected)?;
     let input_doc = parse_kustomization(input)?;
@@ -90,6 +241,17 @@ fn check_case(input: &[u8], expected: &[u8], spec: &ImageSpec) -> Result<(), Str
 /// entry (whose `newName` tug keeps when the spec has no new name).
 fn intended_image(spec: &ImageSpec, old: Option<&Value>) -> String {
     let old_field = |k: &str| old.and_then(|e| e[k].as_str()).map(str::to_owned);
+    // `*` stands for the entry's current value of that part (absent when it has none).
+    let part = |given: &Option<String>, key: &str| match given.as_deref() {
+        Some(tug_edit::PRESERVE) => old_field(key),
+        _ => given.clone(),
+    };
+    let spec = &ImageSpec {
+        name: spec.name.clone(),
+        new_name: part(&spec.new_name, "newName"),
+        tag: part(&spec.tag, "newTag"),
+        digest: part(&spec.digest, "digest"),
+    };
     let name = spec
         .new_name
         .clone()

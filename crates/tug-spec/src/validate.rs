@@ -143,6 +143,14 @@ pub fn validate_path_update(p: &PathUpdate, at: &str) -> Result<(), InvalidSpec>
         if let Some(file) = &r.file {
             check_file_name(file).map_err(|m| invalid(format!("{at}.redeploy.file"), m))?;
         }
+        if let Some(key) = &r.annotation {
+            tug_edit::validate_annotation_key(key).map_err(|m| {
+                invalid(
+                    format!("{at}.redeploy.annotation"),
+                    format!("{key:?} is not a Kubernetes annotation key: {m}"),
+                )
+            })?;
+        }
         edits += 1;
     }
     if edits == 0 {
@@ -267,6 +275,45 @@ pub fn check_branch_name(branch: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A redeploy annotation that is not a Kubernetes qualified name (`<<` would be written as a
+    /// YAML merge key) is refused before any file is read, naming the field.
+    #[test]
+    fn redeploy_annotation_must_be_a_qualified_name() {
+        let update = |annotation: &str| {
+            crate::from_json::<PathUpdate>(
+                "spec.json",
+                &format!(r#"{{"path": "apps/web", "redeploy": {{"annotation": {annotation:?}}}}}"#),
+            )
+            .unwrap()
+        };
+        let err = validate_path_update(&update("<<"), "specs[0].updates[0].paths[0]").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "specs[0].updates[0].paths[0].redeploy.annotation: \"<<\" is not a Kubernetes annotation key: the name does not start and end with a letter or digit"
+        );
+        validate_path_update(&update("tug.dev/redeployed-at"), "x").unwrap();
+    }
+
+    /// `kustomize.images` entries take kustomize's `*` ("keep the current value") in newName,
+    /// newTag and digest, as `kustomize edit set image` does; not as the name to match.
+    #[test]
+    fn image_fields_accept_the_keep_placeholder() {
+        let img = |name: &str, new_name: Option<&str>, tag: Option<&str>, digest: Option<&str>| {
+            ImageRef {
+                name: name.to_owned(),
+                new_name: new_name.map(str::to_owned),
+                new_tag: tag.map(str::to_owned),
+                digest: digest.map(str::to_owned),
+            }
+        };
+        let spec = image_spec(&img("app", Some("*"), Some("1.2"), None), "x").unwrap();
+        assert_eq!(spec.to_string(), "app=*:1.2");
+        let spec = image_spec(&img("app", None, Some("*"), Some("*")), "x").unwrap();
+        assert_eq!(spec.to_string(), "app:*@*");
+        let err = image_spec(&img("*", None, Some("1"), None), "x").unwrap_err();
+        assert!(err.to_string().contains("invalid image name"), "{err}");
+    }
 
     #[test]
     fn paths_are_normalised_and_confined() {

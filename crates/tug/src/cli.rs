@@ -112,6 +112,16 @@ pub enum EditCommand {
         file: PathBuf,
         key: String,
         value: String,
+        /// How VALUE is typed (YAML 1.2 core schema, written so YAML 1.1 readers agree).
+        ///
+        /// auto: `null`, `Null`, `NULL` and `~` become null, written `null`; `true`, `True`,
+        /// `TRUE`, `false`, `False`, `FALSE` a bool, as given; `12`, `-3`, `+4` an integer
+        /// without leading zeros (`012` is written `12`); `0x1A` an integer, as given; `0o17`
+        /// an integer, written `15`; `1.5`, `1e3`, `.5`, `.inf`, `-.Inf`, `.nan` a float, as
+        /// given; anything else (`yes`, `on`, `1_000`, `1:20`, `2026-01-01`, `<<`) a string,
+        /// quoted when a YAML reader would read another type. An existing string stays a
+        /// string, and a custom tag (`!cat`) is kept. string: always a string. number, bool,
+        /// null: VALUE must be of that type.
         #[arg(long = "type", value_enum, default_value_t = ValueTypeArg::Auto)]
         value_type: ValueTypeArg,
         #[command(flatten)]

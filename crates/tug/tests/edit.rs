@@ -645,3 +645,123 @@ fn usage_errors_exit_with_status_2() {
         .run();
     assert_eq!(run.status.code(), Some(2), "{run}");
 }
+
+#[test]
+fn image_placeholders_keep_the_current_parts() {
+    let dir = Dir::new();
+    let kustomization = "images:\n- name: app\n  newName: mirror.local/app\n  newTag: \"1.0\"\n";
+    dir.write("kustomization.yaml", kustomization);
+    dir.tug(&["edit", "image", "kustomization.yaml", "app=*:1.1"])
+        .ok();
+    assert_eq!(
+        dir.read_text("kustomization.yaml"),
+        kustomization.replace("1.0", "1.1")
+    );
+    dir.write("deployment.yaml", DEPLOYMENT);
+    dir.tug(&[
+        "edit",
+        "image",
+        "deployment.yaml",
+        "registry.example.com/team/web=mirror.local/web:*",
+    ])
+    .ok();
+    assert_eq!(
+        dir.read_text("deployment.yaml"),
+        DEPLOYMENT.replace(
+            "registry.example.com/team/web:1.0.0",
+            "mirror.local/web:1.0.0"
+        )
+    );
+}
+
+#[test]
+fn set_reads_null_and_integer_spellings_as_yaml_1_2_does() {
+    let dir = Dir::new();
+    dir.write("values.yaml", "a: 1\nb: 2\nc: 3\n");
+    dir.tug(&["edit", "set", "values.yaml", ".a", "Null", "--type", "null"])
+        .ok();
+    dir.tug(&[
+        "edit",
+        "set",
+        "values.yaml",
+        ".b",
+        "0o17",
+        "--type",
+        "number",
+    ])
+    .ok();
+    dir.tug(&["edit", "set", "values.yaml", ".c", "0x1A"]).ok();
+    assert_eq!(dir.read_text("values.yaml"), "a: null\nb: 15\nc: 0x1A\n");
+}
+
+#[test]
+fn set_in_a_comment_only_file_creates_the_mapping() {
+    let dir = Dir::new();
+    dir.write("values.yaml", "# prod overrides\n");
+    dir.tug(&["edit", "set", "values.yaml", ".apple", "tree"])
+        .ok();
+    assert_eq!(
+        dir.read_text("values.yaml"),
+        "# prod overrides\napple: tree\n"
+    );
+}
+
+#[test]
+fn helm_image_name_layout_is_matched_and_renamed() {
+    let dir = Dir::new();
+    let values = "image:\n  name: docker.io/bitnami/nginx\n  tag: v0.0.0\n";
+    dir.write("values.yaml", values);
+    let run = dir
+        .tug(&["edit", "helm-image", "values.yaml", "wrong/image:v1.0.0"])
+        .fails();
+    assert!(
+        run.stderr
+            .contains(".image.name is docker.io/bitnami/nginx, not wrong/image"),
+        "{run}"
+    );
+    assert_eq!(dir.read_text("values.yaml"), values);
+    dir.tug(&[
+        "edit",
+        "helm-image",
+        "values.yaml",
+        "docker.io/bitnami/nginx=mirror.local/nginx:v1.0.0",
+    ])
+    .ok();
+    assert_eq!(
+        dir.read_text("values.yaml"),
+        "image:\n  name: mirror.local/nginx\n  tag: v1.0.0\n"
+    );
+}
+
+#[test]
+fn merge_key_annotations_and_duplicate_keys_are_refused() {
+    let dir = Dir::new();
+    dir.write("kustomization.yaml", KUSTOMIZATION);
+    let run = dir
+        .tug(&[
+            "edit",
+            "redeploy",
+            "kustomization.yaml",
+            "--annotation",
+            "<<",
+            "--value",
+            "x",
+        ])
+        .fails();
+    assert!(
+        run.stderr.contains("invalid annotation key \"<<\""),
+        "{run}"
+    );
+    assert_eq!(dir.read_text("kustomization.yaml"), KUSTOMIZATION);
+    let values = "image:\n  tag: v1\n  tag: v2\n";
+    dir.write("values.yaml", values);
+    let run = dir
+        .tug(&["edit", "set", "values.yaml", ".image.tag", "v3"])
+        .fails();
+    assert!(
+        run.stderr
+            .contains("values.yaml:3:3: duplicate key \"tag\" (first on line 2)"),
+        "{run}"
+    );
+    assert_eq!(dir.read_text("values.yaml"), values);
+}
