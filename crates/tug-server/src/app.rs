@@ -193,6 +193,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let releases = crate::release::Releases::start(app.clone());
     let http = crate::http::router(app.clone())
         .merge(releases.router())
+        .route_layer(axum::middleware::from_fn(crate::query_guard::layer))
         .layer(axum::middleware::from_fn(crate::request_id::layer));
     let grpc = crate::grpc::router(app.clone(), &releases)
         .layer(axum::middleware::from_fn(crate::request_id::layer));

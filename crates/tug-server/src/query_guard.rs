@@ -1,0 +1,118 @@
+//! Refuses query parameters a route does not take. An ignored parameter is a silent change of
+//! meaning — `POST /api/v1/deploy?dryRun=true` would push for real — so every route names the
+//! parameters it reads, here in one table, and anything else is a 400 naming the parameter.
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::http::ApiError;
+
+/// (method, route, the query parameters it takes). Routes not listed take none.
+const ALLOWED: &[(Method, &str, &[&str])] = &[
+    (Method::POST, "/api/v1/deploy", &["wait"]),
+    (Method::GET, "/api/v1/health", &["service"]),
+    (Method::GET, "/api/v1/jobs", &["repository", "status", "limit"]),
+    (Method::GET, "/api/v1/artifacts", &["service", "branch", "count"]),
+    (Method::GET, "/api/v1/artifacts/{id}", &["service"]),
+    (Method::POST, "/api/v1/releases", &["wait"]),
+    (Method::GET, "/api/v1/releases", &["service", "env", "count"]),
+    (Method::POST, "/api/v1/webhooks/dockerhub", &["token"]),
+    (Method::POST, "/api/v1/webhooks/harbor", &["token"]),
+];
+
+/// The parameters `route` takes for `method`.
+pub(crate) fn allowed(method: &Method, route: &str) -> &'static [&'static str] {
+    ALLOWED
+        .iter()
+        .find(|(m, r, _)| m == method && *r == route)
+        .map_or(&[], |(_, _, params)| *params)
+}
+
+/// The first parameter of `query` that is not in `allowed`, decoded.
+fn unknown_parameter(query: &str, allowed: &[&str]) -> Option<String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .map(percent_decode)
+        .find(|name| !allowed.contains(&name.as_str()))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1).copied(), bytes.get(i + 2).copied()) {
+            (b'+', _, _) => out.push(b' '),
+            (b'%', Some(hi), Some(lo)) if hex(hi).is_some() && hex(lo).is_some() => {
+                let value = hex(hi).unwrap_or(0) * 16 + hex(lo).unwrap_or(0);
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 2;
+            }
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Middleware (a route layer, so the matched route is known).
+pub(crate) async fn layer(request: Request, next: Next) -> Response {
+    if let (Some(query), Some(route)) = (
+        request.uri().query(),
+        request.extensions().get::<MatchedPath>(),
+    ) {
+        let allowed = allowed(request.method(), route.as_str());
+        if let Some(name) = unknown_parameter(query, allowed) {
+            let takes = if allowed.is_empty() {
+                "takes no query parameters".to_owned()
+            } else {
+                format!("takes only {}", allowed.join(", "))
+            };
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                format!(
+                    "unknown query parameter {name:?}: {} {} {takes}",
+                    request.method(),
+                    route.as_str()
+                ),
+            )
+            .with_details(json!({"field": name}))
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_a_route_does_not_take_are_named() {
+        let deploy = allowed(&Method::POST, "/api/v1/deploy");
+        assert_eq!(unknown_parameter("wait=false", deploy), None);
+        assert_eq!(
+            unknown_parameter("wait=false&dryRun=true", deploy),
+            Some("dryRun".to_owned())
+        );
+        assert_eq!(
+            unknown_parameter("dry%52un", deploy),
+            Some("dryRun".to_owned())
+        );
+        assert_eq!(unknown_parameter("", deploy), None);
+        let status = allowed(&Method::GET, "/api/v1/status/{service}");
+        assert_eq!(unknown_parameter("env=prod", status), Some("env".to_owned()));
+        assert_eq!(
+            allowed(&Method::GET, "/api/v1/releases"),
+            &["service", "env", "count"]
+        );
+        assert!(allowed(&Method::POST, "/api/v1/unpin").is_empty());
+    }
+}
