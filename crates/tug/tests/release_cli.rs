@@ -457,3 +457,34 @@ fn artifact_json_with_an_unknown_field_is_refused_naming_the_path() {
     assert!(!bad_tag.status.success());
     assert!(stderr(&bad_tag).contains("id"), "{}", stderr(&bad_tag));
 }
+
+#[test]
+fn policy_delete_prints_the_deleted_ids_and_names_global_policies_of_an_unknown_id() {
+    let world = World::start();
+    let applied = world.ok(&[
+        "policy",
+        "--service",
+        "api",
+        "apply",
+        "auto-release",
+        "--branch",
+        "main",
+        "--env",
+        "dev",
+    ]);
+    let id = applied.trim().strip_prefix("applied policy ").unwrap();
+    assert_eq!(id, "auto-release-main-dev");
+
+    let deleted = world.ok(&["policy", "--service", "api", "delete", id]);
+    assert_eq!(deleted, "deleted auto-release-main-dev\n");
+
+    let refused = world.tug(&["policy", "--service", "api", "delete", "nosuch"]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains(
+            "service 'api' has no policy 'nosuch'; it has no policies of its own; the server's global policies (which cannot be deleted) are global-branch-restriction-prod"
+        ),
+        "{message}"
+    );
+}

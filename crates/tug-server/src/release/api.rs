@@ -783,8 +783,8 @@ pub(crate) async fn list_policies_core(
 pub(crate) enum PolicyEffect {
     /// The id of the policy applied.
     Applied(String),
-    /// How many policies were deleted.
-    Deleted(usize),
+    /// The ids of the policies deleted.
+    Deleted(Vec<String>),
 }
 
 /// A committed policy change.
@@ -946,7 +946,12 @@ pub(crate) async fn delete_policies_core(
     let describe = format!("delete policies {}", input.ids.join(", "));
     change_policies(ctx, caller, service, input.by, &describe, |p| {
         p.delete(&global, &input.ids)
-            .map(PolicyEffect::Deleted)
+            .map(|_| {
+                let mut ids = input.ids.clone();
+                ids.sort();
+                ids.dedup();
+                PolicyEffect::Deleted(ids)
+            })
             .map_err(|e| policy_error(&e))
     })
     .await
@@ -1283,7 +1288,7 @@ fn policy_change_json(change: &PolicyChange) -> Value {
     v["policies"] = policies_json(&change.policies);
     match &change.effect {
         PolicyEffect::Applied(id) => v["id"] = json!(id),
-        PolicyEffect::Deleted(count) => v["deleted"] = json!(count),
+        PolicyEffect::Deleted(ids) => v["deleted"] = json!(ids),
     }
     v
 }

@@ -344,7 +344,7 @@ fn policies(listing: &PolicyListing) -> v1::Policies {
 fn policy_change(change: &PolicyChange) -> v1::PolicyChange {
     let (id, deleted) = match &change.effect {
         PolicyEffect::Applied(id) => (id.clone(), 0),
-        PolicyEffect::Deleted(count) => (String::new(), u32::try_from(*count).unwrap_or(u32::MAX)),
+        PolicyEffect::Deleted(ids) => (String::new(), u32::try_from(ids.len()).unwrap_or(u32::MAX)),
     };
     v1::PolicyChange {
         outcome: Some(job_outcome(&change.job)),
