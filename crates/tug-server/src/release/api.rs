@@ -593,6 +593,7 @@ async fn commit_and_wait(
         trailers,
         allow_empty,
         redeploy_value: jiff::Timestamp::now().to_string(),
+        strict: true,
         files,
         replace_dirs: Vec::new(),
         preconditions,

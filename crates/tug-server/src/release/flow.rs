@@ -389,6 +389,8 @@ async fn plan_one(
         trailers,
         allow_empty: false,
         redeploy_value: jiff::Timestamp::now().to_string(),
+        // A release sets what the artifact names: an edit that would only add is a mistake.
+        strict: true,
         files,
         replace_dirs,
         preconditions: Vec::new(),
