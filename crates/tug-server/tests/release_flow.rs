@@ -313,7 +313,7 @@ async fn releases_from_artifact_to_rebuilt_history() {
         true
     );
 
-    // Unpinned, the next artifact reaches staging again.
+    // Unpinned, the artifact the pin held back is released, and the next one follows.
     let (code, unpinned) = server
         .post(
             "/api/v1/unpin",
@@ -321,10 +321,14 @@ async fn releases_from_artifact_to_rebuilt_history() {
         )
         .await;
     assert_eq!(code, 200, "{unpinned}");
+    assert_eq!(unpinned["autoRelease"]["status"], "queued", "{unpinned}");
     assert_eq!(
-        server.wait_running("api", "staging", "main-1").await["pinned"],
-        false
+        unpinned["autoRelease"]["message"],
+        "auto-release of 'main-3' to 'staging' queued"
     );
+    let staging = server.wait_running("api", "staging", "main-3").await;
+    assert_eq!(staging["pinned"], false, "{staging}");
+    assert_eq!(staging["intent"]["type"], "auto-release", "{staging}");
     let (_, pushed) = server
         .post(
             "/api/v1/artifacts",
@@ -386,6 +390,7 @@ async fn releases_from_artifact_to_rebuilt_history() {
     let expected: Vec<(String, String)> = [
         ("auto-release", "main-5"),
         ("auto-release", "main-4"),
+        ("auto-release", "main-3"),
         ("rollback", "main-1"),
         ("promote", "main-2"),
         ("promote", "main-1"),

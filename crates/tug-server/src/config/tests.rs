@@ -288,6 +288,7 @@ fn every_documented_override_is_applied() {
         ("TUG_COMMIT_COMMITTER_NAME", "n"),
         ("TUG_COMMIT_COMMITTER_EMAIL", "e@x"),
         ("TUG_COMMIT_ALLOW_EMPTY", "true"),
+        ("TUG_DEPLOY_STRICT", "true"),
         ("TUG_LIMITS_MAX_BODY_BYTES", "7"),
         ("TUG_LIMITS_MAX_PATHS_PER_REQUEST", "7"),
         ("TUG_LIMITS_BATCH_MAX", "7"),

@@ -587,6 +587,9 @@ impl ReleaseService for ReleaseApi {
             outcome: Some(job_outcome(&unpinned.job)),
             unpinned_artifact_id: unpinned.pin.artifact.clone(),
             rolled_back_by: Some(person(&unpinned.pin.by)),
+            auto_release: auto_releases(std::slice::from_ref(&unpinned.auto_release))
+                .into_iter()
+                .next(),
         }))
     }
 

@@ -19,6 +19,7 @@
 //! of the first environment in promotion order).
 
 mod api;
+mod deployed;
 mod edits;
 mod feedback;
 mod flow;
