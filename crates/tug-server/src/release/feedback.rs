@@ -47,6 +47,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
 /// A rollout report, whatever the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Report {
+    /// The Argo CD Application or Flux object name, which names the service and environment.
+    pub name: String,
     pub revision: String,
     pub state: &'static str,
     pub message: String,
@@ -71,6 +73,7 @@ pub(crate) fn argocd_report(payload: &Value) -> Result<Report, String> {
         message.push_str(&format!(": {}", s("message")));
     }
     Ok(Report {
+        name: s("app").to_owned(),
         revision: revision.to_owned(),
         state,
         message,
@@ -109,6 +112,7 @@ pub(crate) fn flux_report(payload: &Value) -> Result<Report, String> {
     };
     let object = &payload["involvedObject"];
     Ok(Report {
+        name: s(&object["name"]),
         revision: flux_commit(revision).to_owned(),
         state,
         message: format!(
@@ -173,12 +177,20 @@ async fn record(
         sync_all(ctx, true).await?;
         found = find_release(ctx, &report.revision).await?;
     }
+    if found.is_none() {
+        // A revision after the release (group commit, other services, deploys, human commits):
+        // the object's name names the service and environment, ancestry the release.
+        found = find_by_name(ctx, &report.name, &report.revision).await?;
+    }
     let Some((service, environment, commit)) = found else {
         return Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({
                 "recorded": false,
-                "message": format!("no release has manifest commit {}", report.revision),
+                "message": format!(
+                    "no release has manifest commit {}, and '{}' names no service and environment with a release in its history (names are {FEEDBACK_NAMES})",
+                    report.revision, report.name
+                ),
             })),
         )
             .into_response());
@@ -203,6 +215,71 @@ async fn record(
         "state": report.state,
     }))
     .into_response())
+}
+
+/// How an Argo CD Application or Flux Kustomization/HelmRelease is named after the service and
+/// environment it deploys.
+const FEEDBACK_NAMES: &str = "'{service}-{env}' or '{env}-{service}'";
+
+/// The (service, environment) an object name stands for: `{service}-{env}` or
+/// `{env}-{service}`.
+fn service_and_env(ctx: &Ctx, name: &str) -> Result<Option<(String, String)>, ApiError> {
+    let model = ctx.model()?;
+    for service in model.services.iter() {
+        for env in &model.environments {
+            let env = env.name.as_str();
+            let service = service.name.as_str();
+            if name == format!("{service}-{env}") || name == format!("{env}-{service}") {
+                return Ok(Some((service.to_owned(), env.to_owned())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The newest release of the service and environment `name` stands for whose commit is in the
+/// history of `revision`.
+async fn find_by_name(
+    ctx: &Ctx,
+    name: &str,
+    revision: &str,
+) -> Result<Option<(String, String, String)>, ApiError> {
+    let Some((service, env)) = service_and_env(ctx, name)? else {
+        return Ok(None);
+    };
+    let model = ctx.model()?;
+    let Some(place) = model.places.get(&env).cloned() else {
+        return Ok(None);
+    };
+    let rows = ctx
+        .app
+        .releases
+        .releases(&ReleaseQuery {
+            service: service.clone(),
+            environment: Some(env.clone()),
+            limit: 10_000,
+        })
+        .await
+        .map_err(|e| store_error(&e))?;
+    let mirror = super::index::mirror_of(ctx, &place.repository).await?;
+    // The cluster may have seen a commit the mirror has not fetched yet.
+    super::index::tip(mirror.clone(), &place.branch, true).await?;
+    let revision = revision.to_ascii_lowercase();
+    let found = tokio::task::spawn_blocking(move || {
+        // Newest first: the first release in the revision's history is the one it runs.
+        for row in rows {
+            let Some(commit) = tug_git::ObjectId::from_hex(&row.commit) else {
+                continue;
+            };
+            if mirror.is_ancestor(commit, &revision).unwrap_or(false) {
+                return Some(row.commit);
+            }
+        }
+        None
+    })
+    .await
+    .map_err(|e| super::internal(format!("git task failed: {e}")))?;
+    Ok(found.map(|commit| (service, env, commit)))
 }
 
 /// (service, environment, full commit) of the release whose commit starts with `revision`.
