@@ -91,6 +91,10 @@ pub struct Config {
     /// (see [`crate::release::release_notify`]).
     #[serde(default)]
     pub release_notify: crate::release::release_notify::ReleaseNotifyConfig,
+    /// How Argo CD / Flux objects are named after service and environment
+    /// (see [`crate::release::feedback`]).
+    #[serde(default)]
+    pub rollout_feedback: crate::release::feedback::RolloutFeedbackConfig,
 }
 
 /// Release policies the server imposes, and where services' own policies live.
@@ -822,6 +826,9 @@ impl Config {
             return Err(invalid(field, message));
         }
         if let Err((field, message)) = self.release_notify.validate(self) {
+            return Err(invalid(field, message));
+        }
+        if let Err((field, message)) = self.rollout_feedback.validate() {
             return Err(invalid(field, message));
         }
         for (field, value) in [

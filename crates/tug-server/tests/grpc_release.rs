@@ -213,6 +213,15 @@ async fn release_service_takes_artifacts_from_ci_to_environments_and_back() {
         "{pushed:?}"
     );
     assert!(pushed.auto_releases.is_empty(), "{pushed:?}");
+    // Nothing released yet: the status shows what the files name, set outside releases.
+    assert_eq!(
+        env(&status(&mut client).await, "prod").set_outside_releases,
+        Some(v1::DeployedImage {
+            image: "registry.example.com/api".into(),
+            tag: "0.0.1".into(),
+            file: "apps/api/prod/kustomization.yaml".into(),
+        })
+    );
     let summary = pushed.artifact.unwrap();
     assert_eq!(
         summary.artifact_json,

@@ -467,3 +467,27 @@ fn load_reads_a_real_file_and_reports_a_missing_one() {
     let error = Config::load(&missing, &env_of(&[])).unwrap_err();
     assert!(error.to_string().contains("absent.yaml"), "{error}");
 }
+
+#[test]
+fn rollout_feedback_names_default_and_must_name_the_service() {
+    let config = load("auth: {mode: none}\n", &env_of(&[])).unwrap();
+    assert_eq!(
+        config.rollout_feedback.names,
+        ["{service}-{env}", "{env}-{service}"]
+    );
+    let config = load(
+        "auth: {mode: none}\nrollout_feedback: {names: [\"{env}.{service}\"]}\n",
+        &env_of(&[]),
+    )
+    .unwrap();
+    assert_eq!(config.rollout_feedback.names, ["{env}.{service}"]);
+    let error = load(
+        "auth: {mode: none}\nrollout_feedback: {names: [\"{app}-{env}\"]}\n",
+        &env_of(&[]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "rollout_feedback.names[0]"),
+        "{error}"
+    );
+}

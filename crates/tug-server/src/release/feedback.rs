@@ -3,6 +3,13 @@
 //! environment's rollout state (`progressing`, `healthy`, `degraded`), which
 //! `GET /api/v1/status/{service}` shows.
 //!
+//! A revision is often not a release commit itself: group commits, other services' releases,
+//! deploys and human commits land after it. Then the report's object name (the Argo CD
+//! Application, the Flux Kustomization or HelmRelease `involvedObject.name`) names the service
+//! and environment through the `rollout_feedback.names` templates (`{service}-{env}`,
+//! `{env}-{service}` by default), and the release is the newest one of that service and
+//! environment whose commit is in the revision's history.
+//!
 //! Both endpoints take the API's bearer token (Argo CD's webhook service and Flux's `generic`
 //! provider can both send an `Authorization` header).
 //!
@@ -28,6 +35,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tug_store::{ReleaseQuery, RolloutState};
 
@@ -188,8 +196,10 @@ async fn record(
             axum::Json(json!({
                 "recorded": false,
                 "message": format!(
-                    "no release has manifest commit {}, and '{}' names no service and environment with a release in its history (names are {FEEDBACK_NAMES})",
-                    report.revision, report.name
+                    "no release has manifest commit {}, and '{}' names no service and environment with a release in its history (names are {}; see rollout_feedback.names)",
+                    report.revision,
+                    report.name,
+                    ctx.app.config.rollout_feedback.describe()
                 ),
             })),
         )
@@ -217,20 +227,66 @@ async fn record(
     .into_response())
 }
 
-/// How an Argo CD Application or Flux Kustomization/HelmRelease is named after the service and
-/// environment it deploys.
-const FEEDBACK_NAMES: &str = "'{service}-{env}' or '{env}-{service}'";
+/// The `rollout_feedback:` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutFeedbackConfig {
+    /// How an Argo CD Application or a Flux Kustomization/HelmRelease is named after the
+    /// service and environment it deploys, tried in order: templates with `{service}` and
+    /// `{env}`. A report whose revision is not a release commit is matched by its object name.
+    #[serde(default = "default_names")]
+    pub names: Vec<String>,
+}
 
-/// The (service, environment) an object name stands for: `{service}-{env}` or
-/// `{env}-{service}`.
+impl Default for RolloutFeedbackConfig {
+    fn default() -> Self {
+        RolloutFeedbackConfig {
+            names: default_names(),
+        }
+    }
+}
+
+fn default_names() -> Vec<String> {
+    vec!["{service}-{env}".to_owned(), "{env}-{service}".to_owned()]
+}
+
+impl RolloutFeedbackConfig {
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        for (i, name) in self.names.iter().enumerate() {
+            let rest = name.replace("{service}", "").replace("{env}", "");
+            if !name.contains("{service}") || rest.contains(['{', '}']) {
+                return Err((
+                    format!("rollout_feedback.names[{i}]"),
+                    format!(
+                        "'{name}' must hold {{service}} (and usually {{env}}) and no other variable"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+}
+
+/// The (service, environment) an object name stands for, by the configured templates.
 fn service_and_env(ctx: &Ctx, name: &str) -> Result<Option<(String, String)>, ApiError> {
     let model = ctx.model()?;
-    for service in model.services.iter() {
-        for env in &model.environments {
-            let env = env.name.as_str();
-            let service = service.name.as_str();
-            if name == format!("{service}-{env}") || name == format!("{env}-{service}") {
-                return Ok(Some((service.to_owned(), env.to_owned())));
+    for template in &ctx.app.config.rollout_feedback.names {
+        for service in model.services.iter() {
+            for env in &model.environments {
+                let rendered = template
+                    .replace("{service}", &service.name)
+                    .replace("{env}", &env.name);
+                if name == rendered {
+                    return Ok(Some((service.name.clone(), env.name.clone())));
+                }
             }
         }
     }

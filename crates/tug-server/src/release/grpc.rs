@@ -296,6 +296,11 @@ fn environment_status(st: &EnvironmentState) -> v1::EnvironmentStatus {
             message: r.message.clone(),
             at: Some(timestamp(r.at)),
         }),
+        set_outside_releases: st.set_outside_releases.as_ref().map(|d| v1::DeployedImage {
+            image: d.image.clone(),
+            tag: d.tag.clone(),
+            file: d.file.clone(),
+        }),
         ..Default::default()
     };
     if let Some(current) = &st.current {

@@ -21,7 +21,7 @@
 mod api;
 mod deployed;
 mod edits;
-mod feedback;
+pub mod feedback;
 mod flow;
 pub mod grpc;
 mod index;
