@@ -278,19 +278,31 @@ impl RolloutFeedbackConfig {
 /// The (service, environment) an object name stands for, by the configured templates.
 fn service_and_env(ctx: &Ctx, name: &str) -> Result<Option<(String, String)>, ApiError> {
     let model = ctx.model()?;
-    for template in &ctx.app.config.rollout_feedback.names {
-        for service in model.services.iter() {
-            for env in &model.environments {
-                let rendered = template
-                    .replace("{service}", &service.name)
-                    .replace("{env}", &env.name);
-                if name == rendered {
-                    return Ok(Some((service.name.clone(), env.name.clone())));
-                }
-            }
-        }
-    }
-    Ok(None)
+    let services: Vec<&str> = model.services.iter().map(|s| s.name.as_str()).collect();
+    let environments: Vec<&str> = model.environments.iter().map(|e| e.name.as_str()).collect();
+    Ok(name_match(
+        &ctx.app.config.rollout_feedback.names,
+        &services,
+        &environments,
+        name,
+    ))
+}
+
+/// The first (service, environment) whose name by the first matching template is `name`.
+fn name_match(
+    templates: &[String],
+    services: &[&str],
+    environments: &[&str],
+    name: &str,
+) -> Option<(String, String)> {
+    templates.iter().find_map(|template| {
+        services.iter().find_map(|service| {
+            environments.iter().find_map(|env| {
+                let rendered = template.replace("{service}", service).replace("{env}", env);
+                (rendered == name).then(|| ((*service).to_owned(), (*env).to_owned()))
+            })
+        })
+    })
 }
 
 /// The newest release of the service and environment `name` stands for whose commit is in the
@@ -368,6 +380,24 @@ async fn find_release(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn object_names_stand_for_a_service_and_an_environment() {
+        let defaults = super::default_names();
+        let services = ["api", "web-api"];
+        let environments = ["dev", "prod"];
+        let found = |templates: &[String], name: &str| {
+            super::name_match(templates, &services, &environments, name)
+        };
+        let pair = |s: &str, e: &str| Some((s.to_owned(), e.to_owned()));
+        assert_eq!(found(&defaults, "api-dev"), pair("api", "dev"));
+        assert_eq!(found(&defaults, "prod-web-api"), pair("web-api", "prod"));
+        assert_eq!(found(&defaults, "web-api-prod"), pair("web-api", "prod"));
+        assert_eq!(found(&defaults, "api"), None);
+        let custom = ["{env}.{service}".to_owned()];
+        assert_eq!(found(&custom, "prod.api"), pair("api", "prod"));
+        assert_eq!(found(&custom, "api-prod"), None);
+    }
 
     #[test]
     fn flux_revisions_name_their_commit() {
