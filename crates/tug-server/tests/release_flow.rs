@@ -931,5 +931,29 @@ async fn every_edit_kind_releases_promotes_and_rolls_back_byte_for_byte() {
         );
         assert_eq!(environment(&status, "dev")["artifactId"], second.as_str());
     }
+
+    // Releases are strict: an artifact whose image the kustomization does not name is refused,
+    // naming the entries there, and nothing is pushed.
+    let kustomize = cases.iter().find(|c| c.name == "kustomize").unwrap();
+    let mut typo = image_artifact("kz", "kz-typo", "3.0.0");
+    typo["stages"][0]["data"]["image"] = json!("registry.example.com/team/kzz");
+    let (code, pushed) = server.post("/api/v1/artifacts", typo).await;
+    assert_eq!(code, 201, "{pushed}");
+    let commits = repo.commit_count("main").unwrap();
+    let (code, refused) = server
+        .post(
+            "/api/v1/releases",
+            release("kz", "dev", json!({"artifactId": "kz-typo"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{refused}");
+    assert_eq!(refused["result"]["status"], "failed", "{refused}");
+    let error = refused["result"]["updates"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused (strict): the edit would only add images entry registry.example.com/team/kzz (the kustomization has: registry.example.com/team/kz, redis)"),
+        "{error}"
+    );
+    assert_eq!(repo.commit_count("main").unwrap(), commits);
+    kustomize.check(&repo, "dev", "refused release", &kustomize.second, None);
     server.running.shutdown().await.unwrap();
 }
