@@ -348,7 +348,9 @@ pub fn deploy_change(request_id: &str, bump: &ImageBump, tag: &str) -> DeployCha
         }],
         context: tug_spec::Context {
             redeploy_value: request_id.to_owned(),
+            strict: false,
         },
+        created: tug_deploy::Created::default(),
         commit: CommitInfo {
             author: Identity::new("CI", "ci@example.invalid"),
             message: None,

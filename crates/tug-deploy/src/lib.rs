@@ -92,12 +92,34 @@ pub struct DeployChange {
     pub segments: Vec<PathsAt>,
     pub context: tug_spec::Context,
     pub commit: CommitInfo,
+    /// What the last application of the edits added (`tug_spec::Applied::created`); clones
+    /// share it, so the caller of `tug_git::land` reads it from its own copy.
+    pub created: Created,
+}
+
+/// The additions of the latest [`tug_git::Change::apply`] of a [`DeployChange`].
+#[derive(Debug, Clone, Default)]
+pub struct Created(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Created {
+    /// The additions of the latest application, one line each.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, lines: Vec<String>) {
+        if let Ok(mut c) = self.0.lock() {
+            *c = lines;
+        }
+    }
 }
 
 impl tug_git::Change for DeployChange {
     fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
         let applied = tug_spec::apply_segments(&self.segments, &GitFiles(files), &self.context)
             .map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        // A re-application (after a rejected push) replaces what an earlier one found.
+        self.created.set(applied.created);
         Ok(applied
             .changes
             .into_iter()
@@ -399,7 +421,9 @@ mod tests {
             }],
             context: tug_spec::Context {
                 redeploy_value: "t".into(),
+                strict: false,
             },
+            created: Created::default(),
             commit: CommitInfo {
                 author: Identity::new("CI", "ci@example.com"),
                 message: message.map(str::to_owned),

@@ -51,6 +51,8 @@ pub(crate) struct Editor<'t, 'a> {
     pub file: &'t str,
     splices: Vec<Splice>,
     pub changes: Vec<Change>,
+    /// What the edit added where nothing was (see [`crate::Outcome::created`]).
+    pub created: Vec<String>,
     newline: &'static str,
     step: usize,
     indentless: bool,
@@ -63,6 +65,7 @@ impl<'t, 'a> Editor<'t, 'a> {
             file,
             splices: Vec::new(),
             changes: Vec::new(),
+            created: Vec::new(),
             newline: tree.newline(),
             step: tree.indent_step(),
             indentless: tree.indentless_sequences(),
@@ -80,6 +83,21 @@ impl<'t, 'a> Editor<'t, 'a> {
             format!("{path} (document {})", self.tree.doc_of(node) + 1)
         } else {
             path
+        }
+    }
+
+    /// The keys of a mapping, for messages: `image, replicas`, or `no keys`.
+    pub(crate) fn key_names(&self, map: NodeId) -> String {
+        let keys: Vec<&str> = self
+            .tree
+            .entries(map)
+            .iter()
+            .filter_map(|&(k, _)| self.tree.scalar(k))
+            .collect();
+        if keys.is_empty() {
+            "no keys".to_owned()
+        } else {
+            keys.join(", ")
         }
     }
 

@@ -145,6 +145,20 @@ fn structured(
     if let Some(digest) = &spec.digest {
         set.push(("digest", digest.clone()));
     }
+    // Keys added where none of the image's keys was touched: the path probably holds a typo.
+    let missing: Vec<&str> = set
+        .iter()
+        .map(|(key, _)| *key)
+        .filter(|key| field(key).is_none())
+        .collect();
+    if !set.is_empty() && missing.len() == set.len() {
+        let existing = ed.key_names(map);
+        for key in missing {
+            ed.created.push(format!(
+                "key {path_text}.{key} ({path_text} has {existing})"
+            ));
+        }
+    }
     for (key, value) in set {
         ed.set_in(map, &[key.to_owned()], &NewScalar::string(value))?;
     }

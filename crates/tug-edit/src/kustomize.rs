@@ -37,10 +37,12 @@ pub(crate) fn apply(ed: &mut Editor<'_, '_>, spec: &ImageSpec) -> Result<String,
             root,
             vec![("images".to_owned(), NewNode::Seq(vec![new_entry(spec)]))],
         )?;
+        ed.created.push(created(spec, &[]));
         return Ok(summary(None));
     };
     if ed.is_empty_null(images) {
         ed.fill_empty(images, NewNode::Seq(vec![new_entry(spec)]))?;
+        ed.created.push(created(spec, &[]));
         return Ok(summary(None));
     }
     if !matches!(t.node(images).kind, Kind::Seq { .. }) {
@@ -61,7 +63,16 @@ pub(crate) fn apply(ed: &mut Editor<'_, '_>, spec: &ImageSpec) -> Result<String,
         })
         .collect();
     if matching.is_empty() {
+        let names: Vec<&str> = t
+            .items(images)
+            .iter()
+            .filter_map(|&item| {
+                t.get(t.deref(item), "name")
+                    .and_then(|(_, v)| t.scalar(t.deref(v)))
+            })
+            .collect();
         ed.append_items(images, vec![new_entry(spec)])?;
+        ed.created.push(created(spec, &names));
         return Ok(summary(None));
     }
     let mut kept_new_name = None;
@@ -69,6 +80,22 @@ pub(crate) fn apply(ed: &mut Editor<'_, '_>, spec: &ImageSpec) -> Result<String,
         kept_new_name = update_entry(ed, item, spec)?.or(kept_new_name);
     }
     Ok(summary(kept_new_name.as_deref()))
+}
+
+/// Names a new `images:` entry and the entries there are.
+fn created(spec: &ImageSpec, names: &[&str]) -> String {
+    if names.is_empty() {
+        format!(
+            "images entry {} (the kustomization had no images entries)",
+            spec.name
+        )
+    } else {
+        format!(
+            "images entry {} (the kustomization has: {})",
+            spec.name,
+            names.join(", ")
+        )
+    }
 }
 
 /// The first document's root mapping.

@@ -69,6 +69,16 @@ pub enum Edit {
     /// renders them. Matching is textual: `nginx` does not match `docker.io/library/nginx`.
     /// No matching container is an error.
     ManifestImage(ImageSpec),
+    /// [`Edit::ManifestImage`] narrowed to the containers named `container` (init and ephemeral
+    /// containers included): only their images change, other containers of the same image
+    /// repository stay as they are. No container of that name with a matching image is an
+    /// error.
+    ContainerImage {
+        /// The container's `name`.
+        container: String,
+        /// The image change.
+        image: ImageSpec,
+    },
     /// Sets the scalar at a yq-style path (`.image.tag`, `.a[0].b`, `.a["x.y"]`,
     /// `.containers[name=app].image`).
     ///
@@ -130,6 +140,13 @@ pub struct Outcome {
     pub changed: bool,
     /// What the edit did, for humans: `set image app to registry/app:1.2.3`.
     pub summary: String,
+    /// When the edit changed nothing that was there and only added something new — a kustomize
+    /// `images:` entry, a key at a yq path, Helm image keys — one line per addition naming it
+    /// and what exists instead (`images entry "app" (the kustomization has: web, db)`). A
+    /// request that only adds usually holds a typo; callers warn about it or refuse it. Empty
+    /// when the edit updated something that existed (even if it added keys beside it) and for
+    /// redeploys.
+    pub created: Vec<String>,
 }
 
 const BOM: &str = "\u{feff}";
@@ -167,7 +184,13 @@ pub fn apply(file_name: &str, input: &[u8], edit: &Edit) -> Result<Outcome, Edit
         Edit::ManifestImage(spec) => {
             spec.validate()
                 .map_err(|e| EditError::new(file_name, e.into()))?;
-            manifest::apply(&mut ed, spec)?
+            manifest::apply(&mut ed, spec, None)?
+        }
+        Edit::ContainerImage { container, image } => {
+            image
+                .validate()
+                .map_err(|e| EditError::new(file_name, e.into()))?;
+            manifest::apply(&mut ed, image, Some(container))?
         }
         Edit::Set {
             path,
@@ -189,12 +212,14 @@ pub fn apply(file_name: &str, input: &[u8], edit: &Edit) -> Result<Outcome, Edit
             redeploy::apply(&mut ed, target, key, value, workload.as_deref())?
         }
     };
+    let created = std::mem::take(&mut ed.created);
     let (new_text, changes) = ed.finish()?;
     if new_text == text {
         return Ok(Outcome {
             output: input.to_vec(),
             changed: false,
             summary: format!("{summary} (already up to date)"),
+            created: Vec::new(),
         });
     }
     let after = Tree::parse(file_name, &new_text).map_err(|e| EditError {
@@ -209,6 +234,7 @@ pub fn apply(file_name: &str, input: &[u8], edit: &Edit) -> Result<Outcome, Edit
         output,
         changed: true,
         summary,
+        created,
     })
 }
 

@@ -9,43 +9,65 @@ use crate::value::NewScalar;
 /// The lists that hold containers, wherever they are.
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
-/// Sets the image of every container whose repository is `spec.name`; returns the summary.
-pub(crate) fn apply(ed: &mut Editor<'_, '_>, spec: &ImageSpec) -> Result<String, EditError> {
-    let (mut targets, seen_repositories) = matching_images(ed.tree, spec, &spec.name);
+/// Sets the image of every container whose repository is `spec.name` (only of the containers
+/// named `container`, when given); returns the summary.
+pub(crate) fn apply(
+    ed: &mut Editor<'_, '_>,
+    spec: &ImageSpec,
+    container: Option<&str>,
+) -> Result<String, EditError> {
+    let (mut targets, seen) = matching_images(ed.tree, spec, &spec.name, container);
     if targets.is_empty() {
         // Renamed already (a re-applied request): keep the desired state by matching NEWNAME.
         if let Some(new_name) = &spec.new_name {
-            targets = matching_images(ed.tree, spec, new_name).0;
+            targets = matching_images(ed.tree, spec, new_name, container).0;
         }
     }
     if targets.is_empty() {
-        let found = if seen_repositories.is_empty() {
+        let found = if seen.is_empty() {
             "no container images at all".to_owned()
         } else {
-            format!("only {}", seen_repositories.join(", "))
+            format!("only {}", seen.join(", "))
         };
-        return Err(EditError::new(
-            ed.file,
-            EditErrorKind::NoMatch(format!(
+        let message = match container {
+            Some(c) => format!(
+                "no container named {c} has an image with repository {} (found {found})",
+                spec.name
+            ),
+            None => format!(
                 "no container image has repository {} (found {found})",
                 spec.name
-            )),
-        ));
+            ),
+        };
+        return Err(EditError::new(ed.file, EditErrorKind::NoMatch(message)));
     }
     let count = targets.len();
     for (image, new) in targets {
         ed.set_scalar(image, &NewScalar::string(new))?;
     }
-    Ok(format!(
-        "set image {} to {} in {count} container{}",
-        spec.name,
-        spec.rendered_target(),
-        if count == 1 { "" } else { "s" }
-    ))
+    Ok(match container {
+        Some(c) => format!(
+            "set image {} to {} in container {c}{}",
+            spec.name,
+            spec.rendered_target(),
+            if count == 1 {
+                String::new()
+            } else {
+                format!(" ({count} times)")
+            }
+        ),
+        None => format!(
+            "set image {} to {} in {count} container{}",
+            spec.name,
+            spec.rendered_target(),
+            if count == 1 { "" } else { "s" }
+        ),
+    })
 }
 
-/// Every container image whose repository is `repository`, with the image it becomes; and
-/// the other repositories seen, for the error message.
+/// Every container image whose repository is `repository` (in the containers named
+/// `container`, when given), with the image it becomes; and the other repositories (or
+/// `name=repository` of the containers, when narrowed) seen, for the error message.
 ///
 /// Like kustomize's image transformer, containers are found in any `containers`,
 /// `initContainers` (and `ephemeralContainers`) list at any depth of any resource, not only in
@@ -55,6 +77,7 @@ fn matching_images(
     t: &Tree<'_>,
     spec: &ImageSpec,
     repository: &str,
+    container: Option<&str>,
 ) -> (Vec<(NodeId, String)>, Vec<String>) {
     let mut targets: Vec<(NodeId, String)> = Vec::new();
     let mut seen_repositories: Vec<String> = Vec::new();
@@ -66,17 +89,22 @@ fn matching_images(
                 continue;
             }
             let list = t.deref(list);
-            for &container in t.items(list) {
-                let Some(image) = read(t, t.deref(container), "image") else {
+            for &container_node in t.items(list) {
+                let Some(image) = read(t, t.deref(container_node), "image") else {
                     continue;
                 };
                 let Some(reference) = t.scalar(t.deref(image)) else {
                     continue;
                 };
                 let parsed = ImageRef::parse(reference);
-                if parsed.repository != repository {
-                    if !seen_repositories.iter().any(|r| r == parsed.repository) {
-                        seen_repositories.push(parsed.repository.to_owned());
+                let name = read(t, t.deref(container_node), "name").and_then(|n| t.scalar(n));
+                let seen = match container {
+                    Some(_) => format!("{}={}", name.unwrap_or("?"), parsed.repository),
+                    None => parsed.repository.to_owned(),
+                };
+                if parsed.repository != repository || container.is_some_and(|c| name != Some(c)) {
+                    if !seen_repositories.contains(&seen) {
+                        seen_repositories.push(seen);
                     }
                     continue;
                 }

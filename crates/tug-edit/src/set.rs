@@ -190,11 +190,18 @@ fn create(
     let new = typed(ed, None, value, value_type)?;
     ed.check_editable(node)?;
     if ed.is_empty_null(node) {
+        ed.created
+            .push(format!("key {path_text} ({} was empty)", ed.describe(node)));
         return ed.fill_empty(node, NewNode::chain(&keys, NewNode::Scalar(new)));
     }
     let Some((first, rest)) = keys.split_first() else {
         return Ok(());
     };
+    ed.created.push(format!(
+        "key {path_text} ({} has no key {first}; its keys: {})",
+        ed.describe(node),
+        ed.key_names(node)
+    ));
     ed.insert_entries(
         node,
         vec![(first.clone(), NewNode::chain(rest, NewNode::Scalar(new)))],

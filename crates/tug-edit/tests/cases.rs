@@ -1,5 +1,6 @@
 //! Runs every case under `tests/cases/`: applies the `edit` to the input file and compares the
-//! result with `expected.yaml` (exact bytes) or `expected.err` (the exact error message).
+//! result with `expected.yaml` (exact bytes) or `expected.err` (the exact error message), and,
+//! where the case has an `expected.created`, the additions the outcome reports (one a line).
 //! `UPDATE_EXPECT=1 cargo test -p tug-edit --test cases` rewrites the expected files after an
 //! intentional change; review the diff before keeping it.
 
@@ -25,11 +26,31 @@ fn edit_cases() {
         if update {
             let _ = fs::remove_file(&expected_yaml);
             let _ = fs::remove_file(&expected_err);
+            let _ = fs::remove_file(case.dir.join("expected.created"));
             match &result {
-                Ok(outcome) => fs::write(&expected_yaml, &outcome.output).unwrap(),
+                Ok(outcome) => {
+                    fs::write(&expected_yaml, &outcome.output).unwrap();
+                    if !outcome.created.is_empty() {
+                        let lines: String =
+                            outcome.created.iter().map(|c| format!("{c}\n")).collect();
+                        fs::write(case.dir.join("expected.created"), lines).unwrap();
+                    }
+                }
                 Err(e) => fs::write(&expected_err, format!("{e}\n")).unwrap(),
             }
             continue;
+        }
+        if let (Ok(want), Ok(outcome)) = (
+            fs::read_to_string(case.dir.join("expected.created")),
+            &result,
+        ) {
+            let got: String = outcome.created.iter().map(|c| format!("{c}\n")).collect();
+            if got != want {
+                failures.push(format!(
+                    "{}: created\n  expected: {want:?}\n  actual:   {got:?}",
+                    case.name
+                ));
+            }
         }
         let want_ok = fs::read(&expected_yaml).ok();
         let want_err = fs::read_to_string(&expected_err).ok();

@@ -371,6 +371,20 @@ impl Mirror {
         write_ref(&self.git_dir, &format!("refs/heads/{branch}"), oid)
     }
 
+    /// Whether `ancestor` is `descendant` or in its history; `descendant` may be abbreviated.
+    /// A descendant the mirror does not hold is not a descendant.
+    pub fn is_ancestor(&self, ancestor: ObjectId, descendant: &str) -> Result<bool, GitError> {
+        if descendant.is_empty() || !descendant.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        let mut cmd = self.env.local(&self.git_dir);
+        cmd.args(["merge-base", "--is-ancestor"])
+            .arg(ancestor.to_hex())
+            .arg(descendant);
+        let output = self.env.output(cmd)?;
+        Ok(output.status.success())
+    }
+
     /// Finds commits on the first-parent history of `branch` (at most `max_commits`, newest
     /// first) that carry the trailer `key` with one of `values`. Used after a crash to learn
     /// which requests already landed. The newest commit wins when a value appears twice.

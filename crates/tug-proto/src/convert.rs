@@ -25,6 +25,7 @@ impl From<v1::DeployRequest> for tug_spec::DeployRequest {
             notify: r.notify.map(Into::into),
             idempotency_key: given(r.idempotency_key),
             allow_empty: r.allow_empty,
+            strict: r.strict,
         }
     }
 }
@@ -39,6 +40,7 @@ impl From<tug_spec::DeployRequest> for v1::DeployRequest {
             idempotency_key: text(r.idempotency_key),
             notify: r.notify.map(Into::into),
             allow_empty: r.allow_empty,
+            strict: r.strict,
         }
     }
 }
@@ -151,6 +153,7 @@ impl From<v1::PathUpdate> for tug_spec::PathUpdate {
                 .map(|i| tug_spec::ManifestImageUpdate {
                     file: given(i.file),
                     name: i.name,
+                    container: given(i.container),
                     new_name: given(i.new_name),
                     new_tag: given(i.new_tag),
                     digest: given(i.digest),
@@ -202,6 +205,7 @@ impl From<tug_spec::PathUpdate> for v1::PathUpdate {
                 .map(|i| v1::ManifestImageEdit {
                     file: text(i.file),
                     name: i.name,
+                    container: text(i.container),
                     new_name: text(i.new_name),
                     new_tag: text(i.new_tag),
                     digest: text(i.digest),

@@ -136,11 +136,13 @@ pub enum PolicyError {
         "policy '{id}' is a global policy of the server (for environment '{environment}') and cannot be deleted"
     )]
     GlobalNotDeletable { id: String, environment: String },
-    #[error("service '{service}' has no policy '{id}'{}", known_ids(.known))]
+    #[error("service '{service}' has no policy '{id}'{}", known_ids(.known, .global))]
     UnknownId {
         service: String,
         id: String,
         known: Vec<String>,
+        /// The server's global policies (which cannot be deleted).
+        global: Vec<String>,
     },
     #[error("global branch restriction '{item}' {problem}")]
     GlobalFormat { item: String, problem: String },
@@ -148,11 +150,19 @@ pub enum PolicyError {
     Write { service: String, message: String },
 }
 
-fn known_ids(known: &[String]) -> String {
-    if known.is_empty() {
-        "; it has no policies".to_owned()
+fn known_ids(known: &[String], global: &[String]) -> String {
+    let own = if known.is_empty() {
+        "; it has no policies of its own".to_owned()
     } else {
         format!("; its policies are {}", known.join(", "))
+    };
+    if global.is_empty() {
+        own
+    } else {
+        format!(
+            "{own}; the server's global policies (which cannot be deleted) are {}",
+            global.join(", ")
+        )
     }
 }
 
@@ -610,6 +620,7 @@ impl ServicePolicies {
                         .map(|p| p.id.clone())
                         .chain(self.branch_restrictions.iter().map(|p| p.id.clone()))
                         .collect(),
+                    global: global.restrictions.iter().map(|p| p.id.clone()).collect(),
                 });
             }
         }
@@ -834,6 +845,13 @@ mod tests {
             err.to_string(),
             "policy 'global-branch-restriction-prod' is a global policy of the server (for environment 'prod') and cannot be deleted"
         );
+        let err = ServicePolicies::new("example")
+            .delete(&global, &["nosuch"])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "service 'example' has no policy 'nosuch'; it has no policies of its own; the server's global policies (which cannot be deleted) are global-branch-restriction-prod"
+        );
     }
 
     #[test]
@@ -873,7 +891,10 @@ mod tests {
         let err = policies
             .delete(&no_global(), &["branch-restriction-prod"])
             .unwrap_err();
-        assert!(err.to_string().ends_with("; it has no policies"), "{err}");
+        assert!(
+            err.to_string().ends_with("; it has no policies of its own"),
+            "{err}"
+        );
     }
 
     #[test]

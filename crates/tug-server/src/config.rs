@@ -66,6 +66,8 @@ pub struct Config {
     #[serde(default)]
     pub commit: CommitConfig,
     #[serde(default)]
+    pub deploy: DeployConfig,
+    #[serde(default)]
     pub repositories: Vec<RepositoryConfig>,
     /// Required: either tokens or an explicit `mode: none`.
     #[serde(default)]
@@ -89,6 +91,10 @@ pub struct Config {
     /// (see [`crate::release::release_notify`]).
     #[serde(default)]
     pub release_notify: crate::release::release_notify::ReleaseNotifyConfig,
+    /// How Argo CD / Flux objects are named after service and environment
+    /// (see [`crate::release::feedback`]).
+    #[serde(default)]
+    pub rollout_feedback: crate::release::feedback::RolloutFeedbackConfig,
 }
 
 /// Release policies the server imposes, and where services' own policies live.
@@ -188,6 +194,18 @@ pub struct CommitConfig {
     /// `DELIVERY_ALLOW_EMPTY_COMMIT`).
     #[serde(default)]
     pub allow_empty: bool,
+}
+
+/// Defaults for deploy requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Refuse a request whose edit would only add (a new kustomize `images:` entry, a new key
+    /// at a yq path, new Helm image keys) — usually a typo in a name or key. Off: the request
+    /// lands with a `[WARN]` line and its result lists the additions under `created`. A request
+    /// may say `strict` itself; releases are always strict.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 impl Default for CommitConfig {
@@ -389,6 +407,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TUG_COMMIT_COMMITTER_NAME", "commit.committer_name"),
     ("TUG_COMMIT_COMMITTER_EMAIL", "commit.committer_email"),
     ("TUG_COMMIT_ALLOW_EMPTY", "commit.allow_empty"),
+    ("TUG_DEPLOY_STRICT", "deploy.strict"),
     ("TUG_LIMITS_MAX_BODY_BYTES", "limits.max_body_bytes"),
     (
         "TUG_LIMITS_MAX_PATHS_PER_REQUEST",
@@ -687,6 +706,7 @@ impl Config {
                 "commit.allow_empty" => {
                     self.commit.allow_empty = parse_bool(&value).map_err(bad)?
                 }
+                "deploy.strict" => self.deploy.strict = parse_bool(&value).map_err(bad)?,
                 "limits.max_body_bytes" => {
                     self.limits.max_body_bytes = parse_number(&value).map_err(bad)?;
                 }
@@ -806,6 +826,9 @@ impl Config {
             return Err(invalid(field, message));
         }
         if let Err((field, message)) = self.release_notify.validate(self) {
+            return Err(invalid(field, message));
+        }
+        if let Err((field, message)) = self.rollout_feedback.validate() {
             return Err(invalid(field, message));
         }
         for (field, value) in [

@@ -330,6 +330,13 @@ fn branch_result(task: &Task) -> v1::BranchResult {
         attempts: task.attempts,
         last_error: task.last_error.clone().unwrap_or_default(),
         outcome,
+        created: result
+            .and_then(|r| r.get("created"))
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect(),
     }
 }
 

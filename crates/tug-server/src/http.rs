@@ -278,6 +278,9 @@ pub fn job_json(job: &Job, events: &[Event]) -> Value {
                 if r.get("status").and_then(Value::as_str) == Some("up_to_date") {
                     u["upToDate"] = Value::Bool(true);
                 }
+                if let Some(created) = r.get("created") {
+                    u["created"] = created.clone();
+                }
             }
             if let Some(e) = &t.last_error {
                 u["error"] = Value::String(e.clone());

@@ -45,6 +45,9 @@ pub struct TaskPayload {
     pub allow_empty: bool,
     /// Chosen when the request was accepted, so re-applying the task writes the same value.
     pub redeploy_value: String,
+    /// Refuse edits that would only add (see `tug_spec::Context::strict`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
     /// Files written whole after the edits (policies files, manifests copied by a release).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<PayloadFile>,
@@ -173,6 +176,7 @@ pub fn job_from_request(
                     trailers: trailers.clone(),
                     allow_empty: request.allow_empty || config.commit.allow_empty,
                     redeploy_value: redeploy_value.clone(),
+                    strict: request.strict.unwrap_or(config.deploy.strict),
                     files: Vec::new(),
                     replace_dirs: Vec::new(),
                     preconditions: Vec::new(),

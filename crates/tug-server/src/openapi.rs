@@ -70,7 +70,8 @@ pub fn document() -> Value {
                                 "helm": {"type": "array"}, "redeploy": {"type": "object"}}}}}}}}}},
                     "notify": {"type": "object"},
                     "idempotencyKey": {"type": "string"},
-                    "allowEmpty": {"type": "boolean"}}},
+                    "allowEmpty": {"type": "boolean"},
+                    "strict": {"type": "boolean", "description": "Refuse the request when an edit would only add (a new images entry, a new key); absent: the server's deploy.strict"}}},
                 "Job": {"type": "object", "properties": {
                     "jobId": {"type": "string"}, "status": {"type": "string"}, "requestedBy": {"type": "string"},
                     "createdAt": {"type": "string"}, "updatedAt": {"type": "string"},

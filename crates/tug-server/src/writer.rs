@@ -430,11 +430,16 @@ impl Writers {
                             self.metrics.inc_push_conflicts(&branch.repository);
                         }
                     }
-                    for ((t, _), result) in work.iter().zip(report.results) {
-                        outcomes.push(match result {
-                            LandResult::Committed { commit } => {
-                                landed_outcome(t, &repo.url, &branch.branch, &commit.to_hex(), false)
-                            }
+                    for ((t, change), result) in work.iter().zip(report.results) {
+                        let committed = matches!(result, LandResult::Committed { .. });
+                        let mut outcome = match result {
+                            LandResult::Committed { commit } => landed_outcome(
+                                t,
+                                &repo.url,
+                                &branch.branch,
+                                &commit.to_hex(),
+                                false,
+                            ),
                             LandResult::UpToDate => (
                                 t.id,
                                 TaskOutcome::Succeeded(serde_json::json!({
@@ -454,7 +459,11 @@ impl Writers {
                                 TaskOutcome::Failed(e.to_string()),
                                 vec![(Level::Error, format!("[ERROR] {e}"))],
                             ),
-                        });
+                        };
+                        if committed {
+                            report_created(&mut outcome, &change.edits.created.lines());
+                        }
+                        outcomes.push(outcome);
                     }
                     landed = Some((
                         work.len(),
@@ -713,6 +722,26 @@ fn landed_outcome(t: &Task, url: &str, branch: &str, commit: &str, recovered: bo
     )
 }
 
+/// A landed request whose edits only added something (a new `images:` entry, a new key): a
+/// `[WARN]` line per addition before the result, and the additions under `created` in it.
+fn report_created(outcome: &mut Outcome, created: &[String]) {
+    if created.is_empty() {
+        return;
+    }
+    if let TaskOutcome::Succeeded(result) = &mut outcome.1 {
+        result["created"] = serde_json::json!(created);
+    }
+    let warnings = created.iter().map(|c| {
+        (
+            Level::Warn,
+            format!(
+                "[WARN] {c}: added, not changed; if this is a typo, fix the request (with strict, such a request is refused)"
+            ),
+        )
+    });
+    outcome.2.splice(0..0, warnings);
+}
+
 fn change_for(task: &Task, p: TaskPayload) -> Result<ChangeWithFiles, String> {
     let files = p
         .files
@@ -732,7 +761,9 @@ fn change_for(task: &Task, p: TaskPayload) -> Result<ChangeWithFiles, String> {
         segments: p.segments,
         context: tug_spec::Context {
             redeploy_value: p.redeploy_value,
+            strict: p.strict,
         },
+        created: tug_deploy::Created::default(),
         commit: CommitInfo {
             author: Identity::new(p.author_name, p.author_email),
             message: p.message,

@@ -213,6 +213,15 @@ async fn release_service_takes_artifacts_from_ci_to_environments_and_back() {
         "{pushed:?}"
     );
     assert!(pushed.auto_releases.is_empty(), "{pushed:?}");
+    // Nothing released yet: the status shows what the files name, set outside releases.
+    assert_eq!(
+        env(&status(&mut client).await, "prod").set_outside_releases,
+        Some(v1::DeployedImage {
+            image: "registry.example.com/api".into(),
+            tag: "0.0.1".into(),
+            file: "apps/api/prod/kustomization.yaml".into(),
+        })
+    );
     let summary = pushed.artifact.unwrap();
     assert_eq!(
         summary.artifact_json,
@@ -459,6 +468,13 @@ async fn release_service_takes_artifacts_from_ci_to_environments_and_back() {
         .into_inner();
     assert_eq!(unpinned.unpinned_artifact_id, "main-1");
     assert_eq!(unpinned.rolled_back_by.unwrap().email, "alice@example.com");
+    // No auto-release policy targets dev here: the answer says that nothing is released.
+    let held_back = unpinned.auto_release.unwrap();
+    assert_eq!(held_back.status(), v1::AutoReleaseStatus::Skipped);
+    assert_eq!(
+        held_back.message,
+        "no auto-release policy of service 'api' targets 'dev'; nothing is released"
+    );
     let outcome = unpinned.outcome.unwrap();
     assert_eq!(outcome.status(), v1::JobStatus::Succeeded);
     assert_eq!(world.repo.tip("main").unwrap().unwrap(), outcome.commit_sha);

@@ -313,7 +313,7 @@ async fn releases_from_artifact_to_rebuilt_history() {
         true
     );
 
-    // Unpinned, the next artifact reaches staging again.
+    // Unpinned, the artifact the pin held back is released, and the next one follows.
     let (code, unpinned) = server
         .post(
             "/api/v1/unpin",
@@ -321,10 +321,14 @@ async fn releases_from_artifact_to_rebuilt_history() {
         )
         .await;
     assert_eq!(code, 200, "{unpinned}");
+    assert_eq!(unpinned["autoRelease"]["status"], "queued", "{unpinned}");
     assert_eq!(
-        server.wait_running("api", "staging", "main-1").await["pinned"],
-        false
+        unpinned["autoRelease"]["message"],
+        "auto-release of 'main-3' to 'staging' queued"
     );
+    let staging = server.wait_running("api", "staging", "main-3").await;
+    assert_eq!(staging["pinned"], false, "{staging}");
+    assert_eq!(staging["intent"]["type"], "auto-release", "{staging}");
     let (_, pushed) = server
         .post(
             "/api/v1/artifacts",
@@ -386,6 +390,7 @@ async fn releases_from_artifact_to_rebuilt_history() {
     let expected: Vec<(String, String)> = [
         ("auto-release", "main-5"),
         ("auto-release", "main-4"),
+        ("auto-release", "main-3"),
         ("rollback", "main-1"),
         ("promote", "main-2"),
         ("promote", "main-1"),
@@ -495,7 +500,7 @@ async fn releases_from_artifact_to_rebuilt_history() {
         )
         .await;
     assert_eq!(code, 200, "{deleted}");
-    assert_eq!(deleted["deleted"], 1);
+    assert_eq!(deleted["deleted"], json!(["auto-release-main-staging"]));
     assert!(!file(&repo, "policies/api.json").contains("auto-release-main-staging"));
 
     // History from git alone: stop, delete the database, start again and rebuild.
@@ -687,5 +692,268 @@ async fn concurrent_policy_changes_all_land() {
         .filter(|c| c.subject.starts_with("[policies/api]"))
         .count();
     assert_eq!(policy_commits, changes.len(), "{history:?}");
+    server.running.shutdown().await.unwrap();
+}
+
+/// The files of one directory: name → bytes.
+type Files = std::collections::BTreeMap<String, Vec<u8>>;
+
+fn files_in(dir: &Path) -> Files {
+    let mut files = Files::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        files.insert(name, std::fs::read(&path).unwrap());
+    }
+    files
+}
+
+/// The files under `dir` on `main`, by their path relative to `dir`.
+fn files_at(repo: &BareRepo, dir: &str) -> Files {
+    let listing = repo
+        .git(&["ls-tree", "-r", "--name-only", "main", &format!("{dir}/")])
+        .unwrap();
+    String::from_utf8(listing)
+        .unwrap()
+        .lines()
+        .map(|path| {
+            let name = path.strip_prefix(&format!("{dir}/")).unwrap().to_owned();
+            (name, repo.read_file("main", path).unwrap().unwrap())
+        })
+        .collect()
+}
+
+/// One case of `tests/release_kinds/<name>/`: the service entry, its target directory (with
+/// `{env}`), the files there before any release, after a release of 2.0.0 (`first/`) and after
+/// one of 2.1.0 (`second/`). A copy-mode case uploads `first/` and `second/` as the bundles.
+struct KindCase {
+    name: String,
+    service: String,
+    service_yaml: String,
+    dir: String,
+    before: Files,
+    first: Files,
+    second: Files,
+    copy: bool,
+}
+
+fn kind_cases() -> Vec<KindCase> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/release_kinds");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|dir| {
+            let service_yaml = std::fs::read_to_string(dir.join("service.yaml")).unwrap();
+            let service = service_yaml
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("- name: "))
+                .unwrap()
+                .to_owned();
+            KindCase {
+                name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+                service,
+                copy: service_yaml.contains("kind: copy"),
+                dir: std::fs::read_to_string(dir.join("dir"))
+                    .unwrap()
+                    .trim()
+                    .to_owned(),
+                service_yaml,
+                before: files_in(&dir.join("before")),
+                first: files_in(&dir.join("first")),
+                second: files_in(&dir.join("second")),
+            }
+        })
+        .collect()
+}
+
+fn image_artifact(service: &str, id: &str, tag: &str) -> Value {
+    let mut artifact = artifact(service, id, "main", tag);
+    artifact["stages"][0]["data"]["image"] = json!(format!("registry.example.com/team/{service}"));
+    artifact
+}
+
+impl KindCase {
+    fn dir(&self, env: &str) -> String {
+        self.dir.replace("{env}", env)
+    }
+
+    /// The target directory of `env` holds `want`, byte for byte (a copy release adds its
+    /// `artifact.json`, naming `artifact`).
+    fn check(&self, repo: &BareRepo, env: &str, step: &str, want: &Files, artifact: Option<&str>) {
+        let mut found = files_at(repo, &self.dir(env));
+        if self.copy
+            && let Some(artifact) = artifact
+        {
+            let json = found.remove("artifact.json").unwrap_or_else(|| {
+                panic!(
+                    "{}: {step}: no artifact.json in {}",
+                    self.name,
+                    self.dir(env)
+                )
+            });
+            let json: Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(json["id"], artifact, "{}: {step}", self.name);
+        }
+        let show = |files: &Files| -> String {
+            files
+                .iter()
+                .map(|(name, bytes)| format!("--- {name}\n{}", String::from_utf8_lossy(bytes)))
+                .collect()
+        };
+        assert!(
+            found == *want,
+            "{}: {step}: {} differs\nexpected:\n{}\nfound:\n{}",
+            self.name,
+            self.dir(env),
+            show(want),
+            show(&found)
+        );
+    }
+}
+
+/// Every edit kind a service may be released with — kustomize with and without a named
+/// `image`, helm, yq, manifest with and without `container`, copy — released to dev, promoted
+/// to staging, released and promoted again and rolled back, the files checked byte for byte
+/// after each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_edit_kind_releases_promotes_and_rolls_back_byte_for_byte() {
+    let cases = kind_cases();
+    assert_eq!(cases.len(), 7, "one case per edit kind");
+    let mut seeded: Vec<(String, Vec<u8>)> = Vec::new();
+    for case in &cases {
+        for env in ["dev", "staging"] {
+            for (name, bytes) in &case.before {
+                seeded.push((format!("{}/{name}", case.dir(env)), bytes.clone()));
+            }
+        }
+    }
+    let seeded: Vec<(&str, &[u8])> = seeded
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let repo = BareRepo::with_files(&seeded).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let services: String = cases
+        .iter()
+        .flat_map(|c| c.service_yaml.lines().map(|l| format!("  {l}\n")))
+        .collect();
+    let rest = THREE_ENVIRONMENTS.replace("policies:", &format!("{services}policies:"));
+    let server = Server::start(common::config(data.path(), &repo.file_url(), TOKEN, &rest)).await;
+
+    let release = |service: &str, env: &str, body: Value| {
+        let mut body = body;
+        body["service"] = json!(service);
+        body["environments"] = json!([env]);
+        body["by"] = by();
+        body
+    };
+    for case in &cases {
+        let service = case.service.as_str();
+        for (id, tag, files) in [
+            (format!("{service}-1"), "2.0.0", &case.first),
+            (format!("{service}-2"), "2.1.0", &case.second),
+        ] {
+            let (code, pushed) = server
+                .post("/api/v1/artifacts", image_artifact(service, &id, tag))
+                .await;
+            assert_eq!(code, 201, "{}: {pushed}", case.name);
+            if case.copy {
+                let mut bundle = serde_json::Map::new();
+                for env in ["dev", "staging"] {
+                    for (name, bytes) in files {
+                        bundle.insert(
+                            format!("{env}/{name}"),
+                            json!(String::from_utf8(bytes.clone()).unwrap()),
+                        );
+                    }
+                }
+                let (code, uploaded) = server
+                    .post(
+                        &format!("/api/v1/artifacts/{id}/bundle"),
+                        json!({"service": service, "files": bundle}),
+                    )
+                    .await;
+                assert_eq!(code, 200, "{}: {uploaded}", case.name);
+            }
+        }
+        let step = |what: &'static str, env: &'static str, body: Value| {
+            let server = &server;
+            let body = release(service, env, body);
+            async move {
+                let (code, answer) = server.post("/api/v1/releases", body).await;
+                assert_eq!(code, 200, "{}: {what}: {answer}", case.name);
+                assert_eq!(
+                    answer["result"]["status"], "succeeded",
+                    "{}: {what}: {answer}",
+                    case.name
+                );
+            }
+        };
+        let first = format!("{service}-1");
+        let second = format!("{service}-2");
+        case.check(&repo, "dev", "before", &case.before, None);
+
+        step("release", "dev", json!({"artifactId": first})).await;
+        case.check(&repo, "dev", "release 2.0.0", &case.first, Some(&first));
+        case.check(&repo, "staging", "release 2.0.0 to dev", &case.before, None);
+
+        step("promote", "staging", json!({"intent": "promote"})).await;
+        case.check(&repo, "staging", "promote 2.0.0", &case.first, Some(&first));
+
+        step("release", "dev", json!({"artifactId": second})).await;
+        case.check(&repo, "dev", "release 2.1.0", &case.second, Some(&second));
+        step("promote", "staging", json!({"intent": "promote"})).await;
+        case.check(
+            &repo,
+            "staging",
+            "promote 2.1.0",
+            &case.second,
+            Some(&second),
+        );
+
+        step("rollback", "staging", json!({"intent": "rollback"})).await;
+        case.check(&repo, "staging", "rollback", &case.first, Some(&first));
+        case.check(
+            &repo,
+            "dev",
+            "rollback of staging",
+            &case.second,
+            Some(&second),
+        );
+        let status = server.get(&format!("/api/v1/status/{service}")).await.1;
+        assert_eq!(
+            environment(&status, "staging")["artifactId"],
+            first.as_str()
+        );
+        assert_eq!(environment(&status, "dev")["artifactId"], second.as_str());
+    }
+
+    // Releases are strict: an artifact whose image the kustomization does not name is refused,
+    // naming the entries there, and nothing is pushed.
+    let kustomize = cases.iter().find(|c| c.name == "kustomize").unwrap();
+    let mut typo = image_artifact("kz", "kz-typo", "3.0.0");
+    typo["stages"][0]["data"]["image"] = json!("registry.example.com/team/kzz");
+    let (code, pushed) = server.post("/api/v1/artifacts", typo).await;
+    assert_eq!(code, 201, "{pushed}");
+    let commits = repo.commit_count("main").unwrap();
+    let (code, refused) = server
+        .post(
+            "/api/v1/releases",
+            release("kz", "dev", json!({"artifactId": "kz-typo"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{refused}");
+    assert_eq!(refused["result"]["status"], "failed", "{refused}");
+    let error = refused["result"]["updates"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused (strict): the edit would only add images entry registry.example.com/team/kzz (the kustomization has: registry.example.com/team/kz, redis)"),
+        "{error}"
+    );
+    assert_eq!(repo.commit_count("main").unwrap(), commits);
+    kustomize.check(&repo, "dev", "refused release", &kustomize.second, None);
     server.running.shutdown().await.unwrap();
 }

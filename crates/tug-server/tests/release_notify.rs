@@ -335,6 +335,52 @@ async fn releases_notify_slack_github_and_grafana_and_the_cluster_reports_back()
         "healthy"
     );
 
+    // A later revision (here a human commit after the releases) is matched by the object's
+    // name to the service and environment, and by ancestry to the release it runs.
+    let later = repo
+        .human_commit(
+            "main",
+            "README.md",
+            |_| b"notes\n".to_vec(),
+            "docs: a human commit after the releases",
+        )
+        .unwrap();
+    let (code, recorded) = server
+        .call(
+            "/api/v1/webhooks/flux",
+            Some(json!({
+                "involvedObject": {"kind": "Kustomization", "name": "api-prod", "namespace": "flux-system"},
+                "severity": "info", "reason": "ReconciliationSucceeded",
+                "message": "Applied revision",
+                "metadata": {"revision": format!("main@sha1:{later}")},
+            })),
+        )
+        .await;
+    assert_eq!(code, 200, "{recorded}");
+    assert_eq!(recorded["environment"], "prod", "{recorded}");
+    assert_eq!(recorded["revision"], prod_commit.as_str(), "{recorded}");
+    assert_eq!(
+        server.environment("prod").await["rollout"]["state"],
+        "healthy"
+    );
+    let (code, recorded) = server
+        .call(
+            "/api/v1/webhooks/argocd",
+            Some(json!({"app": "dev-api", "revision": later, "syncStatus": "Synced", "healthStatus": "Degraded"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{recorded}");
+    assert_eq!(recorded["environment"], "dev", "{recorded}");
+    assert_eq!(recorded["revision"], dev_commit.as_str(), "{recorded}");
+    // A name that stands for no service and environment is not guessed.
+    let (code, unmatched) = server
+        .call(
+            "/api/v1/webhooks/argocd",
+            Some(json!({"app": "web-dev", "revision": later, "syncStatus": "Synced", "healthStatus": "Healthy"})),
+        )
+        .await;
+    assert_eq!(code, 202, "{unmatched}");
+
     // A revision no release made is acknowledged and recorded nowhere.
     let (code, unknown) = server
         .call(

@@ -33,6 +33,9 @@ pub enum FilesError {
 pub struct Context {
     /// Written into the redeploy annotation (a timestamp or the request id).
     pub redeploy_value: String,
+    /// Refuse an edit that would only add (a new kustomize `images:` entry, a new key at a yq
+    /// path, new Helm image keys) instead of reporting it in [`Applied::created`].
+    pub strict: bool,
 }
 
 /// Default annotation bumped by a redeploy.
@@ -51,6 +54,9 @@ pub struct FileChange {
 pub struct Applied {
     pub changes: Vec<FileChange>,
     pub summaries: Vec<String>,
+    /// What edits added where they changed nothing that existed (`tug_edit::Outcome::created`),
+    /// one line each, prefixed with the spec field and the file.
+    pub created: Vec<String>,
 }
 
 impl Applied {
@@ -82,6 +88,8 @@ struct Overlay<'a> {
     original: BTreeMap<String, Option<Vec<u8>>>,
     current: BTreeMap<String, Vec<u8>>,
     order: Vec<String>,
+    strict: bool,
+    created: Vec<String>,
 }
 
 impl<'a> Overlay<'a> {
@@ -91,6 +99,8 @@ impl<'a> Overlay<'a> {
             original: BTreeMap::new(),
             current: BTreeMap::new(),
             order: Vec::new(),
+            strict: false,
+            created: Vec::new(),
         }
     }
 
@@ -162,6 +172,7 @@ pub fn apply_segments(
     ctx: &Context,
 ) -> Result<Applied, ApplyError> {
     let mut overlay = Overlay::new(files);
+    overlay.strict = ctx.strict;
     let mut summaries = Vec::new();
     for (at, pi, p) in segments.iter().flat_map(|s| {
         s.paths
@@ -206,7 +217,13 @@ pub fn apply_segments(
         for (i, m) in p.images.iter().enumerate() {
             let field = format!("{at}.images[{i}]");
             let spec = image_spec(&m.image_ref(), &field).map_err(|e| err(&e.field, e.message))?;
-            let edit = Edit::ManifestImage(spec);
+            let edit = match &m.container {
+                Some(container) => Edit::ContainerImage {
+                    container: container.clone(),
+                    image: spec,
+                },
+                None => Edit::ManifestImage(spec),
+            };
             match &m.file {
                 Some(f) => {
                     let file =
@@ -288,9 +305,11 @@ pub fn apply_segments(
             }
         }
     }
+    let created = std::mem::take(&mut overlay.created);
     Ok(Applied {
         changes: overlay.into_changes(),
         summaries,
+        created,
     })
 }
 
@@ -323,6 +342,21 @@ fn edit_file(
         Err(e) => return Err(err(field, e.to_string())),
     };
     let summary = format!("{file}: {}", outcome.summary);
+    if overlay.strict && !outcome.created.is_empty() {
+        return Err(err(
+            field,
+            format!(
+                "{file}: refused (strict): the edit would only add {}; nothing that exists matches, which is usually a typo",
+                outcome.created.join("; ")
+            ),
+        ));
+    }
+    overlay.created.extend(
+        outcome
+            .created
+            .iter()
+            .map(|c| format!("{field}: {file}: {c}")),
+    );
     if outcome.changed {
         overlay
             .write(file, outcome.output)
@@ -396,7 +430,52 @@ mod tests {
     fn ctx() -> Context {
         Context {
             redeploy_value: "2026-01-01T00:00:00Z".to_owned(),
+            strict: false,
         }
+    }
+
+    #[test]
+    fn an_edit_that_only_adds_is_reported_or_refused_when_strict() {
+        let files = Mem(BTreeMap::from([(
+            "apps/a/dev/kustomization.yaml".to_owned(),
+            KUST.as_bytes().to_vec(),
+        )]));
+        let typo = |name: &str| PathsAt {
+            field: "paths".into(),
+            paths: vec![PathUpdate {
+                path: "apps/a/dev".into(),
+                kustomize: Some(KustomizeUpdate {
+                    images: vec![ImageRef {
+                        name: name.into(),
+                        new_tag: Some("1.0.1".into()),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }],
+        };
+        let applied = apply_segments(&[typo("registry.example.com/ap")], &files, &ctx()).unwrap();
+        assert_eq!(applied.changes.len(), 1);
+        assert_eq!(
+            applied.created,
+            [
+                "paths[0].kustomize.images[0]: apps/a/dev/kustomization.yaml: images entry registry.example.com/ap (the kustomization has: registry.example.com/app)"
+            ]
+        );
+        let strict = Context {
+            strict: true,
+            ..ctx()
+        };
+        let e = apply_segments(&[typo("registry.example.com/ap")], &files, &strict).unwrap_err();
+        assert_eq!(e.field, "paths[0].kustomize.images[0]");
+        assert!(
+            e.message.contains("refused (strict): the edit would only add images entry registry.example.com/ap (the kustomization has: registry.example.com/app)"),
+            "{e}"
+        );
+        // An update of an existing entry is no addition, strict or not.
+        let applied = apply_segments(&[typo("registry.example.com/app")], &files, &strict).unwrap();
+        assert!(applied.created.is_empty());
+        assert_eq!(applied.changes.len(), 1);
     }
 
     const KUST: &str = "resources:\n  - deployment.yaml\nimages:\n  - name: registry.example.com/app\n    newTag: \"1.0.0\"  # release tag\n";

@@ -31,6 +31,10 @@ pub struct DeployRequest {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub allow_empty: bool,
+    /// Refuse the request when an edit would only add (a new kustomize `images:` entry, a new
+    /// key) instead of changing what exists; absent: the server's `deploy.strict` default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// Commit metadata. The capitalised names are the Delivery server's wire format.
@@ -264,6 +268,9 @@ pub struct ManifestImageUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     pub name: String,
+    /// Only the containers with this `name` (tug).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     #[serde(
         rename = "newName",
         alias = "new_name",

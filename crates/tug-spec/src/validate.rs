@@ -120,6 +120,12 @@ pub fn validate_path_update(p: &PathUpdate, at: &str) -> Result<(), InvalidSpec>
         if let Some(file) = &m.file {
             check_file_name(file).map_err(|m| invalid(format!("{f}.file"), m))?;
         }
+        if m.container.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(invalid(
+                format!("{f}.container"),
+                "must not be empty: name a container, or leave it out to change every container of the image",
+            ));
+        }
         image_spec(&m.image_ref(), &f)?;
         edits += 1;
     }

@@ -278,6 +278,12 @@ pub struct DeployArgs {
     /// Commit even when the files already hold the requested state.
     #[arg(long, env = "TUG_ALLOW_EMPTY")]
     pub allow_empty: bool,
+    /// Refuse the deploy (nothing is pushed) when an edit would only add — a new kustomize
+    /// `images:` entry, a new key — instead of changing what exists: a typo in a name or key.
+    /// Without it the server's `deploy.strict` decides (off: such a deploy lands with a
+    /// `[WARN]` line).
+    #[arg(long, env = "TUG_STRICT")]
+    pub strict: bool,
     /// An extra line for the notifications the server sends about this deploy.
     #[arg(long, env = "TUG_NOTIFY_MESSAGE", value_name = "TEXT")]
     pub notify_message: Option<String>,

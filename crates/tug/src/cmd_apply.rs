@@ -51,6 +51,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     let ctx = tug_spec::Context {
         redeploy_value: args.redeploy_value.clone().unwrap_or_else(now_rfc3339),
+        strict: false,
     };
     match &args.dir {
         Some(dir) => apply_to_dir(&args, dir, &selected, &ctx),
@@ -253,6 +254,7 @@ fn apply_and_push(
                 trailers: Vec::new(),
                 allow_empty: args.allow_empty,
             },
+            created: tug_deploy::Created::default(),
         };
         if args.dry_run {
             let mirror = mirror?;

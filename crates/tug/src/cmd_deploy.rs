@@ -125,6 +125,7 @@ fn request(args: &DeployArgs) -> anyhow::Result<tug_spec::DeployRequest> {
         notify,
         idempotency_key: None,
         allow_empty: args.allow_empty,
+        strict: args.strict.then_some(true),
     })
 }
 

@@ -288,12 +288,16 @@ pub fn unpin(args: &UnpinArgs) -> anyhow::Result<()> {
     match args.server.output {
         OutputFormat::Json => output::json(&answer),
         OutputFormat::Text => output::line(&format!(
-            "unpinned {} in {} (was held at {}); auto-releases resume",
+            "unpinned {} in {} (was held at {}); auto-releases resume\n{}",
             args.service,
             args.env,
             answer
                 .get("unpinned")
                 .map(|u| str_of(u, "artifactId"))
+                .unwrap_or(""),
+            answer
+                .get("autoRelease")
+                .map(|a| str_of(a, "message"))
                 .unwrap_or("")
         )),
     }
@@ -320,9 +324,27 @@ fn status_text(status: &Value) -> String {
         .flatten()
     {
         out.push_str(&format!("{}:\n", str_of(env, "environment")));
+        let outside = env.get("setOutsideReleases").filter(|o| !o.is_null());
+        let outside_line = |o: &Value| {
+            format!(
+                "{} ({}), set outside releases in {}",
+                str_of(o, "tag"),
+                str_of(o, "image"),
+                str_of(o, "file")
+            )
+        };
         if env.get("released").and_then(Value::as_bool) != Some(true) {
-            out.push_str("  not released\n\n");
+            match outside {
+                Some(o) => out.push_str(&format!(
+                    "  not released\n  Deployed: {}\n\n",
+                    outside_line(o)
+                )),
+                None => out.push_str("  not released\n\n"),
+            }
             continue;
+        }
+        if let Some(o) = outside {
+            out.push_str(&format!("  Deployed: {}\n", outside_line(o)));
         }
         let mut field = |label: &str, value: String| {
             if !value.is_empty() {

@@ -615,3 +615,82 @@ fn a_tug_server_over_https_is_trusted_through_ca_cert() {
     assert_eq!(stdout(&trusted), format!("gitops main {tip}\n"));
     assert!(kustomization_at_tip(&world).contains("newTag: \"v9.1.0\""));
 }
+
+/// An image name that is not in the kustomization: the deploy adds an `images:` entry, says so
+/// in a `[WARN]` line and lists it under `created`; with `--strict`, `TUG_STRICT` or the
+/// server's `deploy.strict` it is refused, nothing pushed, naming the entries that exist.
+#[test]
+fn a_deploy_that_only_adds_warns_and_strict_refuses_it() {
+    let typo = |tag: &str| {
+        [
+            "--repository",
+            "gitops",
+            "--branch",
+            "main",
+            "--path",
+            DEV_PATH,
+            "--image",
+            &format!("registry.example.com/demo/ap:{tag}"),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let world = World::start();
+    let mut args = typo("v1");
+    args.extend(["-o", "json"].map(str::to_owned));
+    let out = run(&world, &strs(&args), &[("TUG_TOKEN", CI_TOKEN)]);
+    assert!(out.status.success(), "{out:?}");
+    let added = "apps/demo/dev/kustomization.yaml: images entry registry.example.com/demo/ap (the kustomization has: registry.example.com/demo/app)";
+    let progress = stderr(&out);
+    assert!(
+        progress.contains(&format!(
+            "[WARN] deploySpecs[0].updates[0].paths[0].kustomize.images[0]: {added}: added, not changed"
+        )),
+        "{progress}"
+    );
+    let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        result["updates"][0]["created"],
+        serde_json::json!([format!(
+            "deploySpecs[0].updates[0].paths[0].kustomize.images[0]: {added}"
+        )]),
+        "{result}"
+    );
+    assert!(kustomization_at_tip(&world).contains("registry.example.com/demo/ap\n"));
+
+    let before = world.gitops.tip("main").unwrap();
+    let strict_typo = "the edit would only add images entry registry.example.com/demo/apx (the kustomization has: registry.example.com/demo/app, registry.example.com/demo/ap)";
+    for (flag, env) in [
+        (Some("--strict"), vec![("TUG_TOKEN", CI_TOKEN)]),
+        (None, vec![("TUG_TOKEN", CI_TOKEN), ("TUG_STRICT", "true")]),
+    ] {
+        let mut args = typo("v2");
+        args[7] = "registry.example.com/demo/apx:v2".to_owned();
+        args.extend(flag.map(str::to_owned));
+        let out = run(&world, &strs(&args), &env);
+        assert_eq!(out.status.code(), Some(1), "{flag:?}: {out:?}");
+        assert!(stdout(&out).contains(strict_typo), "{flag:?}: {out:?}");
+        assert_eq!(world.gitops.tip("main").unwrap(), before, "{flag:?}");
+    }
+    // An existing entry is changed as usual under strict.
+    let mut args = shorthand("v3.0.0");
+    args.push("--strict".to_owned());
+    let out = run(&world, &strs(&args), &[("TUG_TOKEN", CI_TOKEN)]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!stderr(&out).contains("[WARN]"), "{out:?}");
+
+    // The server's default.
+    let strict_server = World::start_with("deploy: { strict: true }\n");
+    let out = run(
+        &strict_server,
+        &strs(&typo("v1")),
+        &[("TUG_TOKEN", CI_TOKEN)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stdout(&out).contains(
+            "refused (strict): the edit would only add images entry registry.example.com/demo/ap"
+        ),
+        "{out:?}"
+    );
+}

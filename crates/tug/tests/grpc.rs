@@ -553,3 +553,54 @@ async fn a_branch_whose_edit_fails_reports_its_error_in_the_result() {
     )));
     assert_eq!(world.gitops.commit_count("main").unwrap(), commits_before);
 }
+
+/// A yq key that does not exist: without `strict` the key is added, a WARN progress line and
+/// the branch's `created` say so; with `strict` the request fails and nothing is pushed.
+#[tokio::test]
+async fn strict_refuses_an_edit_that_only_adds_and_without_it_created_reports_it() {
+    let world = World::start();
+    let mut client = deploy_client(&world).await;
+    let typo = |strict: Option<bool>, value: &str| {
+        let mut request = image_request("gitops", "v5");
+        let path = &mut request.deploy_specs[0].updates[0].paths[0];
+        path.kustomize = None;
+        path.yq = vec![v1::YqEdit {
+            file: "deployment.yaml".into(),
+            key: ".spec.replica".into(),
+            value: value.into(),
+            ..Default::default()
+        }];
+        request.strict = strict;
+        request
+    };
+    let before = world.gitops.tip("main").unwrap();
+    let events = deploy_events(
+        &mut client,
+        with_token(typo(Some(true), "3"), Some(CI_TOKEN)),
+    )
+    .await;
+    let result = result_of(&events);
+    assert_eq!(result.status(), v1::JobStatus::Failed);
+    let Some(v1::branch_result::Outcome::Error(error)) = &result.branches[0].outcome else {
+        panic!("no error outcome: {result:?}");
+    };
+    assert!(
+        error.contains("refused (strict): the edit would only add key .spec.replica (.spec has no key replica; its keys: template)"),
+        "{error}"
+    );
+    assert_eq!(world.gitops.tip("main").unwrap(), before);
+
+    let events = deploy_events(&mut client, with_token(typo(None, "3"), Some(CI_TOKEN))).await;
+    let result = result_of(&events);
+    assert_eq!(result.status(), v1::JobStatus::Succeeded);
+    assert_eq!(
+        result.branches[0].created,
+        [
+            "deploySpecs[0].updates[0].paths[0].yq[0]: apps/demo/dev/deployment.yaml: key .spec.replica (.spec has no key replica; its keys: template)"
+        ]
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Progress(p) if p.level() == v1::Level::Warn && p.message.contains("key .spec.replica")
+    )));
+}

@@ -316,7 +316,10 @@ fn artifact_to_auto_release_promote_refusal_rollback_and_history() {
         text.contains("  Pinned: yes, rolled back to main-1 by ci"),
         "{text}"
     );
-    assert!(text.contains("prod:\n  not released\n"), "{text}");
+    assert!(
+        text.contains("prod:\n  not released\n  Deployed: 0.0.1 (registry.example.com/shop/api), set outside releases in apps/api/prod/kustomization.yaml\n"),
+        "{text}"
+    );
 
     // History, newest first.
     let history = world.ok(&[
@@ -356,6 +359,12 @@ fn artifact_to_auto_release_promote_refusal_rollback_and_history() {
     assert_eq!(environment(&world.status(), "staging")["pinned"], true);
     let unpinned = world.ok(&["unpin", "--service", "api", "--env", "staging"]);
     assert!(unpinned.contains("was held at main-1"), "{unpinned}");
+    assert!(
+        unpinned.contains(
+            "no auto-release policy of service 'api' targets 'staging'; nothing is released"
+        ),
+        "{unpinned}"
+    );
     assert_eq!(environment(&world.status(), "staging")["pinned"], false);
 }
 
@@ -456,4 +465,98 @@ fn artifact_json_with_an_unknown_field_is_refused_naming_the_path() {
     let bad_tag = run(&["artifact", "init", "--service", "api", "--id", "../escape"]);
     assert!(!bad_tag.status.success());
     assert!(stderr(&bad_tag).contains("id"), "{}", stderr(&bad_tag));
+}
+
+#[test]
+fn policy_delete_prints_the_deleted_ids_and_names_global_policies_of_an_unknown_id() {
+    let world = World::start();
+    let applied = world.ok(&[
+        "policy",
+        "--service",
+        "api",
+        "apply",
+        "auto-release",
+        "--branch",
+        "main",
+        "--env",
+        "dev",
+    ]);
+    let id = applied.trim().strip_prefix("applied policy ").unwrap();
+    assert_eq!(id, "auto-release-main-dev");
+
+    let deleted = world.ok(&["policy", "--service", "api", "delete", id]);
+    assert_eq!(deleted, "deleted auto-release-main-dev\n");
+
+    let refused = world.tug(&["policy", "--service", "api", "delete", "nosuch"]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains(
+            "service 'api' has no policy 'nosuch'; it has no policies of its own; the server's global policies (which cannot be deleted) are global-branch-restriction-prod"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn status_shows_the_image_a_deploy_set_outside_releases() {
+    let world = World::start();
+    world.ok(&[
+        "deploy",
+        "--repository",
+        "platform",
+        "--branch",
+        "main",
+        "--path",
+        "apps/api/staging",
+        "--image",
+        "registry.example.com/shop/api:9.9.9",
+    ]);
+    let status = world.status();
+    let staging = environment(&status, "staging");
+    assert_eq!(staging["released"], false);
+    assert_eq!(
+        staging["setOutsideReleases"],
+        serde_json::json!({
+            "image": IMAGE, "tag": "9.9.9",
+            "file": "apps/api/staging/kustomization.yaml",
+        })
+    );
+    let text = world.ok(&["status", "--service", "api"]);
+    assert!(
+        text.contains("staging:\n  not released\n  Deployed: 9.9.9 (registry.example.com/shop/api), set outside releases in apps/api/staging/kustomization.yaml\n"),
+        "{text}"
+    );
+
+    // Released, then changed by a deploy: both the release and the deployed tag show.
+    world.build_and_push("main-1", "main", "1.0.1");
+    world.ok(&[
+        "release",
+        "--service",
+        "api",
+        "--env",
+        "dev",
+        "--artifact",
+        "main-1",
+    ]);
+    assert!(environment(&world.status(), "dev")["setOutsideReleases"].is_null());
+    world.ok(&[
+        "deploy",
+        "--repository",
+        "platform",
+        "--branch",
+        "main",
+        "--path",
+        "apps/api/dev",
+        "--image",
+        "registry.example.com/shop/api:1.0.1-hotfix",
+    ]);
+    let dev = environment(&world.status(), "dev");
+    assert_eq!(dev["artifactId"], "main-1");
+    assert_eq!(dev["setOutsideReleases"]["tag"], "1.0.1-hotfix");
+    let text = world.ok(&["status", "--service", "api"]);
+    assert!(
+        text.contains("dev:\n  Deployed: 1.0.1-hotfix (registry.example.com/shop/api), set outside releases in apps/api/dev/kustomization.yaml\n  Artifact: main-1\n"),
+        "{text}"
+    );
 }

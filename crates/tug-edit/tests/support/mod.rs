@@ -40,7 +40,10 @@ fn load_case(dir: &Path) -> Case {
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let file = p.file_name().unwrap().to_string_lossy();
-            file != "expected.yaml" && file != "expected.err" && file != "edit"
+            file != "expected.yaml"
+                && file != "expected.err"
+                && file != "expected.created"
+                && file != "edit"
         })
         .collect();
     assert_eq!(
@@ -105,6 +108,10 @@ pub fn parse_edit(line: &str) -> Result<Edit, String> {
     {
         ["kustomize-image", s] => Ok(Edit::KustomizeImage(raw_spec(&s.to_string())?)),
         ["manifest-image", s] => Ok(Edit::ManifestImage(raw_spec(&s.to_string())?)),
+        ["container-image", container, s] => Ok(Edit::ContainerImage {
+            container: container.to_string(),
+            image: raw_spec(&s.to_string())?,
+        }),
         ["set", path, value] => Ok(Edit::Set {
             path: path.to_string(),
             value: value.to_string(),

@@ -288,6 +288,7 @@ fn every_documented_override_is_applied() {
         ("TUG_COMMIT_COMMITTER_NAME", "n"),
         ("TUG_COMMIT_COMMITTER_EMAIL", "e@x"),
         ("TUG_COMMIT_ALLOW_EMPTY", "true"),
+        ("TUG_DEPLOY_STRICT", "true"),
         ("TUG_LIMITS_MAX_BODY_BYTES", "7"),
         ("TUG_LIMITS_MAX_PATHS_PER_REQUEST", "7"),
         ("TUG_LIMITS_BATCH_MAX", "7"),
@@ -465,4 +466,28 @@ fn load_reads_a_real_file_and_reports_a_missing_one() {
     let missing = dir.path().join("absent.yaml");
     let error = Config::load(&missing, &env_of(&[])).unwrap_err();
     assert!(error.to_string().contains("absent.yaml"), "{error}");
+}
+
+#[test]
+fn rollout_feedback_names_default_and_must_name_the_service() {
+    let config = load("auth: {mode: none}\n", &env_of(&[])).unwrap();
+    assert_eq!(
+        config.rollout_feedback.names,
+        ["{service}-{env}", "{env}-{service}"]
+    );
+    let config = load(
+        "auth: {mode: none}\nrollout_feedback: {names: [\"{env}.{service}\"]}\n",
+        &env_of(&[]),
+    )
+    .unwrap();
+    assert_eq!(config.rollout_feedback.names, ["{env}.{service}"]);
+    let error = load(
+        "auth: {mode: none}\nrollout_feedback: {names: [\"{app}-{env}\"]}\n",
+        &env_of(&[]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { field, .. } if field == "rollout_feedback.names[0]"),
+        "{error}"
+    );
 }

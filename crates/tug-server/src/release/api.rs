@@ -32,7 +32,7 @@ use tug_store::{
 use super::edits::check_bundle;
 use super::flow::{
     Ask, AutoReleaseOutcome, Planned, auto_release, enqueue, load_artifact, message_parts,
-    person_identity, plan, release_json, submit,
+    person_identity, plan, release_held_back, release_json, submit,
 };
 use super::index::{UNPINNED_BY, history, sync, sync_all};
 use super::policies::{policies_path, policies_place, read as read_policies, read_for_change};
@@ -243,6 +243,7 @@ pub(crate) async fn push_artifact_core(
             &caller.principal.name,
             &stored,
             &artifact,
+            None,
         )
         .await?
     };
@@ -328,6 +329,7 @@ pub(crate) async fn upload_bundle_core(
         &caller.principal.name,
         &stored,
         &artifact,
+        None,
     )
     .await?;
     Ok(UploadedBundle {
@@ -483,6 +485,9 @@ pub(crate) struct EnvironmentState {
     pub previous_artifact_id: Option<String>,
     pub pin: Option<Pin>,
     pub rollout: Option<RolloutState>,
+    /// The image the target's file names, when it is not the one `current` released (a deploy
+    /// set it, or nothing was ever released there).
+    pub set_outside_releases: Option<super::deployed::DeployedImage>,
 }
 
 /// One entry per environment, in promotion order.
@@ -501,6 +506,17 @@ pub(crate) async fn status_core(
         .rollouts(service)
         .await
         .map_err(|e| store_error(&e))?;
+    // The service's image, to find it in files releases did not write.
+    let image = ctx
+        .app
+        .releases
+        .artifacts(service, None, 1)
+        .await
+        .map_err(|e| store_error(&e))?
+        .first()
+        .and_then(|a| tug_release::Artifact::from_json(&a.artifact_json).ok())
+        .and_then(|a| a.image_reference())
+        .map(|i| i.image);
     let mut environments = Vec::new();
     for env in &model.environments {
         let st = environment_status(&history, &unpins, service, &env.name);
@@ -508,6 +524,19 @@ pub(crate) async fn status_core(
             Some(current) => known_artifact(ctx, service, &current.record.artifact_id).await?,
             None => None,
         };
+        let target = model.services.target_for(service, &env.name).ok();
+        let deployed = match (model.places.get(&env.name), &target) {
+            (Some(place), Some(target)) => {
+                super::deployed::deployed_image(ctx, place, target, image.clone()).await?
+            }
+            _ => None,
+        };
+        let released_tag = artifact
+            .as_ref()
+            .and_then(|k| k.artifact.image_reference())
+            .map(|i| i.tag);
+        let set_outside_releases = deployed
+            .filter(|d| st.current.is_none() || released_tag.as_ref().is_some_and(|t| *t != d.tag));
         environments.push(EnvironmentState {
             environment: env.name.clone(),
             place: model.places.get(&env.name).cloned(),
@@ -521,6 +550,7 @@ pub(crate) async fn status_core(
             previous_artifact_id: st.previous.map(|p| p.record.artifact_id.clone()),
             pin: st.pin,
             rollout: rollouts.iter().find(|r| r.environment == env.name).cloned(),
+            set_outside_releases,
         });
     }
     Ok(environments)
@@ -593,6 +623,7 @@ async fn commit_and_wait(
         trailers,
         allow_empty,
         redeploy_value: jiff::Timestamp::now().to_string(),
+        strict: true,
         files,
         replace_dirs: Vec::new(),
         preconditions,
@@ -632,6 +663,8 @@ pub(crate) struct UnpinInput {
 pub(crate) struct Unpinned {
     pub job: Job,
     pub pin: Pin,
+    /// The auto-release the pin held back, released now, or why nothing is.
+    pub auto_release: AutoReleaseOutcome,
 }
 
 pub(crate) async fn unpin_core(
@@ -681,7 +714,28 @@ pub(crate) async fn unpin_core(
     )
     .await?;
     sync(ctx, &place, false, false).await?;
-    Ok(Unpinned { job, pin: pinned })
+    let auto_release = if job.state == tug_store::JobState::Succeeded {
+        release_held_back(
+            ctx,
+            caller.token(),
+            &caller.principal.name,
+            &input.service,
+            &input.env,
+        )
+        .await?
+    } else {
+        AutoReleaseOutcome {
+            environment: input.env.clone(),
+            status: "skipped",
+            message: "the unpin did not land; nothing is released".to_owned(),
+            job_id: None,
+        }
+    };
+    Ok(Unpinned {
+        job,
+        pin: pinned,
+        auto_release,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -783,8 +837,8 @@ pub(crate) async fn list_policies_core(
 pub(crate) enum PolicyEffect {
     /// The id of the policy applied.
     Applied(String),
-    /// How many policies were deleted.
-    Deleted(usize),
+    /// The ids of the policies deleted.
+    Deleted(Vec<String>),
 }
 
 /// A committed policy change.
@@ -946,7 +1000,12 @@ pub(crate) async fn delete_policies_core(
     let describe = format!("delete policies {}", input.ids.join(", "));
     change_policies(ctx, caller, service, input.by, &describe, |p| {
         p.delete(&global, &input.ids)
-            .map(PolicyEffect::Deleted)
+            .map(|_| {
+                let mut ids = input.ids.clone();
+                ids.sort();
+                ids.dedup();
+                PolicyEffect::Deleted(ids)
+            })
             .map_err(|e| policy_error(&e))
     })
     .await
@@ -1207,6 +1266,9 @@ async fn status(
                 v["commit"] = json!(current.commit);
                 add_artifact_details(&mut v, st.artifact.as_ref());
             }
+            if let Some(d) = &st.set_outside_releases {
+                v["setOutsideReleases"] = json!({"image": d.image, "tag": d.tag, "file": d.file});
+            }
             v
         })
         .collect();
@@ -1246,6 +1308,7 @@ async fn unpin(
     let unpinned = unpin_core(&ctx, &caller, input).await?;
     let mut v = job_json(&unpinned.job, &[]);
     v["unpinned"] = json!({"artifactId": unpinned.pin.artifact, "rolledBackBy": unpinned.pin.by});
+    v["autoRelease"] = json!(unpinned.auto_release);
     v["jobId"] = json!(unpinned.job.id);
     Ok(axum::Json(v))
 }
@@ -1283,7 +1346,7 @@ fn policy_change_json(change: &PolicyChange) -> Value {
     v["policies"] = policies_json(&change.policies);
     match &change.effect {
         PolicyEffect::Applied(id) => v["id"] = json!(id),
-        PolicyEffect::Deleted(count) => v["deleted"] = json!(count),
+        PolicyEffect::Deleted(ids) => v["deleted"] = json!(ids),
     }
     v
 }

@@ -38,11 +38,13 @@ pub fn image_update(
             });
         }
         EditKind::Helm { key } => {
+            // The values file holds the artifact's image repository (as `repository`, or
+            // `registry` + `repository`); the edit sets its tag and digest.
             update.helm = vec![HelmImageUpdate {
                 file: None,
                 key: Some(format!(".{key}")),
-                name: None,
-                new_name: Some(image.image.clone()),
+                name: Some(image.image.clone()),
+                new_name: None,
                 new_tag: Some(image.tag.clone()),
                 digest: image.digest.clone(),
             }];
@@ -68,10 +70,11 @@ pub fn image_update(
             }];
             redeploy_file = Some(file.to_owned());
         }
-        EditKind::Manifest { .. } => {
+        EditKind::Manifest { container } => {
             update.images = vec![ManifestImageUpdate {
                 file: None,
                 name: image.image.clone(),
+                container: container.clone(),
                 new_name: None,
                 new_tag: Some(image.tag.clone()),
                 digest: image.digest.clone(),

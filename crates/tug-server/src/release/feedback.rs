@@ -3,6 +3,13 @@
 //! environment's rollout state (`progressing`, `healthy`, `degraded`), which
 //! `GET /api/v1/status/{service}` shows.
 //!
+//! A revision is often not a release commit itself: group commits, other services' releases,
+//! deploys and human commits land after it. Then the report's object name (the Argo CD
+//! Application, the Flux Kustomization or HelmRelease `involvedObject.name`) names the service
+//! and environment through the `rollout_feedback.names` templates (`{service}-{env}`,
+//! `{env}-{service}` by default), and the release is the newest one of that service and
+//! environment whose commit is in the revision's history.
+//!
 //! Both endpoints take the API's bearer token (Argo CD's webhook service and Flux's `generic`
 //! provider can both send an `Authorization` header).
 //!
@@ -28,6 +35,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tug_store::{ReleaseQuery, RolloutState};
 
@@ -47,6 +55,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
 /// A rollout report, whatever the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Report {
+    /// The Argo CD Application or Flux object name, which names the service and environment.
+    pub name: String,
     pub revision: String,
     pub state: &'static str,
     pub message: String,
@@ -71,6 +81,7 @@ pub(crate) fn argocd_report(payload: &Value) -> Result<Report, String> {
         message.push_str(&format!(": {}", s("message")));
     }
     Ok(Report {
+        name: s("app").to_owned(),
         revision: revision.to_owned(),
         state,
         message,
@@ -109,6 +120,7 @@ pub(crate) fn flux_report(payload: &Value) -> Result<Report, String> {
     };
     let object = &payload["involvedObject"];
     Ok(Report {
+        name: s(&object["name"]),
         revision: flux_commit(revision).to_owned(),
         state,
         message: format!(
@@ -173,12 +185,22 @@ async fn record(
         sync_all(ctx, true).await?;
         found = find_release(ctx, &report.revision).await?;
     }
+    if found.is_none() {
+        // A revision after the release (group commit, other services, deploys, human commits):
+        // the object's name names the service and environment, ancestry the release.
+        found = find_by_name(ctx, &report.name, &report.revision).await?;
+    }
     let Some((service, environment, commit)) = found else {
         return Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({
                 "recorded": false,
-                "message": format!("no release has manifest commit {}", report.revision),
+                "message": format!(
+                    "no release has manifest commit {}, and '{}' names no service and environment with a release in its history (names are {}; see rollout_feedback.names)",
+                    report.revision,
+                    report.name,
+                    ctx.app.config.rollout_feedback.describe()
+                ),
             })),
         )
             .into_response());
@@ -203,6 +225,129 @@ async fn record(
         "state": report.state,
     }))
     .into_response())
+}
+
+/// The `rollout_feedback:` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutFeedbackConfig {
+    /// How an Argo CD Application or a Flux Kustomization/HelmRelease is named after the
+    /// service and environment it deploys, tried in order: templates with `{service}` and
+    /// `{env}`. A report whose revision is not a release commit is matched by its object name.
+    #[serde(default = "default_names")]
+    pub names: Vec<String>,
+}
+
+impl Default for RolloutFeedbackConfig {
+    fn default() -> Self {
+        RolloutFeedbackConfig {
+            names: default_names(),
+        }
+    }
+}
+
+fn default_names() -> Vec<String> {
+    vec!["{service}-{env}".to_owned(), "{env}-{service}".to_owned()]
+}
+
+impl RolloutFeedbackConfig {
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        for (i, name) in self.names.iter().enumerate() {
+            let rest = name.replace("{service}", "").replace("{env}", "");
+            if !name.contains("{service}") || rest.contains(['{', '}']) {
+                return Err((
+                    format!("rollout_feedback.names[{i}]"),
+                    format!(
+                        "'{name}' must hold {{service}} (and usually {{env}}) and no other variable"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+}
+
+/// The (service, environment) an object name stands for, by the configured templates.
+fn service_and_env(ctx: &Ctx, name: &str) -> Result<Option<(String, String)>, ApiError> {
+    let model = ctx.model()?;
+    let services: Vec<&str> = model.services.iter().map(|s| s.name.as_str()).collect();
+    let environments: Vec<&str> = model.environments.iter().map(|e| e.name.as_str()).collect();
+    Ok(name_match(
+        &ctx.app.config.rollout_feedback.names,
+        &services,
+        &environments,
+        name,
+    ))
+}
+
+/// The first (service, environment) whose name by the first matching template is `name`.
+fn name_match(
+    templates: &[String],
+    services: &[&str],
+    environments: &[&str],
+    name: &str,
+) -> Option<(String, String)> {
+    templates.iter().find_map(|template| {
+        services.iter().find_map(|service| {
+            environments.iter().find_map(|env| {
+                let rendered = template.replace("{service}", service).replace("{env}", env);
+                (rendered == name).then(|| ((*service).to_owned(), (*env).to_owned()))
+            })
+        })
+    })
+}
+
+/// The newest release of the service and environment `name` stands for whose commit is in the
+/// history of `revision`.
+async fn find_by_name(
+    ctx: &Ctx,
+    name: &str,
+    revision: &str,
+) -> Result<Option<(String, String, String)>, ApiError> {
+    let Some((service, env)) = service_and_env(ctx, name)? else {
+        return Ok(None);
+    };
+    let model = ctx.model()?;
+    let Some(place) = model.places.get(&env).cloned() else {
+        return Ok(None);
+    };
+    let rows = ctx
+        .app
+        .releases
+        .releases(&ReleaseQuery {
+            service: service.clone(),
+            environment: Some(env.clone()),
+            limit: 10_000,
+        })
+        .await
+        .map_err(|e| store_error(&e))?;
+    let mirror = super::index::mirror_of(ctx, &place.repository).await?;
+    // The cluster may have seen a commit the mirror has not fetched yet.
+    super::index::tip(mirror.clone(), &place.branch, true).await?;
+    let revision = revision.to_ascii_lowercase();
+    let found = tokio::task::spawn_blocking(move || {
+        // Newest first: the first release in the revision's history is the one it runs.
+        for row in rows {
+            let Some(commit) = tug_git::ObjectId::from_hex(&row.commit) else {
+                continue;
+            };
+            if mirror.is_ancestor(commit, &revision).unwrap_or(false) {
+                return Some(row.commit);
+            }
+        }
+        None
+    })
+    .await
+    .map_err(|e| super::internal(format!("git task failed: {e}")))?;
+    Ok(found.map(|commit| (service, env, commit)))
 }
 
 /// (service, environment, full commit) of the release whose commit starts with `revision`.
@@ -235,6 +380,24 @@ async fn find_release(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn object_names_stand_for_a_service_and_an_environment() {
+        let defaults = super::default_names();
+        let services = ["api", "web-api"];
+        let environments = ["dev", "prod"];
+        let found = |templates: &[String], name: &str| {
+            super::name_match(templates, &services, &environments, name)
+        };
+        let pair = |s: &str, e: &str| Some((s.to_owned(), e.to_owned()));
+        assert_eq!(found(&defaults, "api-dev"), pair("api", "dev"));
+        assert_eq!(found(&defaults, "prod-web-api"), pair("web-api", "prod"));
+        assert_eq!(found(&defaults, "web-api-prod"), pair("web-api", "prod"));
+        assert_eq!(found(&defaults, "api"), None);
+        let custom = ["{env}.{service}".to_owned()];
+        assert_eq!(found(&custom, "prod.api"), pair("api", "prod"));
+        assert_eq!(found(&custom, "api-prod"), None);
+    }
 
     #[test]
     fn flux_revisions_name_their_commit() {

@@ -389,6 +389,8 @@ async fn plan_one(
         trailers,
         allow_empty: false,
         redeploy_value: jiff::Timestamp::now().to_string(),
+        // A release sets what the artifact names: an edit that would only add is a mistake.
+        strict: true,
         files,
         replace_dirs,
         preconditions: Vec::new(),
@@ -497,14 +499,83 @@ pub(crate) struct AutoReleaseOutcome {
     pub job_id: Option<String>,
 }
 
+/// After an unpin: the newest artifact of a branch that an auto-release policy sends to `env`,
+/// released there — the artifact the pin held back — or why nothing is released.
+pub(crate) async fn release_held_back(
+    ctx: &Ctx,
+    token: Option<&str>,
+    requested_by: &str,
+    service: &str,
+    env: &str,
+) -> Result<AutoReleaseOutcome, ApiError> {
+    let skipped = |message: String| AutoReleaseOutcome {
+        environment: env.to_owned(),
+        status: "skipped",
+        message,
+        job_id: None,
+    };
+    let policies = policies::read(ctx, service).await?;
+    let branches: Vec<&str> = policies
+        .auto_releases
+        .iter()
+        .filter(|p| p.environment == env)
+        .map(|p| p.branch.as_str())
+        .collect();
+    if branches.is_empty() {
+        return Ok(skipped(format!(
+            "no auto-release policy of service '{service}' targets '{env}'; nothing is released"
+        )));
+    }
+    let mut newest: Option<StoredArtifact> = None;
+    for branch in &branches {
+        let found = ctx
+            .app
+            .releases
+            .artifacts(service, Some(branch), 1)
+            .await
+            .map_err(|e| store_error(&e))?;
+        if let Some(candidate) = found.into_iter().next()
+            && newest
+                .as_ref()
+                .is_none_or(|n| candidate.created_at > n.created_at)
+        {
+            newest = Some(candidate);
+        }
+    }
+    let Some(candidate) = newest else {
+        return Ok(skipped(format!(
+            "no artifact of branch {} is registered; nothing is released",
+            branches.join(", ")
+        )));
+    };
+    let (history, _) = history(ctx, service).await?;
+    if current_release(&history, service, env).is_some_and(|c| c.record.artifact_id == candidate.id)
+    {
+        return Ok(skipped(format!(
+            "'{env}' already runs '{}', the newest auto-release candidate; nothing is released",
+            candidate.id
+        )));
+    }
+    let (stored, artifact) = load_artifact(ctx, service, &candidate.id).await?;
+    let outcomes = auto_release(ctx, token, requested_by, &stored, &artifact, Some(env)).await?;
+    Ok(outcomes.into_iter().next().unwrap_or_else(|| {
+        skipped(format!(
+            "artifact '{}' is not auto-released to '{env}'; nothing is released",
+            stored.id
+        ))
+    }))
+}
+
 /// Releases a newly registered artifact to every environment an auto-release policy of its
-/// branch names, unless a branch restriction forbids it or a rollback pins the environment.
+/// branch names (only to `only_env`, when given), unless a branch restriction forbids it or a
+/// rollback pins the environment.
 pub(crate) async fn auto_release(
     ctx: &Ctx,
     token: Option<&str>,
     requested_by: &str,
     stored: &StoredArtifact,
     artifact: &Artifact,
+    only_env: Option<&str>,
 ) -> Result<Vec<AutoReleaseOutcome>, ApiError> {
     let model = ctx.model()?;
     let service = stored.service.as_str();
@@ -527,6 +598,9 @@ pub(crate) async fn auto_release(
     };
     let mut outcomes = Vec::new();
     for env in policies.auto_release_targets(&branch) {
+        if only_env.is_some_and(|only| only != env) {
+            continue;
+        }
         let outcome = |status, message: String| AutoReleaseOutcome {
             environment: env.clone(),
             status,

@@ -296,6 +296,11 @@ fn environment_status(st: &EnvironmentState) -> v1::EnvironmentStatus {
             message: r.message.clone(),
             at: Some(timestamp(r.at)),
         }),
+        set_outside_releases: st.set_outside_releases.as_ref().map(|d| v1::DeployedImage {
+            image: d.image.clone(),
+            tag: d.tag.clone(),
+            file: d.file.clone(),
+        }),
         ..Default::default()
     };
     if let Some(current) = &st.current {
@@ -344,7 +349,7 @@ fn policies(listing: &PolicyListing) -> v1::Policies {
 fn policy_change(change: &PolicyChange) -> v1::PolicyChange {
     let (id, deleted) = match &change.effect {
         PolicyEffect::Applied(id) => (id.clone(), 0),
-        PolicyEffect::Deleted(count) => (String::new(), u32::try_from(*count).unwrap_or(u32::MAX)),
+        PolicyEffect::Deleted(ids) => (String::new(), u32::try_from(ids.len()).unwrap_or(u32::MAX)),
     };
     v1::PolicyChange {
         outcome: Some(job_outcome(&change.job)),
@@ -587,6 +592,9 @@ impl ReleaseService for ReleaseApi {
             outcome: Some(job_outcome(&unpinned.job)),
             unpinned_artifact_id: unpinned.pin.artifact.clone(),
             rolled_back_by: Some(person(&unpinned.pin.by)),
+            auto_release: auto_releases(std::slice::from_ref(&unpinned.auto_release))
+                .into_iter()
+                .next(),
         }))
     }
 

@@ -19,8 +19,9 @@
 //! of the first environment in promotion order).
 
 mod api;
+mod deployed;
 mod edits;
-mod feedback;
+pub mod feedback;
 mod flow;
 pub mod grpc;
 mod index;

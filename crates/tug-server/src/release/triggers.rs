@@ -707,7 +707,7 @@ async fn register(ctx: &Ctx, requested_by: &str, artifact: &Value) -> Result<Val
         Vec::new()
     } else {
         let token = ctx.app.config.triggers.token.as_ref().map(Secret::expose);
-        auto_release(ctx, token, requested_by, &stored, &parsed).await?
+        auto_release(ctx, token, requested_by, &stored, &parsed, None).await?
     };
     Ok(json!({
         "id": stored.id,
