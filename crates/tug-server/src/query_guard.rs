@@ -14,11 +14,23 @@ use crate::http::ApiError;
 const ALLOWED: &[(Method, &str, &[&str])] = &[
     (Method::POST, "/api/v1/deploy", &["wait"]),
     (Method::GET, "/api/v1/health", &["service"]),
-    (Method::GET, "/api/v1/jobs", &["repository", "status", "limit"]),
-    (Method::GET, "/api/v1/artifacts", &["service", "branch", "count"]),
+    (
+        Method::GET,
+        "/api/v1/jobs",
+        &["repository", "status", "limit"],
+    ),
+    (
+        Method::GET,
+        "/api/v1/artifacts",
+        &["service", "branch", "count"],
+    ),
     (Method::GET, "/api/v1/artifacts/{id}", &["service"]),
     (Method::POST, "/api/v1/releases", &["wait"]),
-    (Method::GET, "/api/v1/releases", &["service", "env", "count"]),
+    (
+        Method::GET,
+        "/api/v1/releases",
+        &["service", "env", "count"],
+    ),
     (Method::POST, "/api/v1/webhooks/dockerhub", &["token"]),
     (Method::POST, "/api/v1/webhooks/harbor", &["token"]),
 ];
@@ -47,7 +59,11 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1).copied(), bytes.get(i + 2).copied()) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
             (b'+', _, _) => out.push(b' '),
             (b'%', Some(hi), Some(lo)) if hex(hi).is_some() && hex(lo).is_some() => {
                 let value = hex(hi).unwrap_or(0) * 16 + hex(lo).unwrap_or(0);
@@ -108,7 +124,10 @@ mod tests {
         );
         assert_eq!(unknown_parameter("", deploy), None);
         let status = allowed(&Method::GET, "/api/v1/status/{service}");
-        assert_eq!(unknown_parameter("env=prod", status), Some("env".to_owned()));
+        assert_eq!(
+            unknown_parameter("env=prod", status),
+            Some("env".to_owned())
+        );
         assert_eq!(
             allowed(&Method::GET, "/api/v1/releases"),
             &["service", "env", "count"]

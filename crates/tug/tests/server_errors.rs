@@ -323,3 +323,41 @@ fn an_unset_variable_stops_the_server_naming_file_line_field_and_variable() {
         "names the variable: {stderr}"
     );
 }
+
+#[test]
+fn query_parameters_a_route_does_not_take_are_refused_and_nothing_is_pushed() {
+    let f = start();
+    let before = f.repo.tip("main").unwrap();
+    let request = body(&image_deploy(&f.url, "api", "v9.9.9"));
+    let response = f
+        .server
+        .post_deploy_to("/api/v1/deploy?dryRun=true", &request, Some(CI), None)
+        .unwrap();
+    assert_eq!(response.status, 400, "{}", response.text());
+    let error: Value = serde_json::from_str(&response.text()).unwrap();
+    assert_eq!(error["code"], "invalid_argument", "{error}");
+    assert_eq!(error["details"]["field"], "dryRun", "{error}");
+    assert!(
+        message(&error).contains("takes only wait"),
+        "{}",
+        message(&error)
+    );
+    assert_eq!(f.repo.tip("main").unwrap(), before, "nothing was pushed");
+
+    // The parameters a route does take still work, and every route checks.
+    let response = f
+        .server
+        .post_deploy_to("/api/v1/deploy?wait=false", &request, Some(CI), None)
+        .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+    for path in ["/api/v1/jobs?limit=1&colour=blue", "/metrics?x=1"] {
+        let (status, error) = f.server.get_json(path, Some(CI)).unwrap();
+        assert_eq!(status, 400, "{path}: {error}");
+        assert!(
+            message(&error).contains("unknown query parameter"),
+            "{error}"
+        );
+    }
+    let (status, jobs) = f.server.get_json("/api/v1/jobs?limit=1", Some(CI)).unwrap();
+    assert_eq!(status, 200, "{jobs}");
+}
