@@ -729,23 +729,20 @@ fn container_images(n: &Node, in_list: bool, out: &mut Vec<String>) {
         Value::Map(entries) => {
             for (k, v) in entries {
                 let key = scalar_text(Some(k)).unwrap_or("");
-                if in_list && key == "image" {
-                    if let Some(image) = scalar_text(Some(v)) {
-                        out.push(image.to_owned());
-                    }
+                if in_list
+                    && key == "image"
+                    && let Some(image) = scalar_text(Some(v))
+                {
+                    out.push(image.to_owned());
                 }
                 let list = CONTAINER_LISTS.contains(&key) && matches!(v.value, Value::Seq(_));
                 container_images(v, list, out);
             }
         }
         Value::Seq(items) => {
+            // Items of a container list are containers; deeper lists are not.
             for item in items {
-                // Items of a container list are containers; deeper lists are not.
-                if in_list {
-                    container_images(item, true, out);
-                } else {
-                    container_images(item, false, out);
-                }
+                container_images(item, in_list, out);
             }
         }
         _ => {}

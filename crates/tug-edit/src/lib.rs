@@ -82,8 +82,12 @@ pub enum Edit {
     /// Sets the scalar at a yq-style path (`.image.tag`, `.a[0].b`, `.a["x.y"]`,
     /// `.containers[name=app].image`).
     ///
-    /// Under [`ValueType::Auto`] the value becomes a number, `true`/`false`, `null` or a string,
-    /// except that an existing string stays a string (`"1.19"` set to `1.20` is `"1.20"`).
+    /// Under [`ValueType::Auto`] the value becomes a number, a bool, null or a string by the
+    /// YAML 1.2 core schema (`Null` and `~` are null, `0x1A` and `0o17` integers), written in a
+    /// spelling YAML 1.1 readers agree with (`null`, `15` for `0o17`, `12` for `012`), except
+    /// that an existing string stays a string (`"1.19"` set to `1.20` is `"1.20"`) and a custom
+    /// tag (`!cat meow`) is kept. A file with no document (empty, or only comments) gets its
+    /// first mapping.
     /// Multi-line values become `|` block scalars. Missing mapping keys are created with the
     /// file's indentation (in a single-document file; in a multi-document file the value is set
     /// in every document where the path exists). Missing list items are an error. Setting the

@@ -9,7 +9,8 @@ use std::str::FromStr;
 /// The type a set value is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ValueType {
-    /// Detect: a number, `true`/`false`, `null`, else a string; an existing string stays a string.
+    /// Detect by the YAML 1.2 core schema: a number, a bool, null, else a string; an existing
+    /// string stays a string. `null`, `Null`, `NULL` and `~` are written `null`, `0o17` as `15`.
     #[default]
     Auto,
     /// Always a string (quoted when YAML would read it as something else).
@@ -18,7 +19,7 @@ pub enum ValueType {
     Number,
     /// `true` or `false`; other values are refused.
     Bool,
-    /// `null` (also accepts `~` and the empty value); other values are refused.
+    /// `null` (also accepts `Null`, `NULL`, `~` and the empty value); other values are refused.
     Null,
 }
 
