@@ -178,6 +178,9 @@ pub fn land(
                 return Ok(report);
             }
             PushOutcome::Moved(reason) => {
+                if let Some(pack) = &written {
+                    pack.remove();
+                }
                 tracing::debug!(
                     branch,
                     attempt = report.attempts,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use flate2::Compression;
 use flate2::Crc;
-use flate2::write::ZlibEncoder;
+use flate2::{Compress, FlushCompress, Status};
 use sha1::{Digest, Sha1};
 
 use crate::error::GitError;
@@ -97,6 +97,18 @@ impl WrittenPack {
                 .map_err(|e| GitError::io("sync pack directory", dir, e))?;
         }
         Ok(())
+    }
+
+    /// Removes the pack of a push attempt that lost its race: nothing refers to its objects
+    /// (the next attempt writes its own), and a mirror that kept one pack per lost race would
+    /// get slower at every git operation just when the branch is busiest. The index goes
+    /// first, so a reader never sees an index without its pack.
+    pub(crate) fn remove(&self) {
+        for path in [&self.index, &self.pack] {
+            if let Err(e) = fs::remove_file(path) {
+                tracing::debug!(path = %path.display(), error = %e, "cannot remove the pack of a lost push");
+            }
+        }
     }
 }
 
@@ -272,18 +284,19 @@ fn write_pack_data(file: &mut fs::File, objects: &[BatchObject]) -> std::io::Res
     let mut index_entries = Vec::with_capacity(objects.len());
     let mut deltas = 0;
     let mut entry = Vec::new();
+    let mut z = Compress::new(Compression::fast(), true);
     for object in objects {
         let offset = out.written;
         entry.clear();
         match &object.stored {
             Stored::Whole => {
                 push_entry_header(&mut entry, type_code(object.kind), object.data.len());
-                compress_into(&mut entry, &object.data)?;
+                compress_into(&mut z, &mut entry, &object.data)?;
             }
             Stored::Delta { base, delta } => {
                 push_entry_header(&mut entry, OBJ_OFS_DELTA, delta.len());
                 push_base_distance(&mut entry, offset - offsets[*base]);
-                compress_into(&mut entry, delta)?;
+                compress_into(&mut z, &mut entry, delta)?;
                 deltas += 1;
             }
         }
@@ -380,10 +393,23 @@ fn push_base_distance(out: &mut Vec<u8>, mut distance: u64) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-fn compress_into(out: &mut Vec<u8>, data: &[u8]) -> std::io::Result<()> {
-    let mut encoder = ZlibEncoder::new(out, Compression::fast());
-    encoder.write_all(data)?;
-    encoder.finish().map(|_| ())
+/// Appends `data` zlib-compressed to `out`. One compressor serves a whole pack: setting one up
+/// allocates and clears some hundred kilobytes, which for small objects (trees, commits, tag
+/// bumps) costs far more than compressing them.
+fn compress_into(z: &mut Compress, out: &mut Vec<u8>, data: &[u8]) -> std::io::Result<()> {
+    z.reset();
+    let mut consumed = 0usize;
+    loop {
+        out.reserve(data.len() / 2 + 64);
+        let before = z.total_in();
+        let status = z
+            .compress_vec(&data[consumed..], out, FlushCompress::Finish)
+            .map_err(std::io::Error::other)?;
+        consumed += usize::try_from(z.total_in() - before).unwrap_or(usize::MAX);
+        if status == Status::StreamEnd {
+            return Ok(());
+        }
+    }
 }
 
 /// The sizes at the start of a delta: 7 bits per byte, least significant first.

@@ -41,13 +41,19 @@ fn server(repository_yaml: &str) -> TugServer {
     TugServer::start(tug_binary(), &config).expect("start tug server")
 }
 
-/// Runs the load and checks the outcome; returns a line for the test log.
-fn deploy_under_human_pushes(server: &TugServer, repo: &BareRepo, url: &str) -> String {
+/// Runs the load and checks the outcome; returns a line for the test log. The person pushes
+/// through `human_url`.
+fn deploy_under_human_pushes(
+    server: &TugServer,
+    repo: &BareRepo,
+    url: &str,
+    human_url: &str,
+) -> String {
     // One load at a time: three at once on a small machine measure the machine, not tug.
     let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = repo.commit_count("main").unwrap();
     let metrics_before = server.get("/metrics", None).unwrap().text();
-    let human = HumanPusher::start(&repo.file_url(), "main", HUMAN_INTERVAL).unwrap();
+    let human = HumanPusher::start(human_url, "main", HUMAN_INTERVAL).unwrap();
     let started = Instant::now();
     let results: Vec<(usize, u16, Vec<Value>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..CLIENTS)
@@ -173,7 +179,8 @@ fn every_request_lands_once_while_a_person_pushes_over_git_daemon() {
     let daemon = GitDaemon::start(repo.root()).unwrap();
     let url = daemon.url(repo.name());
     let server = server(&format!("  - name: platform\n    url: \"{url}\"\n"));
-    let summary = deploy_under_human_pushes(&server, &repo, &url);
+    // The person pushes to the same git daemon.
+    let summary = deploy_under_human_pushes(&server, &repo, &url, &url);
     eprintln!("git daemon: {summary}");
 }
 
@@ -183,7 +190,8 @@ fn every_request_lands_once_while_a_person_pushes_over_smart_http() {
     let http = SmartHttp::start(repo.root(), None).unwrap();
     let url = http.url(repo.name());
     let server = server(&format!("  - name: platform\n    url: \"{url}\"\n"));
-    let summary = deploy_under_human_pushes(&server, &repo, &url);
+    // The person pushes to the same web server.
+    let summary = deploy_under_human_pushes(&server, &repo, &url, &url);
     eprintln!("smart HTTP: {summary}");
 }
 
@@ -197,6 +205,7 @@ fn every_request_lands_once_while_a_person_pushes_over_ssh() {
         key = sshd.client_key().display(),
         known = sshd.known_hosts().display(),
     ));
-    let summary = deploy_under_human_pushes(&server, &repo, &url);
+    // The person pushes from a shell on the git host (no key of theirs in this test).
+    let summary = deploy_under_human_pushes(&server, &repo, &url, &repo.file_url());
     eprintln!("SSH: {summary}");
 }
