@@ -134,7 +134,7 @@ fn deploy_under_human_pushes(
     );
     // The last tag each client asked for is what its overlay holds.
     for client in 0..CLIENTS {
-        let last = (client..REQUESTS).step_by(CLIENTS).last().unwrap();
+        let last = (client..REQUESTS).step_by(CLIENTS).next_back().unwrap();
         let file = repo
             .read_file(
                 "main",
