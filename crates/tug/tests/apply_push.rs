@@ -449,7 +449,7 @@ fn dry_run_with_push_pushes_nothing() {
         .tug(&["apply", "specs.yaml", "--push", "--dry-run", "-o", "json"])
         .ok();
     let v = run.json();
-    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["dryRun"], true);
     assert_eq!(v["updates"], serde_json::json!([]));
     assert_eq!(v["files"][0]["path"], "apps/my-app/dev/values.yaml");
     assert!(
@@ -509,7 +509,7 @@ fn json_output_of_a_push() {
     assert_eq!(
         v,
         serde_json::json!({
-            "dry_run": false,
+            "dryRun": false,
             "edits": v["edits"],
             "files": [],
             "updates": [{"url": url, "branch": "main", "status": "committed", "commit": tip(&remote, "main")}],

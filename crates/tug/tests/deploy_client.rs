@@ -615,3 +615,132 @@ fn a_tug_server_over_https_is_trusted_through_ca_cert() {
     assert_eq!(stdout(&trusted), format!("gitops main {tip}\n"));
     assert!(kustomization_at_tip(&world).contains("newTag: \"v9.1.0\""));
 }
+
+#[test]
+fn the_delivery_clients_variables_are_read_when_no_tug_variable_is_set() {
+    let world = World::start();
+    let http = world.server.http_url();
+    let (addr, port) = http.trim_start_matches("http://").rsplit_once(':').unwrap();
+    let specs = format!(
+        r#"[{{"repository":"gitops","updates":[{{"branch":"main","paths":[{{"path":"{DEV_PATH}",
+        "kustomize":{{"images":[{{"name":"{IMAGE}","newTag":"v7.0.0"}}]}}}}]}}]}}]"#
+    );
+    // No --server, no TUG_* variable: only what a Delivery CI job sets.
+    let out = world
+        .tug(
+            &["deploy"],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("DELIVERY_SERVER_ADDR", addr),
+                ("DELIVERY_SERVER_PORT", port),
+                ("DELIVERY_SPECS", &specs),
+                ("DELIVERY_COMMIT_PROJECT", "shop/demo"),
+                ("DELIVERY_COMMIT_BRANCH", "main"),
+                ("DELIVERY_COMMIT_SHORT_SHA", "7a7a7a7"),
+                ("DELIVERY_COMMIT_MESSAGE", "from the Delivery client"),
+                ("DELIVERY_COMMIT_USER_NAME", "Delivery Bot"),
+                ("DELIVERY_COMMIT_USER_EMAIL", "delivery@example.com"),
+                ("DELIVERY_TIMEOUT", "60"),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(kustomization_at_tip(&world).contains("v7.0.0"));
+    let tip = world.gitops.tip("main").unwrap().unwrap();
+    let log = String::from_utf8(
+        world
+            .gitops
+            .git(&["log", "-1", "--format=%an <%ae>%n%s%n%b", &tip])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        log.starts_with("Delivery Bot <delivery@example.com>\ndeploy shop/demo main@7a7a7a7\n"),
+        "{log}"
+    );
+    assert!(log.contains("from the Delivery client"), "{log}");
+
+    // A TUG_* variable wins over its DELIVERY_* fallback.
+    let out = world
+        .tug(
+            &["deploy"],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("TUG_SERVER", &http),
+                ("DELIVERY_SERVER_ADDR", "127.0.0.1"),
+                ("DELIVERY_SERVER_PORT", "1"),
+                ("DELIVERY_SPECS", &specs.replace("v7.0.0", "v7.0.1")),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(kustomization_at_tip(&world).contains("v7.0.1"));
+
+    let out = world
+        .tug(
+            &["deploy"],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("TUG_SERVER", &http),
+                ("DELIVERY_SPECS", &specs),
+                ("DELIVERY_TIMEOUT", "soon"),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("DELIVERY_TIMEOUT: \"soon\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn pointing_deploy_at_the_grpc_port_says_which_port_speaks_rest() {
+    let world = World::start();
+    let grpc = format!("http://{}", world.server.grpc_addr());
+    let commits = world.gitops.commit_count("main").unwrap();
+    let out = world
+        .tug(&["deploy", "--server", &grpc], &[("TUG_TOKEN", CI_TOKEN)])
+        .args(strs(&shorthand("v8.0.0")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("this is tug's gRPC port") && err.contains("REST on the HTTP port, 12011"),
+        "{err}"
+    );
+    assert!(!err.contains("(unknown)"), "{err}");
+    assert_eq!(world.gitops.commit_count("main").unwrap(), commits);
+
+    // The Delivery client's old setting, DELIVERY_SERVER_PORT=12010, is its gRPC port too.
+    let (addr, port) = world
+        .server
+        .grpc_addr()
+        .to_string()
+        .rsplit_once(':')
+        .map(|(a, p)| (a.to_owned(), p.to_owned()))
+        .unwrap();
+    let out = world
+        .tug(
+            &["deploy"],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("DELIVERY_SERVER_ADDR", &addr),
+                ("DELIVERY_SERVER_PORT", &port),
+            ],
+        )
+        .args(strs(&shorthand("v8.0.1")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("this is tug's gRPC port"),
+        "{}",
+        stderr(&out)
+    );
+}

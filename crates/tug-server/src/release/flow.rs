@@ -422,6 +422,12 @@ pub(crate) async fn submit(
             idempotency_key.map(|k| format!("{k}/{}", p.environment)),
         )
         .await?;
+        tracing::info!(
+            service = %p.record.service, environment = %p.record.environment,
+            artifact = %p.record.artifact_id, intent = ?p.record.intent,
+            requested_by, job = %enqueued.job.id, created = enqueued.created,
+            "release stored"
+        );
         submitted.push(Submitted {
             planned: p,
             enqueued,
