@@ -141,7 +141,7 @@ Try, in another terminal:
   {tug} deploy --server http://{http_addr} --repository gitops --branch main \
     --path apps/demo/dev --image registry.example.com/demo/app:v1.2.4
 
-Releases (service demo, environments dev -> prod):
+Releases (service demo, environments dev -> prod), from a directory of your own:
 
   export TUG_SERVER=http://{http_addr}
   {tug} artifact init --service demo --id demo-1.3.0 --branch main --sha 0a1b2c3 -m "first release"
@@ -149,8 +149,12 @@ Releases (service demo, environments dev -> prod):
   {tug} artifact push
   {tug} release --service demo --env dev --artifact demo-1.3.0
   {tug} promote --service demo --env prod
-  {tug} status --service demo
+  {tug} artifact init --service demo --id demo-1.4.0 --branch main --sha 1b2c3d4 -m "second release"
+  {tug} artifact add push --image registry.example.com/demo/app --tag 1.4.0
+  {tug} artifact push
+  {tug} release --service demo --env dev,prod --artifact demo-1.4.0
   {tug} rollback --service demo --env prod
+  {tug} status --service demo
   {tug} unpin --service demo --env prod
 
   git --git-dir {remote} log --format='%h %s%n%b' -3

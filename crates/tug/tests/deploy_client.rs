@@ -744,3 +744,88 @@ fn pointing_deploy_at_the_grpc_port_says_which_port_speaks_rest() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_quickstart_prints_release_calls_that_work_and_keeps_a_checkout_clean() {
+    let quickstart = Quickstart::start();
+    let printed = std::fs::read_to_string(quickstart.dir.join("log")).unwrap();
+    // `tug` is not on the PATH of the test: the calls name this binary by its path.
+    let binary = std::fs::canonicalize(tug_binary()).unwrap();
+    let binary = binary.display().to_string();
+    let calls: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with(&binary)
+                && [
+                    " artifact ",
+                    " release ",
+                    " promote ",
+                    " rollback ",
+                    " status ",
+                    " unpin ",
+                ]
+                .iter()
+                .any(|verb| l.contains(verb))
+        })
+        .collect();
+    assert!(calls.len() >= 12, "{printed}");
+    assert!(printed.contains(&format!(
+        "export TUG_SERVER=http://127.0.0.1:{}",
+        quickstart.http_port
+    )));
+    let work = quickstart.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let token = quickstart.token();
+    let server = format!("http://127.0.0.1:{}", quickstart.http_port);
+    let mut outputs = String::new();
+    for call in &calls {
+        let out = TugServer::clean_command(
+            std::path::Path::new("bash"),
+            quickstart.dir.path(),
+            &[("TUG_TOKEN", &token), ("TUG_SERVER", &server)],
+        )
+        .args(["-c", call])
+        .current_dir(&work)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{call}: {out:?}");
+        outputs.push_str(&stdout(&out));
+    }
+    assert!(
+        outputs.contains("prod demo-1.3.0 rollback succeeded"),
+        "{outputs}"
+    );
+    assert!(
+        outputs.contains("Pinned: yes, rolled back to demo-1.3.0"),
+        "{outputs}"
+    );
+    let log = String::from_utf8(
+        std::process::Command::new("git")
+            .args(["--git-dir"])
+            .arg(quickstart.remote())
+            .args(["log", "--format=%s"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(log.lines().count() >= 6, "{log}");
+
+    // The quick start's directory ignores itself: run inside a checkout, `git status` stays
+    // clean.
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(quickstart.dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap()
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    let status = git(&["status", "--porcelain", "--", "qs"]);
+    assert!(status.status.success());
+    assert_eq!(stdout(&status), "", "qs/ shows up in git status");
+}
