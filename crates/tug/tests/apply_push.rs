@@ -258,6 +258,8 @@ fn a_branch_that_does_not_exist_is_named_and_nothing_is_pushed() {
             .contains(&format!("branch relase does not exist in {url}")),
         "{run}"
     );
+    // The missing branch is the whole story: no path of it is named as missing too.
+    assert!(!run.stderr.contains("no such"), "{run}");
     assert_eq!(remote.tip("relase").unwrap(), None, "no branch was created");
 }
 

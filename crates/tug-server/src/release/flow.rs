@@ -164,6 +164,21 @@ pub(crate) async fn plan(
     Ok(planned)
 }
 
+/// A release a branch restriction refuses: 403 `policy_violation`, naming the policy.
+fn policy_refusal(violation: &tug_release::PolicyViolation, env: &str, branch: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "policy_violation",
+        violation.to_string(),
+    )
+    .with_details(json!({
+        "policy": violation.policy,
+        "global": violation.global,
+        "environment": env,
+        "branch": branch,
+    }))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn plan_one(
     ctx: &Ctx,
@@ -185,6 +200,11 @@ async fn plan_one(
             artifact_id: None,
             branch: Some(branch),
         } => {
+            // A branch the environment does not take is refused as such, whether or not an
+            // artifact of it exists.
+            policies
+                .check_release(&model.global, env, branch)
+                .map_err(|violation| policy_refusal(&violation, env, branch))?;
             let newest = ctx
                 .app
                 .releases
@@ -270,19 +290,7 @@ async fn plan_one(
         .map_or_else(|| stored.branch.clone(), str::to_owned);
     policies
         .check_release(&model.global, env, &branch)
-        .map_err(|violation| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "policy_violation",
-                violation.to_string(),
-            )
-            .with_details(json!({
-                "policy": violation.policy,
-                "global": violation.global,
-                "environment": env,
-                "branch": branch,
-            }))
-        })?;
+        .map_err(|violation| policy_refusal(&violation, env, &branch))?;
     let target = model
         .services
         .target_for(service, env)
