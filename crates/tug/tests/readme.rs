@@ -131,7 +131,7 @@ fn script_with_refusals(block: &str) -> String {
                      cat refused.err >&2\n\
                      [ \"$rc\" = 1 ] || {{ echo \"expected exit status 1, got $rc: {}\" >&2; exit 97; }}\n\
                      grep -qF -- '{words}' refused.err || {{ echo 'refusal does not say: {words}' >&2; exit 98; }}\n",
-                    cmd.trim().replace('\'', "").replace('"', "")
+                    cmd.trim().replace(['\'', '"'], "")
                 ));
             }
             None => script.push_str(&full),
