@@ -222,6 +222,7 @@ fn idempotency_key(metadata: &MetadataMap) -> Result<Option<String>, Status> {
 
 /// The gRPC status for what the REST API answers with `{code, message}`; the message is the same.
 pub fn status(error: &ApiError) -> Status {
+    error.log_refusal();
     let code = match error.code() {
         "invalid_argument" => Code::InvalidArgument,
         "unauthenticated" => Code::Unauthenticated,

@@ -125,6 +125,7 @@ pub(crate) async fn plan(
         ));
     }
     let mut places = BTreeSet::new();
+    let mut token_name = String::from("anonymous");
     for (i, env) in environments.iter().enumerate() {
         let field = format!("environments[{i}]");
         model
@@ -146,10 +147,12 @@ pub(crate) async fn plan(
             .get(env)
             .cloned()
             .ok_or_else(|| internal(format!("environment '{env}' has no repository branch")))?;
-        ctx.app
+        token_name = ctx
+            .app
             .authorizer
             .authorize(token, &place.repository, &place.branch)
-            .map_err(|e| auth_error(&e))?;
+            .map_err(|e| auth_error(&e))?
+            .name;
         places.insert(place);
     }
     for place in &places {
@@ -159,7 +162,17 @@ pub(crate) async fn plan(
     let policies = policies::read(ctx, service).await?;
     let mut planned = Vec::new();
     for env in environments {
-        planned.push(plan_one(ctx, model, service, env, ask, by, &history, &policies).await?);
+        let one = plan_one(ctx, model, service, env, ask, by, &history, &policies)
+            .await
+            .inspect_err(|e| {
+                if e.code() == "policy_violation" {
+                    tracing::warn!(
+                        token = %token_name, service, environment = %env,
+                        reason = %e.message(), "release refused by policy"
+                    );
+                }
+            })?;
+        planned.push(one);
     }
     Ok(planned)
 }
