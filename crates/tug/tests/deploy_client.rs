@@ -716,6 +716,20 @@ fn pointing_deploy_at_the_grpc_port_says_which_port_speaks_rest() {
     );
     assert!(!err.contains("(unknown)"), "{err}");
     assert_eq!(world.gitops.commit_count("main").unwrap(), commits);
+    // The release commands share the client, and the message.
+    let status = world
+        .tug(
+            &["status", "--service", "demo", "--server", &grpc],
+            &[("TUG_TOKEN", CI_TOKEN)],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(2), "{status:?}");
+    assert!(
+        stderr(&status).contains("this is tug's gRPC port"),
+        "{}",
+        stderr(&status)
+    );
 
     // The Delivery client's old setting, DELIVERY_SERVER_PORT=12010, is its gRPC port too.
     let (addr, port) = world
