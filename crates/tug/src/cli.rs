@@ -157,7 +157,8 @@ pub enum EditCommand {
         /// A kustomization file, a directory holding one, or a manifest file.
         path: PathBuf,
         /// NAME[=NEWNAME][:TAG][@DIGEST]. In a kustomization NAME is the `images` entry's name;
-        /// in a manifest it matches a container's name or its image (without tag).
+        /// in a manifest it is the image repository of the containers to change (their image
+        /// without tag or digest; NEWNAME when they were renamed already), not a container name.
         spec: String,
         #[command(flatten)]
         common: EditCommon,

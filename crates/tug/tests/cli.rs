@@ -184,9 +184,60 @@ fn help_is_printed_with_status_0_and_usage_errors_with_2() {
     let run = dir.tug(&["edit", "image", "--help"]).ok();
     assert!(
         run.stdout
-            .contains("matches a container's name or its image"),
+            .contains("the image repository of the containers to change"),
         "{run}"
     );
     let run = dir.tug(&["no-such-command"]).run();
     assert_eq!(run.status.code(), Some(2), "{run}");
+}
+
+/// The subcommands `tug HELP_PATH --help` lists under `Commands:` (without `help`).
+fn subcommands(dir: &Dir, path: &[&str]) -> Vec<String> {
+    let mut args: Vec<&str> = path.to_vec();
+    args.push("--help");
+    let help = dir.tug(&args).ok().stdout;
+    help.split("\nCommands:\n")
+        .nth(1)
+        .map(|rest| {
+            rest.lines()
+                .take_while(|l| !l.trim().is_empty())
+                .filter_map(|l| {
+                    // Command names are indented by two spaces; wrapped descriptions by more.
+                    l.strip_prefix("  ")
+                        .filter(|l| !l.starts_with(' '))
+                        .and_then(|l| l.split_whitespace().next())
+                })
+                .filter(|name| *name != "help")
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `tug --help` and the help of every subcommand, as people read them: a change to any flag or
+/// text shows up in review (`cargo insta review`).
+#[test]
+fn help_of_every_command() {
+    let dir = Dir::new();
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        for sub in subcommands(&dir, &args) {
+            let mut child = path.clone();
+            child.push(sub);
+            pending.push(child);
+        }
+        let mut with_help = args.clone();
+        with_help.push("--help");
+        let help = dir.tug(&with_help).ok().stdout;
+        let name = if path.is_empty() {
+            "tug".to_owned()
+        } else {
+            format!("tug-{}", path.join("-"))
+        };
+        insta::assert_snapshot!(name, help);
+        seen += 1;
+    }
+    assert!(seen >= 25, "only {seen} commands");
 }
