@@ -414,6 +414,13 @@ fn metrics_and_openapi_are_served(f: &Fixture) {
     assert!(doc["paths"]["/api/v1/deploy"]["post"].is_object(), "{doc}");
     assert!(doc["paths"]["/api/v1/jobs/{id}"].is_object(), "{doc}");
 
-    let (status, health) = f.server.get_json("/api/v1/health", None).unwrap();
-    assert_eq!((status, health["status"].as_str()), (200, Some("SERVING")));
+    // The Delivery server's health check, as its user guide writes it.
+    for path in ["/api/v1/health", "/api/v1/health?service=delivery"] {
+        let (status, health) = f.server.get_json(path, None).unwrap();
+        assert_eq!(
+            (status, health["status"].as_str()),
+            (200, Some("SERVING")),
+            "{path}"
+        );
+    }
 }
