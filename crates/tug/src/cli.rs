@@ -46,7 +46,8 @@ pub enum Command {
     /// Ask a tug server to deploy (the CI client): send deploy specs, stream the progress to
     /// stderr, print the commit of each repository branch. Every flag also reads a `TUG_*`
     /// variable; the Delivery client's `DELIVERY_*` variable each replaces is named in its help.
-    /// Exit status: 0 deployed, 1 the job failed, 2 usage, transport or rejected request.
+    /// Exit status: 0 deployed, 1 the job failed or its request was invalid, 2 usage, transport
+    /// or authentication.
     Deploy(DeployArgs),
     /// Artifacts from CI: write artifact.json (init, add) and register it with the server (push).
     #[command(subcommand)]
@@ -387,7 +388,8 @@ are not given.
   DELIVERY_NOTIFY_SPEC                TUG_NOTIFY_MESSAGE, TUG_NO_NOTIFY (sinks are the server's;
                                       not read)
 
-Exit status: 0 deployed, 1 the job failed, 2 usage, transport or a refused request.";
+Exit status: 0 deployed, 1 the job failed or its request was invalid, 2 usage, transport,
+authentication or a wait that timed out.";
 
 /// How the release commands reach the server. The token is read from `TUG_TOKEN` or from
 /// `--token-file`, never from a flag value.

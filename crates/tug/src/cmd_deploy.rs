@@ -1,8 +1,9 @@
 //! `tug deploy`: the CI client. It sends one deploy request to a tug server over REST, streams
 //! the progress lines to stderr and prints the outcome of each repository branch to stdout.
 //!
-//! Exit status: 0 when the job succeeded, 1 when it failed, 2 for a usage error, a transport
-//! error, a request the server refused, or a wait that timed out (the job goes on).
+//! Exit status (the table in `exit`): 0 when the job succeeded, 1 when it failed or the server
+//! refused the request's content (invalid specs, unknown repository), 2 for a usage error, a
+//! transport error, a refused token, or a wait that timed out (the job goes on).
 
 use std::io::{Read, Write};
 use std::path::Path;
