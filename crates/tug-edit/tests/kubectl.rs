@@ -28,6 +28,10 @@ const ORIGINAL_TAG: &str = "0.0.0-original";
 
 #[test]
 fn kustomize_renders_the_intended_images() {
+    // An old kustomize renders some cases differently; say so rather than report a mismatch.
+    if let Err(e) = kustomize_is_recent_enough() {
+        panic!("{e}");
+    }
     let mut failures = Vec::new();
     let mut checked = 0;
     for case in support::load_cases() {
@@ -359,4 +363,74 @@ fn write_deployment(dir: &Path, names: &[String]) -> Result<(), String> {
         }
     });
     fs::write(dir.join("deployment.yaml"), deployment.to_string()).map_err(|e| e.to_string())
+}
+
+/// The oldest kustomize whose `images` semantics the cases are checked against.
+const MIN_KUSTOMIZE_MAJOR: u64 = 5;
+
+/// `Ok` when `kubectl kustomize` is kustomize v5 or newer; else "kubectl kustomize vX is too
+/// old; need ≥ v5" and how to get a newer one.
+fn kustomize_is_recent_enough() -> Result<(), String> {
+    let out = Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .map_err(|e| {
+            format!("cannot run kubectl: {e}; the kustomize checks need kubectl ≥ 1.27")
+        })?;
+    let version = kustomize_version(&String::from_utf8_lossy(&out.stdout))?;
+    recent_enough(&version)
+}
+
+fn recent_enough(version: &str) -> Result<(), String> {
+    let major = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u64>().ok())
+        .ok_or_else(|| format!("kubectl reports an unreadable kustomize version {version:?}"))?;
+    if major < MIN_KUSTOMIZE_MAJOR {
+        return Err(format!(
+            "kubectl kustomize {version} is too old; need ≥ v{MIN_KUSTOMIZE_MAJOR} (kubectl ≥ \
+             1.27, e.g. from https://dl.k8s.io or the pkgs.k8s.io apt repository; Debian's \
+             kubernetes-client is 1.20)"
+        ));
+    }
+    Ok(())
+}
+
+/// The kustomize version in `kubectl version --client -o json`. kubectl before 1.24 does not
+/// report it: 1.14–1.20 embed kustomize v2.0.3, 1.21 v4.0.5, 1.22 v4.2.0, 1.23 v4.4.1.
+fn kustomize_version(json_text: &str) -> Result<String, String> {
+    let v: Value = serde_json::from_str(json_text)
+        .map_err(|e| format!("`kubectl version --client -o json` is not JSON: {e}"))?;
+    if let Some(version) = v["kustomizeVersion"].as_str() {
+        return Ok(version.to_owned());
+    }
+    let minor = v["clientVersion"]["minor"]
+        .as_str()
+        .map(|m| m.trim_end_matches('+'))
+        .and_then(|m| m.parse::<u64>().ok())
+        .ok_or("kubectl reports neither its kustomize version nor its own")?;
+    Ok(match minor {
+        0..=20 => "v2.0.3",
+        21 => "v4.0.5",
+        22 => "v4.2.0",
+        _ => "v4.4.1",
+    }
+    .to_owned())
+}
+
+#[test]
+fn the_kustomize_version_is_read_from_old_and_new_kubectl() {
+    let new = r#"{"clientVersion": {"major": "1", "minor": "32+"}, "kustomizeVersion": "v5.5.0"}"#;
+    assert_eq!(kustomize_version(new).unwrap(), "v5.5.0");
+    // Debian's kubernetes-client 1.20 does not name the kustomize it embeds.
+    let debian = r#"{"clientVersion": {"major": "1", "minor": "20", "gitVersion": "v1.20.5"}}"#;
+    assert_eq!(kustomize_version(debian).unwrap(), "v2.0.3");
+    let too_old = recent_enough("v2.0.3").unwrap_err();
+    assert!(
+        too_old.starts_with("kubectl kustomize v2.0.3 is too old; need ≥ v5"),
+        "{too_old}"
+    );
+    assert!(recent_enough("v5.0.1").is_ok());
 }

@@ -271,10 +271,11 @@ fn build_commits(
         let new_tree = match new_tree {
             Ok(new_tree) => new_tree,
             Err(ChangeError::Git(e)) => return Err(e),
-            // On a branch that does not exist yet every path is missing; say why.
-            Err(e) if head.is_none() => {
+            // On a branch that does not exist yet every path is missing: the branch is the
+            // whole story, the first missing path would only be noise.
+            Err(_) if head.is_none() => {
                 results.push(LandResult::Failed(ChangeError::Invalid(format!(
-                    "branch {branch} does not exist in {}: {e}",
+                    "branch {branch} does not exist in {}",
                     mirror.url()
                 ))));
                 continue;

@@ -45,6 +45,7 @@ impl AuthError {
 
 impl From<AuthError> for tonic::Status {
     fn from(error: AuthError) -> Self {
+        tracing::warn!(reason = %error, "request refused");
         match &error {
             AuthError::Unauthenticated { .. } => tonic::Status::unauthenticated(error.to_string()),
             AuthError::Forbidden { .. } => tonic::Status::permission_denied(error.to_string()),

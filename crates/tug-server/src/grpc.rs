@@ -56,9 +56,16 @@ pub fn router(app: Arc<App>, releases: &crate::release::Releases) -> axum::Route
     routes.routes().into_axum_router()
 }
 
-/// `grpc.health.v1.Health`: SERVING for the server (""), `tug.v1.DeployService` and
-/// `tug.v1.ReleaseService` until the server starts shutting down, NOT_SERVING from then on so load
-/// balancers stop sending requests.
+/// `grpc.health.v1.Health`: SERVING for the server (""), `tug.v1.DeployService`,
+/// `tug.v1.ReleaseService` and `delivery` (the name the Delivery server's health checks ask for,
+/// as REST's `?service=delivery` does) until the server starts shutting down, NOT_SERVING from
+/// then on so load balancers stop sending requests.
+const HEALTH_SERVICES: [&str; 3] = [
+    tug_proto::DEPLOY_SERVICE_NAME,
+    tug_proto::RELEASE_SERVICE_NAME,
+    "delivery",
+];
+
 fn health_service(
     app: &App,
 ) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
@@ -66,10 +73,7 @@ fn health_service(
     // The reporter is new and nobody else holds its lock, so this completes at once; doing it
     // before the listener serves means no health check ever sees the service as unknown.
     futures::executor::block_on(async {
-        for name in [
-            tug_proto::DEPLOY_SERVICE_NAME,
-            tug_proto::RELEASE_SERVICE_NAME,
-        ] {
+        for name in HEALTH_SERVICES {
             reporter
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
@@ -78,11 +82,7 @@ fn health_service(
     let mut shutdown = app.shutdown.clone();
     tokio::spawn(async move {
         shutdown.wait().await;
-        for name in [
-            "",
-            tug_proto::DEPLOY_SERVICE_NAME,
-            tug_proto::RELEASE_SERVICE_NAME,
-        ] {
+        for name in std::iter::once("").chain(HEALTH_SERVICES) {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
@@ -222,6 +222,7 @@ fn idempotency_key(metadata: &MetadataMap) -> Result<Option<String>, Status> {
 
 /// The gRPC status for what the REST API answers with `{code, message}`; the message is the same.
 pub fn status(error: &ApiError) -> Status {
+    error.log_refusal();
     let code = match error.code() {
         "invalid_argument" => Code::InvalidArgument,
         "unauthenticated" => Code::Unauthenticated,

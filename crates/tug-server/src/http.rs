@@ -65,6 +65,17 @@ impl ApiError {
         self
     }
 
+    /// Refusals (401, 403, 409) say why in the log too, in the request's span (so with its
+    /// id); the reason names the token for a scope refusal, never the token itself.
+    pub(crate) fn log_refusal(&self) {
+        if matches!(self.status.as_u16(), 401 | 403 | 409) {
+            tracing::warn!(
+                status = self.status.as_u16(), code = self.code, reason = %self.message,
+                "request refused"
+            );
+        }
+    }
+
     pub(crate) fn with_field(mut self, field: Option<&str>) -> Self {
         if let Some(f) = field {
             self.details = json!({ "field": f });
@@ -75,6 +86,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.log_refusal();
         let body = json!({"code": self.code, "message": self.message, "details": self.details});
         (self.status, axum::Json(body)).into_response()
     }

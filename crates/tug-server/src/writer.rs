@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tokio::sync::{Mutex, Notify};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tug_deploy::{ChangeWithFiles, CommitInfo, DeployChange, REQUEST_TRAILER, WholeFile};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
 use tug_store::{BranchKey, Level, Store, Task, TaskId, TaskOutcome};
@@ -433,13 +433,17 @@ impl Writers {
                     for ((t, change), result) in work.iter().zip(report.results) {
                         let committed = matches!(result, LandResult::Committed { .. });
                         let mut outcome = match result {
-                            LandResult::Committed { commit } => landed_outcome(
-                                t,
-                                &repo.url,
-                                &branch.branch,
-                                &commit.to_hex(),
-                                false,
-                            ),
+                            LandResult::Committed { commit } => {
+                                let mut outcome = landed_outcome(
+                                    t,
+                                    &repo.url,
+                                    &branch.branch,
+                                    &commit.to_hex(),
+                                    false,
+                                );
+                                outcome.2.splice(0..0, delivery_progress(&repo.url, change));
+                                outcome
+                            }
                             LandResult::UpToDate => (
                                 t.id,
                                 TaskOutcome::Succeeded(serde_json::json!({
@@ -454,11 +458,18 @@ impl Writers {
                                     ),
                                 )],
                             ),
-                            LandResult::Failed(e) => (
-                                t.id,
-                                TaskOutcome::Failed(e.to_string()),
-                                vec![(Level::Error, format!("[ERROR] {e}"))],
-                            ),
+                            LandResult::Failed(e) => {
+                                warn!(
+                                    job = %t.job_id, repository = %branch.repository,
+                                    branch = %branch.branch, attempt = t.attempts,
+                                    error = %e, "job failed"
+                                );
+                                (
+                                    t.id,
+                                    TaskOutcome::Failed(e.to_string()),
+                                    vec![(Level::Error, format!("[ERROR] {e}"))],
+                                )
+                            }
                         };
                         if committed {
                             report_created(&mut outcome, &change.edits.created.lines());
@@ -497,11 +508,15 @@ impl Writers {
             }
         }
         let recording = Instant::now();
+        let failed = outcomes
+            .iter()
+            .filter(|(_, outcome, _)| matches!(outcome, TaskOutcome::Failed(_)))
+            .count();
         self.finish(&tasks, outcomes).await;
         if let Some((tasks, attempts, apply, push)) = landed {
             info!(
                 repository = %branch.repository, branch = %branch.branch,
-                tasks, attempts,
+                tasks, failed, attempts,
                 apply_ms = apply.as_millis() as u64,
                 push_ms = push.as_millis() as u64,
                 record_ms = recording.elapsed().as_millis() as u64,
@@ -633,6 +648,11 @@ impl Writers {
                     } else {
                         error.to_owned()
                     };
+                    error!(
+                        job = %t.job_id, repository = %t.branch.repository,
+                        branch = %t.branch.branch, attempt = t.attempts,
+                        error = %msg, "job failed"
+                    );
                     (
                         t.id,
                         TaskOutcome::Failed(msg.clone()),
@@ -649,6 +669,14 @@ impl Writers {
         let attempts = retry.iter().map(|t| t.attempts).max().unwrap_or(1);
         let retry_in = backoff(attempts);
         let ids = retry.iter().map(|t| (t.id, error.to_owned())).collect();
+        for t in &retry {
+            warn!(
+                job = %t.job_id, repository = %t.branch.repository, branch = %t.branch.branch,
+                attempt = t.attempts, max_attempts = MAX_ATTEMPTS,
+                next_retry_in_s = retry_in.as_secs().max(1), error = %error,
+                "push failed; retrying"
+            );
+        }
         if let Err(e) = self.store.postpone_tasks(ids, retry_in).await {
             warn!(error = %e, "cannot postpone tasks");
         }
@@ -700,6 +728,31 @@ impl Writers {
 /// 1 s, 2 s, 4 s … up to a minute, so a remote that is down is not hammered.
 fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// The Delivery server's progress lines for the steps of a landed change, worded as it words
+/// them (scripts written for it grep them): `try updating the URL repository`, then one `the
+/// kustomize command to modify the NAME image was successful` per kustomize image. The push line
+/// follows in [`landed_outcome`].
+fn delivery_progress(url: &str, change: &ChangeWithFiles) -> Vec<(Level, String)> {
+    let mut lines = vec![(
+        Level::Info,
+        format!("[INFO] try updating the {url} repository"),
+    )];
+    for segment in &change.edits.segments {
+        for path in &segment.paths {
+            for image in path.kustomize.iter().flat_map(|k| &k.images) {
+                lines.push((
+                    Level::Info,
+                    format!(
+                        "[INFO] the kustomize command to modify the {} image was successful",
+                        image.name
+                    ),
+                ));
+            }
+        }
+    }
+    lines
 }
 
 fn landed_outcome(t: &Task, url: &str, branch: &str, commit: &str, recovered: bool) -> Outcome {

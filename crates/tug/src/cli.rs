@@ -28,11 +28,17 @@ pub enum Command {
         /// Configuration file (YAML); `TUG_*` variables override its scalars.
         #[arg(long, short = 'c', env = "TUG_CONFIG", default_value = "tug.yaml")]
         config: PathBuf,
+        /// Load and validate the configuration, print `configuration OK`, and exit without
+        /// serving.
+        #[arg(long)]
+        check: bool,
     },
     /// Create a sample GitOps repository and configuration in DIR, then run the server on it.
     Quickstart {
-        #[arg(default_value = "tug-quickstart")]
-        dir: PathBuf,
+        /// Where the sample repository, configuration, token and data go (created when
+        /// missing); outside any checkout by default, so `git status` stays clean.
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
         /// HTTP listen address (the default is the Delivery server's 127.0.0.1:12011).
         #[arg(long)]
         http: Option<String>,
@@ -40,7 +46,8 @@ pub enum Command {
     /// Ask a tug server to deploy (the CI client): send deploy specs, stream the progress to
     /// stderr, print the commit of each repository branch. Every flag also reads a `TUG_*`
     /// variable; the Delivery client's `DELIVERY_*` variable each replaces is named in its help.
-    /// Exit status: 0 deployed, 1 the job failed, 2 usage, transport or rejected request.
+    /// Exit status: 0 deployed, 1 the job failed or its request was invalid, 2 usage, transport
+    /// or authentication.
     Deploy(DeployArgs),
     /// Artifacts from CI: write artifact.json (init, add) and register it with the server (push).
     #[command(subcommand)]
@@ -65,6 +72,7 @@ pub enum Command {
     Reindex(ReindexArgs),
     /// Print a shell completion script.
     Completion {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -72,9 +80,64 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
+    /// Lines for people.
     #[default]
     Text,
+    /// One JSON document on stdout (camelCase names); a failure is `{"error": {"code",
+    /// "message"}}`.
     Json,
+}
+
+/// Whether the raw arguments (or `TUG_OUTPUT`) ask for JSON, for errors found before the
+/// arguments could be parsed.
+pub fn asks_for_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    let flag = args
+        .windows(2)
+        .any(|w| (w[0] == "-o" || w[0] == "--output") && w[1] == "json")
+        || args
+            .iter()
+            .any(|a| a == "--output=json" || a == "-ojson" || a == "-o=json");
+    flag || std::env::var("TUG_OUTPUT").is_ok_and(|v| v == "json")
+}
+
+impl Command {
+    /// The output format the command was asked for.
+    pub fn output_format(&self) -> OutputFormat {
+        match self {
+            Command::Edit(
+                EditCommand::Image { common, .. }
+                | EditCommand::HelmImage { common, .. }
+                | EditCommand::Set { common, .. }
+                | EditCommand::Redeploy { common, .. },
+            ) => common.output,
+            Command::Apply(a) => a.output,
+            Command::Deploy(a) => a.output,
+            Command::Artifact(a) => match a {
+                ArtifactCommand::Init(a) => a.file.output,
+                ArtifactCommand::Add(ArtifactStage::Build(s) | ArtifactStage::Push(s)) => {
+                    s.file.output
+                }
+                ArtifactCommand::Add(ArtifactStage::Test(s)) => s.file.output,
+                ArtifactCommand::Add(ArtifactStage::Scan(s)) => s.file.output,
+                ArtifactCommand::Push(a) => a.server.output,
+                ArtifactCommand::Bundle(a) => a.artifact.server.output,
+            },
+            Command::Release(a) => a.server.output,
+            Command::Promote(a) => a.server.output,
+            Command::Rollback(a) => a.server.output,
+            Command::Unpin(a) => a.server.output,
+            Command::Status(a) => a.server.output,
+            Command::Describe(
+                DescribeCommand::Release { server, .. } | DescribeCommand::Artifact { server, .. },
+            ) => server.output,
+            Command::Policy(a) => a.server.output,
+            Command::Reindex(a) => a.server.output,
+            Command::Server { .. } | Command::Quickstart { .. } | Command::Completion { .. } => {
+                OutputFormat::Text
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +145,7 @@ pub struct EditCommon {
     /// Print the change as a unified diff instead of writing the file.
     #[arg(long)]
     pub dry_run: bool,
+    /// How to print the result.
     #[arg(long, short = 'o', value_enum, default_value_t)]
     pub output: OutputFormat,
 }
@@ -91,7 +155,11 @@ pub enum EditCommand {
     /// Set an image: kustomize `images` in a kustomization (file or directory), else every
     /// matching container of a manifest file. SPEC is NAME[=NEWNAME][:TAG][@DIGEST].
     Image {
+        /// A kustomization file, a directory holding one, or a manifest file.
         path: PathBuf,
+        /// NAME[=NEWNAME][:TAG][@DIGEST]. In a kustomization NAME is the `images` entry's name;
+        /// in a manifest it is the image repository of the containers to change (their image
+        /// without tag or digest; NEWNAME when they were renamed already), not a container name.
         spec: String,
         #[command(flatten)]
         common: EditCommon,
@@ -99,7 +167,9 @@ pub enum EditCommand {
     /// Set the image of a Helm values file (`image: {repository, tag}` or `image: repo:tag`).
     /// SPEC is NAME[=NEWNAME][:TAG][@DIGEST]; NAME must match the current repository.
     HelmImage {
+        /// The Helm values file.
         file: PathBuf,
+        /// NAME[=NEWNAME][:TAG][@DIGEST]; NAME must match the current repository.
         spec: String,
         /// Path of the image node.
         #[arg(long, default_value = ".image")]
@@ -109,8 +179,11 @@ pub enum EditCommand {
     },
     /// Set a value at a YAML path (`.image.tag`, `.spec.template.spec.containers[name=app].image`).
     Set {
+        /// The YAML file.
         file: PathBuf,
+        /// The path to set, in yq syntax (`.image.tag`, `.a[0].b`, `.list[name=x].v`).
         key: String,
+        /// The new value.
         value: String,
         /// How VALUE is typed (YAML 1.2 core schema, written so YAML 1.1 readers agree).
         ///
@@ -129,10 +202,12 @@ pub enum EditCommand {
     },
     /// Bump the pod-template annotation so pods roll even though the image did not change.
     Redeploy {
+        /// The manifest file holding the workloads.
         file: PathBuf,
         /// Only the workload with this metadata.name.
         #[arg(long)]
         workload: Option<String>,
+        /// The pod-template annotation to bump.
         #[arg(long, default_value = tug_spec::REDEPLOY_ANNOTATION)]
         annotation: String,
         /// The annotation value; defaults to the current time (RFC 3339).
@@ -145,10 +220,15 @@ pub enum EditCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ValueTypeArg {
+    /// An existing string stays a string; otherwise numbers, booleans and null are detected.
     Auto,
+    /// Always a string (quoted when needed).
     String,
+    /// A number.
     Number,
+    /// `true` or `false`.
     Bool,
+    /// `null`.
     Null,
 }
 
@@ -171,13 +251,16 @@ pub struct ApplyArgs {
     /// Print a unified diff and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// How to print the result.
     #[arg(long, short = 'o', value_enum, default_value_t)]
     pub output: OutputFormat,
     /// Commit message title (a summary of the edits by default).
     #[arg(long, short = 'm')]
     pub message: Option<String>,
+    /// The commit author's name.
     #[arg(long, env = "TUG_AUTHOR_NAME", default_value = "tug")]
     pub author_name: String,
+    /// The commit author's email.
     #[arg(long, env = "TUG_AUTHOR_EMAIL", default_value = "tug@localhost")]
     pub author_email: String,
     /// Commit even when nothing changes.
@@ -205,10 +288,11 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 #[command(after_help = DEPLOY_AFTER_HELP)]
 pub struct DeployArgs {
-    /// The server's REST URL (Delivery: DELIVERY_SERVER_ADDR and DELIVERY_SERVER_PORT; tug speaks
-    /// REST on the HTTP port, 12011, which passes proxies more easily than gRPC on 12010).
-    #[arg(long, env = "TUG_SERVER", default_value = "http://127.0.0.1:12011")]
-    pub server: String,
+    /// The server's REST URL [default: http://127.0.0.1:12011] (Delivery: DELIVERY_SERVER_ADDR
+    /// and DELIVERY_SERVER_PORT; tug speaks REST on the HTTP port, 12011, which passes proxies
+    /// more easily than gRPC on 12010).
+    #[arg(long, env = "TUG_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     /// Read the token from this file instead of the TUG_TOKEN variable.
     #[arg(long, env = "TUG_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
@@ -290,14 +374,14 @@ pub struct DeployArgs {
     /// Ask the server to send no notification about this deploy.
     #[arg(long, env = "TUG_NO_NOTIFY")]
     pub no_notify: bool,
-    /// Give up waiting after this many seconds; the job goes on on the server (Delivery:
-    /// DELIVERY_TIMEOUT, which limited the connection only).
-    #[arg(long, env = "TUG_TIMEOUT", value_name = "SECS", default_value_t = 300)]
-    pub timeout: u64,
+    /// Give up waiting after this many seconds [default: 300]; the job goes on on the server
+    /// (Delivery: DELIVERY_TIMEOUT, which limited the connection only).
+    #[arg(long, env = "TUG_TIMEOUT", value_name = "SECS")]
+    pub timeout: Option<u64>,
     /// Return once the server has stored the request; print the job id.
     #[arg(long, env = "TUG_NO_WAIT")]
     pub no_wait: bool,
-    /// `json` prints the server's final result object.
+    /// How to print the result; `json` prints the server's final result object.
     #[arg(long, short = 'o', env = "TUG_OUTPUT", value_enum, default_value_t)]
     pub output: OutputFormat,
 }
@@ -305,7 +389,8 @@ pub struct DeployArgs {
 const DEPLOY_AFTER_HELP: &str = "\
 The token: TUG_TOKEN, or the file named by --token-file (TUG_TOKEN_FILE); never a flag value.
 
-From the Delivery client:
+From the Delivery client: each DELIVERY_* variable is read when its TUG_* variable and flag
+are not given.
   DELIVERY_SERVER_ADDR, _PORT         TUG_SERVER (a URL; tug's REST port is 12011)
   DELIVERY_SERVER_ROOT_CERT           TUG_CA_CERT
   DELIVERY_SPECS, _SPECS_FILE         TUG_SPECS, TUG_SPECS_FILE
@@ -315,7 +400,11 @@ From the Delivery client:
   DELIVERY_COMMIT_MESSAGE             TUG_COMMIT_MESSAGE
   DELIVERY_COMMIT_USER_NAME, _EMAIL   TUG_COMMIT_USER_NAME, TUG_COMMIT_USER_EMAIL
   DELIVERY_TIMEOUT                    TUG_TIMEOUT (the whole wait, not only the connection)
-  DELIVERY_NOTIFY_SPEC                TUG_NOTIFY_MESSAGE, TUG_NO_NOTIFY (sinks are the server's)";
+  DELIVERY_NOTIFY_SPEC                TUG_NOTIFY_MESSAGE, TUG_NO_NOTIFY (sinks are the server's;
+                                      not read)
+
+Exit status: 0 deployed, 1 the job failed or its request was invalid, 2 usage, transport,
+authentication or a wait that timed out.";
 
 /// How the release commands reach the server. The token is read from `TUG_TOKEN` or from
 /// `--token-file`, never from a flag value.
@@ -335,6 +424,7 @@ pub struct ServerArgs {
     /// A PEM certificate to trust as a root for an https server.
     #[arg(long, env = "TUG_CA_CERT", value_name = "PEM", global = true)]
     pub ca_cert: Option<PathBuf>,
+    /// How to print the result.
     #[arg(
         long,
         short = 'o',
@@ -349,6 +439,7 @@ pub struct ServerArgs {
 /// Where `artifact.json` is read and written.
 #[derive(Debug, Args)]
 pub struct ArtifactFileArg {
+    /// The artifact file.
     #[arg(
         long,
         short = 'f',
@@ -357,6 +448,7 @@ pub struct ArtifactFileArg {
         value_name = "PATH"
     )]
     pub file: PathBuf,
+    /// How to print the result.
     #[arg(long, short = 'o', env = "TUG_OUTPUT", value_enum, default_value_t)]
     pub output: OutputFormat,
 }
@@ -398,6 +490,7 @@ pub struct ArtifactBundleArgs {
 #[derive(Debug, Args)]
 #[command(after_help = ARTIFACT_AFTER_HELP)]
 pub struct ArtifactInitArgs {
+    /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
     /// The artifact id, unique per service (the image tag is a good choice).
@@ -409,14 +502,19 @@ pub struct ArtifactInitArgs {
     /// The source branch the artifact was built from.
     #[arg(long, env = "TUG_COMMIT_BRANCH")]
     pub branch: Option<String>,
+    /// The source commit the artifact was built from.
     #[arg(long, env = "TUG_COMMIT_SHA")]
     pub sha: Option<String>,
+    /// The source commit's author name.
     #[arg(long, env = "TUG_COMMIT_AUTHOR_NAME")]
     pub author_name: Option<String>,
+    /// The source commit's author email.
     #[arg(long, env = "TUG_COMMIT_AUTHOR_EMAIL")]
     pub author_email: Option<String>,
+    /// The source commit's committer name.
     #[arg(long, env = "TUG_COMMIT_COMMITTER_NAME")]
     pub committer_name: Option<String>,
+    /// The source commit's committer email.
     #[arg(long, env = "TUG_COMMIT_COMMITTER_EMAIL")]
     pub committer_email: Option<String>,
     /// The source commit's message.
@@ -452,6 +550,7 @@ pub struct ImageStageArgs {
     /// Image repository without tag, e.g. `registry.example.com/shop/api`.
     #[arg(long)]
     pub image: String,
+    /// The image tag.
     #[arg(long)]
     pub tag: String,
     /// Content digest, `sha256:…`.
@@ -463,10 +562,13 @@ pub struct ImageStageArgs {
 
 #[derive(Debug, Args)]
 pub struct TestStageArgs {
+    /// How many tests passed.
     #[arg(long)]
     pub passed: u64,
+    /// How many tests failed.
     #[arg(long)]
     pub failed: u64,
+    /// How many tests were skipped.
     #[arg(long, default_value_t = 0)]
     pub skipped: u64,
     /// A link to the test report.
@@ -478,10 +580,13 @@ pub struct TestStageArgs {
 
 #[derive(Debug, Args)]
 pub struct ScanStageArgs {
+    /// High-severity findings.
     #[arg(long)]
     pub high: u64,
+    /// Medium-severity findings.
     #[arg(long)]
     pub medium: u64,
+    /// Low-severity findings.
     #[arg(long)]
     pub low: u64,
     /// The scanner (`trivy`, `grype` …).
@@ -496,6 +601,7 @@ pub struct ScanStageArgs {
 
 #[derive(Debug, Args)]
 pub struct ArtifactPushArgs {
+    /// The artifact file.
     #[arg(
         long,
         short = 'f',
@@ -511,9 +617,10 @@ pub struct ArtifactPushArgs {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["artifact", "branch"]))]
 pub struct ReleaseArgs {
+    /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
-    /// Environments, comma separated or repeated.
+    /// The environments to release to, comma separated or repeated.
     #[arg(long, required = true, value_delimiter = ',')]
     pub env: Vec<String>,
     /// The artifact id to release.
@@ -531,13 +638,16 @@ pub struct ReleaseArgs {
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
+    /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
+    /// The environments to promote to, comma separated or repeated.
     #[arg(long, required = true, value_delimiter = ',')]
     pub env: Vec<String>,
     /// Promote from this environment instead of the one before --env in the promotion order.
     #[arg(long)]
     pub from_env: Option<String>,
+    /// Return once the server has stored the request; print the jobs.
     #[arg(long)]
     pub no_wait: bool,
     #[command(flatten)]
@@ -546,14 +656,17 @@ pub struct PromoteArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
+    /// The environment to roll back.
     #[arg(long)]
     pub env: String,
     /// The artifact to go back to. Without it, a terminal offers the recent releases to pick
     /// from; otherwise the previous release is used.
     #[arg(long)]
     pub artifact: Option<String>,
+    /// Return once the server has stored the request; print the jobs.
     #[arg(long)]
     pub no_wait: bool,
     #[command(flatten)]
@@ -562,8 +675,10 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct UnpinArgs {
+    /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
+    /// The environment to unpin.
     #[arg(long)]
     pub env: String,
     #[command(flatten)]
@@ -572,6 +687,7 @@ pub struct UnpinArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
     #[command(flatten)]
@@ -582,11 +698,13 @@ pub struct StatusArgs {
 pub enum DescribeCommand {
     /// Release history of a service, newest first.
     Release {
+        /// The service.
         #[arg(long, env = "TUG_SERVICE")]
         service: String,
         /// Only this environment.
         #[arg(long)]
         env: Option<String>,
+        /// How many to show.
         #[arg(long, default_value_t = 10)]
         count: u32,
         #[command(flatten)]
@@ -594,11 +712,13 @@ pub enum DescribeCommand {
     },
     /// Artifacts registered for a service, newest first.
     Artifact {
+        /// The service.
         #[arg(long, env = "TUG_SERVICE")]
         service: String,
         /// Only artifacts of this source branch.
         #[arg(long)]
         branch: Option<String>,
+        /// How many to show.
         #[arg(long, default_value_t = 10)]
         count: u32,
         #[command(flatten)]
@@ -626,6 +746,7 @@ pub enum PolicyCommand {
     Apply(PolicyApply),
     /// Delete policies by id.
     Delete {
+        /// The ids of the policies to delete (`tug policy list` shows them).
         #[arg(required = true)]
         ids: Vec<String>,
     },
@@ -635,15 +756,19 @@ pub enum PolicyCommand {
 pub enum PolicyApply {
     /// Release new artifacts of --branch to --env as soon as they are registered.
     AutoRelease {
+        /// The source branch whose artifacts are released.
         #[arg(long)]
         branch: String,
+        /// The environment they are released to.
         #[arg(long)]
         env: String,
     },
     /// Allow only branches matching --branch-regex (anchor it: `^main$`) in --env.
     BranchRestriction {
+        /// The environment the restriction guards.
         #[arg(long)]
         env: String,
+        /// The regular expression a source branch must match.
         #[arg(long)]
         branch_regex: String,
     },
@@ -653,4 +778,47 @@ pub enum PolicyApply {
 pub struct ReindexArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every subcommand, positional argument and flag says what it is in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(format!("{sub_path} (the command)"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "tug", &mut missing);
+        assert!(missing.is_empty(), "without help:\n{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn json_is_asked_for_in_every_spelling() {
+        let asks = |args: &[&str]| asks_for_json(args.iter().map(|a| (*a).to_owned()));
+        assert!(asks(&["tug", "status", "-o", "json"]));
+        assert!(asks(&["tug", "status", "--output", "json"]));
+        assert!(asks(&["tug", "status", "--output=json"]));
+        assert!(asks(&["tug", "status", "-ojson"]));
+        assert!(!asks(&["tug", "status", "-o", "text"]));
+    }
 }

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::ServerArgs;
+use crate::exit::Coded;
 
 /// Connecting takes at most this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,10 +72,10 @@ impl ReleaseClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the tug server at {url}"))?;
+        let response = request.send().await.map_err(|e| unreachable(&url, &e))?;
+        if let Some(e) = grpc_answer(&response, &self.base) {
+            return Err(e);
+        }
         if response.status().is_success() {
             Ok(response)
         } else {
@@ -146,17 +147,66 @@ impl ReleaseClient {
     }
 }
 
+/// A transport error (exit 2, code `unavailable`), with reqwest's causes in one line.
+pub fn unreachable(url: &str, e: &reqwest::Error) -> anyhow::Error {
+    let mut message = format!("cannot reach the tug server at {url}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    Coded::usage("unavailable", message)
+}
+
+/// An answer from a gRPC listener (tonic answers a plain HTTP request with `grpc-status` and no
+/// body): the caller pointed a REST client at the gRPC port, 12010 for Delivery's clients.
+pub fn grpc_answer(response: &reqwest::Response, base: &str) -> Option<anyhow::Error> {
+    let headers = response.headers();
+    let is_grpc = headers.contains_key("grpc-status")
+        || headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+    is_grpc.then(|| {
+        Coded::usage(
+            "wrong_port",
+            format!(
+                "{base} answered with gRPC: this is tug's gRPC port; the tug CLI speaks REST on \
+                 the HTTP port, 12011 by default (--server http://HOST:12011)"
+            ),
+        )
+    })
+}
+
 /// The server's `{code, message}` for a refused request.
-async fn refusal(response: reqwest::Response) -> anyhow::Error {
+pub async fn refusal(response: reqwest::Response) -> anyhow::Error {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     match serde_json::from_str::<Value>(&body) {
-        Ok(error) if error.get("message").is_some() => anyhow!(
-            "the server refused the request ({status}): {}: {}",
-            error.get("code").and_then(Value::as_str).unwrap_or("error"),
-            error.get("message").and_then(Value::as_str).unwrap_or("")
-        ),
-        _ => anyhow!("the server refused the request ({status}): {}", body.trim()),
+        Ok(error) if error.get("message").is_some() => {
+            let code = error
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_owned();
+            let message = format!(
+                "the server refused the request ({status}): {code}: {}",
+                error.get("message").and_then(Value::as_str).unwrap_or("")
+            );
+            Coded::refused(&code, message)
+        }
+        _ => {
+            let code = match status.as_u16() {
+                401 => "unauthenticated",
+                403 => "permission_denied",
+                404 => "not_found",
+                _ => "unavailable",
+            };
+            Coded::refused(
+                code,
+                format!("the server refused the request ({status}): {}", body.trim()),
+            )
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use tug_spec::{BranchUpdate, Files, FilesError, PathsAt};
 
 use crate::cli::{ApplyArgs, OutputFormat};
 use crate::cmd_edit::now_rfc3339;
+use crate::exit::Coded;
 use crate::localfs::Checkout;
 use crate::output;
 
@@ -124,7 +125,8 @@ fn apply_to_dir(
     };
     let mut summaries = Vec::new();
     for s in selected {
-        let applied = tug_spec::apply_paths(&s.update.paths, &s.field, &pending, ctx)?;
+        let applied = tug_spec::apply_paths(&s.update.paths, &s.field, &pending, ctx)
+            .map_err(|e| Coded::failed("edit_failed", e.to_string()))?;
         summaries.extend(applied.summaries);
         for change in applied.changes {
             pending.writes.insert(change.path, change.content);
@@ -263,7 +265,8 @@ fn apply_and_push(
                 .with_context(|| format!("branch {branch} does not exist in {url}"))?;
             let view = mirror.tree_at(tip)?;
             let files_at_tip = GitFiles(&view);
-            let applied = tug_spec::apply_segments(&change.segments, &files_at_tip, ctx)?;
+            let applied = tug_spec::apply_segments(&change.segments, &files_at_tip, ctx)
+                .map_err(|e| Coded::failed("edit_failed", e.to_string()))?;
             summaries.extend(applied.summaries);
             for c in applied.changes {
                 let before = files_at_tip.read(&c.path)?.unwrap_or_default();
@@ -292,7 +295,10 @@ fn apply_and_push(
     report(args, &summaries, &files, &pushed);
     let failed = pushed.iter().filter(|p| p.outcome.is_err()).count();
     if failed > 0 {
-        bail!("{failed} of {} updates failed", pushed.len());
+        return Err(Coded::failed_and_reported(
+            "push_failed",
+            format!("{failed} of {} updates failed", pushed.len()),
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -318,7 +324,7 @@ fn report(
                 })
                 .collect();
             output::json(&serde_json::json!({
-                "dry_run": args.dry_run,
+                "dryRun": args.dry_run,
                 "edits": summaries,
                 "files": files,
                 "updates": pushed,

@@ -1,42 +1,100 @@
 //! `tug deploy`: the CI client. It sends one deploy request to a tug server over REST, streams
 //! the progress lines to stderr and prints the outcome of each repository branch to stdout.
 //!
-//! Exit status: 0 when the job succeeded, 1 when it failed, 2 for a usage error, a transport
-//! error, a request the server refused, or a wait that timed out (the job goes on).
+//! Exit status (the table in `exit`): 0 when the job succeeded, 1 when it failed or the server
+//! refused the request's content (invalid specs, unknown repository), 2 for a usage error, a
+//! transport error, a refused token, or a wait that timed out (the job goes on).
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::cli::{DeployArgs, OutputFormat};
+use crate::client::{grpc_answer, refusal, unreachable};
+use crate::exit::{self, Coded};
 use crate::output;
-
-const EXIT_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
 
 /// Connecting takes at most this long, however long the whole wait may be.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server `tug deploy` talks to when neither a flag nor a variable names one.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:12011";
+/// How long `tug deploy` waits for the job when neither a flag nor a variable says.
+const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
-pub fn run(args: DeployArgs) -> ExitCode {
-    match deploy(&args) {
-        Ok(code) => code,
-        Err(e) => {
-            output::error(&e);
-            ExitCode::from(EXIT_USAGE)
+pub fn run(mut args: DeployArgs) -> anyhow::Result<ExitCode> {
+    delivery_fallbacks(&mut args, &|name| std::env::var(name).ok())?;
+    deploy(&args)
+}
+
+/// The Delivery client's `DELIVERY_*` variables, read where neither the flag nor its `TUG_*`
+/// variable gave a value, so a Delivery CI job keeps working when its client is swapped for
+/// `tug deploy`.
+fn delivery_fallbacks(
+    args: &mut DeployArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    let var = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    if args.server.is_none() {
+        let addr = var("DELIVERY_SERVER_ADDR");
+        let port = var("DELIVERY_SERVER_PORT");
+        if addr.is_some() || port.is_some() {
+            // Delivery's clients spoke gRPC on 12010; without a port, tug's REST port.
+            let addr = addr.unwrap_or_else(|| "127.0.0.1".to_owned());
+            let port = port.unwrap_or_else(|| "12011".to_owned());
+            args.server = Some(if addr.contains("://") {
+                format!("{addr}:{port}")
+            } else {
+                format!("http://{addr}:{port}")
+            });
         }
     }
+    let fill = |slot: &mut Option<String>, name: &str| {
+        if slot.is_none() {
+            *slot = var(name);
+        }
+    };
+    fill(&mut args.specs, "DELIVERY_SPECS");
+    fill(&mut args.project, "DELIVERY_COMMIT_PROJECT");
+    fill(&mut args.source_branch, "DELIVERY_COMMIT_BRANCH");
+    fill(&mut args.source_tag, "DELIVERY_COMMIT_TAG");
+    fill(&mut args.short_sha, "DELIVERY_COMMIT_SHORT_SHA");
+    fill(&mut args.message, "DELIVERY_COMMIT_MESSAGE");
+    fill(&mut args.user_name, "DELIVERY_COMMIT_USER_NAME");
+    fill(&mut args.user_email, "DELIVERY_COMMIT_USER_EMAIL");
+    if args.specs_file.is_none() && args.specs.is_none() && args.repository.is_none() {
+        args.specs_file = var("DELIVERY_SPECS_FILE").map(Into::into);
+    }
+    if args.ca_cert.is_none() {
+        args.ca_cert = var("DELIVERY_SERVER_ROOT_CERT").map(Into::into);
+    }
+    if args.timeout.is_none()
+        && let Some(timeout) = var("DELIVERY_TIMEOUT")
+    {
+        let secs = timeout.trim_end_matches('s').parse::<u64>().map_err(|_| {
+            Coded::usage(
+                "invalid_argument",
+                format!("DELIVERY_TIMEOUT: {timeout:?} is not a number of seconds"),
+            )
+        })?;
+        args.timeout = Some(secs);
+    }
+    Ok(())
 }
 
 fn deploy(args: &DeployArgs) -> anyhow::Result<ExitCode> {
     let token = token(args)?;
     let request = request(args)?;
     let idempotency_key = idempotency_key(args, &request)?;
-    let base = server_url(&args.server);
+    let base = server_url(args.server.as_deref().unwrap_or(DEFAULT_SERVER));
     let client = http_client(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -49,34 +107,36 @@ fn deploy(args: &DeployArgs) -> anyhow::Result<ExitCode> {
         idempotency_key,
         output: args.output,
     };
-    let timeout = Duration::from_secs(args.timeout);
+    let timeout_secs = args.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    let timeout = Duration::from_secs(timeout_secs);
+    let no_answer = || {
+        Coded::usage(
+            "deadline_exceeded",
+            format!(
+                "no answer from {} within {timeout_secs} s (--timeout)",
+                exchange.base
+            ),
+        )
+    };
     runtime.block_on(async {
         if args.no_wait {
             return tokio::time::timeout(timeout, exchange.submit(&request))
                 .await
-                .map_err(|_| {
-                    anyhow!(
-                        "no answer from {} within {} s (--timeout)",
-                        exchange.base,
-                        args.timeout
-                    )
-                })?;
+                .map_err(|_| no_answer())?;
         }
         let mut job_id = None;
         match tokio::time::timeout(timeout, exchange.deploy(&request, &mut job_id)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(match job_id {
-                Some(id) => anyhow!(
-                    "gave up waiting for job {id} after {} s (--timeout); it goes on on the server: \
-                     GET {}/api/v1/jobs/{id} tells how it ends",
-                    args.timeout,
-                    exchange.base
+                Some(id) => Coded::usage(
+                    "deadline_exceeded",
+                    format!(
+                        "gave up waiting for job {id} after {timeout_secs} s (--timeout); it goes \
+                         on on the server: GET {}/api/v1/jobs/{id} tells how it ends",
+                        exchange.base
+                    ),
                 ),
-                None => anyhow!(
-                    "no answer from {} within {} s (--timeout)",
-                    exchange.base,
-                    args.timeout
-                ),
+                None => no_answer(),
             }),
         }
     })
@@ -86,10 +146,12 @@ fn deploy(args: &DeployArgs) -> anyhow::Result<ExitCode> {
 /// authentication.
 fn token(args: &DeployArgs) -> anyhow::Result<Option<String>> {
     let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?,
-        ),
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            Coded::usage(
+                "invalid_argument",
+                format!("cannot read the token file {}: {e}", path.display()),
+            )
+        })?),
         None => std::env::var("TUG_TOKEN").ok(),
     };
     Ok(token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
@@ -156,26 +218,30 @@ fn shorthand_spec(args: &DeployArgs) -> anyhow::Result<tug_spec::DeploySpec> {
     let repository = given(args.repository.as_ref());
     let url = given(args.url.as_ref());
     if repository.is_none() && url.is_none() {
-        bail!(
+        return Err(usage(
             "nothing to deploy: give --specs-file, --specs, or --repository (or --url) with \
-             --branch, --path and --image"
-        );
+             --branch, --path and --image",
+        ));
     }
     let Some(branch) = given(args.branch.as_ref()) else {
-        bail!("--branch: required with --repository or --url");
+        return Err(usage("--branch: required with --repository or --url"));
     };
     let Some(path) = args.path.clone() else {
-        bail!("--path: required with --repository or --url (`.` for the repository root)");
+        return Err(usage(
+            "--path: required with --repository or --url (`.` for the repository root)",
+        ));
     };
     if args.image.is_empty() {
-        bail!("--image: required with --repository or --url, as NAME[=NEWNAME][:TAG][@DIGEST]");
+        return Err(usage(
+            "--image: required with --repository or --url, as NAME[=NEWNAME][:TAG][@DIGEST]",
+        ));
     }
     let images = args
         .image
         .iter()
         .map(|image| {
-            let spec =
-                tug_edit::ImageSpec::parse(image.trim()).map_err(|e| anyhow!("--image: {e}"))?;
+            let spec = tug_edit::ImageSpec::parse(image.trim())
+                .map_err(|e| usage(&format!("--image: {e}")))?;
             Ok(tug_spec::ImageRef {
                 name: spec.name,
                 new_name: spec.new_name,
@@ -196,6 +262,10 @@ fn shorthand_spec(args: &DeployArgs) -> anyhow::Result<tug_spec::DeploySpec> {
             }],
         }],
     })
+}
+
+fn usage(message: &str) -> anyhow::Error {
+    Coded::usage("invalid_argument", message)
 }
 
 /// `deploy <project> <branch|tag>@<short_sha>` with the message as body; the message alone when
@@ -298,10 +368,10 @@ impl Exchange {
         if let Some(key) = &self.idempotency_key {
             post = post.header("Idempotency-Key", key);
         }
-        let response = post
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the tug server at {url}"))?;
+        let response = post.send().await.map_err(|e| unreachable(&url, &e))?;
+        if let Some(e) = grpc_answer(&response, &self.base) {
+            return Err(e);
+        }
         if response.status().is_success() {
             return Ok(response);
         }
@@ -359,11 +429,14 @@ impl Exchange {
             return Ok(self.finish(&result));
         }
         let job = job_id.as_deref().unwrap_or("(unknown)");
-        bail!(
-            "the server ended the stream before job {job} finished; it goes on on the server: \
-             GET {}/api/v1/jobs/{job} tells how it ends",
-            self.base
-        )
+        Err(Coded::usage(
+            "unavailable",
+            format!(
+                "the server ended the stream before job {job} finished; it goes on on the \
+                 server: GET {}/api/v1/jobs/{job} tells how it ends",
+                self.base
+            ),
+        ))
     }
 
     /// Prints a progress line to stderr; returns the result object of the final line.
@@ -405,7 +478,7 @@ impl Exchange {
         if result.get("status").and_then(Value::as_str) == Some("succeeded") {
             ExitCode::SUCCESS
         } else {
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(exit::FAILED)
         }
     }
 }
@@ -422,20 +495,6 @@ fn summary_line(update: &Value) -> String {
         format!("{head} up-to-date")
     } else {
         format!("{head} {}", text("status"))
-    }
-}
-
-/// The server's `{code, message}` for a refused request.
-async fn refusal(response: reqwest::Response) -> anyhow::Error {
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    match serde_json::from_str::<Value>(&body) {
-        Ok(error) if error.get("message").is_some() => anyhow!(
-            "the server refused the request ({status}): {}: {}",
-            error.get("code").and_then(Value::as_str).unwrap_or("error"),
-            error.get("message").and_then(Value::as_str).unwrap_or("")
-        ),
-        _ => anyhow!("the server refused the request ({status}): {}", body.trim()),
     }
 }
 

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use tug_edit::{Edit, ImageSpec, ValueType};
 
 use crate::cli::{EditCommand, EditCommon, OutputFormat, ValueTypeArg};
+use crate::exit::Coded;
 use crate::localfs::write_atomic;
 use crate::output;
 
@@ -103,7 +104,8 @@ fn resolve_image_target(path: &Path) -> anyhow::Result<(PathBuf, bool)> {
 fn edit_one(file: &Path, edit: &Edit, common: &EditCommon) -> anyhow::Result<ExitCode> {
     let name = file.display().to_string();
     let input = std::fs::read(file).with_context(|| format!("{name}: cannot read"))?;
-    let outcome = tug_edit::apply(&name, &input, edit)?;
+    let outcome = tug_edit::apply(&name, &input, edit)
+        .map_err(|e| Coded::failed("edit_failed", e.to_string()))?;
     let diff = common
         .dry_run
         .then(|| output::unified_diff(&name, &input, &outcome.output));
@@ -118,7 +120,7 @@ fn edit_one(file: &Path, edit: &Edit, common: &EditCommon) -> anyhow::Result<Exi
             "file": name,
             "changed": outcome.changed,
             "summary": outcome.summary,
-            "dry_run": common.dry_run,
+            "dryRun": common.dry_run,
             "diff": diff,
         })),
         OutputFormat::Text => match diff {

@@ -11,6 +11,7 @@ use crate::cli::{
     ReindexArgs, ReleaseArgs, RollbackArgs, ServerArgs, StatusArgs, UnpinArgs,
 };
 use crate::client::{ReleaseClient, block_on};
+use crate::exit::Coded;
 use crate::output;
 
 /// How many recent releases the interactive rollback offers.
@@ -162,7 +163,10 @@ fn submit(server: &ServerArgs, body: &Value, no_wait: bool) -> anyhow::Result<()
     let mut outcome = StreamOutcome::default();
     block_on(client.post_stream("/api/v1/releases", body, |line| outcome.take(line)))?;
     if outcome.results.is_empty() {
-        bail!("the server ended the stream before any release finished");
+        return Err(Coded::usage(
+            "unavailable",
+            "the server ended the stream before any release finished",
+        ));
     }
     match server.output {
         OutputFormat::Json => output::json(&json!({"releases": outcome.results})),
@@ -185,7 +189,10 @@ fn submit(server: &ServerArgs, body: &Value, no_wait: bool) -> anyhow::Result<()
         })
         .collect();
     if !failed.is_empty() {
-        bail!("the release failed in {}", failed.join(", "));
+        return Err(Coded::failed_and_reported(
+            "release_failed",
+            format!("the release failed in {}", failed.join(", ")),
+        ));
     }
     Ok(())
 }

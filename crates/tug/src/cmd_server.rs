@@ -11,9 +11,14 @@ use crate::output;
 
 /// Runs the server until SIGTERM or Ctrl-C; then stops accepting, lets the writers finish the
 /// push in flight and exits. Queued jobs resume at the next start.
-pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+/// With `check`, only loads and validates the configuration.
+pub fn run(config_path: &Path, check: bool) -> anyhow::Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
     let config = Config::load(config_path, &env)?;
+    if check {
+        output::line(&format!("{}: configuration OK", config_path.display()));
+        return Ok(ExitCode::SUCCESS);
+    }
     serve(config)
 }
 
@@ -76,7 +81,12 @@ spec:
 
 /// Creates a sample GitOps repository (a bare repository on disk, reached over file://), a
 /// configuration with a fresh token, and runs the server.
-pub fn quickstart(dir: &Path, http: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn quickstart(dir: Option<&Path>, http: Option<String>) -> anyhow::Result<ExitCode> {
+    let dir = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => default_quickstart_dir(),
+    };
+    let dir = dir.as_path();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir)?;
     let remote = dir.join("gitops.git");
@@ -100,8 +110,11 @@ pub fn quickstart(dir: &Path, http: Option<String>) -> anyhow::Result<ExitCode> 
                 &format!("http: \"{addr}\""),
             );
         }
+        yaml.push_str(QUICKSTART_RELEASES);
         std::fs::write(&config_path, yaml)?;
         write_private(&token_path, &token)?;
+        // Nothing in here belongs in a checkout the quick start was pointed into.
+        std::fs::write(dir.join(".gitignore"), "*\n")?;
     }
     let token = std::fs::read_to_string(&token_path)
         .with_context(|| format!("cannot read {}", token_path.display()))?;
@@ -125,17 +138,79 @@ Try, in another terminal:
            {{"path":"apps/demo/dev","kustomize":{{"images":[
              {{"name":"registry.example.com/demo/app","newTag":"v1.2.3"}}]}}}}]}}]}}]}}'
 
-  tug deploy --server http://{http_addr} --repository gitops --branch main \
+  {tug} deploy --server http://{http_addr} --repository gitops --branch main \
     --path apps/demo/dev --image registry.example.com/demo/app:v1.2.4
+
+Releases (service demo, environments dev -> prod), from a directory of your own:
+
+  export TUG_SERVER=http://{http_addr}
+  {tug} artifact init --service demo --id demo-1.3.0 --branch main --sha 0a1b2c3 -m "first release"
+  {tug} artifact add push --image registry.example.com/demo/app --tag 1.3.0
+  {tug} artifact push
+  {tug} release --service demo --env dev --artifact demo-1.3.0
+  {tug} promote --service demo --env prod
+  {tug} artifact init --service demo --id demo-1.4.0 --branch main --sha 1b2c3d4 -m "second release"
+  {tug} artifact add push --image registry.example.com/demo/app --tag 1.4.0
+  {tug} artifact push
+  {tug} release --service demo --env dev,prod --artifact demo-1.4.0
+  {tug} rollback --service demo --env prod
+  {tug} status --service demo
+  {tug} unpin --service demo --env prod
 
   git --git-dir {remote} log --format='%h %s%n%b' -3
 "#,
         config = config_path.display(),
         token_file = token_path.display(),
         remote = remote.display(),
+        tug = tug_command(),
     ));
     let _ = token;
     serve(config)
+}
+
+/// The releases half of the quick start: the sample repository's `main` is `dev`, `prod` comes
+/// after it, and the service `demo` lives in `apps/demo/{env}`.
+const QUICKSTART_RELEASES: &str = r#"
+# Releases: environments in promotion order and the services released to them.
+environments:
+  - { name: dev, repository: gitops, branch: main }
+  - { name: prod, after: dev }
+services:
+  - name: demo
+    path: "apps/{service}/{env}"
+    edit: { kind: kustomize }
+"#;
+
+/// `tug` when the `tug` on PATH is this binary; else this binary's path, so the printed
+/// commands run as they are (after `cargo run`, `tug` is usually not on PATH).
+fn tug_command() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "tug".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|dir| std::fs::canonicalize(dir.join("tug")).is_ok_and(|found| found == me))
+    });
+    if on_path {
+        "tug".to_owned()
+    } else {
+        me.display().to_string()
+    }
+}
+
+/// `$XDG_DATA_HOME/tug/quickstart` (`~/.local/share/tug/quickstart`): outside any checkout, so
+/// running the quick start from a clone of tug leaves its `git status` clean.
+fn default_quickstart_dir() -> PathBuf {
+    let data_home = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".local/share"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    data_home.join("tug/quickstart")
 }
 
 fn default_http() -> &'static str {

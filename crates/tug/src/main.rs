@@ -8,6 +8,7 @@ mod cmd_deploy;
 mod cmd_edit;
 mod cmd_release;
 mod cmd_server;
+mod exit;
 mod localfs;
 mod output;
 
@@ -15,13 +16,47 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::cli::OutputFormat;
+
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => return usage_error(&e),
+    };
+    let format = args.command.output_format();
     match run(args) {
         Ok(code) => code,
         Err(e) => {
+            let (status, code, reported) = exit::classify(&e);
             output::error(&e);
-            ExitCode::from(1)
+            if format == OutputFormat::Json && !reported {
+                output::json_error(&code, &e);
+            }
+            ExitCode::from(status)
+        }
+    }
+}
+
+/// Help and version go to stdout (status 0); a usage error to stderr (status 2), and as a JSON
+/// error on stdout when the arguments asked for JSON.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ => {
+            if cli::asks_for_json(std::env::args()) {
+                let text = e.render().to_string();
+                // The error without clap's usage lines and hints, on one line.
+                let head = text.split("\n\n").next().unwrap_or("invalid arguments");
+                let message = head
+                    .trim_start_matches("error: ")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                output::json_error("invalid_argument", &anyhow::anyhow!("{message}"));
+            }
+            ExitCode::from(exit::USAGE)
         }
     }
 }
@@ -30,9 +65,9 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
     match args.command {
         cli::Command::Edit(cmd) => cmd_edit::run(cmd),
         cli::Command::Apply(cmd) => cmd_apply::run(cmd),
-        cli::Command::Server { config } => cmd_server::run(&config),
-        cli::Command::Quickstart { dir, http } => cmd_server::quickstart(&dir, http),
-        cli::Command::Deploy(cmd) => Ok(cmd_deploy::run(cmd)),
+        cli::Command::Server { config, check } => cmd_server::run(&config, check),
+        cli::Command::Quickstart { dir, http } => cmd_server::quickstart(dir.as_deref(), http),
+        cli::Command::Deploy(cmd) => cmd_deploy::run(cmd),
         cli::Command::Artifact(cmd) => cmd_artifact::run(cmd).map(|()| ExitCode::SUCCESS),
         cli::Command::Release(args) => cmd_release::release(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Promote(args) => cmd_release::promote(&args).map(|()| ExitCode::SUCCESS),
@@ -44,7 +79,10 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Reindex(args) => cmd_release::reindex(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Completion { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());
+            // Generated into memory, then written ignoring a closed stdout (`| head -1`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tug", &mut script);
+            output::bytes(&script);
             Ok(ExitCode::SUCCESS)
         }
     }

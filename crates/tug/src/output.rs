@@ -1,4 +1,5 @@
-//! What the CLI prints. Results go to stdout (text or JSON), diagnostics to stderr.
+//! What the CLI prints. Results go to stdout (text or JSON), diagnostics to stderr. A closed
+//! stdout or stderr (`tug … | head -1`) is not an error: what cannot be written is dropped.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
@@ -8,7 +9,16 @@ pub fn error(e: &anyhow::Error) {
     for cause in e.chain().skip(1) {
         msg.push_str(&format!("\n  caused by: {cause}"));
     }
-    eprintln!("{msg}");
+    diagnostic(&msg);
+}
+
+/// `{"error": {"code": …, "message": …}}` on stdout, for `-o json` callers piping into `jq`.
+pub fn json_error(code: &str, e: &anyhow::Error) {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        message.push_str(&format!(": {cause}"));
+    }
+    json(&serde_json::json!({"error": {"code": code, "message": message}}));
 }
 
 pub fn line(s: &str) {
@@ -16,9 +26,16 @@ pub fn line(s: &str) {
     let _ = writeln!(out, "{s}");
 }
 
+pub fn bytes(b: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b);
+    let _ = out.flush();
+}
+
 /// A line about something that went wrong, while the run goes on.
 pub fn diagnostic(s: &str) {
-    eprintln!("{s}");
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{s}");
 }
 
 pub fn json(v: &serde_json::Value) {

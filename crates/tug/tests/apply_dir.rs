@@ -555,7 +555,7 @@ fn json_output() {
         .tug(&["apply", "specs.yaml", "--dir", "repo", "-o", "json"])
         .ok();
     let v = run.json();
-    assert_eq!(v["dry_run"], false);
+    assert_eq!(v["dryRun"], false);
     assert_eq!(
         v["files"],
         serde_json::json!([
@@ -578,7 +578,7 @@ fn json_output() {
     assert!(edits[1].starts_with("apps/my-app/dev/values.yaml: "), "{v}");
     assert_eq!(
         v.as_object().unwrap().keys().collect::<Vec<_>>(),
-        ["dry_run", "edits", "files", "updates"]
+        ["dryRun", "edits", "files", "updates"]
     );
 }
 

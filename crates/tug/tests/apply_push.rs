@@ -258,6 +258,8 @@ fn a_branch_that_does_not_exist_is_named_and_nothing_is_pushed() {
             .contains(&format!("branch relase does not exist in {url}")),
         "{run}"
     );
+    // The missing branch is the whole story: no path of it is named as missing too.
+    assert!(!run.stderr.contains("no such"), "{run}");
     assert_eq!(remote.tip("relase").unwrap(), None, "no branch was created");
 }
 
@@ -449,7 +451,7 @@ fn dry_run_with_push_pushes_nothing() {
         .tug(&["apply", "specs.yaml", "--push", "--dry-run", "-o", "json"])
         .ok();
     let v = run.json();
-    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["dryRun"], true);
     assert_eq!(v["updates"], serde_json::json!([]));
     assert_eq!(v["files"][0]["path"], "apps/my-app/dev/values.yaml");
     assert!(
@@ -509,7 +511,7 @@ fn json_output_of_a_push() {
     assert_eq!(
         v,
         serde_json::json!({
-            "dry_run": false,
+            "dryRun": false,
             "edits": v["edits"],
             "files": [],
             "updates": [{"url": url, "branch": "main", "status": "committed", "commit": tip(&remote, "main")}],

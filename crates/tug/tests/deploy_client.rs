@@ -694,3 +694,231 @@ fn a_deploy_that_only_adds_warns_and_strict_refuses_it() {
         "{out:?}"
     );
 }
+
+#[test]
+fn the_delivery_clients_variables_are_read_when_no_tug_variable_is_set() {
+    let world = World::start();
+    let http = world.server.http_url();
+    let (addr, port) = http.trim_start_matches("http://").rsplit_once(':').unwrap();
+    let specs = format!(
+        r#"[{{"repository":"gitops","updates":[{{"branch":"main","paths":[{{"path":"{DEV_PATH}",
+        "kustomize":{{"images":[{{"name":"{IMAGE}","newTag":"v7.0.0"}}]}}}}]}}]}}]"#
+    );
+    // No --server, no TUG_* variable: only what a Delivery CI job sets.
+    let out = world
+        .tug(
+            &["deploy"],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("DELIVERY_SERVER_ADDR", addr),
+                ("DELIVERY_SERVER_PORT", port),
+                ("DELIVERY_SPECS", &specs),
+                ("DELIVERY_COMMIT_PROJECT", "shop/demo"),
+                ("DELIVERY_COMMIT_BRANCH", "main"),
+                ("DELIVERY_COMMIT_SHORT_SHA", "7a7a7a7"),
+                ("DELIVERY_COMMIT_MESSAGE", "from the Delivery client"),
+                ("DELIVERY_COMMIT_USER_NAME", "Delivery Bot"),
+                ("DELIVERY_COMMIT_USER_EMAIL", "delivery@example.com"),
+                ("DELIVERY_TIMEOUT", "60"),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(kustomization_at_tip(&world).contains("v7.0.0"));
+    let tip = world.gitops.tip("main").unwrap().unwrap();
+    let log = String::from_utf8(
+        world
+            .gitops
+            .git(&["log", "-1", "--format=%an <%ae>%n%s%n%b", &tip])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        log.starts_with("Delivery Bot <delivery@example.com>\ndeploy shop/demo main@7a7a7a7\n"),
+        "{log}"
+    );
+    assert!(log.contains("from the Delivery client"), "{log}");
+
+    // A TUG_* variable wins over its DELIVERY_* fallback.
+    let out = world
+        .tug(
+            &["deploy"],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("TUG_SERVER", &http),
+                ("DELIVERY_SERVER_ADDR", "127.0.0.1"),
+                ("DELIVERY_SERVER_PORT", "1"),
+                ("DELIVERY_SPECS", &specs.replace("v7.0.0", "v7.0.1")),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(kustomization_at_tip(&world).contains("v7.0.1"));
+
+    let out = world
+        .tug(
+            &["deploy"],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("TUG_SERVER", &http),
+                ("DELIVERY_SPECS", &specs),
+                ("DELIVERY_TIMEOUT", "soon"),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("DELIVERY_TIMEOUT: \"soon\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn pointing_deploy_at_the_grpc_port_says_which_port_speaks_rest() {
+    let world = World::start();
+    let grpc = format!("http://{}", world.server.grpc_addr());
+    let commits = world.gitops.commit_count("main").unwrap();
+    let out = world
+        .tug(&["deploy", "--server", &grpc], &[("TUG_TOKEN", CI_TOKEN)])
+        .args(strs(&shorthand("v8.0.0")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("this is tug's gRPC port") && err.contains("REST on the HTTP port, 12011"),
+        "{err}"
+    );
+    assert!(!err.contains("(unknown)"), "{err}");
+    assert_eq!(world.gitops.commit_count("main").unwrap(), commits);
+    // The release commands share the client, and the message.
+    let status = world
+        .tug(
+            &["status", "--service", "demo", "--server", &grpc],
+            &[("TUG_TOKEN", CI_TOKEN)],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(2), "{status:?}");
+    assert!(
+        stderr(&status).contains("this is tug's gRPC port"),
+        "{}",
+        stderr(&status)
+    );
+
+    // The Delivery client's old setting, DELIVERY_SERVER_PORT=12010, is its gRPC port too.
+    let (addr, port) = world
+        .server
+        .grpc_addr()
+        .to_string()
+        .rsplit_once(':')
+        .map(|(a, p)| (a.to_owned(), p.to_owned()))
+        .unwrap();
+    let out = world
+        .tug(
+            &["deploy"],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("DELIVERY_SERVER_ADDR", &addr),
+                ("DELIVERY_SERVER_PORT", &port),
+            ],
+        )
+        .args(strs(&shorthand("v8.0.1")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("this is tug's gRPC port"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_quickstart_prints_release_calls_that_work_and_keeps_a_checkout_clean() {
+    let quickstart = Quickstart::start();
+    let printed = std::fs::read_to_string(quickstart.dir.join("log")).unwrap();
+    // `tug` is not on the PATH of the test: the calls name this binary by its path.
+    let binary = std::fs::canonicalize(tug_binary()).unwrap();
+    let binary = binary.display().to_string();
+    let calls: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with(&binary)
+                && [
+                    " artifact ",
+                    " release ",
+                    " promote ",
+                    " rollback ",
+                    " status ",
+                    " unpin ",
+                ]
+                .iter()
+                .any(|verb| l.contains(verb))
+        })
+        .collect();
+    assert!(calls.len() >= 12, "{printed}");
+    assert!(printed.contains(&format!(
+        "export TUG_SERVER=http://127.0.0.1:{}",
+        quickstart.http_port
+    )));
+    let work = quickstart.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let token = quickstart.token();
+    let server = format!("http://127.0.0.1:{}", quickstart.http_port);
+    let mut outputs = String::new();
+    for call in &calls {
+        let out = TugServer::clean_command(
+            std::path::Path::new("bash"),
+            quickstart.dir.path(),
+            &[("TUG_TOKEN", &token), ("TUG_SERVER", &server)],
+        )
+        .args(["-c", call])
+        .current_dir(&work)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{call}: {out:?}");
+        outputs.push_str(&stdout(&out));
+    }
+    assert!(
+        outputs.contains("prod demo-1.3.0 rollback succeeded"),
+        "{outputs}"
+    );
+    assert!(
+        outputs.contains("Pinned: yes, rolled back to demo-1.3.0"),
+        "{outputs}"
+    );
+    let log = String::from_utf8(
+        std::process::Command::new("git")
+            .args(["--git-dir"])
+            .arg(quickstart.remote())
+            .args(["log", "--format=%s"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(log.lines().count() >= 6, "{log}");
+
+    // The quick start's directory ignores itself: run inside a checkout, `git status` stays
+    // clean.
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(quickstart.dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap()
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    let status = git(&["status", "--porcelain", "--", "qs"]);
+    assert!(status.status.success());
+    assert_eq!(stdout(&status), "", "qs/ shows up in git status");
+}

@@ -381,7 +381,7 @@ fn json_output() {
             "file": "values.yaml",
             "changed": true,
             "summary": v["summary"],
-            "dry_run": false,
+            "dryRun": false,
             "diff": null,
         })
     );
@@ -401,7 +401,7 @@ fn json_output() {
         .ok();
     let v = run.json();
     assert_eq!(v["changed"], true);
-    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["dryRun"], true);
     let diff = v["diff"].as_str().unwrap();
     assert!(
         diff.starts_with("--- a/values.yaml\n+++ b/values.yaml\n"),

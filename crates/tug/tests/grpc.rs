@@ -417,13 +417,14 @@ async fn get_job_and_list_jobs_report_what_deploy_did() {
 }
 
 #[tokio::test]
-async fn health_reports_serving_for_the_server_and_the_deploy_service() {
+async fn health_reports_serving_for_the_server_the_deploy_service_and_delivery() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
     let world = World::start();
     let mut health = HealthClient::new(channel(&world).await);
-    for service in ["", tug_proto::DEPLOY_SERVICE_NAME] {
+    // `delivery` is what the Delivery server's health checks ask for.
+    for service in ["", tug_proto::DEPLOY_SERVICE_NAME, "delivery"] {
         let response = health
             .check(HealthCheckRequest {
                 service: service.into(),

@@ -268,6 +268,42 @@ fn artifact_to_auto_release_promote_refusal_rollback_and_history() {
             .contains("    newTag: 1.0.2\n")
     );
 
+    // A branch prod does not take is refused by the policy (exit 1), even before any artifact
+    // of it exists: the refusal, not "no such artifact".
+    let refused = world.tug(&[
+        "release",
+        "--service",
+        "api",
+        "--env",
+        "prod",
+        "--branch",
+        "feature/y",
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let message = stderr(&refused);
+    assert!(
+        message.contains("policy_violation") && message.contains("'^main$'"),
+        "{message}"
+    );
+    // The server's log names the refusal with the token's name, service and environment, and
+    // every stored release its service, environment, artifact and requester.
+    let logs = world.server.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("release stored")
+            && l.contains("service=api")
+            && l.contains("environment=staging")
+            && l.contains("artifact=main-")
+            && l.contains("requested_by=\"ci\"")),
+        "{logs}"
+    );
+    assert!(
+        logs.lines().any(|l| l.contains("release refused by policy")
+            && l.contains("token=ci")
+            && l.contains("service=\"api\"")
+            && l.contains("environment=prod")),
+        "{logs}"
+    );
+
     // A feature branch is not auto-released, and prod refuses it.
     let feature = world.build_and_push("feature-x-1", "feature/x", "1.1.0-x");
     assert!(!feature.contains("auto-release"), "{feature}");

@@ -165,6 +165,27 @@ fn seed_request_lands_and_streams_progress(f: &Fixture) -> String {
     }
     let result = final_result(&lines);
     assert_eq!(result["status"], "succeeded", "{lines:?}");
+    // The Delivery server's own progress lines, in its order and wording: scripts grep them.
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["result"]["message"].as_str())
+        .collect();
+    let delivery = [
+        format!("[INFO] try updating the {} repository", f.url),
+        "[INFO] the kustomize command to modify the registry.example.com/my-app image was successful".to_owned(),
+        format!(
+            "[INFO] the push to commit updates to branch main in repository {} was successful",
+            f.url
+        ),
+    ];
+    let positions: Vec<Option<usize>> = delivery
+        .iter()
+        .map(|want| messages.iter().position(|m| m.starts_with(want.as_str())))
+        .collect();
+    assert!(
+        positions.iter().all(Option::is_some) && positions.is_sorted(),
+        "{delivery:#?} in order among {messages:#?}"
+    );
     let tip = f.repo.tip("main").unwrap().expect("main exists");
     assert_eq!(result["updates"][0]["commit"], tip.as_str(), "{result}");
     let kustomization = f
@@ -393,6 +414,13 @@ fn metrics_and_openapi_are_served(f: &Fixture) {
     assert!(doc["paths"]["/api/v1/deploy"]["post"].is_object(), "{doc}");
     assert!(doc["paths"]["/api/v1/jobs/{id}"].is_object(), "{doc}");
 
-    let (status, health) = f.server.get_json("/api/v1/health", None).unwrap();
-    assert_eq!((status, health["status"].as_str()), (200, Some("SERVING")));
+    // The Delivery server's health check, as its user guide writes it.
+    for path in ["/api/v1/health", "/api/v1/health?service=delivery"] {
+        let (status, health) = f.server.get_json(path, None).unwrap();
+        assert_eq!(
+            (status, health["status"].as_str()),
+            (200, Some("SERVING")),
+            "{path}"
+        );
+    }
 }

@@ -149,6 +149,20 @@ fn jobs_wait_while_the_remote_is_down_and_land_when_it_is_back() {
             .any(|m| m.starts_with("[WARN]") && m.contains("retrying in")),
         "{events:?}"
     );
+    // The server's log says so too: job, repository, branch, attempt, next retry and cause.
+    let logs = f.server.logs();
+    let retried = logs
+        .lines()
+        .find(|l| l.contains("push failed; retrying") && l.contains(&id))
+        .unwrap_or_else(|| panic!("no retry line for {id}:\n{logs}"));
+    assert!(
+        retried.contains("WARN")
+            && retried.contains("branch=main")
+            && retried.contains("attempt=1")
+            && retried.contains("next_retry_in_s=")
+            && retried.contains("cannot reach remote"),
+        "{retried}"
+    );
     assert_eq!(
         done["updates"][0]["commit"].as_str(),
         f.repo.tip("main").unwrap().as_deref()

@@ -170,6 +170,26 @@ fn refused_requests_get_json_errors_and_the_server_stays_up() {
     assert_eq!(f.repo.commit_count("main").unwrap(), 1);
     a_failing_edit_fails_its_job_alone(&f);
 
+    // Refusals and failures are in the server's log, with the token's name, never the token.
+    let logs = f.server.logs();
+    let refusals: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("status=401")),
+        "{logs}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("status=403") && l.contains("may not write to")),
+        "{logs}"
+    );
+    assert!(!logs.contains(OTHER_TEAM) && !logs.contains("not-a-known-token"));
+
     let (status, health) = f.server.get_json("/api/v1/health", None).unwrap();
     assert_eq!((status, health["status"].as_str()), (200, Some("SERVING")));
     assert!(f.server.pid().is_some());
@@ -232,6 +252,21 @@ fn a_failing_edit_fails_its_job_alone(f: &Fixture) {
     assert!(
         error.contains("apps/api/dev/deployment.yaml") && error.contains("replicas"),
         "{failed}"
+    );
+
+    // The failure is logged at WARN with the job, repository, branch, attempt and cause.
+    let logs = f.server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("job failed") && l.contains(&broken))
+        .unwrap_or_else(|| panic!("no `job failed` line for {broken}:\n{logs}"));
+    assert!(
+        line.contains("WARN")
+            && line.contains("repository=platform")
+            && line.contains("branch=main")
+            && line.contains("attempt=1")
+            && line.contains("replicas"),
+        "{line}"
     );
 
     let trailers = request_trailers(&f.repo);

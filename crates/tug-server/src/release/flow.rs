@@ -125,6 +125,7 @@ pub(crate) async fn plan(
         ));
     }
     let mut places = BTreeSet::new();
+    let mut token_name = String::from("anonymous");
     for (i, env) in environments.iter().enumerate() {
         let field = format!("environments[{i}]");
         model
@@ -146,10 +147,12 @@ pub(crate) async fn plan(
             .get(env)
             .cloned()
             .ok_or_else(|| internal(format!("environment '{env}' has no repository branch")))?;
-        ctx.app
+        token_name = ctx
+            .app
             .authorizer
             .authorize(token, &place.repository, &place.branch)
-            .map_err(|e| auth_error(&e))?;
+            .map_err(|e| auth_error(&e))?
+            .name;
         places.insert(place);
     }
     for place in &places {
@@ -159,9 +162,34 @@ pub(crate) async fn plan(
     let policies = policies::read(ctx, service).await?;
     let mut planned = Vec::new();
     for env in environments {
-        planned.push(plan_one(ctx, model, service, env, ask, by, &history, &policies).await?);
+        let one = plan_one(ctx, model, service, env, ask, by, &history, &policies)
+            .await
+            .inspect_err(|e| {
+                if e.code() == "policy_violation" {
+                    tracing::warn!(
+                        token = %token_name, service, environment = %env,
+                        reason = %e.message(), "release refused by policy"
+                    );
+                }
+            })?;
+        planned.push(one);
     }
     Ok(planned)
+}
+
+/// A release a branch restriction refuses: 403 `policy_violation`, naming the policy.
+fn policy_refusal(violation: &tug_release::PolicyViolation, env: &str, branch: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "policy_violation",
+        violation.to_string(),
+    )
+    .with_details(json!({
+        "policy": violation.policy,
+        "global": violation.global,
+        "environment": env,
+        "branch": branch,
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -185,6 +213,11 @@ async fn plan_one(
             artifact_id: None,
             branch: Some(branch),
         } => {
+            // A branch the environment does not take is refused as such, whether or not an
+            // artifact of it exists.
+            policies
+                .check_release(&model.global, env, branch)
+                .map_err(|violation| policy_refusal(&violation, env, branch))?;
             let newest = ctx
                 .app
                 .releases
@@ -270,19 +303,7 @@ async fn plan_one(
         .map_or_else(|| stored.branch.clone(), str::to_owned);
     policies
         .check_release(&model.global, env, &branch)
-        .map_err(|violation| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "policy_violation",
-                violation.to_string(),
-            )
-            .with_details(json!({
-                "policy": violation.policy,
-                "global": violation.global,
-                "environment": env,
-                "branch": branch,
-            }))
-        })?;
+        .map_err(|violation| policy_refusal(&violation, env, &branch))?;
     let target = model
         .services
         .target_for(service, env)
@@ -424,6 +445,12 @@ pub(crate) async fn submit(
             idempotency_key.map(|k| format!("{k}/{}", p.environment)),
         )
         .await?;
+        tracing::info!(
+            service = %p.record.service, environment = %p.record.environment,
+            artifact = %p.record.artifact_id, intent = ?p.record.intent,
+            requested_by, job = %enqueued.job.id, created = enqueued.created,
+            "release stored"
+        );
         submitted.push(Submitted {
             planned: p,
             enqueued,

@@ -49,6 +49,12 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
 
 /// The deploy service's mapping, plus the outcomes only releases have.
 fn status(error: &ApiError) -> Status {
+    if matches!(
+        error.code(),
+        "failed_precondition" | "conflict" | "policy_violation"
+    ) {
+        error.log_refusal();
+    }
     match error.code() {
         // Nothing to promote or roll back, a pin, conflicting policies, a failed commit: the
         // request is fine, the state of the service is not.
