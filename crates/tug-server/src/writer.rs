@@ -677,20 +677,33 @@ impl Writers {
                 "push failed; retrying"
             );
         }
+        let message = format!("[WARN] {error}; retrying in {}s", retry_in.as_secs().max(1));
+        let retry: Vec<Task> = retry.into_iter().cloned().collect();
+        self.postpone(&retry, ids, retry_in, &message).await;
+    }
+
+    /// Makes `tasks` runnable again after `retry_in` and tells their streams why.
+    async fn postpone(
+        &self,
+        tasks: &[Task],
+        ids: Vec<(tug_store::TaskId, String)>,
+        retry_in: Duration,
+        message: &str,
+    ) {
         if let Err(e) = self.store.postpone_tasks(ids, retry_in).await {
             warn!(error = %e, "cannot postpone tasks");
         }
-        let events = retry
+        let events = tasks
             .iter()
             .map(|t| tug_store::NewEvent {
                 job_id: t.job_id.clone(),
                 task_id: Some(t.id),
                 level: Level::Warn,
-                message: format!("[WARN] {error}; retrying in {}s", retry_in.as_secs().max(1)),
+                message: message.to_owned(),
             })
             .collect();
         let _ = self.store.append_events(events).await;
-        for t in retry {
+        for t in tasks {
             self.signal.send(&t.job_id);
         }
     }
@@ -706,22 +719,8 @@ impl Writers {
         let retry_in = Duration::ZERO;
         warn!(tasks = tasks.len(), error, "branch busy, batch goes again");
         let ids = tasks.iter().map(|t| (t.id, error.to_owned())).collect();
-        if let Err(e) = self.store.postpone_tasks(ids, retry_in).await {
-            warn!(error = %e, "cannot postpone tasks");
-        }
-        let events = tasks
-            .iter()
-            .map(|t| tug_store::NewEvent {
-                job_id: t.job_id.clone(),
-                task_id: Some(t.id),
-                level: Level::Warn,
-                message: format!("[WARN] {error} (others are pushing); trying again"),
-            })
-            .collect();
-        let _ = self.store.append_events(events).await;
-        for t in tasks {
-            self.signal.send(&t.job_id);
-        }
+        let message = format!("[WARN] {error} (others are pushing); trying again");
+        self.postpone(tasks, ids, retry_in, &message).await;
     }
 }
 
