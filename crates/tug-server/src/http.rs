@@ -143,6 +143,10 @@ async fn health() -> axum::Json<Value> {
 struct DeployQuery {
     /// `false`: answer 202 with the job id once stored, without streaming progress.
     wait: Option<bool>,
+    /// `true`: answer what the request would change (diffs, commit messages) on the current
+    /// tips; nothing is stored or pushed.
+    #[serde(rename = "dryRun")]
+    dry_run: Option<bool>,
 }
 
 async fn deploy(
@@ -191,6 +195,16 @@ async fn deploy(
                 "Idempotency-Key is not text",
             )
         })?;
+    if q.dry_run == Some(true) {
+        let previews = app.preview(token, deploy).await?;
+        let failed = previews.iter().any(|p| p.status == "failed");
+        return Ok(axum::Json(json!({
+            "dryRun": true,
+            "status": if failed { "failed" } else { "succeeded" },
+            "updates": previews,
+        }))
+        .into_response());
+    }
     let enqueued = app.submit(token, deploy, idempotency).await?;
     let job = enqueued.job;
     if q.wait == Some(false) {

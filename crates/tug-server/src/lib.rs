@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod preview;
 mod query_guard;
 pub mod release;
 pub mod request_id;

@@ -18,7 +18,9 @@ pub fn document() -> Value {
                     {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"},
                      "description": "The same key returns the same job, never a second commit"},
                     {"name": "wait", "in": "query", "schema": {"type": "boolean", "default": true},
-                     "description": "false: answer 202 with the job once stored"}
+                     "description": "false: answer 202 with the job once stored"},
+                    {"name": "dryRun", "in": "query", "schema": {"type": "boolean", "default": false},
+                     "description": "true: answer (JSON) what the request would change on the current tips — per branch the status (would_commit, up_to_date, failed), the commit message and a unified diff per file; nothing is stored or pushed"}
                 ],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeployRequest"}}}},
                 "responses": {

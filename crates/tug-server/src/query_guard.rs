@@ -1,5 +1,5 @@
 //! Refuses query parameters a route does not take. An ignored parameter is a silent change of
-//! meaning — `POST /api/v1/deploy?dryRun=true` would push for real — so every route names the
+//! meaning — `POST /api/v1/deploy?dryrun=true` would push for real — so every route names the
 //! parameters it reads, here in one table, and anything else is a 400 naming the parameter.
 
 use axum::extract::{MatchedPath, Request};
@@ -12,7 +12,7 @@ use crate::http::ApiError;
 
 /// (method, route, the query parameters it takes). Routes not listed take none.
 const ALLOWED: &[(Method, &str, &[&str])] = &[
-    (Method::POST, "/api/v1/deploy", &["wait"]),
+    (Method::POST, "/api/v1/deploy", &["wait", "dryRun"]),
     (Method::GET, "/api/v1/health", &["service"]),
     (
         Method::GET,
@@ -114,13 +114,14 @@ mod tests {
     fn parameters_a_route_does_not_take_are_named() {
         let deploy = allowed(&Method::POST, "/api/v1/deploy");
         assert_eq!(unknown_parameter("wait=false", deploy), None);
+        assert_eq!(unknown_parameter("wait=false&dryRun=true", deploy), None);
         assert_eq!(
-            unknown_parameter("wait=false&dryRun=true", deploy),
-            Some("dryRun".to_owned())
+            unknown_parameter("wait=false&dryrun=true", deploy),
+            Some("dryrun".to_owned())
         );
         assert_eq!(
-            unknown_parameter("dry%52un", deploy),
-            Some("dryRun".to_owned())
+            unknown_parameter("dry%72un", deploy),
+            Some("dryrun".to_owned())
         );
         assert_eq!(unknown_parameter("", deploy), None);
         let status = allowed(&Method::GET, "/api/v1/status/{service}");

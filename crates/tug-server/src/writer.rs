@@ -795,6 +795,14 @@ fn report_created(outcome: &mut Outcome, created: &[String]) {
 }
 
 fn change_for(task: &Task, p: TaskPayload) -> Result<ChangeWithFiles, String> {
+    change_from_payload(&task.job_id, p)
+}
+
+/// The git change a stored task asks for; `request_id` becomes its `Tug-Request` trailer.
+pub(crate) fn change_from_payload(
+    request_id: &str,
+    p: TaskPayload,
+) -> Result<ChangeWithFiles, String> {
     let files = p
         .files
         .iter()
@@ -809,7 +817,7 @@ fn change_for(task: &Task, p: TaskPayload) -> Result<ChangeWithFiles, String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let edits = DeployChange {
-        request_id: task.job_id.clone(),
+        request_id: request_id.to_owned(),
         segments: p.segments,
         context: tug_spec::Context {
             redeploy_value: p.redeploy_value,

@@ -381,6 +381,11 @@ pub struct DeployArgs {
     /// Return once the server has stored the request; print the job id.
     #[arg(long, env = "TUG_NO_WAIT")]
     pub no_wait: bool,
+    /// Print what the deploy would change — a diff per file and the commit message, computed by
+    /// the server on the current tip of each branch with the same checks as a real deploy —
+    /// and store and push nothing. Exits 1 when the deploy would fail.
+    #[arg(long, env = "TUG_DRY_RUN", conflicts_with = "no_wait")]
+    pub dry_run: bool,
     /// How to print the result; `json` prints the server's final result object.
     #[arg(long, short = 'o', env = "TUG_OUTPUT", value_enum, default_value_t)]
     pub output: OutputFormat,

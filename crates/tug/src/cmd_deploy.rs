@@ -119,6 +119,11 @@ fn deploy(args: &DeployArgs) -> anyhow::Result<ExitCode> {
         )
     };
     runtime.block_on(async {
+        if args.dry_run {
+            return tokio::time::timeout(timeout, exchange.dry_run(&request))
+                .await
+                .map_err(|_| no_answer())?;
+        }
         if args.no_wait {
             return tokio::time::timeout(timeout, exchange.submit(&request))
                 .await
@@ -356,11 +361,16 @@ impl Exchange {
         request: &tug_spec::DeployRequest,
         wait: bool,
     ) -> anyhow::Result<reqwest::Response> {
-        let url = if wait {
-            format!("{}/api/v1/deploy", self.base)
-        } else {
-            format!("{}/api/v1/deploy?wait=false", self.base)
-        };
+        let query = if wait { "" } else { "?wait=false" };
+        self.post_to(request, query).await
+    }
+
+    async fn post_to(
+        &self,
+        request: &tug_spec::DeployRequest,
+        query: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/api/v1/deploy{query}", self.base);
         let mut post = self.client.post(&url).json(request);
         if let Some(token) = &self.token {
             post = post.bearer_auth(token);
@@ -376,6 +386,33 @@ impl Exchange {
             return Ok(response);
         }
         Err(refusal(response).await)
+    }
+
+    /// `--dry-run`: print the server's diffs and commit messages; nothing is stored or pushed.
+    async fn dry_run(&self, request: &tug_spec::DeployRequest) -> anyhow::Result<ExitCode> {
+        let response = self.post_to(request, "?dryRun=true").await?;
+        let preview: Value = response
+            .json()
+            .await
+            .context("the server's answer is not JSON")?;
+        match self.output {
+            OutputFormat::Json => output::json(&preview),
+            OutputFormat::Text => {
+                for update in preview
+                    .get("updates")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    output::line(&dry_run_text(update));
+                }
+            }
+        }
+        if preview.get("status").and_then(Value::as_str) == Some("succeeded") {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Ok(ExitCode::from(exit::FAILED))
+        }
     }
 
     /// `--no-wait`: the job is stored; print its id.
@@ -479,6 +516,33 @@ impl Exchange {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+/// One branch of a dry run: what would happen, the commit message, then the diffs.
+fn dry_run_text(update: &Value) -> String {
+    let text = |name: &str| update.get(name).and_then(Value::as_str).unwrap_or("");
+    let head = format!("{} {}", text("repository"), text("branch"));
+    match text("status") {
+        "failed" => format!("{head} would fail: {}", text("error")),
+        "up_to_date" => format!("{head} up-to-date: nothing would be committed"),
+        _ => {
+            let mut out = format!("{head} would commit on {}:\n", text("tip"));
+            for line in text("commitMessage").lines() {
+                out.push_str("    ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            for file in update
+                .get("files")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(file.get("diff").and_then(Value::as_str).unwrap_or(""));
+            }
+            out.trim_end().to_owned()
         }
     }
 }

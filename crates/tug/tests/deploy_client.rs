@@ -922,3 +922,41 @@ fn the_quickstart_prints_release_calls_that_work_and_keeps_a_checkout_clean() {
     assert!(status.status.success());
     assert_eq!(stdout(&status), "", "qs/ shows up in git status");
 }
+
+#[test]
+fn a_dry_run_prints_the_diff_and_message_and_changes_nothing() {
+    let world = World::start();
+    let before = world.gitops.tip("main").unwrap();
+    let mut args = shorthand("v5.0.0");
+    args.extend(["--message", "roll out v5", "--dry-run"].map(str::to_owned));
+    let out = run(&world, &strs(&args), &[("TUG_TOKEN", CI_TOKEN)]);
+    assert!(out.status.success(), "{out:?}");
+    let printed = stdout(&out);
+    assert!(
+        printed.starts_with("gitops main would commit on "),
+        "{printed}"
+    );
+    assert!(printed.contains("    roll out v5\n"), "{printed}");
+    assert!(
+        printed.contains(&format!("+++ b/{DEV_KUSTOMIZATION}\n")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(
+            "-    newTag: \"1.0.0\"  # release tag\n+    newTag: v5.0.0  # release tag\n"
+        ) || printed.contains("+    newTag: \"v5.0.0\"  # release tag\n"),
+        "{printed}"
+    );
+    assert_eq!(world.gitops.tip("main").unwrap(), before, "nothing pushed");
+
+    // JSON, and a deploy that would fail exits 1 with nothing pushed.
+    let mut args = shorthand("v5.0.0");
+    args[5] = "apps/nosuch/dev".to_owned();
+    args.extend(["--dry-run", "-o", "json"].map(str::to_owned));
+    let out = run(&world, &strs(&args), &[("TUG_TOKEN", CI_TOKEN)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let preview: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(preview["dryRun"], true, "{preview}");
+    assert_eq!(preview["updates"][0]["status"], "failed", "{preview}");
+    assert_eq!(world.gitops.tip("main").unwrap(), before, "nothing pushed");
+}

@@ -366,14 +366,14 @@ fn query_parameters_a_route_does_not_take_are_refused_and_nothing_is_pushed() {
     let request = body(&image_deploy(&f.url, "api", "v9.9.9"));
     let response = f
         .server
-        .post_deploy_to("/api/v1/deploy?dryRun=true", &request, Some(CI), None)
+        .post_deploy_to("/api/v1/deploy?dryrun=true", &request, Some(CI), None)
         .unwrap();
     assert_eq!(response.status, 400, "{}", response.text());
     let error: Value = serde_json::from_str(&response.text()).unwrap();
     assert_eq!(error["code"], "invalid_argument", "{error}");
-    assert_eq!(error["details"]["field"], "dryRun", "{error}");
+    assert_eq!(error["details"]["field"], "dryrun", "{error}");
     assert!(
-        message(&error).contains("takes only wait"),
+        message(&error).contains("takes only wait, dryRun"),
         "{}",
         message(&error)
     );
@@ -395,4 +395,77 @@ fn query_parameters_a_route_does_not_take_are_refused_and_nothing_is_pushed() {
     }
     let (status, jobs) = f.server.get_json("/api/v1/jobs?limit=1", Some(CI)).unwrap();
     assert_eq!(status, 200, "{jobs}");
+}
+
+#[test]
+fn a_dry_run_shows_the_diff_and_commit_message_and_stores_and_pushes_nothing() {
+    let f = start();
+    let before = f.repo.tip("main").unwrap();
+    let (_, jobs_before) = f.server.get_json("/api/v1/jobs", Some(CI)).unwrap();
+    let request = body(&image_deploy(&f.url, "api", "v9.9.9"));
+    let response = f
+        .server
+        .post_deploy_to("/api/v1/deploy?dryRun=true", &request, Some(CI), None)
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let preview: Value = serde_json::from_str(&response.text()).unwrap();
+    assert_eq!(preview["dryRun"], true, "{preview}");
+    assert_eq!(preview["status"], "succeeded", "{preview}");
+    let update = &preview["updates"][0];
+    assert_eq!(update["status"], "would_commit", "{preview}");
+    assert_eq!(update["branch"], "main");
+    assert_eq!(
+        update["tip"].as_str(),
+        before.as_deref(),
+        "computed on the tip"
+    );
+    assert_eq!(
+        update["files"][0]["path"], "apps/api/dev/kustomization.yaml",
+        "{preview}"
+    );
+    let diff = update["files"][0]["diff"].as_str().unwrap();
+    assert!(
+        diff.contains(
+            "--- a/apps/api/dev/kustomization.yaml\n+++ b/apps/api/dev/kustomization.yaml\n"
+        ),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("-    newTag: v1.0.0\n+    newTag: v9.9.9\n"),
+        "{diff}"
+    );
+    let message = update["commitMessage"].as_str().unwrap();
+    assert!(message.starts_with("deploy api v9.9.9"), "{message}");
+
+    // Nothing stored, nothing pushed.
+    assert_eq!(f.repo.tip("main").unwrap(), before);
+    let (_, jobs_after) = f.server.get_json("/api/v1/jobs", Some(CI)).unwrap();
+    assert_eq!(jobs_after["jobs"], jobs_before["jobs"]);
+
+    // The same refusals as a real request: validation (400) and edits that cannot apply.
+    let unknown = body(&image_deploy(&f.url, "nosuch", "v1"));
+    let response = f
+        .server
+        .post_deploy_to("/api/v1/deploy?dryRun=true", &unknown, Some(CI), None)
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let preview: Value = serde_json::from_str(&response.text()).unwrap();
+    assert_eq!(preview["status"], "failed", "{preview}");
+    assert!(
+        preview["updates"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("apps/nosuch/dev")),
+        "{preview}"
+    );
+    let response = f
+        .server
+        .post_deploy_to(
+            "/api/v1/deploy?dryRun=true",
+            &request,
+            Some(OTHER_TEAM),
+            None,
+        )
+        .unwrap();
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert_eq!(f.repo.tip("main").unwrap(), before);
 }
