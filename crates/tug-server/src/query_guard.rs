@@ -43,38 +43,12 @@ pub(crate) fn allowed(method: &Method, route: &str) -> &'static [&'static str] {
         .map_or(&[], |(_, _, params)| *params)
 }
 
-/// The first parameter of `query` that is not in `allowed`, decoded.
+/// The first parameter of `query` that is not in `allowed`, decoded as axum's `Query` decodes it.
 fn unknown_parameter(query: &str, allowed: &[&str]) -> Option<String> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
-        .map(percent_decode)
-        .find(|name| !allowed.contains(&name.as_str()))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied(),
-            bytes.get(i + 2).copied(),
-        ) {
-            (b'+', _, _) => out.push(b' '),
-            (b'%', Some(hi), Some(lo)) if hex(hi).is_some() && hex(lo).is_some() => {
-                let value = hex(hi).unwrap_or(0) * 16 + hex(lo).unwrap_or(0);
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 2;
-            }
-            (b, _, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| !allowed.contains(&name.as_ref()))
+        .map(|name| name.into_owned())
 }
 
 /// Middleware (a route layer, so the matched route is known).
