@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::object::ObjectId;
+use crate::oid::ObjectId;
 
 /// A failure of a git operation. [`GitError::is_transient`] tells a caller whether retrying the
 /// same request later can succeed (remote unreachable, branch too busy) or not (credentials,

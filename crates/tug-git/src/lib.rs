@@ -14,6 +14,7 @@ mod history;
 mod land;
 mod mirror;
 mod object;
+mod oid;
 mod pack;
 mod refs;
 mod reject;

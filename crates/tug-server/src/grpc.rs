@@ -11,25 +11,24 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tug_proto::v1;
 use tug_proto::v1::deploy_service_server::{DeployService, DeployServiceServer};
-use tug_store::{BranchKey, Event, Job, JobFilter, JobState, Level, Task, TaskId, TaskState};
+use tug_store::{BranchKey, Event, Job, JobState, Level, Task, TaskId, TaskState};
 
-use crate::app::App;
-use crate::follow::{Update, follow};
-use crate::http::ApiError;
+use tug_service::App;
+use tug_service::app::JobsQuery;
+use tug_service::follow::{Update, follow};
 
-/// The most jobs one `ListJobs` call returns, as for `GET /api/v1/jobs`.
-const MAX_LIST_LIMIT: u32 = 1000;
+use crate::grpc_status::{job_status, status};
 
 /// All gRPC services of the server, as one router for the gRPC listener (HTTP/2).
-pub fn router(app: Arc<App>, releases: &crate::release::Releases) -> axum::Router {
+pub fn router(app: Arc<App>, releases: &tug_service::release::Releases) -> axum::Router {
     let limit = usize::try_from(app.config.limits.max_body_bytes).unwrap_or(usize::MAX);
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(health_service(&app));
-    routes.add_service(releases.grpc_service(limit));
+    routes.add_service(crate::release::grpc::server(releases.ctx().clone(), limit));
     routes
         .add_service(DeployServiceServer::new(DeployApi { app }).max_decoding_message_size(limit));
     // Reflection advertises tug's services and the health service with their descriptors, so
@@ -126,29 +125,13 @@ impl DeployService for DeployApi {
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        self.app
-            .authorizer
-            .authenticate(bearer(request.metadata()))?;
+        let token = bearer(request.metadata()).map(str::to_owned);
         let v1::GetJobRequest { id, include_events } = request.into_inner();
-        if id.is_empty() {
-            return Err(Status::invalid_argument("id: must not be empty"));
-        }
-        let job = self
+        let (job, events) = self
             .app
-            .store
-            .job(&id)
+            .job(token.as_deref(), &id, include_events)
             .await
-            .map_err(|e| store_status(&e))?
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
-        let events = if include_events {
-            self.app
-                .store
-                .events(&id, 0)
-                .await
-                .map_err(|e| store_status(&e))?
-        } else {
-            Vec::new()
-        };
+            .map_err(|e| status(&e))?;
         Ok(Response::new(job_message(&job, &events)))
     }
 
@@ -156,15 +139,18 @@ impl DeployService for DeployApi {
         &self,
         request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
-        self.app
-            .authorizer
-            .authenticate(bearer(request.metadata()))?;
+        let token = bearer(request.metadata()).map(str::to_owned);
         let v1::ListJobsRequest {
             repository,
-            status,
+            status: job_state,
             limit,
         } = request.into_inner();
-        let state = match v1::JobStatus::try_from(status) {
+        // Authenticate before reading the request: an anonymous caller learns nothing of it.
+        self.app
+            .authorizer
+            .authenticate(token.as_deref())
+            .map_err(|e| status(&e.into()))?;
+        let state = match v1::JobStatus::try_from(job_state) {
             Ok(v1::JobStatus::Unspecified) => None,
             Ok(v1::JobStatus::Queued) => Some(JobState::Queued),
             Ok(v1::JobStatus::Running) => Some(JobState::Running),
@@ -173,26 +159,21 @@ impl DeployService for DeployApi {
             Ok(v1::JobStatus::Failed) => Some(JobState::Failed),
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
-                    "status: unknown job status {status}"
+                    "status: unknown job status {job_state}"
                 )));
             }
         };
-        if limit > MAX_LIST_LIMIT {
-            return Err(Status::invalid_argument(format!(
-                "limit: must be between 1 and {MAX_LIST_LIMIT} (0 for the default)"
-            )));
-        }
-        let filter = JobFilter {
-            repository: Some(repository).filter(|r| !r.is_empty()),
+        let query = JobsQuery {
+            repository: Some(repository),
             state,
+            // proto3 has no absent number: 0 asks for the default, as an absent `?limit=` does.
             limit: Some(limit).filter(|l| *l > 0),
         };
         let jobs = self
             .app
-            .store
-            .list_jobs(&filter)
+            .list_jobs(token.as_deref(), query)
             .await
-            .map_err(|e| store_status(&e))?;
+            .map_err(|e| status(&e))?;
         Ok(Response::new(v1::ListJobsResponse {
             jobs: jobs.iter().map(|job| job_message(job, &[])).collect(),
         }))
@@ -204,7 +185,7 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
     metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer_token)
+        .and_then(tug_service::auth::bearer_token)
 }
 
 /// The `idempotency-key` metadata entry, which wins over the request's field as the REST
@@ -218,26 +199,6 @@ fn idempotency_key(metadata: &MetadataMap) -> Result<Option<String>, Status> {
                 .map_err(|_| Status::invalid_argument("Idempotency-Key is not text"))
         })
         .transpose()
-}
-
-/// The gRPC status for what the REST API answers with `{code, message}`; the message is the same.
-pub fn status(error: &ApiError) -> Status {
-    error.log_refusal();
-    let code = match error.code() {
-        "invalid_argument" => Code::InvalidArgument,
-        "unauthenticated" => Code::Unauthenticated,
-        "permission_denied" => Code::PermissionDenied,
-        "not_found" => Code::NotFound,
-        "unavailable" => Code::Unavailable,
-        "payload_too_large" => Code::ResourceExhausted,
-        _ => Code::Internal,
-    };
-    Status::new(code, error.message())
-}
-
-fn store_status(e: &tug_store::StoreError) -> Status {
-    tracing::error!(error = %e, "store failure");
-    Status::unavailable(format!("the job store failed: {e}"))
 }
 
 fn task_branches(job: &Job) -> HashMap<TaskId, BranchKey> {
@@ -355,16 +316,6 @@ fn progress(event: &Event, branches: &HashMap<TaskId, BranchKey>) -> v1::Progres
         at: Some(timestamp(event.at)),
         repository: branch.map(|b| b.repository.clone()).unwrap_or_default(),
         branch: branch.map(|b| b.branch.clone()).unwrap_or_default(),
-    }
-}
-
-pub(crate) fn job_status(state: JobState) -> v1::JobStatus {
-    match state {
-        JobState::Queued => v1::JobStatus::Queued,
-        JobState::Running => v1::JobStatus::Running,
-        JobState::Pending => v1::JobStatus::Pending,
-        JobState::Succeeded => v1::JobStatus::Succeeded,
-        JobState::Failed => v1::JobStatus::Failed,
     }
 }
 

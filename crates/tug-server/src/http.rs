@@ -12,12 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tug_store::{Event, Job, JobFilter, JobState, Level};
+use tug_store::{Event, Job, JobState, Level};
 
-use crate::app::App;
-use crate::auth::AuthError;
-use crate::follow::{Update, follow};
-use crate::intake::Rejection;
+use tug_service::app::JobsQuery;
+use tug_service::follow::{Update, follow};
+use tug_service::{App, ErrorKind, ServiceError};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -40,6 +39,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A refusal only the transport makes (a body over the size limit, an unknown endpoint).
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -48,87 +48,49 @@ impl ApiError {
             details: json!({}),
         }
     }
+}
 
-    /// The machine-readable code (`invalid_argument`, `unauthenticated`, …), as the REST body's
-    /// `code`; the gRPC API maps it to a status code.
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// Replaces `details` (which names the field, policy or thing at fault).
-    pub(crate) fn with_details(mut self, details: Value) -> Self {
-        self.details = details;
-        self
-    }
-
-    /// Refusals (401, 403, 409) say why in the log too, in the request's span (so with its
-    /// id); the reason names the token for a scope refusal, never the token itself.
-    pub(crate) fn log_refusal(&self) {
-        if matches!(self.status.as_u16(), 401 | 403 | 409) {
+/// The one mapping of service errors to HTTP statuses.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = match e.kind {
+            ErrorKind::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict | ErrorKind::PolicyConflict => StatusCode::CONFLICT,
+            ErrorKind::PolicyViolation | ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        // Refusals say why in the log too, in the request's span (so with its id); the reason
+        // names the token for a scope refusal, never the token itself.
+        if matches!(status.as_u16(), 401 | 403 | 409) {
             tracing::warn!(
-                status = self.status.as_u16(), code = self.code, reason = %self.message,
+                status = status.as_u16(), code = e.code(), reason = %e.message,
                 "request refused"
             );
         }
-    }
-
-    pub(crate) fn with_field(mut self, field: Option<&str>) -> Self {
-        if let Some(f) = field {
-            self.details = json!({ "field": f });
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.message,
+            details: e.details,
         }
-        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        self.log_refusal();
         let body = json!({"code": self.code, "message": self.message, "details": self.details});
         (self.status, axum::Json(body)).into_response()
     }
-}
-
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
-        match r {
-            Rejection::Invalid { field, message } => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
-                    .with_field(field.as_deref())
-            }
-            Rejection::Auth(e) => auth_error(&e),
-        }
-    }
-}
-
-pub(crate) fn auth_error(e: &AuthError) -> ApiError {
-    match e {
-        AuthError::Unauthenticated { .. } => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
-        }
-        AuthError::Forbidden { .. } => {
-            ApiError::new(StatusCode::FORBIDDEN, "permission_denied", e.to_string())
-        }
-    }
-}
-
-pub(crate) fn store_error(e: &tug_store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "store failure");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!("the job store failed: {e}"),
-    )
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer_token)
+        .and_then(tug_service::auth::bearer_token)
 }
 
 async fn not_found() -> ApiError {
@@ -169,32 +131,18 @@ async fn deploy(
     let token = bearer(&headers);
     app.authorizer
         .authenticate(token)
-        .map_err(|e| auth_error(&e))?;
+        .map_err(ServiceError::from)?;
     let deploy: tug_spec::DeployRequest = tug_spec::from_json(
         "request body",
-        std::str::from_utf8(&body).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
-                "request body is not UTF-8",
-            )
-        })?,
+        std::str::from_utf8(&body)
+            .map_err(|_| ApiError::from(ServiceError::invalid("request body is not UTF-8")))?,
     )
-    .map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string())
-            .with_field(e.path.as_deref())
-    })?;
+    .map_err(|e| ApiError::from(ServiceError::invalid_at(e.path.as_deref(), e.to_string())))?;
     let idempotency = headers
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::to_owned))
         .transpose()
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
-                "Idempotency-Key is not text",
-            )
-        })?;
+        .map_err(|_| ApiError::from(ServiceError::invalid("Idempotency-Key is not text")))?;
     if q.dry_run == Some(true) {
         let previews = app.preview(token, deploy).await?;
         let failed = previews.iter().any(|p| p.status == "failed");
@@ -347,20 +295,7 @@ async fn get_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    app.authorizer
-        .authenticate(bearer(&headers))
-        .map_err(|e| auth_error(&e))?;
-    let job = app
-        .store
-        .job(&id)
-        .await
-        .map_err(|e| store_error(&e))?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no job {id}")))?;
-    let events = app
-        .store
-        .events(&id, 0)
-        .await
-        .map_err(|e| store_error(&e))?;
+    let (job, events) = app.job(bearer(&headers), &id, true).await?;
     Ok(axum::Json(job_json(&job, &events)))
 }
 
@@ -377,40 +312,31 @@ async fn list_jobs(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    let token = bearer(&headers);
+    // Authenticate before reading the query: an anonymous caller learns nothing about it.
     app.authorizer
-        .authenticate(bearer(&headers))
-        .map_err(|e| auth_error(&e))?;
-    let Query(q) = query
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.body_text()))?;
+        .authenticate(token)
+        .map_err(ServiceError::from)?;
+    let Query(q) = query.map_err(|e| ServiceError::invalid(e.body_text()))?;
     let state = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
+            ServiceError::invalid_field(
+                "status",
                 format!("status: unknown job status {s:?}; expected queued, running, pending, succeeded or failed"),
             )
-            .with_field(Some("status"))
         })?),
     };
-    if q.limit == Some(0) || q.limit.is_some_and(|l| l > 1000) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            "limit: must be between 1 and 1000",
-        )
-        .with_field(Some("limit")));
-    }
-    let filter = JobFilter {
-        repository: q.repository.filter(|r| !r.is_empty()),
-        state,
-        limit: q.limit,
-    };
     let jobs = app
-        .store
-        .list_jobs(&filter)
-        .await
-        .map_err(|e| store_error(&e))?;
+        .list_jobs(
+            token,
+            JobsQuery {
+                repository: q.repository,
+                state,
+                limit: q.limit,
+            },
+        )
+        .await?;
     Ok(axum::Json(
         json!({"jobs": jobs.iter().map(|j| job_json(j, &[])).collect::<Vec<_>>()}),
     ))
@@ -427,8 +353,12 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let text = app
         .metrics
         .render()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
+    Ok((
+        [(header::CONTENT_TYPE, tug_service::metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }
 
 async fn openapi() -> axum::Json<Value> {

@@ -1,27 +1,19 @@
-//! The tug server: the process behind `tug server`.
+//! The tug server's transports: the REST API (axum) and the gRPC API (tonic) over the service
+//! core in `tug-service`, TLS, request ids and the OpenAPI document.
 //!
-//! This crate holds the parts around the per-branch writers: the configuration file, bearer-token
-//! authorisation, notifications after each job, Prometheus metrics and logging.
+//! Every handler here parses its request, calls one service method and writes the answer; a
+//! [`tug_service::ServiceError`] is mapped to the wire once per transport (`http::ApiError`,
+//! `grpc::status`).
 
-pub mod app;
-pub mod auth;
-pub mod config;
-pub mod follow;
 pub mod grpc;
+mod grpc_status;
 pub mod http;
-pub mod intake;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
 pub mod openapi;
-pub mod preview;
 mod query_guard;
-pub mod release;
+mod release;
 pub mod request_id;
-pub mod shutdown;
-pub mod signals;
+mod serve;
 pub mod tls;
-pub mod writer;
 
-pub use app::{Running, ServeError, start};
-pub use config::{Config, ConfigError, Secret};
+pub use serve::{Running, ServeError, start};
+pub use tug_service::{Config, ConfigError, Secret, auth, config, logging};

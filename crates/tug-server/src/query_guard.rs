@@ -3,10 +3,11 @@
 //! parameters it reads, here in one table, and anything else is a 400 naming the parameter.
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+use tug_service::ServiceError;
 
 use crate::http::ApiError;
 
@@ -64,16 +65,14 @@ pub(crate) async fn layer(request: Request, next: Next) -> Response {
             } else {
                 format!("takes only {}", allowed.join(", "))
             };
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
+            return ApiError::from(ServiceError::invalid_field(
+                &name,
                 format!(
                     "unknown query parameter {name:?}: {} {} {takes}",
                     request.method(),
                     route.as_str()
                 ),
-            )
-            .with_details(json!({"field": name}))
+            ))
             .into_response();
         }
     }

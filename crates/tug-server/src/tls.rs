@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
 
-use crate::shutdown::Shutdown;
+use tug_service::shutdown::Shutdown;
 
 /// How long open connections (streams of jobs that are still running) get after shutdown begins.
 const GRACE: Duration = Duration::from_secs(10);

@@ -12,15 +12,15 @@ use tug_proto::v1::release_service_server::{ReleaseService, ReleaseServiceServer
 use tug_release::{Artifact, Intent, Person, StageData};
 use tug_store::{ArtifactWrite, Job, StoredArtifact, TaskState};
 
-use super::Ctx;
-use super::api::{
+use tug_service::release::Ctx;
+use tug_service::release::api::{
     self, ArtifactsQuery, BundleBody, Caller, DescribeQuery, EnvironmentState, HistoryEntry,
     IntentWord, KnownArtifact, PolicyChange, PolicyEffect, PolicyListing, QueuedRelease,
     ReleaseInput,
 };
-use super::flow::AutoReleaseOutcome;
-use crate::grpc::job_status;
-use crate::http::ApiError;
+use tug_service::release::flow::AutoReleaseOutcome;
+
+use crate::grpc_status::job_status;
 
 /// The release service for the gRPC listener; `max_message_bytes` bounds a request (an
 /// `artifact.json` or a bundle) as the REST body limit does.
@@ -44,26 +44,10 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
     metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer_token)
+        .and_then(tug_service::auth::bearer_token)
 }
 
-/// The deploy service's mapping, plus the outcomes only releases have.
-fn status(error: &ApiError) -> Status {
-    if matches!(
-        error.code(),
-        "failed_precondition" | "conflict" | "policy_violation"
-    ) {
-        error.log_refusal();
-    }
-    match error.code() {
-        // Nothing to promote or roll back, a pin, conflicting policies, a failed commit: the
-        // request is fine, the state of the service is not.
-        "failed_precondition" | "conflict" => Status::failed_precondition(error.message()),
-        // A branch restriction forbids the release, like a token scope forbids a write.
-        "policy_violation" => Status::permission_denied(error.message()),
-        _ => crate::grpc::status(error),
-    }
-}
+use crate::grpc_status::status;
 
 /// proto3 has no required fields; REST's body parser refuses a missing one, so this does too.
 fn required(field: &str, value: &str) -> Result<(), Status> {

@@ -11,7 +11,7 @@ use tug_release::{Intent, Person, RecordedRelease, ReleaseRecord, Unpin};
 use tug_store::{BranchIndexUpdate, IndexedRelease, IndexedUnpin, ReleaseQuery};
 
 use super::{Ctx, Place, git_error, internal};
-use crate::http::{ApiError, store_error};
+use crate::error::ServiceError;
 
 /// The trailer of an unpin commit naming who lifted the pin.
 pub(crate) const UNPINNED_BY: &str = "Unpinned-by";
@@ -34,7 +34,7 @@ pub(crate) struct Synced {
     pub unpins: usize,
 }
 
-pub(crate) async fn mirror_of(ctx: &Ctx, repository: &str) -> Result<Arc<Mirror>, ApiError> {
+pub(crate) async fn mirror_of(ctx: &Ctx, repository: &str) -> Result<Arc<Mirror>, ServiceError> {
     let repo = ctx
         .app
         .config
@@ -54,7 +54,7 @@ pub(crate) async fn tip(
     mirror: Arc<Mirror>,
     branch: &str,
     fetch: bool,
-) -> Result<Option<ObjectId>, ApiError> {
+) -> Result<Option<ObjectId>, ServiceError> {
     let branch = branch.to_owned();
     tokio::task::spawn_blocking(move || {
         if fetch {
@@ -76,7 +76,7 @@ pub(crate) async fn sync(
     place: &Place,
     fetch: bool,
     rebuild: bool,
-) -> Result<Synced, ApiError> {
+) -> Result<Synced, ServiceError> {
     let model = ctx.model()?;
     let _one_at_a_time = ctx.index_lock.lock().await;
     let fetch = fetch && (rebuild || fetch_due(ctx, place));
@@ -91,7 +91,7 @@ pub(crate) async fn sync(
         store
             .index_head(&place.repository, &place.branch)
             .await
-            .map_err(|e| store_error(&e))?
+            .map_err(|e| ServiceError::store(&e))?
             .and_then(|h| ObjectId::from_hex(&h))
     };
     if head == Some(tip) {
@@ -181,7 +181,7 @@ pub(crate) async fn sync(
     store
         .apply_index(update)
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     Ok(synced)
 }
 
@@ -211,7 +211,7 @@ pub(crate) fn parse_person(text: &str) -> Person {
 }
 
 /// Brings the index of every branch holding environments up to date.
-pub(crate) async fn sync_all(ctx: &Ctx, fetch: bool) -> Result<(), ApiError> {
+pub(crate) async fn sync_all(ctx: &Ctx, fetch: bool) -> Result<(), ServiceError> {
     for place in ctx.model()?.branches() {
         sync(ctx, &place, fetch, false).await?;
     }
@@ -223,7 +223,7 @@ pub(crate) async fn sync_all(ctx: &Ctx, fetch: bool) -> Result<(), ApiError> {
 pub(crate) async fn history(
     ctx: &Ctx,
     service: &str,
-) -> Result<(Vec<RecordedRelease>, Vec<Unpin>), ApiError> {
+) -> Result<(Vec<RecordedRelease>, Vec<Unpin>), ServiceError> {
     let model = ctx.model()?;
     let mut history = Vec::new();
     for env in &model.environments {
@@ -236,7 +236,7 @@ pub(crate) async fn history(
                 limit: 10_000,
             })
             .await
-            .map_err(|e| store_error(&e))?;
+            .map_err(|e| ServiceError::store(&e))?;
         for row in rows {
             history.push(recorded(row)?);
         }
@@ -246,7 +246,7 @@ pub(crate) async fn history(
         .releases
         .unpins(service)
         .await
-        .map_err(|e| store_error(&e))?
+        .map_err(|e| ServiceError::store(&e))?
         .into_iter()
         .map(|u| Unpin {
             env: u.environment,
@@ -258,7 +258,7 @@ pub(crate) async fn history(
     Ok((history, unpins))
 }
 
-pub(crate) fn recorded(row: IndexedRelease) -> Result<RecordedRelease, ApiError> {
+pub(crate) fn recorded(row: IndexedRelease) -> Result<RecordedRelease, ServiceError> {
     let intent: Intent = serde_json::from_value(row.intent.clone()).map_err(|e| {
         internal(format!(
             "the index holds an unreadable intent for commit {}: {e}",

@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use serde::Serialize;
 use tug_git::{Change, FileAction, FileSource};
 
 use crate::app::App;
-use crate::http::ApiError;
+use crate::error::ServiceError;
 use crate::intake::{TaskPayload, job_from_request};
 
 /// The outcome of a dry run on one repository branch.
@@ -48,7 +47,7 @@ impl App {
         self: &Arc<Self>,
         token: Option<&str>,
         request: tug_spec::DeployRequest,
-    ) -> Result<Vec<BranchPreview>, ApiError> {
+    ) -> Result<Vec<BranchPreview>, ServiceError> {
         let (_, job) = job_from_request(
             &self.config,
             &self.authorizer,
@@ -57,7 +56,7 @@ impl App {
             None,
             jiff::Timestamp::now(),
         )
-        .map_err(ApiError::from)?;
+        .map_err(ServiceError::from)?;
         let mut previews = Vec::with_capacity(job.tasks.len());
         for task in job.tasks {
             let Some(repo) = self.config.repository(&task.branch.repository) else {
@@ -74,11 +73,10 @@ impl App {
                 created: Vec::new(),
                 error: None,
             };
-            let payload: TaskPayload = serde_json::from_value(task.payload).map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string())
-            })?;
+            let payload: TaskPayload = serde_json::from_value(task.payload)
+                .map_err(|e| ServiceError::invalid(e.to_string()))?;
             let change = crate::writer::change_from_payload(DRY_RUN_REQUEST, payload)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e))?;
+                .map_err(ServiceError::invalid)?;
             let mirror = match self.writers.mirror(repo).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -90,13 +88,7 @@ impl App {
             let branch = task.branch.branch.clone();
             let computed = tokio::task::spawn_blocking(move || compute(&mirror, &branch, &change))
                 .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        format!("dry run failed: {e}"),
-                    )
-                })?;
+                .map_err(|e| ServiceError::internal(format!("dry run failed: {e}")))?;
             match computed {
                 Ok(Computed {
                     tip,

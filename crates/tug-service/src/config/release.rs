@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tug_release::{EditKind, Environments, GlobalBranchRestrictions, Services, Target};
 
-use crate::config::Config;
+use super::Config;
 
 /// Where services are released by copying when their configuration names no path.
 pub const COPY_RELEASE_PATH: &str = "{env}/releases/{namespace}/{service}";

@@ -4,13 +4,13 @@ use tug_release::ServicePolicies;
 
 use super::index::{fetch_due, mirror_of, tip};
 use super::{Ctx, Place, conflict, git_error, internal};
-use crate::http::ApiError;
+use crate::error::ServiceError;
 
 pub(crate) fn policies_path(service: &str) -> String {
     format!("policies/{service}.json")
 }
 
-pub(crate) fn policies_place(ctx: &Ctx) -> Result<Place, ApiError> {
+pub(crate) fn policies_place(ctx: &Ctx) -> Result<Place, ServiceError> {
     ctx.model()?
         .policies
         .clone()
@@ -20,7 +20,7 @@ pub(crate) fn policies_place(ctx: &Ctx) -> Result<Place, ApiError> {
 /// The service's policies as the policies branch holds them (none when it has no file), fetched
 /// at most once a second like the release index: tug's own policy commits update the mirror
 /// directly, and a read-modify-write guards itself with [`read_for_change`].
-pub(crate) async fn read(ctx: &Ctx, service: &str) -> Result<ServicePolicies, ApiError> {
+pub(crate) async fn read(ctx: &Ctx, service: &str) -> Result<ServicePolicies, ServiceError> {
     Ok(read_for_change(ctx, service, false).await?.0)
 }
 
@@ -30,7 +30,7 @@ pub(crate) async fn read_for_change(
     ctx: &Ctx,
     service: &str,
     fresh: bool,
-) -> Result<(ServicePolicies, Option<Vec<u8>>), ApiError> {
+) -> Result<(ServicePolicies, Option<Vec<u8>>), ServiceError> {
     let place = policies_place(ctx)?;
     let mirror = mirror_of(ctx, &place.repository).await?;
     let fetch = fresh || fetch_due(ctx, &place);

@@ -27,29 +27,25 @@
 //! `<group>/revision`) such as `main@sha1:<sha>` or the older `main/<sha>`. `error` severity is
 //! degraded, `ReconciliationSucceeded` healthy, other `info` events progressing.
 
-use std::sync::Arc;
-
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tug_store::{ReleaseQuery, RolloutState};
 
 use super::index::sync_all;
 use super::{Ctx, invalid};
-use crate::http::{ApiError, auth_error, bearer, store_error};
+use crate::error::ServiceError;
 
-type Shared = Arc<Ctx>;
-
-pub(crate) fn router(ctx: Shared) -> Router {
-    Router::new()
-        .route("/api/v1/webhooks/argocd", post(argocd))
-        .route("/api/v1/webhooks/flux", post(flux))
-        .with_state(ctx)
+/// What a rollout report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feedback {
+    /// The report names a release: its rollout state is recorded.
+    Recorded {
+        service: String,
+        environment: String,
+        revision: String,
+        state: &'static str,
+    },
+    /// No release matches; nothing is recorded and the sender is told why.
+    NotRecorded { message: String },
 }
 
 /// A rollout report, whatever the sender.
@@ -133,39 +129,28 @@ pub(crate) fn flux_report(payload: &Value) -> Result<Report, String> {
     })
 }
 
-async fn argocd(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    record(&ctx, &headers, &body, argocd_report).await
+/// An Argo CD notification (the `webhook` service's JSON body tug documents).
+pub async fn argocd(ctx: &Ctx, token: Option<&str>, body: &[u8]) -> Result<Feedback, ServiceError> {
+    record(ctx, token, body, argocd_report).await
 }
 
-async fn flux(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    record(&ctx, &headers, &body, flux_report).await
+/// A Flux notification-controller event (generic webhook provider).
+pub async fn flux(ctx: &Ctx, token: Option<&str>, body: &[u8]) -> Result<Feedback, ServiceError> {
+    record(ctx, token, body, flux_report).await
 }
 
 async fn record(
     ctx: &Ctx,
-    headers: &HeaderMap,
-    body: &Bytes,
+    token: Option<&str>,
+    body: &[u8],
     read: fn(&Value) -> Result<Report, String>,
-) -> Result<Response, ApiError> {
+) -> Result<Feedback, ServiceError> {
     ctx.app
         .authorizer
-        .authenticate(bearer(headers))
-        .map_err(|e| auth_error(&e))?;
-    let payload: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            format!("request body: {e}"),
-        )
-    })?;
+        .authenticate(token)
+        .map_err(ServiceError::from)?;
+    let payload: Value = serde_json::from_slice(body)
+        .map_err(|e| ServiceError::invalid(format!("request body: {e}")))?;
     let report = read(&payload).map_err(|m| {
         let field = m.split(':').next().unwrap_or("body").to_owned();
         invalid(&field, m)
@@ -191,19 +176,14 @@ async fn record(
         found = find_by_name(ctx, &report.name, &report.revision).await?;
     }
     let Some((service, environment, commit)) = found else {
-        return Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(json!({
-                "recorded": false,
-                "message": format!(
-                    "no release has manifest commit {}, and '{}' names no service and environment with a release in its history (names are {}; see rollout_feedback.names)",
-                    report.revision,
-                    report.name,
-                    ctx.app.config.rollout_feedback.describe()
-                ),
-            })),
-        )
-            .into_response());
+        return Ok(Feedback::NotRecorded {
+            message: format!(
+                "no release has manifest commit {}, and '{}' names no service and environment with a release in its history (names are {}; see rollout_feedback.names)",
+                report.revision,
+                report.name,
+                ctx.app.config.rollout_feedback.describe()
+            ),
+        });
     };
     ctx.app
         .releases
@@ -216,67 +196,17 @@ async fn record(
             at: jiff::Timestamp::now(),
         })
         .await
-        .map_err(|e| store_error(&e))?;
-    Ok(axum::Json(json!({
-        "recorded": true,
-        "service": service,
-        "environment": environment,
-        "revision": commit,
-        "state": report.state,
-    }))
-    .into_response())
-}
-
-/// The `rollout_feedback:` section of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutFeedbackConfig {
-    /// How an Argo CD Application or a Flux Kustomization/HelmRelease is named after the
-    /// service and environment it deploys, tried in order: templates with `{service}` and
-    /// `{env}`. A report whose revision is not a release commit is matched by its object name.
-    #[serde(default = "default_names")]
-    pub names: Vec<String>,
-}
-
-impl Default for RolloutFeedbackConfig {
-    fn default() -> Self {
-        RolloutFeedbackConfig {
-            names: default_names(),
-        }
-    }
-}
-
-fn default_names() -> Vec<String> {
-    vec!["{service}-{env}".to_owned(), "{env}-{service}".to_owned()]
-}
-
-impl RolloutFeedbackConfig {
-    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
-        for (i, name) in self.names.iter().enumerate() {
-            let rest = name.replace("{service}", "").replace("{env}", "");
-            if !name.contains("{service}") || rest.contains(['{', '}']) {
-                return Err((
-                    format!("rollout_feedback.names[{i}]"),
-                    format!(
-                        "'{name}' must hold {{service}} (and usually {{env}}) and no other variable"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        self.names
-            .iter()
-            .map(|n| format!("'{n}'"))
-            .collect::<Vec<_>>()
-            .join(" or ")
-    }
+        .map_err(|e| ServiceError::store(&e))?;
+    Ok(Feedback::Recorded {
+        service,
+        environment,
+        revision: commit,
+        state: report.state,
+    })
 }
 
 /// The (service, environment) an object name stands for, by the configured templates.
-fn service_and_env(ctx: &Ctx, name: &str) -> Result<Option<(String, String)>, ApiError> {
+fn service_and_env(ctx: &Ctx, name: &str) -> Result<Option<(String, String)>, ServiceError> {
     let model = ctx.model()?;
     let services: Vec<&str> = model.services.iter().map(|s| s.name.as_str()).collect();
     let environments: Vec<&str> = model.environments.iter().map(|e| e.name.as_str()).collect();
@@ -311,7 +241,7 @@ async fn find_by_name(
     ctx: &Ctx,
     name: &str,
     revision: &str,
-) -> Result<Option<(String, String, String)>, ApiError> {
+) -> Result<Option<(String, String, String)>, ServiceError> {
     let Some((service, env)) = service_and_env(ctx, name)? else {
         return Ok(None);
     };
@@ -328,7 +258,7 @@ async fn find_by_name(
             limit: 10_000,
         })
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     let mirror = super::index::mirror_of(ctx, &place.repository).await?;
     // The cluster may have seen a commit the mirror has not fetched yet.
     super::index::tip(mirror.clone(), &place.branch, true).await?;
@@ -354,7 +284,7 @@ async fn find_by_name(
 async fn find_release(
     ctx: &Ctx,
     revision: &str,
-) -> Result<Option<(String, String, String)>, ApiError> {
+) -> Result<Option<(String, String, String)>, ServiceError> {
     let model = ctx.model()?;
     sync_all(ctx, false).await?;
     let revision = revision.to_ascii_lowercase();
@@ -368,7 +298,7 @@ async fn find_release(
                 limit: 10_000,
             })
             .await
-            .map_err(|e| store_error(&e))?;
+            .map_err(|e| ServiceError::store(&e))?;
         if let Some(row) = rows.into_iter().find(|r| r.commit.starts_with(&revision)) {
             return Ok(Some((row.service, row.environment, row.commit)));
         }
@@ -380,10 +310,11 @@ async fn find_release(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn object_names_stand_for_a_service_and_an_environment() {
-        let defaults = super::default_names();
+        let defaults = crate::config::rollout_feedback::RolloutFeedbackConfig::default().names;
         let services = ["api", "web-api"];
         let environments = ["dev", "prod"];
         let found = |templates: &[String], name: &str| {

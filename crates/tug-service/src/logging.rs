@@ -1,8 +1,6 @@
 //! Process-wide logging: text for people, JSON for log pipelines, filtered by a
 //! `RUST_LOG`-style directive from `log.level` (or `TUG_LOG_LEVEL`).
 
-use tracing_subscriber::EnvFilter;
-
 use crate::config::{LogConfig, LogFormat};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,16 +11,9 @@ pub enum LoggingError {
     AlreadyInstalled(String),
 }
 
-/// Parses a filter such as `info` or `warn,tug_server=debug`.
-pub fn filter(level: &str) -> Result<EnvFilter, String> {
-    EnvFilter::builder()
-        .parse(level)
-        .map_err(|error| format!("`{level}` is not a valid log filter: {error}"))
-}
-
 /// Installs the global subscriber, writing to standard error. Call once, at start-up.
 pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
-    let filter = filter(&config.level).map_err(LoggingError::Level)?;
+    let filter = crate::config::log_filter(&config.level).map_err(LoggingError::Level)?;
     // Colours only for a person at a terminal: escape codes in a log file or a collector break
     // grep and parsers.
     let builder = tracing_subscriber::fmt()
@@ -42,13 +33,13 @@ mod tests {
 
     #[test]
     fn accepts_levels_and_per_crate_directives() {
-        assert!(filter("info").is_ok());
-        assert!(filter("warn,tug_server=debug").is_ok());
+        assert!(crate::config::log_filter("info").is_ok());
+        assert!(crate::config::log_filter("warn,tug_server=debug").is_ok());
     }
 
     #[test]
     fn rejects_a_malformed_filter_and_quotes_it() {
-        let message = filter("tug_server=loud").unwrap_err();
+        let message = crate::config::log_filter("tug_server=loud").unwrap_err();
         assert!(message.contains("tug_server=loud"), "{message}");
     }
 

@@ -19,6 +19,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod release;
+pub mod release_notify;
+pub mod rollout_feedback;
+pub mod triggers;
+
+/// Parses a log filter such as `info` or `warn,tug_server=debug`.
+pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map_err(|error| format!("`{level}` is not a valid log filter: {error}"))
+}
+
 /// A value that must never appear in logs or error messages: passwords, tokens, webhook URLs.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -86,15 +98,15 @@ pub struct Config {
     pub policies: PoliciesConfig,
     /// Inbound webhooks and dispatch rules (see [`crate::release::triggers`]).
     #[serde(default)]
-    pub triggers: crate::release::triggers::TriggersConfig,
+    pub triggers: triggers::TriggersConfig,
     /// Per-release Slack, GitHub commit status and Grafana annotation
     /// (see [`crate::release::release_notify`]).
     #[serde(default)]
-    pub release_notify: crate::release::release_notify::ReleaseNotifyConfig,
+    pub release_notify: release_notify::ReleaseNotifyConfig,
     /// How Argo CD / Flux objects are named after service and environment
     /// (see [`crate::release::feedback`]).
     #[serde(default)]
-    pub rollout_feedback: crate::release::feedback::RolloutFeedbackConfig,
+    pub rollout_feedback: rollout_feedback::RolloutFeedbackConfig,
 }
 
 /// Release policies the server imposes, and where services' own policies live.
@@ -726,7 +738,7 @@ impl Config {
             field,
             message,
         };
-        if let Err(message) = crate::logging::filter(&self.log.level) {
+        if let Err(message) = log_filter(&self.log.level) {
             return Err(invalid("log.level".into(), message));
         }
         if let Some(tls) = &self.tls {
@@ -819,7 +831,7 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        if let Err((field, message)) = crate::release::ReleaseModel::from_config(self) {
+        if let Err((field, message)) = release::ReleaseModel::from_config(self) {
             return Err(invalid(field, message));
         }
         if let Err((field, message)) = self.triggers.validate(self) {

@@ -43,16 +43,6 @@ impl AuthError {
     }
 }
 
-impl From<AuthError> for tonic::Status {
-    fn from(error: AuthError) -> Self {
-        tracing::warn!(reason = %error, "request refused");
-        match &error {
-            AuthError::Unauthenticated { .. } => tonic::Status::unauthenticated(error.to_string()),
-            AuthError::Forbidden { .. } => tonic::Status::permission_denied(error.to_string()),
-        }
-    }
-}
-
 struct Token {
     name: String,
     sha256: [u8; 32],
@@ -380,17 +370,6 @@ mod tests {
         let principal = auth.authorize(None, "any", "thing").unwrap();
         assert!(principal.anonymous);
         assert_eq!(principal.name, "anonymous");
-    }
-
-    #[test]
-    fn grpc_status_codes_follow_the_error() {
-        let status = tonic::Status::from(AuthError::Unauthenticated { reason: "x" });
-        assert_eq!(status.code(), tonic::Code::Unauthenticated);
-        let status = tonic::Status::from(AuthError::Forbidden {
-            token: "ci".into(),
-            what: "repository `apps`".into(),
-        });
-        assert_eq!(status.code(), tonic::Code::PermissionDenied);
     }
 
     #[test]

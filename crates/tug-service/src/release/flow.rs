@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::json;
 use tug_release::status::{auto_release_allowed, current_release, previous_release};
@@ -18,12 +17,12 @@ use tug_store::{BranchKey, Enqueued, NewJob, NewTask, StoredArtifact};
 use super::edits::{copy_release, image_update};
 use super::index::{history, sync};
 use super::{Ctx, Place, ReleaseModel, conflict, internal, invalid, not_found, policies};
-use crate::http::{ApiError, auth_error, store_error};
+use crate::error::{ErrorKind, ServiceError};
 use crate::intake::{PayloadFile, TaskPayload};
 
 /// What a person (or a policy) asks for, per environment.
 #[derive(Debug, Clone)]
-pub(crate) enum Ask {
+pub enum Ask {
     /// An artifact by id, or the newest of a branch.
     Release {
         artifact_id: Option<String>,
@@ -39,7 +38,7 @@ pub(crate) enum Ask {
 
 /// One environment's release, ready to enqueue.
 #[derive(Debug, Clone)]
-pub(crate) struct Planned {
+pub struct Planned {
     pub environment: String,
     pub place: Place,
     pub record: ReleaseRecord,
@@ -50,12 +49,12 @@ pub(crate) struct Planned {
 }
 
 /// A planned release that was stored.
-pub(crate) struct Submitted {
+pub struct Submitted {
     pub planned: Planned,
     pub enqueued: Enqueued,
 }
 
-pub(crate) fn person_identity(by: &Person) -> (String, String) {
+pub fn person_identity(by: &Person) -> (String, String) {
     let name = if by.name.trim().is_empty() {
         by.email.clone()
     } else {
@@ -73,22 +72,22 @@ pub(crate) fn person_identity(by: &Person) -> (String, String) {
 }
 
 /// Trailers of a commit message, in order, so the writer writes them after its own.
-pub(crate) fn message_parts(message: &str) -> (String, Vec<(String, String)>) {
+pub fn message_parts(message: &str) -> (String, Vec<(String, String)>) {
     let title = message.lines().next().unwrap_or_default().to_owned();
     (title, tug_git::parse_trailers(message))
 }
 
-pub(crate) async fn load_artifact(
+pub async fn load_artifact(
     ctx: &Ctx,
     service: &str,
     id: &str,
-) -> Result<(StoredArtifact, Artifact), ApiError> {
+) -> Result<(StoredArtifact, Artifact), ServiceError> {
     let stored = ctx
         .app
         .releases
         .artifact(service, id)
         .await
-        .map_err(|e| store_error(&e))?
+        .map_err(|e| ServiceError::store(&e))?
         .ok_or_else(|| {
             not_found(
                 "artifact",
@@ -105,14 +104,14 @@ pub(crate) async fn load_artifact(
 
 /// Plans the release of `service` to each of `environments`; nothing is stored. Every
 /// environment must pass (authorisation, artifact, policies) or the whole request is refused.
-pub(crate) async fn plan(
+pub async fn plan(
     ctx: &Ctx,
     token: Option<&str>,
     service: &str,
     environments: &[String],
     ask: &Ask,
     by: &Person,
-) -> Result<Vec<Planned>, ApiError> {
+) -> Result<Vec<Planned>, ServiceError> {
     let model = ctx.model()?;
     model
         .services
@@ -151,7 +150,7 @@ pub(crate) async fn plan(
             .app
             .authorizer
             .authorize(token, &place.repository, &place.branch)
-            .map_err(|e| auth_error(&e))?
+            .map_err(ServiceError::from)?
             .name;
         places.insert(place);
     }
@@ -178,13 +177,12 @@ pub(crate) async fn plan(
 }
 
 /// A release a branch restriction refuses: 403 `policy_violation`, naming the policy.
-fn policy_refusal(violation: &tug_release::PolicyViolation, env: &str, branch: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "policy_violation",
-        violation.to_string(),
-    )
-    .with_details(json!({
+fn policy_refusal(
+    violation: &tug_release::PolicyViolation,
+    env: &str,
+    branch: &str,
+) -> ServiceError {
+    ServiceError::new(ErrorKind::PolicyViolation, violation.to_string()).with_details(json!({
         "policy": violation.policy,
         "global": violation.global,
         "environment": env,
@@ -202,7 +200,7 @@ async fn plan_one(
     by: &Person,
     history: &[RecordedRelease],
     policies: &ServicePolicies,
-) -> Result<Planned, ApiError> {
+) -> Result<Planned, ServiceError> {
     let current = current_release(history, service, env);
     let (artifact_id, intent) = match ask {
         Ask::Release {
@@ -223,7 +221,7 @@ async fn plan_one(
                 .releases
                 .artifacts(service, Some(branch), 1)
                 .await
-                .map_err(|e| store_error(&e))?;
+                .map_err(|e| ServiceError::store(&e))?;
             let id = newest.into_iter().next().map(|a| a.id).ok_or_else(|| {
                 not_found(
                     "artifact",
@@ -335,7 +333,7 @@ async fn plan_one(
             .releases
             .bundle(service, &artifact_id)
             .await
-            .map_err(|e| store_error(&e))?
+            .map_err(|e| ServiceError::store(&e))?
             .ok_or_else(|| {
                 conflict(format!(
                     "artifact '{artifact_id}' has no manifest bundle; service '{service}' is released by copying one (POST /api/v1/artifacts/{artifact_id}/bundle)"
@@ -427,12 +425,12 @@ async fn plan_one(
 }
 
 /// Stores one job per planned release and wakes the writers.
-pub(crate) async fn submit(
+pub async fn submit(
     ctx: &Ctx,
     requested_by: &str,
     planned: Vec<Planned>,
     idempotency_key: Option<&str>,
-) -> Result<Vec<Submitted>, ApiError> {
+) -> Result<Vec<Submitted>, ServiceError> {
     let mut submitted = Vec::new();
     for p in planned {
         let enqueued = enqueue(
@@ -459,7 +457,7 @@ pub(crate) async fn submit(
     Ok(submitted)
 }
 
-pub(crate) async fn enqueue(
+pub async fn enqueue(
     ctx: &Ctx,
     requested_by: &str,
     kind: &str,
@@ -467,7 +465,7 @@ pub(crate) async fn enqueue(
     payload: &TaskPayload,
     request: serde_json::Value,
     idempotency_key: Option<String>,
-) -> Result<Enqueued, ApiError> {
+) -> Result<Enqueued, ServiceError> {
     let branch = BranchKey {
         repository: place.repository.clone(),
         branch: place.branch.clone(),
@@ -488,7 +486,7 @@ pub(crate) async fn enqueue(
             }],
         })
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     if enqueued.created {
         ctx.app.writers.wake(&branch).await;
     }
@@ -496,7 +494,7 @@ pub(crate) async fn enqueue(
 }
 
 /// The public shape of a planned release (also the job's stored request).
-pub(crate) fn release_json(p: &Planned) -> serde_json::Value {
+pub fn release_json(p: &Planned) -> serde_json::Value {
     let mut v = json!({
         "service": p.record.service,
         "environment": p.record.environment,
@@ -516,7 +514,7 @@ pub(crate) fn release_json(p: &Planned) -> serde_json::Value {
 /// What an auto-release did for one environment.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct AutoReleaseOutcome {
+pub struct AutoReleaseOutcome {
     pub environment: String,
     /// `queued`, `blocked` (a rollback pin), `refused` (a policy or the token's scope) or
     /// `skipped` (nothing to release there yet).
@@ -528,13 +526,13 @@ pub(crate) struct AutoReleaseOutcome {
 
 /// After an unpin: the newest artifact of a branch that an auto-release policy sends to `env`,
 /// released there — the artifact the pin held back — or why nothing is released.
-pub(crate) async fn release_held_back(
+pub async fn release_held_back(
     ctx: &Ctx,
     token: Option<&str>,
     requested_by: &str,
     service: &str,
     env: &str,
-) -> Result<AutoReleaseOutcome, ApiError> {
+) -> Result<AutoReleaseOutcome, ServiceError> {
     let skipped = |message: String| AutoReleaseOutcome {
         environment: env.to_owned(),
         status: "skipped",
@@ -560,7 +558,7 @@ pub(crate) async fn release_held_back(
             .releases
             .artifacts(service, Some(branch), 1)
             .await
-            .map_err(|e| store_error(&e))?;
+            .map_err(|e| ServiceError::store(&e))?;
         if let Some(candidate) = found.into_iter().next()
             && newest
                 .as_ref()
@@ -596,14 +594,14 @@ pub(crate) async fn release_held_back(
 /// Releases a newly registered artifact to every environment an auto-release policy of its
 /// branch names (only to `only_env`, when given), unless a branch restriction forbids it or a
 /// rollback pins the environment.
-pub(crate) async fn auto_release(
+pub async fn auto_release(
     ctx: &Ctx,
     token: Option<&str>,
     requested_by: &str,
     stored: &StoredArtifact,
     artifact: &Artifact,
     only_env: Option<&str>,
-) -> Result<Vec<AutoReleaseOutcome>, ApiError> {
+) -> Result<Vec<AutoReleaseOutcome>, ServiceError> {
     let model = ctx.model()?;
     let service = stored.service.as_str();
     if model.services.get(service).is_err() {

@@ -1,25 +1,14 @@
-//! The release API, once for both front ends: each `*_core` function validates, authorises and
-//! does the work of one operation and answers with typed values; the REST handlers here are thin
-//! axum wrappers that parse the request and write those values as the JSON (camelCase fields;
-//! errors `{code, message, details}`) the REST API has always answered with, and the gRPC service
-//! in `grpc.rs` maps the same values to `tug.v1` messages.
+//! The release API, once for every front end: each `*_core` function validates, authorises and
+//! does the work of one operation and answers with typed values. tug-server's REST handlers
+//! write those values as the JSON the REST API has always answered with, and its gRPC service
+//! maps the same values to `tug.v1` messages.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::pin::Pin as Pinned;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine as _;
-use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tug_release::status::{Pin, RecordedRelease, environment_status, pin};
 use tug_release::{
@@ -32,64 +21,37 @@ use tug_store::{
 use super::edits::check_bundle;
 use super::flow::{
     Ask, AutoReleaseOutcome, Planned, auto_release, enqueue, load_artifact, message_parts,
-    person_identity, plan, release_held_back, release_json, submit,
+    person_identity, plan, release_held_back, submit,
 };
 use super::index::{UNPINNED_BY, history, sync, sync_all};
 use super::policies::{policies_path, policies_place, read as read_policies, read_for_change};
 use super::{Ctx, Place, conflict, internal, invalid, not_found};
 use crate::app::App;
 use crate::auth::Principal;
-use crate::http::{ApiError, auth_error, bearer, job_json, line, progress_stream, store_error};
+use crate::error::{ErrorKind, ServiceError};
 use crate::intake::{PayloadFile, PayloadPrecondition, TaskPayload};
 
 /// How long a policy change or unpin waits for its commit before answering with the job as it is.
 const WAIT_FOR_COMMIT: Duration = Duration::from_secs(120);
-
-type Shared = Arc<Ctx>;
-
-pub(crate) fn router(ctx: Shared) -> Router {
-    Router::new()
-        .route("/api/v1/artifacts", post(push_artifact).get(list_artifacts))
-        .route("/api/v1/artifacts/{id}", get(get_artifact))
-        .route("/api/v1/artifacts/{id}/bundle", post(upload_bundle))
-        .route("/api/v1/releases", post(release).get(describe))
-        .route("/api/v1/status/{service}", get(status))
-        .route("/api/v1/reindex", post(reindex))
-        .route("/api/v1/unpin", post(unpin))
-        .route("/api/v1/rollouts", post(report_rollout))
-        .route(
-            "/api/v1/policies/{service}",
-            get(list_policies).delete(delete_policies),
-        )
-        .route(
-            "/api/v1/policies/{service}/auto-release",
-            post(apply_auto_release),
-        )
-        .route(
-            "/api/v1/policies/{service}/branch-restriction",
-            post(apply_branch_restriction),
-        )
-        .with_state(ctx)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Shared by both front ends.
 
 /// Who calls: the principal the bearer token authenticates as, and the token itself, whose scope
 /// is checked against each repository branch the call writes to.
-pub(crate) struct Caller {
+pub struct Caller {
     token: Option<String>,
     principal: Principal,
 }
 
 impl Caller {
     /// Reading needs only a valid token; writes check its scope as they go.
-    pub(crate) fn authenticate(ctx: &Ctx, token: Option<&str>) -> Result<Self, ApiError> {
+    pub fn authenticate(ctx: &Ctx, token: Option<&str>) -> Result<Self, ServiceError> {
         let principal = ctx
             .app
             .authorizer
             .authenticate(token)
-            .map_err(|e| auth_error(&e))?;
+            .map_err(ServiceError::from)?;
         Ok(Caller {
             token: token.map(str::to_owned),
             principal,
@@ -100,12 +62,12 @@ impl Caller {
         self.token.as_deref()
     }
 
-    fn authorize(&self, ctx: &Ctx, place: &Place) -> Result<(), ApiError> {
+    fn authorize(&self, ctx: &Ctx, place: &Place) -> Result<(), ServiceError> {
         ctx.app
             .authorizer
             .authorize(self.token(), &place.repository, &place.branch)
             .map(|_| ())
-            .map_err(|e| auth_error(&e))
+            .map_err(ServiceError::from)
     }
 
     /// `by` of a request, or the token's name.
@@ -117,7 +79,7 @@ impl Caller {
     }
 }
 
-fn count(value: Option<u32>, default: u32) -> Result<u32, ApiError> {
+fn count(value: Option<u32>, default: u32) -> Result<u32, ServiceError> {
     match value {
         None => Ok(default),
         Some(n) if (1..=1000).contains(&n) => Ok(n),
@@ -125,7 +87,7 @@ fn count(value: Option<u32>, default: u32) -> Result<u32, ApiError> {
     }
 }
 
-fn known_service(ctx: &Ctx, service: &str) -> Result<(), ApiError> {
+fn known_service(ctx: &Ctx, service: &str) -> Result<(), ServiceError> {
     ctx.model()?
         .services
         .get(service)
@@ -133,7 +95,7 @@ fn known_service(ctx: &Ctx, service: &str) -> Result<(), ApiError> {
         .map_err(|e| not_found("service", e.to_string()))
 }
 
-fn known_env(ctx: &Ctx, field: &str, env: &str) -> Result<(), ApiError> {
+fn known_env(ctx: &Ctx, field: &str, env: &str) -> Result<(), ServiceError> {
     ctx.model()?
         .environments
         .get(env)
@@ -142,7 +104,7 @@ fn known_env(ctx: &Ctx, field: &str, env: &str) -> Result<(), ApiError> {
 }
 
 /// A registered artifact whose `artifact.json` reads back.
-pub(crate) struct KnownArtifact {
+pub struct KnownArtifact {
     pub stored: StoredArtifact,
     pub artifact: Artifact,
 }
@@ -152,13 +114,13 @@ async fn known_artifact(
     ctx: &Ctx,
     service: &str,
     artifact_id: &str,
-) -> Result<Option<KnownArtifact>, ApiError> {
+) -> Result<Option<KnownArtifact>, ServiceError> {
     let stored = ctx
         .app
         .releases
         .artifact(service, artifact_id)
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     Ok(stored.and_then(|stored| {
         let artifact = Artifact::from_json(&stored.artifact_json).ok()?;
         Some(KnownArtifact { stored, artifact })
@@ -166,7 +128,7 @@ async fn known_artifact(
 }
 
 /// Waits (bounded) for a job to end, so writes can answer with their commit.
-pub(crate) async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ApiError> {
+pub async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ServiceError> {
     let watch = app.signal.watch(job_id);
     let deadline = tokio::time::Instant::now() + WAIT_FOR_COMMIT;
     loop {
@@ -174,7 +136,7 @@ pub(crate) async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ApiErr
             .store
             .job(job_id)
             .await
-            .map_err(|e| store_error(&e))?
+            .map_err(|e| ServiceError::store(&e))?
             .ok_or_else(|| internal(format!("job {job_id} disappeared")))?;
         if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
             return Ok(job);
@@ -188,22 +150,20 @@ pub(crate) async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ApiErr
 // Artifacts.
 
 /// What registering an artifact did.
-pub(crate) struct PushedArtifact {
+pub struct PushedArtifact {
     pub stored: StoredArtifact,
     pub write: ArtifactWrite,
     pub auto_releases: Vec<AutoReleaseOutcome>,
 }
 
 /// Registers `artifact.json` as CI wrote it and auto-releases it where a policy says so.
-pub(crate) async fn push_artifact_core(
+pub async fn push_artifact_core(
     ctx: &Ctx,
     caller: &Caller,
     text: &str,
-) -> Result<PushedArtifact, ApiError> {
-    let artifact = Artifact::from_json(text).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string())
-            .with_field(Some(e.path()))
-    })?;
+) -> Result<PushedArtifact, ServiceError> {
+    let artifact = Artifact::from_json(text)
+        .map_err(|e| ServiceError::invalid(e.to_string()).with_field(Some(e.path())))?;
     ctx.model()?
         .services
         .get(&artifact.service)
@@ -225,13 +185,13 @@ pub(crate) async fn push_artifact_core(
             artifact_json: text.to_owned(),
         })
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     let stored = ctx
         .app
         .releases
         .artifact(&artifact.service, &artifact.id)
         .await
-        .map_err(|e| store_error(&e))?
+        .map_err(|e| ServiceError::store(&e))?
         .ok_or_else(|| internal("the artifact just stored went missing"))?;
     // Registering the same artifact again changes nothing, so it releases nothing either.
     let auto_releases = if write == ArtifactWrite::Unchanged {
@@ -256,18 +216,18 @@ pub(crate) async fn push_artifact_core(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ArtifactsQuery {
+pub struct ArtifactsQuery {
     pub service: String,
     pub branch: Option<String>,
     pub count: Option<u32>,
 }
 
 /// Newest first.
-pub(crate) async fn list_artifacts_core(
+pub async fn list_artifacts_core(
     ctx: &Ctx,
     _caller: &Caller,
     query: &ArtifactsQuery,
-) -> Result<Vec<StoredArtifact>, ApiError> {
+) -> Result<Vec<StoredArtifact>, ServiceError> {
     ctx.app
         .releases
         .artifacts(
@@ -276,40 +236,40 @@ pub(crate) async fn list_artifacts_core(
             count(query.count, 20)?,
         )
         .await
-        .map_err(|e| store_error(&e))
+        .map_err(|e| ServiceError::store(&e))
 }
 
-pub(crate) async fn get_artifact_core(
+pub async fn get_artifact_core(
     ctx: &Ctx,
     _caller: &Caller,
     service: &str,
     id: &str,
-) -> Result<StoredArtifact, ApiError> {
+) -> Result<StoredArtifact, ServiceError> {
     let (stored, _) = load_artifact(ctx, service, id).await?;
     Ok(stored)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct BundleBody {
+pub struct BundleBody {
     pub service: String,
     /// `<env>/<file>` → content.
     pub files: BTreeMap<String, String>,
 }
 
 /// What storing a manifest bundle did.
-pub(crate) struct UploadedBundle {
+pub struct UploadedBundle {
     pub stored: StoredArtifact,
     pub files: usize,
     pub auto_releases: Vec<AutoReleaseOutcome>,
 }
 
-pub(crate) async fn upload_bundle_core(
+pub async fn upload_bundle_core(
     ctx: &Ctx,
     caller: &Caller,
     id: &str,
     bundle: &BundleBody,
-) -> Result<UploadedBundle, ApiError> {
+) -> Result<UploadedBundle, ServiceError> {
     let model = ctx.model()?;
     check_bundle(&bundle.files, |env| model.environments.get(env).is_ok())
         .map_err(|(field, message)| invalid(&field, format!("{field}: {message}")))?;
@@ -320,7 +280,7 @@ pub(crate) async fn upload_bundle_core(
         .releases
         .put_bundle(&bundle.service, id, &json)
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     let (stored, _) = load_artifact(ctx, &bundle.service, id).await?;
     // Auto-releases of services released by copying wait for their bundle.
     let auto_releases = auto_release(
@@ -344,7 +304,7 @@ pub(crate) async fn upload_bundle_core(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) enum IntentWord {
+pub enum IntentWord {
     Release,
     Promote,
     Rollback,
@@ -353,7 +313,7 @@ pub(crate) enum IntentWord {
 /// "Release this to there": the body of `POST /api/v1/releases`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct ReleaseInput {
+pub struct ReleaseInput {
     pub service: String,
     pub environments: Vec<String>,
     #[serde(default, alias = "artifact")]
@@ -375,7 +335,7 @@ fn default_intent() -> IntentWord {
 }
 
 /// One environment's release, stored as a job.
-pub(crate) struct QueuedRelease {
+pub struct QueuedRelease {
     pub planned: Planned,
     pub job_id: String,
     /// False when the idempotency key matched a job stored earlier.
@@ -384,11 +344,11 @@ pub(crate) struct QueuedRelease {
 
 /// Plans the release to every environment (all pass or nothing is stored) and stores one job
 /// per environment.
-pub(crate) async fn release_core(
+pub async fn release_core(
     ctx: &Ctx,
     caller: &Caller,
     input: ReleaseInput,
-) -> Result<Vec<QueuedRelease>, ApiError> {
+) -> Result<Vec<QueuedRelease>, ServiceError> {
     let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let ask = match input.intent {
         IntentWord::Release => Ask::Release {
@@ -431,24 +391,24 @@ pub(crate) async fn release_core(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct DescribeQuery {
+pub struct DescribeQuery {
     pub service: String,
     pub env: Option<String>,
     pub count: Option<u32>,
 }
 
 /// One release commit of the history, with its artifact when this server knows it.
-pub(crate) struct HistoryEntry {
+pub struct HistoryEntry {
     pub release: IndexedRelease,
     pub artifact: Option<KnownArtifact>,
 }
 
 /// Newest first.
-pub(crate) async fn describe_core(
+pub async fn describe_core(
     ctx: &Ctx,
     _caller: &Caller,
     query: DescribeQuery,
-) -> Result<Vec<HistoryEntry>, ApiError> {
+) -> Result<Vec<HistoryEntry>, ServiceError> {
     known_service(ctx, &query.service)?;
     let env = query.env.filter(|e| !e.is_empty());
     if let Some(env) = &env {
@@ -464,7 +424,7 @@ pub(crate) async fn describe_core(
             limit: count(query.count, 20)?,
         })
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     let mut entries = Vec::new();
     for release in rows {
         let artifact = known_artifact(ctx, &release.service, &release.artifact_id).await?;
@@ -474,7 +434,7 @@ pub(crate) async fn describe_core(
 }
 
 /// What runs in one environment.
-pub(crate) struct EnvironmentState {
+pub struct EnvironmentState {
     pub environment: String,
     pub place: Option<Place>,
     /// The service's directory there, when it has a target there.
@@ -491,11 +451,11 @@ pub(crate) struct EnvironmentState {
 }
 
 /// One entry per environment, in promotion order.
-pub(crate) async fn status_core(
+pub async fn status_core(
     ctx: &Ctx,
     _caller: &Caller,
     service: &str,
-) -> Result<Vec<EnvironmentState>, ApiError> {
+) -> Result<Vec<EnvironmentState>, ServiceError> {
     known_service(ctx, service)?;
     let model = ctx.model()?;
     sync_all(ctx, true).await?;
@@ -505,14 +465,14 @@ pub(crate) async fn status_core(
         .releases
         .rollouts(service)
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     // The service's image, to find it in files releases did not write.
     let image = ctx
         .app
         .releases
         .artifacts(service, None, 1)
         .await
-        .map_err(|e| store_error(&e))?
+        .map_err(|e| ServiceError::store(&e))?
         .first()
         .and_then(|a| tug_release::Artifact::from_json(&a.artifact_json).ok())
         .and_then(|a| a.image_reference())
@@ -557,23 +517,23 @@ pub(crate) async fn status_core(
 }
 
 /// What rebuilding the index found on one branch.
-pub(crate) struct ReindexedBranch {
+pub struct ReindexedBranch {
     pub place: Place,
     pub head: Option<String>,
     pub releases: usize,
     pub unpins: usize,
 }
 
-pub(crate) async fn reindex_core(
+pub async fn reindex_core(
     ctx: &Ctx,
     _caller: &Caller,
-) -> Result<Vec<ReindexedBranch>, ApiError> {
+) -> Result<Vec<ReindexedBranch>, ServiceError> {
     let model = ctx.model()?;
     ctx.app
         .releases
         .clear_release_index()
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     let mut branches = Vec::new();
     for place in model.branches() {
         let synced = sync(ctx, &place, true, true).await?;
@@ -599,7 +559,7 @@ async fn commit_and_wait(
     (files, preconditions): (Vec<PayloadFile>, Vec<PayloadPrecondition>),
     request: Value,
     kind: &str,
-) -> Result<Job, ApiError> {
+) -> Result<Job, ServiceError> {
     let repo = ctx
         .app
         .config
@@ -652,7 +612,7 @@ async fn commit_and_wait(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct UnpinInput {
+pub struct UnpinInput {
     pub service: String,
     pub env: String,
     #[serde(default)]
@@ -660,18 +620,18 @@ pub(crate) struct UnpinInput {
 }
 
 /// A lifted rollback pin: the unpin commit's job and the pin it lifted.
-pub(crate) struct Unpinned {
+pub struct Unpinned {
     pub job: Job,
     pub pin: Pin,
     /// The auto-release the pin held back, released now, or why nothing is.
     pub auto_release: AutoReleaseOutcome,
 }
 
-pub(crate) async fn unpin_core(
+pub async fn unpin_core(
     ctx: &Ctx,
     caller: &Caller,
     input: UnpinInput,
-) -> Result<Unpinned, ApiError> {
+) -> Result<Unpinned, ServiceError> {
     known_service(ctx, &input.service)?;
     known_env(ctx, "env", &input.env)?;
     let place = ctx
@@ -740,7 +700,7 @@ pub(crate) async fn unpin_core(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct RolloutInput {
+pub struct RolloutInput {
     pub service: String,
     pub env: String,
     pub revision: String,
@@ -749,11 +709,11 @@ pub(crate) struct RolloutInput {
     pub message: String,
 }
 
-pub(crate) async fn report_rollout_core(
+pub async fn report_rollout_core(
     ctx: &Ctx,
     _caller: &Caller,
     input: RolloutInput,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     known_service(ctx, &input.service)?;
     known_env(ctx, "env", &input.env)?;
     if input.state.trim().is_empty() {
@@ -770,14 +730,14 @@ pub(crate) async fn report_rollout_core(
             at: jiff::Timestamp::now(),
         })
         .await
-        .map_err(|e| store_error(&e))
+        .map_err(|e| ServiceError::store(&e))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Policies.
 
 /// A service's policies with the server's global branch restrictions folded in.
-pub(crate) struct PolicyListing {
+pub struct PolicyListing {
     pub service: String,
     pub auto_releases: Vec<AutoReleasePolicy>,
     /// In force, with whether each is a global one.
@@ -786,7 +746,7 @@ pub(crate) struct PolicyListing {
     pub overridden: Vec<BranchRestrictionPolicy>,
 }
 
-fn policy_listing(ctx: &Ctx, policies: &ServicePolicies) -> Result<PolicyListing, ApiError> {
+fn policy_listing(ctx: &Ctx, policies: &ServicePolicies) -> Result<PolicyListing, ServiceError> {
     let model = ctx.model()?;
     let list = policies.list(&model.global);
     Ok(PolicyListing {
@@ -801,15 +761,14 @@ fn policy_listing(ctx: &Ctx, policies: &ServicePolicies) -> Result<PolicyListing
     })
 }
 
-fn policy_error(e: &PolicyError) -> ApiError {
+fn policy_error(e: &PolicyError) -> ServiceError {
     match e {
         PolicyError::Conflict { new, existing, .. } => {
-            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            ServiceError::new(ErrorKind::PolicyConflict, e.to_string())
                 .with_details(json!({"policy": new, "conflictsWith": existing}))
         }
         PolicyError::GlobalNotDeletable { id, .. } => {
-            ApiError::new(StatusCode::CONFLICT, "failed_precondition", e.to_string())
-                .with_details(json!({"policy": id}))
+            ServiceError::conflict(e.to_string()).with_details(json!({"policy": id}))
         }
         PolicyError::UnknownId { id, .. } => {
             not_found("policy", e.to_string()).with_details(json!({"what": "policy", "policy": id}))
@@ -818,15 +777,15 @@ fn policy_error(e: &PolicyError) -> ApiError {
             .with_details(json!({
                 "field": "branchRegex", "policy": policy,
             })),
-        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()),
+        _ => ServiceError::invalid(e.to_string()),
     }
 }
 
-pub(crate) async fn list_policies_core(
+pub async fn list_policies_core(
     ctx: &Ctx,
     _caller: &Caller,
     service: &str,
-) -> Result<PolicyListing, ApiError> {
+) -> Result<PolicyListing, ServiceError> {
     known_service(ctx, service)?;
     let policies = read_policies(ctx, service).await?;
     policy_listing(ctx, &policies)
@@ -834,7 +793,7 @@ pub(crate) async fn list_policies_core(
 
 /// What a policy change did besides committing the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PolicyEffect {
+pub enum PolicyEffect {
     /// The id of the policy applied.
     Applied(String),
     /// The ids of the policies deleted.
@@ -842,7 +801,7 @@ pub(crate) enum PolicyEffect {
 }
 
 /// A committed policy change.
-pub(crate) struct PolicyChange {
+pub struct PolicyChange {
     pub job: Job,
     pub policies: PolicyListing,
     pub effect: PolicyEffect,
@@ -855,8 +814,8 @@ async fn change_policies(
     service: &str,
     by: Option<Person>,
     describe: &str,
-    change: impl Fn(&mut ServicePolicies) -> Result<PolicyEffect, ApiError>,
-) -> Result<PolicyChange, ApiError> {
+    change: impl Fn(&mut ServicePolicies) -> Result<PolicyEffect, ServiceError>,
+) -> Result<PolicyChange, ServiceError> {
     known_service(ctx, service)?;
     let place = policies_place(ctx)?;
     caller.authorize(ctx, &place)?;
@@ -917,19 +876,19 @@ const POLICY_CHANGE_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct AutoReleaseInput {
+pub struct AutoReleaseInput {
     pub branch: String,
     pub env: String,
     #[serde(default)]
     pub by: Option<Person>,
 }
 
-pub(crate) async fn apply_auto_release_core(
+pub async fn apply_auto_release_core(
     ctx: &Ctx,
     caller: &Caller,
     service: &str,
     input: AutoReleaseInput,
-) -> Result<PolicyChange, ApiError> {
+) -> Result<PolicyChange, ServiceError> {
     let model = ctx.model()?;
     known_env(ctx, "env", &input.env)?;
     if let Err(e) = model.services.target_for(service, &input.env)
@@ -952,19 +911,19 @@ pub(crate) async fn apply_auto_release_core(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct BranchRestrictionInput {
+pub struct BranchRestrictionInput {
     pub env: String,
     pub branch_regex: String,
     #[serde(default)]
     pub by: Option<Person>,
 }
 
-pub(crate) async fn apply_branch_restriction_core(
+pub async fn apply_branch_restriction_core(
     ctx: &Ctx,
     caller: &Caller,
     service: &str,
     input: BranchRestrictionInput,
-) -> Result<PolicyChange, ApiError> {
+) -> Result<PolicyChange, ServiceError> {
     known_env(ctx, "env", &input.env)?;
     let describe = format!(
         "apply branch restriction {} to {}",
@@ -981,18 +940,18 @@ pub(crate) async fn apply_branch_restriction_core(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct DeletePoliciesInput {
+pub struct DeletePoliciesInput {
     pub ids: Vec<String>,
     #[serde(default)]
     pub by: Option<Person>,
 }
 
-pub(crate) async fn delete_policies_core(
+pub async fn delete_policies_core(
     ctx: &Ctx,
     caller: &Caller,
     service: &str,
     input: DeletePoliciesInput,
-) -> Result<PolicyChange, ApiError> {
+) -> Result<PolicyChange, ServiceError> {
     if input.ids.is_empty() {
         return Err(invalid("ids", "ids: name at least one policy id"));
     }
@@ -1009,390 +968,4 @@ pub(crate) async fn delete_policies_core(
             .map_err(|e| policy_error(&e))
     })
     .await
-}
-
-// ---------------------------------------------------------------------------------------------
-// REST: parse, call the core, answer with JSON.
-
-fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    Caller::authenticate(ctx, bearer(headers))
-}
-
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            format!("request body: {e}"),
-        )
-    })
-}
-
-fn query_error(e: &axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.body_text())
-}
-
-type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
-
-fn artifact_json(stored: &StoredArtifact) -> Value {
-    let artifact: Value = serde_json::from_str(&stored.artifact_json).unwrap_or(Value::Null);
-    json!({
-        "id": stored.id,
-        "service": stored.service,
-        "branch": stored.branch,
-        "createdAt": stored.created_at.to_string(),
-        "hasBundle": stored.has_bundle,
-        "artifact": artifact,
-    })
-}
-
-/// The artifact's image, source commit and CI link where the artifact is registered.
-fn add_artifact_details(v: &mut Value, known: Option<&KnownArtifact>) {
-    let Some(KnownArtifact { artifact, .. }) = known else {
-        v["artifactKnown"] = json!(false);
-        return;
-    };
-    v["artifactKnown"] = json!(true);
-    if let Some(image) = artifact.image_reference() {
-        v["image"] = json!(image.image);
-        v["tag"] = json!(image.tag);
-        v["digest"] = json!(image.digest);
-    }
-    let app = &artifact.application;
-    v["sourceBranch"] = json!(artifact.branch());
-    v["sourceSha"] = json!(app.sha);
-    v["author"] = json!({"name": app.author_name, "email": app.author_email});
-    v["committer"] = json!({"name": app.committer_name, "email": app.committer_email});
-    v["message"] = json!(app.message);
-    v["ciJobUrl"] = json!(artifact.ci.job_url);
-}
-
-async fn push_artifact(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            "request body is not UTF-8",
-        )
-    })?;
-    let pushed = push_artifact_core(&ctx, &caller, text).await?;
-    let status = if pushed.write == ArtifactWrite::Created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut body = artifact_json(&pushed.stored);
-    body["created"] = json!(pushed.write == ArtifactWrite::Created);
-    body["autoReleases"] = json!(pushed.auto_releases);
-    Ok((status, axum::Json(body)).into_response())
-}
-
-async fn list_artifacts(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    query: QueryResult<ArtifactsQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let Query(q) = query.map_err(|e| query_error(&e))?;
-    let found = list_artifacts_core(&ctx, &caller, &q).await?;
-    Ok(axum::Json(
-        json!({"artifacts": found.iter().map(artifact_json).collect::<Vec<_>>()}),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServiceQuery {
-    service: String,
-}
-
-async fn get_artifact(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    query: QueryResult<ServiceQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let Query(q) = query.map_err(|e| query_error(&e))?;
-    let stored = get_artifact_core(&ctx, &caller, &q.service, &id).await?;
-    Ok(axum::Json(artifact_json(&stored)))
-}
-
-async fn upload_bundle(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let bundle: BundleBody = parse_body(&body)?;
-    let uploaded = upload_bundle_core(&ctx, &caller, &id, &bundle).await?;
-    let mut body = artifact_json(&uploaded.stored);
-    body["files"] = json!(uploaded.files);
-    body["autoReleases"] = json!(uploaded.auto_releases);
-    Ok((StatusCode::OK, axum::Json(body)).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-struct WaitQuery {
-    wait: Option<bool>,
-}
-
-type LineStream = Pinned<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
-
-/// The public shape of a stored release.
-fn queued_json(queued: &QueuedRelease) -> Value {
-    let mut v = release_json(&queued.planned);
-    v["jobId"] = json!(queued.job_id);
-    v
-}
-
-async fn release(
-    State(ctx): State<Shared>,
-    Query(q): Query<WaitQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let input: ReleaseInput = parse_body(&body)?;
-    let queued = release_core(&ctx, &caller, input).await?;
-    if q.wait == Some(false) {
-        let summary: Vec<Value> = queued.iter().map(queued_json).collect();
-        return Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(json!({"releases": summary})),
-        )
-            .into_response());
-    }
-    let mut streams: Vec<LineStream> = Vec::new();
-    for q in &queued {
-        let intro = json!({"result": {
-            "message": format!(
-                "[INFO] {} of artifact {} to {} (job {})",
-                q.planned.record.intent.word(),
-                q.planned.record.artifact_id,
-                q.planned.environment,
-                q.job_id
-            ),
-            "release": queued_json(q),
-        }});
-        streams.push(Box::pin(futures::stream::once(async move {
-            Ok::<_, Infallible>(line(&intro))
-        })));
-        streams.push(Box::pin(progress_stream(
-            ctx.app.clone(),
-            q.job_id.clone(),
-            q.created,
-        )));
-    }
-    let mut response = Response::new(Body::from_stream(futures::stream::iter(streams).flatten()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    Ok(response)
-}
-
-async fn describe(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    query: QueryResult<DescribeQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let Query(q) = query.map_err(|e| query_error(&e))?;
-    let service = q.service.clone();
-    let entries = describe_core(&ctx, &caller, q).await?;
-    let releases: Vec<Value> = entries
-        .iter()
-        .map(|entry| {
-            let row = &entry.release;
-            let mut v = json!({
-                "service": row.service,
-                "environment": row.environment,
-                "artifactId": row.artifact_id,
-                "intent": row.intent,
-                "releasedBy": {"name": row.released_by_name, "email": row.released_by_email},
-                "releasedAt": row.released_at.to_string(),
-                "commit": row.commit,
-                "repository": row.repository,
-                "branch": row.branch,
-                "request": row.request,
-            });
-            add_artifact_details(&mut v, entry.artifact.as_ref());
-            v
-        })
-        .collect();
-    Ok(axum::Json(
-        json!({"service": service, "releases": releases}),
-    ))
-}
-
-async fn status(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let states = status_core(&ctx, &caller, &service).await?;
-    let environments: Vec<Value> = states
-        .iter()
-        .map(|st| {
-            let mut v = json!({
-                "environment": st.environment,
-                "repository": st.place.as_ref().map(|p| p.repository.clone()),
-                "branch": st.place.as_ref().map(|p| p.branch.clone()),
-                "path": st.path,
-                "released": st.current.is_some(),
-                "pinned": st.pin.is_some(),
-                "pin": st.pin.as_ref().map(|p| json!({
-                    "artifactId": p.artifact, "by": p.by, "at": p.at.to_string(),
-                })),
-                "previousArtifactId": st.previous_artifact_id,
-                "rollout": st.rollout.as_ref().map(|r| json!({
-                    "revision": r.revision, "state": r.state, "message": r.message,
-                    "at": r.at.to_string(),
-                })),
-            });
-            if let Some(current) = &st.current {
-                v["artifactId"] = json!(current.record.artifact_id);
-                v["intent"] = json!(current.record.intent);
-                v["releasedBy"] = json!(current.record.released_by);
-                v["date"] = json!(current.at.to_string());
-                v["commit"] = json!(current.commit);
-                add_artifact_details(&mut v, st.artifact.as_ref());
-            }
-            if let Some(d) = &st.set_outside_releases {
-                v["setOutsideReleases"] = json!({"image": d.image, "tag": d.tag, "file": d.file});
-            }
-            v
-        })
-        .collect();
-    Ok(axum::Json(
-        json!({"service": service, "environments": environments}),
-    ))
-}
-
-async fn reindex(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let branches: Vec<Value> = reindex_core(&ctx, &caller)
-        .await?
-        .iter()
-        .map(|b| {
-            json!({
-                "repository": b.place.repository,
-                "branch": b.place.branch,
-                "head": b.head,
-                "releases": b.releases,
-                "unpins": b.unpins,
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({"branches": branches})))
-}
-
-async fn unpin(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let input: UnpinInput = parse_body(&body)?;
-    let unpinned = unpin_core(&ctx, &caller, input).await?;
-    let mut v = job_json(&unpinned.job, &[]);
-    v["unpinned"] = json!({"artifactId": unpinned.pin.artifact, "rolledBackBy": unpinned.pin.by});
-    v["autoRelease"] = json!(unpinned.auto_release);
-    v["jobId"] = json!(unpinned.job.id);
-    Ok(axum::Json(v))
-}
-
-async fn report_rollout(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let input: RolloutInput = parse_body(&body)?;
-    report_rollout_core(&ctx, &caller, input).await?;
-    Ok(axum::Json(json!({"recorded": true})))
-}
-
-fn policies_json(listing: &PolicyListing) -> Value {
-    json!({
-        "service": listing.service,
-        "autoReleases": listing.auto_releases.iter().map(|p| json!({
-            "id": p.id, "branch": p.branch, "environment": p.environment, "global": false,
-        })).collect::<Vec<_>>(),
-        "branchRestrictions": listing.branch_restrictions.iter().map(|(p, global)| json!({
-            "id": p.id, "branchRegex": p.branch_regex,
-            "environment": p.environment, "global": global,
-        })).collect::<Vec<_>>(),
-        "overridden": listing.overridden.iter().map(|p| json!({
-            "id": p.id, "branchRegex": p.branch_regex, "environment": p.environment,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn policy_change_json(change: &PolicyChange) -> Value {
-    let mut v = job_json(&change.job, &[]);
-    v["jobId"] = json!(change.job.id);
-    v["policies"] = policies_json(&change.policies);
-    match &change.effect {
-        PolicyEffect::Applied(id) => v["id"] = json!(id),
-        PolicyEffect::Deleted(ids) => v["deleted"] = json!(ids),
-    }
-    v
-}
-
-async fn list_policies(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let listing = list_policies_core(&ctx, &caller, &service).await?;
-    Ok(axum::Json(policies_json(&listing)))
-}
-
-async fn apply_auto_release(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let input: AutoReleaseInput = parse_body(&body)?;
-    let change = apply_auto_release_core(&ctx, &caller, &service, input).await?;
-    Ok(axum::Json(policy_change_json(&change)))
-}
-
-async fn apply_branch_restriction(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let input: BranchRestrictionInput = parse_body(&body)?;
-    let change = apply_branch_restriction_core(&ctx, &caller, &service, input).await?;
-    Ok(axum::Json(policy_change_json(&change)))
-}
-
-async fn delete_policies(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
-    let input: DeletePoliciesInput = parse_body(&body)?;
-    let change = delete_policies_core(&ctx, &caller, &service, input).await?;
-    Ok(axum::Json(policy_change_json(&change)))
 }

@@ -6,11 +6,11 @@ use tug_release::{EditKind, Target};
 
 use super::index::{mirror_of, tip};
 use super::{Ctx, Place, internal};
-use crate::http::ApiError;
+use crate::error::ServiceError;
 
 /// The image a target's file names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DeployedImage {
+pub struct DeployedImage {
     pub image: String,
     pub tag: String,
     /// The file it was read from.
@@ -24,7 +24,7 @@ pub(crate) async fn deployed_image(
     place: &Place,
     target: &Target,
     image: Option<String>,
-) -> Result<Option<DeployedImage>, ApiError> {
+) -> Result<Option<DeployedImage>, ServiceError> {
     let mirror = mirror_of(ctx, &place.repository).await?;
     let Some(commit) = tip(mirror.clone(), &place.branch, false).await? else {
         return Ok(None);

@@ -21,15 +21,6 @@
 //! request: every `{{ payload.<field> }}` (dots for nested fields) and `{{ event_type }}` in the
 //! rule's strings is replaced, and the rendered `branch` must be one of `allowed_branches`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -38,188 +29,44 @@ use tug_store::{ArtifactWrite, NewArtifact};
 
 use super::flow::auto_release;
 use super::{Ctx, internal, invalid, not_found};
-use crate::config::{ConfigError, Secret};
-use crate::http::{ApiError, auth_error, bearer, job_json, store_error};
+use crate::config::Secret;
+use crate::error::{ErrorKind, ServiceError};
 
-/// The `triggers:` section of the configuration.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggersConfig {
-    /// The bearer token whose scope releases started by webhooks get (their senders prove
-    /// themselves by signature, not by token). Needed unless `auth.mode` is `none`.
-    #[serde(default)]
-    pub token: Option<Secret>,
-    #[serde(default)]
-    pub github: Option<GithubTrigger>,
-    #[serde(default)]
-    pub gitlab: Option<GitlabTrigger>,
-    /// Docker Hub and Harbor.
-    #[serde(default)]
-    pub registry: Option<RegistryTrigger>,
-    /// Source repositories (`owner/name`, GitLab's `path_with_namespace`) whose pushes register
-    /// artifacts.
-    #[serde(default)]
-    pub sources: Vec<SourceTrigger>,
-    /// Image repository (`registry.example.com/team/api`, Docker Hub's `team/api`) → service.
-    #[serde(default)]
-    pub images: BTreeMap<String, String>,
-    #[serde(default)]
-    pub dispatch: DispatchConfig,
-}
+/// The headers of an inbound webhook, as the transport received them.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(Vec<(String, String)>);
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GithubTrigger {
-    /// The webhook's secret, the key of `X-Hub-Signature-256`.
-    pub secret: Secret,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GitlabTrigger {
-    /// The webhook's secret token, sent back as `X-Gitlab-Token`.
-    pub token: Secret,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryTrigger {
-    pub token: Secret,
-}
-
-/// A source repository whose pushes are builds of `service`, published as `image:tag`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceTrigger {
-    pub repository: String,
-    pub service: String,
-    pub image: String,
-    /// The image tag CI pushes for a commit: `{sha}`, `{short_sha}` (7 digits) and `{branch}`
-    /// (with `/` written `-`) are replaced. Default `{sha}`.
-    #[serde(default = "default_tag")]
-    pub tag: String,
-}
-
-fn default_tag() -> String {
-    "{sha}".to_owned()
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DispatchConfig {
-    #[serde(default)]
-    pub rules: Vec<DispatchRule>,
-}
-
-/// How one `event_type` becomes a deploy request.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DispatchRule {
-    pub event_type: String,
-    /// The rendered value checked against `allowed_branches`, e.g. `{{ payload.baseRef }}`.
-    #[serde(default)]
-    pub branch: Option<String>,
-    /// Empty: every branch.
-    #[serde(default)]
-    pub allowed_branches: Vec<String>,
-    /// A deploy request (the body of `POST /api/v1/deploy`) with templates in its strings.
-    pub deploy: Value,
-}
-
-impl TriggersConfig {
-    /// Replaces `${VAR}` in the secrets and the token.
-    pub(crate) fn expand_variables(
-        &mut self,
-        expand: &mut dyn FnMut(&mut String, &str) -> Result<(), ConfigError>,
-    ) -> Result<(), ConfigError> {
-        if let Some(token) = &mut self.token {
-            expand(token.expose_mut(), "triggers.token")?;
-        }
-        if let Some(github) = &mut self.github {
-            expand(github.secret.expose_mut(), "triggers.github.secret")?;
-        }
-        if let Some(gitlab) = &mut self.gitlab {
-            expand(gitlab.token.expose_mut(), "triggers.gitlab.token")?;
-        }
-        if let Some(registry) = &mut self.registry {
-            expand(registry.token.expose_mut(), "triggers.registry.token")?;
-        }
-        Ok(())
+impl Headers {
+    /// Headers whose value is not text are left out by the transport: no sender tug speaks
+    /// with uses them.
+    pub fn new(headers: impl IntoIterator<Item = (String, String)>) -> Self {
+        Headers(headers.into_iter().collect())
     }
 
-    /// Problems as (field, message).
-    pub(crate) fn validate(&self, config: &crate::Config) -> Result<(), (String, String)> {
-        let empty = |s: &Secret| s.expose().trim().is_empty();
-        let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
-        if self.github.as_ref().is_some_and(|g| empty(&g.secret)) {
-            return err("triggers.github.secret", "must not be empty");
-        }
-        if self.gitlab.as_ref().is_some_and(|g| empty(&g.token)) {
-            return err("triggers.gitlab.token", "must not be empty");
-        }
-        if self.registry.as_ref().is_some_and(|r| empty(&r.token)) {
-            return err("triggers.registry.token", "must not be empty");
-        }
-        let webhooks = self.github.is_some() || self.gitlab.is_some() || self.registry.is_some();
-        let open = config
-            .auth
-            .as_ref()
-            .is_some_and(|a| a.mode() == crate::config::AuthMode::None);
-        if webhooks && !open && self.token.is_none() {
-            return err(
-                "triggers.token",
-                "missing: webhooks release with the scope of a bearer token; name one (\"${VAR}\")",
-            );
-        }
-        let services: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-        for (i, source) in self.sources.iter().enumerate() {
-            if !services.contains(&source.service.as_str()) {
-                return Err((
-                    format!("triggers.sources[{i}].service"),
-                    format!("`{}` is not a configured service", source.service),
-                ));
-            }
-        }
-        for (image, service) in &self.images {
-            if !services.contains(&service.as_str()) {
-                return Err((
-                    format!("triggers.images.{image}"),
-                    format!("`{service}` is not a configured service"),
-                ));
-            }
-        }
-        for (i, rule) in self.dispatch.rules.iter().enumerate() {
-            let at = format!("triggers.dispatch.rules[{i}]");
-            if rule.event_type.trim().is_empty() {
-                return Err((format!("{at}.event_type"), "must not be empty".into()));
-            }
-            if !rule.allowed_branches.is_empty() && rule.branch.is_none() {
-                return Err((
-                    format!("{at}.branch"),
-                    "missing: allowed_branches needs the branch to check, e.g. \"{{ payload.baseRef }}\"".into(),
-                ));
-            }
-            if let Err(e) = serde_json::from_value::<tug_spec::DeployRequest>(rule.deploy.clone()) {
-                return Err((
-                    format!("{at}.deploy"),
-                    format!("is not a deploy request: {e}"),
-                ));
-            }
-        }
-        Ok(())
+    /// The first value of `name` (case-insensitive, as HTTP header names are).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
-type Shared = Arc<Ctx>;
-
-pub(crate) fn router(ctx: Shared) -> Router {
-    Router::new()
-        .route("/api/v1/webhooks/github", post(github))
-        .route("/api/v1/webhooks/gitlab", post(gitlab))
-        .route("/api/v1/webhooks/dockerhub", post(dockerhub))
-        .route("/api/v1/webhooks/harbor", post(harbor))
-        .route("/api/v1/dispatch", post(dispatch))
-        .with_state(ctx)
+/// What an inbound trigger did.
+#[derive(Debug)]
+pub enum TriggerOutcome {
+    /// GitHub's `ping` event.
+    Pong,
+    /// A well-formed event tug does not act on, and why.
+    Ignored(String),
+    /// Artifacts registered (or found unchanged), with their auto-releases.
+    Registered(Vec<Value>),
+    /// A dispatch rule rendered a deploy request, which was submitted.
+    Dispatched {
+        job: Box<tug_store::Job>,
+        created: bool,
+        rule: String,
+    },
 }
 
 /// Equal secrets, compared in time independent of where they differ and of their lengths.
@@ -232,37 +79,27 @@ pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         == 0
 }
 
-fn unauthenticated(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+fn unauthenticated(message: &str) -> ServiceError {
+    ServiceError::new(ErrorKind::Unauthenticated, message)
 }
 
-fn not_configured(what: &str) -> ApiError {
+fn not_configured(what: &str) -> ServiceError {
     not_found(
         "webhook",
         format!("{what} webhooks are not configured (triggers.{what})"),
     )
 }
 
-fn ignored(message: String) -> Response {
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(json!({"ignored": true, "message": message})),
-    )
-        .into_response()
+fn ignored(message: String) -> TriggerOutcome {
+    TriggerOutcome::Ignored(message)
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            format!("request body: {e}"),
-        )
-    })
+fn parse_json(body: &[u8]) -> Result<Value, ServiceError> {
+    serde_json::from_slice(body).map_err(|e| ServiceError::invalid(format!("request body: {e}")))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+fn header_str<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers.get(name)
 }
 
 fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -305,24 +142,25 @@ struct SourcePush<'a> {
     message: &'a str,
 }
 
-async fn github(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+/// `POST /api/v1/webhooks/github`.
+pub async fn github(
+    ctx: &Ctx,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
     let Some(config) = &ctx.app.config.triggers.github else {
         return Err(not_configured("github"));
     };
-    let signature = header_str(&headers, "x-hub-signature-256").unwrap_or_default();
-    if !crate::notify::verify_signature(&config.secret, &body, signature) {
+    let signature = header_str(headers, "x-hub-signature-256").unwrap_or_default();
+    if !crate::notify::verify_signature(&config.secret, body, signature) {
         return Err(unauthenticated(
             "X-Hub-Signature-256 is missing or does not match the body",
         ));
     }
-    let event = header_str(&headers, "x-github-event").unwrap_or_default();
-    let payload = parse_json(&body)?;
+    let event = header_str(headers, "x-github-event").unwrap_or_default();
+    let payload = parse_json(body)?;
     match event {
-        "ping" => Ok(axum::Json(json!({"message": "pong"})).into_response()),
+        "ping" => Ok(TriggerOutcome::Pong),
         "push" => {
             let Some(branch) = text(&payload, &["ref"]).strip_prefix("refs/heads/") else {
                 return Ok(ignored(format!(
@@ -344,7 +182,7 @@ async fn github(
                 author_email: text(head, &["author", "email"]),
                 message: text(head, &["message"]),
             };
-            source_push(&ctx, "webhook:github", &push).await
+            source_push(ctx, "webhook:github", &push).await
         }
         "package" | "registry_package" => {
             let action = text(&payload, &["action"]);
@@ -384,25 +222,26 @@ async fn github(
                 pushed_at: None,
                 pusher: text(&payload, &["sender", "login"]).to_owned(),
             };
-            image_pushes(&ctx, "webhook:github", vec![pushed]).await
+            image_pushes(ctx, "webhook:github", vec![pushed]).await
         }
         other => Ok(ignored(format!("GitHub event `{other}` is not handled"))),
     }
 }
 
-async fn gitlab(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+/// `POST /api/v1/webhooks/gitlab`.
+pub async fn gitlab(
+    ctx: &Ctx,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
     let Some(config) = &ctx.app.config.triggers.gitlab else {
         return Err(not_configured("gitlab"));
     };
-    let token = header_str(&headers, "x-gitlab-token").unwrap_or_default();
+    let token = header_str(headers, "x-gitlab-token").unwrap_or_default();
     if !same_secret(token.as_bytes(), config.token.expose().as_bytes()) {
         return Err(unauthenticated("X-Gitlab-Token is missing or wrong"));
     }
-    let payload = parse_json(&body)?;
+    let payload = parse_json(body)?;
     let kind = text(&payload, &["object_kind"]);
     if kind != "push" {
         return Ok(ignored(format!("GitLab event `{kind}` is not handled")));
@@ -436,29 +275,24 @@ async fn gitlab(
         author_email: text(&commit, &["author", "email"]),
         message: text(&commit, &["message"]),
     };
-    source_push(&ctx, "webhook:gitlab", &push).await
-}
-
-#[derive(Debug, Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
+    source_push(ctx, "webhook:gitlab", &push).await
 }
 
 fn check_registry_token(
     ctx: &Ctx,
-    headers: &HeaderMap,
-    query: &TokenQuery,
-) -> Result<(), ApiError> {
+    headers: &Headers,
+    query_token: Option<&str>,
+) -> Result<(), ServiceError> {
     let Some(config) = &ctx.app.config.triggers.registry else {
         return Err(not_configured("registry"));
     };
     let expected = config.token.expose().as_bytes();
-    let from_header = header_str(headers, header::AUTHORIZATION.as_str()).map(|v| {
+    let from_header = header_str(headers, "authorization").map(|v| {
         v.strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
             .unwrap_or(v)
     });
-    let ok = [query.token.as_deref(), from_header]
+    let ok = [query_token, from_header]
         .into_iter()
         .flatten()
         .any(|given| same_secret(given.as_bytes(), expected));
@@ -471,14 +305,15 @@ fn check_registry_token(
     }
 }
 
-async fn dockerhub(
-    State(ctx): State<Shared>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    check_registry_token(&ctx, &headers, &query)?;
-    let payload = parse_json(&body)?;
+/// `POST /api/v1/webhooks/dockerhub`; `token` is the `?token=` query parameter.
+pub async fn dockerhub(
+    ctx: &Ctx,
+    token: Option<&str>,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
+    check_registry_token(ctx, headers, token)?;
+    let payload = parse_json(body)?;
     let image = text(&payload, &["repository", "repo_name"]);
     let tag = text(&payload, &["push_data", "tag"]);
     if image.is_empty() || tag.is_empty() {
@@ -496,17 +331,18 @@ async fn dockerhub(
             .map(|t| format!("{t:.0}")),
         pusher: text(&payload, &["push_data", "pusher"]).to_owned(),
     };
-    image_pushes(&ctx, "webhook:dockerhub", vec![pushed]).await
+    image_pushes(ctx, "webhook:dockerhub", vec![pushed]).await
 }
 
-async fn harbor(
-    State(ctx): State<Shared>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    check_registry_token(&ctx, &headers, &query)?;
-    let payload = parse_json(&body)?;
+/// `POST /api/v1/webhooks/harbor`; `token` is the `?token=` query parameter.
+pub async fn harbor(
+    ctx: &Ctx,
+    token: Option<&str>,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
+    check_registry_token(ctx, headers, token)?;
+    let payload = parse_json(body)?;
     let kind = text(&payload, &["type"]);
     if kind != "PUSH_ARTIFACT" {
         return Ok(ignored(format!("Harbor event `{kind}` is not handled")));
@@ -532,7 +368,7 @@ async fn harbor(
     if pushes.is_empty() {
         return Ok(ignored("the push names no tagged artifact".to_owned()));
     }
-    image_pushes(&ctx, "webhook:harbor", pushes).await
+    image_pushes(ctx, "webhook:harbor", pushes).await
 }
 
 /// `host/repo:tag`, `host/repo@sha256:…` or `host:port/repo:tag` → `host/repo`.
@@ -557,7 +393,7 @@ async fn source_push(
     ctx: &Ctx,
     requested_by: &str,
     push: &SourcePush<'_>,
-) -> Result<Response, ApiError> {
+) -> Result<TriggerOutcome, ServiceError> {
     if push.sha.len() < 7 || push.sha.bytes().all(|b| b == b'0') {
         return Ok(ignored(format!(
             "push to `{}` names no commit",
@@ -614,7 +450,7 @@ async fn image_pushes(
     ctx: &Ctx,
     requested_by: &str,
     pushes: Vec<ImagePush>,
-) -> Result<Response, ApiError> {
+) -> Result<TriggerOutcome, ServiceError> {
     let mut registered = Vec::new();
     let mut unknown = Vec::new();
     for push in pushes {
@@ -661,25 +497,17 @@ async fn image_pushes(
     Ok(registered_response(registered))
 }
 
-fn registered_response(registered: Vec<Value>) -> Response {
-    let created = registered.iter().any(|r| r["created"] == true);
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    (status, axum::Json(json!({"artifacts": registered}))).into_response()
+fn registered_response(registered: Vec<Value>) -> TriggerOutcome {
+    TriggerOutcome::Registered(registered)
 }
 
 /// Registers an artifact as `POST /api/v1/artifacts` does and runs its auto-releases, unless
 /// the same artifact was registered before.
-async fn register(ctx: &Ctx, requested_by: &str, artifact: &Value) -> Result<Value, ApiError> {
+async fn register(ctx: &Ctx, requested_by: &str, artifact: &Value) -> Result<Value, ServiceError> {
     let text = serde_json::to_string(artifact)
         .map_err(|e| internal(format!("artifact is not JSON: {e}")))?;
-    let parsed = Artifact::from_json(&text).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string())
-            .with_field(Some(e.path()))
-    })?;
+    let parsed = Artifact::from_json(&text)
+        .map_err(|e| ServiceError::invalid(e.to_string()).with_field(Some(e.path())))?;
     let model = ctx.model()?;
     model
         .services
@@ -695,13 +523,13 @@ async fn register(ctx: &Ctx, requested_by: &str, artifact: &Value) -> Result<Val
             artifact_json: text,
         })
         .await
-        .map_err(|e| store_error(&e))?;
+        .map_err(|e| ServiceError::store(&e))?;
     let stored = ctx
         .app
         .releases
         .artifact(&parsed.service, &parsed.id)
         .await
-        .map_err(|e| store_error(&e))?
+        .map_err(|e| ServiceError::store(&e))?
         .ok_or_else(|| internal("the artifact just stored went missing"))?;
     let auto = if write == ArtifactWrite::Unchanged {
         Vec::new()
@@ -726,23 +554,18 @@ struct DispatchBody {
     client_payload: Value,
 }
 
-async fn dispatch(
-    State(ctx): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let token = bearer(&headers);
+/// `POST /api/v1/dispatch` with the caller's bearer token.
+pub async fn dispatch(
+    ctx: &Ctx,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
     ctx.app
         .authorizer
         .authenticate(token)
-        .map_err(|e| auth_error(&e))?;
-    let body: DispatchBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            format!("request body: {e}"),
-        )
-    })?;
+        .map_err(ServiceError::from)?;
+    let body: DispatchBody = serde_json::from_slice(body)
+        .map_err(|e| ServiceError::invalid(format!("request body: {e}")))?;
     let rules = &ctx.app.config.triggers.dispatch.rules;
     let Some((index, rule)) = rules
         .iter()
@@ -764,10 +587,7 @@ async fn dispatch(
     if let Some(template) = &rule.branch {
         let branch = render(template, &scope).map_err(|m| invalid("client_payload", m))?;
         if !rule.allowed_branches.is_empty() && !rule.allowed_branches.contains(&branch) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "policy_violation",
-                format!(
+            return Err(ServiceError::new(ErrorKind::PolicyViolation, format!(
                     "dispatch rule `{}` (triggers.dispatch.rules[{index}]) allows branches {}; `{branch}` is not one of them",
                     rule.event_type,
                     rule.allowed_branches.join(", ")
@@ -788,11 +608,11 @@ async fn dispatch(
     })?;
     let key = request.idempotency_key.clone();
     let enqueued = ctx.app.submit(token, request, key).await?;
-    let mut v = job_json(&enqueued.job, &[]);
-    v["jobId"] = json!(enqueued.job.id);
-    v["created"] = json!(enqueued.created);
-    v["rule"] = json!(rule.event_type);
-    Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
+    Ok(TriggerOutcome::Dispatched {
+        job: Box::new(enqueued.job),
+        created: enqueued.created,
+        rule: rule.event_type.clone(),
+    })
 }
 
 struct Scope<'a> {

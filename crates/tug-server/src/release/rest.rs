@@ -1,0 +1,433 @@
+//! The release API over REST: each handler parses its request, calls the service's `*_core`
+//! operation and writes the typed answer as the JSON (camelCase fields; errors `{code, message,
+//! details}`) the REST API has always answered with.
+
+use std::convert::Infallible;
+use std::pin::Pin as Pinned;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{Stream, StreamExt as _};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tug_service::ServiceError;
+use tug_service::release::Ctx;
+use tug_service::release::api::*;
+use tug_service::release::flow::release_json;
+use tug_store::{ArtifactWrite, StoredArtifact};
+
+use crate::http::{ApiError, bearer, job_json, line, progress_stream};
+
+type Shared = Arc<Ctx>;
+
+pub(crate) fn router(ctx: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/artifacts", post(push_artifact).get(list_artifacts))
+        .route("/api/v1/artifacts/{id}", get(get_artifact))
+        .route("/api/v1/artifacts/{id}/bundle", post(upload_bundle))
+        .route("/api/v1/releases", post(release).get(describe))
+        .route("/api/v1/status/{service}", get(status))
+        .route("/api/v1/reindex", post(reindex))
+        .route("/api/v1/unpin", post(unpin))
+        .route("/api/v1/rollouts", post(report_rollout))
+        .route(
+            "/api/v1/policies/{service}",
+            get(list_policies).delete(delete_policies),
+        )
+        .route(
+            "/api/v1/policies/{service}/auto-release",
+            post(apply_auto_release),
+        )
+        .route(
+            "/api/v1/policies/{service}/branch-restriction",
+            post(apply_branch_restriction),
+        )
+        .with_state(ctx)
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST: parse, call the core, answer with JSON.
+
+fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(Caller::authenticate(ctx, bearer(headers))?)
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ServiceError::invalid(format!("request body: {e}")).into())
+}
+
+fn query_error(e: &axum::extract::rejection::QueryRejection) -> ApiError {
+    ServiceError::invalid(e.body_text()).into()
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn artifact_json(stored: &StoredArtifact) -> Value {
+    let artifact: Value = serde_json::from_str(&stored.artifact_json).unwrap_or(Value::Null);
+    json!({
+        "id": stored.id,
+        "service": stored.service,
+        "branch": stored.branch,
+        "createdAt": stored.created_at.to_string(),
+        "hasBundle": stored.has_bundle,
+        "artifact": artifact,
+    })
+}
+
+/// The artifact's image, source commit and CI link where the artifact is registered.
+fn add_artifact_details(v: &mut Value, known: Option<&KnownArtifact>) {
+    let Some(KnownArtifact { artifact, .. }) = known else {
+        v["artifactKnown"] = json!(false);
+        return;
+    };
+    v["artifactKnown"] = json!(true);
+    if let Some(image) = artifact.image_reference() {
+        v["image"] = json!(image.image);
+        v["tag"] = json!(image.tag);
+        v["digest"] = json!(image.digest);
+    }
+    let app = &artifact.application;
+    v["sourceBranch"] = json!(artifact.branch());
+    v["sourceSha"] = json!(app.sha);
+    v["author"] = json!({"name": app.author_name, "email": app.author_email});
+    v["committer"] = json!({"name": app.committer_name, "email": app.committer_email});
+    v["message"] = json!(app.message);
+    v["ciJobUrl"] = json!(artifact.ci.job_url);
+}
+
+async fn push_artifact(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "request body is not UTF-8",
+        )
+    })?;
+    let pushed = push_artifact_core(&ctx, &caller, text).await?;
+    let status = if pushed.write == ArtifactWrite::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut body = artifact_json(&pushed.stored);
+    body["created"] = json!(pushed.write == ArtifactWrite::Created);
+    body["autoReleases"] = json!(pushed.auto_releases);
+    Ok((status, axum::Json(body)).into_response())
+}
+
+async fn list_artifacts(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    query: QueryResult<ArtifactsQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let Query(q) = query.map_err(|e| query_error(&e))?;
+    let found = list_artifacts_core(&ctx, &caller, &q).await?;
+    Ok(axum::Json(
+        json!({"artifacts": found.iter().map(artifact_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceQuery {
+    service: String,
+}
+
+async fn get_artifact(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: QueryResult<ServiceQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let Query(q) = query.map_err(|e| query_error(&e))?;
+    let stored = get_artifact_core(&ctx, &caller, &q.service, &id).await?;
+    Ok(axum::Json(artifact_json(&stored)))
+}
+
+async fn upload_bundle(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let bundle: BundleBody = parse_body(&body)?;
+    let uploaded = upload_bundle_core(&ctx, &caller, &id, &bundle).await?;
+    let mut body = artifact_json(&uploaded.stored);
+    body["files"] = json!(uploaded.files);
+    body["autoReleases"] = json!(uploaded.auto_releases);
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<bool>,
+}
+
+type LineStream = Pinned<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
+
+/// The public shape of a stored release.
+fn queued_json(queued: &QueuedRelease) -> Value {
+    let mut v = release_json(&queued.planned);
+    v["jobId"] = json!(queued.job_id);
+    v
+}
+
+async fn release(
+    State(ctx): State<Shared>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: ReleaseInput = parse_body(&body)?;
+    let queued = release_core(&ctx, &caller, input).await?;
+    if q.wait == Some(false) {
+        let summary: Vec<Value> = queued.iter().map(queued_json).collect();
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"releases": summary})),
+        )
+            .into_response());
+    }
+    let mut streams: Vec<LineStream> = Vec::new();
+    for q in &queued {
+        let intro = json!({"result": {
+            "message": format!(
+                "[INFO] {} of artifact {} to {} (job {})",
+                q.planned.record.intent.word(),
+                q.planned.record.artifact_id,
+                q.planned.environment,
+                q.job_id
+            ),
+            "release": queued_json(q),
+        }});
+        streams.push(Box::pin(futures::stream::once(async move {
+            Ok::<_, Infallible>(line(&intro))
+        })));
+        streams.push(Box::pin(progress_stream(
+            ctx.app.clone(),
+            q.job_id.clone(),
+            q.created,
+        )));
+    }
+    let mut response = Response::new(Body::from_stream(futures::stream::iter(streams).flatten()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+async fn describe(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    query: QueryResult<DescribeQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let Query(q) = query.map_err(|e| query_error(&e))?;
+    let service = q.service.clone();
+    let entries = describe_core(&ctx, &caller, q).await?;
+    let releases: Vec<Value> = entries
+        .iter()
+        .map(|entry| {
+            let row = &entry.release;
+            let mut v = json!({
+                "service": row.service,
+                "environment": row.environment,
+                "artifactId": row.artifact_id,
+                "intent": row.intent,
+                "releasedBy": {"name": row.released_by_name, "email": row.released_by_email},
+                "releasedAt": row.released_at.to_string(),
+                "commit": row.commit,
+                "repository": row.repository,
+                "branch": row.branch,
+                "request": row.request,
+            });
+            add_artifact_details(&mut v, entry.artifact.as_ref());
+            v
+        })
+        .collect();
+    Ok(axum::Json(
+        json!({"service": service, "releases": releases}),
+    ))
+}
+
+async fn status(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let states = status_core(&ctx, &caller, &service).await?;
+    let environments: Vec<Value> = states
+        .iter()
+        .map(|st| {
+            let mut v = json!({
+                "environment": st.environment,
+                "repository": st.place.as_ref().map(|p| p.repository.clone()),
+                "branch": st.place.as_ref().map(|p| p.branch.clone()),
+                "path": st.path,
+                "released": st.current.is_some(),
+                "pinned": st.pin.is_some(),
+                "pin": st.pin.as_ref().map(|p| json!({
+                    "artifactId": p.artifact, "by": p.by, "at": p.at.to_string(),
+                })),
+                "previousArtifactId": st.previous_artifact_id,
+                "rollout": st.rollout.as_ref().map(|r| json!({
+                    "revision": r.revision, "state": r.state, "message": r.message,
+                    "at": r.at.to_string(),
+                })),
+            });
+            if let Some(current) = &st.current {
+                v["artifactId"] = json!(current.record.artifact_id);
+                v["intent"] = json!(current.record.intent);
+                v["releasedBy"] = json!(current.record.released_by);
+                v["date"] = json!(current.at.to_string());
+                v["commit"] = json!(current.commit);
+                add_artifact_details(&mut v, st.artifact.as_ref());
+            }
+            if let Some(d) = &st.set_outside_releases {
+                v["setOutsideReleases"] = json!({"image": d.image, "tag": d.tag, "file": d.file});
+            }
+            v
+        })
+        .collect();
+    Ok(axum::Json(
+        json!({"service": service, "environments": environments}),
+    ))
+}
+
+async fn reindex(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let branches: Vec<Value> = reindex_core(&ctx, &caller)
+        .await?
+        .iter()
+        .map(|b| {
+            json!({
+                "repository": b.place.repository,
+                "branch": b.place.branch,
+                "head": b.head,
+                "releases": b.releases,
+                "unpins": b.unpins,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"branches": branches})))
+}
+
+async fn unpin(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: UnpinInput = parse_body(&body)?;
+    let unpinned = unpin_core(&ctx, &caller, input).await?;
+    let mut v = job_json(&unpinned.job, &[]);
+    v["unpinned"] = json!({"artifactId": unpinned.pin.artifact, "rolledBackBy": unpinned.pin.by});
+    v["autoRelease"] = json!(unpinned.auto_release);
+    v["jobId"] = json!(unpinned.job.id);
+    Ok(axum::Json(v))
+}
+
+async fn report_rollout(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: RolloutInput = parse_body(&body)?;
+    report_rollout_core(&ctx, &caller, input).await?;
+    Ok(axum::Json(json!({"recorded": true})))
+}
+
+fn policies_json(listing: &PolicyListing) -> Value {
+    json!({
+        "service": listing.service,
+        "autoReleases": listing.auto_releases.iter().map(|p| json!({
+            "id": p.id, "branch": p.branch, "environment": p.environment, "global": false,
+        })).collect::<Vec<_>>(),
+        "branchRestrictions": listing.branch_restrictions.iter().map(|(p, global)| json!({
+            "id": p.id, "branchRegex": p.branch_regex,
+            "environment": p.environment, "global": global,
+        })).collect::<Vec<_>>(),
+        "overridden": listing.overridden.iter().map(|p| json!({
+            "id": p.id, "branchRegex": p.branch_regex, "environment": p.environment,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn policy_change_json(change: &PolicyChange) -> Value {
+    let mut v = job_json(&change.job, &[]);
+    v["jobId"] = json!(change.job.id);
+    v["policies"] = policies_json(&change.policies);
+    match &change.effect {
+        PolicyEffect::Applied(id) => v["id"] = json!(id),
+        PolicyEffect::Deleted(ids) => v["deleted"] = json!(ids),
+    }
+    v
+}
+
+async fn list_policies(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let listing = list_policies_core(&ctx, &caller, &service).await?;
+    Ok(axum::Json(policies_json(&listing)))
+}
+
+async fn apply_auto_release(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: AutoReleaseInput = parse_body(&body)?;
+    let change = apply_auto_release_core(&ctx, &caller, &service, input).await?;
+    Ok(axum::Json(policy_change_json(&change)))
+}
+
+async fn apply_branch_restriction(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: BranchRestrictionInput = parse_body(&body)?;
+    let change = apply_branch_restriction_core(&ctx, &caller, &service, input).await?;
+    Ok(axum::Json(policy_change_json(&change)))
+}
+
+async fn delete_policies(
+    State(ctx): State<Shared>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let caller = authenticate(&ctx, &headers)?;
+    let input: DeletePoliciesInput = parse_body(&body)?;
+    let change = delete_policies_core(&ctx, &caller, &service, input).await?;
+    Ok(axum::Json(policy_change_json(&change)))
+}

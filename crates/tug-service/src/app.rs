@@ -1,0 +1,135 @@
+//! The service: its shared state, start-up and the deploy submission every front end calls.
+
+use std::sync::Arc;
+
+use tug_store::{Enqueued, Event, Job, JobFilter, JobState, ReleaseStore, Store};
+
+use crate::auth::Authorizer;
+use crate::config::Config;
+use crate::error::ServiceError;
+use crate::intake::job_from_request;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::signals::JobSignals;
+use crate::writer::Writers;
+
+/// What every request handler and writer shares.
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    /// Artifacts, the release index, unpins and rollout states (the same database as `store`).
+    pub releases: Arc<dyn ReleaseStore>,
+    pub authorizer: Authorizer,
+    pub metrics: Arc<Metrics>,
+    pub writers: Arc<Writers>,
+    /// Tells the streams following a job that it has news.
+    pub signal: Arc<JobSignals>,
+    pub shutdown: Shutdown,
+}
+
+impl App {
+    /// Validates, authorises and stores a deploy request; wakes the writers of its branches.
+    /// Returns only once the job is committed to the store.
+    pub async fn submit(
+        &self,
+        token: Option<&str>,
+        request: tug_spec::DeployRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<Enqueued, ServiceError> {
+        let (_, job) = job_from_request(
+            &self.config,
+            &self.authorizer,
+            token,
+            request,
+            idempotency_key,
+            jiff::Timestamp::now(),
+        )
+        .map_err(ServiceError::from)?;
+        let enqueued = self
+            .store
+            .enqueue(job)
+            .await
+            .map_err(|e| ServiceError::store(&e))?;
+        // Inside the request's span: this line ties the request id to the job id the writers
+        // log from here on.
+        tracing::info!(
+            job_id = %enqueued.job.id,
+            created = enqueued.created,
+            tasks = enqueued.job.tasks.len(),
+            requested_by = %enqueued.job.requested_by,
+            "job accepted"
+        );
+        if enqueued.created {
+            for t in &enqueued.job.tasks {
+                self.writers.wake(&t.branch).await;
+            }
+        }
+        Ok(enqueued)
+    }
+}
+
+/// The most jobs one listing returns.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobsQuery {
+    pub repository: Option<String>,
+    pub state: Option<JobState>,
+    /// `None`: the store's default.
+    pub limit: Option<u32>,
+}
+
+impl App {
+    /// One job, with its events when asked for.
+    pub async fn job(
+        &self,
+        token: Option<&str>,
+        id: &str,
+        with_events: bool,
+    ) -> Result<(Job, Vec<Event>), ServiceError> {
+        self.authorizer.authenticate(token)?;
+        if id.is_empty() {
+            return Err(ServiceError::invalid_field("id", "id: must not be empty"));
+        }
+        let job = self
+            .store
+            .job(id)
+            .await
+            .map_err(|e| ServiceError::store(&e))?
+            .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?;
+        let events = if with_events {
+            self.store
+                .events(id, 0)
+                .await
+                .map_err(|e| ServiceError::store(&e))?
+        } else {
+            Vec::new()
+        };
+        Ok((job, events))
+    }
+
+    /// The newest jobs matching `query`.
+    pub async fn list_jobs(
+        &self,
+        token: Option<&str>,
+        query: JobsQuery,
+    ) -> Result<Vec<Job>, ServiceError> {
+        self.authorizer.authenticate(token)?;
+        if query.limit.is_some_and(|l| l == 0 || l > MAX_LIST_LIMIT) {
+            return Err(ServiceError::invalid_field(
+                "limit",
+                format!("limit: must be between 1 and {MAX_LIST_LIMIT}"),
+            ));
+        }
+        let filter = JobFilter {
+            repository: query.repository.filter(|r| !r.is_empty()),
+            state: query.state,
+            limit: query.limit,
+        };
+        self.store
+            .list_jobs(&filter)
+            .await
+            .map_err(|e| ServiceError::store(&e))
+    }
+}

@@ -1,0 +1,93 @@
+//! Start-up: the store opened, the writers, dispatcher and release notifier running.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+use tug_store::{ReleaseStore, SqliteStore, Store};
+
+use crate::app::App;
+use crate::auth::Authorizer;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::release::Releases;
+use crate::shutdown::{self, Trigger};
+use crate::signals::JobSignals;
+use crate::writer::Writers;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] tug_store::StoreError),
+    #[error("invalid auth configuration: {0}")]
+    Auth(String),
+    #[error("invalid notification configuration: {0}")]
+    Notify(String),
+}
+
+/// A started service: what the transports serve, and the handles to stop it.
+pub struct Started {
+    pub app: Arc<App>,
+    pub releases: Releases,
+    /// Fires the shutdown every part of the service (writers, followers, notifiers) waits on.
+    pub trigger: Trigger,
+    pub writers: Arc<Writers>,
+}
+
+/// Opens the store, starts the writers, the dispatcher and the release notifier.
+pub async fn start(config: Config) -> Result<Started, StartError> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let sqlite = Arc::new(SqliteStore::open(&config.data_dir.join("tug.db")).await?);
+    let store: Arc<dyn Store> = sqlite.clone();
+    let releases: Arc<dyn ReleaseStore> = sqlite;
+    let authorizer =
+        Authorizer::new(&config.auth()).map_err(|e| StartError::Auth(e.to_string()))?;
+    if authorizer.is_open() {
+        warn!(
+            "authentication is disabled (auth.mode: none): anyone who reaches this server can deploy"
+        );
+    }
+    let metrics = Arc::new(Metrics::new());
+    let notifier =
+        Arc::new(Notifier::new(&config.notify).map_err(|e| StartError::Notify(e.to_string()))?);
+    let signal = JobSignals::new();
+    let (trigger, shutdown) = shutdown::channel();
+    let writers = Writers::new(
+        store.clone(),
+        config.clone(),
+        metrics.clone(),
+        notifier,
+        signal.clone(),
+        shutdown.clone(),
+    );
+    let app = Arc::new(App {
+        config,
+        store,
+        releases,
+        authorizer,
+        metrics,
+        writers: writers.clone(),
+        signal,
+        shutdown,
+    });
+    writers.release_previous_leases().await;
+    tokio::spawn(writers.clone().dispatch(Duration::from_secs(1)));
+    let releases = Releases::start(app.clone());
+    Ok(Started {
+        app,
+        releases,
+        trigger,
+        writers,
+    })
+}
