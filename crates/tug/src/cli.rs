@@ -408,6 +408,10 @@ are not given.
   DELIVERY_NOTIFY_SPEC                TUG_NOTIFY_MESSAGE, TUG_NO_NOTIFY (sinks are the server's;
                                       not read)
 
+A 429 or 503 answer with Retry-After is waited out and the request sent again (at most 5
+times, within --timeout) when that cannot deploy twice: a dry run, or a request with an
+idempotency key (--idempotency-key, or the one derived from --project and --short-sha).
+
 Exit status: 0 deployed, 1 the job failed or its request was invalid, 2 usage, transport,
 authentication or a wait that timed out.";
 

@@ -13,7 +13,7 @@ use crate::cli::{
     ArtifactBundleArgs, ArtifactCommand, ArtifactFileArg, ArtifactInitArgs, ArtifactPushArgs,
     ArtifactStage, OutputFormat,
 };
-use crate::client::{ReleaseClient, block_on};
+use crate::client::{Client, Endpoint, Request};
 use crate::output;
 
 pub fn run(cmd: ArtifactCommand) -> anyhow::Result<()> {
@@ -91,10 +91,10 @@ fn bundle(args: &ArtifactBundleArgs) -> anyhow::Result<()> {
     let files = read_bundle(&args.dir)?;
     let count = files.len();
     let body = serde_json::json!({"service": artifact.service, "files": files});
-    let client = ReleaseClient::new(&args.artifact.server)?;
+    let client = Client::new(&Endpoint::from(&args.artifact.server))?;
     // The id was checked when artifact.json was read: it is safe as a path segment.
     let path = format!("/api/v1/artifacts/{}/bundle", artifact.id);
-    let answer = block_on(client.post(&path, &body))?;
+    let answer = client.block_on(client.post(&path, &body))?;
     match args.artifact.server.output {
         OutputFormat::Json => output::json(&answer),
         OutputFormat::Text => {
@@ -231,8 +231,11 @@ fn push(args: &ArtifactPushArgs) -> anyhow::Result<()> {
         .to_json()
         .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     let body: Value = serde_json::from_str(&json).context("the artifact is not JSON")?;
-    let client = ReleaseClient::new(&args.server)?;
-    let answer = block_on(client.post("/api/v1/artifacts", &body))?;
+    let client = Client::new(&Endpoint::from(&args.server))?;
+    // The server keeps one artifact per id and answers a second push of it with `created:
+    // false`: safe to repeat.
+    let request = Request::post("/api/v1/artifacts", &[], &body).repeatable();
+    let answer = client.block_on(client.json(&request))?;
     match args.server.output {
         OutputFormat::Json => output::json(&answer),
         OutputFormat::Text => {

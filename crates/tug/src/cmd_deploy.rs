@@ -15,12 +15,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::cli::{DeployArgs, OutputFormat};
-use crate::client::{grpc_answer, refusal, unreachable};
+use crate::client::{self, Client, Endpoint, Request};
 use crate::exit::{self, Coded};
 use crate::output;
 
-/// Connecting takes at most this long, however long the whole wait may be.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server `tug deploy` talks to when neither a flag nor a variable names one.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:12011";
 /// How long `tug deploy` waits for the job when neither a flag nor a variable says.
@@ -91,75 +89,44 @@ fn delivery_fallbacks(
 }
 
 fn deploy(args: &DeployArgs) -> anyhow::Result<ExitCode> {
-    let token = token(args)?;
     let request = request(args)?;
     let idempotency_key = idempotency_key(args, &request)?;
-    let base = server_url(args.server.as_deref().unwrap_or(DEFAULT_SERVER));
-    let client = http_client(args)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let timeout_secs = args.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    let client = Client::new(&Endpoint {
+        server: args.server.as_deref().unwrap_or(DEFAULT_SERVER),
+        token_file: args.token_file.as_deref(),
+        ca_cert: args.ca_cert.as_deref(),
+        timeout: Some(Duration::from_secs(timeout_secs)),
+    })?;
+    let body = serde_json::to_value(&request).context("cannot encode the request")?;
     let exchange = Exchange {
-        client,
-        base,
-        token,
+        client: &client,
+        body,
         idempotency_key,
         output: args.output,
     };
-    let timeout_secs = args.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
-    let timeout = Duration::from_secs(timeout_secs);
-    let no_answer = || {
-        Coded::usage(
-            "deadline_exceeded",
-            format!(
-                "no answer from {} within {timeout_secs} s (--timeout)",
-                exchange.base
-            ),
-        )
-    };
-    runtime.block_on(async {
-        if args.dry_run {
-            return tokio::time::timeout(timeout, exchange.dry_run(&request))
-                .await
-                .map_err(|_| no_answer())?;
-        }
-        if args.no_wait {
-            return tokio::time::timeout(timeout, exchange.submit(&request))
-                .await
-                .map_err(|_| no_answer())?;
-        }
-        let mut job_id = None;
-        match tokio::time::timeout(timeout, exchange.deploy(&request, &mut job_id)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(match job_id {
+    if args.dry_run {
+        return client.block_on(exchange.dry_run());
+    }
+    if args.no_wait {
+        return client.block_on(exchange.submit());
+    }
+    let mut job_id = None;
+    client
+        .within_timeout(exchange.deploy(&mut job_id))
+        .unwrap_or_else(|| {
+            Err(match job_id {
                 Some(id) => Coded::usage(
                     "deadline_exceeded",
                     format!(
                         "gave up waiting for job {id} after {timeout_secs} s (--timeout); it goes \
                          on on the server: GET {}/api/v1/jobs/{id} tells how it ends",
-                        exchange.base
+                        client.base()
                     ),
                 ),
-                None => no_answer(),
-            }),
-        }
-    })
-}
-
-/// The token from `--token-file`, else from `TUG_TOKEN`; none is fine for a server without
-/// authentication.
-fn token(args: &DeployArgs) -> anyhow::Result<Option<String>> {
-    let token = match &args.token_file {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            Coded::usage(
-                "invalid_argument",
-                format!("cannot read the token file {}: {e}", path.display()),
-            )
-        })?),
-        None => std::env::var("TUG_TOKEN").ok(),
-    };
-    Ok(token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+                None => client.no_answer(),
+            })
+        })
 }
 
 fn given(value: Option<&String>) -> Option<String> {
@@ -323,74 +290,30 @@ fn idempotency_key(
     Ok(Some(format!("tug-deploy-{}", &digest[..32])))
 }
 
-/// `host:port` alone means plain http, as the Delivery client's address did.
-fn server_url(server: &str) -> String {
-    let server = server.trim().trim_end_matches('/');
-    if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    }
-}
-
-fn http_client(args: &DeployArgs) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .user_agent(concat!("tug/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = &args.ca_cert {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
-        let certificate = reqwest::Certificate::from_pem(&pem)
-            .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
-        builder = builder.add_root_certificate(certificate);
-    }
-    builder.build().context("cannot set up the HTTP client")
-}
-
-struct Exchange {
-    client: reqwest::Client,
-    base: String,
-    token: Option<String>,
+struct Exchange<'a> {
+    client: &'a Client,
+    body: Value,
     idempotency_key: Option<String>,
     output: OutputFormat,
 }
 
-impl Exchange {
-    async fn post(
-        &self,
-        request: &tug_spec::DeployRequest,
-        wait: bool,
-    ) -> anyhow::Result<reqwest::Response> {
-        let query = if wait { "" } else { "?wait=false" };
-        self.post_to(request, query).await
-    }
-
-    async fn post_to(
-        &self,
-        request: &tug_spec::DeployRequest,
-        query: &str,
-    ) -> anyhow::Result<reqwest::Response> {
-        let url = format!("{}/api/v1/deploy{query}", self.base);
-        let mut post = self.client.post(&url).json(request);
-        if let Some(token) = &self.token {
-            post = post.bearer_auth(token);
+impl Exchange<'_> {
+    /// The deploy POST. The server stores one job per Idempotency-Key, so a request with a key
+    /// may be sent again when the server asks to come back later; a dry run stores nothing.
+    fn request<'q>(&'q self, query: &'q [(&'q str, String)]) -> Request<'q> {
+        let request = Request::post("/api/v1/deploy", query, &self.body)
+            .idempotency_key(self.idempotency_key.as_deref());
+        if query.iter().any(|(name, _)| *name == "dryRun") {
+            request.repeatable()
+        } else {
+            request
         }
-        if let Some(key) = &self.idempotency_key {
-            post = post.header("Idempotency-Key", key);
-        }
-        let response = post.send().await.map_err(|e| unreachable(&url, &e))?;
-        if let Some(e) = grpc_answer(&response, &self.base) {
-            return Err(e);
-        }
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        Err(refusal(response).await)
     }
 
     /// `--dry-run`: print the server's diffs and commit messages; nothing is stored or pushed.
-    async fn dry_run(&self, request: &tug_spec::DeployRequest) -> anyhow::Result<ExitCode> {
-        let response = self.post_to(request, "?dryRun=true").await?;
+    async fn dry_run(&self) -> anyhow::Result<ExitCode> {
+        let query = [("dryRun", "true".to_owned())];
+        let response = self.client.send(&self.request(&query)).await?;
         let preview: Value = response
             .json()
             .await
@@ -416,8 +339,9 @@ impl Exchange {
     }
 
     /// `--no-wait`: the job is stored; print its id.
-    async fn submit(&self, request: &tug_spec::DeployRequest) -> anyhow::Result<ExitCode> {
-        let response = self.post(request, false).await?;
+    async fn submit(&self) -> anyhow::Result<ExitCode> {
+        let query = [("wait", "false".to_owned())];
+        let response = self.client.send(&self.request(&query)).await?;
         let job: Value = response
             .json()
             .await
@@ -434,35 +358,14 @@ impl Exchange {
 
     /// Streams the progress until the final line; `job_id` is set as soon as the server names
     /// the job, for the timeout message.
-    async fn deploy(
-        &self,
-        request: &tug_spec::DeployRequest,
-        job_id: &mut Option<String>,
-    ) -> anyhow::Result<ExitCode> {
-        let mut response = self.post(request, true).await?;
+    async fn deploy(&self, job_id: &mut Option<String>) -> anyhow::Result<ExitCode> {
+        let response = self.client.send(&self.request(&[])).await?;
         *job_id = response
             .headers()
             .get("x-tug-job-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut pending = Vec::new();
-        loop {
-            let chunk = response
-                .chunk()
-                .await
-                .context("the connection to the server broke while streaming")?;
-            let Some(chunk) = chunk else {
-                break;
-            };
-            pending.extend_from_slice(&chunk);
-            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                if let Some(result) = self.stream_line(&line)? {
-                    return Ok(self.finish(&result));
-                }
-            }
-        }
-        if let Some(result) = self.stream_line(&pending)? {
+        if let Some(result) = client::ndjson(response, |line| Ok(self.stream_line(&line))).await? {
             return Ok(self.finish(&result));
         }
         let job = job_id.as_deref().unwrap_or("(unknown)");
@@ -471,28 +374,21 @@ impl Exchange {
             format!(
                 "the server ended the stream before job {job} finished; it goes on on the \
                  server: GET {}/api/v1/jobs/{job} tells how it ends",
-                self.base
+                self.client.base()
             ),
         ))
     }
 
     /// Prints a progress line to stderr; returns the result object of the final line.
-    fn stream_line(&self, line: &[u8]) -> anyhow::Result<Option<Value>> {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let value: Value = serde_json::from_str(text)
-            .with_context(|| format!("the server sent a line that is not JSON: {text}"))?;
-        let result = value.get("result").cloned().unwrap_or(Value::Null);
+    fn stream_line(&self, line: &Value) -> Option<Value> {
+        let result = line.get("result").cloned().unwrap_or(Value::Null);
         if result.get("jobId").is_some() {
-            return Ok(Some(result));
+            return Some(result);
         }
         if let Some(message) = result.get("message").and_then(Value::as_str) {
             progress(message);
         }
-        Ok(None)
+        None
     }
 
     fn finish(&self, result: &Value) -> ExitCode {
@@ -714,15 +610,6 @@ mod tests {
         assert!(e.to_string().contains("changes nothing"), "{e}");
         let e = request(&args(&[])).unwrap_err();
         assert!(e.to_string().contains("nothing to deploy"), "{e}");
-    }
-
-    #[test]
-    fn a_bare_address_means_http() {
-        assert_eq!(server_url("127.0.0.1:12011"), "http://127.0.0.1:12011");
-        assert_eq!(
-            server_url("https://tug.example.com/"),
-            "https://tug.example.com"
-        );
     }
 
     #[test]

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use crate::cli::{
     DescribeCommand, OutputFormat, PolicyApply, PolicyArgs, PolicyCommand, PromoteArgs,
-    ReindexArgs, ReleaseArgs, RollbackArgs, ServerArgs, StatusArgs, UnpinArgs,
+    ReindexArgs, ReleaseArgs, RollbackArgs, StatusArgs, UnpinArgs,
 };
-use crate::client::{ReleaseClient, block_on};
+use crate::client::{self, Client, Endpoint, Request};
 use crate::exit::Coded;
 use crate::output;
 
@@ -33,7 +33,8 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
     if let Some(branch) = &args.branch {
         body["branch"] = json!(branch);
     }
-    submit(&args.server, &body, args.no_wait)
+    let client = Client::new(&Endpoint::from(&args.server))?;
+    submit(&client, args.server.output, &body, args.no_wait)
 }
 
 pub fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
@@ -45,11 +46,12 @@ pub fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
     if let Some(from) = &args.from_env {
         body["fromEnv"] = json!(from);
     }
-    submit(&args.server, &body, args.no_wait)
+    let client = Client::new(&Endpoint::from(&args.server))?;
+    submit(&client, args.server.output, &body, args.no_wait)
 }
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
-    let client = ReleaseClient::new(&args.server)?;
+    let client = Client::new(&Endpoint::from(&args.server))?;
     let artifact = match &args.artifact {
         Some(artifact) => Some(artifact.clone()),
         None if std::io::stdin().is_terminal() => pick_release(&client, args)?,
@@ -64,13 +66,13 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
     if let Some(artifact) = artifact {
         body["artifactId"] = json!(artifact);
     }
-    submit(&args.server, &body, args.no_wait)
+    submit(&client, args.server.output, &body, args.no_wait)
 }
 
 /// Lists the recent releases of the environment and reads the number of one; an empty answer
 /// means the previous release.
-fn pick_release(client: &ReleaseClient, args: &RollbackArgs) -> anyhow::Result<Option<String>> {
-    let history = block_on(client.get(
+fn pick_release(client: &Client, args: &RollbackArgs) -> anyhow::Result<Option<String>> {
+    let history = client.block_on(client.get(
         "/api/v1/releases",
         &[
             ("service", args.service.clone()),
@@ -136,11 +138,17 @@ fn pick_release(client: &ReleaseClient, args: &RollbackArgs) -> anyhow::Result<O
 
 /// Sends a release request; streams its progress to stderr, or with `no_wait` prints the stored
 /// jobs. Fails when any environment's job failed.
-fn submit(server: &ServerArgs, body: &Value, no_wait: bool) -> anyhow::Result<()> {
-    let client = ReleaseClient::new(server)?;
+fn submit(
+    client: &Client,
+    format: OutputFormat,
+    body: &Value,
+    no_wait: bool,
+) -> anyhow::Result<()> {
     if no_wait {
-        let answer = block_on(client.post("/api/v1/releases?wait=false", body))?;
-        match server.output {
+        let query = [("wait", "false".to_owned())];
+        let answer =
+            client.block_on(client.json(&Request::post("/api/v1/releases", &query, body)))?;
+        match format {
             OutputFormat::Json => output::json(&answer),
             OutputFormat::Text => {
                 for r in answer
@@ -161,14 +169,23 @@ fn submit(server: &ServerArgs, body: &Value, no_wait: bool) -> anyhow::Result<()
         return Ok(());
     }
     let mut outcome = StreamOutcome::default();
-    block_on(client.post_stream("/api/v1/releases", body, |line| outcome.take(line)))?;
+    client.block_on(async {
+        let response = client
+            .send(&Request::post("/api/v1/releases", &[], body))
+            .await?;
+        client::ndjson(response, |line| {
+            outcome.take(line);
+            Ok(None::<()>)
+        })
+        .await
+    })?;
     if outcome.results.is_empty() {
         return Err(Coded::usage(
             "unavailable",
             "the server ended the stream before any release finished",
         ));
     }
-    match server.output {
+    match format {
         OutputFormat::Json => output::json(&json!({"releases": outcome.results})),
         OutputFormat::Text => {
             for r in &outcome.results {
@@ -287,8 +304,8 @@ fn person(p: Option<&Value>) -> String {
 }
 
 pub fn unpin(args: &UnpinArgs) -> anyhow::Result<()> {
-    let client = ReleaseClient::new(&args.server)?;
-    let answer = block_on(client.post(
+    let client = Client::new(&Endpoint::from(&args.server))?;
+    let answer = client.block_on(client.post(
         "/api/v1/unpin",
         &json!({"service": args.service, "env": args.env}),
     ))?;
@@ -312,8 +329,8 @@ pub fn unpin(args: &UnpinArgs) -> anyhow::Result<()> {
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let client = ReleaseClient::new(&args.server)?;
-    let status = block_on(client.get(&format!("/api/v1/status/{}", args.service), &[]))?;
+    let client = Client::new(&Endpoint::from(&args.server))?;
+    let status = client.block_on(client.get(&format!("/api/v1/status/{}", args.service), &[]))?;
     match args.server.output {
         OutputFormat::Json => output::json(&status),
         OutputFormat::Text => output::line(status_text(&status).trim_end()),
@@ -420,12 +437,12 @@ pub fn describe(cmd: &DescribeCommand) -> anyhow::Result<()> {
             count,
             server,
         } => {
-            let client = ReleaseClient::new(server)?;
+            let client = Client::new(&Endpoint::from(server))?;
             let mut query = vec![("service", service.clone()), ("count", count.to_string())];
             if let Some(env) = env {
                 query.push(("env", env.clone()));
             }
-            let answer = block_on(client.get("/api/v1/releases", &query))?;
+            let answer = client.block_on(client.get("/api/v1/releases", &query))?;
             match server.output {
                 OutputFormat::Json => output::json(&answer),
                 OutputFormat::Text => {
@@ -454,12 +471,12 @@ pub fn describe(cmd: &DescribeCommand) -> anyhow::Result<()> {
             count,
             server,
         } => {
-            let client = ReleaseClient::new(server)?;
+            let client = Client::new(&Endpoint::from(server))?;
             let mut query = vec![("service", service.clone()), ("count", count.to_string())];
             if let Some(branch) = branch {
                 query.push(("branch", branch.clone()));
             }
-            let answer = block_on(client.get("/api/v1/artifacts", &query))?;
+            let answer = client.block_on(client.get("/api/v1/artifacts", &query))?;
             match server.output {
                 OutputFormat::Json => output::json(&answer),
                 OutputFormat::Text => {
@@ -495,21 +512,24 @@ pub fn policy(args: &PolicyArgs) -> anyhow::Result<()> {
     let Some(service) = args.service.as_deref().filter(|s| !s.trim().is_empty()) else {
         bail!("--service: required (or set TUG_SERVICE)");
     };
-    let client = ReleaseClient::new(&args.server)?;
+    let client = Client::new(&Endpoint::from(&args.server))?;
     let path = format!("/api/v1/policies/{service}");
     let answer = match &args.command {
-        PolicyCommand::List => block_on(client.get(&path, &[]))?,
-        PolicyCommand::Apply(PolicyApply::AutoRelease { branch, env }) => block_on(client.post(
-            &format!("{path}/auto-release"),
-            &json!({"branch": branch, "env": env}),
-        ))?,
-        PolicyCommand::Apply(PolicyApply::BranchRestriction { env, branch_regex }) => {
-            block_on(client.post(
-                &format!("{path}/branch-restriction"),
-                &json!({"env": env, "branchRegex": branch_regex}),
+        PolicyCommand::List => client.block_on(client.get(&path, &[]))?,
+        PolicyCommand::Apply(PolicyApply::AutoRelease { branch, env }) => {
+            client.block_on(client.post(
+                &format!("{path}/auto-release"),
+                &json!({"branch": branch, "env": env}),
             ))?
         }
-        PolicyCommand::Delete { ids } => block_on(client.delete(&path, &json!({"ids": ids})))?,
+        PolicyCommand::Apply(PolicyApply::BranchRestriction { env, branch_regex }) => client
+            .block_on(client.post(
+                &format!("{path}/branch-restriction"),
+                &json!({"env": env, "branchRegex": branch_regex}),
+            ))?,
+        PolicyCommand::Delete { ids } => {
+            client.block_on(client.delete(&path, &json!({"ids": ids})))?
+        }
     };
     if args.server.output == OutputFormat::Json {
         output::json(&answer);
@@ -578,8 +598,11 @@ fn policies_text(policies: &Value) -> String {
 }
 
 pub fn reindex(args: &ReindexArgs) -> anyhow::Result<()> {
-    let client = ReleaseClient::new(&args.server)?;
-    let answer = block_on(client.post("/api/v1/reindex", &json!({})))?;
+    let client = Client::new(&Endpoint::from(&args.server))?;
+    // Rebuilding the index twice gives the same index: safe to repeat.
+    let body = json!({});
+    let answer =
+        client.block_on(client.json(&Request::post("/api/v1/reindex", &[], &body).repeatable()))?;
     match args.server.output {
         OutputFormat::Json => output::json(&answer),
         OutputFormat::Text => {

@@ -23,6 +23,8 @@ pub struct Coded {
     /// The command already printed its result on stdout (a failed job's result object): the
     /// error goes to stderr only, so stdout holds one JSON document.
     pub reported: bool,
+    /// The request field the server named as the one at fault (`deploySpecs[0].url`).
+    pub field: Option<String>,
 }
 
 impl fmt::Display for Coded {
@@ -41,6 +43,7 @@ impl Coded {
             status: FAILED,
             message: message.into(),
             reported: false,
+            field: None,
         })
     }
 
@@ -51,6 +54,7 @@ impl Coded {
             status: USAGE,
             message: message.into(),
             reported: false,
+            field: None,
         })
     }
 
@@ -61,13 +65,15 @@ impl Coded {
             status: FAILED,
             message: message.into(),
             reported: true,
+            field: None,
         })
     }
 
     /// A request the server answered with an error: authentication, the token's scope and an
     /// unavailable server are 2; everything else (policy refusals, conflicts, unknown names,
-    /// invalid input) is a failure (1).
-    pub fn refused(code: &str, message: impl Into<String>) -> anyhow::Error {
+    /// invalid input) is a failure (1). `field` is the request field the server named as the
+    /// one at fault.
+    pub fn refused(code: &str, field: Option<&str>, message: impl Into<String>) -> anyhow::Error {
         let status = match code {
             "unauthenticated" | "permission_denied" | "unavailable" => USAGE,
             _ => FAILED,
@@ -77,6 +83,7 @@ impl Coded {
             status,
             message: message.into(),
             reported: false,
+            field: field.map(str::to_owned),
         })
     }
 }

@@ -12,13 +12,22 @@ pub fn error(e: &anyhow::Error) {
     diagnostic(&msg);
 }
 
-/// `{"error": {"code": …, "message": …}}` on stdout, for `-o json` callers piping into `jq`.
+/// `{"error": {"code": …, "message": …}}` on stdout, for `-o json` callers piping into `jq`;
+/// with `"field"` when the server named the request field at fault.
 pub fn json_error(code: &str, e: &anyhow::Error) {
     let mut message = e.to_string();
     for cause in e.chain().skip(1) {
         message.push_str(&format!(": {cause}"));
     }
-    json(&serde_json::json!({"error": {"code": code, "message": message}}));
+    let mut error = serde_json::json!({"code": code, "message": message});
+    if let Some(field) = e
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<crate::exit::Coded>())
+        .and_then(|c| c.field.as_deref())
+    {
+        error["field"] = serde_json::Value::from(field);
+    }
+    json(&serde_json::json!({ "error": error }));
 }
 
 pub fn line(s: &str) {
