@@ -14,12 +14,11 @@ use crate::editor::{Editor, NewNode};
 use crate::error::{EditError, EditErrorKind};
 use crate::manifest::{kind_of, objects, read};
 use crate::value::NewScalar;
+use crate::CHART_FILE_NAMES;
 
 /// Longest chart version accepted; a semver range is far shorter.
 const MAX_VERSION_LEN: usize = 128;
 
-/// File names Helm reads as a chart's metadata.
-const CHART_FILE_NAMES: [&str; 2] = ["Chart.yaml", "Chart.yml"];
 
 /// Why a chart version cannot be written, or `Ok`. A version is one line of printable text
 /// without surrounding spaces: an exact version (`1.2.3`) or, for Flux and Helm dependencies, a
@@ -226,7 +225,7 @@ fn layout(ed: &Editor<'_, '_>) -> Result<Layout, EditError> {
     }
     Err(EditError::new(
         ed.file,
-        EditErrorKind::NoMatch(
+        EditErrorKind::Unsupported(
             "no chart here: the file is not a kustomization with helmCharts, a Chart.yaml with dependencies, or a manifest with a Flux HelmRelease"
                 .into(),
         ),

@@ -44,6 +44,9 @@ use editor::Editor;
 pub const KUSTOMIZATION_FILE_NAMES: [&str; 3] =
     ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
+/// File names Helm reads as a chart's metadata, whose `dependencies` pin chart versions.
+pub const CHART_FILE_NAMES: [&str; 2] = ["Chart.yaml", "Chart.yml"];
+
 /// The annotation a redeploy bumps unless told otherwise.
 pub const DEFAULT_REDEPLOY_ANNOTATION: &str = "tug.dev/redeployed-at";
 
