@@ -104,7 +104,7 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn read(&mut self, path: &str) -> Result<Option<Vec<u8>>, FilesError> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FilesError> {
         if let Some(c) = self.current.get(path) {
             return Ok(Some(c.clone()));
         }
@@ -279,7 +279,9 @@ pub fn apply_segments(
             };
             let file = match &c.file {
                 Some(f) => join_repo_path(&dir, f).map_err(|m| err(&format!("{field}.file"), m))?,
-                None => chart_file(&mut overlay, &field, &dir, &c.name, &edit)?,
+                None => {
+                    chart_file(&OverlayFiles(&overlay), &dir, &edit).map_err(|m| err(&field, m))?
+                }
             };
             summaries.extend(edit_file(&mut overlay, &field, &file, &edit, false)?);
         }
@@ -378,31 +380,41 @@ fn edit_file(
     Ok(Some(summary))
 }
 
-/// The one file of `dir` that pins the chart of `edit`: among the kustomization, `Chart.yaml`
-/// and the manifests (Flux HelmReleases), exactly one must, so a bump never lands in a file the
-/// requester did not expect.
-fn chart_file(
-    overlay: &mut Overlay<'_>,
-    field: &str,
-    dir: &str,
-    name: &str,
-    edit: &Edit,
-) -> Result<String, ApplyError> {
-    let names = overlay
-        .base
+/// An overlay as [`Files`]: later edits see what earlier ones wrote.
+struct OverlayFiles<'o, 'a>(&'o Overlay<'a>);
+
+impl Files for OverlayFiles<'_, '_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FilesError> {
+        self.0.read(path)
+    }
+    fn list(&self, dir: &str) -> Result<Option<Vec<String>>, FilesError> {
+        self.0.base.list(dir)
+    }
+}
+
+/// The one file of `dir` that pins the chart of `edit` (an [`Edit::ChartVersion`]): among the
+/// kustomization, `Chart.yaml` and the manifests (Flux HelmReleases) exactly one must, so a
+/// bump never lands in a file the requester did not expect. The error says what each file has,
+/// or which files pin the chart.
+pub fn chart_file(files: &dyn Files, dir: &str, edit: &Edit) -> Result<String, String> {
+    let name = match edit {
+        Edit::ChartVersion { name, .. } => name.as_str(),
+        _ => "",
+    };
+    let names = files
         .list(dir)
-        .map_err(|e| err(field, e.to_string()))?
-        .ok_or_else(|| err(field, format!("{}: no such directory", display_dir(dir))))?;
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: no such directory", display_dir(dir)))?;
     let mut candidates: Vec<String> = Vec::new();
     for special in tug_edit::KUSTOMIZATION_FILE_NAMES
         .iter()
         .chain(&tug_edit::CHART_FILE_NAMES)
     {
         if names.iter().any(|n| n == special) {
-            candidates.push(join_repo_path(dir, special).map_err(|m| err(field, m))?);
+            candidates.push(join_repo_path(dir, special)?);
         }
     }
-    for manifest in manifest_files(overlay.base, dir).map_err(|m| err(field, m))? {
+    for manifest in manifest_files(files, dir)? {
         if !candidates.contains(&manifest) {
             candidates.push(manifest);
         }
@@ -410,7 +422,7 @@ fn chart_file(
     let mut pinned = Vec::new();
     let mut misses = Vec::new();
     for file in candidates {
-        let Some(input) = overlay.read(&file).map_err(|e| err(field, e.to_string()))? else {
+        let Some(input) = files.read(&file).map_err(|e| e.to_string())? else {
             continue;
         };
         match tug_edit::apply(&file, &input, edit) {
@@ -425,27 +437,20 @@ fn chart_file(
     }
     match pinned.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(err(
-            field,
-            format!(
-                "no chart {name} in {}: {}",
-                display_dir(dir),
-                if misses.is_empty() {
-                    "no kustomization with helmCharts, Chart.yaml or Flux HelmRelease there"
-                        .to_owned()
-                } else {
-                    misses.join("; ")
-                }
-            ),
+        [] => Err(format!(
+            "no chart {name} in {}: {}",
+            display_dir(dir),
+            if misses.is_empty() {
+                "no kustomization with helmCharts, Chart.yaml or Flux HelmRelease there".to_owned()
+            } else {
+                misses.join("; ")
+            }
         )),
-        many => Err(err(
-            field,
-            format!(
-                "chart {name} is pinned in {} files of {} ({}); name the one to change in `file`",
-                many.len(),
-                display_dir(dir),
-                many.join(", ")
-            ),
+        many => Err(format!(
+            "chart {name} is pinned in {} files of {} ({}); name the one to change",
+            many.len(),
+            display_dir(dir),
+            many.join(", ")
         )),
     }
 }
@@ -741,7 +746,7 @@ mod tests {
         let e = apply_paths(&chart(None, "podinfo", "6.6.0"), "paths", &files, &ctx()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "paths[0].chart[0]: chart podinfo is pinned in 2 files of apps/web (apps/web/dev.yaml, apps/web/prod.yaml); name the one to change in `file`"
+            "paths[0].chart[0]: chart podinfo is pinned in 2 files of apps/web (apps/web/dev.yaml, apps/web/prod.yaml); name the one to change"
         );
         let applied = apply_paths(
             &chart(Some("prod.yaml"), "podinfo", "6.6.0"),

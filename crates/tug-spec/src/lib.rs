@@ -12,7 +12,7 @@ mod validate;
 
 pub use apply::{
     Applied, ApplyError, Context, FileChange, Files, FilesError, PathsAt, REDEPLOY_ANNOTATION,
-    apply_paths, apply_segments,
+    apply_paths, apply_segments, chart_file,
 };
 pub use model::{
     BranchUpdate, ChartUpdate, CommitSpec, DeployRequest, DeploySpec, HelmImageUpdate, ImageRef,
