@@ -121,6 +121,7 @@ impl Command {
                 }
                 ArtifactCommand::Add(ArtifactStage::Test(s)) => s.file.output,
                 ArtifactCommand::Add(ArtifactStage::Scan(s)) => s.file.output,
+                ArtifactCommand::Add(ArtifactStage::Chart(s)) => s.file.output,
                 ArtifactCommand::Push(a) => a.server.output,
                 ArtifactCommand::Bundle(a) => a.artifact.server.output,
             },
@@ -575,6 +576,22 @@ pub enum ArtifactStage {
     Test(TestStageArgs),
     /// Vulnerability counts of an image scan.
     Scan(ScanStageArgs),
+    /// The Helm chart version CI published (what services with `edit: {kind: chart}` release).
+    Chart(ChartStageArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
+pub struct ChartStageArgs {
+    /// The chart's name, as the manifests name it (`helmCharts[].name`,
+    /// `dependencies[].name`, a HelmRelease's `spec.chart.spec.chart`).
+    #[arg(long)]
+    pub name: String,
+    /// The published chart version.
+    #[arg(long = "version", id = "chart_version", value_name = "VERSION")]
+    pub chart_version: String,
+    #[command(flatten)]
+    pub file: ArtifactFileArg,
 }
 
 #[derive(Debug, Args)]
