@@ -340,7 +340,8 @@ pub struct ChartUpdate {
     /// `dependencies[].repository`, a HelmRelease's `spec.chart.spec.sourceRef.name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
-    /// The version to pin; a string (a YAML spec writes `"1.10"`, not `1.10`).
+    /// The version to pin, a string: a JSON number is refused (`1.10` arrives as 1.1), while a
+    /// YAML spec file's plain `1.10` is taken as written.
     pub version: String,
 }
 
