@@ -9,16 +9,15 @@
 //! kustomization, say) are refused as ambiguous rather than both bumped, since a bump meant for
 //! one release would otherwise move the other too; the repository tells them apart.
 
+use crate::CHART_FILE_NAMES;
 use crate::doc::{Kind, NodeId};
 use crate::editor::{Editor, NewNode};
 use crate::error::{EditError, EditErrorKind};
 use crate::manifest::{kind_of, objects, read};
 use crate::value::NewScalar;
-use crate::CHART_FILE_NAMES;
 
 /// Longest chart version accepted; a semver range is far shorter.
 const MAX_VERSION_LEN: usize = 128;
-
 
 /// Why a chart version cannot be written, or `Ok`. A version is one line of printable text
 /// without surrounding spaces: an exact version (`1.2.3`) or, for Flux and Helm dependencies, a
