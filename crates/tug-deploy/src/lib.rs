@@ -280,91 +280,10 @@ fn strip_location(edit: &str) -> &str {
     edit.rsplit_once(" in ").map_or(edit, |(what, _)| what)
 }
 
-fn image_text(
-    name: &str,
-    new_name: Option<&str>,
-    tag: Option<&str>,
-    digest: Option<&str>,
-) -> String {
-    let mut s = name.to_owned();
-    if let Some(n) = new_name {
-        s.push('=');
-        s.push_str(n);
-    }
-    if let Some(t) = tag {
-        s.push(':');
-        s.push_str(t);
-    }
-    if let Some(d) = digest {
-        s.push('@');
-        s.push_str(d);
-    }
-    s
-}
-
 /// One line per edit, from the request alone (not from the files), so the same request always
-/// describes itself the same way.
+/// describes itself the same way; each edit kind words itself in `tug_spec`.
 pub fn describe_paths(paths: &[PathUpdate]) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in paths {
-        let dir = display_path(&p.path);
-        let file_in =
-            |f: &str| tug_spec::join_repo_path(&p.path, f).unwrap_or_else(|_| format!("{dir}/{f}"));
-        if let Some(k) = &p.kustomize {
-            for i in &k.images {
-                out.push(format!(
-                    "set image {} in {dir}",
-                    image_text(
-                        &i.name,
-                        i.new_name.as_deref(),
-                        i.new_tag.as_deref(),
-                        i.digest.as_deref()
-                    )
-                ));
-            }
-        }
-        for y in &p.yq {
-            out.push(format!(
-                "set {}={} in {}",
-                y.key,
-                y.value.text,
-                file_in(&y.file)
-            ));
-        }
-        for m in &p.images {
-            let target = m.file.as_deref().map_or_else(|| dir.clone(), file_in);
-            out.push(format!(
-                "set container image {} in {target}",
-                image_text(
-                    &m.name,
-                    m.new_name.as_deref(),
-                    m.new_tag.as_deref(),
-                    m.digest.as_deref()
-                )
-            ));
-        }
-        for h in &p.helm {
-            out.push(format!(
-                "set helm image {} {} in {}",
-                h.key.as_deref().unwrap_or(".image"),
-                image_text(
-                    h.name.as_deref().unwrap_or(""),
-                    h.new_name.as_deref(),
-                    h.new_tag.as_deref(),
-                    h.digest.as_deref()
-                ),
-                file_in(h.file.as_deref().unwrap_or("values.yaml"))
-            ));
-        }
-        if let Some(r) = &p.redeploy {
-            let target = r.file.as_deref().map_or_else(|| dir.clone(), file_in);
-            match &r.workload {
-                Some(w) => out.push(format!("redeploy {w} in {target}")),
-                None => out.push(format!("redeploy in {target}")),
-            }
-        }
-    }
-    out
+    paths.iter().flat_map(PathUpdate::describe).collect()
 }
 
 #[cfg(test)]

@@ -168,6 +168,17 @@ pub enum EditErrorKind {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A chart version that cannot be written.
+    #[error("invalid chart version {version:?}: {reason}")]
+    ChartVersion {
+        /// The version as given.
+        version: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// More than one target matches where the edit needs exactly one.
+    #[error("{0}")]
+    Ambiguous(String),
     /// The value is not of the requested type.
     #[error("value {value:?} is not a {expected}")]
     ValueType {

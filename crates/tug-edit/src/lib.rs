@@ -12,10 +12,12 @@
 //! targets may differ, and they must hold exactly the intended values. Anything else is refused
 //! with an [`EditError`] naming file, line and column, and the caller keeps the input untouched.
 //!
-//! Layout: one module per edit kind (`kustomize`, `manifest`, `set`, `helm`, `redeploy`) over a
+//! Layout: one module per edit kind (`kustomize`, `manifest`, `set`, `helm`, `chart`,
+//! `redeploy`) over a
 //! shared document model (`doc`: parse into a node tree with byte offsets; `editor`: splices;
 //! `verify`: the after-the-fact check).
 
+mod chart;
 mod doc;
 mod editor;
 mod error;
@@ -29,6 +31,7 @@ mod spec;
 mod value;
 mod verify;
 
+pub use chart::validate_chart_version;
 pub use error::{EditError, EditErrorKind};
 pub use redeploy::validate_annotation_key;
 pub use spec::{ImageSpec, PRESERVE, SpecError};
@@ -40,6 +43,9 @@ use editor::Editor;
 /// File names kustomize reads as a kustomization.
 pub const KUSTOMIZATION_FILE_NAMES: [&str; 3] =
     ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// File names Helm reads as a chart's metadata, whose `dependencies` pin chart versions.
+pub const CHART_FILE_NAMES: [&str; 2] = ["Chart.yaml", "Chart.yml"];
 
 /// The annotation a redeploy bumps unless told otherwise.
 pub const DEFAULT_REDEPLOY_ANNOTATION: &str = "tug.dev/redeployed-at";
@@ -116,6 +122,28 @@ pub enum Edit {
         path: String,
         /// The image change.
         image: ImageSpec,
+    },
+    /// Sets the version of the Helm chart `name`, wherever the file pins it:
+    ///
+    /// * a kustomization: the `helmCharts` entry whose `name` is `name` (and whose `repo` is
+    ///   `repository`, when given);
+    /// * a `Chart.yaml` (by file name): the `dependencies` entry whose `name` is `name` (and
+    ///   whose `repository` is `repository`, when given);
+    /// * Flux `HelmRelease` objects, in any document of the file: the one whose
+    ///   `spec.chart.spec.chart` is `name` (and whose `spec.chart.spec.sourceRef.name` is
+    ///   `repository`, when given); its `spec.chart.spec.version` is set.
+    ///
+    /// Exactly one chart must match: none, or two (the same chart twice, from one repository or
+    /// unnarrowed), is an error naming what the file has. A matching entry without `version`
+    /// gets one, after its last key. The version is always written as a string: `1.10` or `2`
+    /// are quoted (YAML would read numbers), an existing quoted version keeps its quotes.
+    ChartVersion {
+        /// The chart's name.
+        name: String,
+        /// The chart's repository as the file writes it, to choose between entries of one name.
+        repository: Option<String>,
+        /// The version to pin (`1.2.3`; a semver range where the file's reader takes one).
+        version: String,
     },
     /// Bumps an annotation so the pods roll even when the image did not change.
     ///
@@ -207,6 +235,11 @@ pub fn apply(file_name: &str, input: &[u8], edit: &Edit) -> Result<Outcome, Edit
                 .map_err(|e| EditError::new(file_name, e.into()))?;
             helm::apply(&mut ed, path, image)?
         }
+        Edit::ChartVersion {
+            name,
+            repository,
+            version,
+        } => chart::apply(&mut ed, name, repository.as_deref(), version)?,
         Edit::Redeploy {
             key,
             value,

@@ -164,3 +164,51 @@ fn every_edit_on_every_input_succeeds_or_refuses() {
     }
     assert_eq!(applied, cases.len() * cases.len());
 }
+
+/// Every chart-version case's output, read by another YAML reader (serde-saphyr, which resolves
+/// scalars by the YAML 1.2 core schema), pins the chart at the intended version as a string:
+/// `1.10` or `2` written plain would read back as a number.
+#[test]
+fn chart_versions_read_back_as_strings() {
+    use serde_json::Value;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in support::load_cases() {
+        let tug_edit::Edit::ChartVersion { name, version, .. } = &case.edit else {
+            continue;
+        };
+        let Ok(expected) = fs::read_to_string(case.dir.join("expected.yaml")) else {
+            continue;
+        };
+        checked += 1;
+        let docs: Vec<Value> = match serde_saphyr::from_multiple(&expected) {
+            Ok(docs) => docs,
+            Err(e) => {
+                failures.push(format!("{}: does not parse: {e}", case.name));
+                continue;
+            }
+        };
+        let mut pinned = Vec::new();
+        for doc in &docs {
+            for list in ["helmCharts", "dependencies"] {
+                for entry in doc[list].as_array().into_iter().flatten() {
+                    if entry["name"].as_str() == Some(name.as_str()) {
+                        pinned.push(entry["version"].clone());
+                    }
+                }
+            }
+            let spec = &doc["spec"]["chart"]["spec"];
+            if doc["kind"] == "HelmRelease" && spec["chart"].as_str() == Some(name.as_str()) {
+                pinned.push(spec["version"].clone());
+            }
+        }
+        if !pinned.contains(&Value::String(version.clone())) {
+            failures.push(format!(
+                "{}: {name} is pinned at {pinned:?}, not the string {version:?}",
+                case.name
+            ));
+        }
+    }
+    assert!(checked >= 15, "only {checked} chart cases were checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -434,3 +434,131 @@ fn the_kustomize_version_is_read_from_old_and_new_kubectl() {
     );
     assert!(recent_enough("v5.0.1").is_ok());
 }
+
+/// A stand-in for `helm` that kustomize's chart inflation calls: `pull` lays out an empty chart
+/// where kustomize asks for it, `template` renders one ConfigMap naming the chart directory,
+/// which kustomize names `charts/<chart>-<version>/<chart>` after the version it read.
+const HELM_SHIM: &str = r#"#!/bin/sh
+case "$1" in
+  version) echo "v3.14.0+g0000000";;
+  pull)
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --untardir) shift; dir="$1";;
+        --repo|--version) shift;;
+        pull|--untar) ;;
+        *) chart="${1##*/}";;
+      esac
+      shift
+    done
+    mkdir -p "$dir/$chart" &&
+      printf 'apiVersion: v2\nname: %s\nversion: 0.0.0\n' "$chart" > "$dir/$chart/Chart.yaml" &&
+      echo '{}' > "$dir/$chart/values.yaml";;
+  template)
+    for arg in "$@"; do case "$arg" in */charts/*) path="$arg";; esac; done
+    printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: chart-%s\ndata:\n  path: "%s"\n' "$$" "$path";;
+esac
+"#;
+
+/// The chart-version cases on kustomizations, read by kustomize itself through a `helm` stand-in:
+/// the file tug wrote, byte for byte, makes kustomize pull the intended version of the chart
+/// (as a string: a version YAML reads as a number fails kustomize), and every other chart at
+/// the version it had before.
+#[test]
+fn kustomize_pulls_the_intended_chart_versions() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in support::load_cases() {
+        let Edit::ChartVersion { name, version, .. } = &case.edit else {
+            continue;
+        };
+        let Ok(expected) = fs::read(case.dir.join("expected.yaml")) else {
+            continue;
+        };
+        if !tug_edit::is_kustomization(&case.input_name, &case.input) {
+            continue;
+        }
+        checked += 1;
+        let result = (|| -> Result<(), String> {
+            let before = pulled_charts(&case.input)?;
+            let mut after = pulled_charts(&expected)?;
+            let at = after
+                .iter()
+                .position(|(chart, v)| chart == name && v.as_deref() == Some(version.as_str()))
+                .ok_or_else(|| format!("kustomize pulled {after:?}, not {name} {version}"))?;
+            after.remove(at);
+            after.sort();
+            // Whichever entry of the chart was the target, every other one is as it was.
+            let others_kept = (0..before.len())
+                .filter(|&i| before[i].0 == *name)
+                .any(|i| {
+                    let mut rest = before.clone();
+                    rest.remove(i);
+                    rest.sort();
+                    rest == after
+                });
+            if !others_kept {
+                return Err(format!(
+                    "the other charts changed: {before:?} before, {after:?} besides {name} after"
+                ));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    assert!(checked >= 8, "only {checked} chart cases were checked");
+    assert!(
+        failures.is_empty(),
+        "kustomize disagrees:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Runs `kubectl kustomize --enable-helm` on a kustomization with the helm stand-in; returns the
+/// charts it pulled, each with the version kustomize read (`None`: unpinned).
+fn pulled_charts(kustomization: &[u8]) -> Result<Vec<(String, Option<String>)>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let helm = dir.path().join("helm");
+    fs::write(&helm, HELM_SHIM).map_err(|e| e.to_string())?;
+    fs::set_permissions(&helm, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    let root = dir.path().join("app");
+    fs::create_dir(&root).map_err(|e| e.to_string())?;
+    fs::write(root.join("kustomization.yaml"), kustomization).map_err(|e| e.to_string())?;
+    let out = Command::new("kubectl")
+        .args(["kustomize", "--enable-helm", "--helm-command"])
+        .arg(&helm)
+        .arg(&root)
+        .output()
+        .map_err(|e| format!("cannot run kubectl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl kustomize failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| format!("rendered output does not parse: {e}"))?;
+    docs.iter()
+        .filter_map(|d| d["data"]["path"].as_str())
+        .map(|path| {
+            // …/charts/<chart>-<version>/<chart>, or …/charts/<chart> when unpinned.
+            let rest = path
+                .split_once("/charts/")
+                .map(|(_, rest)| rest)
+                .ok_or_else(|| format!("unexpected chart path {path}"))?;
+            Ok(match rest.rsplit_once('/') {
+                Some((pulled, chart)) => (
+                    chart.to_owned(),
+                    pulled
+                        .strip_prefix(chart)
+                        .and_then(|v| v.strip_prefix('-'))
+                        .map(str::to_owned),
+                ),
+                None => (rest.to_owned(), None),
+            })
+        })
+        .collect()
+}

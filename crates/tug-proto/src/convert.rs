@@ -171,6 +171,16 @@ impl From<v1::PathUpdate> for tug_spec::PathUpdate {
                     digest: given(h.digest),
                 })
                 .collect(),
+            chart: p
+                .chart
+                .into_iter()
+                .map(|c| tug_spec::ChartUpdate {
+                    file: given(c.file),
+                    name: c.name,
+                    repository: given(c.repository),
+                    version: c.version,
+                })
+                .collect(),
             redeploy: p.redeploy.map(|r| tug_spec::RedeployUpdate {
                 file: given(r.file),
                 workload: given(r.workload),
@@ -221,6 +231,16 @@ impl From<tug_spec::PathUpdate> for v1::PathUpdate {
                     new_name: text(h.new_name),
                     new_tag: text(h.new_tag),
                     digest: text(h.digest),
+                })
+                .collect(),
+            chart: p
+                .chart
+                .into_iter()
+                .map(|c| v1::ChartEdit {
+                    file: text(c.file),
+                    name: c.name,
+                    repository: text(c.repository),
+                    version: c.version,
                 })
                 .collect(),
             redeploy: p.redeploy.map(|r| v1::RedeployEdit {
@@ -283,6 +303,10 @@ mod tests {
                {"file": "values.yaml", "key": ".image", "name": "registry.example.com/web",
                 "newName": "registry.example.com/web2", "newTag": "v1.2.3", "digest": "sha256:89ab"},
                {"newTag": "v2"}],
+             "chart": [
+               {"name": "podinfo", "version": "6.10"},
+               {"file": "Chart.yaml", "name": "redis", "repository": "oci://registry-1.docker.io/bitnamicharts",
+                "version": ">=19.0.0 <20"}],
              "redeploy": {"file": "deployment.yaml", "workload": "web", "annotation": "x/restart"}}
           ]}]},
         {"url": "", "repository": "apps", "updates": [
@@ -338,6 +362,26 @@ mod tests {
                         {"name": "web", "newTag": "v2"}]}}]}]}],
             })
         );
+    }
+
+    /// A chart edit sent over gRPC is the request a REST client sends with the same JSON.
+    #[test]
+    fn a_chart_edit_over_grpc_is_the_rest_edit() {
+        let grpc = v1::PathUpdate {
+            path: "apps/web".into(),
+            chart: vec![v1::ChartEdit {
+                name: "podinfo".into(),
+                version: "6.10".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let model = tug_spec::PathUpdate::from(grpc.clone());
+        assert_eq!(
+            serde_json::to_value(&model).unwrap(),
+            serde_json::json!({"path": "apps/web", "chart": [{"name": "podinfo", "version": "6.10"}]})
+        );
+        assert_eq!(v1::PathUpdate::from(model), grpc);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Every level refuses unknown fields, as the release manager's reader does, so a typo in a CI
 //! script fails the build that wrote it rather than the release that reads it. The one addition tug
-//! makes to the format is the optional `digest` of build and push stages (and the `scan` stage);
-//! files without them are exactly the release manager's files.
+//! makes to the format is the optional `digest` of build and push stages (and the `scan` and
+//! `chart` stages); files without them are exactly the release manager's files.
 
 use std::fmt;
 
@@ -204,6 +204,9 @@ pub enum StageData {
     SnykCode(SnykCodeData),
     /// `scan`: a vulnerability scan by any scanner (tug's own stage).
     Scan(ScanData),
+    /// `chart`: the Helm chart version CI published (tug's own stage); what `chart` targets
+    /// release.
+    Chart(ChartData),
 }
 
 /// The kinds of stage, by their `id` in `artifact.json`.
@@ -221,6 +224,8 @@ pub enum StageKind {
     SnykCode,
     #[serde(rename = "scan")]
     Scan,
+    #[serde(rename = "chart")]
+    Chart,
 }
 
 impl StageKind {
@@ -234,6 +239,7 @@ impl StageKind {
             Self::SnykDocker => "snyk-docker",
             Self::SnykCode => "snyk-code",
             Self::Scan => "scan",
+            Self::Chart => "chart",
         }
     }
 
@@ -247,6 +253,7 @@ impl StageKind {
             Self::SnykDocker => "Security Scan - Docker",
             Self::SnykCode => "Security Scan - Code",
             Self::Scan => "Security Scan",
+            Self::Chart => "Chart",
         }
     }
 }
@@ -261,6 +268,7 @@ impl StageData {
             Self::SnykDocker(_) => StageKind::SnykDocker,
             Self::SnykCode(_) => StageKind::SnykCode,
             Self::Scan(_) => StageKind::Scan,
+            Self::Chart(_) => StageKind::Chart,
         }
     }
 
@@ -271,7 +279,7 @@ impl StageData {
             Self::SnykDocker(d) => Some(d.vulnerabilities),
             Self::SnykCode(d) => Some(d.vulnerabilities),
             Self::Scan(d) => Some(d.vulnerabilities),
-            Self::Build(_) | Self::Push(_) | Self::Test(_) => None,
+            Self::Build(_) | Self::Push(_) | Self::Test(_) | Self::Chart(_) => None,
         }
     }
 }
@@ -306,7 +314,13 @@ impl Stage {
         Self::new(StageData::Scan(data))
     }
 
-    /// The stage id in `artifact.json` (`build`, `push`, `test`, `snyk-docker`, `snyk-code`, `scan`).
+    #[must_use]
+    pub fn chart(data: ChartData) -> Self {
+        Self::new(StageData::Chart(data))
+    }
+
+    /// The stage id in `artifact.json` (`build`, `push`, `test`, `snyk-docker`, `snyk-code`, `scan`,
+    /// `chart`).
     #[must_use]
     pub fn id(&self) -> &'static str {
         self.data.kind().id()
@@ -415,6 +429,19 @@ pub struct ScanData {
     pub vulnerabilities: Vulnerabilities,
 }
 
+/// Data of tug's `chart` stage: the Helm chart CI published with this build.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChartData {
+    /// The chart's name, as a kustomization's `helmCharts`, a `Chart.yaml` dependency or a Flux
+    /// `HelmRelease` names it.
+    #[serde(default)]
+    pub name: String,
+    /// The published version.
+    #[serde(default)]
+    pub version: String,
+}
+
 impl Serialize for Stage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("Stage", 3)?;
@@ -430,6 +457,7 @@ impl Serialize for Stage {
             StageData::SnykDocker(d) => s.serialize_field("data", d)?,
             StageData::SnykCode(d) => s.serialize_field("data", d)?,
             StageData::Scan(d) => s.serialize_field("data", d)?,
+            StageData::Chart(d) => s.serialize_field("data", d)?,
         }
         s.end()
     }
@@ -451,6 +479,7 @@ fn typed_data<'de, A: MapAccess<'de>>(kind: StageKind, map: &mut A) -> Result<St
         StageKind::SnykDocker => StageData::SnykDocker(map.next_value()?),
         StageKind::SnykCode => StageData::SnykCode(map.next_value()?),
         StageKind::Scan => StageData::Scan(map.next_value()?),
+        StageKind::Chart => StageData::Chart(map.next_value()?),
     })
 }
 
@@ -465,6 +494,7 @@ fn data_from_value(
         StageKind::SnykDocker => StageData::SnykDocker(json::from_value(value)?),
         StageKind::SnykCode => StageData::SnykCode(json::from_value(value)?),
         StageKind::Scan => StageData::Scan(json::from_value(value)?),
+        StageKind::Chart => StageData::Chart(json::from_value(value)?),
     })
 }
 
@@ -529,6 +559,19 @@ impl fmt::Display for ImageReference {
             write!(f, "@{digest}")?;
         }
         Ok(())
+    }
+}
+
+/// The chart version an artifact releases to `chart` targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartReference {
+    pub name: String,
+    pub version: String,
+}
+
+impl fmt::Display for ChartReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.version)
     }
 }
 
@@ -666,6 +709,18 @@ impl Artifact {
         })
     }
 
+    /// The chart version this artifact releases: its `chart` stage.
+    #[must_use]
+    pub fn chart_reference(&self) -> Option<ChartReference> {
+        self.stages.iter().find_map(|s| match &s.data {
+            StageData::Chart(d) => Some(ChartReference {
+                name: d.name.clone(),
+                version: d.version.clone(),
+            }),
+            _ => None,
+        })
+    }
+
     /// The source branch: `application.branch`, or for older release manager artifacts that lack
     /// it, the branch part of an id of the form `<branch>-<sha>-<plan sha>`.
     #[must_use]
@@ -697,6 +752,13 @@ fn validate_stage(path: &str, stage: &Stage) -> Result<(), ArtifactError> {
             }
             return Ok(());
         }
+        StageData::Chart(d) => {
+            check(chart_name_problem(&d.name), format!("{path}.data.name"))?;
+            return check(
+                chart_version_problem(&d.version),
+                format!("{path}.data.version"),
+            );
+        }
         StageData::Test(_) | StageData::SnykCode(_) | StageData::Scan(_) => return Ok(()),
     };
     check(image_problem(&data.image), format!("{path}.data.image"))?;
@@ -712,6 +774,29 @@ fn check(problem: Option<String>, path: String) -> Result<(), ArtifactError> {
         Some(problem) => Err(ArtifactError::Invalid { path, problem }),
         None => Ok(()),
     }
+}
+
+/// A chart name: one word of printable characters.
+fn chart_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty; the chart's name is required".to_owned());
+    }
+    name.chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+        .then(|| format!("'{name}' holds a space or control character"))
+}
+
+/// A chart version: one line of printable text without surrounding spaces, at most 128 bytes
+/// (the edit engine's own rule, so a registered artifact always releases).
+fn chart_version_problem(version: &str) -> Option<String> {
+    if version.is_empty() {
+        return Some("is empty; a version is required".to_owned());
+    }
+    if version.len() > 128 {
+        return Some("is longer than 128 characters".to_owned());
+    }
+    (version.chars().any(char::is_control) || version.trim() != version)
+        .then(|| format!("{version:?} holds a control character or surrounding spaces"))
 }
 
 /// A Docker tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
@@ -856,6 +941,38 @@ mod tests {
             tag: tag.to_owned(),
             ..ImageData::default()
         }
+    }
+
+    /// A `chart` stage names the chart version `chart` targets release; it survives a write and
+    /// read, and a name or version a file could not hold is refused naming its path.
+    #[test]
+    fn a_chart_stage_names_the_chart_version_to_release() {
+        let mut artifact = init();
+        assert_eq!(artifact.chart_reference(), None);
+        let chart = |name: &str, version: &str| {
+            Stage::chart(ChartData {
+                name: name.to_owned(),
+                version: version.to_owned(),
+            })
+        };
+        artifact.add_stage(chart("podinfo", "6.10")).unwrap();
+        assert_eq!(
+            artifact.chart_reference(),
+            Some(ChartReference {
+                name: "podinfo".to_owned(),
+                version: "6.10".to_owned()
+            })
+        );
+        let json = artifact.to_json().unwrap();
+        assert!(
+            json.contains(r#""id": "chart""#) && json.contains(r#""version": "6.10""#),
+            "{json}"
+        );
+        assert_eq!(Artifact::from_json(&json).unwrap(), artifact);
+        let err = artifact.add_stage(chart("podinfo", "6.10\nx")).unwrap_err();
+        assert_eq!(err.path(), "stages[0].data.version");
+        let err = artifact.add_stage(chart("", "1")).unwrap_err();
+        assert_eq!(err.path(), "stages[0].data.name");
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub mod status;
 pub mod trailers;
 mod validate;
 
-pub use artifact::{Artifact, ArtifactError, ArtifactInit, ImageReference, Stage, StageData};
+pub use artifact::{
+    Artifact, ArtifactError, ArtifactInit, ChartReference, ImageReference, Stage, StageData,
+};
 pub use environment::{Environment, EnvironmentError, Environments};
 pub use intent::Intent;
 pub use policy::{

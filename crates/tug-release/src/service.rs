@@ -41,6 +41,14 @@ pub enum EditKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         container: Option<String>,
     },
+    /// Pin the chart version the artifact's `chart` stage names, wherever the target's
+    /// directory pins the chart (a kustomization's `helmCharts`, a `Chart.yaml` dependency or a
+    /// Flux `HelmRelease`; exactly one file must). `name` is the chart to match; without it the
+    /// chart stage's name is.
+    Chart {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     /// Copy the artifact's manifests into the target directory, as the release manager does.
     Copy,
 }
@@ -60,6 +68,9 @@ impl EditKind {
             Self::Manifest {
                 container: Some(container),
             } if container.is_empty() => Some("manifest container name is empty".to_owned()),
+            Self::Chart { name: Some(name) } if name.trim().is_empty() => {
+                Some("chart name is empty".to_owned())
+            }
             _ => None,
         }
     }
@@ -504,6 +515,13 @@ mod tests {
                 },
             ),
             (r#"{"kind": "copy"}"#, EditKind::Copy),
+            (r#"{"kind": "chart"}"#, EditKind::Chart { name: None }),
+            (
+                r#"{"kind": "chart", "name": "podinfo"}"#,
+                EditKind::Chart {
+                    name: Some("podinfo".to_owned()),
+                },
+            ),
         ] {
             assert_eq!(
                 serde_json::from_str::<EditKind>(json).unwrap(),

@@ -69,7 +69,7 @@ pub fn document() -> Value {
                             "paths": {"type": "array", "items": {"type": "object", "properties": {
                                 "path": {"type": "string"},
                                 "kustomize": {"type": "object"}, "yq": {"type": "array"}, "images": {"type": "array"},
-                                "helm": {"type": "array"}, "redeploy": {"type": "object"}}}}}}}}}},
+                                "helm": {"type": "array"}, "chart": {"type": "array"}, "redeploy": {"type": "object"}}}}}}}}}},
                     "notify": {"type": "object"},
                     "idempotencyKey": {"type": "string"},
                     "allowEmpty": {"type": "boolean"},

@@ -104,7 +104,7 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn read(&mut self, path: &str) -> Result<Option<Vec<u8>>, FilesError> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FilesError> {
         if let Some(c) = self.current.get(path) {
             return Ok(Some(c.clone()));
         }
@@ -270,6 +270,21 @@ pub fn apply_segments(
             };
             summaries.extend(edit_file(&mut overlay, &field, &file, &edit, false)?);
         }
+        for (i, c) in p.chart.iter().enumerate() {
+            let field = format!("{at}.chart[{i}]");
+            let edit = Edit::ChartVersion {
+                name: c.name.clone(),
+                repository: c.repository.clone(),
+                version: c.version.clone(),
+            };
+            let file = match &c.file {
+                Some(f) => join_repo_path(&dir, f).map_err(|m| err(&format!("{field}.file"), m))?,
+                None => {
+                    chart_file(&OverlayFiles(&overlay), &dir, &edit).map_err(|m| err(&field, m))?
+                }
+            };
+            summaries.extend(edit_file(&mut overlay, &field, &file, &edit, false)?);
+        }
         if let Some(r) = &p.redeploy {
             let field = format!("{at}.redeploy");
             let edit = Edit::Redeploy {
@@ -363,6 +378,81 @@ fn edit_file(
             .map_err(|e| err(field, e.to_string()))?;
     }
     Ok(Some(summary))
+}
+
+/// An overlay as [`Files`]: later edits see what earlier ones wrote.
+struct OverlayFiles<'o, 'a>(&'o Overlay<'a>);
+
+impl Files for OverlayFiles<'_, '_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FilesError> {
+        self.0.read(path)
+    }
+    fn list(&self, dir: &str) -> Result<Option<Vec<String>>, FilesError> {
+        self.0.base.list(dir)
+    }
+}
+
+/// The one file of `dir` that pins the chart of `edit` (an [`Edit::ChartVersion`]): among the
+/// kustomization, `Chart.yaml` and the manifests (Flux HelmReleases) exactly one must, so a
+/// bump never lands in a file the requester did not expect. The error says what each file has,
+/// or which files pin the chart.
+pub fn chart_file(files: &dyn Files, dir: &str, edit: &Edit) -> Result<String, String> {
+    let name = match edit {
+        Edit::ChartVersion { name, .. } => name.as_str(),
+        _ => "",
+    };
+    let names = files
+        .list(dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: no such directory", display_dir(dir)))?;
+    let mut candidates: Vec<String> = Vec::new();
+    for special in tug_edit::KUSTOMIZATION_FILE_NAMES
+        .iter()
+        .chain(&tug_edit::CHART_FILE_NAMES)
+    {
+        if names.iter().any(|n| n == special) {
+            candidates.push(join_repo_path(dir, special)?);
+        }
+    }
+    for manifest in manifest_files(files, dir)? {
+        if !candidates.contains(&manifest) {
+            candidates.push(manifest);
+        }
+    }
+    let mut pinned = Vec::new();
+    let mut misses = Vec::new();
+    for file in candidates {
+        let Some(input) = files.read(&file).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        match tug_edit::apply(&file, &input, edit) {
+            Err(e) if matches!(e.kind, tug_edit::EditErrorKind::NoMatch(_)) => {
+                misses.push(e.to_string());
+            }
+            // Not a chart file at all (a Deployment, a Service): not worth naming.
+            Err(e) if matches!(e.kind, tug_edit::EditErrorKind::Unsupported(_)) => {}
+            // The file pins the chart; any other refusal is reported when it is edited.
+            _ => pinned.push(file),
+        }
+    }
+    match pinned.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "no chart {name} in {}: {}",
+            display_dir(dir),
+            if misses.is_empty() {
+                "no kustomization with helmCharts, Chart.yaml or Flux HelmRelease there".to_owned()
+            } else {
+                misses.join("; ")
+            }
+        )),
+        many => Err(format!(
+            "chart {name} is pinned in {} files of {} ({}); name the one to change",
+            many.len(),
+            display_dir(dir),
+            many.join(", ")
+        )),
+    }
 }
 
 /// The kustomization in `dir`, by the names kustomize itself looks for.
@@ -586,5 +676,86 @@ mod tests {
         }];
         let e = apply_paths(&paths, "paths", &files, &ctx()).unwrap_err();
         assert_eq!(e.to_string(), "paths[0].yq[0]: x/values.yaml: no such file");
+    }
+
+    const HELM_RELEASE: &str = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: podinfo\nspec:\n  chart:\n    spec:\n      chart: podinfo\n      version: 6.5.0 # pinned\n";
+
+    fn chart(file: Option<&str>, name: &str, version: &str) -> Vec<PathUpdate> {
+        vec![PathUpdate {
+            path: "apps/web".into(),
+            chart: vec![crate::model::ChartUpdate {
+                file: file.map(str::to_owned),
+                name: name.into(),
+                repository: None,
+                version: version.into(),
+            }],
+            ..Default::default()
+        }]
+    }
+
+    /// A Flux layout: the kustomization lists the HelmRelease as a resource and pins no chart
+    /// itself, so the HelmRelease is the one file that pins it.
+    #[test]
+    fn a_chart_is_found_in_the_one_file_of_the_path_that_pins_it() {
+        let files = Mem(BTreeMap::from([
+            (
+                "apps/web/kustomization.yaml".to_owned(),
+                b"resources:\n  - helmrelease.yaml\n".to_vec(),
+            ),
+            (
+                "apps/web/helmrelease.yaml".to_owned(),
+                HELM_RELEASE.as_bytes().to_vec(),
+            ),
+            (
+                "apps/web/service.yaml".to_owned(),
+                b"apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n".to_vec(),
+            ),
+        ]));
+        let applied =
+            apply_paths(&chart(None, "podinfo", "6.10"), "paths", &files, &ctx()).unwrap();
+        assert_eq!(applied.changes.len(), 1);
+        assert_eq!(applied.changes[0].path, "apps/web/helmrelease.yaml");
+        assert_eq!(
+            String::from_utf8(applied.changes[0].content.clone()).unwrap(),
+            HELM_RELEASE.replace("6.5.0", "\"6.10\"")
+        );
+        assert_eq!(
+            applied.summaries,
+            ["apps/web/helmrelease.yaml: set chart podinfo to version 6.10 in HelmRelease podinfo"]
+        );
+
+        let e = apply_paths(&chart(None, "podinf", "6.10"), "paths", &files, &ctx()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "paths[0].chart[0]: no chart podinf in apps/web: apps/web/kustomization.yaml: no chart podinf: the kustomization has no helmCharts entries; apps/web/helmrelease.yaml: no chart podinf in the HelmReleases of the file (found podinfo)"
+        );
+    }
+
+    #[test]
+    fn a_chart_pinned_in_two_files_needs_the_file_named() {
+        let files = Mem(BTreeMap::from([
+            (
+                "apps/web/dev.yaml".to_owned(),
+                HELM_RELEASE.as_bytes().to_vec(),
+            ),
+            (
+                "apps/web/prod.yaml".to_owned(),
+                HELM_RELEASE.as_bytes().to_vec(),
+            ),
+        ]));
+        let e = apply_paths(&chart(None, "podinfo", "6.6.0"), "paths", &files, &ctx()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "paths[0].chart[0]: chart podinfo is pinned in 2 files of apps/web (apps/web/dev.yaml, apps/web/prod.yaml); name the one to change"
+        );
+        let applied = apply_paths(
+            &chart(Some("prod.yaml"), "podinfo", "6.6.0"),
+            "paths",
+            &files,
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(applied.changes.len(), 1);
+        assert_eq!(applied.changes[0].path, "apps/web/prod.yaml");
     }
 }

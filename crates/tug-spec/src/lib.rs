@@ -1,20 +1,21 @@
 //! Deploy specs: what a CI job asks tug to change, in the Delivery server's format plus tug's
-//! extensions (digests, manifest images, Helm images, redeploy).
+//! extensions (digests, manifest images, Helm images, chart versions, redeploy).
 //!
 //! Architecture invariant: this crate does no IO. Files are read through [`Files`], so the same
 //! code edits a checkout on disk and a git tree in a bare mirror.
 
 mod apply;
+mod describe;
 mod model;
 mod parse;
 mod validate;
 
 pub use apply::{
     Applied, ApplyError, Context, FileChange, Files, FilesError, PathsAt, REDEPLOY_ANNOTATION,
-    apply_paths, apply_segments,
+    apply_paths, apply_segments, chart_file,
 };
 pub use model::{
-    BranchUpdate, CommitSpec, DeployRequest, DeploySpec, HelmImageUpdate, ImageRef,
+    BranchUpdate, ChartUpdate, CommitSpec, DeployRequest, DeploySpec, HelmImageUpdate, ImageRef,
     KustomizeUpdate, ManifestImageUpdate, NotifySpec, PathUpdate, RedeployUpdate, ScalarText,
     YqUpdate,
 };

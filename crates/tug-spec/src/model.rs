@@ -155,6 +155,10 @@ pub struct PathUpdate {
     /// Images in Helm values files (tug extension).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub helm: Vec<HelmImageUpdate>,
+    /// Helm chart versions: kustomize `helmCharts`, `Chart.yaml` dependencies, Flux
+    /// `HelmRelease`s (tug extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chart: Vec<ChartUpdate>,
     /// Roll pods even when no tag changed (tug extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redeploy: Option<RedeployUpdate>,
@@ -320,6 +324,27 @@ pub struct HelmImageUpdate {
     pub digest: Option<String>,
 }
 
+/// The version of a Helm chart, wherever the path pins it: a kustomization's `helmCharts` entry,
+/// a `Chart.yaml` dependency or a Flux `HelmRelease`'s `spec.chart.spec.version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartUpdate {
+    /// One file; when absent, the path's kustomization, `Chart.yaml` and manifests are
+    /// searched, and exactly one of them must pin the chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The chart's name (`helmCharts[].name`, `dependencies[].name`,
+    /// `spec.chart.spec.chart`).
+    pub name: String,
+    /// Only the entry from this repository, as the file writes it (`helmCharts[].repo`,
+    /// `dependencies[].repository`, a HelmRelease's `spec.chart.spec.sourceRef.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The version to pin, a string: a JSON number is refused (`1.10` arrives as 1.1), while a
+    /// YAML spec file's plain `1.10` is taken as written.
+    pub version: String,
+}
+
 /// Bump a pod-template annotation so the rollout happens even when the image did not change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -353,6 +378,7 @@ impl PathUpdate {
             + self.yq.len()
             + self.images.len()
             + self.helm.len()
+            + self.chart.len()
             + usize::from(self.redeploy.is_some())
     }
 }

@@ -145,6 +145,28 @@ pub fn validate_path_update(p: &PathUpdate, at: &str) -> Result<(), InvalidSpec>
         }
         edits += 1;
     }
+    for (i, c) in p.chart.iter().enumerate() {
+        let f = format!("{at}.chart[{i}]");
+        if let Some(file) = &c.file {
+            check_file_name(file).map_err(|m| invalid(format!("{f}.file"), m))?;
+        }
+        if c.name.trim().is_empty() {
+            return Err(invalid(format!("{f}.name"), "must not be empty"));
+        }
+        if c.repository.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(invalid(
+                format!("{f}.repository"),
+                "must not be empty: name the chart's repository, or leave it out",
+            ));
+        }
+        tug_edit::validate_chart_version(&c.version).map_err(|m| {
+            invalid(
+                format!("{f}.version"),
+                format!("{:?} is not a chart version: {m}", c.version),
+            )
+        })?;
+        edits += 1;
+    }
     if let Some(r) = &p.redeploy {
         if let Some(file) = &r.file {
             check_file_name(file).map_err(|m| invalid(format!("{at}.redeploy.file"), m))?;
@@ -162,7 +184,7 @@ pub fn validate_path_update(p: &PathUpdate, at: &str) -> Result<(), InvalidSpec>
     if edits == 0 {
         return Err(invalid(
             at,
-            "no edit given: add kustomize.images, yq, images, helm or redeploy",
+            "no edit given: add kustomize.images, yq, images, helm, chart or redeploy",
         ));
     }
     Ok(())
@@ -299,6 +321,50 @@ mod tests {
             "specs[0].updates[0].paths[0].redeploy.annotation: \"<<\" is not a Kubernetes annotation key: the name does not start and end with a letter or digit"
         );
         validate_path_update(&update("tug.dev/redeployed-at"), "x").unwrap();
+    }
+
+    /// A chart edit is checked before any file is read, each problem naming its field; a
+    /// version must be a string, since YAML would read `1.10` as the number 1.1.
+    #[test]
+    fn chart_edits_are_validated_naming_the_field() {
+        let check = |chart: &str| {
+            let update = crate::from_json::<PathUpdate>(
+                "spec.json",
+                &format!(r#"{{"path": "apps/web", "chart": [{chart}]}}"#),
+            )
+            .map_err(|e| e.to_string())?;
+            validate_path_update(&update, "p").map_err(|e| e.to_string())
+        };
+        check(r#"{"name": "podinfo", "version": "6.6.0"}"#).unwrap();
+        check(r#"{"name": "podinfo", "version": ">=6.6.0 <7", "repository": "oci://r", "file": "hr.yaml"}"#)
+            .unwrap();
+        assert_eq!(
+            check(r#"{"name": " ", "version": "1"}"#).unwrap_err(),
+            "p.chart[0].name: must not be empty"
+        );
+        assert_eq!(
+            check(r#"{"name": "podinfo", "version": ""}"#).unwrap_err(),
+            "p.chart[0].version: \"\" is not a chart version: the version is empty"
+        );
+        assert_eq!(
+            check(r#"{"name": "podinfo", "version": "1\n2"}"#).unwrap_err(),
+            "p.chart[0].version: \"1\\n2\" is not a chart version: it holds a line break or another control character"
+        );
+        assert_eq!(
+            check(r#"{"name": "podinfo", "version": "1", "repository": ""}"#).unwrap_err(),
+            "p.chart[0].repository: must not be empty: name the chart's repository, or leave it out"
+        );
+        assert_eq!(
+            check(r#"{"name": "podinfo", "version": "1", "file": "../x.yaml"}"#).unwrap_err(),
+            "p.chart[0].file: \"../x.yaml\" leaves the repository (`..` is not allowed)"
+        );
+        let number = check(r#"{"name": "podinfo", "version": 1.10}"#).unwrap_err();
+        assert!(number.contains("chart[0].version"), "{number}");
+        assert!(
+            check(r#"{"name": "podinfo"}"#)
+                .unwrap_err()
+                .contains("version")
+        );
     }
 
     /// `kustomize.images` entries take kustomize's `*` ("keep the current value") in newName,

@@ -48,7 +48,7 @@ pub enum Command {
     /// variable; the Delivery client's `DELIVERY_*` variable each replaces is named in its help.
     /// Exit status: 0 deployed, 1 the job failed or its request was invalid, 2 usage, transport
     /// or authentication.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Artifacts from CI: write artifact.json (init, add) and register it with the server (push).
     #[command(subcommand)]
     Artifact(ArtifactCommand),
@@ -109,6 +109,7 @@ impl Command {
                 EditCommand::Image { common, .. }
                 | EditCommand::HelmImage { common, .. }
                 | EditCommand::Set { common, .. }
+                | EditCommand::Chart { common, .. }
                 | EditCommand::Redeploy { common, .. },
             ) => common.output,
             Command::Apply(a) => a.output,
@@ -120,6 +121,7 @@ impl Command {
                 }
                 ArtifactCommand::Add(ArtifactStage::Test(s)) => s.file.output,
                 ArtifactCommand::Add(ArtifactStage::Scan(s)) => s.file.output,
+                ArtifactCommand::Add(ArtifactStage::Chart(s)) => s.file.output,
                 ArtifactCommand::Push(a) => a.server.output,
                 ArtifactCommand::Bundle(a) => a.artifact.server.output,
             },
@@ -197,6 +199,26 @@ pub enum EditCommand {
         /// null: VALUE must be of that type.
         #[arg(long = "type", value_enum, default_value_t = ValueTypeArg::Auto)]
         value_type: ValueTypeArg,
+        #[command(flatten)]
+        common: EditCommon,
+    },
+    /// Set the version of a Helm chart: a kustomization's `helmCharts` entry, a Chart.yaml
+    /// dependency or a Flux HelmRelease's `spec.chart.spec.version`. Exactly one must match.
+    Chart {
+        /// A kustomization, Chart.yaml or manifest file; or a directory, in which exactly one of
+        /// these files must pin the chart.
+        path: PathBuf,
+        /// The chart's name (`helmCharts[].name`, `dependencies[].name`,
+        /// `spec.chart.spec.chart`).
+        name: String,
+        /// The version to pin (`1.2.3`, or a range such as `>=1.2.0 <2` where the reader takes
+        /// one); always written as a string, quoted when YAML would read a number.
+        #[arg(value_name = "VERSION")]
+        chart_version: String,
+        /// Only the entry from this repository, as the file writes it: `helmCharts[].repo`,
+        /// `dependencies[].repository`, or a HelmRelease's `spec.chart.spec.sourceRef.name`.
+        #[arg(long)]
+        repository: Option<String>,
         #[command(flatten)]
         common: EditCommon,
     },
@@ -307,8 +329,9 @@ pub struct DeployArgs {
     /// Deploy specs as JSON or YAML text (Delivery: DELIVERY_SPECS).
     #[arg(long, env = "TUG_SPECS", value_name = "SPECS", conflicts_with_all = ["repository", "url"])]
     pub specs: Option<String>,
-    /// Shorthand for one kustomize image update: the repository's name in the server's
-    /// configuration (with --branch, --path and --image).
+    /// Shorthand for kustomize image updates and chart version bumps in one path: the
+    /// repository's name in the server's configuration (with --branch, --path and --image or
+    /// --chart).
     #[arg(
         long,
         env = "TUG_REPOSITORY",
@@ -322,13 +345,18 @@ pub struct DeployArgs {
     /// Shorthand: the manifest repository's branch to commit to.
     #[arg(long, env = "TUG_BRANCH", value_name = "BRANCH")]
     pub branch: Option<String>,
-    /// Shorthand: the directory holding the kustomization.
+    /// Shorthand: the directory holding the kustomization (or the chart files).
     #[arg(long, env = "TUG_PATH", value_name = "PATH")]
     pub path: Option<String>,
     /// Shorthand: the image to set, NAME[=NEWNAME][:TAG][@DIGEST]; repeat (or separate with
     /// commas) for several images.
     #[arg(long, env = "TUG_IMAGE", value_name = "IMAGE", value_delimiter = ',')]
     pub image: Vec<String>,
+    /// Shorthand: a chart version to pin, NAME=VERSION, in the one file of the path that pins
+    /// the chart (its kustomization's helmCharts, Chart.yaml dependencies or a Flux
+    /// HelmRelease); repeat for several charts.
+    #[arg(long, env = "TUG_CHART", value_name = "NAME=VERSION")]
+    pub chart: Vec<String>,
     /// The source project that produced the artifact; recorded as the Source-Project trailer
     /// (Delivery: DELIVERY_COMMIT_PROJECT).
     #[arg(long, env = "TUG_COMMIT_PROJECT")]
@@ -552,6 +580,22 @@ pub enum ArtifactStage {
     Test(TestStageArgs),
     /// Vulnerability counts of an image scan.
     Scan(ScanStageArgs),
+    /// The Helm chart version CI published (what services with `edit: {kind: chart}` release).
+    Chart(ChartStageArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
+pub struct ChartStageArgs {
+    /// The chart's name, as the manifests name it (`helmCharts[].name`,
+    /// `dependencies[].name`, a HelmRelease's `spec.chart.spec.chart`).
+    #[arg(long)]
+    pub name: String,
+    /// The published chart version.
+    #[arg(long = "version", id = "chart_version", value_name = "VERSION")]
+    pub chart_version: String,
+    #[command(flatten)]
+    pub file: ArtifactFileArg,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
-use tug_release::artifact::{ImageData, Repository, ScanData, TestData, TestResults};
+use tug_release::artifact::{ChartData, ImageData, Repository, ScanData, TestData, TestResults};
 use tug_release::{Artifact, ArtifactInit, Stage};
 
 use crate::cli::{
@@ -214,6 +214,13 @@ fn add(stage: ArtifactStage) -> anyhow::Result<()> {
                     medium: a.medium,
                     low: a.low,
                 },
+            }),
+            a.file,
+        ),
+        ArtifactStage::Chart(a) => (
+            Stage::chart(ChartData {
+                name: a.name,
+                version: a.chart_version,
             }),
             a.file,
         ),

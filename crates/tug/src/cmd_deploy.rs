@@ -185,14 +185,15 @@ fn read_specs_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the specs file {}", path.display()))
 }
 
-/// `--repository NAME --branch B --path P --image NAME:TAG`: one kustomize image update.
+/// `--repository NAME --branch B --path P --image NAME:TAG --chart NAME=VERSION`: kustomize image
+/// updates and chart version bumps in one path.
 fn shorthand_spec(args: &DeployArgs) -> anyhow::Result<tug_spec::DeploySpec> {
     let repository = given(args.repository.as_ref());
     let url = given(args.url.as_ref());
     if repository.is_none() && url.is_none() {
         return Err(usage(
             "nothing to deploy: give --specs-file, --specs, or --repository (or --url) with \
-             --branch, --path and --image",
+             --branch, --path and --image or --chart",
         ));
     }
     let Some(branch) = given(args.branch.as_ref()) else {
@@ -203,9 +204,10 @@ fn shorthand_spec(args: &DeployArgs) -> anyhow::Result<tug_spec::DeploySpec> {
             "--path: required with --repository or --url (`.` for the repository root)",
         ));
     };
-    if args.image.is_empty() {
+    if args.image.is_empty() && args.chart.is_empty() {
         return Err(usage(
-            "--image: required with --repository or --url, as NAME[=NEWNAME][:TAG][@DIGEST]",
+            "--image or --chart: required with --repository or --url, as \
+             NAME[=NEWNAME][:TAG][@DIGEST] or NAME=VERSION",
         ));
     }
     let images = args
@@ -222,6 +224,21 @@ fn shorthand_spec(args: &DeployArgs) -> anyhow::Result<tug_spec::DeploySpec> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let chart = args
+        .chart
+        .iter()
+        .map(|chart| {
+            let Some((name, version)) = chart.trim().split_once('=') else {
+                return Err(usage(&format!("--chart: {chart:?} is not NAME=VERSION")));
+            };
+            Ok(tug_spec::ChartUpdate {
+                file: None,
+                name: name.trim().to_owned(),
+                repository: None,
+                version: version.trim().to_owned(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(tug_spec::DeploySpec {
         url: url.unwrap_or_default(),
         repository,
@@ -229,7 +246,8 @@ fn shorthand_spec(args: &DeployArgs) -> anyhow::Result<tug_spec::DeploySpec> {
             branch,
             paths: vec![tug_spec::PathUpdate {
                 path,
-                kustomize: Some(tug_spec::KustomizeUpdate { images }),
+                kustomize: (!images.is_empty()).then_some(tug_spec::KustomizeUpdate { images }),
+                chart,
                 ..Default::default()
             }],
         }],
@@ -474,7 +492,7 @@ mod tests {
         let mut full = vec!["tug", "deploy"];
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).unwrap().command {
-            Command::Deploy(args) => args,
+            Command::Deploy(args) => *args,
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -580,6 +598,40 @@ mod tests {
                     {"branch": "main", "paths": [{"path": "apps/demo/dev", "kustomize": {"images": [
                         {"name": "registry.example.com/demo/app", "newTag": "v1.2.4"}]}}]}]}]
             })
+        );
+    }
+
+    #[test]
+    fn the_shorthand_takes_chart_versions() {
+        let a = args(&[
+            "--repository",
+            "gitops",
+            "--branch",
+            "main",
+            "--path",
+            "apps/demo/dev",
+            "--chart",
+            "podinfo=6.10",
+            "--chart",
+            "redis = >=19.0.0 <20",
+        ]);
+        let body = serde_json::to_value(request(&a).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "commitSpec": {},
+                "deploySpecs": [{"url": "", "repository": "gitops", "updates": [
+                    {"branch": "main", "paths": [{"path": "apps/demo/dev", "chart": [
+                        {"name": "podinfo", "version": "6.10"},
+                        {"name": "redis", "version": ">=19.0.0 <20"}]}]}]}]
+            })
+        );
+        let mut bad = a;
+        bad.chart = vec!["podinfo:6.10".to_owned()];
+        let e = request(&bad).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--chart: \"podinfo:6.10\" is not NAME=VERSION"
         );
     }
 

@@ -8,7 +8,7 @@ use tug_edit::{Edit, ImageSpec, ValueType};
 
 use crate::cli::{EditCommand, EditCommon, OutputFormat, ValueTypeArg};
 use crate::exit::Coded;
-use crate::localfs::write_atomic;
+use crate::localfs::{Checkout, write_atomic};
 use crate::output;
 
 pub fn run(cmd: EditCommand) -> anyhow::Result<ExitCode> {
@@ -52,6 +52,20 @@ pub fn run(cmd: EditCommand) -> anyhow::Result<ExitCode> {
                 value_type,
             };
             (file, edit, common)
+        }
+        EditCommand::Chart {
+            path,
+            name,
+            chart_version,
+            repository,
+            common,
+        } => {
+            let edit = Edit::ChartVersion {
+                name,
+                repository,
+                version: chart_version,
+            };
+            (resolve_chart_target(&path, &edit)?, edit, common)
         }
         EditCommand::Redeploy {
             file,
@@ -99,6 +113,27 @@ fn resolve_image_target(path: &Path) -> anyhow::Result<(PathBuf, bool)> {
         .and_then(|n| n.to_str())
         .is_some_and(|n| tug_edit::KUSTOMIZATION_FILE_NAMES.contains(&n));
     Ok((path.to_path_buf(), is_kustomization))
+}
+
+/// A directory means the one file in it that pins the chart, found as a deploy finds it.
+fn resolve_chart_target(path: &Path, edit: &Edit) -> anyhow::Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    // The directory is seen from its parent, so messages name it as `web/…`, not as a root.
+    let absolute = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
+    let (Some(parent), Some(dir)) = (
+        absolute.parent(),
+        absolute.file_name().and_then(|n| n.to_str()),
+    ) else {
+        bail!("{}: name the file that pins the chart", path.display());
+    };
+    let checkout =
+        Checkout::new(parent).with_context(|| format!("{}: cannot read", path.display()))?;
+    let file =
+        tug_spec::chart_file(&checkout, dir, edit).map_err(|m| Coded::failed("edit_failed", m))?;
+    let name = file.rsplit('/').next().unwrap_or(&file);
+    Ok(path.join(name))
 }
 
 fn edit_one(file: &Path, edit: &Edit, common: &EditCommon) -> anyhow::Result<ExitCode> {

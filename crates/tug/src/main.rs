@@ -67,7 +67,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Apply(cmd) => cmd_apply::run(cmd),
         cli::Command::Server { config, check } => cmd_server::run(&config, check),
         cli::Command::Quickstart { dir, http } => cmd_server::quickstart(dir.as_deref(), http),
-        cli::Command::Deploy(cmd) => cmd_deploy::run(cmd),
+        cli::Command::Deploy(cmd) => cmd_deploy::run(*cmd),
         cli::Command::Artifact(cmd) => cmd_artifact::run(cmd).map(|()| ExitCode::SUCCESS),
         cli::Command::Release(args) => cmd_release::release(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Promote(args) => cmd_release::promote(&args).map(|()| ExitCode::SUCCESS),

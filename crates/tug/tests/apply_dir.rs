@@ -651,3 +651,75 @@ fn dir_and_push_exclude_each_other() {
     let run = dir.tug(&["apply", "specs.yaml"]).run();
     assert_eq!(run.status.code(), Some(2), "{run}");
 }
+
+/// A spec file's `chart` list pins chart versions in a checkout: a Chart.yaml dependency chosen
+/// by repository, and a version YAML would read as a number written as a string.
+#[test]
+fn chart_versions_from_a_spec_file() {
+    const CHART: &str = "\
+apiVersion: v2
+name: shop
+version: 1.0.0
+dependencies:
+  - name: common
+    version: 2.19.0
+    repository: https://charts.bitnami.com/bitnami
+  - name: common
+    alias: common-next
+    version: 2.19.0  # next
+    repository: oci://registry-1.docker.io/bitnamicharts
+";
+    let dir = Dir::new();
+    dir.write("repo/charts/shop/Chart.yaml", CHART);
+    dir.write(
+        "specs.yaml",
+        "\
+- url: https://gitlab.example.invalid/infra/platform
+  updates:
+  - branch: main
+    paths:
+    - path: charts/shop
+      chart:
+      - name: common
+        repository: oci://registry-1.docker.io/bitnamicharts
+        version: \"2.20\"
+",
+    );
+    let run = dir.tug(&["apply", "specs.yaml", "--dir", "repo"]).ok();
+    assert_eq!(run.stdout, "updated charts/shop/Chart.yaml\n");
+    assert_eq!(
+        dir.read_text("repo/charts/shop/Chart.yaml"),
+        CHART.replace("2.19.0  # next", "\"2.20\"  # next")
+    );
+
+    // In a YAML spec file a plain `2.21` is the text as written; in JSON a number would have
+    // lost its digits already (2.20 is 2.2), so it is refused naming the field.
+    dir.write(
+        "plain.yaml",
+        "\
+- url: https://gitlab.example.invalid/infra/platform
+  updates:
+  - branch: main
+    paths:
+    - path: charts/shop
+      chart: [{name: common, repository: oci://registry-1.docker.io/bitnamicharts, version: 2.21}]
+",
+    );
+    dir.tug(&["apply", "plain.yaml", "--dir", "repo"]).ok();
+    assert_eq!(
+        dir.read_text("repo/charts/shop/Chart.yaml"),
+        CHART.replace("2.19.0  # next", "\"2.21\"  # next")
+    );
+    dir.write(
+        "number.json",
+        r#"{"url": "u", "updates": [{"branch": "main", "paths": [
+            {"path": "charts/shop", "chart": [{"name": "common", "version": 2.20}]}]}]}"#,
+    );
+    let run = dir.tug(&["apply", "number.json", "--dir", "repo"]).run();
+    assert_ne!(run.status.code(), Some(0), "{run}");
+    assert!(
+        run.stderr
+            .contains("chart[0].version: invalid type: floating point `2.2`, expected a string"),
+        "{run}"
+    );
+}

@@ -765,3 +765,180 @@ fn merge_key_annotations_and_duplicate_keys_are_refused() {
     );
     assert_eq!(dir.read_text("values.yaml"), values);
 }
+
+const CHART_KUSTOMIZATION: &str = "\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+helmCharts:
+  - name: podinfo
+    repo: https://stefanprodan.github.io/podinfo
+    version: 6.5.0  # bumped by CI
+    releaseName: podinfo
+";
+
+const CHART_YAML: &str = "\
+apiVersion: v2
+name: shop
+version: 1.4.0
+dependencies:
+  - name: common
+    version: \"2.19.0\"
+    repository: https://charts.bitnami.com/bitnami
+  - name: common
+    alias: common-next
+    version: 2.19.0
+    repository: oci://registry-1.docker.io/bitnamicharts
+";
+
+const HELM_RELEASES: &str = "\
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: podinfo
+spec:
+  url: https://stefanprodan.github.io/podinfo
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: podinfo
+spec:
+  chart:
+    spec:
+      chart: podinfo
+      version: 6.5.0
+      sourceRef: {kind: HelmRepository, name: podinfo}
+";
+
+#[test]
+fn chart_version_in_a_kustomization_is_quoted_when_yaml_would_read_a_number() {
+    let dir = Dir::new();
+    dir.write("apps/web/kustomization.yaml", CHART_KUSTOMIZATION);
+    let run = dir
+        .tug(&[
+            "edit",
+            "chart",
+            "apps/web/kustomization.yaml",
+            "podinfo",
+            "6.10",
+        ])
+        .ok();
+    assert_eq!(
+        dir.read_text("apps/web/kustomization.yaml"),
+        CHART_KUSTOMIZATION.replace("6.5.0", "\"6.10\"")
+    );
+    assert_eq!(
+        run.stdout,
+        "apps/web/kustomization.yaml: set chart podinfo to version 6.10\n"
+    );
+    assert!(leftovers(&dir.path("apps/web")).is_empty());
+    // The same bump again changes nothing.
+    let again = dir
+        .tug(&[
+            "edit",
+            "chart",
+            "apps/web/kustomization.yaml",
+            "podinfo",
+            "6.10",
+        ])
+        .ok();
+    assert_eq!(
+        again.stdout,
+        "apps/web/kustomization.yaml: already up to date\n"
+    );
+}
+
+#[test]
+fn chart_dependency_is_chosen_by_repository() {
+    let dir = Dir::new();
+    let file = dir.write("charts/shop/Chart.yaml", CHART_YAML);
+    let before = identity(&file);
+    let run = dir
+        .tug(&[
+            "edit",
+            "chart",
+            "charts/shop/Chart.yaml",
+            "common",
+            "2.20.0",
+        ])
+        .fails();
+    assert_eq!(
+        run.stderr,
+        "tug: error: charts/shop/Chart.yaml:5:5: 2 charts named common match: dependencies entry common (repository https://charts.bitnami.com/bitnami), dependencies entry common (repository oci://registry-1.docker.io/bitnamicharts); name the repository (repository) to choose one\n"
+    );
+    assert_eq!(identity(&file), before);
+    dir.tug(&[
+        "edit",
+        "chart",
+        "charts/shop/Chart.yaml",
+        "common",
+        "2.20.0",
+        "--repository",
+        "oci://registry-1.docker.io/bitnamicharts",
+    ])
+    .ok();
+    assert_eq!(
+        dir.read_text("charts/shop/Chart.yaml"),
+        CHART_YAML.replace("    version: 2.19.0\n", "    version: 2.20.0\n")
+    );
+}
+
+#[test]
+fn chart_in_a_directory_is_the_one_file_that_pins_it() {
+    let dir = Dir::new();
+    // A Flux layout: the kustomization only lists the HelmRelease.
+    dir.write(
+        "apps/web/kustomization.yaml",
+        "resources:\n  - releases.yaml\n",
+    );
+    dir.write("apps/web/releases.yaml", HELM_RELEASES);
+    let run = dir
+        .tug(&["edit", "chart", "apps/web", "podinfo", "6.6.0", "--dry-run"])
+        .ok();
+    assert!(
+        run.stdout
+            .contains("-      version: 6.5.0\n+      version: 6.6.0\n"),
+        "{run}"
+    );
+    assert_eq!(dir.read_text("apps/web/releases.yaml"), HELM_RELEASES);
+    let run = dir
+        .tug(&[
+            "edit", "chart", "apps/web", "podinfo", "6.6.0", "-o", "json",
+        ])
+        .ok();
+    let v = run.json();
+    assert_eq!(v["file"], "apps/web/releases.yaml", "{v}");
+    assert_eq!(v["changed"], true, "{v}");
+    assert_eq!(
+        dir.read_text("apps/web/releases.yaml"),
+        HELM_RELEASES.replace("6.5.0", "6.6.0")
+    );
+
+    let run = dir
+        .tug(&["edit", "chart", "apps/web", "redis", "19.0.0"])
+        .fails();
+    assert_eq!(
+        run.stderr,
+        "tug: error: no chart redis in web: web/kustomization.yaml: no chart redis: the kustomization has no helmCharts entries; web/releases.yaml: no chart redis in the HelmReleases of the file (found podinfo)\n"
+    );
+}
+
+#[test]
+fn chart_version_that_is_no_version_is_refused() {
+    let dir = Dir::new();
+    dir.write("kustomization.yaml", CHART_KUSTOMIZATION);
+    let run = dir
+        .tug(&[
+            "edit",
+            "chart",
+            "kustomization.yaml",
+            "podinfo",
+            "6.6.0\nx: y",
+        ])
+        .fails();
+    assert_eq!(
+        run.stderr,
+        "tug: error: kustomization.yaml: invalid chart version \"6.6.0\\nx: y\": it holds a line break or another control character\n"
+    );
+    assert_eq!(dir.read_text("kustomization.yaml"), CHART_KUSTOMIZATION);
+}

@@ -170,10 +170,14 @@ fn quickstart(home: &Path) -> (ServerProcess, u16) {
 
 /// The checkout the editing examples work on: every file they name, in the state they expect.
 fn write_checkout(dir: &Path) {
-    let files: [(&str, &str); 7] = [
+    let files: [(&str, &str); 8] = [
         (
             "apps/my-app/dev/kustomization.yaml",
-            "resources:\n  - deployment.yaml\n  - cronjob.yaml\nimages:\n  - name: registry.example.com/my-app\n    newTag: v1.0.0\n",
+            "resources:\n  - deployment.yaml\n  - cronjob.yaml\nimages:\n  - name: registry.example.com/my-app\n    newTag: v1.0.0\nhelmCharts:\n  - name: podinfo\n    repo: oci://ghcr.io/stefanprodan/charts\n    version: 6.5.0\n",
+        ),
+        (
+            "charts/shop/Chart.yaml",
+            "apiVersion: v2\nname: shop\nversion: 1.0.0\ndependencies:\n  - name: common\n    version: 2.19.0\n    repository: https://charts.bitnami.com/bitnami\n  - name: common\n    alias: common-next\n    version: 2.19.0\n    repository: oci://registry-1.docker.io/bitnamicharts\n",
         ),
         (
             "apps/my-app/dev/deployment.yaml",

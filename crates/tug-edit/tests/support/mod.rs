@@ -126,6 +126,16 @@ pub fn parse_edit(line: &str) -> Result<Edit, String> {
             path: path.to_string(),
             image: raw_spec(&s.to_string())?,
         }),
+        ["chart", name, version] => Ok(Edit::ChartVersion {
+            name: name.to_string(),
+            repository: None,
+            version: version.to_string(),
+        }),
+        ["chart", name, version, "--repository", repository] => Ok(Edit::ChartVersion {
+            name: name.to_string(),
+            repository: Some(repository.to_string()),
+            version: version.to_string(),
+        }),
         ["redeploy", key, value] => Ok(Edit::Redeploy {
             key: key.to_string(),
             value: value.to_string(),

@@ -90,7 +90,8 @@ pub(crate) async fn deployed_image(
                         })
                     })
             }
-            EditKind::Copy => None,
+            // Status shows images; a chart target's version is in the release history.
+            EditKind::Copy | EditKind::Chart { .. } => None,
         }
     })
     .await

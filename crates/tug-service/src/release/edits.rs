@@ -1,14 +1,15 @@
-//! What a release changes in the repository: an image edit at the service's target (as a
-//! `tug_spec::PathUpdate`, so the writer applies it with the same engine as deploys), or, for
-//! services released by copying, the artifact's rendered manifests written whole.
+//! What a release changes in the repository: an image edit at the service's target, or a chart
+//! version bump for `chart` targets (as a `tug_spec::PathUpdate`, so the writer applies it with
+//! the same engine as deploys), or, for services released by copying, the artifact's rendered
+//! manifests written whole.
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use tug_release::{EditKind, ImageReference, Target};
+use tug_release::{ChartReference, EditKind, ImageReference, Target};
 use tug_spec::{
-    HelmImageUpdate, ImageRef, KustomizeUpdate, ManifestImageUpdate, PathUpdate, RedeployUpdate,
-    YqUpdate,
+    ChartUpdate, HelmImageUpdate, ImageRef, KustomizeUpdate, ManifestImageUpdate, PathUpdate,
+    RedeployUpdate, YqUpdate,
 };
 
 use crate::intake::PayloadFile;
@@ -86,6 +87,12 @@ pub fn image_update(
                 target.service, target.environment
             ));
         }
+        EditKind::Chart { .. } => {
+            return Err(format!(
+                "service '{}' is released by a chart version in environment '{}', not by an image edit",
+                target.service, target.environment
+            ));
+        }
     }
     if redeploy {
         update.redeploy = Some(RedeployUpdate {
@@ -95,6 +102,27 @@ pub fn image_update(
         });
     }
     Ok(update)
+}
+
+/// The edit of a `chart` target: pin the artifact's chart version in the one file of the
+/// target's directory that pins the chart (named by the target, else by the artifact).
+pub fn chart_update(target: &Target, chart: &ChartReference) -> Result<PathUpdate, String> {
+    let EditKind::Chart { name } = &target.edit else {
+        return Err(format!(
+            "service '{}' is not released by a chart version in environment '{}'",
+            target.service, target.environment
+        ));
+    };
+    Ok(PathUpdate {
+        path: target.path.clone(),
+        chart: vec![ChartUpdate {
+            file: None,
+            name: name.clone().unwrap_or_else(|| chart.name.clone()),
+            repository: None,
+            version: chart.version.clone(),
+        }],
+        ..PathUpdate::default()
+    })
 }
 
 /// Whether a manifest is a Flux `Kustomization` (which belongs under `clusters/`).
@@ -251,6 +279,44 @@ mod tests {
         assert_eq!(entry.name, "api");
         assert_eq!(entry.new_name.as_deref(), Some("registry.example.com/api"));
         assert!(named.redeploy.is_some());
+    }
+
+    #[test]
+    fn a_chart_target_pins_the_artifact_chart_version_under_the_configured_name() {
+        let chart = ChartReference {
+            name: "api".to_owned(),
+            version: "1.10".to_owned(),
+        };
+        let update = chart_update(
+            &target(EditKind::Chart { name: None }, "apps/api/dev"),
+            &chart,
+        )
+        .unwrap();
+        assert_eq!(update.path, "apps/api/dev");
+        assert_eq!(update.chart[0].name, "api");
+        assert_eq!(update.chart[0].version, "1.10");
+        assert!(update.redeploy.is_none() && update.kustomize.is_none());
+        let named = chart_update(
+            &target(
+                EditKind::Chart {
+                    name: Some("api-chart".to_owned()),
+                },
+                "apps/api/dev",
+            ),
+            &chart,
+        )
+        .unwrap();
+        assert_eq!(named.chart[0].name, "api-chart");
+        let image_target = target(EditKind::Kustomize { image: None }, "apps/api/dev");
+        assert!(chart_update(&image_target, &chart).is_err());
+        assert!(
+            image_update(
+                &target(EditKind::Chart { name: None }, "x"),
+                &image(None),
+                false
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tug_release::{
 use tug_spec::PathsAt;
 use tug_store::{BranchKey, Enqueued, NewJob, NewTask, StoredArtifact};
 
-use super::edits::{copy_release, image_update};
+use super::edits::{chart_update, copy_release, image_update};
 use super::index::{history, sync};
 use super::{Ctx, Place, ReleaseModel, conflict, internal, invalid, not_found, policies};
 use crate::error::{ErrorKind, ServiceError};
@@ -361,6 +361,18 @@ async fn plan_one(
         .map_err(conflict)?;
         files = copy.files;
         replace_dirs = copy.replace_dirs;
+    } else if matches!(target.edit, EditKind::Chart { .. }) {
+        let chart = artifact.chart_reference().ok_or_else(|| {
+            conflict(format!(
+                "artifact '{artifact_id}' has no chart stage naming a chart version to release (tug artifact add chart)"
+            ))
+        })?;
+        let update = chart_update(&target, &chart).map_err(conflict)?;
+        segments.push(PathsAt {
+            field: format!("release of {service} to {env}"),
+            paths: vec![update],
+        });
+        image = artifact.image_reference();
     } else {
         let reference = artifact.image_reference().ok_or_else(|| {
             conflict(format!(
