@@ -5,7 +5,7 @@
 //!   on the remote for less.
 //! * naive — the per-request pipeline of a script-based deploy server in a work-tree clone:
 //!   fetch, `reset --hard`, sed, add, commit, push.
-//! * tug — `tug_git::land` of one `DeployChange` on a mirror opened once, as a writer of
+//! * tug — `tug_git::land` of one `TaskChange` on a mirror opened once, as a writer of
 //!   `tug server` runs it per request.
 //! * edit engine — `tug_edit::apply` of kustomize image edits on one thread.
 //!
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tug_deploy::{CommitInfo, DeployChange};
+use tug_deploy::TaskChange;
 use tug_edit::{Edit, ImageSpec};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote};
 use tug_spec::{ImageRef, KustomizeUpdate, PathUpdate, PathsAt};
@@ -329,35 +329,25 @@ fn naive_round(naive: &mut Naive, bump: &ImageBump, round: usize, counted: bool)
 }
 
 /// The change a deploy request for one image bump becomes in a writer of `tug server`.
-pub fn deploy_change(request_id: &str, bump: &ImageBump, tag: &str) -> DeployChange {
-    DeployChange {
-        request_id: request_id.to_owned(),
-        segments: vec![PathsAt {
-            field: "paths".to_owned(),
-            paths: vec![PathUpdate {
-                path: bump.dir.clone(),
-                kustomize: Some(KustomizeUpdate {
-                    images: vec![ImageRef {
-                        name: bump.image.clone(),
-                        new_tag: Some(tag.to_owned()),
-                        ..ImageRef::default()
-                    }],
-                }),
-                ..PathUpdate::default()
-            }],
+pub fn deploy_change(request_id: &str, bump: &ImageBump, tag: &str) -> TaskChange {
+    let mut change = TaskChange::deploy("", &Identity::new("CI", "ci@example.invalid"), None)
+        .for_request(request_id);
+    change.redeploy_value = request_id.to_owned();
+    change.push_segment(PathsAt {
+        field: "paths".to_owned(),
+        paths: vec![PathUpdate {
+            path: bump.dir.clone(),
+            kustomize: Some(KustomizeUpdate {
+                images: vec![ImageRef {
+                    name: bump.image.clone(),
+                    new_tag: Some(tag.to_owned()),
+                    ..ImageRef::default()
+                }],
+            }),
+            ..PathUpdate::default()
         }],
-        context: tug_spec::Context {
-            redeploy_value: request_id.to_owned(),
-            strict: false,
-        },
-        created: tug_deploy::Created::default(),
-        commit: CommitInfo {
-            author: Identity::new("CI", "ci@example.invalid"),
-            message: None,
-            trailers: Vec::new(),
-            allow_empty: false,
-        },
-    }
+    });
+    change
 }
 
 fn tug_round(

@@ -3,11 +3,14 @@
 //! rebuilt from git alone. Used by `tug apply --push` and by the server's writers, so both write the
 //! same commits.
 
-use tug_git::{ChangeError, CommitMeta, DirEntry, EntryKind, FileSource, FileWrite, Identity};
-use tug_spec::{Files, FilesError, PathUpdate, PathsAt};
+use tug_git::{ChangeError, DirEntry, EntryKind, FileSource};
+use tug_spec::{Files, FilesError, PathUpdate};
 
+mod change;
+
+pub use change::{CHANGED_CONCURRENTLY, FilePrecondition, TaskChange, WholeFile};
 /// Trailer carrying the request (task) id: a writer that crashed after pushing finds its commit by it.
-pub const REQUEST_TRAILER: &str = "Tug-Request";
+pub use tug_release::trailers::TUG_REQUEST as REQUEST_TRAILER;
 /// One trailer per edit, describing it.
 pub const CHANGE_TRAILER: &str = "Tug-Change";
 
@@ -71,32 +74,6 @@ impl Files for GitFiles<'_> {
     }
 }
 
-/// Who asked and how the commit should read.
-#[derive(Debug, Clone)]
-pub struct CommitInfo {
-    pub author: Identity,
-    /// The requester's message; its first line becomes the title. Generated when absent.
-    pub message: Option<String>,
-    /// Extra trailers, after tug's own.
-    pub trailers: Vec<(String, String)>,
-    /// Commit even when nothing changes.
-    pub allow_empty: bool,
-}
-
-/// The edits of one request on one branch.
-#[derive(Debug, Clone)]
-pub struct DeployChange {
-    /// Recorded as the `Tug-Request` trailer.
-    pub request_id: String,
-    /// The path updates, with where each group sits in the request (for error messages).
-    pub segments: Vec<PathsAt>,
-    pub context: tug_spec::Context,
-    pub commit: CommitInfo,
-    /// What the last application of the edits added (`tug_spec::Applied::created`); clones
-    /// share it, so the caller of `tug_git::land` reads it from its own copy.
-    pub created: Created,
-}
-
 /// The additions of the latest [`tug_git::Change::apply`] of a [`DeployChange`].
 #[derive(Debug, Clone, Default)]
 pub struct Created(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
@@ -107,160 +84,14 @@ impl Created {
         self.0.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    fn set(&self, lines: Vec<String>) {
+    pub(crate) fn set(&self, lines: Vec<String>) {
         if let Ok(mut c) = self.0.lock() {
             *c = lines;
         }
     }
 }
 
-impl tug_git::Change for DeployChange {
-    fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
-        let applied = tug_spec::apply_segments(&self.segments, &GitFiles(files), &self.context)
-            .map_err(|e| ChangeError::Invalid(e.to_string()))?;
-        // A re-application (after a rejected push) replaces what an earlier one found.
-        self.created.set(applied.created);
-        Ok(applied
-            .changes
-            .into_iter()
-            .map(|c| FileWrite::put(c.path, c.content))
-            .collect())
-    }
-
-    fn commit_meta(&self) -> CommitMeta {
-        let paths: Vec<PathUpdate> = self
-            .segments
-            .iter()
-            .flat_map(|s| s.paths.iter().cloned())
-            .collect();
-        let edits = describe_paths(&paths);
-        let (title, body) = match self.commit.message.as_deref().map(str::trim) {
-            Some(m) if !m.is_empty() => match m.split_once('\n') {
-                Some((title, rest)) => (title.trim().to_owned(), rest.trim().to_owned()),
-                None => (m.to_owned(), String::new()),
-            },
-            _ => (generated_title(&paths, &edits), String::new()),
-        };
-        let mut meta = CommitMeta::new(self.commit.author.clone(), title).with_body(body);
-        meta.allow_empty = self.commit.allow_empty;
-        meta = meta.with_trailer(REQUEST_TRAILER, self.request_id.clone());
-        for e in edits {
-            meta = meta.with_trailer(CHANGE_TRAILER, e);
-        }
-        for (k, v) in &self.commit.trailers {
-            meta = meta.with_trailer(k.clone(), v.clone());
-        }
-        meta
-    }
-}
-
-/// A file written whole, after the edits: a policies file, a manifest copied from a bundle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WholeFile {
-    pub path: String,
-    pub content: Vec<u8>,
-}
-
-/// What a file must hold when a change applies: the content it was computed from (`None`: the
-/// file must not exist). A read-modify-write change (a policies file) that finds something else
-/// fails instead of overwriting a concurrent change; its author re-reads and tries again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilePrecondition {
-    pub path: String,
-    pub content: Option<Vec<u8>>,
-}
-
-/// The start of the message of a change refused by a [`FilePrecondition`], for callers that
-/// retry such a change from a fresh read.
-pub const CHANGED_CONCURRENTLY: &str = "changed since it was read";
-
-/// A deploy change plus files written whole. `replace_dirs` are directories the files own: any
-/// file under one of them that the change does not write is deleted, so a release that copies a
-/// new set of manifests leaves none of the previous set behind.
-#[derive(Debug, Clone)]
-pub struct ChangeWithFiles {
-    pub edits: DeployChange,
-    pub files: Vec<WholeFile>,
-    pub replace_dirs: Vec<String>,
-    pub preconditions: Vec<FilePrecondition>,
-}
-
-/// Every file under `dir` (recursively), as repository paths.
-fn files_under(
-    files: &dyn FileSource,
-    dir: &str,
-    out: &mut Vec<String>,
-) -> Result<(), ChangeError> {
-    match files.entry_kind(dir)? {
-        Some(EntryKind::Dir) => {}
-        _ => return Ok(()),
-    }
-    for entry in files.list_dir(dir)? {
-        let path = format!("{dir}/{}", entry.name);
-        match entry.kind {
-            EntryKind::Dir => files_under(files, &path, out)?,
-            EntryKind::Submodule => {}
-            EntryKind::File | EntryKind::Executable | EntryKind::Symlink => out.push(path),
-        }
-    }
-    Ok(())
-}
-
-impl tug_git::Change for ChangeWithFiles {
-    fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
-        for p in &self.preconditions {
-            if files.read_file(&p.path)? != p.content {
-                return Err(ChangeError::edit(
-                    p.path.clone(),
-                    format!("{CHANGED_CONCURRENTLY} (another change landed first)"),
-                ));
-            }
-        }
-        let mut writes: Vec<FileWrite> = if self.edits.segments.is_empty() {
-            Vec::new()
-        } else {
-            tug_git::Change::apply(&self.edits, files)?
-        };
-        // A whole file wins over an edit of the same path: it was computed as the final content.
-        writes.retain(|w| !self.files.iter().any(|f| f.path == w.path));
-        for dir in &self.replace_dirs {
-            let dir = dir.trim_end_matches('/');
-            let mut existing = Vec::new();
-            files_under(files, dir, &mut existing)?;
-            for path in existing {
-                if !self.files.iter().any(|f| f.path == path) {
-                    writes.retain(|w| w.path != path);
-                    writes.push(FileWrite::delete(path));
-                }
-            }
-        }
-        for f in &self.files {
-            // Unchanged content is not rewritten, so a release of what runs is a no-op.
-            if files.read_file(&f.path)?.as_deref() != Some(f.content.as_slice()) {
-                writes.push(FileWrite::put(f.path.clone(), f.content.clone()));
-            }
-        }
-        Ok(writes)
-    }
-
-    fn commit_meta(&self) -> CommitMeta {
-        let mut meta = self.edits.commit_meta();
-        let position = meta
-            .trailers
-            .iter()
-            .rposition(|(k, _)| k == CHANGE_TRAILER || k == REQUEST_TRAILER)
-            .map_or(0, |i| i + 1);
-        let described: Vec<(String, String)> = self
-            .files
-            .iter()
-            .map(|f| (CHANGE_TRAILER.to_owned(), format!("write {}", f.path)))
-            .collect();
-        meta.trailers.splice(position..position, described);
-        meta
-    }
-}
-
-fn generated_title(paths: &[PathUpdate], edits: &[String]) -> String {
+pub(crate) fn generated_title(paths: &[PathUpdate], edits: &[String]) -> String {
     match (paths, edits) {
         ([p], [one]) => format!("deploy({}): {}", display_path(&p.path), strip_location(one)),
         ([p], many) => format!("deploy({}): {} edits", display_path(&p.path), many.len()),
@@ -291,17 +122,21 @@ mod tests {
     #[test]
     fn a_precondition_refuses_a_file_that_changed_since_it_was_read() {
         let files = MemoryFiles(vec![("policies/api.json", "{\"v\":2}")]);
-        let change = |read: Option<&[u8]>| ChangeWithFiles {
-            edits: change(Vec::new(), Some("[policies/api] apply")),
-            files: vec![WholeFile {
-                path: "policies/api.json".into(),
-                content: b"{\"v\":3}".to_vec(),
-            }],
-            replace_dirs: Vec::new(),
-            preconditions: vec![FilePrecondition {
-                path: "policies/api.json".into(),
-                content: read.map(<[u8]>::to_vec),
-            }],
+        let change = |read: Option<&[u8]>| {
+            TaskChange::files(
+                "file:///r",
+                &Identity::new("CI", "ci@example.com"),
+                "[policies/api] apply".into(),
+                Vec::new(),
+                vec![WholeFile {
+                    path: "policies/api.json".into(),
+                    content: b"{\"v\":3}".to_vec(),
+                }],
+                vec![FilePrecondition {
+                    path: "policies/api.json".into(),
+                    content: read.map(<[u8]>::to_vec),
+                }],
+            )
         };
         let writes = tug_git::Change::apply(&change(Some(b"{\"v\":2}")), &files).unwrap();
         assert_eq!(
@@ -315,7 +150,8 @@ mod tests {
     }
 
     use super::*;
-    use tug_spec::{ImageRef, KustomizeUpdate};
+    use tug_git::{FileWrite, Identity};
+    use tug_spec::{ImageRef, KustomizeUpdate, PathsAt};
 
     fn kustomize(path: &str, tag: &str) -> PathUpdate {
         PathUpdate {
@@ -331,25 +167,20 @@ mod tests {
         }
     }
 
-    fn change(paths: Vec<PathUpdate>, message: Option<&str>) -> DeployChange {
-        DeployChange {
-            request_id: "req-1".into(),
-            segments: vec![PathsAt {
-                field: "paths".into(),
-                paths,
-            }],
-            context: tug_spec::Context {
-                redeploy_value: "t".into(),
-                strict: false,
-            },
-            created: Created::default(),
-            commit: CommitInfo {
-                author: Identity::new("CI", "ci@example.com"),
-                message: message.map(str::to_owned),
-                trailers: vec![("Source-Commit".into(), "abc123".into())],
-                allow_empty: false,
-            },
-        }
+    fn change(paths: Vec<PathUpdate>, message: Option<&str>) -> TaskChange {
+        let mut change = TaskChange::deploy(
+            "file:///r",
+            &Identity::new("CI", "ci@example.com"),
+            message.map(str::to_owned),
+        )
+        .for_request("req-1");
+        change.redeploy_value = "t".into();
+        change.trailers = vec![("Source-Commit".into(), "abc123".into())];
+        change.push_segment(PathsAt {
+            field: "paths".into(),
+            paths,
+        });
+        change
     }
 
     /// Files in memory, for changes that only write whole files.
@@ -403,21 +234,19 @@ mod tests {
             ("dev/releases/dev/web/sub/nested.yaml", "nested"),
             ("dev/other.yaml", "kept"),
         ]);
-        let change = ChangeWithFiles {
-            edits: change(Vec::new(), Some("[dev/web] release a by b")),
-            files: vec![
-                WholeFile {
-                    path: "dev/releases/dev/web/same.yaml".into(),
-                    content: b"same".to_vec(),
-                },
-                WholeFile {
-                    path: "dev/releases/dev/web/new.yaml".into(),
-                    content: b"new".to_vec(),
-                },
-            ],
-            replace_dirs: vec!["dev/releases/dev/web".into()],
-            preconditions: Vec::new(),
-        };
+        let mut change = change(Vec::new(), Some("[dev/web] release a by b"));
+        change.segments.clear();
+        change.files = vec![
+            WholeFile {
+                path: "dev/releases/dev/web/same.yaml".into(),
+                content: b"same".to_vec(),
+            },
+            WholeFile {
+                path: "dev/releases/dev/web/new.yaml".into(),
+                content: b"new".to_vec(),
+            },
+        ];
+        change.replace_dirs = vec!["dev/releases/dev/web".into()];
         let mut writes = tug_git::Change::apply(&change, &files).unwrap();
         writes.sort_by(|a, b| a.path.cmp(&b.path));
         assert_eq!(
@@ -445,6 +274,33 @@ mod tests {
                 ("Source-Commit".to_owned(), "abc123".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn the_stored_form_keeps_its_field_names_and_any_bytes() {
+        let mut change = change(vec![kustomize("a", "1")], None);
+        change.files = vec![WholeFile {
+            path: "bin".into(),
+            content: vec![0, 159, 146, 150],
+        }];
+        change.preconditions = vec![FilePrecondition {
+            path: "gone".into(),
+            content: None,
+        }];
+        let stored = serde_json::to_value(&change).unwrap();
+        assert_eq!(stored["files"][0]["content_base64"], "AJ+Slg==");
+        assert_eq!(
+            stored["preconditions"][0]["content_base64"],
+            serde_json::Value::Null
+        );
+        assert!(
+            stored.get("request_id").is_none(),
+            "the job id is not stored twice"
+        );
+        let back: TaskChange = serde_json::from_value(stored).unwrap();
+        assert_eq!(back.files, change.files);
+        assert_eq!(back.preconditions, change.preconditions);
+        assert_eq!(back.segments, change.segments);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use land::{Change, LandOptions, LandReport, LandResult, land};
 pub use mirror::{Mirror, MirrorOptions, Remote, check_remote_url};
 pub use object::{EntryKind, ObjectId};
 pub use secret::Secret;
-pub use tree::{DirEntry, FileAction, FileSource, FileWrite, TreeView, split_path};
+pub use tree::{DirEntry, FileAction, FileSource, FileWrite, TreeView, files_under, split_path};
 
 #[cfg(test)]
 mod tests {

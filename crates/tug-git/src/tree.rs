@@ -18,6 +18,31 @@ pub trait FileSource {
     fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, ChangeError>;
 }
 
+/// Every file under the directory `dir` of `files`, recursively, as repository paths in git's
+/// order; submodules are left out. Nothing (not an error) when `dir` is not a directory.
+pub fn files_under(files: &dyn FileSource, dir: &str) -> Result<Vec<String>, ChangeError> {
+    fn walk(files: &dyn FileSource, dir: &str, out: &mut Vec<String>) -> Result<(), ChangeError> {
+        for entry in files.list_dir(dir)? {
+            let path = if dir.is_empty() {
+                entry.name
+            } else {
+                format!("{dir}/{}", entry.name)
+            };
+            match entry.kind {
+                EntryKind::Dir => walk(files, &path, out)?,
+                EntryKind::Submodule => {}
+                EntryKind::File | EntryKind::Executable | EntryKind::Symlink => out.push(path),
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    if files.entry_kind(dir)? == Some(EntryKind::Dir) {
+        walk(files, dir, &mut out)?;
+    }
+    Ok(out)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
     pub name: String,

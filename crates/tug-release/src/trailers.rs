@@ -31,7 +31,19 @@ pub const RELEASE_INTENT: &str = "Release-intent";
 pub const PROMOTED_FROM: &str = "Promoted-from";
 pub const ROLLBACK_OF: &str = "Rollback-of";
 pub const RELEASED_BY: &str = "Released-by";
+/// The request (job) id of every commit tug writes: a writer that crashed after pushing finds its
+/// commit by it.
 pub const TUG_REQUEST: &str = "Tug-Request";
+/// Who lifted a rollback pin (an empty commit that also carries `Service` and `Environment`).
+pub const UNPINNED_BY: &str = "Unpinned-by";
+
+/// The trailers of a commit message, in order: its last block of `Key: value` lines. The one
+/// trailer parser of tug (release history, unpins, recovery of a writer's own commits).
+#[must_use]
+pub fn parse_trailers(message: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = message.lines().map(|l| l.trim_end_matches('\r')).collect();
+    trailer_block(&lines)
+}
 
 /// A person as git writes one: `Name <email>`, `Name`, or `<email>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -213,20 +225,17 @@ impl ReleaseRecord {
         )
     }
 
-    /// The full commit message: title, blank line, trailers, trailing newline.
+    /// The trailers that record this release, in the order tug writes them; structured until
+    /// the commit is written.
     ///
     /// # Errors
     /// A value that would not read back the same (empty, a line break, an unsafe name), naming
     /// the trailer.
-    pub fn to_commit_message(&self) -> Result<String, TrailerError> {
+    pub fn trailers(&self) -> Result<Vec<(String, String)>, TrailerError> {
         self.check()?;
-        let mut message = format!("{}\n\n", self.title());
-        let mut trailer = |key: &str, value: &str| {
-            message.push_str(key);
-            message.push_str(": ");
-            message.push_str(value);
-            message.push('\n');
-        };
+        let mut trailers = Vec::new();
+        let mut trailer =
+            |key: &str, value: &str| trailers.push((key.to_owned(), value.to_owned()));
         trailer(SERVICE, &self.service);
         trailer(ENVIRONMENT, &self.environment);
         trailer(ARTIFACT_ID, &self.artifact_id);
@@ -239,6 +248,21 @@ impl ReleaseRecord {
         trailer(RELEASED_BY, &self.released_by.to_string());
         if let Some(request) = &self.request {
             trailer(TUG_REQUEST, request);
+        }
+        Ok(trailers)
+    }
+
+    /// The full commit message: title, blank line, trailers, trailing newline.
+    ///
+    /// # Errors
+    /// As [`ReleaseRecord::trailers`].
+    pub fn to_commit_message(&self) -> Result<String, TrailerError> {
+        let mut message = format!("{}\n\n", self.title());
+        for (key, value) in self.trailers()? {
+            message.push_str(&key);
+            message.push_str(": ");
+            message.push_str(&value);
+            message.push('\n');
         }
         Ok(message)
     }

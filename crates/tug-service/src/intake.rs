@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use tug_deploy::TaskChange;
+use tug_git::Identity;
 use tug_spec::{DeployRequest, PathsAt};
 use tug_store::{BranchKey, NewJob, NewTask};
 
@@ -31,46 +32,6 @@ impl Rejection {
             message: message.into(),
         }
     }
-}
-
-/// Everything a writer needs to apply one task again, even after a restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskPayload {
-    pub url: String,
-    pub segments: Vec<PathsAt>,
-    pub author_name: String,
-    pub author_email: String,
-    pub message: Option<String>,
-    pub trailers: Vec<(String, String)>,
-    pub allow_empty: bool,
-    /// Chosen when the request was accepted, so re-applying the task writes the same value.
-    pub redeploy_value: String,
-    /// Refuse edits that would only add (see `tug_spec::Context::strict`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub strict: bool,
-    /// Files written whole after the edits (policies files, manifests copied by a release).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<PayloadFile>,
-    /// Directories `files` own: any other file under them is deleted.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replace_dirs: Vec<String>,
-    /// What files must hold for the task to apply (a read-modify-write of a policies file).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub preconditions: Vec<PayloadPrecondition>,
-}
-
-/// One of [`TaskPayload::preconditions`]: the file's content, base64 (`None`: absent).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PayloadPrecondition {
-    pub path: String,
-    pub content_base64: Option<String>,
-}
-
-/// One file of [`TaskPayload::files`]; base64 keeps any bytes intact through the JSON payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PayloadFile {
-    pub path: String,
-    pub content_base64: String,
 }
 
 /// Turns a parsed request into a job, or says why not.
@@ -125,7 +86,7 @@ pub fn job_from_request(
     let redeploy_value = accepted_at.to_string();
 
     // One task per repository branch; a request naming a branch twice adds a segment.
-    let mut tasks: BTreeMap<BranchKey, TaskPayload> = BTreeMap::new();
+    let mut tasks: BTreeMap<BranchKey, TaskChange> = BTreeMap::new();
     for (si, spec) in request.deploy_specs.iter().enumerate() {
         let repo = match spec.repository.as_deref().filter(|r| !r.is_empty()) {
             Some(name) => config.repository(name),
@@ -167,22 +128,19 @@ pub fn job_from_request(
             };
             tasks
                 .entry(key)
-                .or_insert_with(|| TaskPayload {
-                    url: repo.url.clone(),
-                    segments: Vec::new(),
-                    author_name: author_name.clone(),
-                    author_email: author_email.clone(),
-                    message: commit.message.clone(),
-                    trailers: trailers.clone(),
-                    allow_empty: request.allow_empty || config.commit.allow_empty,
-                    redeploy_value: redeploy_value.clone(),
-                    strict: request.strict.unwrap_or(config.deploy.strict),
-                    files: Vec::new(),
-                    replace_dirs: Vec::new(),
-                    preconditions: Vec::new(),
+                .or_insert_with(|| {
+                    let mut change = TaskChange::deploy(
+                        repo.url.clone(),
+                        &Identity::new(author_name.clone(), author_email.clone()),
+                        commit.message.clone(),
+                    );
+                    change.trailers = trailers.clone();
+                    change.allow_empty = request.allow_empty || config.commit.allow_empty;
+                    change.redeploy_value = redeploy_value.clone();
+                    change.strict = request.strict.unwrap_or(config.deploy.strict);
+                    change
                 })
-                .segments
-                .push(segment);
+                .push_segment(segment);
         }
     }
     let tasks = tasks

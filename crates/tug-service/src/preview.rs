@@ -9,7 +9,9 @@ use tug_git::{Change, FileAction, FileSource};
 
 use crate::app::App;
 use crate::error::ServiceError;
-use crate::intake::{TaskPayload, job_from_request};
+use tug_deploy::TaskChange;
+
+use crate::intake::job_from_request;
 
 /// The outcome of a dry run on one repository branch.
 #[derive(Debug, Serialize)]
@@ -73,10 +75,9 @@ impl App {
                 created: Vec::new(),
                 error: None,
             };
-            let payload: TaskPayload = serde_json::from_value(task.payload)
-                .map_err(|e| ServiceError::invalid(e.to_string()))?;
-            let change = crate::writer::change_from_payload(DRY_RUN_REQUEST, payload)
-                .map_err(ServiceError::invalid)?;
+            let change = serde_json::from_value::<TaskChange>(task.payload)
+                .map_err(|e| ServiceError::invalid(e.to_string()))?
+                .for_request(DRY_RUN_REQUEST);
             let mirror = match self.writers.mirror(repo).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -124,7 +125,7 @@ struct Computed {
 fn compute(
     mirror: &tug_git::Mirror,
     branch: &str,
-    change: &tug_deploy::ChangeWithFiles,
+    change: &TaskChange,
 ) -> Result<Computed, String> {
     let tip = mirror
         .fetch_branch(branch)
@@ -152,7 +153,7 @@ fn compute(
         tip: tip.to_hex(),
         message,
         files,
-        created: change.edits.created.lines(),
+        created: change.created.lines(),
     })
 }
 

@@ -7,15 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use tokio::sync::{Mutex, Notify};
 use tracing::{error, info, warn};
-use tug_deploy::{ChangeWithFiles, CommitInfo, DeployChange, REQUEST_TRAILER, WholeFile};
+use tug_deploy::{REQUEST_TRAILER, TaskChange};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
 use tug_store::{BranchKey, Level, Store, Task, TaskId, TaskOutcome};
 
 use crate::config::{Config, RepositoryConfig};
-use crate::intake::TaskPayload;
 use crate::metrics::Metrics;
 use crate::notify::{BranchNotice, BranchOutcome, JobNotification, Notifier};
 use crate::shutdown::Shutdown;
@@ -345,11 +343,11 @@ impl Writers {
         // Decode payloads; a payload that does not decode fails its task alone.
         let mut outcomes = Vec::new();
         let mut landed = None;
-        let mut work: Vec<(&Task, ChangeWithFiles)> = Vec::new();
+        let mut work: Vec<(&Task, TaskChange)> = Vec::new();
         for t in &tasks {
-            let change = serde_json::from_value::<TaskPayload>(t.payload.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|p| change_for(t, p));
+            let change = serde_json::from_value::<TaskChange>(t.payload.clone())
+                .map(|c| c.for_request(t.job_id.clone()))
+                .map_err(|e| e.to_string());
             match change {
                 Ok(change) => work.push((t, change)),
                 Err(e) => outcomes.push((
@@ -411,7 +409,7 @@ impl Writers {
             opts.allow_empty = false;
             let m = mirror.clone();
             let b = branch.branch.clone();
-            let changes: Vec<ChangeWithFiles> = work.iter().map(|(_, c)| c.clone()).collect();
+            let changes: Vec<TaskChange> = work.iter().map(|(_, c)| c.clone()).collect();
             let report = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&dyn tug_git::Change> =
                     changes.iter().map(|c| c as &dyn tug_git::Change).collect();
@@ -472,7 +470,7 @@ impl Writers {
                             }
                         };
                         if committed {
-                            report_created(&mut outcome, &change.edits.created.lines());
+                            report_created(&mut outcome, &change.created.lines());
                         }
                         outcomes.push(outcome);
                     }
@@ -733,22 +731,20 @@ fn backoff(attempts: u32) -> Duration {
 /// them (scripts written for it grep them): `try updating the URL repository`, then one `the
 /// kustomize command to modify the NAME image was successful` per kustomize image. The push line
 /// follows in [`landed_outcome`].
-fn delivery_progress(url: &str, change: &ChangeWithFiles) -> Vec<(Level, String)> {
+fn delivery_progress(url: &str, change: &TaskChange) -> Vec<(Level, String)> {
     let mut lines = vec![(
         Level::Info,
         format!("[INFO] try updating the {url} repository"),
     )];
-    for segment in &change.edits.segments {
-        for path in &segment.paths {
-            for image in path.kustomize.iter().flat_map(|k| &k.images) {
-                lines.push((
-                    Level::Info,
-                    format!(
-                        "[INFO] the kustomize command to modify the {} image was successful",
-                        image.name
-                    ),
-                ));
-            }
+    for path in change.paths() {
+        for image in path.kustomize.iter().flat_map(|k| &k.images) {
+            lines.push((
+                Level::Info,
+                format!(
+                    "[INFO] the kustomize command to modify the {} image was successful",
+                    image.name
+                ),
+            ));
         }
     }
     lines
@@ -792,72 +788,6 @@ fn report_created(outcome: &mut Outcome, created: &[String]) {
         )
     });
     outcome.2.splice(0..0, warnings);
-}
-
-fn change_for(task: &Task, p: TaskPayload) -> Result<ChangeWithFiles, String> {
-    change_from_payload(&task.job_id, p)
-}
-
-/// The git change a stored task asks for; `request_id` becomes its `Tug-Request` trailer.
-pub(crate) fn change_from_payload(
-    request_id: &str,
-    p: TaskPayload,
-) -> Result<ChangeWithFiles, String> {
-    let files = p
-        .files
-        .iter()
-        .map(|f| {
-            base64::engine::general_purpose::STANDARD
-                .decode(&f.content_base64)
-                .map(|content| WholeFile {
-                    path: f.path.clone(),
-                    content,
-                })
-                .map_err(|e| format!("file {} of the stored task is not base64: {e}", f.path))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let edits = DeployChange {
-        request_id: request_id.to_owned(),
-        segments: p.segments,
-        context: tug_spec::Context {
-            redeploy_value: p.redeploy_value,
-            strict: p.strict,
-        },
-        created: tug_deploy::Created::default(),
-        commit: CommitInfo {
-            author: Identity::new(p.author_name, p.author_email),
-            message: p.message,
-            trailers: p.trailers,
-            allow_empty: p.allow_empty,
-        },
-    };
-    let preconditions = p
-        .preconditions
-        .iter()
-        .map(|c| {
-            let content = c
-                .content_base64
-                .as_ref()
-                .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
-                .transpose()
-                .map_err(|e| {
-                    format!(
-                        "precondition on {} of the stored task is not base64: {e}",
-                        c.path
-                    )
-                })?;
-            Ok(tug_deploy::FilePrecondition {
-                path: c.path.clone(),
-                content,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(ChangeWithFiles {
-        edits,
-        files,
-        replace_dirs: p.replace_dirs,
-        preconditions,
-    })
 }
 
 /// Locks `data_dir/writer.lock` and swaps the lease owner recorded in `data_dir/writer-owner`

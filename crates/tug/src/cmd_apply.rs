@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use tug_deploy::{CommitInfo, DeployChange, GitFiles};
+use tug_deploy::{GitFiles, TaskChange};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
 use tug_spec::{BranchUpdate, Files, FilesError, PathsAt};
 
@@ -246,18 +246,12 @@ fn apply_and_push(
         let auth = auth_for(args, url)?;
         let mirror = Mirror::open(&cache, Remote::new(url, auth), MirrorOptions::default())
             .with_context(|| format!("cannot open a mirror of {url}"));
-        let change = DeployChange {
-            request_id: uuid::Uuid::now_v7().to_string(),
-            segments,
-            context: ctx.clone(),
-            commit: CommitInfo {
-                author: author.clone(),
-                message: args.message.clone(),
-                trailers: Vec::new(),
-                allow_empty: args.allow_empty,
-            },
-            created: tug_deploy::Created::default(),
-        };
+        let mut change = TaskChange::deploy(url.to_owned(), &author, args.message.clone())
+            .for_request(uuid::Uuid::now_v7().to_string());
+        change.segments = segments;
+        change.redeploy_value = ctx.redeploy_value.clone();
+        change.strict = ctx.strict;
+        change.allow_empty = args.allow_empty;
         if args.dry_run {
             let mirror = mirror?;
             let tip = mirror

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tug_release::status::{Pin, RecordedRelease, environment_status, pin};
@@ -20,8 +19,8 @@ use tug_store::{
 
 use super::edits::check_bundle;
 use super::flow::{
-    Ask, AutoReleaseOutcome, Planned, auto_release, enqueue, load_artifact, message_parts,
-    person_identity, plan, release_held_back, submit,
+    Ask, AutoReleaseOutcome, Planned, auto_release, enqueue, load_artifact, person_identity, plan,
+    release_held_back, submit,
 };
 use super::index::{UNPINNED_BY, history, sync, sync_all};
 use super::policies::{policies_path, policies_place, read as read_policies, read_for_change};
@@ -29,7 +28,7 @@ use super::{Ctx, Place, conflict, internal, invalid, not_found};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::error::{ErrorKind, ServiceError};
-use crate::intake::{PayloadFile, PayloadPrecondition, TaskPayload};
+use tug_deploy::{FilePrecondition, TaskChange, WholeFile};
 
 /// How long a policy change or unpin waits for its commit before answering with the job as it is.
 const WAIT_FOR_COMMIT: Duration = Duration::from_secs(120);
@@ -555,8 +554,8 @@ async fn commit_and_wait(
     caller: &Caller,
     by: &Person,
     place: &Place,
-    message: &str,
-    (files, preconditions): (Vec<PayloadFile>, Vec<PayloadPrecondition>),
+    (title, trailers): &(String, Vec<(String, String)>),
+    (files, preconditions): (Vec<WholeFile>, Vec<FilePrecondition>),
     request: Value,
     kind: &str,
 ) -> Result<Job, ServiceError> {
@@ -571,23 +570,14 @@ async fn commit_and_wait(
                 place.repository
             ))
         })?;
-    let (title, trailers) = message_parts(message);
-    let (author_name, author_email) = person_identity(by);
-    let allow_empty = files.is_empty();
-    let payload = TaskPayload {
-        url: repo.url,
-        segments: Vec::new(),
-        author_name,
-        author_email,
-        message: Some(title),
-        trailers,
-        allow_empty,
-        redeploy_value: jiff::Timestamp::now().to_string(),
-        strict: true,
+    let payload = TaskChange::files(
+        repo.url,
+        &person_identity(by),
+        title.clone(),
+        trailers.clone(),
         files,
-        replace_dirs: Vec::new(),
         preconditions,
-    };
+    );
     let enqueued = enqueue(
         ctx,
         &caller.principal.name,
@@ -650,16 +640,19 @@ pub async fn unpin_core(
         )));
     };
     let by = caller.requester(input.by);
-    let message = format!(
-        "[{}/{}] unpin by {}\n\n{}: {}\n{}: {}\n{UNPINNED_BY}: {}\n",
-        input.env,
-        input.service,
-        by.short(),
-        tug_release::trailers::SERVICE,
-        input.service,
-        tug_release::trailers::ENVIRONMENT,
-        input.env,
-        by
+    let message = (
+        format!("[{}/{}] unpin by {}", input.env, input.service, by.short()),
+        vec![
+            (
+                tug_release::trailers::SERVICE.to_owned(),
+                input.service.clone(),
+            ),
+            (
+                tug_release::trailers::ENVIRONMENT.to_owned(),
+                input.env.clone(),
+            ),
+            (UNPINNED_BY.to_owned(), by.to_string()),
+        ],
     );
     let request = json!({"service": input.service, "env": input.env, "by": by});
     let job = commit_and_wait(
@@ -820,10 +813,12 @@ async fn change_policies(
     let place = policies_place(ctx)?;
     caller.authorize(ctx, &place)?;
     let by = caller.requester(by);
-    let message = format!(
-        "[policies/{service}] {describe} by {}\n\n{}: {service}\n",
-        by.short(),
-        tug_release::trailers::SERVICE
+    let message = (
+        format!("[policies/{service}] {describe} by {}", by.short()),
+        vec![(
+            tug_release::trailers::SERVICE.to_owned(),
+            service.to_owned(),
+        )],
     );
     let request = json!({"service": service, "change": describe, "by": by});
     // Read, change, commit with the bytes read as the precondition: when another policy change
@@ -836,13 +831,13 @@ async fn change_policies(
         let effect = change(&mut policies)?;
         let content = policies.to_json().map_err(|e| internal(e.to_string()))?;
         let path = policies_path(service);
-        let file = PayloadFile {
+        let file = WholeFile {
             path: path.clone(),
-            content_base64: base64::engine::general_purpose::STANDARD.encode(content),
+            content: content.into_bytes(),
         };
-        let precondition = PayloadPrecondition {
+        let precondition = FilePrecondition {
             path,
-            content_base64: read.map(|r| base64::engine::general_purpose::STANDARD.encode(r)),
+            content: read,
         };
         let committed = commit_and_wait(
             ctx,

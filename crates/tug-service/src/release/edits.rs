@@ -5,14 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use tug_release::{ChartReference, EditKind, ImageReference, Target};
 use tug_spec::{
     ChartUpdate, HelmImageUpdate, ImageRef, KustomizeUpdate, ManifestImageUpdate, PathUpdate,
     RedeployUpdate, YqUpdate,
 };
 
-use crate::intake::PayloadFile;
+use tug_deploy::WholeFile;
 
 /// The edit of an image-edit target. `redeploy` adds the pod-template annotation bump, for a
 /// release whose image reference alone would not roll the pods.
@@ -147,7 +146,7 @@ fn is_flux_kustomization(content: &str) -> bool {
 /// The files a copy release writes, and the directory they own.
 #[derive(Debug)]
 pub struct CopyRelease {
-    pub files: Vec<PayloadFile>,
+    pub files: Vec<WholeFile>,
     pub replace_dirs: Vec<String>,
 }
 
@@ -162,9 +161,9 @@ pub fn copy_release(
 ) -> Result<CopyRelease, String> {
     let prefix = format!("{}/", target.environment);
     let dir = target.path.trim_end_matches('/').to_owned();
-    let file = |path: String, content: &str| PayloadFile {
+    let file = |path: String, content: &str| WholeFile {
         path,
-        content_base64: base64::engine::general_purpose::STANDARD.encode(content),
+        content: content.as_bytes().to_vec(),
     };
     let mut files = vec![file(format!("{dir}/artifact.json"), artifact_json)];
     let mut flux = None;

@@ -18,7 +18,7 @@ use super::edits::{chart_update, copy_release, image_update};
 use super::index::{history, sync};
 use super::{Ctx, Place, ReleaseModel, conflict, internal, invalid, not_found, policies};
 use crate::error::{ErrorKind, ServiceError};
-use crate::intake::{PayloadFile, TaskPayload};
+use tug_deploy::{TaskChange, WholeFile};
 
 /// What a person (or a policy) asks for, per environment.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct Planned {
     pub image: Option<ImageReference>,
     /// A pod-template annotation bump is part of the edit (same tag, new build).
     pub redeploy: bool,
-    pub payload: TaskPayload,
+    pub payload: TaskChange,
 }
 
 /// A planned release that was stored.
@@ -54,7 +54,7 @@ pub struct Submitted {
     pub enqueued: Enqueued,
 }
 
-pub fn person_identity(by: &Person) -> (String, String) {
+pub fn person_identity(by: &Person) -> tug_git::Identity {
     let name = if by.name.trim().is_empty() {
         by.email.clone()
     } else {
@@ -68,13 +68,7 @@ pub fn person_identity(by: &Person) -> (String, String) {
     } else {
         by.email.clone()
     };
-    (name, email)
-}
-
-/// Trailers of a commit message, in order, so the writer writes them after its own.
-pub fn message_parts(message: &str) -> (String, Vec<(String, String)>) {
-    let title = message.lines().next().unwrap_or_default().to_owned();
-    (title, tug_git::parse_trailers(message))
+    tug_git::Identity::new(name, email)
 }
 
 pub async fn load_artifact(
@@ -323,7 +317,7 @@ async fn plan_one(
             ))
         })?;
     let mut segments = Vec::new();
-    let mut files: Vec<PayloadFile> = Vec::new();
+    let mut files: Vec<WholeFile> = Vec::new();
     let mut replace_dirs = Vec::new();
     let mut image = None;
     let mut redeploy = false;
@@ -406,26 +400,16 @@ async fn plan_one(
         // The writer adds the Tug-Request trailer itself.
         request: None,
     };
-    let message = record
-        .to_commit_message()
-        .map_err(|e| invalid("by", e.to_string()))?;
-    let (title, trailers) = message_parts(&message);
-    let (author_name, author_email) = person_identity(by);
-    let payload = TaskPayload {
-        url: repo.url,
+    let mut payload = TaskChange::release(
+        repo.url,
+        &person_identity(by),
+        &record,
         segments,
-        author_name,
-        author_email,
-        message: Some(title),
-        trailers,
-        allow_empty: false,
-        redeploy_value: jiff::Timestamp::now().to_string(),
-        // A release sets what the artifact names: an edit that would only add is a mistake.
-        strict: true,
         files,
         replace_dirs,
-        preconditions: Vec::new(),
-    };
+    )
+    .map_err(|e| invalid("by", e.to_string()))?;
+    payload.redeploy_value = jiff::Timestamp::now().to_string();
     Ok(Planned {
         environment: env.to_owned(),
         place,
@@ -474,7 +458,7 @@ pub async fn enqueue(
     requested_by: &str,
     kind: &str,
     place: &Place,
-    payload: &TaskPayload,
+    payload: &TaskChange,
     request: serde_json::Value,
     idempotency_key: Option<String>,
 ) -> Result<Enqueued, ServiceError> {

@@ -14,7 +14,7 @@ use super::{Ctx, Place, git_error, internal};
 use crate::error::ServiceError;
 
 /// The trailer of an unpin commit naming who lifted the pin.
-pub(crate) const UNPINNED_BY: &str = "Unpinned-by";
+pub(crate) use tug_release::trailers::UNPINNED_BY;
 
 /// How many commits one index update reads at most; a branch with a longer history keeps its
 /// older releases out of the index.
@@ -146,7 +146,7 @@ pub(crate) async fn sync(
             });
             continue;
         }
-        let trailers = tug_git::parse_trailers(&commit.message);
+        let trailers = tug_release::trailers::parse_trailers(&commit.message);
         let value = |key: &str| {
             trailers
                 .iter()
