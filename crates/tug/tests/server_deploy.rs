@@ -97,16 +97,39 @@ fn final_result(lines: &[Value]) -> &Value {
     &lines.last().expect("at least one NDJSON line")["result"]
 }
 
+// One scenario per test, each on its own server, so one failure hides none of the others.
+
 #[test]
-fn deploys_over_rest_with_progress_idempotency_jobs_api_and_group_commit() {
+fn a_deploy_lands_streams_progress_leaves_no_secret_and_shows_in_the_jobs_api() {
     let f = start();
     let job_id = seed_request_lands_and_streams_progress(&f);
     no_secret_in_data_dir_or_logs(&f);
+    // A second, newer job (with an idempotency key), which the listing must put first.
     idempotency_key_gives_one_job_and_one_commit(&f);
     jobs_api_shows_the_job_with_its_events(&f, &job_id);
-    concurrent_requests_on_one_branch_share_pushes(&f);
+}
+
+#[test]
+fn the_same_idempotency_key_gives_one_job_and_one_commit() {
+    idempotency_key_gives_one_job_and_one_commit(&start());
+}
+
+#[test]
+fn concurrent_requests_share_pushes() {
+    concurrent_requests_on_one_branch_share_pushes(&start());
+}
+
+#[test]
+fn metrics_openapi_and_health_are_served() {
+    let f = start();
+    // The job metrics exist once a job finished.
+    seed_request_lands_and_streams_progress(&f);
     metrics_and_openapi_are_served(&f);
-    request_ids_tie_log_lines_to_the_request(&f);
+}
+
+#[test]
+fn request_ids_name_the_job_in_the_log() {
+    request_ids_tie_log_lines_to_the_request(&start());
 }
 
 fn request_ids_tie_log_lines_to_the_request(f: &Fixture) {
