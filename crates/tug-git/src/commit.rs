@@ -1,7 +1,5 @@
 //! Commit metadata: identities, time, messages with trailers.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::error::GitError;
 use crate::object::ObjectId;
 
@@ -59,34 +57,13 @@ impl Timestamp {
     }
 }
 
-/// Where commit times come from; tests inject a fixed clock.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Timestamp;
-}
-
-/// The system clock, recorded in UTC.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let seconds = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+impl From<jiff::Timestamp> for Timestamp {
+    /// Commits are written in UTC.
+    fn from(at: jiff::Timestamp) -> Self {
         Timestamp {
-            seconds: i64::try_from(seconds).unwrap_or(i64::MAX),
+            seconds: at.as_second(),
             offset_minutes: 0,
         }
-    }
-}
-
-/// A clock that always answers the same time.
-#[derive(Clone, Copy, Debug)]
-pub struct FixedClock(pub Timestamp);
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        self.0
     }
 }
 

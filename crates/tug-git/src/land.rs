@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::commit::{Clock, CommitMeta, Identity, SystemClock, serialize_commit};
+use tug_clock::{Clock, SystemClock};
+
+use crate::commit::{CommitMeta, Identity, serialize_commit};
 use crate::error::{ChangeError, GitError};
 use crate::mirror::{Mirror, PushOutcome, validate_branch};
 use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
@@ -295,7 +297,7 @@ fn build_commits(
                 head,
                 &meta.author,
                 &opts.committer,
-                opts.clock.now(),
+                opts.clock.now().into(),
                 &message,
             )
         });

@@ -24,8 +24,7 @@ mod store;
 mod tree;
 
 pub use commit::{
-    Clock, CommitMeta, FixedClock, Identity, SystemClock, Timestamp, format_message,
-    parse_trailers, validate_trailer_key,
+    CommitMeta, Identity, Timestamp, format_message, parse_trailers, validate_trailer_key,
 };
 pub use env::{Auth, CommandObserver};
 pub use error::{ChangeError, GitError};
@@ -35,6 +34,7 @@ pub use mirror::{Mirror, MirrorOptions, Remote, check_remote_url};
 pub use object::{EntryKind, ObjectId};
 pub use secret::Secret;
 pub use tree::{DirEntry, FileAction, FileSource, FileWrite, TreeView, files_under, split_path};
+pub use tug_clock::{Clock, ManualClock, SystemClock};
 
 #[cfg(test)]
 mod tests {

@@ -2,9 +2,12 @@
 
 use std::fmt;
 
-/// A credential value (an HTTPS password or token). `Debug` and `Display` print `***`, so a
-/// secret that ends up in a log line or an error by mistake leaks nothing.
-#[derive(Clone, PartialEq, Eq)]
+/// A value that must never appear in logs or error messages: an HTTPS password or token, a
+/// webhook URL or signing secret. `Debug` and `Display` print `***`, so a secret that ends up in
+/// a log line or an error by mistake leaks nothing. The one secret type of tug: the configuration
+/// reads it (transparently, as a string) and git's environment is given it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -12,9 +15,14 @@ impl Secret {
         Self(value.into())
     }
 
-    /// The clear value, for the one place that hands it to a git child process.
+    /// The clear value, for the one place that sends it (a git child process, an HTTP call).
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The clear value, to expand `${VAR}` references in a configuration file in place.
+    pub fn expose_mut(&mut self) -> &mut String {
+        &mut self.0
     }
 }
 

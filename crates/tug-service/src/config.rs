@@ -13,7 +13,6 @@
 //! Paths given through `TUG_*` variables are used as given.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -31,38 +30,7 @@ pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> 
         .map_err(|error| format!("`{level}` is not a valid log filter: {error}"))
 }
 
-/// A value that must never appear in logs or error messages: passwords, tokens, webhook URLs.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// For `${VAR}` expansion of secrets in sections defined outside this module.
-    pub(crate) fn expose_mut(&mut self) -> &mut String {
-        &mut self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use tug_git::Secret;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -596,7 +564,7 @@ impl Config {
             x.string(&mut repo.url, &format!("{at}.url"))?;
             if let Some(http) = &mut repo.http {
                 x.string(&mut http.username, &format!("{at}.http.username"))?;
-                x.string(&mut http.password.0, &format!("{at}.http.password"))?;
+                x.string(http.password.expose_mut(), &format!("{at}.http.password"))?;
             }
             if let Some(ssh) = &mut repo.ssh {
                 x.path_buf(
@@ -623,14 +591,14 @@ impl Config {
         }
         for (i, slack) in self.notify.slack.iter_mut().enumerate() {
             x.string(
-                &mut slack.webhook_url.0,
+                slack.webhook_url.expose_mut(),
                 &format!("notify.slack[{i}].webhook_url"),
             )?;
         }
         for (i, hook) in self.notify.webhooks.iter_mut().enumerate() {
-            x.string(&mut hook.url.0, &format!("notify.webhooks[{i}].url"))?;
+            x.string(hook.url.expose_mut(), &format!("notify.webhooks[{i}].url"))?;
             if let Some(secret) = &mut hook.secret {
-                x.string(&mut secret.0, &format!("notify.webhooks[{i}].secret"))?;
+                x.string(secret.expose_mut(), &format!("notify.webhooks[{i}].secret"))?;
             }
         }
         for (i, env) in self.environments.iter_mut().enumerate() {

@@ -12,7 +12,7 @@
 //! [`Store::finish_tasks`], [`Store::postpone_tasks`]) do the same for the writes of one caller.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -341,52 +341,7 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Where a store reads the time for timestamps, retry times and lease expiry. Every instance of a
-/// store (and every replica) compares lease times written by the others, so their clocks must
-/// agree to well within a lease's ttl.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> jiff::Timestamp;
-}
-
-/// The operating system's clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
-
-/// A clock that moves only when told to, so lease expiry and retry times can be tested without
-/// waiting.
-#[derive(Debug)]
-pub struct ManualClock {
-    now: Mutex<jiff::Timestamp>,
-}
-
-impl ManualClock {
-    pub fn new(start: jiff::Timestamp) -> Self {
-        ManualClock {
-            now: Mutex::new(start),
-        }
-    }
-
-    pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        *now = now.saturating_add(by).unwrap_or(jiff::Timestamp::MAX);
-    }
-
-    pub fn set(&self, to: jiff::Timestamp) {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = to;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> jiff::Timestamp {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+pub use tug_clock::{Clock, ManualClock, SystemClock};
 
 /// Everything a tug server persists. Implementations must be safe to share between tasks and, for
 /// the networked ones, between replicas: claims and branch leases are atomic in the database.

@@ -6,8 +6,8 @@ use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use tug_git::{
-    ChangeError, CommitMeta, FileSource, FileWrite, FixedClock, Identity, LandOptions, Mirror,
-    MirrorOptions, Remote, Timestamp,
+    ChangeError, CommitMeta, FileSource, FileWrite, Identity, LandOptions, ManualClock, Mirror,
+    MirrorOptions, Remote,
 };
 
 pub const KUSTOMIZATION: &str = "apps/checkout/prod/kustomization.yaml";
@@ -30,10 +30,9 @@ pub fn author() -> Identity {
 
 pub fn options() -> LandOptions {
     let mut opts = LandOptions::new(bot());
-    opts.clock = Arc::new(FixedClock(Timestamp {
-        seconds: 1_750_000_000,
-        offset_minutes: 0,
-    }));
+    opts.clock = Arc::new(ManualClock::new(
+        jiff::Timestamp::from_second(1_750_000_000).unwrap(),
+    ));
     opts
 }
 
