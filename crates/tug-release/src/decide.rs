@@ -173,7 +173,17 @@ impl Refusal {
     }
 }
 
-impl Facts<'_> {
+impl<'a> Facts<'a> {
+    /// The same facts with the service's history (newest first) and unpins.
+    #[must_use]
+    pub fn with_history(self, history: &'a [RecordedRelease], unpins: &'a [Unpin]) -> Self {
+        Self {
+            history,
+            unpins,
+            ..self
+        }
+    }
+
     /// Which artifact `request` sends to `env`, and with which intent.
     ///
     /// # Errors
@@ -339,17 +349,6 @@ impl Facts<'_> {
             .collect()
     }
 
-    /// The pin an unpin of `env` lifts.
-    ///
-    /// # Errors
-    /// [`Refusal::NotPinned`].
-    pub fn unpin(&self, env: &str) -> Result<Pin, Refusal> {
-        pin(self.history, self.unpins, self.service, env).ok_or_else(|| Refusal::NotPinned {
-            service: self.service.to_owned(),
-            environment: env.to_owned(),
-        })
-    }
-
     /// The branches whose newest artifact an auto-release policy sends to `env`: where to look
     /// for what a lifted pin held back.
     ///
@@ -417,6 +416,22 @@ impl Facts<'_> {
             .check_release(self.global, env, branch)
             .map_err(Refusal::BranchRestricted)
     }
+}
+
+/// The pin an unpin of `env` lifts. Unlike the other decisions it reads no policies.
+///
+/// # Errors
+/// [`Refusal::NotPinned`].
+pub fn unpin(
+    history: &[RecordedRelease],
+    unpins: &[Unpin],
+    service: &str,
+    env: &str,
+) -> Result<Pin, Refusal> {
+    pin(history, unpins, service, env).ok_or_else(|| Refusal::NotPinned {
+        service: service.to_owned(),
+        environment: env.to_owned(),
+    })
 }
 
 /// Whether releasing `image` of `artifact_id` over what runs (`running`: its artifact id and

@@ -12,7 +12,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use serde::Deserialize;
 use similar::TextDiff;
-use tug_release::decide::{AutoRelease, Choice, Decision, Facts, Nothing, Refusal, Request};
+use tug_release::decide::{AutoRelease, Choice, Decision, Facts, Nothing, Refusal, Request, unpin};
 use tug_release::policy::{auto_release_id, branch_restriction_id};
 use tug_release::{
     AutoReleasePolicy, BranchRestrictionPolicy, EditKind, Environment, Environments,
@@ -231,7 +231,7 @@ impl World {
         let facts = self.facts();
         match words(request).as_slice() {
             ["unpin", env] => {
-                match facts.unpin(env) {
+                match unpin(&self.history, &self.unpins, SERVICE, env) {
                     Ok(pin) => writeln!(
                         out,
                         "unpin: lifts the pin of {} to '{}' by {}",
