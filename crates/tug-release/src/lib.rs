@@ -9,6 +9,7 @@
 //! so that repositories it managed can be taken over as they are.
 
 pub mod artifact;
+pub mod decide;
 pub mod environment;
 pub mod intent;
 mod json;
@@ -21,6 +22,7 @@ mod validate;
 pub use artifact::{
     Artifact, ArtifactError, ArtifactInit, ChartReference, ImageReference, Stage, StageData,
 };
+pub use decide::{Choice, Decision, Facts, Nothing, Refusal, Request};
 pub use environment::{Environment, EnvironmentError, Environments};
 pub use intent::Intent;
 pub use policy::{

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tug_release::status::{Pin, RecordedRelease, environment_status, pin};
+use tug_release::decide::{Request, unpin};
+use tug_release::status::{Pin, RecordedRelease, environment_status};
 use tug_release::{
     Artifact, AutoReleasePolicy, BranchRestrictionPolicy, Person, PolicyError, ServicePolicies,
 };
@@ -19,8 +20,8 @@ use tug_store::{
 
 use super::edits::check_bundle;
 use super::flow::{
-    Ask, AutoReleaseOutcome, Planned, auto_release, enqueue, load_artifact, person_identity, plan,
-    release_held_back, submit,
+    AutoReleaseOutcome, Planned, auto_release, enqueue, load_artifact, person_identity, plan,
+    refused, release_held_back, submit,
 };
 use super::index::{UNPINNED_BY, history, sync, sync_all};
 use super::policies::{policies_path, policies_place, read as read_policies, read_for_change};
@@ -349,15 +350,15 @@ pub async fn release_core(
     input: ReleaseInput,
 ) -> Result<Vec<QueuedRelease>, ServiceError> {
     let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let ask = match input.intent {
-        IntentWord::Release => Ask::Release {
+    let request = match input.intent {
+        IntentWord::Release => Request::Release {
             artifact_id: non_empty(input.artifact_id),
             branch: non_empty(input.branch),
         },
-        IntentWord::Promote => Ask::Promote {
+        IntentWord::Promote => Request::Promote {
             from_env: non_empty(input.from_env),
         },
-        IntentWord::Rollback => Ask::Rollback {
+        IntentWord::Rollback => Request::Rollback {
             artifact_id: non_empty(input.artifact_id),
         },
     };
@@ -367,7 +368,7 @@ pub async fn release_core(
         caller.token(),
         &input.service,
         &input.environments,
-        &ask,
+        &request,
         &by,
     )
     .await?;
@@ -633,12 +634,7 @@ pub async fn unpin_core(
     caller.authorize(ctx, &place)?;
     sync(ctx, &place, true, false).await?;
     let (history, unpins) = history(ctx, &input.service).await?;
-    let Some(pinned) = pin(&history, &unpins, &input.service, &input.env) else {
-        return Err(conflict(format!(
-            "service '{}' is not pinned in '{}'",
-            input.service, input.env
-        )));
-    };
+    let pinned = unpin(&history, &unpins, &input.service, &input.env).map_err(|r| refused(&r))?;
     let by = caller.requester(input.by);
     let message = (
         format!("[{}/{}] unpin by {}", input.env, input.service, by.short()),

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::json;
-use tug_release::status::{auto_release_allowed, current_release, previous_release};
+use tug_release::decide::{Choice, Decision, Facts, Nothing, Refusal, Request, needs_redeploy};
+use tug_release::status::current_release;
 use tug_release::{
-    Artifact, EditKind, ImageReference, Intent, Person, RecordedRelease, ReleaseRecord,
-    ServicePolicies,
+    Artifact, EditKind, ImageReference, Intent, Person, ReleaseRecord, ServicePolicies, Target,
 };
 use tug_spec::PathsAt;
 use tug_store::{BranchKey, Enqueued, NewJob, NewTask, StoredArtifact};
@@ -19,22 +19,6 @@ use super::index::{history, sync};
 use super::{Ctx, Place, ReleaseModel, conflict, internal, invalid, not_found, policies};
 use crate::error::{ErrorKind, ServiceError};
 use tug_deploy::{TaskChange, WholeFile};
-
-/// What a person (or a policy) asks for, per environment.
-#[derive(Debug, Clone)]
-pub enum Ask {
-    /// An artifact by id, or the newest of a branch.
-    Release {
-        artifact_id: Option<String>,
-        branch: Option<String>,
-    },
-    /// What runs in `from_env` (default: the environment's predecessor).
-    Promote { from_env: Option<String> },
-    /// An explicit earlier artifact, or the one before the running one.
-    Rollback { artifact_id: Option<String> },
-    /// A new artifact of a branch with an auto-release policy.
-    Auto { artifact_id: String },
-}
 
 /// One environment's release, ready to enqueue.
 #[derive(Debug, Clone)]
@@ -103,7 +87,7 @@ pub async fn plan(
     token: Option<&str>,
     service: &str,
     environments: &[String],
-    ask: &Ask,
+    request: &Request,
     by: &Person,
 ) -> Result<Vec<Planned>, ServiceError> {
     let model = ctx.model()?;
@@ -151,11 +135,12 @@ pub async fn plan(
     for place in &places {
         sync(ctx, place, true, false).await?;
     }
-    let (history, _) = history(ctx, service).await?;
+    let (history, unpins) = history(ctx, service).await?;
     let policies = policies::read(ctx, service).await?;
+    let facts = facts(model, service, &policies).with_history(&history, &unpins);
     let mut planned = Vec::new();
     for env in environments {
-        let one = plan_one(ctx, model, service, env, ask, by, &history, &policies)
+        let one = plan_one(ctx, model, &facts, env, request, by)
             .await
             .inspect_err(|e| {
                 if e.code() == "policy_violation" {
@@ -170,132 +155,108 @@ pub async fn plan(
     Ok(planned)
 }
 
-/// A release a branch restriction refuses: 403 `policy_violation`, naming the policy.
-fn policy_refusal(
-    violation: &tug_release::PolicyViolation,
-    env: &str,
-    branch: &str,
-) -> ServiceError {
-    ServiceError::new(ErrorKind::PolicyViolation, violation.to_string()).with_details(json!({
-        "policy": violation.policy,
-        "global": violation.global,
-        "environment": env,
-        "branch": branch,
-    }))
+/// What the decisions about `service` read, before its history is loaded.
+fn facts<'a>(
+    model: &'a ReleaseModel,
+    service: &'a str,
+    policies: &'a ServicePolicies,
+) -> Facts<'a> {
+    Facts {
+        service,
+        environments: &model.environments,
+        services: &model.services,
+        history: &[],
+        unpins: &[],
+        policies,
+        global: &model.global,
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A refused release as the API answers it.
+pub(crate) fn refused(refusal: &Refusal) -> ServiceError {
+    let message = refusal.to_string();
+    match refusal {
+        Refusal::NoArtifactNamed => invalid("artifactId", message),
+        Refusal::Environment(_) | Refusal::NoTarget { .. } => invalid("environments", message),
+        Refusal::UnknownFromEnv(_) | Refusal::NoPreviousEnvironment { .. } => {
+            invalid("fromEnv", message)
+        }
+        // 403 `policy_violation`, naming the policy.
+        Refusal::BranchRestricted(violation) => {
+            ServiceError::new(ErrorKind::PolicyViolation, message).with_details(json!({
+                "policy": violation.policy,
+                "global": violation.global,
+                "environment": violation.environment,
+                "branch": violation.branch,
+            }))
+        }
+        Refusal::NothingToPromote { .. }
+        | Refusal::NeverReleased { .. }
+        | Refusal::NothingToRollBackTo { .. }
+        | Refusal::Pinned(_)
+        | Refusal::NotPinned { .. } => conflict(message),
+    }
+}
+
+/// The branch an artifact was built from: as `artifact.json` names it, else as registered.
+fn artifact_branch(stored: &StoredArtifact, artifact: &Artifact) -> String {
+    artifact
+        .branch()
+        .map_or_else(|| stored.branch.clone(), str::to_owned)
+}
+
+async fn newest_of_branch(ctx: &Ctx, service: &str, branch: &str) -> Result<String, ServiceError> {
+    let newest = ctx
+        .app
+        .releases
+        .artifacts(service, Some(branch), 1)
+        .await
+        .map_err(|e| ServiceError::store(&e))?;
+    newest.into_iter().next().map(|a| a.id).ok_or_else(|| {
+        not_found(
+            "artifact",
+            format!("no artifact of service '{service}' was built from branch '{branch}'"),
+        )
+    })
+}
+
 async fn plan_one(
     ctx: &Ctx,
     model: &ReleaseModel,
-    service: &str,
+    facts: &Facts<'_>,
     env: &str,
-    ask: &Ask,
+    request: &Request,
     by: &Person,
-    history: &[RecordedRelease],
-    policies: &ServicePolicies,
 ) -> Result<Planned, ServiceError> {
-    let current = current_release(history, service, env);
-    let (artifact_id, intent) = match ask {
-        Ask::Release {
-            artifact_id: Some(id),
-            ..
-        } => (id.clone(), Intent::Release),
-        Ask::Release {
-            artifact_id: None,
-            branch: Some(branch),
-        } => {
-            // A branch the environment does not take is refused as such, whether or not an
-            // artifact of it exists.
-            policies
-                .check_release(&model.global, env, branch)
-                .map_err(|violation| policy_refusal(&violation, env, branch))?;
-            let newest = ctx
-                .app
-                .releases
-                .artifacts(service, Some(branch), 1)
-                .await
-                .map_err(|e| ServiceError::store(&e))?;
-            let id = newest.into_iter().next().map(|a| a.id).ok_or_else(|| {
-                not_found(
-                    "artifact",
-                    format!("no artifact of service '{service}' was built from branch '{branch}'"),
-                )
-            })?;
-            (id, Intent::Release)
-        }
-        Ask::Release { .. } => {
-            return Err(invalid(
-                "artifactId",
-                "a release names the artifact (artifactId) or a branch whose newest artifact to release",
-            ));
-        }
-        Ask::Promote { from_env } => {
-            let from = match from_env {
-                Some(from) => {
-                    model
-                        .environments
-                        .get(from)
-                        .map_err(|e| invalid("fromEnv", format!("fromEnv: {e}")))?;
-                    from.clone()
-                }
-                None => model
-                    .environments
-                    .predecessor(env)
-                    .map_err(|e| invalid("environments", e.to_string()))?
-                    .map(|p| p.name.clone())
-                    .ok_or_else(|| {
-                        invalid(
-                            "fromEnv",
-                            format!(
-                                "environment '{env}' is not promoted from another environment; release to it, or name fromEnv"
-                            ),
-                        )
-                    })?,
-            };
-            let running = current_release(history, service, &from).ok_or_else(|| {
-                conflict(format!(
-                    "nothing of service '{service}' runs in '{from}' to promote to '{env}'"
-                ))
-            })?;
-            (
-                running.record.artifact_id.clone(),
-                Intent::Promote { from_env: from },
-            )
-        }
-        Ask::Rollback { artifact_id } => {
-            let running = current.ok_or_else(|| {
-                conflict(format!(
-                    "service '{service}' was never released to '{env}'; there is nothing to roll back"
-                ))
-            })?;
-            let to = match artifact_id {
-                Some(id) => id.clone(),
-                None => previous_release(history, service, env)
-                    .map(|r| r.record.artifact_id.clone())
-                    .ok_or_else(|| {
-                        conflict(format!(
-                            "service '{service}' has no earlier artifact in '{env}' to roll back to from '{}'",
-                            running.record.artifact_id
-                        ))
-                    })?,
-            };
-            (
-                to,
-                Intent::Rollback {
-                    of_artifact: running.record.artifact_id.clone(),
-                },
-            )
-        }
-        Ask::Auto { artifact_id } => (artifact_id.clone(), Intent::AutoRelease),
+    let chosen = match facts.choose(env, request).map_err(|r| refused(&r))? {
+        Choice::Artifact(decision) => decision,
+        Choice::NewestOfBranch {
+            environment,
+            branch,
+        } => Decision {
+            artifact_id: newest_of_branch(ctx, facts.service, &branch).await?,
+            environment,
+            intent: Intent::Release,
+        },
     };
-    let (stored, artifact) = load_artifact(ctx, service, &artifact_id).await?;
-    let branch = artifact
-        .branch()
-        .map_or_else(|| stored.branch.clone(), str::to_owned);
-    policies
-        .check_release(&model.global, env, &branch)
-        .map_err(|violation| policy_refusal(&violation, env, &branch))?;
+    plan_release(ctx, model, facts, chosen, by).await
+}
+
+/// Loads the chosen artifact, has the decision admit it, and builds the release's edit and
+/// commit.
+async fn plan_release(
+    ctx: &Ctx,
+    model: &ReleaseModel,
+    facts: &Facts<'_>,
+    chosen: Decision,
+    by: &Person,
+) -> Result<Planned, ServiceError> {
+    let service = facts.service;
+    let (stored, artifact) = load_artifact(ctx, service, &chosen.artifact_id).await?;
+    let decision = facts
+        .admit(chosen, &artifact_branch(&stored, &artifact))
+        .map_err(|r| refused(&r))?;
+    let env = decision.environment.as_str();
     let target = model
         .services
         .target_for(service, env)
@@ -316,86 +277,21 @@ async fn plan_one(
                 place.repository
             ))
         })?;
-    let mut segments = Vec::new();
-    let mut files: Vec<WholeFile> = Vec::new();
-    let mut replace_dirs = Vec::new();
-    let mut image = None;
-    let mut redeploy = false;
-    if target.edit == EditKind::Copy {
-        let bundle = ctx
-            .app
-            .releases
-            .bundle(service, &artifact_id)
-            .await
-            .map_err(|e| ServiceError::store(&e))?
-            .ok_or_else(|| {
-                conflict(format!(
-                    "artifact '{artifact_id}' has no manifest bundle; service '{service}' is released by copying one (POST /api/v1/artifacts/{artifact_id}/bundle)"
-                ))
-            })?;
-        let bundle: BTreeMap<String, String> = serde_json::from_str(&bundle).map_err(|e| {
-            internal(format!(
-                "stored bundle of '{artifact_id}' is unreadable: {e}"
-            ))
-        })?;
-        let namespace = model
-            .services
-            .get(service)
-            .ok()
-            .and_then(|s| s.namespace.clone())
-            .or_else(|| (!artifact.namespace.is_empty()).then(|| artifact.namespace.clone()))
-            .unwrap_or_else(|| env.to_owned());
-        let copy = copy_release(
-            &target,
-            &namespace,
-            &artifact_id,
-            &stored.artifact_json,
-            &bundle,
-        )
-        .map_err(conflict)?;
-        files = copy.files;
-        replace_dirs = copy.replace_dirs;
-    } else if matches!(target.edit, EditKind::Chart { .. }) {
-        let chart = artifact.chart_reference().ok_or_else(|| {
-            conflict(format!(
-                "artifact '{artifact_id}' has no chart stage naming a chart version to release (tug artifact add chart)"
-            ))
-        })?;
-        let update = chart_update(&target, &chart).map_err(conflict)?;
-        segments.push(PathsAt {
-            field: format!("release of {service} to {env}"),
-            paths: vec![update],
-        });
-        image = artifact.image_reference();
-    } else {
-        let reference = artifact.image_reference().ok_or_else(|| {
-            conflict(format!(
-                "artifact '{artifact_id}' has no build or push stage naming an image to release"
-            ))
-        })?;
-        if let Some(running) = current
-            && let Ok((_, running_artifact)) =
-                load_artifact(ctx, service, &running.record.artifact_id).await
-            && let Some(running_image) = running_artifact.image_reference()
-        {
-            // Same tag, another build: the image reference alone may not change, so the
-            // pods would keep running the old build.
-            redeploy = running_image.tag == reference.tag
-                && (running.record.artifact_id != artifact_id
-                    || running_image.digest != reference.digest);
-        }
-        let update = image_update(&target, &reference, redeploy).map_err(conflict)?;
-        segments.push(PathsAt {
-            field: format!("release of {service} to {env}"),
-            paths: vec![update],
-        });
-        image = Some(reference);
-    }
+    let running = current_release(facts.history, service, env).map(|r| &r.record.artifact_id);
+    let edit = release_edit(
+        ctx,
+        model,
+        &target,
+        &decision,
+        (&stored, &artifact),
+        running,
+    )
+    .await?;
     let record = ReleaseRecord {
         service: service.to_owned(),
-        environment: env.to_owned(),
-        artifact_id,
-        intent,
+        environment: decision.environment,
+        artifact_id: decision.artifact_id,
+        intent: decision.intent,
         released_by: by.clone(),
         // The writer adds the Tug-Request trailer itself.
         request: None,
@@ -404,20 +300,132 @@ async fn plan_one(
         repo.url,
         &person_identity(by),
         &record,
-        segments,
-        files,
-        replace_dirs,
+        edit.segments,
+        edit.files,
+        edit.replace_dirs,
     )
     .map_err(|e| invalid("by", e.to_string()))?;
     payload.redeploy_value = jiff::Timestamp::now().to_string();
     Ok(Planned {
-        environment: env.to_owned(),
+        environment: record.environment.clone(),
         place,
         record,
-        image,
-        redeploy,
+        image: edit.image,
+        redeploy: edit.redeploy,
         payload,
     })
+}
+
+/// What a release changes at its target.
+#[derive(Default)]
+struct ReleaseEdit {
+    segments: Vec<PathsAt>,
+    files: Vec<WholeFile>,
+    replace_dirs: Vec<String>,
+    image: Option<ImageReference>,
+    redeploy: bool,
+}
+
+/// The edit releasing `artifact` at `target`: its manifests copied, its chart version, or its
+/// image (with a redeploy when the tag alone would not roll the pods over `running`).
+async fn release_edit(
+    ctx: &Ctx,
+    model: &ReleaseModel,
+    target: &Target,
+    decision: &Decision,
+    (stored, artifact): (&StoredArtifact, &Artifact),
+    running: Option<&String>,
+) -> Result<ReleaseEdit, ServiceError> {
+    let service = target.service.as_str();
+    let env = decision.environment.as_str();
+    let artifact_id = decision.artifact_id.as_str();
+    let field = format!("release of {service} to {env}");
+    match &target.edit {
+        EditKind::Copy => {
+            let bundle = ctx
+                .app
+                .releases
+                .bundle(service, artifact_id)
+                .await
+                .map_err(|e| ServiceError::store(&e))?
+                .ok_or_else(|| {
+                    conflict(format!(
+                        "artifact '{artifact_id}' has no manifest bundle; service '{service}' is released by copying one (POST /api/v1/artifacts/{artifact_id}/bundle)"
+                    ))
+                })?;
+            let bundle: BTreeMap<String, String> = serde_json::from_str(&bundle).map_err(|e| {
+                internal(format!(
+                    "stored bundle of '{artifact_id}' is unreadable: {e}"
+                ))
+            })?;
+            let namespace = model
+                .services
+                .get(service)
+                .ok()
+                .and_then(|s| s.namespace.clone())
+                .or_else(|| (!artifact.namespace.is_empty()).then(|| artifact.namespace.clone()))
+                .unwrap_or_else(|| env.to_owned());
+            let copy = copy_release(
+                target,
+                &namespace,
+                artifact_id,
+                &stored.artifact_json,
+                &bundle,
+            )
+            .map_err(conflict)?;
+            Ok(ReleaseEdit {
+                files: copy.files,
+                replace_dirs: copy.replace_dirs,
+                ..ReleaseEdit::default()
+            })
+        }
+        EditKind::Chart { .. } => {
+            let chart = artifact.chart_reference().ok_or_else(|| {
+                conflict(format!(
+                    "artifact '{artifact_id}' has no chart stage naming a chart version to release (tug artifact add chart)"
+                ))
+            })?;
+            let update = chart_update(target, &chart).map_err(conflict)?;
+            Ok(ReleaseEdit {
+                segments: vec![PathsAt {
+                    field,
+                    paths: vec![update],
+                }],
+                image: artifact.image_reference(),
+                ..ReleaseEdit::default()
+            })
+        }
+        _ => {
+            let reference = artifact.image_reference().ok_or_else(|| {
+                conflict(format!(
+                    "artifact '{artifact_id}' has no build or push stage naming an image to release"
+                ))
+            })?;
+            let running_image = match running {
+                Some(id) => load_artifact(ctx, service, id)
+                    .await
+                    .ok()
+                    .and_then(|(_, a)| a.image_reference())
+                    .map(|image| (id.as_str(), image)),
+                None => None,
+            };
+            let redeploy = needs_redeploy(
+                running_image.as_ref().map(|(id, image)| (*id, image)),
+                artifact_id,
+                &reference,
+            );
+            let update = image_update(target, &reference, redeploy).map_err(conflict)?;
+            Ok(ReleaseEdit {
+                segments: vec![PathsAt {
+                    field,
+                    paths: vec![update],
+                }],
+                image: Some(reference),
+                redeploy,
+                ..ReleaseEdit::default()
+            })
+        }
+    }
 }
 
 /// Stores one job per planned release and wakes the writers.
@@ -529,24 +537,19 @@ pub async fn release_held_back(
     service: &str,
     env: &str,
 ) -> Result<AutoReleaseOutcome, ServiceError> {
-    let skipped = |message: String| AutoReleaseOutcome {
+    let skipped = |nothing: &Nothing| AutoReleaseOutcome {
         environment: env.to_owned(),
         status: "skipped",
-        message,
+        message: nothing.to_string(),
         job_id: None,
     };
+    let model = ctx.model()?;
     let policies = policies::read(ctx, service).await?;
-    let branches: Vec<&str> = policies
-        .auto_releases
-        .iter()
-        .filter(|p| p.environment == env)
-        .map(|p| p.branch.as_str())
-        .collect();
-    if branches.is_empty() {
-        return Ok(skipped(format!(
-            "no auto-release policy of service '{service}' targets '{env}'; nothing is released"
-        )));
-    }
+    let facts = facts(model, service, &policies);
+    let branches = match facts.auto_release_branches(env) {
+        Ok(branches) => branches,
+        Err(nothing) => return Ok(skipped(&nothing)),
+    };
     let mut newest: Option<StoredArtifact> = None;
     for branch in &branches {
         let found = ctx
@@ -563,28 +566,29 @@ pub async fn release_held_back(
             newest = Some(candidate);
         }
     }
-    let Some(candidate) = newest else {
-        return Ok(skipped(format!(
-            "no artifact of branch {} is registered; nothing is released",
-            branches.join(", ")
-        )));
+    let (history, unpins) = history(ctx, service).await?;
+    let facts = facts.with_history(&history, &unpins);
+    let candidate = match facts.held_back(env, &branches, newest.as_ref().map(|n| n.id.as_str())) {
+        Ok(candidate) => candidate,
+        Err(nothing) => return Ok(skipped(&nothing)),
     };
-    let (history, _) = history(ctx, service).await?;
-    if current_release(&history, service, env).is_some_and(|c| c.record.artifact_id == candidate.id)
-    {
-        return Ok(skipped(format!(
-            "'{env}' already runs '{}', the newest auto-release candidate; nothing is released",
-            candidate.id
-        )));
-    }
-    let (stored, artifact) = load_artifact(ctx, service, &candidate.id).await?;
+    let (stored, artifact) = load_artifact(ctx, service, candidate).await?;
     let outcomes = auto_release(ctx, token, requested_by, &stored, &artifact, Some(env)).await?;
     Ok(outcomes.into_iter().next().unwrap_or_else(|| {
-        skipped(format!(
-            "artifact '{}' is not auto-released to '{env}'; nothing is released",
-            stored.id
-        ))
+        skipped(&Nothing::NotAutoReleased {
+            environment: env.to_owned(),
+            artifact_id: stored.id.clone(),
+        })
     }))
+}
+
+/// How an auto-release outcome names a refusal.
+fn auto_release_status(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::NoTarget { .. } => "skipped",
+        Refusal::Pinned(_) => "blocked",
+        _ => "refused",
+    }
 }
 
 /// Releases a newly registered artifact to every environment an auto-release policy of its
@@ -603,9 +607,7 @@ pub async fn auto_release(
     if model.services.get(service).is_err() {
         return Ok(Vec::new());
     }
-    let branch = artifact
-        .branch()
-        .map_or_else(|| stored.branch.clone(), str::to_owned);
+    let branch = artifact_branch(stored, artifact);
     let policies = policies::read(ctx, service).await?;
     let by = match (
         artifact.application.author_name.trim(),
@@ -617,28 +619,17 @@ pub async fn auto_release(
         ),
         (name, email) => Person::new(name, email),
     };
+    let facts = facts(model, service, &policies);
     let mut outcomes = Vec::new();
-    for env in policies.auto_release_targets(&branch) {
-        if only_env.is_some_and(|only| only != env) {
-            continue;
-        }
+    for (env, allowed) in facts.auto_release_targets(&branch, only_env) {
         let outcome = |status, message: String| AutoReleaseOutcome {
             environment: env.clone(),
             status,
             message,
             job_id: None,
         };
-        if model.environments.get(&env).is_err()
-            || model.services.target_for(service, &env).is_err()
-        {
-            outcomes.push(outcome(
-                "skipped",
-                format!("service '{service}' has no target in environment '{env}'"),
-            ));
-            continue;
-        }
-        if let Err(violation) = policies.check_release(&model.global, &env, &branch) {
-            outcomes.push(outcome("refused", violation.to_string()));
+        if let Err(refusal) = allowed {
+            outcomes.push(outcome(auto_release_status(&refusal), refusal.to_string()));
             continue;
         }
         let Some(place) = model.places.get(&env) else {
@@ -652,16 +643,18 @@ pub async fn auto_release(
             outcomes.push(outcome("refused", e.to_string()));
             continue;
         }
+        // Pins are decided on the environment's branch as it is now.
         sync(ctx, place, true, false).await?;
         let (history, unpins) = history(ctx, service).await?;
-        if let Err(blocked) = auto_release_allowed(&history, &unpins, service, &env) {
-            outcomes.push(outcome("blocked", blocked.to_string()));
-            continue;
-        }
-        let ask = Ask::Auto {
-            artifact_id: stored.id.clone(),
+        let facts = facts.with_history(&history, &unpins);
+        let decision = match facts.auto_release_to(&env, &stored.id, &branch) {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                outcomes.push(outcome(auto_release_status(&refusal), refusal.to_string()));
+                continue;
+            }
         };
-        match plan_one(ctx, model, service, &env, &ask, &by, &history, &policies).await {
+        match plan_release(ctx, model, &facts, decision, &by).await {
             Ok(planned) => {
                 let submitted = submit(ctx, requested_by, vec![planned], None).await?;
                 let job_id = submitted.first().map(|s| s.enqueued.job.id.clone());
