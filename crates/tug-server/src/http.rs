@@ -1,5 +1,5 @@
 //! The REST API (axum): the Delivery server's `POST /api/v1/deploy` with an NDJSON progress
-//! stream, job queries, health, OpenAPI and Prometheus metrics.
+//! stream, job queries, health and Prometheus metrics.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tug_store::{Event, Job, JobState, Level};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,7 +28,6 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(health))
         .routes(routes!(list_jobs))
         .routes(routes!(get_job))
-        .routes(routes!(openapi))
         .routes(routes!(metrics))
 }
 
@@ -96,6 +95,25 @@ impl From<ServiceError> for ApiError {
             details: e.details,
         }
     }
+}
+
+/// The refusals every authenticated release operation can answer with.
+// Only described, never built: the handlers answer with `ApiError`.
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub(crate) enum Refusals {
+    /// Invalid input; `details.field` names the field
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+    /// No valid token
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// Token not allowed for the repository or branch
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Unknown service, environment or artifact
+    #[response(status = 404)]
+    NotFound(ErrorBody),
 }
 
 impl IntoResponse for ApiError {
@@ -487,11 +505,4 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         text,
     )
         .into_response())
-}
-
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server",
-    summary = "This document",
-    responses((status = 200, description = "OpenAPI document", body = Object)))]
-async fn openapi() -> axum::Json<Value> {
-    axum::Json(crate::openapi::document())
 }

@@ -1,11 +1,15 @@
 //! The OpenAPI document served at `/api/v1/openapi.json`, generated from the types the handlers
 //! read and write: the request model of tug-spec, the release inputs of tug-service and the
 //! answers of this crate. Each router registers a route together with its documentation, so the
-//! document lists exactly the routes the server serves.
+//! document lists exactly the routes the server serves. This module sits above the routers it
+//! reads, so it serves its own route.
 
+use axum::Router;
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::ErrorBody;
 
@@ -34,28 +38,26 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The refusals every authenticated release operation can answer with.
-// Only described, never built: the handlers answer with `ApiError`.
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub(crate) enum Refusals {
-    /// Invalid input; `details.field` names the field
-    #[response(status = 400)]
-    Invalid(ErrorBody),
-    /// No valid token
-    #[response(status = 401)]
-    Unauthenticated(ErrorBody),
-    /// Token not allowed for the repository or branch
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// Unknown service, environment or artifact
-    #[response(status = 404)]
-    NotFound(ErrorBody),
+fn routes() -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(openapi_json))
+}
+
+/// `GET /api/v1/openapi.json`.
+pub fn router() -> Router {
+    routes().split_for_parts().0
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI document", body = Object)))]
+async fn openapi_json() -> axum::Json<Value> {
+    axum::Json(document())
 }
 
 /// The document, built from the routers' registrations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    doc.merge(routes().into_openapi());
     doc.merge(crate::http::routes().into_openapi());
     doc.merge(crate::release::rest::routes().into_openapi());
     doc.merge(crate::release::webhooks::routes().into_openapi());

@@ -102,7 +102,7 @@ fn add_artifact_details(v: &mut Value, known: Option<&KnownArtifact>) {
 #[utoipa::path(post, path = "/api/v1/artifacts", tag = "releases",
     summary = "Register an artifact (the release manager's artifact.json); runs the service's auto-release policies",
     request_body(content = Object, description = "artifact.json: `id`, `service`, `namespace`, `application` (branch, sha, author, committer, message, url, provider), `ci` (jobUrl, start, end), `stages`"),
-    responses((status = 201, description = "The stored artifact and the auto-releases it started", body = Object), (status = 200, description = "The artifact was already registered with this content", body = Object), (status = 409, description = "The id exists with other content", body = crate::http::ErrorBody), crate::openapi::Refusals))]
+    responses((status = 201, description = "The stored artifact and the auto-releases it started", body = Object), (status = 200, description = "The artifact was already registered with this content", body = Object), (status = 409, description = "The id exists with other content", body = crate::http::ErrorBody), crate::http::Refusals))]
 async fn push_artifact(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -131,7 +131,7 @@ async fn push_artifact(
 #[utoipa::path(get, path = "/api/v1/artifacts", tag = "releases",
     summary = "Artifacts of a service, newest first",
     params(ArtifactsQuery),
-    responses((status = 200, description = "`{artifacts: [...]}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "`{artifacts: [...]}`", body = Object), crate::http::Refusals))]
 async fn list_artifacts(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -156,7 +156,7 @@ struct ServiceQuery {
 #[utoipa::path(get, path = "/api/v1/artifacts/{id}", tag = "releases",
     summary = "One artifact",
     params(("id" = String, Path, description = "The artifact id"), ServiceQuery),
-    responses((status = 200, description = "The artifact", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "The artifact", body = Object), crate::http::Refusals))]
 async fn get_artifact(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -172,7 +172,7 @@ async fn get_artifact(
 #[utoipa::path(post, path = "/api/v1/artifacts/{id}/bundle", tag = "releases",
     summary = "Attach rendered manifests for copy-mode releases",
     params(("id" = String, Path, description = "The artifact id")), request_body = BundleBody,
-    responses((status = 200, description = "The files stored and the auto-releases started", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "The files stored and the auto-releases started", body = Object), crate::http::Refusals))]
 async fn upload_bundle(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -209,7 +209,7 @@ fn queued_json(queued: &QueuedRelease) -> Value {
     summary = "Release, promote or roll back a service in environments; streams progress as NDJSON",
     description = "One commit per environment through the branch's writer. Refused with the policy's id when a branch restriction forbids it; `already up to date` when it already runs.",
     params(WaitQuery), request_body = ReleaseInput,
-    responses((status = 200, description = "Progress lines, then one outcome per environment", body = Object, content_type = "application/x-ndjson"), (status = 202, description = "Stored (`wait=false`): `{releases: [...]}`", body = Object), (status = 409, description = "Refused by a branch restriction (named)", body = crate::http::ErrorBody), crate::openapi::Refusals))]
+    responses((status = 200, description = "Progress lines, then one outcome per environment", body = Object, content_type = "application/x-ndjson"), (status = 202, description = "Stored (`wait=false`): `{releases: [...]}`", body = Object), (status = 409, description = "Refused by a branch restriction (named)", body = crate::http::ErrorBody), crate::http::Refusals))]
 async fn release(
     State(ctx): State<Shared>,
     Query(q): Query<WaitQuery>,
@@ -259,7 +259,7 @@ async fn release(
 #[utoipa::path(get, path = "/api/v1/releases", tag = "releases",
     summary = "Release history of a service, newest first (from commit trailers)",
     params(DescribeQuery),
-    responses((status = 200, description = "`{service, releases: [...]}` with artifact, intent, who, commit and rollout state", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "`{service, releases: [...]}` with artifact, intent, who, commit and rollout state", body = Object), crate::http::Refusals))]
 async fn describe(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -297,7 +297,7 @@ async fn describe(
 #[utoipa::path(get, path = "/api/v1/status/{service}", tag = "releases",
     summary = "What runs where: per environment the artifact, tag, author, committer, message, date, CI link, commit, pin and rollout state",
     params(("service" = String, Path, description = "The service")),
-    responses((status = 200, description = "`{service, environments: [...]}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "`{service, environments: [...]}`", body = Object), crate::http::Refusals))]
 async fn status(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -345,7 +345,7 @@ async fn status(
 
 #[utoipa::path(post, path = "/api/v1/reindex", tag = "releases",
     summary = "Rebuild the release index from the commit trailers of every environment branch",
-    responses((status = 200, description = "`{branches: [...]}`: branches read and releases found", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "`{branches: [...]}`: branches read and releases found", body = Object), crate::http::Refusals))]
 async fn reindex(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -370,7 +370,7 @@ async fn reindex(
 #[utoipa::path(post, path = "/api/v1/unpin", tag = "releases",
     summary = "Lift a rollback pin so auto-release resumes (an empty commit with `Unpinned-by`)",
     request_body = UnpinInput,
-    responses((status = 200, description = "The unpin commit's job and the lifted pin", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "The unpin commit's job and the lifted pin", body = Object), crate::http::Refusals))]
 async fn unpin(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -389,7 +389,7 @@ async fn unpin(
 #[utoipa::path(post, path = "/api/v1/rollouts", tag = "releases",
     summary = "Record a rollout state (progressing, healthy, degraded) for the release at a revision",
     request_body = RolloutInput,
-    responses((status = 200, description = "`{recorded: true}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "`{recorded: true}`", body = Object), crate::http::Refusals))]
 async fn report_rollout(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -431,7 +431,7 @@ fn policy_change_json(change: &PolicyChange) -> Value {
 #[utoipa::path(get, path = "/api/v1/policies/{service}", tag = "releases",
     summary = "The service's policies (policies/<service>.json) and the global restrictions",
     params(("service" = String, Path, description = "The service")),
-    responses((status = 200, description = "`{service, autoReleases, branchRestrictions, overridden}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "`{service, autoReleases, branchRestrictions, overridden}`", body = Object), crate::http::Refusals))]
 async fn list_policies(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -445,7 +445,7 @@ async fn list_policies(
 #[utoipa::path(post, path = "/api/v1/policies/{service}/auto-release", tag = "releases",
     summary = "Release every new artifact of a branch to an environment automatically",
     params(("service" = String, Path, description = "The service")), request_body = AutoReleaseInput,
-    responses((status = 200, description = "The policies after the commit", body = Object), (status = 409, description = "Conflicts with a branch restriction (named)", body = crate::http::ErrorBody), crate::openapi::Refusals))]
+    responses((status = 200, description = "The policies after the commit", body = Object), (status = 409, description = "Conflicts with a branch restriction (named)", body = crate::http::ErrorBody), crate::http::Refusals))]
 async fn apply_auto_release(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -461,7 +461,7 @@ async fn apply_auto_release(
 #[utoipa::path(post, path = "/api/v1/policies/{service}/branch-restriction", tag = "releases",
     summary = "Allow only branches matching a regex in an environment",
     params(("service" = String, Path, description = "The service")), request_body = BranchRestrictionInput,
-    responses((status = 200, description = "The policies after the commit", body = Object), (status = 409, description = "Conflicts with an auto-release (named)", body = crate::http::ErrorBody), crate::openapi::Refusals))]
+    responses((status = 200, description = "The policies after the commit", body = Object), (status = 409, description = "Conflicts with an auto-release (named)", body = crate::http::ErrorBody), crate::http::Refusals))]
 async fn apply_branch_restriction(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -477,7 +477,7 @@ async fn apply_branch_restriction(
 #[utoipa::path(delete, path = "/api/v1/policies/{service}", tag = "releases",
     summary = "Delete policies by id (global restrictions cannot be deleted)",
     params(("service" = String, Path, description = "The service")), request_body = DeletePoliciesInput,
-    responses((status = 200, description = "The policies after the commit", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "The policies after the commit", body = Object), crate::http::Refusals))]
 async fn delete_policies(
     State(ctx): State<Shared>,
     headers: HeaderMap,

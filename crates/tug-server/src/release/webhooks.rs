@@ -79,7 +79,7 @@ fn answer(outcome: TriggerOutcome) -> Response {
     description = "Signed with `X-Hub-Signature-256` (HMAC-SHA256 of the body with the configured secret).",
     security(()),
     request_body = Object,
-    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn github(
     State(ctx): State<Shared>,
     map: HeaderMap,
@@ -93,7 +93,7 @@ async fn github(
     description = "Authenticated by `X-Gitlab-Token`.",
     security(()),
     request_body = Object,
-    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn gitlab(
     State(ctx): State<Shared>,
     map: HeaderMap,
@@ -114,7 +114,7 @@ struct TokenQuery {
     description = "Authenticated by the `token` query parameter.",
     security(()),
     request_body = Object, params(TokenQuery),
-    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn dockerhub(
     State(ctx): State<Shared>,
     Query(query): Query<TokenQuery>,
@@ -130,7 +130,7 @@ async fn dockerhub(
     description = "Authenticated by the `Authorization` header Harbor sends, or the `token` query parameter.",
     security(()),
     request_body = Object, params(TokenQuery),
-    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn harbor(
     State(ctx): State<Shared>,
     Query(query): Query<TokenQuery>,
@@ -144,7 +144,7 @@ async fn harbor(
 #[utoipa::path(post, path = "/api/v1/dispatch", tag = "webhooks",
     summary = "A repository_dispatch-style event (`{event_type, client_payload}`) mapped to deploy specs by the server's rules",
     request_body = Object,
-    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn dispatch(
     State(ctx): State<Shared>,
     map: HeaderMap,
@@ -180,7 +180,7 @@ fn feedback_answer(outcome: Feedback) -> Response {
     summary = "Argo CD notification webhooks",
     description = "Matched to a release by revision; sets the rollout state.",
     request_body = Object,
-    responses((status = 200, description = "`{recorded: true, service, environment, revision, state}`", body = Object), (status = 202, description = "Not matched to a release: `{recorded: false, message}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "`{recorded: true, service, environment, revision, state}`", body = Object), (status = 202, description = "Not matched to a release: `{recorded: false, message}`", body = Object), crate::http::Refusals))]
 async fn argocd(
     State(ctx): State<Shared>,
     map: HeaderMap,
@@ -195,7 +195,7 @@ async fn argocd(
     summary = "Flux notification-controller events",
     description = "Matched to a release by revision; sets the rollout state.",
     request_body = Object,
-    responses((status = 200, description = "`{recorded: true, service, environment, revision, state}`", body = Object), (status = 202, description = "Not matched to a release: `{recorded: false, message}`", body = Object), crate::openapi::Refusals))]
+    responses((status = 200, description = "`{recorded: true, service, environment, revision, state}`", body = Object), (status = 202, description = "Not matched to a release: `{recorded: false, message}`", body = Object), crate::http::Refusals))]
 async fn flux(
     State(ctx): State<Shared>,
     map: HeaderMap,
