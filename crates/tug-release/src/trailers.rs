@@ -46,7 +46,7 @@ pub fn parse_trailers(message: &str) -> Vec<(String, String)> {
 }
 
 /// A person as git writes one: `Name <email>`, `Name`, or `<email>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Person {
     #[serde(default, skip_serializing_if = "String::is_empty")]

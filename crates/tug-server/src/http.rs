@@ -1,5 +1,5 @@
 //! The REST API (axum): the Delivery server's `POST /api/v1/deploy` with an NDJSON progress
-//! stream, job queries, health, OpenAPI and Prometheus metrics.
+//! stream, job queries, health and Prometheus metrics.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,25 +9,43 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tug_store::{Event, Job, JobState, Level};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use tug_service::app::JobsQuery;
 use tug_service::follow::{Update, follow};
 use tug_service::{App, ErrorKind, ServiceError};
 
+/// The deploy API's routes, each registered together with its documentation so that a served
+/// route cannot be left out of the OpenAPI document.
+pub(crate) fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(deploy))
+        .routes(routes!(health))
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(metrics))
+}
+
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/api/v1/deploy", post(deploy))
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/jobs", get(list_jobs))
-        .route("/api/v1/jobs/{id}", get(get_job))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .with_state(app)
+    let (router, _) = routes().split_for_parts();
+    router.fallback(not_found).with_state(app)
+}
+
+/// The body of every refusal, with the status that goes with `code`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    /// Stable machine-readable reason (`invalid_argument`, `not_found`, `permission_denied`, …).
+    code: &'static str,
+    message: String,
+    /// More about the refusal; `field` names the offending input where there is one.
+    #[schema(value_type = Object)]
+    details: Value,
 }
 
 /// `{code, message, details}` with the status that goes with `code`.
@@ -79,9 +97,32 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+/// The refusals every authenticated release operation can answer with.
+// Only described, never built: the handlers answer with `ApiError`.
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub(crate) enum Refusals {
+    /// Invalid input; `details.field` names the field
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+    /// No valid token
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// Token not allowed for the repository or branch
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Unknown service, environment or artifact
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"code": self.code, "message": self.message, "details": self.details});
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+            details: self.details,
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -97,20 +138,47 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+#[utoipa::path(get, path = "/api/v1/health", tag = "server",
+    summary = "Health",
+    params(("service" = Option<String>, Query,
+        description = "A service name, as gRPC health checks send it; the answer is the server's")),
+    responses((status = 200, description = "`{\"status\":\"SERVING\"}`", body = Object)))]
 async fn health() -> axum::Json<Value> {
     axum::Json(json!({"status": "SERVING"}))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeployQuery {
     /// `false`: answer 202 with the job id once stored, without streaming progress.
+    #[param(default = true)]
     wait: Option<bool>,
     /// `true`: answer what the request would change (diffs, commit messages) on the current
     /// tips; nothing is stored or pushed.
+    /// The answer is JSON: per branch the status (`would_commit`, `up_to_date`, `failed`), the
+    /// commit message and a unified diff per file.
     #[serde(rename = "dryRun")]
+    #[param(default = false)]
     dry_run: Option<bool>,
 }
 
+#[utoipa::path(post, path = "/api/v1/deploy", tag = "deploy",
+    summary = "Submit a deploy request; streams progress as NDJSON, then the outcome",
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "The same key returns the same job, never a second commit"),
+        DeployQuery,
+    ),
+    request_body = tug_spec::DeployRequest,
+    responses(
+        (status = 200, description = "Progress lines `{\"result\":{\"message\":…}}`, the last one with the job outcome; with `dryRun=true` a JSON preview instead",
+            content((Object = "application/x-ndjson"), (Object = "application/json"))),
+        (status = 202, description = "Stored (`wait=false`)", body = JobBody),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Token not allowed for a repository or branch", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ))]
 async fn deploy(
     State(app): State<Arc<App>>,
     Query(q): Query<DeployQuery>,
@@ -231,87 +299,162 @@ pub fn final_line(job: &Job) -> Value {
 }
 
 /// The public shape of a job.
-pub fn job_json(job: &Job, events: &[Event]) -> Value {
-    let updates: Vec<Value> = job
-        .tasks
-        .iter()
-        .map(|t| {
-            let mut u = json!({
-                "repository": t.branch.repository,
-                "branch": t.branch.branch,
-                "status": format!("{:?}", t.state).to_lowercase(),
-                "attempts": t.attempts,
-            });
-            if let Some(r) = &t.result {
-                if let Some(c) = r.get("commit") {
-                    u["commit"] = c.clone();
-                }
-                if let Some(url) = r.get("url") {
-                    u["url"] = url.clone();
-                }
-                if r.get("status").and_then(Value::as_str) == Some("up_to_date") {
-                    u["upToDate"] = Value::Bool(true);
-                }
-                if let Some(created) = r.get("created") {
-                    u["created"] = created.clone();
-                }
-            }
-            if let Some(e) = &t.last_error {
-                u["error"] = Value::String(e.clone());
-            }
-            u
-        })
-        .collect();
-    let mut v = json!({
-        "jobId": job.id,
-        "status": job.state.as_str(),
-        "requestedBy": job.requested_by,
-        "createdAt": job.created_at.to_string(),
-        "updatedAt": job.updated_at.to_string(),
-        "updates": updates,
-    });
-    if let Some(k) = &job.idempotency_key {
-        v["idempotencyKey"] = Value::String(k.clone());
-    }
-    if !events.is_empty() {
-        v["events"] = Value::Array(
-            events
-                .iter()
-                .map(|e| {
-                    json!({
-                        "seq": e.seq, "at": e.at.to_string(),
-                        "level": match e.level { Level::Info => "info", Level::Warn => "warn", Level::Error => "error" },
-                        "message": e.message,
-                    })
-                })
-                .collect(),
-        );
-    }
-    v
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Job)]
+pub(crate) struct JobBody {
+    job_id: String,
+    /// `queued`, `running`, `pending`, `succeeded` or `failed`.
+    status: &'static str,
+    requested_by: String,
+    created_at: String,
+    updated_at: String,
+    /// One per branch the job writes to.
+    updates: Vec<BranchOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+    /// Only when the job is read on its own (`GET /api/v1/jobs/{id}`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    events: Vec<EventBody>,
 }
 
+/// What a job did (or is doing) on one branch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct BranchOutcome {
+    repository: String,
+    branch: String,
+    status: String,
+    attempts: u32,
+    /// The commit that landed the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    commit: Option<Value>,
+    /// The commit on the Git host's web interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    url: Option<Value>,
+    /// The branch already held the desired state: nothing was committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    up_to_date: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    created: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = JobEvent)]
+struct EventBody {
+    seq: i64,
+    at: String,
+    /// `info`, `warn` or `error`.
+    level: &'static str,
+    message: String,
+}
+
+impl JobBody {
+    fn new(job: &Job, events: &[Event]) -> Self {
+        let updates = job
+            .tasks
+            .iter()
+            .map(|t| {
+                let result = t.result.as_ref();
+                let field = |name: &str| result.and_then(|r| r.get(name)).cloned();
+                BranchOutcome {
+                    repository: t.branch.repository.clone(),
+                    branch: t.branch.branch.clone(),
+                    status: format!("{:?}", t.state).to_lowercase(),
+                    attempts: t.attempts,
+                    commit: field("commit"),
+                    url: field("url"),
+                    up_to_date: (result.and_then(|r| r.get("status")).and_then(Value::as_str)
+                        == Some("up_to_date"))
+                    .then_some(true),
+                    created: field("created"),
+                    error: t.last_error.clone(),
+                }
+            })
+            .collect();
+        let events = events
+            .iter()
+            .map(|e| EventBody {
+                seq: e.seq,
+                at: e.at.to_string(),
+                level: match e.level {
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                    Level::Error => "error",
+                },
+                message: e.message.clone(),
+            })
+            .collect();
+        JobBody {
+            job_id: job.id.clone(),
+            status: job.state.as_str(),
+            requested_by: job.requested_by.clone(),
+            created_at: job.created_at.to_string(),
+            updated_at: job.updated_at.to_string(),
+            updates,
+            idempotency_key: job.idempotency_key.clone(),
+            events,
+        }
+    }
+}
+
+/// The public shape of a job, as JSON for the answers that add to it.
+pub fn job_json(job: &Job, events: &[Event]) -> Value {
+    serde_json::to_value(JobBody::new(job, events)).unwrap_or(Value::Null)
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "deploy",
+    summary = "One job with its events",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = JobBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
 async fn get_job(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<JobBody>, ApiError> {
     let (job, events) = app.job(bearer(&headers), &id, true).await?;
-    Ok(axum::Json(job_json(&job, &events)))
+    Ok(axum::Json(JobBody::new(&job, &events)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only jobs writing to this repository.
     repository: Option<String>,
+    /// `queued`, `running`, `pending`, `succeeded` or `failed`.
     status: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
+
+/// `GET /api/v1/jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+struct JobList {
+    jobs: Vec<JobBody>,
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "deploy",
+    summary = "List jobs, newest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Jobs", body = JobList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+    ))]
 
 async fn list_jobs(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<JobList>, ApiError> {
     let token = bearer(&headers);
     // Authenticate before reading the query: an anonymous caller learns nothing about it.
     app.authorizer
@@ -337,11 +480,14 @@ async fn list_jobs(
             },
         )
         .await?;
-    Ok(axum::Json(
-        json!({"jobs": jobs.iter().map(|j| job_json(j, &[])).collect::<Vec<_>>()}),
-    ))
+    Ok(axum::Json(JobList {
+        jobs: jobs.iter().map(|j| JobBody::new(j, &[])).collect(),
+    }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     if let Ok(depths) = app.store.queue_depths().await {
         app.metrics.set_queue_depths(
@@ -359,8 +505,4 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         text,
     )
         .into_response())
-}
-
-async fn openapi() -> axum::Json<Value> {
-    axum::Json(crate::openapi::document())
 }

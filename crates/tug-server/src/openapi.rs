@@ -1,269 +1,96 @@
-//! The OpenAPI document served at `/api/v1/openapi.json`.
+//! The OpenAPI document served at `/api/v1/openapi.json`, generated from the types the handlers
+//! read and write: the request model of tug-spec, the release inputs of tug-service and the
+//! answers of this crate. Each router registers a route together with its documentation, so the
+//! document lists exactly the routes the server serves. This module sits above the routers it
+//! reads, so it serves its own route.
 
-use serde_json::{Value, json};
+use axum::Router;
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn document() -> Value {
-    let error = json!({"$ref": "#/components/schemas/Error"});
-    let mut doc = json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "tug",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "GitOps delivery: deploy requests that edit manifests byte-exactly, commit and push."
-        },
-        "paths": {
-            "/api/v1/deploy": {"post": {
-                "summary": "Submit a deploy request; streams progress as NDJSON, then the outcome",
-                "parameters": [
-                    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"},
-                     "description": "The same key returns the same job, never a second commit"},
-                    {"name": "wait", "in": "query", "schema": {"type": "boolean", "default": true},
-                     "description": "false: answer 202 with the job once stored"},
-                    {"name": "dryRun", "in": "query", "schema": {"type": "boolean", "default": false},
-                     "description": "true: answer (JSON) what the request would change on the current tips — per branch the status (would_commit, up_to_date, failed), the commit message and a unified diff per file; nothing is stored or pushed"}
-                ],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeployRequest"}}}},
-                "responses": {
-                    "200": {"description": "Progress lines `{\"result\":{\"message\":…}}`, the last one with the job outcome",
-                            "content": {"application/x-ndjson": {"schema": {"type": "object"}}}},
-                    "202": {"description": "Stored (wait=false)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                    "400": {"description": "Invalid request", "content": {"application/json": {"schema": error}}},
-                    "401": {"description": "No valid token", "content": {"application/json": {"schema": error}}},
-                    "403": {"description": "Token not allowed for a repository or branch", "content": {"application/json": {"schema": error}}},
-                    "413": {"description": "Body too large", "content": {"application/json": {"schema": error}}}
-                }
-            }},
-            "/api/v1/jobs": {"get": {
-                "summary": "List jobs, newest first",
-                "parameters": [
-                    {"name": "repository", "in": "query", "schema": {"type": "string"}},
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["queued", "running", "pending", "succeeded", "failed"]}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
-                ],
-                "responses": {"200": {"description": "Jobs", "content": {"application/json": {"schema": {"type": "object", "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}}}}}}
-            }},
-            "/api/v1/jobs/{id}": {"get": {
-                "summary": "One job with its events",
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {
-                    "200": {"description": "The job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                    "404": {"description": "No such job", "content": {"application/json": {"schema": error}}}
-                }
-            }},
-            "/api/v1/health": {"get": {"summary": "Health", "responses": {"200": {"description": "`{\"status\":\"SERVING\"}`"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OpenMetrics text"}}}}
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}},
-                "DeployRequest": {"type": "object", "properties": {
-                    "commitSpec": {"type": "object", "properties": {
-                        "CommitMessage": {"type": "string"}, "CommitUserName": {"type": "string"}, "CommitUserEmail": {"type": "string"},
-                        "CommitProject": {"type": "string"}, "CommitBranch": {"type": "string"}, "CommitTag": {"type": "string"}, "CommitShortSHA": {"type": "string"}}},
-                    "deploySpecs": {"type": "array", "items": {"type": "object", "properties": {
-                        "url": {"type": "string"}, "repository": {"type": "string"},
-                        "updates": {"type": "array", "items": {"type": "object", "properties": {
-                            "branch": {"type": "string"},
-                            "paths": {"type": "array", "items": {"type": "object", "properties": {
-                                "path": {"type": "string"},
-                                "kustomize": {"type": "object"}, "yq": {"type": "array"}, "images": {"type": "array"},
-                                "helm": {"type": "array"}, "chart": {"type": "array"}, "redeploy": {"type": "object"}}}}}}}}}},
-                    "notify": {"type": "object"},
-                    "idempotencyKey": {"type": "string"},
-                    "allowEmpty": {"type": "boolean"},
-                    "strict": {"type": "boolean", "description": "Refuse the request when an edit would only add (a new images entry, a new key); absent: the server's deploy.strict"}}},
-                "Job": {"type": "object", "properties": {
-                    "jobId": {"type": "string"}, "status": {"type": "string"}, "requestedBy": {"type": "string"},
-                    "createdAt": {"type": "string"}, "updatedAt": {"type": "string"},
-                    "updates": {"type": "array", "items": {"type": "object"}}, "events": {"type": "array", "items": {"type": "object"}}}}
-            }
-        },
-        "security": [{"bearer": []}]
-    });
-    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), release_paths()) {
-        paths.extend(more);
+use crate::http::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tug",
+        description = "GitOps delivery: deploy requests that edit manifests byte-exactly, commit and push."
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+/// Every operation needs a bearer token unless it says otherwise (the signed webhooks).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
-    if let (Some(schemas), Value::Object(more)) = (
-        doc["components"]["schemas"].as_object_mut(),
-        release_schemas(),
-    ) {
-        schemas.extend(more);
-    }
+}
+
+fn routes() -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(openapi_json))
+}
+
+/// `GET /api/v1/openapi.json`.
+pub fn router() -> Router {
+    routes().split_for_parts().0
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI document", body = Object)))]
+async fn openapi_json() -> axum::Json<Value> {
+    axum::Json(document())
+}
+
+/// The document, built from the routers' registrations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(routes().into_openapi());
+    doc.merge(crate::http::routes().into_openapi());
+    doc.merge(crate::release::rest::routes().into_openapi());
+    doc.merge(crate::release::webhooks::routes().into_openapi());
     doc
 }
 
-fn body(schema: &str) -> Value {
-    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
-}
-
-fn ok(description: &str) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": {"type": "object"}}}})
-}
-
-fn query(name: &str, required: bool, description: &str) -> Value {
-    json!({"name": name, "in": "query", "required": required, "schema": {"type": "string"}, "description": description})
-}
-
-fn path_param(name: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
-}
-
-/// Releases: artifacts, release / promote / rollback, status and history, policies, triggers and
-/// cluster feedback.
-fn release_paths() -> Value {
-    let error = json!({"$ref": "#/components/schemas/Error"});
-    let errors = json!({
-        "400": {"description": "Invalid input; `details.field` names the field", "content": {"application/json": {"schema": error}}},
-        "401": {"description": "No valid token", "content": {"application/json": {"schema": error}}},
-        "403": {"description": "Token not allowed for the repository or branch", "content": {"application/json": {"schema": error}}},
-        "404": {"description": "Unknown service, environment or artifact", "content": {"application/json": {"schema": error}}}
-    });
-    let with = |mut responses: Value, extra: Value| {
-        if let (Some(r), Value::Object(e)) = (responses.as_object_mut(), extra) {
-            r.extend(e);
-        }
-        responses
-    };
-    let webhook = |summary: &str, auth: &str| {
-        json!({"post": {
-            "summary": summary,
-            "description": auth,
-            "security": [],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
-            "responses": with(json!({"200": ok("What the event did (artifacts registered, releases queued)")}), errors.clone())
-        }})
-    };
-    json!({
-        "/api/v1/artifacts": {
-            "post": {
-                "summary": "Register an artifact (the release manager's artifact.json); runs the service's auto-release policies",
-                "requestBody": body("Artifact"),
-                "responses": with(json!({"201": ok("The stored artifact and the auto-releases it started"), "409": {"description": "The id exists with other content", "content": {"application/json": {"schema": error}}}}), errors.clone())
-            },
-            "get": {
-                "summary": "Artifacts of a service, newest first",
-                "parameters": [query("service", true, "The service"), query("branch", false, "Only artifacts built from this branch (may contain `/`)"), query("count", false, "How many (default 10)")],
-                "responses": with(json!({"200": ok("`{artifacts: [...]}`")}), errors.clone())
-            }
-        },
-        "/api/v1/artifacts/{id}": {"get": {
-            "summary": "One artifact",
-            "parameters": [path_param("id")],
-            "responses": with(json!({"200": ok("The artifact")}), errors.clone())
-        }},
-        "/api/v1/artifacts/{id}/bundle": {"post": {
-            "summary": "Attach rendered manifests for copy-mode releases",
-            "parameters": [path_param("id")],
-            "requestBody": body("Bundle"),
-            "responses": with(json!({"200": ok("The files stored and the auto-releases started")}), errors.clone())
-        }},
-        "/api/v1/releases": {
-            "post": {
-                "summary": "Release, promote or roll back a service in environments; streams progress as NDJSON",
-                "description": "One commit per environment through the branch's writer. Refused with the policy's id when a branch restriction forbids it; `already up to date` when it already runs.",
-                "requestBody": body("ReleaseRequest"),
-                "responses": with(json!({"200": {"description": "Progress lines, then one outcome per environment", "content": {"application/x-ndjson": {"schema": {"type": "object"}}}}}), errors.clone())
-            },
-            "get": {
-                "summary": "Release history of a service, newest first (from commit trailers)",
-                "parameters": [query("service", true, "The service"), query("env", false, "Only this environment"), query("count", false, "How many per environment (default 10)")],
-                "responses": with(json!({"200": ok("`{releases: [...]}` with artifact, intent, who, commit and rollout state")}), errors.clone())
-            }
-        },
-        "/api/v1/status/{service}": {"get": {
-            "summary": "What runs where: per environment the artifact, tag, author, committer, message, date, CI link, commit, pin and rollout state",
-            "parameters": [path_param("service")],
-            "responses": with(json!({"200": ok("`{service, environments: [...]}`")}), errors.clone())
-        }},
-        "/api/v1/reindex": {"post": {
-            "summary": "Rebuild the release index from the commit trailers of every environment branch",
-            "responses": with(json!({"200": ok("Branches read and releases found")}), errors.clone())
-        }},
-        "/api/v1/unpin": {"post": {
-            "summary": "Lift a rollback pin so auto-release resumes (an empty commit with `Unpinned-by`)",
-            "requestBody": body("Unpin"),
-            "responses": with(json!({"200": ok("The unpin commit's job and the lifted pin")}), errors.clone())
-        }},
-        "/api/v1/rollouts": {"post": {
-            "summary": "Record a rollout state (progressing, healthy, degraded) for the release at a revision",
-            "requestBody": body("Rollout"),
-            "responses": with(json!({"200": ok("The release it matched")}), errors.clone())
-        }},
-        "/api/v1/policies/{service}": {
-            "get": {
-                "summary": "The service's policies (policies/<service>.json) and the global restrictions",
-                "parameters": [path_param("service")],
-                "responses": with(json!({"200": ok("`{autoReleases, branchRestrictions, global}`")}), errors.clone())
-            },
-            "delete": {
-                "summary": "Delete policies by id (global restrictions cannot be deleted)",
-                "parameters": [path_param("service")],
-                "requestBody": body("DeletePolicies"),
-                "responses": with(json!({"200": ok("The policies after the commit")}), errors.clone())
-            }
-        },
-        "/api/v1/policies/{service}/auto-release": {"post": {
-            "summary": "Release every new artifact of a branch to an environment automatically",
-            "parameters": [path_param("service")],
-            "requestBody": body("AutoRelease"),
-            "responses": with(json!({"200": ok("The policies after the commit"), "409": {"description": "Conflicts with a branch restriction (named)", "content": {"application/json": {"schema": error}}}}), errors.clone())
-        }},
-        "/api/v1/policies/{service}/branch-restriction": {"post": {
-            "summary": "Allow only branches matching a regex in an environment",
-            "parameters": [path_param("service")],
-            "requestBody": body("BranchRestriction"),
-            "responses": with(json!({"200": ok("The policies after the commit"), "409": {"description": "Conflicts with an auto-release (named)", "content": {"application/json": {"schema": error}}}}), errors.clone())
-        }},
-        "/api/v1/webhooks/github": webhook("GitHub push and package events", "Signed with `X-Hub-Signature-256` (HMAC-SHA256 of the body with the configured secret)."),
-        "/api/v1/webhooks/gitlab": webhook("GitLab push and tag events", "Authenticated by `X-Gitlab-Token`."),
-        "/api/v1/webhooks/dockerhub": webhook("Docker Hub image pushes", "Authenticated by the `token` query parameter."),
-        "/api/v1/webhooks/harbor": webhook("Harbor PUSH_ARTIFACT events", "Authenticated by the `Authorization` header Harbor sends."),
-        "/api/v1/dispatch": {"post": {
-            "summary": "A repository_dispatch-style event mapped to deploy specs by the server's rules",
-            "requestBody": body("Dispatch"),
-            "responses": with(json!({"200": ok("The jobs started")}), errors.clone())
-        }},
-        "/api/v1/webhooks/argocd": webhook("Argo CD notification webhooks", "Matched to a release by revision; sets the rollout state."),
-        "/api/v1/webhooks/flux": webhook("Flux notification-controller events", "Matched to a release by revision; sets the rollout state.")
-    })
-}
-
-fn release_schemas() -> Value {
-    let person = json!({"type": "object", "properties": {"name": {"type": "string"}, "email": {"type": "string"}}});
-    let string = json!({"type": "string"});
-    json!({
-        "Artifact": {"type": "object", "required": ["id", "service"], "additionalProperties": false, "properties": {
-            "id": string, "service": string, "namespace": string,
-            "application": {"type": "object", "properties": {
-                "branch": string, "sha": string, "authorName": string, "authorEmail": string,
-                "committerName": string, "committerEmail": string, "message": string, "url": string, "provider": string}},
-            "ci": {"type": "object", "properties": {"jobUrl": string, "start": string, "end": string}},
-            "stages": {"type": "array", "items": {"type": "object", "properties": {"id": string, "name": string, "data": {"type": "object"}}}}}},
-        "Bundle": {"type": "object", "required": ["service", "files"], "properties": {
-            "service": string,
-            "files": {"type": "object", "additionalProperties": string, "description": "`<env>/<file>` → content"}}},
-        "ReleaseRequest": {"type": "object", "required": ["service", "environments"], "additionalProperties": false, "properties": {
-            "service": string,
-            "environments": {"type": "array", "items": string},
-            "artifactId": string, "branch": string,
-            "intent": {"type": "string", "enum": ["release", "promote", "rollback"], "default": "release"},
-            "fromEnv": string, "by": person}},
-        "Unpin": {"type": "object", "required": ["service", "env"], "additionalProperties": false, "properties": {"service": string, "env": string, "by": person}},
-        "Rollout": {"type": "object", "required": ["service", "env", "revision", "state"], "additionalProperties": false, "properties": {
-            "service": string, "env": string, "revision": string,
-            "state": {"type": "string", "enum": ["progressing", "healthy", "degraded"]}, "message": string}},
-        "AutoRelease": {"type": "object", "required": ["branch", "env"], "additionalProperties": false, "properties": {"branch": string, "env": string, "by": person}},
-        "BranchRestriction": {"type": "object", "required": ["env", "branchRegex"], "additionalProperties": false, "properties": {"env": string, "branchRegex": string, "by": person}},
-        "DeletePolicies": {"type": "object", "required": ["ids"], "additionalProperties": false, "properties": {"ids": {"type": "array", "items": string}, "by": person}},
-        "Dispatch": {"type": "object", "required": ["event_type"], "properties": {"event_type": string, "client_payload": {"type": "object"}}}
-    })
+/// The document as JSON.
+pub fn document() -> Value {
+    serde_json::to_value(openapi()).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
+
+    fn operation<'a>(doc: &'a Value, method: &Method, route: &str) -> Option<&'a Value> {
+        doc["paths"]
+            .get(route)?
+            .get(method.as_str().to_ascii_lowercase())
+    }
+
+    fn query_parameters(operation: &Value) -> Vec<String> {
+        let mut names: Vec<String> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query")
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
 
     /// Every route the server serves is documented.
     #[test]
@@ -275,6 +102,7 @@ mod tests {
             "/api/v1/jobs",
             "/api/v1/jobs/{id}",
             "/api/v1/health",
+            "/api/v1/openapi.json",
             "/metrics",
             "/api/v1/artifacts",
             "/api/v1/artifacts/{id}",
@@ -297,17 +125,177 @@ mod tests {
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }
-        // Every schema a path refers to exists.
+        assert_eq!(doc["info"]["title"], "tug");
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    /// Every operation documents exactly the query parameters the query guard lets through, so
+    /// a parameter added to a route without documentation (or the reverse) fails here.
+    #[test]
+    fn query_parameters_are_the_guards() {
+        let doc = document();
+        let mut operations = 0;
+        for (route, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+                    continue;
+                };
+                let mut allowed: Vec<String> = crate::query_guard::allowed(&method, route)
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect();
+                allowed.sort();
+                assert_eq!(
+                    query_parameters(operation),
+                    allowed,
+                    "{method} {route}: documented query parameters differ from the guard's"
+                );
+                operations += 1;
+            }
+        }
+        assert!(operations >= 26, "only {operations} operations");
+        for (method, route, _) in crate::query_guard::ALLOWED {
+            assert!(
+                operation(&doc, method, route).is_some(),
+                "{method} {route} takes query parameters but is not documented"
+            );
+        }
+    }
+
+    /// Every schema a path or schema refers to exists.
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
         let text = doc.to_string();
         for reference in text.split("#/components/schemas/").skip(1) {
             let name: String = reference
                 .chars()
-                .take_while(char::is_ascii_alphanumeric)
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
                 .collect();
             assert!(
                 doc["components"]["schemas"].get(&name).is_some(),
                 "missing schema {name}"
             );
         }
+    }
+
+    /// Resolves `$ref`s of the document's own schemas.
+    fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+        match schema["$ref"].as_str() {
+            Some(r) => {
+                let name = r.trim_start_matches("#/components/schemas/");
+                resolve(doc, &doc["components"]["schemas"][name])
+            }
+            None => schema,
+        }
+    }
+
+    /// The alternatives of a schema: itself, or the members of its `oneOf`/`anyOf`.
+    fn alternatives<'a>(doc: &'a Value, schema: &'a Value) -> Vec<&'a Value> {
+        let schema = resolve(doc, schema);
+        let mut out = vec![schema];
+        for key in ["oneOf", "anyOf", "allOf"] {
+            for member in schema[key].as_array().into_iter().flatten() {
+                out.extend(alternatives(doc, member));
+            }
+        }
+        out
+    }
+
+    /// Every key of `value` is a property of `schema`, recursively.
+    fn check_keys(doc: &Value, schema: &Value, value: &Value, at: &str) {
+        match value {
+            Value::Object(map) => {
+                let options = alternatives(doc, schema);
+                for (key, item) in map {
+                    let property = options
+                        .iter()
+                        .find_map(|s| s["properties"].get(key))
+                        .or_else(|| {
+                            options.iter().find_map(|s| {
+                                s["additionalProperties"]
+                                    .is_object()
+                                    .then(|| &s["additionalProperties"])
+                            })
+                        });
+                    let Some(property) = property else {
+                        panic!("{at}.{key} is not in the schema");
+                    };
+                    check_keys(doc, property, item, &format!("{at}.{key}"));
+                }
+            }
+            Value::Array(items) => {
+                let options = alternatives(doc, schema);
+                let item_schema = options
+                    .iter()
+                    .find(|s| s["items"].is_object())
+                    .map(|s| &s["items"])
+                    .unwrap_or_else(|| panic!("{at} is not an array in the schema"));
+                for (i, item) in items.iter().enumerate() {
+                    check_keys(doc, item_schema, item, &format!("{at}[{i}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A request using every field of the model: each key it writes is in the schema of the
+    /// deploy request body, so a field added to the model cannot go undocumented.
+    #[test]
+    fn the_deploy_schema_has_every_field_of_the_model() {
+        let doc = document();
+        let body = &doc["paths"]["/api/v1/deploy"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        assert_eq!(body["$ref"], "#/components/schemas/DeployRequest");
+        let request: tug_spec::DeployRequest = tug_spec::from_json(
+            "request",
+            r#"{
+              "commitSpec": {"CommitMessage": "m", "CommitUserName": "n", "CommitUserEmail": "e",
+                "CommitProject": "p", "CommitBranch": "b", "CommitTag": "t", "CommitShortSHA": "s"},
+              "deploySpecs": [{"url": "u", "repository": "r", "updates": [{"branch": "main", "paths": [
+                {"path": "a",
+                 "kustomize": {"images": [{"name": "n", "newName": "m", "newTag": "t", "digest": "d"}]},
+                 "yq": [{"file": "f", "key": ".k", "value": 3, "type": "number"}],
+                 "images": [{"file": "f", "name": "n", "container": "c", "newName": "m",
+                             "newTag": "t", "digest": "d"}],
+                 "helm": [{"file": "f", "key": ".image", "name": "n", "newName": "m",
+                           "newTag": "t", "digest": "d"}],
+                 "chart": [{"file": "f", "name": "n", "repository": "r", "version": "1.0"}],
+                 "redeploy": {"file": "f", "workload": "w", "annotation": "a"}}]}]}],
+              "notify": {"disabled": true, "message": "m", "context": {"k": "v"}},
+              "idempotencyKey": "k", "allowEmpty": true, "strict": true
+            }"#,
+        )
+        .unwrap();
+        let value = serde_json::to_value(&request).unwrap();
+        check_keys(&doc, body, &value, "DeployRequest");
+        // And the schema refuses what the server refuses.
+        let schema = resolve(&doc, body);
+        assert_eq!(schema["additionalProperties"], false);
+        let yq = resolve(&doc, &doc["components"]["schemas"]["YqUpdate"]);
+        assert_eq!(yq["required"], serde_json::json!(["file", "key", "value"]));
+    }
+
+    #[test]
+    fn deploy_documents_wait_dry_run_and_the_idempotency_header() {
+        let doc = document();
+        let deploy = operation(&doc, &Method::POST, "/api/v1/deploy").unwrap();
+        let parameter = |name: &str| {
+            deploy["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("no parameter {name}"))
+                .clone()
+        };
+        assert_eq!(parameter("wait")["schema"]["default"], true);
+        assert_eq!(parameter("dryRun")["schema"]["default"], false);
+        assert_eq!(parameter("Idempotency-Key")["in"], "header");
+        assert!(deploy["responses"].get("202").is_some());
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
     }
 }

@@ -12,7 +12,7 @@ use tug_service::ServiceError;
 use crate::http::ApiError;
 
 /// (method, route, the query parameters it takes). Routes not listed take none.
-const ALLOWED: &[(Method, &str, &[&str])] = &[
+pub(crate) const ALLOWED: &[(Method, &str, &[&str])] = &[
     (Method::POST, "/api/v1/deploy", &["wait", "dryRun"]),
     (Method::GET, "/api/v1/health", &["service"]),
     (

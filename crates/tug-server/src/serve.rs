@@ -75,6 +75,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .merge(crate::release::webhooks::router(
             started.releases.ctx().clone(),
         ))
+        .merge(crate::openapi::router())
         .route_layer(axum::middleware::from_fn(crate::query_guard::layer))
         .layer(axum::middleware::from_fn(crate::request_id::layer));
     let grpc = crate::grpc::router(started.app.clone(), &started.releases)

@@ -3,9 +3,11 @@
 //! rejects unknown fields so a typo never silently drops an edit.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 /// A body of `POST /api/v1/deploy` (and of `tug deploy`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Every camelCase key is also accepted in snake_case (`deploy_specs`, `new_tag`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     #[serde(rename = "commitSpec", alias = "commit_spec", default)]
@@ -38,7 +40,8 @@ pub struct DeployRequest {
 }
 
 /// Commit metadata. The capitalised names are the Delivery server's wire format.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `commitMessage` and `commit_message` spellings are accepted for each key too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitSpec {
     #[serde(
@@ -103,7 +106,7 @@ pub struct CommitSpec {
 
 /// What to say about this request in the notifications the server is configured to send. A request
 /// cannot name its own webhook URLs: the server would otherwise call any address a client chose.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifySpec {
     /// Send no notification for this request.
@@ -118,7 +121,7 @@ pub struct NotifySpec {
 }
 
 /// One repository and what to change in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySpec {
     /// The repository's URL (as configured on the server). Either `url` or `repository` names it.
@@ -131,7 +134,7 @@ pub struct DeploySpec {
     pub updates: Vec<BranchUpdate>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BranchUpdate {
     pub branch: String,
@@ -140,7 +143,7 @@ pub struct BranchUpdate {
 }
 
 /// Edits under one directory of the repository.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathUpdate {
     /// Directory relative to the repository root (`""` or `.` for the root).
@@ -164,7 +167,7 @@ pub struct PathUpdate {
     pub redeploy: Option<RedeployUpdate>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KustomizeUpdate {
     #[serde(default)]
@@ -172,7 +175,7 @@ pub struct KustomizeUpdate {
 }
 
 /// An image in kustomize's vocabulary: the image `name` to match, and what to set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRef {
     pub name: String,
@@ -195,13 +198,14 @@ pub struct ImageRef {
 }
 
 /// Set a value at a YAML path, as the Delivery server's `yq` list does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct YqUpdate {
     pub file: String,
     pub key: String,
     /// Always carried as text; JSON numbers, booleans and null are accepted and keep their type.
     #[serde(deserialize_with = "scalar_as_text")]
+    #[schema(schema_with = scalar_schema)]
     pub value: ScalarText,
     /// `auto` (default), `string`, `number`, `bool` or `null`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +234,18 @@ impl From<&str> for ScalarText {
             typed: None,
         }
     }
+}
+
+/// What [`scalar_as_text`] accepts.
+fn scalar_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(
+            [Type::String, Type::Number, Type::Boolean, Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
+        .build()
 }
 
 fn scalar_as_text<'de, D: Deserializer<'de>>(d: D) -> Result<ScalarText, D::Error> {
@@ -264,7 +280,7 @@ fn scalar_as_text<'de, D: Deserializer<'de>>(d: D) -> Result<ScalarText, D::Erro
 }
 
 /// Container images in raw manifests under the path.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestImageUpdate {
     /// One file; when absent, every `.yaml`/`.yml` file directly in the path is considered and at
@@ -294,7 +310,7 @@ pub struct ManifestImageUpdate {
 }
 
 /// An image in a Helm values file: `image: {repository, tag}` or `image: "repo:tag"`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HelmImageUpdate {
     /// Defaults to `values.yaml`.
@@ -326,7 +342,7 @@ pub struct HelmImageUpdate {
 
 /// The version of a Helm chart, wherever the path pins it: a kustomization's `helmCharts` entry,
 /// a `Chart.yaml` dependency or a Flux `HelmRelease`'s `spec.chart.spec.version`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChartUpdate {
     /// One file; when absent, the path's kustomization, `Chart.yaml` and manifests are
@@ -346,7 +362,7 @@ pub struct ChartUpdate {
 }
 
 /// Bump a pod-template annotation so the rollout happens even when the image did not change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeployUpdate {
     /// One file; when absent, the path's kustomization if it has one, else every manifest in it.

@@ -11,7 +11,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -21,34 +20,32 @@ use tug_service::release::Ctx;
 use tug_service::release::api::*;
 use tug_service::release::flow::release_json;
 use tug_store::{ArtifactWrite, StoredArtifact};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::{ApiError, bearer, job_json, line, progress_stream};
 
 type Shared = Arc<Ctx>;
 
+/// The release API's routes, each registered together with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(push_artifact, list_artifacts))
+        .routes(routes!(get_artifact))
+        .routes(routes!(upload_bundle))
+        .routes(routes!(release, describe))
+        .routes(routes!(status))
+        .routes(routes!(reindex))
+        .routes(routes!(unpin))
+        .routes(routes!(report_rollout))
+        .routes(routes!(list_policies, delete_policies))
+        .routes(routes!(apply_auto_release))
+        .routes(routes!(apply_branch_restriction))
+}
+
 pub(crate) fn router(ctx: Shared) -> Router {
-    Router::new()
-        .route("/api/v1/artifacts", post(push_artifact).get(list_artifacts))
-        .route("/api/v1/artifacts/{id}", get(get_artifact))
-        .route("/api/v1/artifacts/{id}/bundle", post(upload_bundle))
-        .route("/api/v1/releases", post(release).get(describe))
-        .route("/api/v1/status/{service}", get(status))
-        .route("/api/v1/reindex", post(reindex))
-        .route("/api/v1/unpin", post(unpin))
-        .route("/api/v1/rollouts", post(report_rollout))
-        .route(
-            "/api/v1/policies/{service}",
-            get(list_policies).delete(delete_policies),
-        )
-        .route(
-            "/api/v1/policies/{service}/auto-release",
-            post(apply_auto_release),
-        )
-        .route(
-            "/api/v1/policies/{service}/branch-restriction",
-            post(apply_branch_restriction),
-        )
-        .with_state(ctx)
+    let (router, _) = routes().split_for_parts();
+    router.with_state(ctx)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -102,6 +99,10 @@ fn add_artifact_details(v: &mut Value, known: Option<&KnownArtifact>) {
     v["ciJobUrl"] = json!(artifact.ci.job_url);
 }
 
+#[utoipa::path(post, path = "/api/v1/artifacts", tag = "releases",
+    summary = "Register an artifact (the release manager's artifact.json); runs the service's auto-release policies",
+    request_body(content = Object, description = "artifact.json: `id`, `service`, `namespace`, `application` (branch, sha, author, committer, message, url, provider), `ci` (jobUrl, start, end), `stages`"),
+    responses((status = 201, description = "The stored artifact and the auto-releases it started", body = Object), (status = 200, description = "The artifact was already registered with this content", body = Object), (status = 409, description = "The id exists with other content", body = crate::http::ErrorBody), crate::http::Refusals))]
 async fn push_artifact(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -127,6 +128,10 @@ async fn push_artifact(
     Ok((status, axum::Json(body)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/artifacts", tag = "releases",
+    summary = "Artifacts of a service, newest first",
+    params(ArtifactsQuery),
+    responses((status = 200, description = "`{artifacts: [...]}`", body = Object), crate::http::Refusals))]
 async fn list_artifacts(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -140,12 +145,18 @@ async fn list_artifacts(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ServiceQuery {
+    /// The artifact's service.
     service: String,
 }
 
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}", tag = "releases",
+    summary = "One artifact",
+    params(("id" = String, Path, description = "The artifact id"), ServiceQuery),
+    responses((status = 200, description = "The artifact", body = Object), crate::http::Refusals))]
 async fn get_artifact(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -158,6 +169,10 @@ async fn get_artifact(
     Ok(axum::Json(artifact_json(&stored)))
 }
 
+#[utoipa::path(post, path = "/api/v1/artifacts/{id}/bundle", tag = "releases",
+    summary = "Attach rendered manifests for copy-mode releases",
+    params(("id" = String, Path, description = "The artifact id")), request_body = BundleBody,
+    responses((status = 200, description = "The files stored and the auto-releases started", body = Object), crate::http::Refusals))]
 async fn upload_bundle(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -173,8 +188,11 @@ async fn upload_bundle(
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
+    /// `false`: answer 202 with the queued releases once stored, without streaming progress.
+    #[param(default = true)]
     wait: Option<bool>,
 }
 
@@ -187,6 +205,11 @@ fn queued_json(queued: &QueuedRelease) -> Value {
     v
 }
 
+#[utoipa::path(post, path = "/api/v1/releases", tag = "releases",
+    summary = "Release, promote or roll back a service in environments; streams progress as NDJSON",
+    description = "One commit per environment through the branch's writer. Refused with the policy's id when a branch restriction forbids it; `already up to date` when it already runs.",
+    params(WaitQuery), request_body = ReleaseInput,
+    responses((status = 200, description = "Progress lines, then one outcome per environment", body = Object, content_type = "application/x-ndjson"), (status = 202, description = "Stored (`wait=false`): `{releases: [...]}`", body = Object), (status = 409, description = "Refused by a branch restriction (named)", body = crate::http::ErrorBody), crate::http::Refusals))]
 async fn release(
     State(ctx): State<Shared>,
     Query(q): Query<WaitQuery>,
@@ -233,6 +256,10 @@ async fn release(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/api/v1/releases", tag = "releases",
+    summary = "Release history of a service, newest first (from commit trailers)",
+    params(DescribeQuery),
+    responses((status = 200, description = "`{service, releases: [...]}` with artifact, intent, who, commit and rollout state", body = Object), crate::http::Refusals))]
 async fn describe(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -267,6 +294,10 @@ async fn describe(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/status/{service}", tag = "releases",
+    summary = "What runs where: per environment the artifact, tag, author, committer, message, date, CI link, commit, pin and rollout state",
+    params(("service" = String, Path, description = "The service")),
+    responses((status = 200, description = "`{service, environments: [...]}`", body = Object), crate::http::Refusals))]
 async fn status(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -312,6 +343,9 @@ async fn status(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/reindex", tag = "releases",
+    summary = "Rebuild the release index from the commit trailers of every environment branch",
+    responses((status = 200, description = "`{branches: [...]}`: branches read and releases found", body = Object), crate::http::Refusals))]
 async fn reindex(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -333,6 +367,10 @@ async fn reindex(
     Ok(axum::Json(json!({"branches": branches})))
 }
 
+#[utoipa::path(post, path = "/api/v1/unpin", tag = "releases",
+    summary = "Lift a rollback pin so auto-release resumes (an empty commit with `Unpinned-by`)",
+    request_body = UnpinInput,
+    responses((status = 200, description = "The unpin commit's job and the lifted pin", body = Object), crate::http::Refusals))]
 async fn unpin(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -348,6 +386,10 @@ async fn unpin(
     Ok(axum::Json(v))
 }
 
+#[utoipa::path(post, path = "/api/v1/rollouts", tag = "releases",
+    summary = "Record a rollout state (progressing, healthy, degraded) for the release at a revision",
+    request_body = RolloutInput,
+    responses((status = 200, description = "`{recorded: true}`", body = Object), crate::http::Refusals))]
 async fn report_rollout(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -386,6 +428,10 @@ fn policy_change_json(change: &PolicyChange) -> Value {
     v
 }
 
+#[utoipa::path(get, path = "/api/v1/policies/{service}", tag = "releases",
+    summary = "The service's policies (policies/<service>.json) and the global restrictions",
+    params(("service" = String, Path, description = "The service")),
+    responses((status = 200, description = "`{service, autoReleases, branchRestrictions, overridden}`", body = Object), crate::http::Refusals))]
 async fn list_policies(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -396,6 +442,10 @@ async fn list_policies(
     Ok(axum::Json(policies_json(&listing)))
 }
 
+#[utoipa::path(post, path = "/api/v1/policies/{service}/auto-release", tag = "releases",
+    summary = "Release every new artifact of a branch to an environment automatically",
+    params(("service" = String, Path, description = "The service")), request_body = AutoReleaseInput,
+    responses((status = 200, description = "The policies after the commit", body = Object), (status = 409, description = "Conflicts with a branch restriction (named)", body = crate::http::ErrorBody), crate::http::Refusals))]
 async fn apply_auto_release(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -408,6 +458,10 @@ async fn apply_auto_release(
     Ok(axum::Json(policy_change_json(&change)))
 }
 
+#[utoipa::path(post, path = "/api/v1/policies/{service}/branch-restriction", tag = "releases",
+    summary = "Allow only branches matching a regex in an environment",
+    params(("service" = String, Path, description = "The service")), request_body = BranchRestrictionInput,
+    responses((status = 200, description = "The policies after the commit", body = Object), (status = 409, description = "Conflicts with an auto-release (named)", body = crate::http::ErrorBody), crate::http::Refusals))]
 async fn apply_branch_restriction(
     State(ctx): State<Shared>,
     headers: HeaderMap,
@@ -420,6 +474,10 @@ async fn apply_branch_restriction(
     Ok(axum::Json(policy_change_json(&change)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/policies/{service}", tag = "releases",
+    summary = "Delete policies by id (global restrictions cannot be deleted)",
+    params(("service" = String, Path, description = "The service")), request_body = DeletePoliciesInput,
+    responses((status = 200, description = "The policies after the commit", body = Object), crate::http::Refusals))]
 async fn delete_policies(
     State(ctx): State<Shared>,
     headers: HeaderMap,

@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 use tug_service::release::Ctx;
@@ -17,19 +16,26 @@ use tug_service::release::feedback::{self, Feedback};
 use tug_service::release::triggers::{self, Headers, TriggerOutcome};
 
 use crate::http::{ApiError, bearer, job_json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Shared = Arc<Ctx>;
 
+/// The webhook routes, each registered together with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(github))
+        .routes(routes!(gitlab))
+        .routes(routes!(dockerhub))
+        .routes(routes!(harbor))
+        .routes(routes!(dispatch))
+        .routes(routes!(argocd))
+        .routes(routes!(flux))
+}
+
 pub(crate) fn router(ctx: Shared) -> Router {
-    Router::new()
-        .route("/api/v1/webhooks/github", post(github))
-        .route("/api/v1/webhooks/gitlab", post(gitlab))
-        .route("/api/v1/webhooks/dockerhub", post(dockerhub))
-        .route("/api/v1/webhooks/harbor", post(harbor))
-        .route("/api/v1/dispatch", post(dispatch))
-        .route("/api/v1/webhooks/argocd", post(argocd))
-        .route("/api/v1/webhooks/flux", post(flux))
-        .with_state(ctx)
+    let (router, _) = routes().split_for_parts();
+    router.with_state(ctx)
 }
 
 /// Header values that are not text are left out: no sender tug speaks with uses them.
@@ -68,6 +74,12 @@ fn answer(outcome: TriggerOutcome) -> Response {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/webhooks/github", tag = "webhooks",
+    summary = "GitHub push and package events",
+    description = "Signed with `X-Hub-Signature-256` (HMAC-SHA256 of the body with the configured secret).",
+    security(()),
+    request_body = Object,
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn github(
     State(ctx): State<Shared>,
     map: HeaderMap,
@@ -76,6 +88,12 @@ async fn github(
     Ok(answer(triggers::github(&ctx, &headers(&map), &body).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/webhooks/gitlab", tag = "webhooks",
+    summary = "GitLab push and tag events",
+    description = "Authenticated by `X-Gitlab-Token`.",
+    security(()),
+    request_body = Object,
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn gitlab(
     State(ctx): State<Shared>,
     map: HeaderMap,
@@ -84,11 +102,19 @@ async fn gitlab(
     Ok(answer(triggers::gitlab(&ctx, &headers(&map), &body).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TokenQuery {
+    /// The shared secret configured for the sender.
     token: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/webhooks/dockerhub", tag = "webhooks",
+    summary = "Docker Hub image pushes",
+    description = "Authenticated by the `token` query parameter.",
+    security(()),
+    request_body = Object, params(TokenQuery),
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn dockerhub(
     State(ctx): State<Shared>,
     Query(query): Query<TokenQuery>,
@@ -99,6 +125,12 @@ async fn dockerhub(
     Ok(answer(outcome))
 }
 
+#[utoipa::path(post, path = "/api/v1/webhooks/harbor", tag = "webhooks",
+    summary = "Harbor PUSH_ARTIFACT events",
+    description = "Authenticated by the `Authorization` header Harbor sends, or the `token` query parameter.",
+    security(()),
+    request_body = Object, params(TokenQuery),
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn harbor(
     State(ctx): State<Shared>,
     Query(query): Query<TokenQuery>,
@@ -109,6 +141,10 @@ async fn harbor(
     Ok(answer(outcome))
 }
 
+#[utoipa::path(post, path = "/api/v1/dispatch", tag = "webhooks",
+    summary = "A repository_dispatch-style event (`{event_type, client_payload}`) mapped to deploy specs by the server's rules",
+    request_body = Object,
+    responses((status = 200, description = "What the event did (artifacts registered, releases queued)", body = Object), (status = 201, description = "An artifact was registered", body = Object), (status = 202, description = "The event was ignored: `{ignored: true, message}`", body = Object), crate::http::Refusals))]
 async fn dispatch(
     State(ctx): State<Shared>,
     map: HeaderMap,
@@ -140,6 +176,11 @@ fn feedback_answer(outcome: Feedback) -> Response {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/webhooks/argocd", tag = "webhooks",
+    summary = "Argo CD notification webhooks",
+    description = "Matched to a release by revision; sets the rollout state.",
+    request_body = Object,
+    responses((status = 200, description = "`{recorded: true, service, environment, revision, state}`", body = Object), (status = 202, description = "Not matched to a release: `{recorded: false, message}`", body = Object), crate::http::Refusals))]
 async fn argocd(
     State(ctx): State<Shared>,
     map: HeaderMap,
@@ -150,6 +191,11 @@ async fn argocd(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/webhooks/flux", tag = "webhooks",
+    summary = "Flux notification-controller events",
+    description = "Matched to a release by revision; sets the rollout state.",
+    request_body = Object,
+    responses((status = 200, description = "`{recorded: true, service, environment, revision, state}`", body = Object), (status = 202, description = "Not matched to a release: `{recorded: false, message}`", body = Object), crate::http::Refusals))]
 async fn flux(
     State(ctx): State<Shared>,
     map: HeaderMap,

@@ -214,7 +214,8 @@ pub async fn push_artifact_core(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactsQuery {
     pub service: String,
@@ -249,8 +250,9 @@ pub async fn get_artifact_core(
     Ok(stored)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Bundle)]
 pub struct BundleBody {
     pub service: String,
     /// `<env>/<file>` → content.
@@ -302,7 +304,7 @@ pub async fn upload_bundle_core(
 // ---------------------------------------------------------------------------------------------
 // Releases.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum IntentWord {
     Release,
@@ -311,8 +313,9 @@ pub enum IntentWord {
 }
 
 /// "Release this to there": the body of `POST /api/v1/releases`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = ReleaseRequest)]
 pub struct ReleaseInput {
     pub service: String,
     pub environments: Vec<String>,
@@ -389,7 +392,8 @@ pub async fn release_core(
         .collect())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DescribeQuery {
     pub service: String,
@@ -601,8 +605,9 @@ async fn commit_and_wait(
     Ok(job)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = Unpin)]
 pub struct UnpinInput {
     pub service: String,
     pub env: String,
@@ -687,8 +692,9 @@ pub async fn unpin_core(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = Rollout)]
 pub struct RolloutInput {
     pub service: String,
     pub env: String,
@@ -865,8 +871,9 @@ async fn change_policies(
 /// How often a policy change is made again after another change landed first.
 const POLICY_CHANGE_ATTEMPTS: u32 = 5;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = AutoRelease)]
 pub struct AutoReleaseInput {
     pub branch: String,
     pub env: String,
@@ -900,8 +907,9 @@ pub async fn apply_auto_release_core(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = BranchRestriction)]
 pub struct BranchRestrictionInput {
     pub env: String,
     pub branch_regex: String,
@@ -929,8 +937,9 @@ pub async fn apply_branch_restriction_core(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = DeletePolicies)]
 pub struct DeletePoliciesInput {
     pub ids: Vec<String>,
     #[serde(default)]
