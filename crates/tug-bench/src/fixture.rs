@@ -10,14 +10,14 @@ use anyhow::{Context, Result, bail};
 use tug_testkit::run_git;
 
 /// The branch every fixture keeps its manifests on.
-pub const BRANCH: &str = "main";
+pub(crate) const BRANCH: &str = "main";
 const ENVIRONMENTS: [&str; 3] = ["dev", "staging", "prod"];
 // Consecutive requests land on services far apart, as CI of unrelated services would.
 const SERVICE_STRIDE: usize = 37;
 
 /// A pristine fixture; benchmarks push to copies of it, never to it.
 #[derive(Debug, Clone)]
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub name: String,
     pub path: PathBuf,
     /// Service directories (`apps/<service>/<env>/` holding a kustomization).
@@ -29,7 +29,7 @@ pub struct Fixture {
 
 /// One deploy request: set the tag of the service's own image in one overlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageBump {
+pub(crate) struct ImageBump {
     /// The overlay directory, e.g. `apps/svc-0037/staging`.
     pub dir: String,
     /// Its kustomization file.
@@ -40,7 +40,7 @@ pub struct ImageBump {
 
 impl Fixture {
     /// Reads a fixture's shape from git: `DIR/NAME.git`.
-    pub fn load(dir: &Path, name: &str) -> Result<Self> {
+    pub(crate) fn load(dir: &Path, name: &str) -> Result<Self> {
         let path = dir.join(format!("{name}.git"));
         if !path.join("HEAD").is_file() {
             bail!(
@@ -93,7 +93,7 @@ impl Fixture {
 
     /// The image bumps of the numbered requests, each on a different service/environment, read
     /// from the fixture (outside any timing).
-    pub fn image_bumps(&self, requests: RangeInclusive<usize>) -> Result<Vec<ImageBump>> {
+    pub(crate) fn image_bumps(&self, requests: RangeInclusive<usize>) -> Result<Vec<ImageBump>> {
         let git_dir = path_str(&self.path)?;
         requests
             .map(|i| {
@@ -118,7 +118,7 @@ impl Fixture {
     }
 
     /// A kustomization of the fixture, for edit-engine runs.
-    pub fn kustomization(&self) -> Result<(ImageBump, Vec<u8>)> {
+    pub(crate) fn kustomization(&self) -> Result<(ImageBump, Vec<u8>)> {
         let bump = self
             .image_bumps(1..=1)?
             .pop()
@@ -137,7 +137,7 @@ impl Fixture {
 
     /// Copies the pristine repository to `dest` (replacing it), so each scenario starts from the
     /// same state with no objects left by an earlier one.
-    pub fn copy_to(&self, dest: &Path) -> Result<()> {
+    pub(crate) fn copy_to(&self, dest: &Path) -> Result<()> {
         if dest.exists() {
             std::fs::remove_dir_all(dest).with_context(|| format!("remove {}", dest.display()))?;
         }
@@ -184,7 +184,7 @@ fn service_image(kustomization: &str, service: &str) -> Option<String> {
     })
 }
 
-pub fn path_str(path: &Path) -> Result<&str> {
+pub(crate) fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .with_context(|| format!("path {} is not UTF-8", path.display()))
 }

@@ -16,7 +16,7 @@ const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(25);
 
 /// One deploy request as CI sends it: the Delivery server's JSON shape with one kustomize image
 /// edit.
-pub fn deploy_body(url: &str, bump: &ImageBump, tag: &str) -> Vec<u8> {
+pub(crate) fn deploy_body(url: &str, bump: &ImageBump, tag: &str) -> Vec<u8> {
     let body = json!({
         "commitSpec": {"CommitMessage": format!("deploy({}): bump image to {tag}", bump.dir)},
         "deploySpecs": [{
@@ -35,7 +35,7 @@ pub fn deploy_body(url: &str, bump: &ImageBump, tag: &str) -> Vec<u8> {
 
 /// What one deploy request came back with.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub latency: Duration,
     pub succeeded: bool,
     /// The final line's message (or the transport error) of a request that did not succeed.
@@ -87,13 +87,13 @@ async fn deploy(client: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> Outc
 
 /// The result of `clients` concurrent loops, each sending its share of `bodies` one after
 /// another.
-pub struct LoadRun {
+pub(crate) struct LoadRun {
     pub outcomes: Vec<Outcome>,
     pub wall: Duration,
 }
 
 /// Runs `bodies` split round-robin over `clients` concurrent loops sharing one keep-alive pool.
-pub fn run_clients(endpoint: &str, clients: usize, bodies: Vec<Vec<u8>>) -> Result<LoadRun> {
+pub(crate) fn run_clients(endpoint: &str, clients: usize, bodies: Vec<Vec<u8>>) -> Result<LoadRun> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -137,7 +137,7 @@ pub fn run_clients(endpoint: &str, clients: usize, bodies: Vec<Vec<u8>>) -> Resu
 /// client `i % clients` (each client its own connection pool), whether or not earlier requests
 /// have come back, as independent CI pipelines do. Latency counts from the scheduled send time,
 /// so a server that falls behind is charged for the queueing it causes.
-pub fn run_open_loop(
+pub(crate) fn run_open_loop(
     endpoint: &str,
     clients: usize,
     rate_per_s: f64,
@@ -187,7 +187,7 @@ pub fn run_open_loop(
 
 /// The counters of `/metrics` the benchmark reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Pushes that landed a batch (`tug_batch_size_count`).
     pub batches: f64,
     /// Requests those batches carried (`tug_batch_size_sum`).
@@ -199,7 +199,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn since(self, before: Counters) -> Counters {
+    pub(crate) fn since(self, before: Counters) -> Counters {
         Counters {
             batches: self.batches - before.batches,
             batched_requests: self.batched_requests - before.batched_requests,
@@ -210,7 +210,7 @@ impl Counters {
 }
 
 /// Reads the counters from Prometheus text: a family's samples summed over their labels.
-pub fn parse_counters(text: &str) -> Counters {
+pub(crate) fn parse_counters(text: &str) -> Counters {
     let sum = |family: &str| -> f64 {
         text.lines()
             .filter(|l| !l.starts_with('#'))
@@ -230,7 +230,7 @@ pub fn parse_counters(text: &str) -> Counters {
 }
 
 /// `VmRSS` or `VmHWM` of a process, in KiB.
-pub fn memory_kib(pid: u32, field: &str) -> Result<u64> {
+pub(crate) fn memory_kib(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     parse_status_kib(&text, field).with_context(|| format!("{path} has no {field} line"))
@@ -244,13 +244,13 @@ fn parse_status_kib(text: &str, field: &str) -> Option<u64> {
 }
 
 /// Samples a process's resident set in the background until stopped; keeps the largest.
-pub struct RssSampler {
+pub(crate) struct RssSampler {
     stop: Arc<AtomicBool>,
     handle: std::thread::JoinHandle<u64>,
 }
 
 impl RssSampler {
-    pub fn start(pid: u32) -> Self {
+    pub(crate) fn start(pid: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -267,7 +267,7 @@ impl RssSampler {
     }
 
     /// The largest `VmRSS` seen, in KiB.
-    pub fn finish(self) -> Result<u64> {
+    pub(crate) fn finish(self) -> Result<u64> {
         self.stop.store(true, Ordering::Relaxed);
         match self.handle.join() {
             Ok(peak) => Ok(peak),

@@ -29,7 +29,7 @@ const FLOOR_FACTOR: f64 = 1.2;
 const PROMOTION_ALLOWANCE_MS: f64 = 10.0;
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub fixtures_dir: PathBuf,
     pub fixture: String,
     pub tug: PathBuf,
@@ -39,7 +39,7 @@ pub struct Config {
     pub promotions: usize,
 }
 
-pub struct Report {
+pub(crate) struct Report {
     header: String,
     services: usize,
     seeded: usize,
@@ -54,7 +54,7 @@ fn by() -> Value {
     json!({"name": "Release Bench", "email": "bench@example.invalid"})
 }
 
-pub fn run(config: &Config) -> Result<Report> {
+pub(crate) fn run(config: &Config) -> Result<Report> {
     let fixture = Fixture::load(&config.fixtures_dir, &config.fixture)?;
     let load_start = load_average();
     let http = SmartHttpServer::start()?;
@@ -362,7 +362,7 @@ fn verdict(pass: bool) -> &'static str {
 }
 
 impl Report {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = self.header.clone();
         let _ = writeln!(
             out,

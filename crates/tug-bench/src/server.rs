@@ -28,7 +28,7 @@ use crate::worktree::WorkTree;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub fixtures_dir: PathBuf,
     pub fixture: String,
     /// The `tug` binary (release build).
@@ -88,7 +88,7 @@ struct Idle {
     counters: Counters,
 }
 
-pub struct Report {
+pub(crate) struct Report {
     header: String,
     naive: NaiveResult,
     tug: Vec<TugRun>,
@@ -99,7 +99,7 @@ pub struct Report {
     bottleneck: String,
 }
 
-pub fn run(config: &Config) -> Result<Report> {
+pub(crate) fn run(config: &Config) -> Result<Report> {
     let fixture = Fixture::load(&config.fixtures_dir, &config.fixture)?;
     let load_start = load_average();
     let http = SmartHttpServer::start()?;
@@ -520,7 +520,7 @@ fn verdict(pass: bool) -> &'static str {
 }
 
 impl Report {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = self.header.clone();
         let n = &self.naive;
         let naive_rate = rate(n.landed, n.wall);
@@ -771,7 +771,7 @@ impl Report {
 }
 
 /// `CARGO_TARGET_DIR/release/tug` or the workspace's `target/release/tug`.
-pub fn default_tug_binary() -> PathBuf {
+pub(crate) fn default_tug_binary() -> PathBuf {
     let dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     Path::new(&dir).join("release").join("tug")

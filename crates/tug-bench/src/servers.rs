@@ -10,27 +10,27 @@ use crate::fixture::Fixture;
 
 /// A copy of a fixture served by a loopback server.
 #[derive(Debug, Clone)]
-pub struct ServedRepo {
+pub(crate) struct ServedRepo {
     pub path: PathBuf,
     pub url: String,
 }
 
 /// Smart HTTP (nginx → fcgiwrap → `git http-backend`) over a scratch directory of bare
 /// repositories.
-pub struct SmartHttpServer {
+pub(crate) struct SmartHttpServer {
     // Declared first so it stops before its repositories are deleted.
     http: SmartHttp,
     root: Scratch,
 }
 
 impl SmartHttpServer {
-    pub fn start() -> Result<Self> {
+    pub(crate) fn start() -> Result<Self> {
         let root = Scratch::new().context("create the served repositories' directory")?;
         let http = SmartHttp::start(root.path(), None).context("start smart HTTP on 127.0.0.1")?;
         Ok(Self { http, root })
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "smart HTTP on 127.0.0.1:{} (nginx → fcgiwrap → git http-backend)",
             self.http.port()
@@ -38,7 +38,7 @@ impl SmartHttpServer {
     }
 
     /// Serves a fresh copy of `fixture` as `NAME.git`.
-    pub fn publish(&self, fixture: &Fixture, name: &str) -> Result<ServedRepo> {
+    pub(crate) fn publish(&self, fixture: &Fixture, name: &str) -> Result<ServedRepo> {
         let file = format!("{name}.git");
         let path = self.root.join(&file);
         fixture.copy_to(&path)?;
@@ -48,14 +48,14 @@ impl SmartHttpServer {
     }
 
     /// Deletes a served copy once its scenario is done (large copies add up).
-    pub fn unpublish(&self, repo: &ServedRepo) -> Result<()> {
+    pub(crate) fn unpublish(&self, repo: &ServedRepo) -> Result<()> {
         std::fs::remove_dir_all(&repo.path)
             .with_context(|| format!("remove {}", repo.path.display()))
     }
 }
 
 /// Benchmarks talk to 127.0.0.1 only.
-pub fn ensure_loopback(url: &str) -> Result<()> {
+pub(crate) fn ensure_loopback(url: &str) -> Result<()> {
     let host = url
         .split_once("://")
         .map(|(_, rest)| rest)

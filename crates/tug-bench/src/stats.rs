@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 /// n, median, p95 and mean of a set of durations, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub n: usize,
     pub median_ms: f64,
     pub p95_ms: f64,
@@ -17,7 +17,7 @@ pub struct Summary {
 
 /// Median is the mean of the two middle values for an even count; p95 is nearest-rank
 /// (the ⌈0.95·n⌉-th smallest), so with 30 samples it is the second largest.
-pub fn summarize(samples: &[Duration]) -> Option<Summary> {
+pub(crate) fn summarize(samples: &[Duration]) -> Option<Summary> {
     if samples.is_empty() {
         return None;
     }
@@ -40,20 +40,20 @@ pub fn summarize(samples: &[Duration]) -> Option<Summary> {
 }
 
 /// Median in milliseconds, 0 for no samples.
-pub fn median_ms(samples: &[Duration]) -> f64 {
+pub(crate) fn median_ms(samples: &[Duration]) -> f64 {
     summarize(samples).map_or(0.0, |s| s.median_ms)
 }
 
 /// CPU time (user + system) the calling thread has used, and where it was read from.
 #[derive(Debug, Clone, Copy)]
-pub struct ThreadCpu {
+pub(crate) struct ThreadCpu {
     pub time: Duration,
     pub source: &'static str,
 }
 
 /// The calling thread's CPU time: nanoseconds from `/proc/thread-self/schedstat` when the
 /// kernel keeps scheduler statistics, else clock ticks from `/proc/thread-self/stat`.
-pub fn thread_cpu_time() -> Result<ThreadCpu> {
+pub(crate) fn thread_cpu_time() -> Result<ThreadCpu> {
     if let Ok(text) = fs::read_to_string("/proc/thread-self/schedstat")
         && let Some(ns) = parse_schedstat(&text)
     {
@@ -111,7 +111,7 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` prints them.
-pub fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|text| {
@@ -124,7 +124,7 @@ pub fn load_average() -> String {
 }
 
 /// Formats milliseconds with one decimal (two below 1 ms, where one would round to nothing).
-pub fn ms(value: f64) -> String {
+pub(crate) fn ms(value: f64) -> String {
     let mut s = String::new();
     if value < 1.0 {
         let _ = write!(s, "{value:.2}");
@@ -135,7 +135,7 @@ pub fn ms(value: f64) -> String {
 }
 
 /// Thousands separated by commas, as the targets are stated (`10,000 edits/s`).
-pub fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     // Rates here are far below 2^53, so the rounded value is exact.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let whole = value.round().max(0.0) as u64;

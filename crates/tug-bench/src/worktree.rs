@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tug_testkit::{Scratch, git_command};
 
-pub struct WorkTree {
+pub(crate) struct WorkTree {
     dir: PathBuf,
     _scratch: Scratch,
 }
 
 impl WorkTree {
     /// Clones `url` (outside any timing); returns the clone and how long cloning took.
-    pub fn clone(url: &str) -> Result<(Self, Duration)> {
+    pub(crate) fn clone(url: &str) -> Result<(Self, Duration)> {
         let scratch = Scratch::new().context("create a directory for the work-tree clone")?;
         let dir = scratch.join("work");
         let started = Instant::now();
@@ -31,7 +31,7 @@ impl WorkTree {
     }
 
     /// A copy of this clone (`cp -a`), much faster than cloning a large remote again.
-    pub fn copy(&self) -> Result<Self> {
+    pub(crate) fn copy(&self) -> Result<Self> {
         let scratch = Scratch::new().context("create a directory for a work-tree copy")?;
         let dir = scratch.join("work");
         let mut cmd = Command::new("cp");
@@ -44,7 +44,7 @@ impl WorkTree {
     }
 
     /// Runs git in the clone and returns how long it took.
-    pub fn git(&self, args: &[&str]) -> Result<Duration> {
+    pub(crate) fn git(&self, args: &[&str]) -> Result<Duration> {
         let mut cmd = git_command();
         cmd.current_dir(&self.dir).args(args);
         let started = Instant::now();
@@ -55,7 +55,7 @@ impl WorkTree {
     /// Sets the tag of `image` in the kustomization `file` with `sed -i`, the way a shell
     /// pipeline edits it: the `newTag:` on the line after the image's `- name:` line, keeping
     /// the line's quotes and comment.
-    pub fn sed_image_tag(&self, file: &str, image: &str, tag: &str) -> Result<Duration> {
+    pub(crate) fn sed_image_tag(&self, file: &str, image: &str, tag: &str) -> Result<Duration> {
         let mut cmd = Command::new("sed");
         cmd.current_dir(&self.dir)
             .args(["-i", "-E", &sed_script(image, tag), file]);

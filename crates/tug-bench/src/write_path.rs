@@ -32,7 +32,7 @@ use crate::worktree::WorkTree;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Directory holding `<name>.git` for every fixture.
     pub fixtures_dir: PathBuf,
     /// Fixture names, in the order they are run; the first is the "small" one of the
@@ -74,7 +74,7 @@ struct TugSamples {
 
 /// One fixture's results.
 #[derive(Debug)]
-pub struct FixtureResult {
+pub(crate) struct FixtureResult {
     fixture: Fixture,
     floor: Vec<Duration>,
     naive: NaiveSamples,
@@ -85,7 +85,7 @@ pub struct FixtureResult {
 
 /// The edit engine's rate on one thread.
 #[derive(Debug)]
-pub struct EditRate {
+pub(crate) struct EditRate {
     file: String,
     bytes: usize,
     edits: u64,
@@ -106,7 +106,7 @@ impl EditRate {
 
 /// Everything one run measured.
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     server: String,
     requests: usize,
     load_before: String,
@@ -117,7 +117,7 @@ pub struct Report {
     edits: EditRate,
 }
 
-pub fn run(config: &Config) -> Result<Report> {
+pub(crate) fn run(config: &Config) -> Result<Report> {
     if config.requests == 0 {
         bail!("--requests must be at least 1");
     }
@@ -329,7 +329,7 @@ fn naive_round(naive: &mut Naive, bump: &ImageBump, round: usize, counted: bool)
 }
 
 /// The change a deploy request for one image bump becomes in a writer of `tug server`.
-pub fn deploy_change(request_id: &str, bump: &ImageBump, tag: &str) -> TaskChange {
+pub(crate) fn deploy_change(request_id: &str, bump: &ImageBump, tag: &str) -> TaskChange {
     let mut change = TaskChange::deploy("", &Identity::new("CI", "ci@example.invalid"), None)
         .for_request(request_id);
     change.redeploy_value = request_id.to_owned();
@@ -541,7 +541,7 @@ fn verdict(pass: bool) -> &'static str {
 
 impl Report {
     /// The table and the targets, as printed for the release notes.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,

@@ -9,7 +9,7 @@ use crate::error::GitError;
 pub use crate::oid::ObjectId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ObjectKind {
+pub(crate) enum ObjectKind {
     Blob,
     Tree,
     Commit,

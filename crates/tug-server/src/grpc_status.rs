@@ -8,7 +8,7 @@ use tug_store::JobState;
 
 /// The one mapping of service errors to gRPC status codes; the message is the one REST answers
 /// with.
-pub fn status(error: &ServiceError) -> Status {
+pub(crate) fn status(error: &ServiceError) -> Status {
     error.log_refusal();
     let code = match error.kind {
         ErrorKind::Invalid { .. } => Code::InvalidArgument,

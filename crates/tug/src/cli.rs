@@ -11,13 +11,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "GitOps delivery: byte-exact manifest edits, grouped pushes, releases",
     propagate_version = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Edit one manifest file in place, byte-exactly.
     #[command(subcommand)]
     Edit(EditCommand),
@@ -79,7 +79,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// Lines for people.
     #[default]
     Text,
@@ -90,7 +90,7 @@ pub enum OutputFormat {
 
 /// Whether the raw arguments (or `TUG_OUTPUT`) ask for JSON, for errors found before the
 /// arguments could be parsed.
-pub fn asks_for_json(args: impl Iterator<Item = String>) -> bool {
+pub(crate) fn asks_for_json(args: impl Iterator<Item = String>) -> bool {
     let args: Vec<String> = args.collect();
     let flag = args
         .windows(2)
@@ -103,7 +103,7 @@ pub fn asks_for_json(args: impl Iterator<Item = String>) -> bool {
 
 impl Command {
     /// The output format the command was asked for.
-    pub fn output_format(&self) -> OutputFormat {
+    pub(crate) fn output_format(&self) -> OutputFormat {
         match self {
             Command::Edit(
                 EditCommand::Image { common, .. }
@@ -143,7 +143,7 @@ impl Command {
 }
 
 #[derive(Debug, Args)]
-pub struct EditCommon {
+pub(crate) struct EditCommon {
     /// Print the change as a unified diff instead of writing the file.
     #[arg(long)]
     pub dry_run: bool,
@@ -153,7 +153,7 @@ pub struct EditCommon {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum EditCommand {
+pub(crate) enum EditCommand {
     /// Set an image: kustomize `images` in a kustomization (file or directory), else every
     /// matching container of a manifest file. SPEC is NAME[=NEWNAME][:TAG][@DIGEST].
     Image {
@@ -241,7 +241,7 @@ pub enum EditCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ValueTypeArg {
+pub(crate) enum ValueTypeArg {
     /// An existing string stays a string; otherwise numbers, booleans and null are detected.
     Auto,
     /// Always a string (quoted when needed).
@@ -255,7 +255,7 @@ pub enum ValueTypeArg {
 }
 
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// Spec file (YAML or JSON; `-` for standard input).
     pub specs: PathBuf,
     /// Edit this checkout instead of pushing.
@@ -309,7 +309,7 @@ pub struct ApplyArgs {
 /// a flag value: the command line of a process is visible to every user of the machine.
 #[derive(Debug, Args)]
 #[command(after_help = DEPLOY_AFTER_HELP)]
-pub struct DeployArgs {
+pub(crate) struct DeployArgs {
     /// The server's REST URL [default: http://127.0.0.1:12011] (Delivery: DELIVERY_SERVER_ADDR
     /// and DELIVERY_SERVER_PORT; tug speaks REST on the HTTP port, 12011, which passes proxies
     /// more easily than gRPC on 12010).
@@ -446,7 +446,7 @@ authentication or a wait that timed out.";
 /// How the release commands reach the server. The token is read from `TUG_TOKEN` or from
 /// `--token-file`, never from a flag value.
 #[derive(Debug, Args)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// The server's REST URL.
     #[arg(
         long,
@@ -475,7 +475,7 @@ pub struct ServerArgs {
 
 /// Where `artifact.json` is read and written.
 #[derive(Debug, Args)]
-pub struct ArtifactFileArg {
+pub(crate) struct ArtifactFileArg {
     /// The artifact file.
     #[arg(
         long,
@@ -501,7 +501,7 @@ Every flag of `tug artifact init` also reads a variable, for CI jobs:
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = ARTIFACT_AFTER_HELP)]
-pub enum ArtifactCommand {
+pub(crate) enum ArtifactCommand {
     /// Write a new artifact.json (no stages yet), replacing any file there.
     Init(Box<ArtifactInitArgs>),
     /// Add a stage to artifact.json (replacing a stage of the same kind).
@@ -515,7 +515,7 @@ pub enum ArtifactCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct ArtifactBundleArgs {
+pub(crate) struct ArtifactBundleArgs {
     /// The directory holding one subdirectory of manifests per environment.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
@@ -526,7 +526,7 @@ pub struct ArtifactBundleArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = ARTIFACT_AFTER_HELP)]
-pub struct ArtifactInitArgs {
+pub(crate) struct ArtifactInitArgs {
     /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
@@ -571,7 +571,7 @@ pub struct ArtifactInitArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ArtifactStage {
+pub(crate) enum ArtifactStage {
     /// The image CI built.
     Build(ImageStageArgs),
     /// The image CI pushed (what releases set).
@@ -586,7 +586,7 @@ pub enum ArtifactStage {
 
 #[derive(Debug, Args)]
 #[command(disable_version_flag = true)]
-pub struct ChartStageArgs {
+pub(crate) struct ChartStageArgs {
     /// The chart's name, as the manifests name it (`helmCharts[].name`,
     /// `dependencies[].name`, a HelmRelease's `spec.chart.spec.chart`).
     #[arg(long)]
@@ -599,7 +599,7 @@ pub struct ChartStageArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ImageStageArgs {
+pub(crate) struct ImageStageArgs {
     /// Image repository without tag, e.g. `registry.example.com/shop/api`.
     #[arg(long)]
     pub image: String,
@@ -614,7 +614,7 @@ pub struct ImageStageArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct TestStageArgs {
+pub(crate) struct TestStageArgs {
     /// How many tests passed.
     #[arg(long)]
     pub passed: u64,
@@ -632,7 +632,7 @@ pub struct TestStageArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ScanStageArgs {
+pub(crate) struct ScanStageArgs {
     /// High-severity findings.
     #[arg(long)]
     pub high: u64,
@@ -653,7 +653,7 @@ pub struct ScanStageArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ArtifactPushArgs {
+pub(crate) struct ArtifactPushArgs {
     /// The artifact file.
     #[arg(
         long,
@@ -669,7 +669,7 @@ pub struct ArtifactPushArgs {
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["artifact", "branch"]))]
-pub struct ReleaseArgs {
+pub(crate) struct ReleaseArgs {
     /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
@@ -690,7 +690,7 @@ pub struct ReleaseArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PromoteArgs {
+pub(crate) struct PromoteArgs {
     /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
@@ -708,7 +708,7 @@ pub struct PromoteArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RollbackArgs {
+pub(crate) struct RollbackArgs {
     /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
@@ -727,7 +727,7 @@ pub struct RollbackArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct UnpinArgs {
+pub(crate) struct UnpinArgs {
     /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
@@ -739,7 +739,7 @@ pub struct UnpinArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The service.
     #[arg(long, env = "TUG_SERVICE")]
     pub service: String,
@@ -748,7 +748,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DescribeCommand {
+pub(crate) enum DescribeCommand {
     /// Release history of a service, newest first.
     Release {
         /// The service.
@@ -780,7 +780,7 @@ pub enum DescribeCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     /// The service (required; read from TUG_SERVICE when absent).
     #[arg(long, env = "TUG_SERVICE", global = true)]
     pub service: Option<String>,
@@ -791,7 +791,7 @@ pub struct PolicyArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// The service's policies, the server's global branch restrictions included.
     List,
     /// Apply a policy.
@@ -806,7 +806,7 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyApply {
+pub(crate) enum PolicyApply {
     /// Release new artifacts of --branch to --env as soon as they are registered.
     AutoRelease {
         /// The source branch whose artifacts are released.
@@ -828,7 +828,7 @@ pub enum PolicyApply {
 }
 
 #[derive(Debug, Args)]
-pub struct ReindexArgs {
+pub(crate) struct ReindexArgs {
     #[command(flatten)]
     pub server: ServerArgs,
 }

@@ -25,7 +25,7 @@ const MAX_ATTEMPTS: u32 = 5;
 const MAX_WAIT_WITHOUT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where and how a command reaches the server.
-pub struct Endpoint<'a> {
+pub(crate) struct Endpoint<'a> {
     /// `https://host:port`, `http://…`, or `host:port` (plain http).
     pub server: &'a str,
     pub token_file: Option<&'a Path>,
@@ -45,7 +45,7 @@ impl<'a> From<&'a ServerArgs> for Endpoint<'a> {
     }
 }
 
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
@@ -58,7 +58,7 @@ pub struct Client {
 
 /// One request. Only a request that may be sent twice without being carried out twice is
 /// repeated after a 429 or 503 with `Retry-After`.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     method: reqwest::Method,
     path: &'a str,
     query: &'a [(&'a str, String)],
@@ -68,17 +68,17 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    pub fn get(path: &'a str, query: &'a [(&'a str, String)]) -> Self {
+    pub(crate) fn get(path: &'a str, query: &'a [(&'a str, String)]) -> Self {
         Self::new(reqwest::Method::GET, path, query, None, true)
     }
 
     /// A POST is not repeated unless [`Request::repeatable`] or
     /// [`Request::idempotency_key`] says it may be.
-    pub fn post(path: &'a str, query: &'a [(&'a str, String)], body: &'a Value) -> Self {
+    pub(crate) fn post(path: &'a str, query: &'a [(&'a str, String)], body: &'a Value) -> Self {
         Self::new(reqwest::Method::POST, path, query, Some(body), false)
     }
 
-    pub fn delete(path: &'a str, body: &'a Value) -> Self {
+    pub(crate) fn delete(path: &'a str, body: &'a Value) -> Self {
         Self::new(reqwest::Method::DELETE, path, &[], Some(body), true)
     }
 
@@ -101,14 +101,14 @@ impl<'a> Request<'a> {
 
     /// Sending it twice changes nothing the first one did not (a dry run, an upload the server
     /// keys by its id, a rebuild).
-    pub fn repeatable(mut self) -> Self {
+    pub(crate) fn repeatable(mut self) -> Self {
         self.repeatable = true;
         self
     }
 
     /// The server stores one job per key and answers a repeated key with that job, so a
     /// request with a key is safe to repeat.
-    pub fn idempotency_key(mut self, key: Option<&'a str>) -> Self {
+    pub(crate) fn idempotency_key(mut self, key: Option<&'a str>) -> Self {
         if key.is_some() {
             self.idempotency_key = key;
             self.repeatable = true;
@@ -118,7 +118,7 @@ impl<'a> Request<'a> {
 }
 
 impl Client {
-    pub fn new(endpoint: &Endpoint<'_>) -> anyhow::Result<Self> {
+    pub(crate) fn new(endpoint: &Endpoint<'_>) -> anyhow::Result<Self> {
         let token = read_token(endpoint.token_file)?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -145,12 +145,12 @@ impl Client {
     }
 
     /// The server's URL, without a trailing slash.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
     /// Runs the command's requests; `None` when its timeout passed first.
-    pub fn within_timeout<T>(
+    pub(crate) fn within_timeout<T>(
         &self,
         future: impl Future<Output = anyhow::Result<T>>,
     ) -> Option<anyhow::Result<T>> {
@@ -163,7 +163,7 @@ impl Client {
     }
 
     /// Runs the command's requests; past the timeout, the error says no answer came.
-    pub fn block_on<T>(
+    pub(crate) fn block_on<T>(
         &self,
         future: impl Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<T> {
@@ -172,7 +172,7 @@ impl Client {
     }
 
     /// The timeout passed before the server answered (exit 2).
-    pub fn no_answer(&self) -> anyhow::Error {
+    pub(crate) fn no_answer(&self) -> anyhow::Error {
         let secs = self.timeout.unwrap_or_default().as_secs();
         Coded::usage(
             "deadline_exceeded",
@@ -186,7 +186,7 @@ impl Client {
 
     /// Sends the request until the server takes it: the successful answer, or the error for
     /// why not.
-    pub async fn send(&self, request: &Request<'_>) -> anyhow::Result<reqwest::Response> {
+    pub(crate) async fn send(&self, request: &Request<'_>) -> anyhow::Result<reqwest::Response> {
         let mut attempt = 1;
         loop {
             let response = self.send_once(request).await?;
@@ -278,7 +278,7 @@ impl Client {
     }
 
     /// The JSON answer of a request.
-    pub async fn json(&self, request: &Request<'_>) -> anyhow::Result<Value> {
+    pub(crate) async fn json(&self, request: &Request<'_>) -> anyhow::Result<Value> {
         self.send(request)
             .await?
             .json()
@@ -286,22 +286,22 @@ impl Client {
             .with_context(|| format!("the server's answer to {} is not JSON", request.path))
     }
 
-    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.json(&Request::get(path, query)).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.json(&Request::post(path, &[], body)).await
     }
 
-    pub async fn delete(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) async fn delete(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.json(&Request::delete(path, body)).await
     }
 }
 
 /// Hands each NDJSON line of an answer to `on_line` as it arrives, until `on_line` returns a
 /// value or the stream ends (`None`).
-pub async fn ndjson<T>(
+pub(crate) async fn ndjson<T>(
     mut response: reqwest::Response,
     mut on_line: impl FnMut(Value) -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<Option<T>> {

@@ -23,7 +23,7 @@ struct Selected<'a> {
     field: String,
 }
 
-pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let (name, bytes) = read_specs(&args.specs)?;
     let specs = tug_spec::parse_specs(&name, &bytes)?;
     tug_spec::validate_specs(

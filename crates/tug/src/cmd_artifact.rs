@@ -16,7 +16,7 @@ use crate::cli::{
 use crate::client::{Client, Endpoint, Request};
 use crate::output;
 
-pub fn run(cmd: ArtifactCommand) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: ArtifactCommand) -> anyhow::Result<()> {
     match cmd {
         ArtifactCommand::Init(args) => init(*args),
         ArtifactCommand::Add(stage) => add(stage),

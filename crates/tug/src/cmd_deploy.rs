@@ -24,7 +24,7 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:12011";
 /// How long `tug deploy` waits for the job when neither a flag nor a variable says.
 const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
-pub fn run(mut args: DeployArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(mut args: DeployArgs) -> anyhow::Result<ExitCode> {
     delivery_fallbacks(&mut args, &|name| std::env::var(name).ok())?;
     deploy(&args)
 }

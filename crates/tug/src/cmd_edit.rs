@@ -11,7 +11,7 @@ use crate::exit::Coded;
 use crate::localfs::{Checkout, write_atomic};
 use crate::output;
 
-pub fn run(cmd: EditCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: EditCommand) -> anyhow::Result<ExitCode> {
     let (file, edit, common) = match cmd {
         EditCommand::Image { path, spec, common } => {
             let image = ImageSpec::parse(&spec).with_context(|| format!("image spec {spec:?}"))?;
@@ -86,7 +86,7 @@ pub fn run(cmd: EditCommand) -> anyhow::Result<ExitCode> {
     edit_one(&file, &edit, &common)
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())

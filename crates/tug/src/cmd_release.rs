@@ -21,7 +21,7 @@ fn str_of<'a>(v: &'a Value, name: &str) -> &'a str {
     v.get(name).and_then(Value::as_str).unwrap_or("")
 }
 
-pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
+pub(crate) fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
     let mut body = json!({
         "service": args.service,
         "environments": args.env,
@@ -37,7 +37,7 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
     submit(&client, args.server.output, &body, args.no_wait)
 }
 
-pub fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
+pub(crate) fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
     let mut body = json!({
         "service": args.service,
         "environments": args.env,
@@ -50,7 +50,7 @@ pub fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
     submit(&client, args.server.output, &body, args.no_wait)
 }
 
-pub fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
+pub(crate) fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
     let client = Client::new(&Endpoint::from(&args.server))?;
     let artifact = match &args.artifact {
         Some(artifact) => Some(artifact.clone()),
@@ -303,7 +303,7 @@ fn person(p: Option<&Value>) -> String {
     }
 }
 
-pub fn unpin(args: &UnpinArgs) -> anyhow::Result<()> {
+pub(crate) fn unpin(args: &UnpinArgs) -> anyhow::Result<()> {
     let client = Client::new(&Endpoint::from(&args.server))?;
     let answer = client.block_on(client.post(
         "/api/v1/unpin",
@@ -328,7 +328,7 @@ pub fn unpin(args: &UnpinArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let client = Client::new(&Endpoint::from(&args.server))?;
     let status = client.block_on(client.get(&format!("/api/v1/status/{}", args.service), &[]))?;
     match args.server.output {
@@ -429,7 +429,7 @@ fn status_text(status: &Value) -> String {
     out
 }
 
-pub fn describe(cmd: &DescribeCommand) -> anyhow::Result<()> {
+pub(crate) fn describe(cmd: &DescribeCommand) -> anyhow::Result<()> {
     match cmd {
         DescribeCommand::Release {
             service,
@@ -508,7 +508,7 @@ fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
-pub fn policy(args: &PolicyArgs) -> anyhow::Result<()> {
+pub(crate) fn policy(args: &PolicyArgs) -> anyhow::Result<()> {
     let Some(service) = args.service.as_deref().filter(|s| !s.trim().is_empty()) else {
         bail!("--service: required (or set TUG_SERVICE)");
     };
@@ -597,7 +597,7 @@ fn policies_text(policies: &Value) -> String {
     out
 }
 
-pub fn reindex(args: &ReindexArgs) -> anyhow::Result<()> {
+pub(crate) fn reindex(args: &ReindexArgs) -> anyhow::Result<()> {
     let client = Client::new(&Endpoint::from(&args.server))?;
     // Rebuilding the index twice gives the same index: safe to repeat.
     let body = json!({});

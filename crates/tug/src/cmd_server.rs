@@ -12,7 +12,7 @@ use crate::output;
 /// Runs the server until SIGTERM or Ctrl-C; then stops accepting, lets the writers finish the
 /// push in flight and exits. Queued jobs resume at the next start.
 /// With `check`, only loads and validates the configuration.
-pub fn run(config_path: &Path, check: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config_path: &Path, check: bool) -> anyhow::Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
     let config = Config::load(config_path, &env)?;
     if check {
@@ -81,7 +81,7 @@ spec:
 
 /// Creates a sample GitOps repository (a bare repository on disk, reached over file://), a
 /// configuration with a fresh token, and runs the server.
-pub fn quickstart(dir: Option<&Path>, http: Option<String>) -> anyhow::Result<ExitCode> {
+pub(crate) fn quickstart(dir: Option<&Path>, http: Option<String>) -> anyhow::Result<ExitCode> {
     let dir = match dir {
         Some(dir) => dir.to_path_buf(),
         None => default_quickstart_dir(),

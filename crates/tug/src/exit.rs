@@ -10,13 +10,13 @@
 
 use std::fmt;
 
-pub const FAILED: u8 = 1;
-pub const USAGE: u8 = 2;
+pub(crate) const FAILED: u8 = 1;
+pub(crate) const USAGE: u8 = 2;
 
 /// An error with the exit status and the machine-readable code it reports (`-o json` prints
 /// `{"error": {"code", "message"}}`).
 #[derive(Debug)]
-pub struct Coded {
+pub(crate) struct Coded {
     pub code: String,
     pub status: u8,
     pub message: String,
@@ -37,7 +37,7 @@ impl std::error::Error for Coded {}
 
 impl Coded {
     /// The job, release or edit failed, or a policy refused it (exit 1).
-    pub fn failed(code: &str, message: impl Into<String>) -> anyhow::Error {
+    pub(crate) fn failed(code: &str, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Coded {
             code: code.to_owned(),
             status: FAILED,
@@ -48,7 +48,7 @@ impl Coded {
     }
 
     /// Usage, transport, authentication or authorisation (exit 2).
-    pub fn usage(code: &str, message: impl Into<String>) -> anyhow::Error {
+    pub(crate) fn usage(code: &str, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Coded {
             code: code.to_owned(),
             status: USAGE,
@@ -59,7 +59,7 @@ impl Coded {
     }
 
     /// A failure whose result the command already printed.
-    pub fn failed_and_reported(code: &str, message: impl Into<String>) -> anyhow::Error {
+    pub(crate) fn failed_and_reported(code: &str, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Coded {
             code: code.to_owned(),
             status: FAILED,
@@ -73,7 +73,11 @@ impl Coded {
     /// unavailable server are 2; everything else (policy refusals, conflicts, unknown names,
     /// invalid input) is a failure (1). `field` is the request field the server named as the
     /// one at fault.
-    pub fn refused(code: &str, field: Option<&str>, message: impl Into<String>) -> anyhow::Error {
+    pub(crate) fn refused(
+        code: &str,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> anyhow::Error {
         let status = match code {
             "unauthenticated" | "permission_denied" | "unavailable" => USAGE,
             _ => FAILED,
@@ -89,7 +93,7 @@ impl Coded {
 }
 
 /// The exit status, the error code and whether the result was printed already.
-pub fn classify(e: &anyhow::Error) -> (u8, String, bool) {
+pub(crate) fn classify(e: &anyhow::Error) -> (u8, String, bool) {
     e.chain()
         .find_map(|cause| cause.downcast_ref::<Coded>())
         .map_or_else(

@@ -8,12 +8,12 @@ use tug_spec::{Files, FilesError};
 
 /// A checkout directory seen through [`Files`]: symbolic links, and paths that resolve outside the
 /// root, are refused.
-pub struct Checkout {
+pub(crate) struct Checkout {
     root: PathBuf,
 }
 
 impl Checkout {
-    pub fn new(root: &Path) -> std::io::Result<Self> {
+    pub(crate) fn new(root: &Path) -> std::io::Result<Self> {
         Ok(Checkout {
             root: fs::canonicalize(root)?,
         })
@@ -48,7 +48,7 @@ impl Checkout {
         Ok(path)
     }
 
-    pub fn write(&self, rel: &str, content: &[u8]) -> Result<(), FilesError> {
+    pub(crate) fn write(&self, rel: &str, content: &[u8]) -> Result<(), FilesError> {
         let path = self.resolve(rel)?;
         write_atomic(&path, content).map_err(|e| FilesError::Io {
             path: rel.to_owned(),
@@ -96,7 +96,7 @@ impl Files for Checkout {
 
 /// Replaces a file's content so that readers see the old or the new bytes, never a mix: write a
 /// temporary file beside it with the same permissions, flush it, rename it over the original.
-pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let perms = fs::metadata(path).map(|m| m.permissions()).ok();
     let mut tmp = tempfile::Builder::new()

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-pub fn error(e: &anyhow::Error) {
+pub(crate) fn error(e: &anyhow::Error) {
     let mut msg = format!("tug: error: {e}");
     for cause in e.chain().skip(1) {
         msg.push_str(&format!("\n  caused by: {cause}"));
@@ -14,7 +14,7 @@ pub fn error(e: &anyhow::Error) {
 
 /// `{"error": {"code": …, "message": …}}` on stdout, for `-o json` callers piping into `jq`;
 /// with `"field"` when the server named the request field at fault.
-pub fn json_error(code: &str, e: &anyhow::Error) {
+pub(crate) fn json_error(code: &str, e: &anyhow::Error) {
     let mut message = e.to_string();
     for cause in e.chain().skip(1) {
         message.push_str(&format!(": {cause}"));
@@ -30,31 +30,31 @@ pub fn json_error(code: &str, e: &anyhow::Error) {
     json(&serde_json::json!({ "error": error }));
 }
 
-pub fn line(s: &str) {
+pub(crate) fn line(s: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{s}");
 }
 
-pub fn bytes(b: &[u8]) {
+pub(crate) fn bytes(b: &[u8]) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(b);
     let _ = out.flush();
 }
 
 /// A line about something that went wrong, while the run goes on.
-pub fn diagnostic(s: &str) {
+pub(crate) fn diagnostic(s: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{s}");
 }
 
-pub fn json(v: &serde_json::Value) {
+pub(crate) fn json(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer_pretty(&mut out, v);
     let _ = writeln!(out);
 }
 
 /// A unified diff of one file, with `a/` and `b/` prefixes like git's.
-pub fn unified_diff(path: &str, before: &[u8], after: &[u8]) -> String {
+pub(crate) fn unified_diff(path: &str, before: &[u8], after: &[u8]) -> String {
     let before = String::from_utf8_lossy(before);
     let after = String::from_utf8_lossy(after);
     similar::TextDiff::from_lines(before.as_ref(), after.as_ref())

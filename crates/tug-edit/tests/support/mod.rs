@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tug_edit::{Edit, ImageSpec, ValueType};
 
 /// One case directory: an input file, an `edit` line and the expected bytes or error.
-pub struct Case {
+pub(crate) struct Case {
     pub name: String,
     pub dir: PathBuf,
     pub input_name: String,
@@ -17,13 +17,13 @@ pub struct Case {
     pub edit: Edit,
 }
 
-pub fn cases_dir() -> PathBuf {
+pub(crate) fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("cases")
 }
 
-pub fn load_cases() -> Vec<Case> {
+pub(crate) fn load_cases() -> Vec<Case> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(cases_dir())
         .expect("tests/cases exists")
         .map(|e| e.expect("readable entry").path())
@@ -94,7 +94,7 @@ fn words(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-pub fn parse_edit(line: &str) -> Result<Edit, String> {
+pub(crate) fn parse_edit(line: &str) -> Result<Edit, String> {
     let words = words(line)?;
     // Malformed specs are still edits: the engine must refuse them itself.
     let raw_spec = |s: &String| -> Result<ImageSpec, String> {

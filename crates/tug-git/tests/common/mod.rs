@@ -10,9 +10,9 @@ use tug_git::{
     MirrorOptions, Remote,
 };
 
-pub const KUSTOMIZATION: &str = "apps/checkout/prod/kustomization.yaml";
+pub(crate) const KUSTOMIZATION: &str = "apps/checkout/prod/kustomization.yaml";
 
-pub const MANIFEST: &str = "\
+pub(crate) const MANIFEST: &str = "\
 # checkout in prod
 images:
   - name: registry.example.com/checkout
@@ -20,15 +20,15 @@ images:
 replicas: 2
 ";
 
-pub fn bot() -> Identity {
+pub(crate) fn bot() -> Identity {
     Identity::new("tug", "tug@example.invalid")
 }
 
-pub fn author() -> Identity {
+pub(crate) fn author() -> Identity {
     Identity::new("CI Pipeline", "ci@example.invalid")
 }
 
-pub fn options() -> LandOptions {
+pub(crate) fn options() -> LandOptions {
     let mut opts = LandOptions::new(bot());
     opts.clock = Arc::new(ManualClock::new(
         jiff::Timestamp::from_second(1_750_000_000).unwrap(),
@@ -38,7 +38,7 @@ pub fn options() -> LandOptions {
 
 /// Sets the value of the first line starting with `key:` in a file, keeping what follows a
 /// `#` comment on that line; fails when the file or the key is missing.
-pub struct SetLine {
+pub(crate) struct SetLine {
     pub path: String,
     pub key: String,
     pub value: String,
@@ -46,7 +46,7 @@ pub struct SetLine {
 }
 
 impl SetLine {
-    pub fn new(path: &str, key: &str, value: &str, request: &str) -> Self {
+    pub(crate) fn new(path: &str, key: &str, value: &str, request: &str) -> Self {
         Self {
             path: path.to_owned(),
             key: key.to_owned(),
@@ -56,7 +56,7 @@ impl SetLine {
     }
 }
 
-pub fn set_line(content: &str, key: &str, value: &str) -> Option<String> {
+pub(crate) fn set_line(content: &str, key: &str, value: &str) -> Option<String> {
     let mut found = false;
     let lines: Vec<String> = content
         .split_inclusive('\n')
@@ -101,7 +101,7 @@ impl tug_git::Change for SetLine {
 
 /// A change that runs `before_first_apply` the first time it is applied: a human pushing between
 /// our read of the tip and our push.
-pub struct Interleaved<F: Fn()> {
+pub(crate) struct Interleaved<F: Fn()> {
     pub inner: SetLine,
     pub before_first_apply: F,
     pub applied: Cell<u32>,
@@ -122,7 +122,7 @@ impl<F: Fn()> tug_git::Change for Interleaved<F> {
 }
 
 /// Writes fixed content to fixed paths.
-pub struct Put(pub Vec<FileWrite>, pub &'static str);
+pub(crate) struct Put(pub Vec<FileWrite>, pub &'static str);
 
 impl tug_git::Change for Put {
     fn apply(&self, _files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
@@ -136,10 +136,10 @@ impl tug_git::Change for Put {
 
 /// Records the argv of every git process a mirror starts.
 #[derive(Clone, Default)]
-pub struct ArgvLog(pub Arc<Mutex<Vec<Vec<String>>>>);
+pub(crate) struct ArgvLog(pub Arc<Mutex<Vec<Vec<String>>>>);
 
 impl ArgvLog {
-    pub fn options(&self) -> MirrorOptions {
+    pub(crate) fn options(&self) -> MirrorOptions {
         let log = self.0.clone();
         MirrorOptions {
             observer: Some(Arc::new(move |argv| {
@@ -153,12 +153,12 @@ impl ArgvLog {
         }
     }
 
-    pub fn commands(&self) -> Vec<Vec<String>> {
+    pub(crate) fn commands(&self) -> Vec<Vec<String>> {
         self.0.lock().unwrap().clone()
     }
 
     /// How many git processes ran the subcommand `name`.
-    pub fn count(&self, name: &str) -> usize {
+    pub(crate) fn count(&self, name: &str) -> usize {
         self.commands()
             .iter()
             .filter(|argv| subcommand(argv) == Some(name))
@@ -167,7 +167,7 @@ impl ArgvLog {
 }
 
 /// The git subcommand of an argv built by tug-git (after the `-c` options and `--git-dir`).
-pub fn subcommand(argv: &[String]) -> Option<&str> {
+pub(crate) fn subcommand(argv: &[String]) -> Option<&str> {
     let mut args = argv.iter().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -180,12 +180,12 @@ pub fn subcommand(argv: &[String]) -> Option<&str> {
     None
 }
 
-pub fn open(data_dir: &std::path::Path, url: &str, options: MirrorOptions) -> Mirror {
+pub(crate) fn open(data_dir: &std::path::Path, url: &str, options: MirrorOptions) -> Mirror {
     Mirror::open(data_dir, Remote::new(url, tug_git::Auth::None), options).unwrap()
 }
 
 /// The `.pack` files of a repository's object directory, sorted.
-pub fn pack_files(git_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn pack_files(git_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut packs: Vec<_> = std::fs::read_dir(git_dir.join("objects/pack"))
         .unwrap()
         .flatten()
@@ -197,7 +197,7 @@ pub fn pack_files(git_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// The packs of `git_dir` that are not in `before`.
-pub fn new_packs(
+pub(crate) fn new_packs(
     git_dir: &std::path::Path,
     before: &[std::path::PathBuf],
 ) -> Vec<std::path::PathBuf> {
@@ -208,7 +208,7 @@ pub fn new_packs(
 }
 
 /// Loose objects in a repository's object directory.
-pub fn count_loose(git_dir: &std::path::Path) -> usize {
+pub(crate) fn count_loose(git_dir: &std::path::Path) -> usize {
     std::fs::read_dir(git_dir.join("objects"))
         .unwrap()
         .flatten()
@@ -219,7 +219,7 @@ pub fn count_loose(git_dir: &std::path::Path) -> usize {
 
 /// One object of a pack as `git verify-pack -v` lists it.
 #[derive(Debug)]
-pub struct PackedObject {
+pub(crate) struct PackedObject {
     pub id: String,
     pub kind: String,
     /// Deltas between this object and a whole one; 0 when stored whole.
@@ -228,7 +228,7 @@ pub struct PackedObject {
 }
 
 /// Runs `git verify-pack -v` (which fails on a malformed pack or index) and lists the objects.
-pub fn verify_pack(pack: &std::path::Path) -> Vec<PackedObject> {
+pub(crate) fn verify_pack(pack: &std::path::Path) -> Vec<PackedObject> {
     let out = tug_testkit::run_git(None, &["verify-pack", "-v", pack.to_str().unwrap()]).unwrap();
     String::from_utf8(out)
         .unwrap()

@@ -29,7 +29,7 @@ pub(crate) fn server(ctx: Arc<Ctx>, max_message_bytes: usize) -> ReleaseServiceS
 }
 
 /// `tug.v1.ReleaseService`.
-pub struct ReleaseApi {
+pub(crate) struct ReleaseApi {
     ctx: Arc<Ctx>,
 }
 

@@ -7,12 +7,12 @@ use std::path::Path;
 use tug_server::Config;
 use tug_testkit::free_port;
 
-pub const KUSTOMIZATION: &str = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - deployment.yaml\nimages:\n  - name: registry.example.com/api\n    newTag: 0.0.1\n";
-pub const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n        - name: api\n          image: registry.example.com/api\n";
+pub(crate) const KUSTOMIZATION: &str = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - deployment.yaml\nimages:\n  - name: registry.example.com/api\n    newTag: 0.0.1\n";
+pub(crate) const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n        - name: api\n          image: registry.example.com/api\n";
 
 /// `dev → staging → prod` on `platform`'s `main`, the service `api` (kustomize) and prod
 /// restricted to `main` server-wide.
-pub const THREE_ENVIRONMENTS: &str = r#"
+pub(crate) const THREE_ENVIRONMENTS: &str = r#"
 environments:
   - { name: dev, repository: platform, branch: main }
   - { name: staging, after: dev }
@@ -28,7 +28,7 @@ policies:
 /// The configuration: listeners on free ports, `data_dir`, the repository at `url`, a token
 /// whose hash is that of `token`, then `rest` (environments, services, triggers…), with `${VAR}`
 /// taken from `env`.
-pub fn config_with_env(
+pub(crate) fn config_with_env(
     data_dir: &Path,
     url: &str,
     token: &str,
@@ -57,6 +57,6 @@ auth:
 }
 
 /// [`config_with_env`] without environment variables.
-pub fn config(data_dir: &Path, url: &str, token: &str, rest: &str) -> Config {
+pub(crate) fn config(data_dir: &Path, url: &str, token: &str, rest: &str) -> Config {
     config_with_env(data_dir, url, token, rest, &|_| None)
 }

@@ -15,7 +15,7 @@ use tug_deploy::WholeFile;
 
 /// The edit of an image-edit target. `redeploy` adds the pod-template annotation bump, for a
 /// release whose image reference alone would not roll the pods.
-pub fn image_update(
+pub(super) fn image_update(
     target: &Target,
     image: &ImageReference,
     redeploy: bool,
@@ -105,7 +105,7 @@ pub fn image_update(
 
 /// The edit of a `chart` target: pin the artifact's chart version in the one file of the
 /// target's directory that pins the chart (named by the target, else by the artifact).
-pub fn chart_update(target: &Target, chart: &ChartReference) -> Result<PathUpdate, String> {
+pub(super) fn chart_update(target: &Target, chart: &ChartReference) -> Result<PathUpdate, String> {
     let EditKind::Chart { name } = &target.edit else {
         return Err(format!(
             "service '{}' is not released by a chart version in environment '{}'",
@@ -145,14 +145,14 @@ fn is_flux_kustomization(content: &str) -> bool {
 
 /// The files a copy release writes, and the directory they own.
 #[derive(Debug)]
-pub struct CopyRelease {
+pub(super) struct CopyRelease {
     pub files: Vec<WholeFile>,
     pub replace_dirs: Vec<String>,
 }
 
 /// The bundle's `<env>/` manifests under the target directory with `artifact.json`, and a Flux
 /// `Kustomization` among them at `clusters/<env>/<namespace>/<service>.yaml`.
-pub fn copy_release(
+pub(super) fn copy_release(
     target: &Target,
     namespace: &str,
     artifact_id: &str,
@@ -203,7 +203,7 @@ pub fn copy_release(
 }
 
 /// Checks an uploaded bundle's file names: `<env>/<relative path>` of a defined environment.
-pub fn check_bundle(
+pub(super) fn check_bundle(
     bundle: &BTreeMap<String, String>,
     is_environment: impl Fn(&str) -> bool,
 ) -> Result<(), (String, String)> {

@@ -10,22 +10,22 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tug_testkit::{BareRepo, TugServer};
 
-pub fn tug_binary() -> &'static Path {
+pub(crate) fn tug_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tug"))
 }
 
 /// What `auth.tokens[].sha256` holds for `token`.
-pub fn token_sha256(token: &str) -> String {
+pub(crate) fn token_sha256(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-pub fn kustomization(image: &str, tag: &str) -> String {
+pub(crate) fn kustomization(image: &str, tag: &str) -> String {
     format!(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - deployment.yaml\nimages:\n  # the application container\n  - name: {image}\n    newTag: {tag}\n"
     )
 }
 
-pub fn deployment(name: &str, image: &str) -> String {
+pub(crate) fn deployment(name: &str, image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"
     )
@@ -33,7 +33,7 @@ pub fn deployment(name: &str, image: &str) -> String {
 
 /// `manifests.git` with an overlay `apps/SERVICE/dev` for each service, image
 /// `registry.example.com/SERVICE` at tag `v1.0.0`.
-pub fn overlays_repo(services: &[&str]) -> BareRepo {
+pub(crate) fn overlays_repo(services: &[&str]) -> BareRepo {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for service in services {
         let image = format!("registry.example.com/{service}");
@@ -55,7 +55,7 @@ pub fn overlays_repo(services: &[&str]) -> BareRepo {
 
 /// A deploy request in the Delivery server's shape: set `registry.example.com/SERVICE` to `tag`
 /// in `apps/SERVICE/dev` of the repository at `url`, branch `main`.
-pub fn image_deploy(url: &str, service: &str, tag: &str) -> Value {
+pub(crate) fn image_deploy(url: &str, service: &str, tag: &str) -> Value {
     json!({
         "commitSpec": {"CommitMessage": format!("deploy {service} {tag}")},
         "deploySpecs": [{
@@ -74,12 +74,16 @@ pub fn image_deploy(url: &str, service: &str, tag: &str) -> Value {
     })
 }
 
-pub fn body(value: &Value) -> Vec<u8> {
+pub(crate) fn body(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialise request")
 }
 
 /// Polls `probe` until it returns `Some`, failing the test with `what` after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = probe() {
@@ -94,7 +98,7 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Opt
 }
 
 /// `GET /api/v1/jobs/{id}`.
-pub fn job(server: &TugServer, id: &str, token: &str) -> Value {
+pub(crate) fn job(server: &TugServer, id: &str, token: &str) -> Value {
     let (status, job) = server
         .get_json(&format!("/api/v1/jobs/{id}"), Some(token))
         .expect("get job");
@@ -103,7 +107,7 @@ pub fn job(server: &TugServer, id: &str, token: &str) -> Value {
 }
 
 /// Waits until job `id` reaches `succeeded` or `failed` and returns it.
-pub fn wait_for_end(server: &TugServer, id: &str, token: &str, timeout: Duration) -> Value {
+pub(crate) fn wait_for_end(server: &TugServer, id: &str, token: &str, timeout: Duration) -> Value {
     wait_for(timeout, &format!("job {id} to finish"), || {
         let job = job(server, id, token);
         matches!(job["status"].as_str(), Some("succeeded" | "failed")).then_some(job)
@@ -111,7 +115,7 @@ pub fn wait_for_end(server: &TugServer, id: &str, token: &str, timeout: Duration
 }
 
 /// The `Tug-Request` trailers of the commits on `main`, newest first.
-pub fn request_trailers(repo: &BareRepo) -> Vec<String> {
+pub(crate) fn request_trailers(repo: &BareRepo) -> Vec<String> {
     repo.log("main")
         .expect("git log")
         .iter()
@@ -126,7 +130,7 @@ pub fn request_trailers(repo: &BareRepo) -> Vec<String> {
 }
 
 /// A histogram's `_sum` and `_count` from Prometheus text.
-pub fn histogram(metrics: &str, family: &str) -> (f64, u64) {
+pub(crate) fn histogram(metrics: &str, family: &str) -> (f64, u64) {
     let value = |suffix: &str| {
         metrics
             .lines()
@@ -140,7 +144,7 @@ pub fn histogram(metrics: &str, family: &str) -> (f64, u64) {
 
 /// A pre-receive hook that holds every push until `release` exists, after creating `entered`:
 /// a test can act while a push is in flight.
-pub fn hold_pushes(repo: &BareRepo, entered: &Path, release: &Path) {
+pub(crate) fn hold_pushes(repo: &BareRepo, entered: &Path, release: &Path) {
     let hook = repo.path().join("hooks/pre-receive");
     std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
     std::fs::write(
@@ -158,7 +162,7 @@ pub fn hold_pushes(repo: &BareRepo, entered: &Path, release: &Path) {
 
 /// `git daemon` on a port that stays the same across [`Remote::stop`] and [`Remote::resume`], so
 /// a server configured with its URL sees the remote go down and come back.
-pub struct Remote {
+pub(crate) struct Remote {
     base: std::path::PathBuf,
     port: u16,
     process: Option<tug_testkit::ServerProcess>,
@@ -166,7 +170,7 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn start(base: &Path) -> Remote {
+    pub(crate) fn start(base: &Path) -> Remote {
         let mut remote = Remote {
             base: base.to_owned(),
             port: tug_testkit::free_port().unwrap(),
@@ -177,16 +181,16 @@ impl Remote {
         remote
     }
 
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("git://127.0.0.1:{}/{name}", self.port)
     }
 
     /// Kills the daemon: connections are refused until [`Remote::resume`].
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.process = None;
     }
 
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         let mut cmd = tug_testkit::git_command();
         cmd.arg("daemon")
             .arg("--reuseaddr")

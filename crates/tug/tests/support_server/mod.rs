@@ -10,15 +10,15 @@ use sha2::{Digest, Sha256};
 use tug_testkit::{BareRepo, Scratch, TugServer};
 
 /// May write to `gitops`.
-pub const CI_TOKEN: &str = "tug_test_ci_0123456789abcdef";
+pub(crate) const CI_TOKEN: &str = "tug_test_ci_0123456789abcdef";
 /// May write to `apps` only.
-pub const APPS_TOKEN: &str = "tug_test_apps_fedcba9876543210";
+pub(crate) const APPS_TOKEN: &str = "tug_test_apps_fedcba9876543210";
 
-pub const IMAGE: &str = "registry.example.com/demo/app";
-pub const DEV_PATH: &str = "apps/demo/dev";
-pub const DEV_KUSTOMIZATION: &str = "apps/demo/dev/kustomization.yaml";
+pub(crate) const IMAGE: &str = "registry.example.com/demo/app";
+pub(crate) const DEV_PATH: &str = "apps/demo/dev";
+pub(crate) const DEV_KUSTOMIZATION: &str = "apps/demo/dev/kustomization.yaml";
 
-pub const KUSTOMIZATION: &str = r#"apiVersion: kustomize.config.k8s.io/v1beta1
+pub(crate) const KUSTOMIZATION: &str = r#"apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - deployment.yaml
@@ -28,7 +28,7 @@ images:
     newTag: "1.0.0"  # release tag
 "#;
 
-pub const DEPLOYMENT: &str = "apiVersion: apps/v1
+pub(crate) const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: demo
@@ -40,18 +40,18 @@ spec:
           image: registry.example.com/demo/app
 ";
 
-pub const VALUES: &str =
+pub(crate) const VALUES: &str =
     "image:\n  repository: registry.example.com/demo/app\n  tag: \"1.0.0\"\nreplicas: 1\n";
 
-pub fn tug_binary() -> &'static Path {
+pub(crate) fn tug_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tug"))
 }
 
-pub fn sha256_hex(token: &str) -> String {
+pub(crate) fn sha256_hex(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-pub struct World {
+pub(crate) struct World {
     pub gitops: BareRepo,
     pub apps: BareRepo,
     pub server: TugServer,
@@ -60,12 +60,12 @@ pub struct World {
 }
 
 impl World {
-    pub fn start() -> World {
+    pub(crate) fn start() -> World {
         Self::start_with("")
     }
 
     /// With `extra_yaml` appended to the configuration (`tls:`, …).
-    pub fn start_with(extra_yaml: &str) -> World {
+    pub(crate) fn start_with(extra_yaml: &str) -> World {
         let files: &[(&str, &[u8])] = &[
             (DEV_KUSTOMIZATION, KUSTOMIZATION.as_bytes()),
             ("apps/demo/dev/deployment.yaml", DEPLOYMENT.as_bytes()),
@@ -108,7 +108,7 @@ auth:
     }
 
     /// `tug ARGS…` in a clean environment (no `TUG_*` from the machine) plus `env`.
-    pub fn tug(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+    pub(crate) fn tug(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = TugServer::clean_command(tug_binary(), self.client_dir.path(), env);
         cmd.args(args).current_dir(self.client_dir.path());
         cmd

@@ -15,12 +15,12 @@ use tug_testkit::Scratch;
 
 /// A scratch world for one test: a working directory (usually the checkout), a HOME and a cache
 /// directory, all removed when the test ends.
-pub struct Dir {
+pub(crate) struct Dir {
     scratch: Scratch,
 }
 
 impl Dir {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let scratch = Scratch::new().unwrap();
         for sub in ["work", "home", "cache"] {
             scratch.dir(sub).unwrap();
@@ -29,54 +29,54 @@ impl Dir {
     }
 
     /// The working directory the binary runs in.
-    pub fn work(&self) -> PathBuf {
+    pub(crate) fn work(&self) -> PathBuf {
         self.scratch.join("work")
     }
 
-    pub fn home(&self) -> PathBuf {
+    pub(crate) fn home(&self) -> PathBuf {
         self.scratch.join("home")
     }
 
     /// `XDG_CACHE_HOME` of the binary: mirrors land in `cache/tug`.
-    pub fn cache(&self) -> PathBuf {
+    pub(crate) fn cache(&self) -> PathBuf {
         self.scratch.join("cache")
     }
 
     /// A path outside the working directory but inside this test's scratch space.
-    pub fn outside(&self, rel: &str) -> PathBuf {
+    pub(crate) fn outside(&self, rel: &str) -> PathBuf {
         self.scratch.join(rel)
     }
 
     /// A path under the working directory.
-    pub fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.work().join(rel)
     }
 
     /// Writes `content` to `rel` under the working directory, creating parents.
-    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+    pub(crate) fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
         let path = self.path(rel);
         write_file(&path, content.as_ref());
         path
     }
 
-    pub fn read(&self, rel: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, rel: &str) -> Vec<u8> {
         fs::read(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
     }
 
-    pub fn read_text(&self, rel: &str) -> String {
+    pub(crate) fn read_text(&self, rel: &str) -> String {
         String::from_utf8(self.read(rel)).unwrap()
     }
 
-    pub fn set_mode(&self, rel: &str, mode: u32) {
+    pub(crate) fn set_mode(&self, rel: &str, mode: u32) {
         fs::set_permissions(self.path(rel), fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    pub fn mode(&self, rel: &str) -> u32 {
+    pub(crate) fn mode(&self, rel: &str) -> u32 {
         fs::metadata(self.path(rel)).unwrap().permissions().mode() & 0o7777
     }
 
     /// `tug ARGS…` in the working directory.
-    pub fn tug(&self, args: &[&str]) -> TestCommand {
+    pub(crate) fn tug(&self, args: &[&str]) -> TestCommand {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tug"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -91,7 +91,7 @@ impl Dir {
     }
 }
 
-pub fn write_file(path: &Path, content: &[u8]) {
+pub(crate) fn write_file(path: &Path, content: &[u8]) {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).unwrap();
     }
@@ -99,24 +99,24 @@ pub fn write_file(path: &Path, content: &[u8]) {
 }
 
 /// One invocation of the binary, built up before it runs.
-pub struct TestCommand {
+pub(crate) struct TestCommand {
     cmd: Command,
     stdin: Option<Vec<u8>>,
 }
 
 impl TestCommand {
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+    pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.cmd.arg(arg.into());
         self
     }
 
-    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
+    pub(crate) fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
         self.cmd.env(key, value.into());
         self
     }
 
     /// Puts `dir` first in PATH (a spy `git`, for instance).
-    pub fn path_first(mut self, dir: &Path) -> Self {
+    pub(crate) fn path_first(mut self, dir: &Path) -> Self {
         let mut paths = vec![dir.to_owned()];
         paths.extend(std::env::split_paths(
             &std::env::var_os("PATH").unwrap_or_default(),
@@ -125,13 +125,13 @@ impl TestCommand {
         self
     }
 
-    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(data.into());
         self
     }
 
     /// Runs to completion, whatever the exit status.
-    pub fn run(mut self) -> Run {
+    pub(crate) fn run(mut self) -> Run {
         let description = format!("{:?}", self.cmd);
         self.cmd
             .stdin(if self.stdin.is_some() {
@@ -155,14 +155,14 @@ impl TestCommand {
     }
 
     /// Runs and asserts exit status 0.
-    pub fn ok(self) -> Run {
+    pub(crate) fn ok(self) -> Run {
         let run = self.run();
         assert!(run.status.success(), "expected success\n{run}");
         run
     }
 
     /// Runs and asserts exit status 1 (an error tug reports, not a usage error or a crash).
-    pub fn fails(self) -> Run {
+    pub(crate) fn fails(self) -> Run {
         let run = self.run();
         assert_eq!(run.status.code(), Some(1), "expected exit status 1\n{run}");
         assert!(
@@ -174,7 +174,7 @@ impl TestCommand {
 }
 
 /// What one invocation printed and how it ended.
-pub struct Run {
+pub(crate) struct Run {
     description: String,
     pub status: ExitStatus,
     pub stdout: String,
@@ -182,7 +182,7 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{self}"))
     }
@@ -199,7 +199,7 @@ impl std::fmt::Display for Run {
 }
 
 /// Every regular file under `dir` (recursively, not following links) whose bytes contain `needle`.
-pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+pub(crate) fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -223,7 +223,7 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 }
 
 /// Number of regular files under `dir`, recursively.
-pub fn count_files(dir: &Path) -> usize {
+pub(crate) fn count_files(dir: &Path) -> usize {
     let mut n = 0;
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
