@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use tug_deploy::TaskChange;
 use tug_edit::{Edit, ImageSpec};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote};
-use tug_spec::{ImageRef, KustomizeUpdate, PathUpdate, PathsAt};
+use tug_spec::{KustomizeUpdate, PathUpdate, PathsAt};
 use tug_testkit::{Scratch, run_git};
 
 use crate::fixture::{BRANCH, Fixture, ImageBump, path_str};
@@ -338,10 +338,10 @@ pub(crate) fn deploy_change(request_id: &str, bump: &ImageBump, tag: &str) -> Ta
         paths: vec![PathUpdate {
             path: bump.dir.clone(),
             kustomize: Some(KustomizeUpdate {
-                images: vec![ImageRef {
+                images: vec![ImageSpec {
                     name: bump.image.clone(),
                     new_tag: Some(tag.to_owned()),
-                    ..ImageRef::default()
+                    ..ImageSpec::default()
                 }],
             }),
             ..PathUpdate::default()
@@ -434,7 +434,7 @@ fn run_edit_engine(fixture: &Fixture, duration: Duration) -> Result<EditRate> {
             Edit::KustomizeImage(ImageSpec {
                 name: bump.image.clone(),
                 new_name: None,
-                tag: Some(format!("4.{}.{}", k / 100, k % 100)),
+                new_tag: Some(format!("4.{}.{}", k / 100, k % 100)),
                 digest: None,
             })
         })

@@ -151,13 +151,13 @@ mod tests {
 
     use super::*;
     use tug_git::{FileWrite, Identity};
-    use tug_spec::{ImageRef, KustomizeUpdate, PathsAt};
+    use tug_spec::{ImageSpec, KustomizeUpdate, PathsAt};
 
     fn kustomize(path: &str, tag: &str) -> PathUpdate {
         PathUpdate {
             path: path.into(),
             kustomize: Some(KustomizeUpdate {
-                images: vec![ImageRef {
+                images: vec![ImageSpec {
                     name: "registry.example.com/app".into(),
                     new_tag: Some(tag.into()),
                     ..Default::default()

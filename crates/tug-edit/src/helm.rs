@@ -135,7 +135,7 @@ fn structured(
         };
         set.push((name_key, repository));
     }
-    if let Some(tag) = &spec.tag {
+    if let Some(tag) = &spec.new_tag {
         set.push(("tag", tag.clone()));
         if spec.digest.is_none() && text("digest").is_some_and(|d| !d.is_empty()) {
             // Charts that support digests let them win over the tag: blank the old one.

@@ -124,7 +124,7 @@ fn new_entry(spec: &ImageSpec) -> NewNode {
     if let Some(n) = &spec.new_name {
         fields.push(("newName".to_owned(), scalar(n)));
     }
-    if let Some(tag) = &spec.tag {
+    if let Some(tag) = &spec.new_tag {
         fields.push(("newTag".to_owned(), scalar(tag)));
     }
     if let Some(digest) = &spec.digest {
@@ -152,7 +152,7 @@ fn update_entry(
     if let Some(n) = &spec.new_name {
         set.push(("newName", n.as_str()));
     }
-    if let Some(tag) = &spec.tag {
+    if let Some(tag) = &spec.new_tag {
         set.push(("newTag", tag.as_str()));
         if spec.digest.is_none() {
             remove.push("digest");
@@ -160,7 +160,7 @@ fn update_entry(
     }
     if let Some(digest) = &spec.digest {
         set.push(("digest", digest.as_str()));
-        if spec.tag.is_none() {
+        if spec.new_tag.is_none() {
             remove.push("newTag");
         }
     }

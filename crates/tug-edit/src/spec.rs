@@ -14,15 +14,35 @@ pub const PRESERVE: &str = "*";
 /// As in kustomize, NEWNAME, TAG and DIGEST may be [`PRESERVE`] (`*`): the part keeps its
 /// current value (`app=*:2` sets the tag and keeps the new name, `app:*@sha256:…` sets the
 /// digest and keeps the tag). A `*` part that has no current value is left out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The same type is the `images` entry of a deploy request (`{name, newName, newTag, digest}`,
+/// kustomize's own spelling), so a request, the CLI and the engine never translate between
+/// twins.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(deny_unknown_fields)]
 pub struct ImageSpec {
     /// The image repository to match.
     pub name: String,
     /// The repository it becomes.
+    #[serde(
+        rename = "newName",
+        alias = "new_name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub new_name: Option<String>,
     /// The tag it becomes.
-    pub tag: Option<String>,
+    #[serde(
+        rename = "newTag",
+        alias = "new_tag",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub new_tag: Option<String>,
     /// The digest it becomes (`sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
 }
 
@@ -78,7 +98,7 @@ impl ImageSpec {
                 ImageSpec {
                     name: name.to_owned(),
                     new_name: Some(new_name.to_owned()),
-                    tag: tag.map(str::to_owned),
+                    new_tag: tag.map(str::to_owned),
                     digest,
                 }
             }
@@ -87,7 +107,7 @@ impl ImageSpec {
                 ImageSpec {
                     name: name.to_owned(),
                     new_name: None,
-                    tag: tag.map(str::to_owned),
+                    new_tag: tag.map(str::to_owned),
                     digest,
                 }
             }
@@ -105,7 +125,7 @@ impl ImageSpec {
         {
             validate_name(new_name)?;
         }
-        if let Some(tag) = &self.tag
+        if let Some(tag) = &self.new_tag
             && tag != PRESERVE
             && !is_valid_tag(tag)
         {
@@ -117,7 +137,7 @@ impl ImageSpec {
         {
             return Err(SpecError::Digest(digest.clone()));
         }
-        if self.new_name.is_none() && self.tag.is_none() && self.digest.is_none() {
+        if self.new_name.is_none() && self.new_tag.is_none() && self.digest.is_none() {
             return Err(SpecError::NothingToChange(self.to_string()));
         }
         Ok(())
@@ -125,7 +145,7 @@ impl ImageSpec {
 
     /// Whether a part is the [`PRESERVE`] placeholder.
     pub fn has_placeholder(&self) -> bool {
-        [&self.new_name, &self.tag, &self.digest]
+        [&self.new_name, &self.new_tag, &self.digest]
             .into_iter()
             .any(|p| p.as_deref() == Some(PRESERVE))
     }
@@ -145,7 +165,7 @@ impl ImageSpec {
         ImageSpec {
             name: self.name.clone(),
             new_name: part(&self.new_name, new_name),
-            tag: part(&self.tag, tag),
+            new_tag: part(&self.new_tag, tag),
             digest: part(&self.digest, digest),
         }
     }
@@ -165,7 +185,7 @@ impl ImageSpec {
                 .apply_to_reference(old);
         }
         let mut out = self.target_name().to_owned();
-        let (tag, digest) = match (&self.tag, &self.digest) {
+        let (tag, digest) = match (&self.new_tag, &self.digest) {
             (None, None) => (old.tag, old.digest),
             (tag, digest) => (tag.as_deref(), digest.as_deref()),
         };
@@ -183,7 +203,7 @@ impl ImageSpec {
     /// What the spec renders to, as a human reads it: `registry/app:1.2.3`.
     pub(crate) fn rendered_target(&self) -> String {
         let mut out = self.target_name().to_owned();
-        if let Some(tag) = &self.tag {
+        if let Some(tag) = &self.new_tag {
             out.push(':');
             out.push_str(tag);
         }
@@ -201,7 +221,7 @@ impl fmt::Display for ImageSpec {
         if let Some(new_name) = &self.new_name {
             write!(f, "={new_name}")?;
         }
-        if let Some(tag) = &self.tag {
+        if let Some(tag) = &self.new_tag {
             write!(f, ":{tag}")?;
         }
         if let Some(digest) = &self.digest {
@@ -333,7 +353,7 @@ mod tests {
         ImageSpec {
             name: name.into(),
             new_name: new_name.map(Into::into),
-            tag: tag.map(Into::into),
+            new_tag: tag.map(Into::into),
             digest: digest.map(Into::into),
         }
     }

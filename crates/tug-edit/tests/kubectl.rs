@@ -78,7 +78,7 @@ fn kustomize_transforms_manifests_as_tug_edits_them() {
         let mut entry = json!({ "name": spec.name });
         for (key, part) in [
             ("newName", &spec.new_name),
-            ("newTag", &spec.tag),
+            ("newTag", &spec.new_tag),
             ("digest", &spec.digest),
         ] {
             if let Some(v) = part {
@@ -253,7 +253,7 @@ fn intended_image(spec: &ImageSpec, old: Option<&Value>) -> String {
     let spec = &ImageSpec {
         name: spec.name.clone(),
         new_name: part(&spec.new_name, "newName"),
-        tag: part(&spec.tag, "newTag"),
+        new_tag: part(&spec.new_tag, "newTag"),
         digest: part(&spec.digest, "digest"),
     };
     let name = spec
@@ -261,8 +261,8 @@ fn intended_image(spec: &ImageSpec, old: Option<&Value>) -> String {
         .clone()
         .or_else(|| old_field("newName"))
         .unwrap_or_else(|| spec.name.clone());
-    let (tag, digest) = if spec.tag.is_some() || spec.digest.is_some() {
-        (spec.tag.clone(), spec.digest.clone())
+    let (tag, digest) = if spec.new_tag.is_some() || spec.digest.is_some() {
+        (spec.new_tag.clone(), spec.digest.clone())
     } else {
         (old_field("newTag"), old_field("digest"))
     };

@@ -252,9 +252,9 @@ impl From<tug_spec::PathUpdate> for v1::PathUpdate {
     }
 }
 
-impl From<v1::KustomizeImage> for tug_spec::ImageRef {
+impl From<v1::KustomizeImage> for tug_spec::ImageSpec {
     fn from(i: v1::KustomizeImage) -> Self {
-        tug_spec::ImageRef {
+        tug_spec::ImageSpec {
             name: i.name,
             new_name: given(i.new_name),
             new_tag: given(i.new_tag),
@@ -263,8 +263,8 @@ impl From<v1::KustomizeImage> for tug_spec::ImageRef {
     }
 }
 
-impl From<tug_spec::ImageRef> for v1::KustomizeImage {
-    fn from(i: tug_spec::ImageRef) -> Self {
+impl From<tug_spec::ImageSpec> for v1::KustomizeImage {
+    fn from(i: tug_spec::ImageSpec) -> Self {
         v1::KustomizeImage {
             name: i.name,
             new_name: text(i.new_name),

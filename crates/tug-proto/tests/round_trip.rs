@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tug_proto::v1;
 use tug_spec::{
-    BranchUpdate, ChartUpdate, CommitSpec, DeployRequest, DeploySpec, HelmImageUpdate, ImageRef,
+    BranchUpdate, ChartUpdate, CommitSpec, DeployRequest, DeploySpec, HelmImageUpdate, ImageSpec,
     KustomizeUpdate, ManifestImageUpdate, NotifySpec, PathUpdate, RedeployUpdate, ScalarText,
     YqUpdate,
 };
@@ -96,7 +96,7 @@ impl Gen {
                 String::new()
             },
             kustomize: self.flip().then(|| KustomizeUpdate {
-                images: self.some(2, |g| ImageRef {
+                images: self.some(2, |g| ImageSpec {
                     name: g.text(),
                     new_name: g.maybe(),
                     new_tag: g.maybe(),

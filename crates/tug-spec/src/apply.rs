@@ -261,7 +261,7 @@ pub fn apply_segments(
             let image = tug_edit::ImageSpec {
                 name: h.name.clone().unwrap_or_default(),
                 new_name: h.new_name.clone(),
-                tag: h.new_tag.clone(),
+                new_tag: h.new_tag.clone(),
                 digest: h.digest.clone(),
             };
             let edit = Edit::HelmImage {
@@ -491,7 +491,7 @@ fn manifest_files(files: &dyn Files, dir: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ImageRef, KustomizeUpdate, YqUpdate};
+    use crate::model::{ImageSpec, KustomizeUpdate, YqUpdate};
 
     /// Files in memory: the pure core is tested without a disk or a repository.
     struct Mem(BTreeMap<String, Vec<u8>>);
@@ -535,7 +535,7 @@ mod tests {
             paths: vec![PathUpdate {
                 path: "apps/a/dev".into(),
                 kustomize: Some(KustomizeUpdate {
-                    images: vec![ImageRef {
+                    images: vec![ImageSpec {
                         name: name.into(),
                         new_tag: Some("1.0.1".into()),
                         ..Default::default()
@@ -585,7 +585,7 @@ mod tests {
         let paths = vec![PathUpdate {
             path: "apps/a/dev".into(),
             kustomize: Some(KustomizeUpdate {
-                images: vec![ImageRef {
+                images: vec![ImageSpec {
                     name: "registry.example.com/app".into(),
                     new_tag: Some("1.2.3".into()),
                     ..Default::default()
@@ -648,7 +648,7 @@ mod tests {
         let paths = vec![PathUpdate {
             path: "apps/a".into(),
             kustomize: Some(KustomizeUpdate {
-                images: vec![ImageRef {
+                images: vec![ImageSpec {
                     name: "app".into(),
                     new_tag: Some("1".into()),
                     ..Default::default()

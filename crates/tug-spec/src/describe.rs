@@ -3,7 +3,7 @@
 //! describes itself the same way. Each edit kind's wording lives next to its model here.
 
 use crate::model::{
-    ChartUpdate, HelmImageUpdate, ImageRef, ManifestImageUpdate, PathUpdate, RedeployUpdate,
+    ChartUpdate, HelmImageUpdate, ImageSpec, ManifestImageUpdate, PathUpdate, RedeployUpdate,
     YqUpdate,
 };
 use crate::validate::{join_repo_path, normalize_repo_path};
@@ -38,7 +38,7 @@ impl PathUpdate {
         };
         let mut out = Vec::new();
         if let Some(k) = &self.kustomize {
-            out.extend(k.images.iter().map(|i| i.describe(&at)));
+            out.extend(k.images.iter().map(|i| describe_image(i, &at)));
         }
         out.extend(self.yq.iter().map(|y| y.describe(&at)));
         out.extend(self.images.iter().map(|m| m.describe(&at)));
@@ -49,19 +49,18 @@ impl PathUpdate {
     }
 }
 
-impl ImageRef {
-    fn describe(&self, at: &Location<'_>) -> String {
-        format!(
-            "set image {} in {}",
-            image_text(
-                &self.name,
-                self.new_name.as_deref(),
-                self.new_tag.as_deref(),
-                self.digest.as_deref()
-            ),
-            at.dir
-        )
-    }
+/// A kustomize `images` entry (the edit engine's `ImageSpec`, so a free function).
+fn describe_image(image: &ImageSpec, at: &Location<'_>) -> String {
+    format!(
+        "set image {} in {}",
+        image_text(
+            &image.name,
+            image.new_name.as_deref(),
+            image.new_tag.as_deref(),
+            image.digest.as_deref()
+        ),
+        at.dir
+    )
 }
 
 impl YqUpdate {

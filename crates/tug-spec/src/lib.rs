@@ -15,7 +15,7 @@ pub use apply::{
     apply_paths, apply_segments, chart_file,
 };
 pub use model::{
-    BranchUpdate, ChartUpdate, CommitSpec, DeployRequest, DeploySpec, HelmImageUpdate, ImageRef,
+    BranchUpdate, ChartUpdate, CommitSpec, DeployRequest, DeploySpec, HelmImageUpdate, ImageSpec,
     KustomizeUpdate, ManifestImageUpdate, NotifySpec, PathUpdate, RedeployUpdate, ScalarText,
     YqUpdate,
 };

@@ -171,31 +171,12 @@ pub struct PathUpdate {
 #[serde(deny_unknown_fields)]
 pub struct KustomizeUpdate {
     #[serde(default)]
-    pub images: Vec<ImageRef>,
+    pub images: Vec<ImageSpec>,
 }
 
-/// An image in kustomize's vocabulary: the image `name` to match, and what to set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRef {
-    pub name: String,
-    #[serde(
-        rename = "newName",
-        alias = "new_name",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub new_name: Option<String>,
-    #[serde(
-        rename = "newTag",
-        alias = "new_tag",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub new_tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-}
+/// An image in kustomize's vocabulary: the image `name` to match, and what to set (the edit
+/// engine's own type).
+pub use tug_edit::ImageSpec;
 
 /// Set a value at a YAML path, as the Delivery server's `yq` list does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -377,8 +358,8 @@ pub struct RedeployUpdate {
 }
 
 impl ManifestImageUpdate {
-    pub fn image_ref(&self) -> ImageRef {
-        ImageRef {
+    pub fn image_ref(&self) -> ImageSpec {
+        ImageSpec {
             name: self.name.clone(),
             new_name: self.new_name.clone(),
             new_tag: self.new_tag.clone(),

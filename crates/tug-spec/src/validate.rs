@@ -2,7 +2,7 @@
 //! store; what can only be known against the files (a missing key, an unmatched image) is found
 //! when the edits are applied, before anything is committed.
 
-use crate::model::{DeployRequest, DeploySpec, ImageRef, PathUpdate};
+use crate::model::{DeployRequest, DeploySpec, ImageSpec, PathUpdate};
 
 /// A spec field at fault: `field` is its path in the request, e.g. `deploySpecs[0].updates[1].branch`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,7 +191,7 @@ pub fn validate_path_update(p: &PathUpdate, at: &str) -> Result<(), InvalidSpec>
 }
 
 /// Builds and checks an image spec from the kustomize-style fields.
-pub fn image_spec(img: &ImageRef, at: &str) -> Result<tug_edit::ImageSpec, InvalidSpec> {
+pub fn image_spec(img: &ImageSpec, at: &str) -> Result<tug_edit::ImageSpec, InvalidSpec> {
     if img.name.trim().is_empty() {
         return Err(invalid(format!("{at}.name"), "must not be empty"));
     }
@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn image_fields_accept_the_keep_placeholder() {
         let img = |name: &str, new_name: Option<&str>, tag: Option<&str>, digest: Option<&str>| {
-            ImageRef {
+            ImageSpec {
                 name: name.to_owned(),
                 new_name: new_name.map(str::to_owned),
                 new_tag: tag.map(str::to_owned),

@@ -214,14 +214,7 @@ fn shorthand_spec(args: &DeployArgs) -> anyhow::Result<tug_spec::DeploySpec> {
         .image
         .iter()
         .map(|image| {
-            let spec = tug_edit::ImageSpec::parse(image.trim())
-                .map_err(|e| usage(&format!("--image: {e}")))?;
-            Ok(tug_spec::ImageRef {
-                name: spec.name,
-                new_name: spec.new_name,
-                new_tag: spec.tag,
-                digest: spec.digest,
-            })
+            tug_edit::ImageSpec::parse(image.trim()).map_err(|e| usage(&format!("--image: {e}")))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let chart = args

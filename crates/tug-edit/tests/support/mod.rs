@@ -176,7 +176,7 @@ fn naive_spec(s: &str) -> ImageSpec {
             ImageSpec {
                 name: name.to_owned(),
                 new_name: Some(new_name),
-                tag,
+                new_tag: tag,
                 digest,
             }
         }
@@ -185,7 +185,7 @@ fn naive_spec(s: &str) -> ImageSpec {
             ImageSpec {
                 name,
                 new_name: None,
-                tag,
+                new_tag: tag,
                 digest,
             }
         }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use tug_release::{ChartReference, EditKind, ImageReference, Target};
 use tug_spec::{
-    ChartUpdate, HelmImageUpdate, ImageRef, KustomizeUpdate, ManifestImageUpdate, PathUpdate,
+    ChartUpdate, HelmImageUpdate, ImageSpec, KustomizeUpdate, ManifestImageUpdate, PathUpdate,
     RedeployUpdate, YqUpdate,
 };
 
@@ -29,7 +29,7 @@ pub(super) fn image_update(
         EditKind::Kustomize { image: name } => {
             let entry = name.clone().unwrap_or_else(|| image.image.clone());
             update.kustomize = Some(KustomizeUpdate {
-                images: vec![ImageRef {
+                images: vec![ImageSpec {
                     new_name: (entry != image.image).then(|| image.image.clone()),
                     name: entry,
                     new_tag: Some(image.tag.clone()),
