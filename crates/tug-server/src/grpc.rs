@@ -108,6 +108,14 @@ impl DeployService for DeployApi {
         let token = bearer(request.metadata()).map(str::to_owned);
         let idempotency_key = idempotency_key(request.metadata())?;
         let deploy = tug_spec::DeployRequest::from(request.into_inner());
+        // Every gRPC deploy streams: its place among the waiting streams comes first.
+        let slot = self
+            .app
+            .waiting
+            .reserve(1)
+            .map_err(|e| status(&e))?
+            .pop()
+            .ok_or_else(|| Status::internal("no stream slot"))?;
         let enqueued = self
             .app
             .submit(token.as_deref(), deploy, idempotency_key)
@@ -115,7 +123,7 @@ impl DeployService for DeployApi {
             .map_err(|e| status(&e))?;
         let branches = task_branches(&enqueued.job);
         let created = enqueued.created;
-        let updates = follow(self.app.clone(), enqueued.job.id.clone(), created);
+        let updates = follow(self.app.clone(), enqueued.job.id.clone(), created, slot);
         let events = tokio_stream::wrappers::ReceiverStream::new(updates)
             .map(move |update| deploy_event(update, created, &branches));
         Ok(Response::new(Box::pin(events)))

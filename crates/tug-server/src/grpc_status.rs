@@ -21,8 +21,17 @@ pub(crate) fn status(error: &ServiceError) -> Status {
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Busy { .. } => Code::ResourceExhausted,
     };
-    Status::new(code, error.message())
+    let mut status = Status::new(code, error.message());
+    if let ErrorKind::Busy { retry_after_secs } = error.kind {
+        // As REST's `Retry-After`; gRPC clients read it from the trailers.
+        status.metadata_mut().insert(
+            "retry-after",
+            tonic::metadata::MetadataValue::from(retry_after_secs),
+        );
+    }
+    status
 }
 
 pub(crate) fn job_status(state: JobState) -> v1::JobStatus {

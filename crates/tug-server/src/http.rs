@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use tug_service::app::JobsQuery;
-use tug_service::follow::{Update, follow};
+use tug_service::follow::{StreamSlot, Update, follow};
 use tug_service::{App, ErrorKind, ServiceError};
 
 /// The deploy API's routes, each registered together with its documentation so that a served
@@ -54,6 +54,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Value,
+    /// Seconds, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -64,6 +66,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: json!({}),
+            retry_after: None,
         }
     }
 }
@@ -79,6 +82,11 @@ impl From<ServiceError> for ApiError {
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+        };
+        let retry_after = match e.kind {
+            ErrorKind::Busy { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
         };
         // Refusals say why in the log too, in the request's span (so with its id); the reason
         // names the token for a scope refusal, never the token itself.
@@ -93,6 +101,7 @@ impl From<ServiceError> for ApiError {
             code: e.code(),
             message: e.message,
             details: e.details,
+            retry_after,
         }
     }
 }
@@ -123,7 +132,13 @@ impl IntoResponse for ApiError {
             message: self.message,
             details: self.details,
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -221,6 +236,12 @@ async fn deploy(
         }))
         .into_response());
     }
+    // A caller that waits needs a place among the waiting streams, taken before anything is
+    // stored: a refused request leaves nothing behind and is simply sent again.
+    let slot = match q.wait {
+        Some(false) => None,
+        _ => app.waiting.reserve(1)?.pop(),
+    };
     let enqueued = app.submit(token, deploy, idempotency).await?;
     let job = enqueued.job;
     if q.wait == Some(false) {
@@ -231,7 +252,10 @@ async fn deploy(
         };
         return Ok((status, axum::Json(job_json(&job, &[]))).into_response());
     }
-    let stream = progress_stream(app, job.id.clone(), enqueued.created);
+    let Some(slot) = slot else {
+        return Err(ServiceError::internal("no stream slot for a waiting request").into());
+    };
+    let stream = progress_stream(app, job.id.clone(), enqueued.created, slot);
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -260,8 +284,9 @@ pub(crate) fn progress_stream(
     app: Arc<App>,
     job_id: String,
     created: bool,
+    slot: StreamSlot,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
-    let rx = follow(app, job_id, created);
+    let rx = follow(app, job_id, created, slot);
     futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |u| {
         Ok(line(&match u {
             Update::Accepted {

@@ -118,6 +118,7 @@ fn grpc_code(rest_code: &str) -> Code {
         "policy_violation" | "permission_denied" => Code::PermissionDenied,
         "unauthenticated" => Code::Unauthenticated,
         "unavailable" => Code::Unavailable,
+        "resource_exhausted" => Code::ResourceExhausted,
         other => panic!("REST code {other} has no gRPC counterpart in this test"),
     }
 }

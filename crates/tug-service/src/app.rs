@@ -25,6 +25,8 @@ pub struct App {
     /// Tells the streams following a job that it has news.
     pub signal: Arc<JobSignals>,
     pub shutdown: Shutdown,
+    /// The callers waiting on a stream for their job (`limits.max_waiting_streams`).
+    pub waiting: Arc<crate::follow::WaitingStreams>,
 }
 
 impl App {

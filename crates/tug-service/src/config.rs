@@ -324,6 +324,12 @@ pub struct Limits {
     /// Most requests one push carries for a branch.
     #[serde(default = "default_batch_max")]
     pub batch_max: u32,
+    /// Most callers waiting on a stream for their job at once. Beyond it a request that wants to
+    /// wait is refused with 429 and `Retry-After` before anything is stored, so an overloaded
+    /// server keeps its memory bounded and callers back off; `wait=false` requests are still
+    /// accepted (the stored queue absorbs them).
+    #[serde(default = "default_max_waiting_streams")]
+    pub max_waiting_streams: u32,
 }
 
 impl Default for Limits {
@@ -332,6 +338,7 @@ impl Default for Limits {
             max_body_bytes: default_max_body_bytes(),
             max_paths_per_request: default_max_paths_per_request(),
             batch_max: default_batch_max(),
+            max_waiting_streams: default_max_waiting_streams(),
         }
     }
 }
@@ -369,6 +376,9 @@ fn default_max_body_bytes() -> u64 {
 fn default_max_paths_per_request() -> u32 {
     256
 }
+fn default_max_waiting_streams() -> u32 {
+    2048
+}
 fn default_batch_max() -> u32 {
     64
 }
@@ -394,6 +404,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "limits.max_paths_per_request",
     ),
     ("TUG_LIMITS_BATCH_MAX", "limits.batch_max"),
+    (
+        "TUG_LIMITS_MAX_WAITING_STREAMS",
+        "limits.max_waiting_streams",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -694,6 +708,9 @@ impl Config {
                     self.limits.max_paths_per_request = parse_number(&value).map_err(bad)?;
                 }
                 "limits.batch_max" => self.limits.batch_max = parse_number(&value).map_err(bad)?,
+                "limits.max_waiting_streams" => {
+                    self.limits.max_waiting_streams = parse_number(&value).map_err(bad)?;
+                }
                 _ => {}
             }
         }
@@ -818,6 +835,10 @@ impl Config {
                 u64::from(self.limits.max_paths_per_request),
             ),
             ("limits.batch_max", u64::from(self.limits.batch_max)),
+            (
+                "limits.max_waiting_streams",
+                u64::from(self.limits.max_waiting_streams),
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(field.into(), "must be at least 1".into()));
@@ -947,6 +968,7 @@ limits:
   max_body_bytes: 1048576
   max_paths_per_request: 256
   batch_max: 64
+  max_waiting_streams: 2048
 "#,
             grpc = default_grpc_addr(),
             http = default_http_addr(),

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Forbidden,
     /// A dependency (the store, a git remote) failed; the same request may succeed later.
     Unavailable,
+    /// The server is at a configured limit; the same request is welcome after `retry_after_secs`.
+    Busy { retry_after_secs: u64 },
     /// A bug or a broken configuration.
     Internal,
 }
@@ -125,6 +127,7 @@ impl ServiceError {
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Forbidden => "permission_denied",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Busy { .. } => "resource_exhausted",
             ErrorKind::Internal => "internal",
         }
     }

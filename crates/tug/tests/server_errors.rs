@@ -469,3 +469,104 @@ fn a_dry_run_shows_the_diff_and_commit_message_and_stores_and_pushes_nothing() {
     assert_eq!(response.status, 403, "{}", response.text());
     assert_eq!(f.repo.tip("main").unwrap(), before);
 }
+
+/// Opens a deploy stream on a raw connection and reads until its first NDJSON line (the job is
+/// stored and followed); the stream stays open while the returned connection lives.
+fn open_stream(server: &TugServer, request: &[u8]) -> std::net::TcpStream {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = std::net::TcpStream::connect(server.http_addr()).unwrap();
+    // A stream that never ends fails the test instead of hanging it.
+    conn.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    let head = format!(
+        "POST /api/v1/deploy HTTP/1.1\r\nHost: tug\r\nConnection: close\r\nAuthorization: Bearer {CI}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        request.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(request).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    // Past the headers to the first line of the body: the stream is being followed.
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.contains("accepted job") {
+            return conn;
+        }
+        assert!(!line.is_empty(), "the stream ended before it was accepted");
+    }
+}
+
+#[test]
+fn beyond_the_waiting_stream_limit_a_request_is_told_to_retry_and_nothing_is_stored() {
+    // The remote is down: the first job stays queued and its caller's stream open.
+    let repo = overlays_repo(&["api", "web", "worker"]);
+    let mut remote = Remote::start(repo.root());
+    let url = remote.url(repo.name());
+    remote.stop();
+    let config = format!(
+        r#"repositories:
+  - name: platform
+    url: "{url}"
+auth:
+  tokens:
+    - name: ci
+      sha256: "{ci}"
+      repositories: ["platform"]
+limits:
+  max_waiting_streams: 1
+"#,
+        ci = token_sha256(CI),
+    );
+    let server = TugServer::start(tug_binary(), &config).expect("start tug server");
+    let first = open_stream(&server, &body(&image_deploy(&url, "api", "v1")));
+
+    let response = server
+        .post_deploy_to(
+            "/api/v1/deploy",
+            &body(&image_deploy(&url, "web", "v1")),
+            Some(CI),
+            None,
+        )
+        .unwrap();
+    assert_eq!(response.status, 429, "{}", response.text());
+    assert_eq!(response.header("retry-after"), Some("1"));
+    let error = response.json().unwrap();
+    assert_eq!(error["code"], "resource_exhausted", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limits.max_waiting_streams") && m.contains("wait=false")),
+        "{error}"
+    );
+    let (_, jobs) = server.get_json("/api/v1/jobs", Some(CI)).unwrap();
+    assert_eq!(
+        jobs["jobs"].as_array().unwrap().len(),
+        1,
+        "only the first job is stored: {jobs}"
+    );
+
+    // Not waiting needs no stream: stored as usual.
+    let response = server
+        .post_deploy_to(
+            "/api/v1/deploy?wait=false",
+            &body(&image_deploy(&url, "web", "v1")),
+            Some(CI),
+            None,
+        )
+        .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+
+    // The remote is back: the first job lands, its stream ends and frees its place, and a
+    // waiting request is taken again.
+    remote.resume();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut &first, &mut rest).unwrap();
+    assert!(rest.contains("succeeded"), "{rest}");
+    let (status, lines) = server
+        .post_deploy(&body(&image_deploy(&url, "worker", "v1")), Some(CI), None)
+        .unwrap();
+    assert_eq!(status, 200, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["result"]["status"], "succeeded");
+}

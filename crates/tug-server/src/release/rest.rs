@@ -218,6 +218,12 @@ async fn release(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, &headers)?;
     let input: ReleaseInput = parse_body(&body)?;
+    // One waiting stream per environment, reserved before anything is stored.
+    let mut slots = if q.wait == Some(false) {
+        Vec::new()
+    } else {
+        ctx.app.waiting.reserve(input.environments.len())?
+    };
     let queued = release_core(&ctx, &caller, input).await?;
     if q.wait == Some(false) {
         let summary: Vec<Value> = queued.iter().map(queued_json).collect();
@@ -242,10 +248,14 @@ async fn release(
         streams.push(Box::pin(futures::stream::once(async move {
             Ok::<_, Infallible>(line(&intro))
         })));
+        let Some(slot) = slots.pop() else {
+            return Err(ServiceError::internal("more releases than reserved streams").into());
+        };
         streams.push(Box::pin(progress_stream(
             ctx.app.clone(),
             q.job_id.clone(),
             q.created,
+            slot,
         )));
     }
     let mut response = Response::new(Body::from_stream(futures::stream::iter(streams).flatten()));
