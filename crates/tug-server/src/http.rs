@@ -53,9 +53,10 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    details: Value,
+    // Boxed: every handler returns this as its error, and a small Err keeps results small.
+    details: Box<Value>,
     /// Seconds, sent as `Retry-After`.
-    retry_after: Option<u64>,
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -65,7 +66,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            details: json!({}),
+            details: Box::new(json!({})),
             retry_after: None,
         }
     }
@@ -85,7 +86,9 @@ impl From<ServiceError> for ApiError {
             ErrorKind::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
         let retry_after = match e.kind {
-            ErrorKind::Busy { retry_after_secs } => Some(retry_after_secs),
+            ErrorKind::Busy { retry_after_secs } => {
+                Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX))
+            }
             _ => None,
         };
         // Refusals say why in the log too, in the request's span (so with its id); the reason
@@ -100,7 +103,7 @@ impl From<ServiceError> for ApiError {
             status,
             code: e.code(),
             message: e.message,
-            details: e.details,
+            details: Box::new(e.details),
             retry_after,
         }
     }
@@ -130,7 +133,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             code: self.code,
             message: self.message,
-            details: self.details,
+            details: *self.details,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {

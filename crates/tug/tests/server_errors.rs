@@ -476,7 +476,8 @@ fn open_stream(server: &TugServer, request: &[u8]) -> std::net::TcpStream {
     use std::io::{BufRead, BufReader, Write};
     let mut conn = std::net::TcpStream::connect(server.http_addr()).unwrap();
     // A stream that never ends fails the test instead of hanging it.
-    conn.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
     let head = format!(
         "POST /api/v1/deploy HTTP/1.1\r\nHost: tug\r\nConnection: close\r\nAuthorization: Bearer {CI}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         request.len()
