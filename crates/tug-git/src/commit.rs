@@ -152,8 +152,10 @@ pub fn format_message(
     Ok(message)
 }
 
-/// The trailers of a commit message: its last paragraph, when every line of it is `Key: value`.
-pub fn parse_trailers(message: &str) -> Vec<(String, String)> {
+/// The trailers of a commit message, to check what [`format_message`] writes. tug reads
+/// trailers with `tug_release::trailers::parse_trailers`, its one parser.
+#[cfg(test)]
+fn parse_trailers(message: &str) -> Vec<(String, String)> {
     let trimmed = message.trim_end();
     let Some(start) = trimmed.rfind("\n\n").map(|i| i + 2) else {
         return Vec::new();

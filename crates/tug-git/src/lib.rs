@@ -23,9 +23,7 @@ mod secret;
 mod store;
 mod tree;
 
-pub use commit::{
-    CommitMeta, Identity, Timestamp, format_message, parse_trailers, validate_trailer_key,
-};
+pub use commit::{CommitMeta, Identity, Timestamp, format_message, validate_trailer_key};
 pub use env::{Auth, CommandObserver};
 pub use error::{ChangeError, GitError};
 pub use history::{History, HistoryCommit};

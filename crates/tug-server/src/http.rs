@@ -17,7 +17,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use tug_service::app::JobsQuery;
-use tug_service::follow::{StreamSlot, Update, follow};
+use tug_service::follow::{Update, follow};
+use tug_service::streams::StreamSlot;
 use tug_service::{App, ErrorKind, ServiceError};
 
 /// The deploy API's routes, each registered together with its documentation so that a served

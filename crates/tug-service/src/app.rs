@@ -26,7 +26,7 @@ pub struct App {
     pub signal: Arc<JobSignals>,
     pub shutdown: Shutdown,
     /// The callers waiting on a stream for their job (`limits.max_waiting_streams`).
-    pub waiting: Arc<crate::follow::WaitingStreams>,
+    pub waiting: Arc<crate::streams::WaitingStreams>,
 }
 
 impl App {

@@ -20,6 +20,7 @@ pub mod release;
 pub mod shutdown;
 pub mod signals;
 pub mod start;
+pub mod streams;
 pub mod writer;
 
 pub use app::App;

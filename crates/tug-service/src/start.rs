@@ -71,7 +71,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         signal.clone(),
         shutdown.clone(),
     );
-    let waiting = crate::follow::WaitingStreams::new(
+    let waiting = crate::streams::WaitingStreams::new(
         usize::try_from(config.limits.max_waiting_streams).unwrap_or(usize::MAX),
     );
     let app = Arc::new(App {
