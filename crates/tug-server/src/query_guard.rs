@@ -26,7 +26,7 @@ pub(crate) const ALLOWED: &[(Method, &str, &[&str])] = &[
         &["service", "branch", "count"],
     ),
     (Method::GET, "/api/v1/artifacts/{id}", &["service"]),
-    (Method::POST, "/api/v1/releases", &["wait"]),
+    (Method::POST, "/api/v1/releases", &["wait", "dryRun"]),
     (
         Method::GET,
         "/api/v1/releases",

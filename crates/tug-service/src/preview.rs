@@ -61,57 +61,72 @@ impl App {
         .map_err(ServiceError::from)?;
         let mut previews = Vec::with_capacity(job.tasks.len());
         for task in job.tasks {
-            let Some(repo) = self.config.repository(&task.branch.repository) else {
-                continue;
-            };
-            let mut preview = BranchPreview {
-                repository: repo.name.clone(),
-                url: repo.url.clone(),
-                branch: task.branch.branch.clone(),
-                tip: None,
-                status: "failed",
-                commit_message: None,
-                files: Vec::new(),
-                created: Vec::new(),
-                error: None,
-            };
             let change = serde_json::from_value::<TaskChange>(task.payload)
-                .map_err(|e| ServiceError::invalid(e.to_string()))?
-                .for_request(DRY_RUN_REQUEST);
-            let mirror = match self.writers.mirror(repo).await {
-                Ok(m) => m,
-                Err(e) => {
-                    preview.error = Some(e.to_string());
-                    previews.push(preview);
-                    continue;
-                }
-            };
-            let branch = task.branch.branch.clone();
-            let computed = tokio::task::spawn_blocking(move || compute(&mirror, &branch, &change))
-                .await
-                .map_err(|e| ServiceError::internal(format!("dry run failed: {e}")))?;
-            match computed {
-                Ok(Computed {
-                    tip,
-                    message,
-                    files,
-                    created,
-                }) => {
-                    preview.tip = Some(tip);
-                    preview.status = if files.is_empty() {
-                        "up_to_date"
-                    } else {
-                        "would_commit"
-                    };
-                    preview.commit_message = Some(message);
-                    preview.files = files;
-                    preview.created = created;
-                }
-                Err(e) => preview.error = Some(e),
+                .map_err(|e| ServiceError::invalid(e.to_string()))?;
+            if let Some(preview) = self
+                .preview_change(&task.branch.repository, &task.branch.branch, change)
+                .await?
+            {
+                previews.push(preview);
             }
-            previews.push(preview);
         }
         Ok(previews)
+    }
+
+    /// What `change` would commit on the current tip of `repository`'s `branch`; `None` for a
+    /// repository that is not configured.
+    pub async fn preview_change(
+        &self,
+        repository: &str,
+        branch: &str,
+        change: TaskChange,
+    ) -> Result<Option<BranchPreview>, ServiceError> {
+        let Some(repo) = self.config.repository(repository) else {
+            return Ok(None);
+        };
+        let mut preview = BranchPreview {
+            repository: repo.name.clone(),
+            url: repo.url.clone(),
+            branch: branch.to_owned(),
+            tip: None,
+            status: "failed",
+            commit_message: None,
+            files: Vec::new(),
+            created: Vec::new(),
+            error: None,
+        };
+        let change = change.for_request(DRY_RUN_REQUEST);
+        let mirror = match self.writers.mirror(repo).await {
+            Ok(m) => m,
+            Err(e) => {
+                preview.error = Some(e.to_string());
+                return Ok(Some(preview));
+            }
+        };
+        let branch = branch.to_owned();
+        let computed = tokio::task::spawn_blocking(move || compute(&mirror, &branch, &change))
+            .await
+            .map_err(|e| ServiceError::internal(format!("dry run failed: {e}")))?;
+        match computed {
+            Ok(Computed {
+                tip,
+                message,
+                files,
+                created,
+            }) => {
+                preview.tip = Some(tip);
+                preview.status = if files.is_empty() {
+                    "up_to_date"
+                } else {
+                    "would_commit"
+                };
+                preview.commit_message = Some(message);
+                preview.files = files;
+                preview.created = created;
+            }
+            Err(e) => preview.error = Some(e),
+        }
+        Ok(Some(preview))
     }
 }
 

@@ -685,6 +685,10 @@ pub(crate) struct ReleaseArgs {
     /// Return once the server has stored the release; print the jobs.
     #[arg(long)]
     pub no_wait: bool,
+    /// Show what would be committed in each environment (commit message and a diff per file),
+    /// computed by the server on the current tips; nothing is stored or pushed.
+    #[arg(long, conflicts_with = "no_wait")]
+    pub dry_run: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -703,6 +707,10 @@ pub(crate) struct PromoteArgs {
     /// Return once the server has stored the request; print the jobs.
     #[arg(long)]
     pub no_wait: bool,
+    /// Show what would be committed in each environment (commit message and a diff per file),
+    /// computed by the server on the current tips; nothing is stored or pushed.
+    #[arg(long, conflicts_with = "no_wait")]
+    pub dry_run: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -722,6 +730,10 @@ pub(crate) struct RollbackArgs {
     /// Return once the server has stored the request; print the jobs.
     #[arg(long)]
     pub no_wait: bool,
+    /// Show what would be committed in each environment (commit message and a diff per file),
+    /// computed by the server on the current tips; nothing is stored or pushed.
+    #[arg(long, conflicts_with = "no_wait")]
+    pub dry_run: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }

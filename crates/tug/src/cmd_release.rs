@@ -34,7 +34,13 @@ pub(crate) fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
         body["branch"] = json!(branch);
     }
     let client = Client::new(&Endpoint::from(&args.server))?;
-    submit(&client, args.server.output, &body, args.no_wait)
+    submit(
+        &client,
+        args.server.output,
+        &body,
+        args.no_wait,
+        args.dry_run,
+    )
 }
 
 pub(crate) fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
@@ -47,7 +53,13 @@ pub(crate) fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
         body["fromEnv"] = json!(from);
     }
     let client = Client::new(&Endpoint::from(&args.server))?;
-    submit(&client, args.server.output, &body, args.no_wait)
+    submit(
+        &client,
+        args.server.output,
+        &body,
+        args.no_wait,
+        args.dry_run,
+    )
 }
 
 pub(crate) fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
@@ -66,7 +78,13 @@ pub(crate) fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
     if let Some(artifact) = artifact {
         body["artifactId"] = json!(artifact);
     }
-    submit(&client, args.server.output, &body, args.no_wait)
+    submit(
+        &client,
+        args.server.output,
+        &body,
+        args.no_wait,
+        args.dry_run,
+    )
 }
 
 /// Lists the recent releases of the environment and reads the number of one; an empty answer
@@ -143,7 +161,11 @@ fn submit(
     format: OutputFormat,
     body: &Value,
     no_wait: bool,
+    dry_run: bool,
 ) -> anyhow::Result<()> {
+    if dry_run {
+        return preview(client, format, body);
+    }
     if no_wait {
         let query = [("wait", "false".to_owned())];
         let answer =
@@ -209,6 +231,66 @@ fn submit(
         return Err(Coded::failed_and_reported(
             "release_failed",
             format!("the release failed in {}", failed.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+/// Asks the server what the release would commit and prints it; fails (exit 1) when any
+/// environment's edit would fail.
+fn preview(client: &Client, format: OutputFormat, body: &Value) -> anyhow::Result<()> {
+    let query = [("dryRun", "true".to_owned())];
+    let answer = client.block_on(client.json(&Request::post("/api/v1/releases", &query, body)))?;
+    match format {
+        OutputFormat::Json => output::json(&answer),
+        OutputFormat::Text => {
+            for r in answer
+                .get("releases")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let preview = r.get("preview").cloned().unwrap_or(Value::Null);
+                let head = format!(
+                    "{} {} {}",
+                    str_of(r, "environment"),
+                    intent_word(r.get("intent")),
+                    str_of(r, "artifactId")
+                );
+                let body = match str_of(&preview, "status") {
+                    "failed" => format!("would fail: {}", str_of(&preview, "error")),
+                    "up_to_date" => "up-to-date: nothing would be committed".to_owned(),
+                    _ => {
+                        let mut out = format!(
+                            "would commit to {} {} on {}:\n",
+                            str_of(&preview, "repository"),
+                            str_of(&preview, "branch"),
+                            str_of(&preview, "tip")
+                        );
+                        for line in str_of(&preview, "commitMessage").lines() {
+                            out.push_str("    ");
+                            out.push_str(line);
+                            out.push('\n');
+                        }
+                        for file in preview
+                            .get("files")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            out.push_str(str_of(file, "diff"));
+                        }
+                        out.trim_end().to_owned()
+                    }
+                };
+                output::line(&format!("{head} {body}"));
+            }
+        }
+    }
+    if str_of(&answer, "status") == "failed" {
+        return Err(Coded::failed_and_reported(
+            "release_failed",
+            "the release would fail; see above",
         ));
     }
     Ok(())

@@ -596,3 +596,69 @@ fn status_shows_the_image_a_deploy_set_outside_releases() {
         "{text}"
     );
 }
+
+#[test]
+fn a_dry_run_shows_what_a_release_and_a_promotion_would_commit_and_pushes_nothing() {
+    let world = World::start();
+    world.build_and_push("main-1", "main", "1.0.1");
+    let commits = world.repo.commit_count("main").unwrap();
+
+    let out = world.ok(&[
+        "release",
+        "--service",
+        "api",
+        "--env",
+        "dev",
+        "--artifact",
+        "main-1",
+        "--dry-run",
+    ]);
+    assert!(
+        out.starts_with("dev release main-1 would commit to platform main on "),
+        "{out}"
+    );
+    assert!(out.contains("[dev/api] release main-1 by "), "{out}");
+    assert!(
+        out.contains("-    newTag: 0.0.1\n+    newTag: 1.0.1"),
+        "{out}"
+    );
+    assert_eq!(world.repo.commit_count("main").unwrap(), commits);
+    assert!(world.kustomization("dev").contains("    newTag: 0.0.1\n"));
+
+    // Nothing runs in dev, so there is nothing to promote: the dry run says so as the real
+    // promotion would, and exits 1.
+    let out = world.tug(&[
+        "promote",
+        "--service",
+        "api",
+        "--env",
+        "staging",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("dev"), "{}", stderr(&out));
+
+    let json: Value = serde_json::from_str(&world.ok(&[
+        "release",
+        "--service",
+        "api",
+        "--env",
+        "dev,staging",
+        "--artifact",
+        "main-1",
+        "--dry-run",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(json["dryRun"], true, "{json}");
+    let releases = json["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 2, "{json}");
+    assert_eq!(releases[1]["environment"], "staging");
+    assert_eq!(releases[1]["preview"]["status"], "would_commit");
+    assert_eq!(
+        releases[1]["preview"]["files"][0]["path"],
+        "apps/api/staging/kustomization.yaml"
+    );
+    assert_eq!(world.repo.commit_count("main").unwrap(), commits);
+}

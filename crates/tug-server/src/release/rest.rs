@@ -194,6 +194,11 @@ struct WaitQuery {
     /// `false`: answer 202 with the queued releases once stored, without streaming progress.
     #[param(default = true)]
     wait: Option<bool>,
+    /// `true`: answer what each release would commit (message and a diff per file) on the
+    /// environment branches' current tips; nothing is stored or pushed.
+    #[serde(rename = "dryRun")]
+    #[param(default = false, rename = "dryRun")]
+    dry_run: Option<bool>,
 }
 
 type LineStream = Pinned<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
@@ -218,6 +223,24 @@ async fn release(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, &headers)?;
     let input: ReleaseInput = parse_body(&body)?;
+    if q.dry_run == Some(true) {
+        let previews = release_preview_core(&ctx, &caller, input).await?;
+        let failed = previews.iter().any(|p| p.preview.status == "failed");
+        let releases: Vec<Value> = previews
+            .iter()
+            .map(|p| {
+                let mut v = release_json(&p.planned);
+                v["preview"] = json!(p.preview);
+                v
+            })
+            .collect();
+        return Ok(axum::Json(json!({
+            "dryRun": true,
+            "status": if failed { "failed" } else { "succeeded" },
+            "releases": releases,
+        }))
+        .into_response());
+    }
     // One waiting stream per environment, reserved before anything is stored.
     let mut slots = if q.wait == Some(false) {
         Vec::new()

@@ -292,6 +292,7 @@ fn every_documented_override_is_applied() {
         ("TUG_LIMITS_MAX_BODY_BYTES", "7"),
         ("TUG_LIMITS_MAX_PATHS_PER_REQUEST", "7"),
         ("TUG_LIMITS_BATCH_MAX", "7"),
+        ("TUG_LIMITS_MAX_WAITING_STREAMS", "7"),
     ];
     assert_eq!(values.len(), ENV_OVERRIDES.len());
     for (variable, value) in values {

@@ -347,24 +347,29 @@ pub struct QueuedRelease {
 
 /// Plans the release to every environment (all pass or nothing is stored) and stores one job
 /// per environment.
+/// What a release input asks for, as the pure decisions take it.
+fn release_request(input: &ReleaseInput) -> Request {
+    let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    match input.intent {
+        IntentWord::Release => Request::Release {
+            artifact_id: non_empty(&input.artifact_id),
+            branch: non_empty(&input.branch),
+        },
+        IntentWord::Promote => Request::Promote {
+            from_env: non_empty(&input.from_env),
+        },
+        IntentWord::Rollback => Request::Rollback {
+            artifact_id: non_empty(&input.artifact_id),
+        },
+    }
+}
+
 pub async fn release_core(
     ctx: &Ctx,
     caller: &Caller,
     input: ReleaseInput,
 ) -> Result<Vec<QueuedRelease>, ServiceError> {
-    let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let request = match input.intent {
-        IntentWord::Release => Request::Release {
-            artifact_id: non_empty(input.artifact_id),
-            branch: non_empty(input.branch),
-        },
-        IntentWord::Promote => Request::Promote {
-            from_env: non_empty(input.from_env),
-        },
-        IntentWord::Rollback => Request::Rollback {
-            artifact_id: non_empty(input.artifact_id),
-        },
-    };
+    let request = release_request(&input);
     let by = caller.requester(input.by);
     let planned = plan(
         ctx,
@@ -390,6 +395,52 @@ pub async fn release_core(
             planned: s.planned,
         })
         .collect())
+}
+
+/// A release that was only planned: what it would release and what its commit would change.
+pub struct PreviewedRelease {
+    pub planned: Planned,
+    pub preview: crate::preview::BranchPreview,
+}
+
+/// A dry run of a release, promotion or rollback: the same decisions, authorisation and edits as
+/// [`release_core`], computed on each environment branch's current tip; nothing is stored or
+/// pushed.
+pub async fn release_preview_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    input: ReleaseInput,
+) -> Result<Vec<PreviewedRelease>, ServiceError> {
+    let request = release_request(&input);
+    let by = caller.requester(input.by);
+    let planned = plan(
+        ctx,
+        caller.token(),
+        &input.service,
+        &input.environments,
+        &request,
+        &by,
+    )
+    .await?;
+    let mut previews = Vec::with_capacity(planned.len());
+    for planned in planned {
+        let preview = ctx
+            .app
+            .preview_change(
+                &planned.place.repository,
+                &planned.place.branch,
+                planned.payload.clone(),
+            )
+            .await?
+            .ok_or_else(|| {
+                internal(format!(
+                    "repository `{}` is not configured",
+                    planned.place.repository
+                ))
+            })?;
+        previews.push(PreviewedRelease { planned, preview });
+    }
+    Ok(previews)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
