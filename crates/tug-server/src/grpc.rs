@@ -129,6 +129,44 @@ impl DeployService for DeployApi {
         Ok(Response::new(Box::pin(events)))
     }
 
+    async fn preview_deploy(
+        &self,
+        request: Request<v1::DeployRequest>,
+    ) -> Result<Response<v1::DeployPreview>, Status> {
+        let token = bearer(request.metadata()).map(str::to_owned);
+        let deploy = tug_spec::DeployRequest::from(request.into_inner());
+        let previews = self
+            .app
+            .preview(token.as_deref(), deploy)
+            .await
+            .map_err(|e| status(&e))?;
+        let branches: Vec<v1::BranchPreview> = previews
+            .into_iter()
+            .map(|p| v1::BranchPreview {
+                repository: p.repository,
+                url: p.url,
+                branch: p.branch,
+                tip: p.tip.unwrap_or_default(),
+                status: p.status.to_owned(),
+                commit_message: p.commit_message.unwrap_or_default(),
+                files: p
+                    .files
+                    .into_iter()
+                    .map(|f| v1::FilePreview {
+                        path: f.path,
+                        diff: f.diff,
+                    })
+                    .collect(),
+                created: p.created,
+                error: p.error.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(v1::DeployPreview {
+            ok: branches.iter().all(|b| b.status != "failed"),
+            branches,
+        }))
+    }
+
     async fn get_job(
         &self,
         request: Request<v1::GetJobRequest>,

@@ -605,3 +605,56 @@ async fn strict_refuses_an_edit_that_only_adds_and_without_it_created_reports_it
         Event::Progress(p) if p.level() == v1::Level::Warn && p.message.contains("key .spec.replica")
     )));
 }
+
+#[tokio::test]
+async fn preview_deploy_answers_what_the_rest_dry_run_answers_and_pushes_nothing() {
+    let world = World::start();
+    let commits_before = world.gitops.commit_count("main").unwrap();
+    let mut client = deploy_client(&world).await;
+    let preview = client
+        .preview_deploy(with_token(image_request("gitops", "v9"), Some(CI_TOKEN)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(preview.ok, "{preview:?}");
+    let branch = &preview.branches[0];
+    assert_eq!(
+        (branch.repository.as_str(), branch.branch.as_str()),
+        ("gitops", "main")
+    );
+    assert_eq!(branch.status, "would_commit");
+    assert_eq!(branch.files[0].path, DEV_KUSTOMIZATION);
+    assert!(
+        branch.files[0]
+            .diff
+            .contains("+    newTag: \"v9\"  # release tag"),
+        "{branch:?}"
+    );
+
+    // The same request as a REST dry run: the same commit message and diff.
+    let response = world
+        .server
+        .post_deploy_to(
+            "/api/v1/deploy?dryRun=true",
+            &serde_json::to_vec(&tug_spec::DeployRequest::from(image_request(
+                "gitops", "v9",
+            )))
+            .unwrap(),
+            Some(CI_TOKEN),
+            None,
+        )
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let rest = response.json().unwrap();
+    let update = &rest["updates"][0];
+    assert_eq!(update["commitMessage"], branch.commit_message.as_str());
+    assert_eq!(update["files"][0]["diff"], branch.files[0].diff.as_str());
+
+    // Refusals are the deploy's refusals.
+    let status = client
+        .preview_deploy(with_token(image_request("gitops", "v9"), Some(APPS_TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(world.gitops.commit_count("main").unwrap(), commits_before);
+}
