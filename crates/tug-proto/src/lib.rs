@@ -45,7 +45,7 @@ mod tests {
             .find(|service| service.name() == "DeployService")
             .unwrap();
         let methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
-        assert_eq!(methods, ["Deploy", "GetJob", "ListJobs"]);
+        assert_eq!(methods, ["Deploy", "GetJob", "ListJobs", "PreviewDeploy"]);
         assert!(service.method[0].server_streaming());
         assert_eq!(
             format!("{}.{}", tug.package(), service.name()),
