@@ -20,7 +20,7 @@ set -euo pipefail
 
 # What tug needs at run time (README.md, "One binary"; the Dockerfile installs the same):
 # git does every clone, fetch and push; openssh-client for ssh:// remotes; ca-certificates for
-# https:// remotes and notification webhooks.
+# git over https:// (tug's own HTTPS calls carry their root certificates).
 PACKAGES=(git openssh-client ca-certificates)
 SUITE=bookworm
 TUG_UID=10001

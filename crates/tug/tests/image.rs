@@ -214,6 +214,23 @@ fn dockerfile() -> Declared {
     declared
 }
 
+/// `(2, 39)` for `2.39.5-0+deb12u3`.
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut parts = version
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u32>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// The oldest git README.md says tug needs: "`git` X.Y or newer".
+fn readme_git_floor() -> (u32, u32) {
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let (_, after) = readme
+        .split_once("- `git` ")
+        .expect("README.md names the git tug needs");
+    major_minor(after.split_whitespace().next().unwrap())
+}
+
 /// (package, version) of every package installed in `rootfs`, from dpkg's status file.
 fn dpkg_versions(rootfs: &Path) -> Vec<(String, String)> {
     let status = fs::read_to_string(rootfs.join("var/lib/dpkg/status")).unwrap();
@@ -356,6 +373,14 @@ fn the_image_is_built_from_debian_packages_and_serves_a_deploy() {
         let (_, version) = version.unwrap_or_else(|| panic!("{package} is not installed"));
         eprintln!("image: {package} {version}");
     }
+    // The image's git is one README.md says tug works with (the deploy below runs it).
+    let git = &installed.iter().find(|(p, _)| p == "git").unwrap().1;
+    let git = major_minor(git.split_once(':').map_or(git.as_str(), |(_, v)| v));
+    let floor = readme_git_floor();
+    assert!(
+        git >= floor,
+        "the image's git {git:?} is older than README.md's floor {floor:?}"
+    );
 
     let process = &read_json(&bundle.join("config.json"))["process"];
     let uid = process["user"]["uid"].as_u64().unwrap();

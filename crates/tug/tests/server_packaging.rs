@@ -1,5 +1,6 @@
 //! The Kubernetes base under deploy/kubernetes renders, and the configuration it ships is one
-//! `tug server` accepts once the Secret's variables are set.
+//! `tug server` accepts once the Secret's variables are set. README.md says what the binary needs
+//! at run time, and the Dockerfile and deploy/image/build.sh install just that.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -82,5 +83,112 @@ fn the_kubernetes_base_renders_a_hardened_single_replica_deployment() {
         rendered.matches(&format!("tug-config-{generated}")).count(),
         2,
         "{rendered}"
+    );
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path),
+    )
+    .unwrap()
+}
+
+/// The words after `marker` up to the end of its line, a backtick, `&&` or `\`.
+fn words_after(text: &str, marker: &str) -> Vec<String> {
+    let line = text
+        .lines()
+        .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| panic!("`{marker}` not found"));
+    let line = line.split('`').next().unwrap_or_default();
+    line.split_whitespace()
+        .take_while(|w| *w != "&&" && *w != "\\")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_readme_the_dockerfile_and_the_image_script_install_the_same_packages() {
+    let readme = words_after(
+        &repo_file("README.md"),
+        "On Debian and Ubuntu that is `apt-get install ",
+    );
+    let dockerfile = words_after(
+        &repo_file("Dockerfile"),
+        "apt-get install -y --no-install-recommends ",
+    );
+    let script = repo_file("deploy/image/build.sh");
+    let script: Vec<String> = script
+        .lines()
+        .find_map(|l| l.strip_prefix("PACKAGES=("))
+        .expect("PACKAGES=( in build.sh")
+        .trim_end_matches(')')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(readme, ["git", "openssh-client", "ca-certificates"]);
+    assert_eq!(dockerfile, readme, "the Dockerfile's packages");
+    assert_eq!(script, readme, "the image script's packages");
+}
+
+#[test]
+fn the_readme_names_the_glibc_and_the_libraries_the_binary_links() {
+    let objdump = require_binary("objdump", "binutils").unwrap();
+    let binary = env!("CARGO_BIN_EXE_tug");
+    let run = |flag: &str| {
+        let out = Command::new(&objdump)
+            .arg(flag)
+            .arg(binary)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let readme = repo_file("README.md");
+
+    // The newest glibc symbol version the binary imports is the oldest glibc it runs on.
+    let newest = run("-T")
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .max()
+        .expect("GLIBC_ symbol versions");
+    let floor = format!("glibc {}.{} or newer", newest.0, newest.1);
+    assert!(
+        readme.contains(&floor),
+        "README.md should say `{floor}`: the binary imports symbols of glibc {}.{}",
+        newest.0,
+        newest.1
+    );
+
+    // Every shared library it links, and nothing else, is named.
+    let needed: Vec<String> = run("-p")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("NEEDED"))
+        .map(|l| l.trim().to_owned())
+        .collect();
+    let (_, after) = readme
+        .split_once("at run time it needs:")
+        .expect("the run-time list");
+    let (paragraph, _) = after.split_once("On Debian and Ubuntu").unwrap();
+    for library in &needed {
+        assert!(
+            paragraph.contains(&format!("`{library}`")),
+            "README.md does not name {library}, which the binary links"
+        );
+    }
+    let named = paragraph.matches(".so.").count();
+    assert_eq!(
+        named,
+        needed.len(),
+        "README.md names libraries the binary does not link: {needed:?}"
     );
 }
