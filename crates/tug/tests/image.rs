@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -189,14 +189,11 @@ fn dockerfile() -> Declared {
                         let at = words[start..].iter().position(|w| *w == name).unwrap();
                         words[start + at + 1]
                     };
+                    // `useradd [options] LOGIN`, up to the next command.
                     let name = words[start..]
                         .iter()
-                        .find(|w| {
-                            !w.starts_with("--")
-                                && !w.contains('/')
-                                && w.parse::<u32>().is_err()
-                                && **w != "useradd"
-                        })
+                        .take_while(|w| **w != "&&")
+                        .last()
                         .unwrap();
                     declared.passwd = format!(
                         "{name}:x:{}:{}::{}:{}",
@@ -367,6 +364,10 @@ fn the_image_is_built_from_debian_packages_and_serves_a_deploy() {
         "`{}` missing from /etc/passwd:\n{passwd}",
         declared.passwd
     );
+    // The Dockerfile's directories: the volume owned by the user, the configuration's mount point.
+    let home = fs::metadata(rootfs.join("var/lib/tug")).unwrap();
+    assert_eq!(format!("{}:{}", home.uid(), home.gid()), declared.user);
+    assert!(rootfs.join("etc/tug").is_dir());
     let installed = dpkg_versions(&rootfs);
     for package in ["git", "openssh-client", "ca-certificates"] {
         let version = installed.iter().find(|(p, _)| p == package);
