@@ -26,7 +26,7 @@ SUITE=bookworm
 TUG_UID=10001
 TUG_HOME=/var/lib/tug
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 
 binary= out= tag=latest archive=
 while [ $# -gt 0 ]; do
@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
     --out) out=${2:?}; shift 2 ;;
     --tag) tag=${2:?}; shift 2 ;;
     --archive) archive=${2:?}; shift 2 ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) echo "build.sh: unknown argument $1" >&2; usage ;;
   esac
 done
