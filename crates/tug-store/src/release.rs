@@ -9,7 +9,6 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::{Result, SqliteStore, StoreError};
 
@@ -155,20 +154,26 @@ pub trait ReleaseStore: Send + Sync + 'static {
 }
 
 /// `feature_x` and `feature/x` are the same branch to CI, so they share one key.
-fn branch_key(branch: &str) -> String {
+pub(crate) fn branch_key(branch: &str) -> String {
     branch.replace('_', "/")
 }
 
-fn at(ms: i64, what: &str) -> Result<Timestamp> {
+pub(crate) fn at(ms: i64, what: &str) -> Result<Timestamp> {
     Timestamp::from_millisecond(ms)
         .map_err(|e| StoreError::Corrupt(format!("{what}: {ms} ms is not a time: {e}")))
 }
 
-fn limit(value: u32) -> i64 {
+pub(crate) fn limit(value: u32) -> i64 {
     i64::from(value.clamp(1, 10_000))
 }
 
-fn artifact_row(row: &SqliteRow) -> Result<StoredArtifact> {
+pub(crate) fn artifact_row<R>(row: &R) -> Result<StoredArtifact>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let service: String = row.try_get("service")?;
     let id: String = row.try_get("id")?;
     let what = format!("artifact {id} of service {service}");
@@ -183,7 +188,13 @@ fn artifact_row(row: &SqliteRow) -> Result<StoredArtifact> {
     })
 }
 
-fn release_row(row: &SqliteRow) -> Result<IndexedRelease> {
+pub(crate) fn release_row<R>(row: &R) -> Result<IndexedRelease>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let commit: String = row.try_get("commit_sha")?;
     let intent: String = row.try_get("intent")?;
     let intent = serde_json::from_str(&intent).map_err(|e| {
@@ -206,8 +217,9 @@ fn release_row(row: &SqliteRow) -> Result<IndexedRelease> {
     })
 }
 
-const ARTIFACT_COLUMNS: &str = "service, id, branch, artifact, bundle, created_at, updated_at";
-const RELEASE_COLUMNS: &str = "repository, branch, commit_sha, service, environment, artifact_id, \
+pub(crate) const ARTIFACT_COLUMNS: &str =
+    "service, id, branch, artifact, bundle, created_at, updated_at";
+pub(crate) const RELEASE_COLUMNS: &str = "repository, branch, commit_sha, service, environment, artifact_id, \
                                intent, released_by_name, released_by_email, request, released_at";
 
 #[async_trait]
