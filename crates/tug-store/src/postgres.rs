@@ -27,7 +27,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::rows::{event_from_row, job_from_row, task_from_row};
+use crate::rows::{LeaseCheck, event_from_row, job_from_row, still_leased, task_from_row};
 use crate::sqlite::{check_new_job, json_text, timestamp};
 use crate::{
     BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
@@ -911,23 +911,19 @@ async fn refused_event(
 
 /// Why a task could not be finished or postponed: unknown, or not running under its lease.
 async fn lease_refusal(conn: &mut PgConnection, task_id: TaskId) -> Result<StoreError> {
-    let row: Option<(String, Option<String>, Option<String>, bool)> = sqlx::query_as(
-        "SELECT t.state, t.claimed_by, l.owner, COALESCE(t.claim_epoch = l.epoch, FALSE) \
-         FROM tasks AS t \
+    let row: Option<LeaseCheck> = sqlx::query_as(
+        "SELECT t.job_id, t.state, t.claimed_by, l.owner, \
+                COALESCE(t.claim_epoch = l.epoch, FALSE) FROM tasks AS t \
          LEFT JOIN branch_leases AS l ON l.repository = t.repository AND l.branch = t.branch \
          WHERE t.id = $1",
     )
     .bind(task_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((state, claimed_by, holder, same_epoch)) = row else {
+    let Some(check) = row else {
         return Ok(StoreError::UnknownTask(task_id));
     };
-    let leased = state == TaskState::Running.as_str()
-        && claimed_by.is_some()
-        && claimed_by == holder
-        && same_epoch;
-    Ok(if leased {
+    Ok(if still_leased(&check) {
         StoreError::Corrupt(format!(
             "task {task_id} runs under its lease but could not be updated"
         ))

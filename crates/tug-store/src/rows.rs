@@ -106,3 +106,18 @@ where
         seq,
     })
 }
+
+/// What the lease check of a task reads: its job, state and claimant, the branch's lease holder,
+/// and whether the task was claimed under the lease's current epoch.
+pub(crate) type LeaseCheck = (String, String, Option<String>, Option<String>, bool);
+
+/// Whether a task may still be recorded by the writer that claimed it: it runs, and the branch's
+/// lease names its claimant at the epoch it was claimed under. An expired lease that nobody took
+/// over still counts: the writer's push happened, and recording it beats running it again.
+pub(crate) fn still_leased(check: &LeaseCheck) -> bool {
+    let (_, state, claimed_by, holder, same_epoch) = check;
+    state == TaskState::Running.as_str()
+        && claimed_by.is_some()
+        && claimed_by == holder
+        && *same_epoch
+}

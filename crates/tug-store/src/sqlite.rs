@@ -43,7 +43,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::rows::{event_from_row, job_from_row, task_from_row};
+use crate::rows::{LeaseCheck, event_from_row, job_from_row, still_leased, task_from_row};
 use crate::{
     BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
     Store, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
@@ -1644,7 +1644,7 @@ pub(crate) fn check_new_job(job: &NewJob) -> Result<()> {
 
 /// The job of task `task_id` if that task is running under the lease that claimed it.
 async fn leased_running_task(conn: &mut SqliteConnection, task_id: TaskId) -> Result<String> {
-    let row: Option<(String, String, Option<String>, Option<String>, bool)> = sqlx::query_as(
+    let row: Option<LeaseCheck> = sqlx::query_as(
         "SELECT t.job_id, t.state, t.claimed_by, l.owner, \
                 COALESCE(t.claim_epoch = l.epoch, FALSE) AS same_epoch FROM tasks AS t \
          LEFT JOIN branch_leases AS l ON l.repository = t.repository AND l.branch = t.branch \
@@ -1653,16 +1653,9 @@ async fn leased_running_task(conn: &mut SqliteConnection, task_id: TaskId) -> Re
     .bind(task_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (job_id, state, claimed_by, holder, same_epoch) =
-        row.ok_or(StoreError::UnknownTask(task_id))?;
-    // An expired lease that nobody took over still counts: the writer's push happened, and
-    // recording it beats running the task again.
-    let leased = state == TaskState::Running.as_str()
-        && claimed_by.is_some()
-        && claimed_by == holder
-        && same_epoch;
-    if leased {
-        Ok(job_id)
+    let check = row.ok_or(StoreError::UnknownTask(task_id))?;
+    if still_leased(&check) {
+        Ok(check.0)
     } else {
         Err(StoreError::LeaseLost(task_id))
     }

@@ -4,7 +4,7 @@
 //! by moving the clock, never by waiting.
 
 // The harness helpers below are test code too, outside any `#[test]` function.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ const TTL: Duration = Duration::from_secs(30);
 enum Backend {
     Sqlite(TempDir),
     // The server lives as long as the harness.
-    Postgres(#[allow(dead_code)] Postgres, String),
+    Postgres(#[allow(dead_code)] Box<Postgres>, String),
 }
 
 struct Harness {
@@ -53,7 +53,7 @@ impl Harness {
             .await
             .unwrap();
         Harness {
-            backend: Backend::Postgres(server, url),
+            backend: Backend::Postgres(Box::new(server), url),
             clock,
             store: Arc::new(store),
         }

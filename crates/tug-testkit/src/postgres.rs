@@ -16,7 +16,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running PostgreSQL server with trust authentication for the `postgres` user.
 pub struct Postgres {
-    _server: ServerProcess,
+    server: Option<ServerProcess>,
+    settings: Vec<String>,
+    data: PathBuf,
     socket_dir: PathBuf,
     bin_dir: PathBuf,
     run_as: Option<(u32, u32)>,
@@ -24,9 +26,11 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Starts a server with `fsync=off` (tests want speed, not durability across power loss).
+    /// Starts a server with `fsync=off`: tests want speed, not durability across power loss.
+    /// Commits stay synchronous, so what was acknowledged survives [`Postgres::kill`] (the WAL
+    /// is in the operating system's cache, which a killed server does not lose).
     pub fn start() -> Result<Postgres> {
-        Self::start_with(&["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        Self::start_with(&["-c", "fsync=off"])
     }
 
     /// Starts a server with the default durability settings (`fsync=on`), for benchmarks that
@@ -57,19 +61,49 @@ impl Postgres {
             .args(["--no-sync", "--no-instructions", "--locale=C", "-D"])
             .arg(&data);
         run(initdb, run_as)?;
-        let mut cmd = Command::new(bin_dir.join("postgres"));
+        let mut postgres = Postgres {
+            server: None,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+            data,
+            socket_dir,
+            bin_dir,
+            run_as,
+            dir,
+        };
+        postgres.spawn()?;
+        Ok(postgres)
+    }
+
+    /// Kills the server (SIGKILL, as a crash would); [`Postgres::restart`] brings it back with
+    /// the same data.
+    pub fn kill(&mut self) {
+        self.server = None;
+    }
+
+    /// Starts the server again on the same data directory and socket (after a kill, it
+    /// recovers like after a crash).
+    pub fn restart(&mut self) -> Result<()> {
+        self.server = None;
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(self.bin_dir.join("postgres"));
         cmd.arg("-D")
-            .arg(&data)
+            .arg(&self.data)
             .args(["-c", "listen_addresses=", "-c", "max_connections=300"])
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", socket_dir.display()))
-            .args(settings);
-        if let Some((uid, gid)) = run_as {
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.socket_dir.display()
+            ))
+            .args(&self.settings);
+        if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
-        let log = dir.join("postgres.log");
+        let log = self.dir.join("postgres.log");
         let mut server = ServerProcess::spawn("postgres", cmd, &log)?;
-        if let Some((uid, gid)) = run_as {
+        if let Some((uid, gid)) = self.run_as {
             let _ = std::os::unix::fs::chown(&log, Some(uid), Some(gid));
         }
         let deadline = Instant::now() + START_TIMEOUT;
@@ -80,10 +114,10 @@ impl Postgres {
                     detail: exit,
                 });
             }
-            let ready = Command::new(bin_dir.join("pg_isready"))
+            let ready = Command::new(self.bin_dir.join("pg_isready"))
                 .arg("-q")
                 .arg("-h")
-                .arg(&socket_dir)
+                .arg(&self.socket_dir)
                 .args(["-U", "postgres"])
                 .status()
                 .is_ok_and(|status| status.success());
@@ -101,13 +135,8 @@ impl Postgres {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Postgres {
-            _server: server,
-            socket_dir,
-            bin_dir,
-            run_as,
-            dir,
-        })
+        self.server = Some(server);
+        Ok(())
     }
 
     /// The URL of database `name` (create it with [`Postgres::create_database`]).
