@@ -1,8 +1,9 @@
 //! The Helm chart in deploy/helm/tug, rendered with the default values and with an override
 //! (ingress, ServiceMonitor, an existing Secret and claim), each checked by `kubectl apply
 //! --dry-run=client` and by what a pod needs: labels, ports 12010/12011, the configuration
-//! mounted, the Secret referenced, probes on /api/v1/health. Its Deployment runs the same
-//! container as the kustomize base's.
+//! mounted, the Secret referenced, probes on /api/v1/health. With its default values it runs what
+//! the single-replica kustomize overlay (deploy/kubernetes-single) runs, the same container the
+//! three-replica base runs.
 //!
 //! Helm is not packaged in Debian; `go_template` renders the chart with the subset of Go
 //! templates it uses. kubectl's client-side dry run still asks a cluster which kinds exist: a
@@ -230,7 +231,7 @@ fn kustomize_base() -> Vec<Value> {
     let kubectl = require_binary("kubectl", "kubernetes-client").unwrap();
     let out = Command::new(kubectl)
         .arg("kustomize")
-        .arg(repo_root().join("deploy/kubernetes"))
+        .arg(repo_root().join("deploy/kubernetes-single"))
         .output()
         .unwrap();
     assert!(
@@ -321,8 +322,8 @@ fn check_server(objects: &[Value], secret: &str) {
     assert_eq!(config["configMap"]["name"], config_map["metadata"]["name"]);
     assert_eq!(
         config_map["data"]["tug.yaml"].as_str().unwrap(),
-        std::fs::read_to_string(repo_root().join("deploy/kubernetes/tug.yaml")).unwrap(),
-        "the chart's default configuration is deploy/kubernetes/tug.yaml"
+        std::fs::read_to_string(repo_root().join("deploy/kubernetes-single/tug.yaml")).unwrap(),
+        "the chart's default configuration is deploy/kubernetes-single/tug.yaml"
     );
     assert!(
         volume(&mount("/var/lib/tug")["name"])
