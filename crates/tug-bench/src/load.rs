@@ -94,6 +94,19 @@ pub(crate) struct LoadRun {
 
 /// Runs `bodies` split round-robin over `clients` concurrent loops sharing one keep-alive pool.
 pub(crate) fn run_clients(endpoint: &str, clients: usize, bodies: Vec<Vec<u8>>) -> Result<LoadRun> {
+    run_clients_on(&[endpoint.to_owned()], clients, bodies)
+}
+
+/// Like [`run_clients`], with client `i` sending to `endpoints[i % endpoints.len()]` (one
+/// replica each, spread evenly).
+pub(crate) fn run_clients_on(
+    endpoints: &[String],
+    clients: usize,
+    bodies: Vec<Vec<u8>>,
+) -> Result<LoadRun> {
+    if endpoints.is_empty() {
+        bail!("no endpoint to send requests to");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -111,9 +124,9 @@ pub(crate) fn run_clients(endpoint: &str, clients: usize, bodies: Vec<Vec<u8>>) 
     runtime.block_on(async {
         let started = Instant::now();
         let mut handles = Vec::new();
-        for share in shares {
+        for (i, share) in shares.into_iter().enumerate() {
             let client = client.clone();
-            let endpoint = endpoint.to_owned();
+            let endpoint = endpoints[i % endpoints.len()].clone();
             handles.push(tokio::spawn(async move {
                 let mut out = Vec::with_capacity(share.len());
                 for body in share {

@@ -4,6 +4,7 @@
 mod fixture;
 mod load;
 mod releases;
+mod replicas;
 mod server;
 mod servers;
 mod stats;
@@ -81,6 +82,31 @@ enum Command {
         #[arg(long)]
         log: Option<PathBuf>,
     },
+    /// Several replicas on PostgreSQL: SQLite against PostgreSQL on one branch, one replica
+    /// against three across many branches, and a chaos run that kills the hot branch's writer.
+    Replicas {
+        #[arg(long)]
+        fixtures: PathBuf,
+        #[arg(long, default_value = "large")]
+        fixture: String,
+        /// The `tug` binary; default `$CARGO_TARGET_DIR/release/tug`.
+        #[arg(long)]
+        tug: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 1280)]
+        requests: usize,
+        #[arg(long, default_value_t = 100)]
+        branches: usize,
+        /// Requests of the chaos run (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        chaos_requests: usize,
+        #[arg(long, default_value_t = 64)]
+        chaos_clients: usize,
+        /// Seconds between two kills of the hot branch's writer.
+        #[arg(long, default_value_t = 10.0)]
+        kill_every: f64,
+    },
     /// `GET /api/v1/status/{service}` with every service of the fixture in three environments,
     /// and a promotion from request to push against a bare `git push`.
     Releases {
@@ -146,6 +172,31 @@ fn main() -> Result<()> {
                 log_copy: log,
             };
             let report = server::run(&config)?;
+            print!("{}", report.render());
+        }
+        Command::Replicas {
+            fixtures,
+            fixture,
+            tug,
+            clients,
+            requests,
+            branches,
+            chaos_requests,
+            chaos_clients,
+            kill_every,
+        } => {
+            let config = replicas::Config {
+                fixtures_dir: fixtures,
+                fixture,
+                tug: tug.unwrap_or_else(server::default_tug_binary),
+                clients,
+                requests,
+                branches,
+                chaos_requests,
+                chaos_clients: chaos_clients.max(1),
+                kill_every: Duration::try_from_secs_f64(kill_every)?,
+            };
+            let report = replicas::run(&config)?;
             print!("{}", report.render());
         }
         Command::Releases {
