@@ -164,7 +164,26 @@ pub fn land(
         report.apply_time += packed_in;
         report.attempts += 1;
         let started = Instant::now();
-        let outcome = mirror.push(branch, new_tip, tip)?;
+        let outcome = {
+            let span = tracing::info_span!(
+                "git.push",
+                branch,
+                attempt = report.attempts,
+                changes = changes.len(),
+                outcome = tracing::field::Empty,
+            );
+            let _push = span.enter();
+            let outcome = mirror.push(branch, new_tip, tip);
+            span.record(
+                "outcome",
+                match &outcome {
+                    Ok(PushOutcome::Accepted) => "accepted",
+                    Ok(PushOutcome::Moved(_)) => "moved",
+                    Err(_) => "failed",
+                },
+            );
+            outcome?
+        };
         let push_time = started.elapsed();
         report.push_time += push_time;
         match outcome {

@@ -492,3 +492,37 @@ fn rollout_feedback_names_default_and_must_name_the_service() {
         "{error}"
     );
 }
+
+#[test]
+fn telemetry_is_off_without_an_endpoint_and_reads_its_headers_from_secrets() {
+    let base = "auth: { mode: none }\n";
+    let path = Path::new("/etc/tug/tug.yaml");
+    let off = Config::from_yaml(base, path, &env_of(&[])).unwrap();
+    assert_eq!(off.trace_export, None);
+
+    let yaml = format!(
+        "{base}telemetry:\n  endpoint: \"http://collector:4317\"\n  headers: {{ authorization: \"Bearer ${{OTEL_TOKEN}}\" }}\n"
+    );
+    let config = Config::from_yaml(&yaml, path, &env_of(&[("OTEL_TOKEN", "otel-s3cret")])).unwrap();
+    let export = config.trace_export.clone().unwrap();
+    assert_eq!(export.endpoint, "http://collector:4317");
+    assert_eq!(export.service_name, "tug");
+    assert_eq!(export.headers[0].0, "authorization");
+    assert_eq!(export.headers[0].1.expose(), "Bearer otel-s3cret");
+    assert!(!format!("{config:?}").contains("otel-s3cret"));
+
+    let from_env = Config::from_yaml(
+        base,
+        path,
+        &env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]),
+    )
+    .unwrap();
+    assert_eq!(
+        from_env.trace_export.unwrap().endpoint,
+        "https://collector:4317"
+    );
+
+    let bad = format!("{base}telemetry: {{ endpoint: \"collector:4317\" }}\n");
+    let error = Config::from_yaml(&bad, path, &env_of(&[])).unwrap_err();
+    assert!(error.to_string().contains("telemetry.endpoint"), "{error}");
+}
