@@ -526,3 +526,39 @@ fn telemetry_is_off_without_an_endpoint_and_reads_its_headers_from_secrets() {
     let error = Config::from_yaml(&bad, path, &env_of(&[])).unwrap_err();
     assert!(error.to_string().contains("telemetry.endpoint"), "{error}");
 }
+
+#[test]
+fn github_deployments_name_configured_environments_and_http_urls() {
+    let base = r#"
+auth: { mode: none }
+repositories: [{ name: platform, url: "https://git.example.com/p.git" }]
+environments: [{ name: dev, repository: platform, branch: main }]
+release_notify:
+  github:
+    token: "${GH}"
+    deployments:
+      environments:
+"#;
+    let path = Path::new("/etc/tug/tug.yaml");
+    let env = env_of(&[("GH", "ghp"), ("DEV_URL", "https://dev.example.com")]);
+    let ok =
+        format!("{base}        dev: {{ url: \"${{DEV_URL}}\", log_url: \"https://argo/dev\" }}\n");
+    let config = Config::from_yaml(&ok, path, &env).unwrap();
+    let github = config.release_notify.github.unwrap();
+    let dev = &github.deployments.unwrap().environments["dev"];
+    assert_eq!(dev.url.as_deref(), Some("https://dev.example.com"));
+
+    let unknown = format!("{base}        prod: {{ url: \"https://prod.example.com\" }}\n");
+    let error = Config::from_yaml(&unknown, path, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("release_notify.github.deployments.environments.prod"),
+        "{error}"
+    );
+    let not_http = format!("{base}        dev: {{ log_url: \"argo/dev\" }}\n");
+    let error = Config::from_yaml(&not_http, path, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("log_url"), "{error}");
+}
