@@ -67,13 +67,19 @@ fn check(
     if header("authorization") != Some(&format!("Bearer {GH_TOKEN}")) {
         return Err("Authorization".into());
     }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if method == Method::GET {
+        return match parts.as_slice() {
+            ["repos", "acme", "api", "deployments"] => Ok(()),
+            _ => Err(format!("no such endpoint GET {path}")),
+        };
+    }
     if !header("content-type").is_some_and(|c| c.starts_with("application/json")) {
         return Err("Content-Type".into());
     }
     if method != Method::POST {
         return Err(format!("method {method}"));
     }
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["repos", "acme", "api", "statuses", sha] if *sha == SHA => Ok(()),
         ["repos", "acme", "api", "deployments"] => {
@@ -137,6 +143,31 @@ async fn api(
         path: path.clone(),
         body: body.clone(),
     });
+    if method == Method::GET {
+        // List deployments, filtered by `sha` and `environment` as GitHub does.
+        let query: Vec<(String, String)> = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let wanted = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let mut listed: Vec<Value> = github
+            .calls
+            .iter()
+            .filter(|c| c.method == "POST" && c.path == "/repos/acme/api/deployments")
+            .enumerate()
+            .filter(|(_, c)| {
+                wanted("sha").is_none_or(|sha| c.body["ref"] == sha)
+                    && wanted("environment").is_none_or(|env| c.body["environment"] == env)
+            })
+            .map(|(i, c)| json!({"id": i + 1, "sha": c.body["ref"], "environment": c.body["environment"], "payload": c.body["payload"]}))
+            .collect();
+        // Newest first.
+        listed.reverse();
+        return (StatusCode::OK, axum::Json(Value::Array(listed))).into_response();
+    }
     if path.ends_with("/deployments") {
         github.next_id += 1;
         let id = github.next_id;
@@ -312,7 +343,7 @@ fn deployments(calls: &[Call]) -> Vec<&Call> {
 
 #[test]
 fn a_release_is_a_github_deployment_whose_status_follows_the_rollout() {
-    let world = World::start();
+    let mut world = World::start();
     world.ok(&[
         "artifact",
         "init",
@@ -410,10 +441,17 @@ fn a_release_is_a_github_deployment_whose_status_follows_the_rollout() {
     assert_eq!(prod["environment"], "prod");
     assert_eq!(prod["ref"], SHA);
     assert_eq!(prod["production_environment"], true);
+    // tug restarts (an upgrade, a crash) before Argo CD reports: the deployment is found on
+    // GitHub by the artifact's commit, the environment and the manifest commit.
+    world.server.restart().unwrap();
     world.argocd("api-prod", &prod_commit, "Degraded");
     let calls = world.wait_calls("prod's failure status", |calls| {
         states(calls, 2) == ["in_progress", "failure"]
     });
+    assert!(
+        calls.iter().any(|c| c.method == "GET"),
+        "the restarted server looked the deployment up"
+    );
     // dev's deployment was left alone, and nothing logged the token.
     assert_eq!(states(&calls, 1), ["in_progress", "success"]);
     assert!(!world.server.logs().contains(GH_TOKEN));

@@ -8,8 +8,9 @@
 //! as Argo CD / Flux report the rollout healthy or degraded (`release/feedback.rs` passes each
 //! recorded state here). Statuses of one deployment are sent in order, each state once; a
 //! report that arrives before the deployment exists is sent right after it is created. Which
-//! deployment belongs to which release commit is kept in memory: a rollout reported after a
-//! restart, for a release landed before it, does not update its deployment.
+//! deployment belongs to which release commit is kept in memory; a rollout reported after a
+//! restart, for a release landed before it, finds its deployment on GitHub (by the artifact's
+//! commit and environment, and the manifest commit in the deployment's payload).
 //!
 //! A task listens to the writers' job signal (the moment a job's outcome is stored) and, for each
 //! finished release job, delivers to every configured sink concurrently, off the writer's path.
@@ -111,11 +112,12 @@ pub(crate) fn spawn(ctx: Arc<Ctx>) {
                         Ok(rollout) => {
                             let config = ctx.app.config.clone();
                             let sender = sender.clone();
+                            let ctx = ctx.clone();
                             tokio::spawn(async move {
                                 if let Some(github) = &config.release_notify.github
                                     && github.deployments.is_some()
                                 {
-                                    sender.rollout(github, &rollout).await;
+                                    sender.rollout(&ctx, github, &rollout).await;
                                 }
                             });
                         }
@@ -382,8 +384,11 @@ impl Sender {
         }
     }
 
-    /// A recorded rollout state becomes the status of the release's deployment.
-    async fn rollout(&self, github: &GithubStatusConfig, rollout: &Rollout) {
+    /// A recorded rollout state becomes the status of the release's deployment. A deployment
+    /// this process did not create (it was created before a restart) is looked up on GitHub by
+    /// the artifact's commit, environment and the manifest commit in its payload; when there is
+    /// none yet, the state waits for the deployment the release's notification creates.
+    async fn rollout(&self, ctx: &Ctx, github: &GithubStatusConfig, rollout: &Rollout) {
         let Some(deployments) = &github.deployments else {
             return;
         };
@@ -393,6 +398,9 @@ impl Sender {
             rollout.commit.clone(),
         ));
         let mut deployment_state = entry.lock().await;
+        if deployment_state.created.is_none() {
+            deployment_state.created = self.find_deployment(ctx, github, rollout).await;
+        }
         if deployment_state.created.is_none() {
             deployment_state.pending = Some(rollout.state);
             return;
@@ -406,6 +414,74 @@ impl Sender {
             &rollout_description(rollout.state),
         )
         .await;
+    }
+
+    /// The deployment created for the release `rollout` is about, if GitHub has one.
+    async fn find_deployment(
+        &self,
+        ctx: &Ctx,
+        github: &GithubStatusConfig,
+        rollout: &Rollout,
+    ) -> Option<(String, u64)> {
+        let releases = ctx
+            .app
+            .releases
+            .releases(&tug_store::ReleaseQuery {
+                service: rollout.service.clone(),
+                environment: Some(rollout.environment.clone()),
+                limit: 10_000,
+            })
+            .await
+            .ok()?;
+        let release = releases.into_iter().find(|r| r.commit == rollout.commit)?;
+        let stored = ctx
+            .app
+            .releases
+            .artifact(&rollout.service, &release.artifact_id)
+            .await
+            .ok()??;
+        let artifact = Artifact::from_json(&stored.artifact_json).ok()?;
+        let sha = artifact.application.sha.trim().to_owned();
+        let repository = source_repository(github, &artifact)?;
+        if sha.is_empty() {
+            return None;
+        }
+        let mut url = reqwest::Url::parse(&format!(
+            "{}/repos/{repository}/deployments",
+            github.api_url.trim_end_matches('/')
+        ))
+        .ok()?;
+        url.query_pairs_mut()
+            .append_pair("sha", &sha)
+            .append_pair("environment", &rollout.environment)
+            .append_pair("per_page", "100");
+        let found = self
+            .send(
+                reqwest::Method::GET,
+                url.as_str(),
+                None,
+                Auth::Github(&github.token),
+            )
+            .await;
+        let listed = match found {
+            Ok(listed) => listed?,
+            Err(e) => {
+                warn!(
+                    sink = "github deployment status",
+                    repository = %repository,
+                    environment = %rollout.environment,
+                    error = %e,
+                    "cannot look up the release's deployment"
+                );
+                return None;
+            }
+        };
+        let id = listed.as_array()?.iter().find_map(|d| {
+            (d["payload"]["manifestCommit"].as_str() == Some(rollout.commit.as_str()))
+                .then(|| d["id"].as_u64())
+                .flatten()
+        })?;
+        Some((repository, id))
     }
 
     async fn send_status(
@@ -449,10 +525,25 @@ impl Sender {
         body: &Value,
         auth: Auth<'_>,
     ) -> Result<Option<Value>, DeliveryError> {
+        self.send(reqwest::Method::POST, url, Some(body), auth)
+            .await
+    }
+
+    /// Sends a request, retrying what may pass later; the answer's JSON body, if any.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+        auth: Auth<'_>,
+    ) -> Result<Option<Value>, DeliveryError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut request = self.client.post(url).json(body);
+            let mut request = self.client.request(method.clone(), url);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
             match auth {
                 Auth::None => {}
                 Auth::Bearer(token) => {
