@@ -3,10 +3,10 @@
 //! W3C trace context (`traceparent`) read from callers and kept with each stored task.
 //!
 //! A request runs in a span whose parent is the caller's `traceparent`. Its job is written
-//! later, in a batch with other requests' jobs: the writer's `batch` span (repository, branch,
-//! batch size, the push and its attempts) is a root with one link per task's request, and each
-//! task gets a `task` span (job, attempt, its edits) whose parent is the request's span, read
-//! back from the task's stored payload. So a request's trace shows its own edits, and the
+//! later, in a batch with other requests' jobs: the writer's `writer.batch` span (repository,
+//! branch, batch size, the push and its attempts) is a root with one link per task's request,
+//! and each task gets a `task` span (job, attempt, its edits) whose parent is the request's
+//! span, read back from the task's stored payload. So a request's trace shows its own edits, and the
 //! batch's trace shows the push every request shared.
 //!
 //! The exporter itself is a gRPC client, so it is built with the transports
