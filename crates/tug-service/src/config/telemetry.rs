@@ -63,9 +63,10 @@ impl TelemetryConfig {
         Ok(())
     }
 
-    /// The export to set up, or `None` when tracing is off. What the file says wins over the
-    /// `OTEL_*` variables (as in the OpenTelemetry SDKs, where code overrides the environment);
-    /// headers from both are sent, the file's winning for a name given twice.
+    /// The export to set up, or `None` when tracing is off. The endpoint and service name of
+    /// the file win over the `OTEL_*` variables (as in the OpenTelemetry SDKs, where code
+    /// overrides the environment); headers from both are sent, the variable's winning for a
+    /// name given twice (as the OTLP exporter merges them).
     /// `OTEL_SDK_DISABLED=true` turns tracing off whatever else is set.
     pub fn export(&self, env: Env<'_>) -> Result<Option<TraceExport>, (String, String)> {
         let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
@@ -106,20 +107,22 @@ impl TelemetryConfig {
             }
         }
         let mut headers: BTreeMap<String, Secret> = BTreeMap::new();
-        for variable in [
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        ] {
-            if let Some(list) = set(variable) {
-                for (name, value) in parse_headers(&list)
-                    .map_err(|m| ("telemetry.headers".to_owned(), format!("{variable}: {m}")))?
-                {
-                    headers.insert(name, Secret::new(value));
-                }
-            }
-        }
         for (name, value) in &self.headers {
             headers.insert(name.to_ascii_lowercase(), value.clone());
+        }
+        // As the OTLP exporter reads them: the traces variable, else the general one; a header
+        // they name replaces the file's.
+        let variable = if set("OTEL_EXPORTER_OTLP_TRACES_HEADERS").is_some() {
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+        } else {
+            "OTEL_EXPORTER_OTLP_HEADERS"
+        };
+        if let Some(list) = set(variable) {
+            for (name, value) in parse_headers(&list)
+                .map_err(|m| ("telemetry.headers".to_owned(), format!("{variable}: {m}")))?
+            {
+                headers.insert(name, Secret::new(value));
+            }
         }
         for name in headers.keys() {
             let valid = !name.is_empty()
@@ -252,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn headers_merge_and_the_file_wins() {
+    fn headers_merge_and_the_variable_wins() {
         let mut config = TelemetryConfig {
             endpoint: Some("https://collector:4317".into()),
             service_name: Some("tug-eu".into()),
@@ -261,12 +264,18 @@ mod tests {
         config
             .headers
             .insert("Authorization".into(), Secret::new("Bearer file"));
+        config
+            .headers
+            .insert("x-kept".into(), Secret::new("from the file"));
         let found = export(
             &config,
-            &[(
-                "OTEL_EXPORTER_OTLP_HEADERS",
-                "authorization=Bearer%20env, x-team = a%2Cb",
-            )],
+            &[
+                ("OTEL_EXPORTER_OTLP_HEADERS", "ignored=1"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                    "authorization=Bearer%20env, x-team = a%2Cb",
+                ),
+            ],
         )
         .unwrap();
         let headers: Vec<(&str, &str)> = found
@@ -276,7 +285,11 @@ mod tests {
             .collect();
         assert_eq!(
             headers,
-            [("authorization", "Bearer file"), ("x-team", "a,b")]
+            [
+                ("authorization", "Bearer env"),
+                ("x-kept", "from the file"),
+                ("x-team", "a,b")
+            ]
         );
         assert_eq!(found.service_name, "tug-eu");
     }
