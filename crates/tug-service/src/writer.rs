@@ -511,11 +511,18 @@ impl Writers {
                                 )],
                             ),
                             LandResult::Failed(e) => {
-                                warn!(
-                                    job = %t.job_id, repository = %branch.repository,
-                                    branch = %branch.branch, attempt = t.attempts,
-                                    error = %e, "job failed"
-                                );
+                                // In the task's span: the line carries the request's trace id.
+                                let span = spans
+                                    .get(&t.id)
+                                    .cloned()
+                                    .unwrap_or_else(tracing::Span::none);
+                                span.in_scope(|| {
+                                    warn!(
+                                        job = %t.job_id, repository = %branch.repository,
+                                        branch = %branch.branch, attempt = t.attempts,
+                                        error = %e, "job failed"
+                                    );
+                                });
                                 (
                                     t.id,
                                     TaskOutcome::Failed(e.to_string()),

@@ -26,6 +26,7 @@ use tug_proto::v1::deploy_service_client::DeployServiceClient;
 
 const CI_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CI_SPAN: &str = "00f067aa0ba902b7";
+const FAILED_TRACE: &str = "1e2d3c4b5a69788796a5b4c3d2e1f001";
 const GRPC_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const GRPC_SPAN: &str = "b7ad6b7169203331";
 const COLLECTOR_SECRET: &str = "collector-secret-5f1e";
@@ -194,6 +195,31 @@ fn a_deploy_is_traced_from_the_ci_job_through_the_push() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A deploy whose edit fails: the writer's line about it carries the request's trace id.
+    let out = world
+        .tug(
+            &[
+                "deploy",
+                "--server",
+                &server,
+                "--repository",
+                "gitops",
+                "--branch",
+                "main",
+                "--path",
+                "apps/missing",
+                "--image",
+                &format!("{IMAGE}:v9.9.9"),
+            ],
+            &[
+                ("TUG_TOKEN", CI_TOKEN),
+                ("TRACEPARENT", &format!("00-{FAILED_TRACE}-{CI_SPAN}-01")),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
     // The same over gRPC, with the trace context in the metadata.
     let grpc = world.server.grpc_addr();
     runtime.block_on(async {
@@ -287,6 +313,15 @@ fn a_deploy_is_traced_from_the_ci_job_through_the_push() {
         // Log lines carry the trace id.
         assert!(log.contains(&format!("trace_id={trace}")), "{log}");
     }
+
+    let failed = log
+        .lines()
+        .find(|l| l.contains("job failed"))
+        .unwrap_or_else(|| panic!("no failed job logged:\n{log}"));
+    assert!(
+        failed.contains(&format!("trace_id={FAILED_TRACE}")),
+        "{failed}"
+    );
 
     let received = collector.0.lock().unwrap();
     assert!(
