@@ -365,7 +365,37 @@ fn without_an_endpoint_nothing_is_exported_and_the_callers_trace_id_is_still_log
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Without TRACEPARENT, `tug deploy` starts a trace of its own.
+    let out = world
+        .tug(
+            &[
+                "deploy",
+                "--server",
+                &server,
+                "--repository",
+                "gitops",
+                "--branch",
+                "main",
+                "--path",
+                DEV_PATH,
+                "--image",
+                &format!("{IMAGE}:v9.9.12"),
+            ],
+            &[("TUG_TOKEN", CI_TOKEN)],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = world.server.logs();
+    let accepted: Vec<&str> = log.lines().filter(|l| l.contains("job accepted")).collect();
+    assert_eq!(accepted.len(), 2, "{log}");
+    let own = accepted[1];
+    assert!(own.contains("\"trace_id\":\""), "{own}");
+    assert!(!own.contains(CI_TRACE), "{own}");
     assert!(!log.contains("exporting traces"), "{log}");
     assert!(
         log.contains(&format!("\"trace_id\":\"{CI_TRACE}\"")),
