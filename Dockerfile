@@ -19,8 +19,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -m 0755 target/release/tug /usr/local/bin/tug
 
 FROM debian:bookworm-slim
+# What tug needs at run time (README.md, "One binary"; deploy/image/build.sh installs the same):
 # git does every clone, fetch and push; openssh-client for ssh:// remotes; ca-certificates for
-# https:// remotes and notification webhooks.
+# git over https:// (tug's own HTTPS calls carry their root certificates).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

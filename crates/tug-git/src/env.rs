@@ -201,6 +201,66 @@ impl GitEnv {
         cmd.output().map_err(|e| self.spawn_error(e))
     }
 
+    /// Like [`GitEnv::output`], but stops the command — with every process it started (a remote
+    /// helper, ssh) — when it has not finished within `timeout`: `None` then. A remote that
+    /// stops answering mid-push must not hold a writer (and its branch) forever.
+    pub(crate) fn output_within(
+        &self,
+        mut cmd: Command,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Output>, GitError> {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        use wait_timeout::ChildExt;
+
+        self.observe(&cmd);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout can stop the helpers git started too.
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let status = match child.wait_timeout(timeout) {
+            Ok(Some(status)) => status,
+            Ok(None) | Err(_) => {
+                if let Some(group) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = (stdout.join(), stderr.join());
+                return Ok(None);
+            }
+        };
+        Ok(Some(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        }))
+    }
+
     /// Runs a local command and fails with its (redacted) stderr if it does not succeed.
     pub(crate) fn run(&self, cmd: Command, op: &'static str) -> Result<Output, GitError> {
         let output = self.output(cmd)?;

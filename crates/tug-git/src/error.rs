@@ -9,6 +9,10 @@ use crate::oid::ObjectId;
 /// hooks, corrupt data, a bad path).
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
+    /// The writer lost its hold on the branch (another replica took its lease over) before it
+    /// pushed; nothing was pushed.
+    #[error("this writer no longer holds branch {branch}; nothing was pushed")]
+    Fenced { branch: String },
     #[error("cannot reach remote {url} during git {op}: {detail}")]
     Unreachable {
         op: &'static str,

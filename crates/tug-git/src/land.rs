@@ -41,6 +41,12 @@ pub struct LandOptions {
     /// with d = min(backoff_max, backoff_base·2ⁿ⁻⁴).
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Longest a push may take before it is stopped (a transient error).
+    pub push_timeout: Duration,
+    /// Asked right before every push: `false` means this writer no longer holds the branch
+    /// (its lease was taken over) and must not push; `land` then fails with
+    /// [`GitError::Fenced`]. `None` pushes unconditionally.
+    pub may_push: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl LandOptions {
@@ -53,6 +59,8 @@ impl LandOptions {
             fetch_first: false,
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_millis(500),
+            push_timeout: Duration::from_secs(120),
+            may_push: None,
         }
     }
 }
@@ -164,6 +172,11 @@ pub fn land(
         report.apply_time += packed_in;
         report.attempts += 1;
         let started = Instant::now();
+        if opts.may_push.as_ref().is_some_and(|may_push| !may_push()) {
+            return Err(GitError::Fenced {
+                branch: branch.to_owned(),
+            });
+        }
         let outcome = {
             let span = tracing::info_span!(
                 "git.push",
@@ -173,7 +186,7 @@ pub fn land(
                 outcome = tracing::field::Empty,
             );
             let _push = span.enter();
-            let outcome = mirror.push(branch, new_tip, tip);
+            let outcome = mirror.push(branch, new_tip, tip, opts.push_timeout);
             span.record(
                 "outcome",
                 match &outcome {
@@ -188,8 +201,13 @@ pub fn land(
         report.push_time += push_time;
         match outcome {
             PushOutcome::Accepted => {
-                if let Some(pack) = &written {
-                    pack.sync()?;
+                // The remote has the commits now: whatever happens to the local copy, the
+                // batch landed. A mirror is a cache (it is fetched again when in doubt), so a
+                // pack that cannot be made durable is logged, not turned into failed requests.
+                if let Some(pack) = &written
+                    && let Err(error) = pack.sync()
+                {
+                    tracing::warn!(branch, %error, "the pushed batch's local pack is not durable");
                 }
                 mirror.set_branch(branch, new_tip)?;
                 report.results = results;
@@ -200,6 +218,7 @@ pub fn land(
             }
             PushOutcome::Moved(reason) => {
                 if let Some(pack) = &written {
+                    tracing::debug!(branch, pack = %pack.pack.display(), "removing the pack of a lost push");
                     pack.remove();
                 }
                 tracing::debug!(

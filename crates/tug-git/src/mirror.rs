@@ -314,6 +314,7 @@ impl Mirror {
         branch: &str,
         new: ObjectId,
         expected_old: Option<ObjectId>,
+        timeout: std::time::Duration,
     ) -> Result<PushOutcome, GitError> {
         let refname = format!("refs/heads/{branch}");
         let lease = match expected_old {
@@ -331,7 +332,18 @@ impl Mirror {
         ])
         .arg(&self.url)
         .arg(format!("{new}:{refname}"));
-        let output = self.env.output(cmd)?;
+        let Some(output) = self.env.output_within(cmd, timeout)? else {
+            // Whether the remote took the push is unknown: a transient error, and the retry
+            // finds the commits by their trailers if they landed.
+            return Err(GitError::Unreachable {
+                op: "push",
+                url: self.env.redact(&self.url),
+                detail: format!(
+                    "no answer within {} s; the push was stopped",
+                    timeout.as_secs()
+                ),
+            });
+        };
         let stdout = String::from_utf8_lossy(&output.stdout);
         let status_line = stdout
             .lines()

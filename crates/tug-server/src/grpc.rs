@@ -57,8 +57,8 @@ pub fn router(app: Arc<App>, releases: &tug_service::release::Releases) -> axum:
 
 /// `grpc.health.v1.Health`: SERVING for the server (""), `tug.v1.DeployService`,
 /// `tug.v1.ReleaseService` and `delivery` (the name the Delivery server's health checks ask for,
-/// as REST's `?service=delivery` does) until the server starts shutting down, NOT_SERVING from
-/// then on so load balancers stop sending requests.
+/// as REST's `?service=delivery` does) while the database answers; NOT_SERVING while it does not,
+/// and from the start of a shutdown on, so load balancers stop sending requests.
 const HEALTH_SERVICES: [&str; 3] = [
     tug_proto::DEPLOY_SERVICE_NAME,
     tug_proto::RELEASE_SERVICE_NAME,
@@ -66,7 +66,7 @@ const HEALTH_SERVICES: [&str; 3] = [
 ];
 
 fn health_service(
-    app: &App,
+    app: &Arc<App>,
 ) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, service) = tonic_health::server::health_reporter();
     // The reporter is new and nobody else holds its lock, so this completes at once; doing it
@@ -78,13 +78,32 @@ fn health_service(
                 .await;
         }
     });
-    let mut shutdown = app.shutdown.clone();
+    let app = app.clone();
     tokio::spawn(async move {
-        shutdown.wait().await;
-        for name in std::iter::once("").chain(HEALTH_SERVICES) {
-            reporter
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
+        // The database is checked every two seconds: while it is unreachable the replica is
+        // NOT_SERVING, so load balancers send requests to replicas that can store them.
+        let mut shutdown = app.shutdown.clone();
+        let mut serving = true;
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,
+                () = shutdown.wait() => true,
+            };
+            let now_serving = !stopping && app.health().await.is_ok();
+            if now_serving != serving {
+                serving = now_serving;
+                let status = if serving {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                for name in std::iter::once("").chain(HEALTH_SERVICES) {
+                    reporter.set_service_status(name, status).await;
+                }
+            }
+            if stopping {
+                return;
+            }
         }
     });
     service

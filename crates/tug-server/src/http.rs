@@ -161,9 +161,19 @@ async fn not_found() -> ApiError {
     summary = "Health",
     params(("service" = Option<String>, Query,
         description = "A service name, as gRPC health checks send it; the answer is the server's")),
-    responses((status = 200, description = "`{\"status\":\"SERVING\"}`", body = Object)))]
-async fn health() -> axum::Json<Value> {
-    axum::Json(json!({"status": "SERVING"}))
+    responses(
+        (status = 200, description = "`{\"status\":\"SERVING\"}`", body = Object),
+        (status = 503, description = "`{\"status\":\"NOT_SERVING\",\"reason\":…}`: the database \
+            is unreachable or the server is stopping", body = Object)))]
+async fn health(State(app): State<Arc<App>>) -> Response {
+    match app.health().await {
+        Ok(()) => axum::Json(json!({"status": "SERVING"})).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "NOT_SERVING", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

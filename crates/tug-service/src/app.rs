@@ -33,6 +33,19 @@ pub struct App {
 }
 
 impl App {
+    /// Whether this replica can serve: the database answers within two seconds and the server
+    /// is not shutting down. `Err` says why not, for health checks.
+    pub async fn health(&self) -> Result<(), String> {
+        if self.shutdown.is_set() {
+            return Err("the server is shutting down".to_owned());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the database is unreachable: {e}")),
+            Err(_) => Err("the database did not answer within 2 s".to_owned()),
+        }
+    }
+
     /// Validates, authorises and stores a deploy request; wakes the writers of its branches.
     /// Returns only once the job is committed to the store.
     pub async fn submit(

@@ -57,6 +57,10 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Where jobs, artifacts and the release index live: SQLite under `data_dir` when absent,
+    /// or a PostgreSQL database every replica shares.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Release environments in promotion order (see [`crate::release`]).
     #[serde(default)]
     pub environments: Vec<tug_release::Environment>,
@@ -320,6 +324,29 @@ pub struct WebhookSinkConfig {
     /// Key of the `X-Tug-Signature` HMAC; without it requests are unsigned.
     #[serde(default)]
     pub secret: Option<Secret>,
+}
+
+/// `store:` — the database. Absent: SQLite at `data_dir/tug.db`, for one process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `store.postgres` — a PostgreSQL database shared by every replica of the server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:5432/tug` or `postgres:///tug?host=/run/postgresql`;
+    /// usually `"${DATABASE_URL}"`. A secret: it may hold the password.
+    pub url: Secret,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    16
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -587,6 +614,9 @@ impl Config {
             x.path_buf(&mut tls.cert_file, "tls.cert_file")?;
             x.path_buf(&mut tls.key_file, "tls.key_file")?;
         }
+        if let Some(postgres) = &mut self.store.postgres {
+            x.string(postgres.url.expose_mut(), "store.postgres.url")?;
+        }
         x.string(&mut self.commit.committer_name, "commit.committer_name")?;
         x.string(&mut self.commit.committer_email, "commit.committer_email")?;
         for (i, repo) in self.repositories.iter_mut().enumerate() {
@@ -744,6 +774,27 @@ impl Config {
         };
         if let Err(message) = log_filter(&self.log.level) {
             return Err(invalid("log.level".into(), message));
+        }
+        if let Some(postgres) = &self.store.postgres {
+            let url = postgres.url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "store.postgres.url".into(),
+                    "must start with postgres:// or postgresql:// (the value is not repeated: it \
+                     may hold a password)"
+                        .into(),
+                ));
+            }
+            if postgres.max_connections < 2 {
+                return Err(invalid(
+                    "store.postgres.max_connections".into(),
+                    format!(
+                        "{} is too few: one connection listens for other replicas, requests \
+                         need at least one more",
+                        postgres.max_connections
+                    ),
+                ));
+            }
         }
         if let Some(tls) = &self.tls {
             if tls.cert_file.as_os_str().is_empty() {

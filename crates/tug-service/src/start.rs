@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
-use tug_store::{ReleaseStore, SqliteStore, Store};
+use tug_store::{PgConfig, PgStore, ReleaseStore, SqliteStore, Store, StoreChange};
 
 use crate::app::App;
 use crate::auth::Authorizer;
@@ -48,9 +48,18 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let sqlite = Arc::new(SqliteStore::open(&config.data_dir.join("tug.db")).await?);
-    let store: Arc<dyn Store> = sqlite.clone();
-    let releases: Arc<dyn ReleaseStore> = sqlite;
+    let (store, releases): (Arc<dyn Store>, Arc<dyn ReleaseStore>) = match &config.store.postgres {
+        Some(postgres) => {
+            let mut pg = PgConfig::new(postgres.url.expose());
+            pg.max_connections = postgres.max_connections;
+            let store = Arc::new(PgStore::connect(&pg).await?);
+            (store.clone(), store)
+        }
+        None => {
+            let store = Arc::new(SqliteStore::open(&config.data_dir.join("tug.db")).await?);
+            (store.clone(), store)
+        }
+    };
     let authorizer =
         Authorizer::new(&config.auth()).map_err(|e| StartError::Auth(e.to_string()))?;
     if authorizer.is_open() {
@@ -86,6 +95,9 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         shutdown,
     });
     writers.release_previous_leases().await;
+    if let Some(changes) = app.store.changes() {
+        tokio::spawn(follow_other_replicas(app.clone(), changes));
+    }
     tokio::spawn(writers.clone().dispatch(Duration::from_secs(1)));
     let releases = Releases::start(app.clone());
     Ok(Started {
@@ -94,4 +106,32 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         trigger,
         writers,
     })
+}
+
+/// Turns what other replicas commit into local wake-ups: a branch with new tasks wakes (or
+/// starts) this replica's writer for it, which takes the lease if nobody holds it; a job with news
+/// wakes the streams following it here. The dispatcher and the followers poll as well, so a
+/// notification missed while the database connection was down only delays.
+async fn follow_other_replicas(
+    app: Arc<App>,
+    mut changes: tokio::sync::broadcast::Receiver<StoreChange>,
+) {
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            () = shutdown.wait() => return,
+        };
+        match change {
+            Ok(StoreChange::Branch(branch)) => app.writers.wake(&branch).await,
+            Ok(StoreChange::Job(job_id)) => app.signal.send(&job_id),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(
+                    missed,
+                    "fell behind the other replicas' notifications; polling covers them"
+                );
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }

@@ -21,8 +21,11 @@ use crate::shutdown::Shutdown;
 use crate::signals::JobSignals;
 
 /// How long a writer's lease on its branch lasts without renewal. A replica that dies holds its
-/// branches at most this long.
-const LEASE_TTL: Duration = Duration::from_secs(30);
+/// branches at most this long (plus one dispatcher round) before another replica takes them.
+const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often a writer renews its lease while it builds and pushes a batch: three chances before
+/// the lease would lapse.
+const HEARTBEAT: Duration = Duration::from_secs(2);
 /// An idle writer waits this long for new work before exiting.
 const IDLE_EXIT: Duration = Duration::from_secs(20);
 /// How long after a batch lands the writer waits for as many tasks as that batch had: about the
@@ -240,7 +243,9 @@ impl Writers {
             }
             if !tasks.is_empty() {
                 let landed = tasks.len();
-                self.land_batch(&branch, tasks).await;
+                if !self.land_leased(&branch, tasks).await {
+                    break;
+                }
                 just_landed = Some((Instant::now(), landed));
                 continue;
             }
@@ -257,7 +262,9 @@ impl Writers {
             match self.store.claim(&branch, &self.owner, batch).await {
                 Ok(tasks) if !tasks.is_empty() => {
                     drop(running);
-                    self.land_batch(&branch, tasks).await;
+                    if !self.land_leased(&branch, tasks).await {
+                        break;
+                    }
                 }
                 _ => {
                     running.remove(&branch);
@@ -314,10 +321,45 @@ impl Writers {
         Ok(mirror)
     }
 
+    /// Lands a batch while a heartbeat renews the branch's lease. False when the lease was lost
+    /// on the way: the batch was not pushed (or, if the push was already under way, is found by
+    /// its trailers by whoever holds the branch now), nothing was recorded, and this writer
+    /// must stop.
+    async fn land_leased(&self, branch: &BranchKey, tasks: Vec<Task>) -> bool {
+        let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let heartbeat = {
+            let (store, held) = (self.store.clone(), held.clone());
+            let (branch, owner) = (branch.clone(), self.owner.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    let renewed = store.lock_branch(&branch, &owner, LEASE_TTL).await;
+                    if !matches!(renewed, Ok(true)) {
+                        warn!(
+                            repository = %branch.repository, branch = %branch.branch,
+                            "lost the branch lease during a batch; this writer stops"
+                        );
+                        held.store(false, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                }
+            })
+        };
+        self.land_batch(branch, tasks, held.clone()).await;
+        heartbeat.abort();
+        held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Lands one batch of tasks of `branch` and records every outcome, in a `writer.batch` span
     /// linked to each task's request, and one `task` span per task whose parent is its request
-    /// (see [`crate::telemetry`]).
-    async fn land_batch(&self, branch: &BranchKey, tasks: Vec<Task>) {
+    /// (see [`crate::telemetry`]). `held` turns false when the branch's lease is lost: no push
+    /// starts after that.
+    async fn land_batch(
+        &self,
+        branch: &BranchKey,
+        tasks: Vec<Task>,
+        held: Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let batch = tracing::info_span!(
             parent: None,
             "writer.batch",
@@ -346,7 +388,7 @@ impl Writers {
             spans.insert(t.id, span);
         }
         crate::telemetry::adopt(&batch, None);
-        self.land_batch_in(branch, tasks, &spans)
+        self.land_batch_in(branch, tasks, &spans, held)
             .instrument(batch)
             .await;
     }
@@ -356,6 +398,7 @@ impl Writers {
         branch: &BranchKey,
         tasks: Vec<Task>,
         spans: &HashMap<TaskId, tracing::Span>,
+        held: Arc<std::sync::atomic::AtomicBool>,
     ) {
         let started = Instant::now();
         let Some(repo) = self.config.repository(&branch.repository).cloned() else {
@@ -449,6 +492,9 @@ impl Writers {
                 self.config.commit.committer_email.clone(),
             ));
             opts.allow_empty = false;
+            opts.may_push = Some(Arc::new(move || {
+                held.load(std::sync::atomic::Ordering::SeqCst)
+            }));
             let m = mirror.clone();
             let b = branch.branch.clone();
             let changes: Vec<TracedChange> = work
@@ -541,6 +587,12 @@ impl Writers {
                         report.apply_time,
                         report.push_time,
                     ));
+                }
+                Ok(Err(tug_git::GitError::Fenced { .. })) => {
+                    // Another writer owns the branch now and runs these tasks again; recording
+                    // anything here would be refused by the lease fence anyway.
+                    self.finish(&tasks, outcomes).await;
+                    return;
                 }
                 Ok(Err(e)) => {
                     // Outcomes found during recovery are final; the rest waits or fails.
@@ -645,6 +697,15 @@ impl AfterJobs {
         }
         if self.notifier.is_empty() {
             return;
+        }
+        // One replica sends a job's notifications, however many finished its tasks.
+        match self.store.claim_notification(job_id).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(job = %job_id, error = %e, "cannot claim the job's notifications");
+                return;
+            }
         }
         let request: Option<tug_spec::DeployRequest> =
             serde_json::from_value(job.request.clone()).ok();

@@ -18,8 +18,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+mod postgres;
+mod postgres_release;
 mod release;
+mod rows;
 mod sqlite;
+pub use postgres::{PgConfig, PgStore};
 pub use release::{
     ArtifactWrite, BranchIndexUpdate, IndexedRelease, IndexedUnpin, NewArtifact, ReleaseQuery,
     ReleaseStore, RolloutState, StoredArtifact,
@@ -297,8 +301,25 @@ pub enum TaskOutcome {
     Failed(String),
 }
 
+/// News from another replica sharing the database (see [`Store::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A branch got new tasks, or its lease was given up: a writer should look at it.
+    Branch(BranchKey),
+    /// A job has new events or changed state.
+    Job(JobId),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached or refused the connection; `target` never holds a
+    /// password.
+    #[error("cannot connect to the database {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("cannot open the database {}: {source}", path.display())]
     Open {
         path: PathBuf,
@@ -482,6 +503,45 @@ pub trait Store: Send + Sync + 'static {
     /// Number of unfinished (queued, running, pending) tasks per branch, for metrics; branches
     /// with none are left out.
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>>;
+
+    /// Marks a finished job as notified. True for exactly one caller, however many replicas
+    /// ask: the one that sends the job's notifications. False for a job that is unknown, not
+    /// finished, or already claimed.
+    async fn claim_notification(&self, job_id: &str) -> Result<bool>;
+
+    /// Succeeds when the database answers (health checks).
+    async fn ping(&self) -> Result<()>;
+
+    /// Changes made by other processes sharing the database, as they commit. `None` for a
+    /// store only one process uses (SQLite): in-process signals tell everything then.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        None
+    }
+}
+
+impl StoreError {
+    /// Whether the database itself is unreachable (down, restarting, out of connections) rather
+    /// than the request being wrong: callers answer "unavailable, retry" instead of "internal".
+    pub fn is_unavailable(&self) -> bool {
+        let sqlx = match self {
+            StoreError::Connect { .. } | StoreError::WriterStopped => return true,
+            StoreError::Database(error) => error,
+            StoreError::GroupCommit(error) => error.as_ref(),
+            _ => return false,
+        };
+        matches!(
+            sqlx,
+            sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+        ) || matches!(sqlx, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+            // 57P01..03: admin shutdown, crash shutdown, cannot connect now; 08xxx: connection
+            // exceptions; 53300: too many connections.
+            code.starts_with("57P") || code.starts_with("08") || code == "53300"
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::{Result, SqliteStore, StoreError};
 
@@ -155,20 +154,26 @@ pub trait ReleaseStore: Send + Sync + 'static {
 }
 
 /// `feature_x` and `feature/x` are the same branch to CI, so they share one key.
-fn branch_key(branch: &str) -> String {
+pub(crate) fn branch_key(branch: &str) -> String {
     branch.replace('_', "/")
 }
 
-fn at(ms: i64, what: &str) -> Result<Timestamp> {
+pub(crate) fn at(ms: i64, what: &str) -> Result<Timestamp> {
     Timestamp::from_millisecond(ms)
         .map_err(|e| StoreError::Corrupt(format!("{what}: {ms} ms is not a time: {e}")))
 }
 
-fn limit(value: u32) -> i64 {
+pub(crate) fn limit(value: u32) -> i64 {
     i64::from(value.clamp(1, 10_000))
 }
 
-fn artifact_row(row: &SqliteRow) -> Result<StoredArtifact> {
+pub(crate) fn artifact_row<R>(row: &R) -> Result<StoredArtifact>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let service: String = row.try_get("service")?;
     let id: String = row.try_get("id")?;
     let what = format!("artifact {id} of service {service}");
@@ -183,7 +188,13 @@ fn artifact_row(row: &SqliteRow) -> Result<StoredArtifact> {
     })
 }
 
-fn release_row(row: &SqliteRow) -> Result<IndexedRelease> {
+pub(crate) fn release_row<R>(row: &R) -> Result<IndexedRelease>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let commit: String = row.try_get("commit_sha")?;
     let intent: String = row.try_get("intent")?;
     let intent = serde_json::from_str(&intent).map_err(|e| {
@@ -206,8 +217,9 @@ fn release_row(row: &SqliteRow) -> Result<IndexedRelease> {
     })
 }
 
-const ARTIFACT_COLUMNS: &str = "service, id, branch, artifact, bundle, created_at, updated_at";
-const RELEASE_COLUMNS: &str = "repository, branch, commit_sha, service, environment, artifact_id, \
+pub(crate) const ARTIFACT_COLUMNS: &str =
+    "service, id, branch, artifact, bundle, created_at, updated_at";
+pub(crate) const RELEASE_COLUMNS: &str = "repository, branch, commit_sha, service, environment, artifact_id, \
                                intent, released_by_name, released_by_email, request, released_at";
 
 #[async_trait]
@@ -504,140 +516,5 @@ impl ReleaseStore for SqliteStore {
                 })
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("tug.db")).await.unwrap();
-        (dir, store)
-    }
-
-    fn artifact(id: &str, branch: &str) -> NewArtifact {
-        NewArtifact {
-            service: "api".to_owned(),
-            id: id.to_owned(),
-            branch: branch.to_owned(),
-            artifact_json: format!("{{\"id\": \"{id}\"}}"),
-        }
-    }
-
-    fn release(commit: &str, env: &str, artifact: &str) -> IndexedRelease {
-        IndexedRelease {
-            repository: "platform".to_owned(),
-            branch: "main".to_owned(),
-            commit: commit.to_owned(),
-            service: "api".to_owned(),
-            environment: env.to_owned(),
-            artifact_id: artifact.to_owned(),
-            intent: serde_json::json!({"type": "release"}),
-            released_by_name: "Alice".to_owned(),
-            released_by_email: "alice@example.com".to_owned(),
-            request: None,
-            // Same second on purpose: order must come from history, not the clock.
-            released_at: Timestamp::from_second(1_700_000_000).unwrap(),
-        }
-    }
-
-    #[tokio::test]
-    async fn latest_artifact_of_a_branch_with_a_slash() {
-        let (_dir, store) = store().await;
-        for (id, branch) in [
-            ("a-1", "feature/login"),
-            ("m-1", "main"),
-            ("a-2", "feature_login"),
-        ] {
-            assert_eq!(
-                store.put_artifact(artifact(id, branch)).await.unwrap(),
-                ArtifactWrite::Created
-            );
-        }
-        let found = store
-            .artifacts("api", Some("feature/login"), 1)
-            .await
-            .unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].id, "a-2");
-        let all = store.artifacts("api", None, 10).await.unwrap();
-        let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();
-        assert_eq!(ids, ["a-2", "m-1", "a-1"]);
-        assert_eq!(
-            store.put_artifact(artifact("m-1", "main")).await.unwrap(),
-            ArtifactWrite::Unchanged
-        );
-        assert!(store.put_bundle("api", "m-1", "{}").await.unwrap());
-        assert!(!store.put_bundle("api", "nope", "{}").await.unwrap());
-        assert!(
-            store
-                .artifact("api", "m-1")
-                .await
-                .unwrap()
-                .unwrap()
-                .has_bundle
-        );
-        assert_eq!(
-            store.bundle("api", "m-1").await.unwrap().as_deref(),
-            Some("{}")
-        );
-    }
-
-    #[tokio::test]
-    async fn index_keeps_history_order_and_rebuilds() {
-        let (_dir, store) = store().await;
-        let update = |releases: Vec<IndexedRelease>, head: &str, rebuild: bool| BranchIndexUpdate {
-            repository: "platform".to_owned(),
-            branch: "main".to_owned(),
-            head: head.to_owned(),
-            rebuild,
-            releases,
-            unpins: Vec::new(),
-        };
-        store
-            .apply_index(update(
-                vec![release("c1", "dev", "a-1"), release("c2", "dev", "a-2")],
-                "c2",
-                false,
-            ))
-            .await
-            .unwrap();
-        store
-            .apply_index(update(vec![release("c3", "dev", "a-3")], "c3", false))
-            .await
-            .unwrap();
-        let query = ReleaseQuery {
-            service: "api".to_owned(),
-            environment: Some("dev".to_owned()),
-            limit: 10,
-        };
-        let ids: Vec<String> = store
-            .releases(&query)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.artifact_id)
-            .collect();
-        assert_eq!(ids, ["a-3", "a-2", "a-1"]);
-        assert_eq!(
-            store
-                .index_head("platform", "main")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("c3")
-        );
-        store
-            .apply_index(update(vec![release("c9", "dev", "a-9")], "c9", true))
-            .await
-            .unwrap();
-        let after = store.releases(&query).await.unwrap();
-        assert_eq!(after.len(), 1);
-        assert_eq!(after[0].commit, "c9");
-        store.clear_release_index().await.unwrap();
-        assert!(store.releases(&query).await.unwrap().is_empty());
-        assert_eq!(store.index_head("platform", "main").await.unwrap(), None);
     }
 }

@@ -37,19 +37,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::rows::{LeaseCheck, event_from_row, job_from_row, still_leased, task_from_row};
 use crate::{
     BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
     Store, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,10 +68,11 @@ const GROUP_COMMIT_MAX: usize = 256;
 /// pressure instead of unbounded memory when requests arrive faster than the disk syncs.
 const WRITE_QUEUE: usize = 4 * GROUP_COMMIT_MAX;
 
-/// A task running under the lease that claimed it, for an UPDATE of `tasks`. An expired lease
-/// that nobody took over still counts: the writer's push happened, and recording it beats
-/// running the task again.
-const LEASED: &str = "state = 'running' AND claimed_by = (SELECT l.owner FROM branch_leases AS l \
+/// A task running under the lease that claimed it — same owner, same epoch — for an UPDATE of
+/// `tasks`. An expired lease that nobody took over still counts: the writer's push happened,
+/// and recording it beats running the task again.
+const LEASED: &str = "state = 'running' AND (claimed_by, claim_epoch) = (SELECT l.owner, l.epoch \
+                      FROM branch_leases AS l \
                       WHERE l.repository = tasks.repository AND l.branch = tasks.branch)";
 
 /// Unfinished task states, as the partial index `tasks_unfinished_by_branch` spells them (SQLite
@@ -447,6 +448,23 @@ impl Store for SqliteStore {
             reply,
         })
         .await
+    }
+
+    async fn claim_notification(&self, job_id: &str) -> Result<bool> {
+        let claimed = sqlx::query(
+            "UPDATE jobs SET notified_at = ?2 \
+             WHERE id = ?1 AND notified_at IS NULL AND state IN ('succeeded', 'failed')",
+        )
+        .bind(job_id)
+        .bind(self.now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(claimed.rows_affected() > 0)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
     }
 
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>> {
@@ -1311,14 +1329,18 @@ async fn lock_branch(
     now: i64,
 ) -> Result<bool> {
     let expires_at = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-    // One atomic statement, valid as is in PostgreSQL: insert a fresh lease, or overwrite the
-    // existing one if it is ours (renewal) or expired (takeover). No row back: someone else
-    // holds it.
+    // One atomic statement (the same in PostgreSQL): insert a fresh lease, or overwrite the
+    // existing one if it is ours and live (renewal: the epoch stays) or expired (takeover, even
+    // by ourselves: the epoch grows, fencing off whatever was claimed under the old one). No row
+    // back: someone else holds it.
     let taken = sqlx::query(
-        "INSERT INTO branch_leases (repository, branch, owner, expires_at) \
-         VALUES (?1, ?2, ?3, ?4) \
+        "INSERT INTO branch_leases (repository, branch, owner, expires_at, epoch) \
+         VALUES (?1, ?2, ?3, ?4, 1) \
          ON CONFLICT (repository, branch) DO UPDATE \
-           SET owner = excluded.owner, expires_at = excluded.expires_at \
+           SET owner = excluded.owner, expires_at = excluded.expires_at, \
+               epoch = CASE WHEN branch_leases.owner = excluded.owner \
+                             AND branch_leases.expires_at > ?5 \
+                            THEN branch_leases.epoch ELSE branch_leases.epoch + 1 END \
            WHERE branch_leases.owner = excluded.owner OR branch_leases.expires_at <= ?5 \
          RETURNING owner",
     )
@@ -1333,12 +1355,17 @@ async fn lock_branch(
 }
 
 async fn unlock_branch(conn: &mut SqliteConnection, branch: &BranchKey, owner: &str) -> Result<()> {
-    sqlx::query("DELETE FROM branch_leases WHERE repository = ?1 AND branch = ?2 AND owner = ?3")
-        .bind(&branch.repository)
-        .bind(&branch.branch)
-        .bind(owner)
-        .execute(&mut *conn)
-        .await?;
+    // Expired and moved to a new epoch rather than deleted: what was claimed under it can no
+    // longer be recorded, and epochs never restart.
+    sqlx::query(
+        "UPDATE branch_leases SET expires_at = 0, epoch = epoch + 1 \
+         WHERE repository = ?1 AND branch = ?2 AND owner = ?3",
+    )
+    .bind(&branch.repository)
+    .bind(&branch.branch)
+    .bind(owner)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -1349,22 +1376,22 @@ async fn claim(
     max: usize,
     now: i64,
 ) -> Result<Vec<Task>> {
-    let lease: Option<(String, i64)> = sqlx::query_as(
-        "SELECT owner, expires_at FROM branch_leases WHERE repository = ?1 AND branch = ?2",
+    let lease: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT owner, expires_at, epoch FROM branch_leases WHERE repository = ?1 AND branch = ?2",
     )
     .bind(&branch.repository)
     .bind(&branch.branch)
     .fetch_optional(&mut *conn)
     .await?;
-    match lease {
-        Some((holder, expires_at)) if holder == owner && expires_at > now => {}
+    let epoch = match lease {
+        Some((holder, expires_at, epoch)) if holder == owner && expires_at > now => epoch,
         _ => {
             return Err(StoreError::BranchNotLeased {
                 branch: branch.clone(),
                 owner: owner.to_owned(),
             });
         }
-    }
+    };
     if max == 0 {
         return Ok(Vec::new());
     }
@@ -1374,14 +1401,14 @@ async fn claim(
     // so two claimers never take the same row and neither waits on the other.
     let rows = sqlx::query(&format!(
         "UPDATE tasks \
-         SET state = 'running', attempts = attempts + 1, claimed_by = ?4, \
+         SET state = 'running', attempts = attempts + 1, claimed_by = ?4, claim_epoch = ?6, \
              not_before = NULL, updated_at = ?3 \
          WHERE id IN ( \
            SELECT id FROM tasks \
            WHERE repository = ?1 AND branch = ?2 AND {UNFINISHED} \
              AND (state = 'queued' \
                   OR (state = 'pending' AND not_before <= ?3) \
-                  OR (state = 'running' AND claimed_by <> ?4)) \
+                  OR (state = 'running' AND (claimed_by <> ?4 OR claim_epoch IS NOT ?6))) \
              AND id < COALESCE((SELECT MIN(id) FROM tasks \
                                 WHERE repository = ?1 AND branch = ?2 \
                                   AND {UNFINISHED} \
@@ -1396,6 +1423,7 @@ async fn claim(
     .bind(now)
     .bind(owner)
     .bind(i64::try_from(max).unwrap_or(i64::MAX))
+    .bind(epoch)
     .fetch_all(&mut *conn)
     .await?;
     let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
@@ -1595,7 +1623,7 @@ async fn lease_refusal(conn: &mut SqliteConnection, task_id: TaskId) -> StoreErr
     }
 }
 
-fn check_new_job(job: &NewJob) -> Result<()> {
+pub(crate) fn check_new_job(job: &NewJob) -> Result<()> {
     if job.tasks.is_empty() {
         return Err(StoreError::Invalid(format!(
             "{} job requested by {} has no tasks",
@@ -1616,21 +1644,18 @@ fn check_new_job(job: &NewJob) -> Result<()> {
 
 /// The job of task `task_id` if that task is running under the lease that claimed it.
 async fn leased_running_task(conn: &mut SqliteConnection, task_id: TaskId) -> Result<String> {
-    let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT t.job_id, t.state, t.claimed_by, l.owner FROM tasks AS t \
+    let row: Option<LeaseCheck> = sqlx::query_as(
+        "SELECT t.job_id, t.state, t.claimed_by, l.owner, \
+                COALESCE(t.claim_epoch = l.epoch, FALSE) AS same_epoch FROM tasks AS t \
          LEFT JOIN branch_leases AS l ON l.repository = t.repository AND l.branch = t.branch \
          WHERE t.id = ?1",
     )
     .bind(task_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (job_id, state, claimed_by, holder) = row.ok_or(StoreError::UnknownTask(task_id))?;
-    // An expired lease that nobody took over still counts: the writer's push happened, and
-    // recording it beats running the task again.
-    let leased =
-        state == TaskState::Running.as_str() && claimed_by.is_some() && claimed_by == holder;
-    if leased {
-        Ok(job_id)
+    let check = row.ok_or(StoreError::UnknownTask(task_id))?;
+    if still_leased(&check) {
+        Ok(check.0)
     } else {
         Err(StoreError::LeaseLost(task_id))
     }
@@ -1702,101 +1727,17 @@ async fn load_job(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> 
     job_from_row(&row, tasks).map(Some)
 }
 
-fn job_from_row(row: &SqliteRow, tasks: Vec<Task>) -> Result<Job> {
-    let id: String = row.try_get("id")?;
-    let state: String = row.try_get("state")?;
-    let state = JobState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("job {id} has unknown state {state:?}")))?;
-    let request: String = row.try_get("request")?;
-    let created_at = timestamp(row.try_get("created_at")?, || {
-        format!("created_at of job {id}")
-    })?;
-    let updated_at = timestamp(row.try_get("updated_at")?, || {
-        format!("updated_at of job {id}")
-    })?;
-    Ok(Job {
-        request: json_value(&request, || format!("request of job {id}"))?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        kind: row.try_get("kind")?,
-        requested_by: row.try_get("requested_by")?,
-        state,
-        created_at,
-        updated_at,
-        tasks,
-        id,
-    })
-}
-
-fn task_from_row(row: &SqliteRow) -> Result<Task> {
-    let id: TaskId = row.try_get("id")?;
-    let state: String = row.try_get("state")?;
-    let state = TaskState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("task {id} has unknown state {state:?}")))?;
-    let payload: String = row.try_get("payload")?;
-    let result: Option<String> = row.try_get("result")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    let not_before: Option<i64> = row.try_get("not_before")?;
-    Ok(Task {
-        id,
-        job_id: row.try_get("job_id")?,
-        branch: BranchKey {
-            repository: row.try_get("repository")?,
-            branch: row.try_get("branch")?,
-        },
-        state,
-        payload: json_value(&payload, || format!("payload of task {id}"))?,
-        attempts: u32::try_from(attempts).map_err(|_| {
-            StoreError::Corrupt(format!("task {id} has {attempts} attempts, out of range"))
-        })?,
-        last_error: row.try_get("last_error")?,
-        result: result
-            .map(|text| json_value(&text, || format!("result of task {id}")))
-            .transpose()?,
-        claimed_by: row.try_get("claimed_by")?,
-        retry_at: not_before
-            .map(|ms| timestamp(ms, || format!("not_before of task {id}")))
-            .transpose()?,
-        created_at: timestamp(row.try_get("created_at")?, || {
-            format!("created_at of task {id}")
-        })?,
-        updated_at: timestamp(row.try_get("updated_at")?, || {
-            format!("updated_at of task {id}")
-        })?,
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> Result<Event> {
-    let job_id: String = row.try_get("job_id")?;
-    let seq: i64 = row.try_get("seq")?;
-    let level: String = row.try_get("level")?;
-    let level = Level::parse(&level).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "event {seq} of job {job_id} has unknown level {level:?}"
-        ))
-    })?;
-    Ok(Event {
-        at: timestamp(row.try_get("at")?, || {
-            format!("event {seq} of job {job_id}")
-        })?,
-        level,
-        task_id: row.try_get("task_id")?,
-        message: row.try_get("message")?,
-        job_id,
-        seq,
-    })
-}
-
-fn timestamp(ms: i64, what: impl FnOnce() -> String) -> Result<Timestamp> {
+pub(crate) fn timestamp(ms: i64, what: impl FnOnce() -> String) -> Result<Timestamp> {
     Timestamp::from_millisecond(ms)
         .map_err(|error| StoreError::Corrupt(format!("{}: {ms} ms is not a time: {error}", what())))
 }
 
-fn json_text(value: &serde_json::Value, what: &str) -> Result<String> {
+pub(crate) fn json_text(value: &serde_json::Value, what: &str) -> Result<String> {
     serde_json::to_string(value)
         .map_err(|error| StoreError::Invalid(format!("{what} is not storable JSON: {error}")))
 }
 
-fn json_value(text: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value> {
+pub(crate) fn json_value(text: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value> {
     serde_json::from_str(text)
         .map_err(|error| StoreError::Corrupt(format!("{} is not JSON: {error}", what())))
 }

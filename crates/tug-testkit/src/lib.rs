@@ -4,6 +4,7 @@
 //! its descendants, when its handle is dropped.
 
 mod error;
+mod postgres;
 mod process;
 mod race;
 mod repo;
@@ -11,6 +12,7 @@ mod servers;
 mod tug_server;
 
 pub use error::{Error, Result};
+pub use postgres::Postgres;
 pub use process::{ServerProcess, free_port, wait_for_port};
 pub use race::{HumanPusher, HumanReport};
 pub use repo::{BareRepo, Entry, LogEntry, Scratch, git_command, run_git};

@@ -126,7 +126,7 @@ fn parent_map() -> HashMap<u32, Vec<u32>> {
     children
 }
 
-fn descendants(pid: u32) -> Vec<u32> {
+pub(crate) fn descendants(pid: u32) -> Vec<u32> {
     let children = parent_map();
     let mut out = Vec::new();
     let mut stack = vec![pid];

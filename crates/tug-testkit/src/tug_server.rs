@@ -42,6 +42,9 @@ pub struct TugServer {
     /// Process groups of every incarnation, so processes a killed server left behind (a git
     /// push in flight) are cleaned up too.
     groups: Vec<u32>,
+    /// Processes a killed incarnation left behind outside its process group (a push tug runs
+    /// in a group of its own, to stop it with its helpers on a timeout), killed on drop.
+    orphans: Vec<u32>,
 }
 
 impl TugServer {
@@ -90,6 +93,7 @@ impl TugServer {
             tls: config_yaml.lines().any(|line| line.starts_with("tls:")),
             child: None,
             groups: Vec::new(),
+            orphans: Vec::new(),
             scratch,
         };
         let mut last_error = None;
@@ -261,6 +265,7 @@ impl TugServer {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
+        self.orphans.extend(crate::process::descendants(child.id()));
         child
             .kill()
             .map_err(|e| Error::io("kill", &self.binary, e))?;
@@ -392,6 +397,16 @@ impl TugServer {
 
 impl Drop for TugServer {
     fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            self.orphans.extend(crate::process::descendants(child.id()));
+        }
+        for orphan in &self.orphans {
+            let _ = Command::new("kill")
+                .args(["-KILL", &orphan.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();

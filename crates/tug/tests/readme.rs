@@ -27,12 +27,17 @@ use tug_testkit::{
 
 /// The blocks the test does not run, by their first line: installing builds for minutes, two
 /// run servers in the foreground, which the test starts itself (`tug quickstart` with a port of
-/// its own, `tug server` on the README's configuration), and the last is the test suite this
-/// test is part of.
-const NOT_RUN: [&str; 4] = [
+/// its own, `tug server` on the README's configuration), the replicas need a PostgreSQL of
+/// their own (`server_replicas.rs` runs them), the image build needs a release build and root
+/// (`tests/image.rs` runs the script), the chart needs a cluster (`tests/helm_chart.rs` renders
+/// it), and the last is the test suite this test is part of.
+const NOT_RUN: [&str; 7] = [
     "cargo install --path crates/tug --locked",
     "tug quickstart",
     "tug server --config tug.yaml",
+    "# three tug servers on one throwaway PostgreSQL (Debian: apt-get install postgresql; as a non-root user)",
+    "cargo build --release --locked -p tug",
+    "helm install tug deploy/helm/tug --namespace tug --create-namespace \\",
     "cargo test --workspace --locked",
 ];
 

@@ -562,3 +562,36 @@ release_notify:
         .to_string();
     assert!(error.contains("log_url"), "{error}");
 }
+
+#[test]
+fn a_postgres_store_takes_its_url_from_the_environment_and_never_prints_it() {
+    let text = "auth: { mode: none }\nstore:\n  postgres:\n    url: \"${DATABASE_URL}\"\n";
+    let env = env_of(&[("DATABASE_URL", "postgres://tug:pw-7731@db:5432/tug")]);
+    let config = load(text, &env).unwrap();
+    let postgres = config.store.postgres.clone().unwrap();
+    assert_eq!(postgres.url.expose(), "postgres://tug:pw-7731@db:5432/tug");
+    assert_eq!(postgres.max_connections, 16);
+    assert!(!format!("{config:?}").contains("pw-7731"));
+
+    // Absent: SQLite under data_dir.
+    let config = load("auth: { mode: none }\n", &env).unwrap();
+    assert!(config.store.postgres.is_none());
+
+    let unset = load(text, &env_of(&[])).unwrap_err().to_string();
+    assert!(unset.contains("store.postgres.url"), "{unset}");
+    assert!(unset.contains("DATABASE_URL"), "{unset}");
+
+    let mysql = env_of(&[("DATABASE_URL", "mysql://tug:pw-7731@db/tug")]);
+    let wrong = load(text, &mysql).unwrap_err().to_string();
+    assert!(wrong.contains("store.postgres.url"), "{wrong}");
+    assert!(wrong.contains("postgres://"), "{wrong}");
+    assert!(!wrong.contains("pw-7731"), "{wrong}");
+
+    let one = format!("{text}    max_connections: 1\n");
+    let few = load(&one, &env).unwrap_err().to_string();
+    assert!(few.contains("store.postgres.max_connections"), "{few}");
+
+    let typo = "auth: { mode: none }\nstore:\n  postgress: {}\n";
+    let unknown = load(typo, &env).unwrap_err().to_string();
+    assert!(unknown.contains("postgress"), "{unknown}");
+}

@@ -1,8 +1,10 @@
-//! The SQLite store on real database files in temporary directories. Time is a `ManualClock`, so
-//! lease expiry and retry delays are reached by moving the clock, never by waiting.
+//! One test suite for every [`Store`] backend: each test runs against SQLite (a real database
+//! file in a temporary directory) and PostgreSQL (a real server started for the test, see
+//! `tug_testkit::Postgres`). Time is a `ManualClock`, so lease expiry and retry delays are reached
+//! by moving the clock, never by waiting.
 
 // The harness helpers below are test code too, outside any `#[test]` function.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,45 +12,110 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tempfile::TempDir;
 use tug_store::{
-    BranchKey, JobFilter, JobState, Level, ManualClock, NewJob, NewTask, SqliteStore, Store,
-    StoreError, TaskOutcome, TaskState,
+    BranchKey, JobFilter, JobState, Level, ManualClock, NewJob, NewTask, PgConfig, PgStore,
+    SqliteStore, Store, StoreError, TaskOutcome, TaskState,
 };
+use tug_testkit::Postgres;
 
 const TTL: Duration = Duration::from_secs(30);
 
+enum Backend {
+    Sqlite(TempDir),
+    // The server lives as long as the harness.
+    Postgres(#[allow(dead_code)] Box<Postgres>, String),
+}
+
 struct Harness {
-    dir: TempDir,
+    backend: Backend,
     clock: Arc<ManualClock>,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
 }
 
 impl Harness {
-    async fn new() -> Harness {
+    async fn sqlite() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let start = jiff::Timestamp::from_second(1_750_000_000).unwrap();
-        let clock = Arc::new(ManualClock::new(start));
+        let clock = clock();
         let store = SqliteStore::open_with_clock(&dir.path().join("tug.db"), clock.clone())
             .await
             .unwrap();
-        Harness { dir, clock, store }
+        Harness {
+            backend: Backend::Sqlite(dir),
+            clock,
+            store: Arc::new(store),
+        }
     }
 
+    async fn postgres() -> Harness {
+        let server = Postgres::start().unwrap();
+        let url = server.create_database("tug").unwrap();
+        let clock = clock();
+        let store = PgStore::connect_with_clock(&PgConfig::new(url.clone()), clock.clone())
+            .await
+            .unwrap();
+        Harness {
+            backend: Backend::Postgres(Box::new(server), url),
+            clock,
+            store: Arc::new(store),
+        }
+    }
+
+    /// Drops the store (not closed: the database must hold everything acknowledged so far on
+    /// its own) and opens it again.
     async fn reopen(self) -> Harness {
-        let Harness { dir, clock, store } = self;
-        // Dropped, not closed: the file must hold everything acknowledged so far on its own.
+        let Harness {
+            backend,
+            clock,
+            store,
+        } = self;
         drop(store);
-        let store = SqliteStore::open_with_clock(&dir.path().join("tug.db"), clock.clone())
-            .await
-            .unwrap();
-        Harness { dir, clock, store }
+        let store: Arc<dyn Store> = match &backend {
+            Backend::Sqlite(dir) => Arc::new(
+                SqliteStore::open_with_clock(&dir.path().join("tug.db"), clock.clone())
+                    .await
+                    .unwrap(),
+            ),
+            Backend::Postgres(_, url) => Arc::new(
+                PgStore::connect_with_clock(&PgConfig::new(url.clone()), clock.clone())
+                    .await
+                    .unwrap(),
+            ),
+        };
+        Harness {
+            backend,
+            clock,
+            store,
+        }
     }
 
+    /// Rows in `table`, read over a connection of its own.
     async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(self.store.pool())
-            .await
-            .unwrap()
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match &self.backend {
+            Backend::Sqlite(dir) => {
+                let pool = sqlx::SqlitePool::connect(&format!(
+                    "sqlite://{}",
+                    dir.path().join("tug.db").display()
+                ))
+                .await
+                .unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap()
+            }
+            Backend::Postgres(_, url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap()
+            }
+        }
     }
+
+    async fn job_states(&self) -> Vec<JobState> {
+        let jobs = self.store.list_jobs(&JobFilter::default()).await.unwrap();
+        jobs.into_iter().map(|job| job.state).collect()
+    }
+}
+
+fn clock() -> Arc<ManualClock> {
+    let start = jiff::Timestamp::from_second(1_750_000_000).unwrap();
+    Arc::new(ManualClock::new(start))
 }
 
 fn branch(repository: &str, branch: &str) -> BranchKey {
@@ -74,9 +141,7 @@ fn deploy(key: Option<&str>, image: &str, branches: &[&BranchKey]) -> NewJob {
     }
 }
 
-#[tokio::test]
-async fn enqueued_job_survives_reopening_the_file() {
-    let h = Harness::new().await;
+async fn enqueued_job_survives_reopening_the_file(h: Harness) {
     let main = branch("gitops/prod", "main");
     let staging = branch("gitops/staging", "main");
     let enqueued = h
@@ -116,9 +181,7 @@ async fn enqueued_job_survives_reopening_the_file() {
     assert!(h.store.job("no-such-job").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn same_idempotency_key_returns_the_existing_job() {
-    let h = Harness::new().await;
+async fn same_idempotency_key_returns_the_existing_job(h: Harness) {
     let main = branch("gitops/prod", "main");
     let first = h
         .store
@@ -157,9 +220,7 @@ async fn same_idempotency_key_returns_the_existing_job() {
     assert_eq!(h.count("jobs").await, 3);
 }
 
-#[tokio::test]
-async fn enqueue_rejects_jobs_without_tasks_or_with_a_branch_twice() {
-    let h = Harness::new().await;
+async fn enqueue_rejects_jobs_without_tasks_or_with_a_branch_twice(h: Harness) {
     let empty = h.store.enqueue(deploy(None, "shop:1", &[])).await;
     assert!(matches!(empty, Err(StoreError::Invalid(_))), "{empty:?}");
     let main = branch("gitops/prod", "main");
@@ -174,9 +235,7 @@ async fn enqueue_rejects_jobs_without_tasks_or_with_a_branch_twice() {
     assert_eq!(h.count("jobs").await, 0);
 }
 
-#[tokio::test]
-async fn claim_takes_a_branch_oldest_first_up_to_max() {
-    let h = Harness::new().await;
+async fn claim_takes_a_branch_oldest_first_up_to_max(h: Harness) {
     let main = branch("gitops/prod", "main");
     let other = branch("gitops/prod", "release");
     let mut ids = Vec::new();
@@ -230,9 +289,7 @@ async fn claim_takes_a_branch_oldest_first_up_to_max() {
     );
 }
 
-#[tokio::test]
-async fn claim_requires_the_branch_lease() {
-    let h = Harness::new().await;
+async fn claim_requires_the_branch_lease(h: Harness) {
     let main = branch("gitops/prod", "main");
     h.store
         .enqueue(deploy(None, "shop:1", &[&main]))
@@ -261,12 +318,10 @@ async fn claim_requires_the_branch_lease() {
         matches!(expired, Err(StoreError::BranchNotLeased { .. })),
         "{expired:?}"
     );
-    assert_eq!(h.store.job_states().await, vec![JobState::Queued]);
+    assert_eq!(h.job_states().await, vec![JobState::Queued]);
 }
 
-#[tokio::test]
-async fn branch_lease_is_exclusive_renewable_and_expires() {
-    let h = Harness::new().await;
+async fn branch_lease_is_exclusive_renewable_and_expires(h: Harness) {
     let main = branch("gitops/prod", "main");
     let other = branch("gitops/prod", "release");
 
@@ -297,9 +352,7 @@ async fn branch_lease_is_exclusive_renewable_and_expires() {
     assert!(h.store.lock_branch(&main, "writer-a", TTL).await.unwrap());
 }
 
-#[tokio::test]
-async fn tasks_of_a_dead_writer_are_claimed_again() {
-    let h = Harness::new().await;
+async fn tasks_of_a_dead_writer_are_claimed_again(h: Harness) {
     let main = branch("gitops/prod", "main");
     let job = h
         .store
@@ -375,9 +428,7 @@ async fn tasks_of_a_dead_writer_are_claimed_again() {
     );
 }
 
-#[tokio::test]
-async fn tasks_left_running_by_an_unlock_are_runnable_again() {
-    let h = Harness::new().await;
+async fn tasks_left_running_by_an_unlock_are_runnable_again(h: Harness) {
     let main = branch("gitops/prod", "main");
     h.store
         .enqueue(deploy(None, "shop:1", &[&main]))
@@ -399,9 +450,7 @@ async fn tasks_left_running_by_an_unlock_are_runnable_again() {
     assert_eq!(again[0].attempts, 2);
 }
 
-#[tokio::test]
-async fn postponed_task_waits_for_its_retry_time() {
-    let h = Harness::new().await;
+async fn postponed_task_waits_for_its_retry_time(h: Harness) {
     let main = branch("gitops/prod", "main");
     let job = h
         .store
@@ -487,9 +536,7 @@ async fn postponed_task_waits_for_its_retry_time() {
     );
 }
 
-#[tokio::test]
-async fn pending_task_holds_back_later_tasks_of_its_branch_only() {
-    let h = Harness::new().await;
+async fn pending_task_holds_back_later_tasks_of_its_branch_only(h: Harness) {
     let main = branch("gitops/prod", "main");
     let other = branch("gitops/staging", "main");
     h.store
@@ -536,9 +583,7 @@ async fn pending_task_holds_back_later_tasks_of_its_branch_only() {
     );
 }
 
-#[tokio::test]
-async fn job_state_is_derived_from_its_tasks() {
-    let h = Harness::new().await;
+async fn job_state_is_derived_from_its_tasks(h: Harness) {
     let prod = branch("gitops/prod", "main");
     let staging = branch("gitops/staging", "main");
     let job = h
@@ -633,9 +678,7 @@ async fn job_state_is_derived_from_its_tasks() {
     );
 }
 
-#[tokio::test]
-async fn events_are_numbered_densely_per_job() {
-    let h = Harness::new().await;
+async fn events_are_numbered_densely_per_job(h: Harness) {
     let main = branch("gitops/prod", "main");
     let a = h
         .store
@@ -714,9 +757,7 @@ async fn events_are_numbered_densely_per_job() {
     assert_eq!(next.seq, 6);
 }
 
-#[tokio::test]
-async fn list_jobs_filters_newest_first() {
-    let h = Harness::new().await;
+async fn list_jobs_filters_newest_first(h: Harness) {
     let prod = branch("gitops/prod", "main");
     let staging = branch("gitops/staging", "main");
     let mut created = Vec::new();
@@ -799,9 +840,7 @@ async fn list_jobs_filters_newest_first() {
     assert!(h.store.list_jobs(&nowhere).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn queue_depths_count_unfinished_tasks_per_branch() {
-    let h = Harness::new().await;
+async fn queue_depths_count_unfinished_tasks_per_branch(h: Harness) {
     let prod = branch("gitops/prod", "main");
     let staging = branch("gitops/staging", "main");
     assert!(h.store.queue_depths().await.unwrap().is_empty());
@@ -837,10 +876,8 @@ async fn queue_depths_count_unfinished_tasks_per_branch() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_enqueues_are_all_stored() {
-    let h = Harness::new().await;
-    let store = Arc::new(h.store);
+async fn concurrent_enqueues_are_all_stored(h: Harness) {
+    let store = h.store.clone();
     let per_task = 10;
     let mut handles = Vec::new();
     for writer in 0..16 {
@@ -963,21 +1000,11 @@ impl NowForTests for ManualClock {
     }
 }
 
-trait JobStates {
-    async fn job_states(&self) -> Vec<JobState>;
-}
-
-impl JobStates for SqliteStore {
-    async fn job_states(&self) -> Vec<JobState> {
-        let jobs = self.list_jobs(&JobFilter::default()).await.unwrap();
-        jobs.into_iter().map(|job| job.state).collect()
-    }
-}
-
 #[tokio::test]
 async fn database_runs_in_wal_mode_with_full_sync() {
-    let h = Harness::new().await;
-    for pool in [h.store.pool(), h.store.read_pool()] {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("tug.db")).await.unwrap();
+    for pool in [store.pool(), store.read_pool()] {
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(pool)
             .await
@@ -999,5 +1026,155 @@ async fn database_runs_in_wal_mode_with_full_sync() {
             .unwrap();
         assert!(busy_timeout >= 1_000, "busy timeout {busy_timeout} ms");
     }
-    assert!(h.dir.path().join("tug.db-wal").exists());
+    assert!(dir.path().join("tug.db-wal").exists());
 }
+
+/// The fence: a writer whose lease lapsed and was taken over records nothing — not even when it
+/// takes the lease back later (a new epoch), while what it claimed under the old one is still
+/// in its hands.
+async fn a_writer_that_lost_its_lease_records_nothing_even_after_retaking_it(h: Harness) {
+    let main = branch("gitops/prod", "main");
+    h.store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap();
+    assert!(h.store.lock_branch(&main, "a", TTL).await.unwrap());
+    let claimed = h.store.claim(&main, "a", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // A's lease lapses while it pushes; B takes over and gives up again.
+    h.clock.advance(TTL + Duration::from_secs(1));
+    assert!(h.store.lock_branch(&main, "b", TTL).await.unwrap());
+    h.store.unlock_branch(&main, "b").await.unwrap();
+    // A comes back and takes the lease again: its old claim is fenced off all the same.
+    assert!(h.store.lock_branch(&main, "a", TTL).await.unwrap());
+    let refused = h
+        .store
+        .finish_task(
+            claimed[0].id,
+            TaskOutcome::Succeeded(json!({"commit": "abc"})),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost(id)) if id == claimed[0].id),
+        "{refused:?}"
+    );
+    let refused = h
+        .store
+        .postpone_task(claimed[0].id, "late", Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost(_))),
+        "{refused:?}"
+    );
+    // Under its new epoch A claims the task again and may record it.
+    let again = h.store.claim(&main, "a", 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    h.store
+        .finish_task(
+            again[0].id,
+            TaskOutcome::Succeeded(json!({"commit": "abc"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.job_states().await, vec![JobState::Succeeded]);
+}
+
+/// A renewal while the lease is live keeps the epoch: a long push renewed by its heartbeat can
+/// record its outcome.
+async fn renewing_a_live_lease_keeps_what_it_claimed(h: Harness) {
+    let main = branch("gitops/prod", "main");
+    h.store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap();
+    assert!(h.store.lock_branch(&main, "a", TTL).await.unwrap());
+    let claimed = h.store.claim(&main, "a", 10).await.unwrap();
+    for _ in 0..5 {
+        h.clock.advance(TTL / 2);
+        assert!(h.store.lock_branch(&main, "a", TTL).await.unwrap());
+        assert!(!h.store.lock_branch(&main, "b", TTL).await.unwrap());
+    }
+    h.store
+        .finish_task(claimed[0].id, TaskOutcome::Succeeded(json!({})))
+        .await
+        .unwrap();
+}
+
+/// However many replicas ask, one sends a finished job's notifications.
+async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
+    let main = branch("gitops/prod", "main");
+    let job = h
+        .store
+        .enqueue(deploy(None, "shop:1", &[&main]))
+        .await
+        .unwrap()
+        .job;
+    assert!(
+        !h.store.claim_notification(&job.id).await.unwrap(),
+        "not finished yet"
+    );
+    assert!(h.store.lock_branch(&main, "a", TTL).await.unwrap());
+    let claimed = h.store.claim(&main, "a", 10).await.unwrap();
+    h.store
+        .finish_task(claimed[0].id, TaskOutcome::Failed("refused".to_owned()))
+        .await
+        .unwrap();
+    let askers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = h.store.clone();
+            let id = job.id.clone();
+            tokio::spawn(async move { store.claim_notification(&id).await.unwrap() })
+        })
+        .collect();
+    let mut granted = 0;
+    for asker in askers {
+        granted += usize::from(asker.await.unwrap());
+    }
+    assert_eq!(granted, 1);
+    assert!(!h.store.claim_notification("no-such-job").await.unwrap());
+    h.store.ping().await.unwrap();
+}
+
+/// Runs each test of the suite once per backend: `sqlite::name` and `postgres::name`.
+macro_rules! every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Harness::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Harness::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+every_backend!(
+    enqueued_job_survives_reopening_the_file,
+    same_idempotency_key_returns_the_existing_job,
+    enqueue_rejects_jobs_without_tasks_or_with_a_branch_twice,
+    claim_takes_a_branch_oldest_first_up_to_max,
+    claim_requires_the_branch_lease,
+    branch_lease_is_exclusive_renewable_and_expires,
+    tasks_of_a_dead_writer_are_claimed_again,
+    tasks_left_running_by_an_unlock_are_runnable_again,
+    postponed_task_waits_for_its_retry_time,
+    pending_task_holds_back_later_tasks_of_its_branch_only,
+    job_state_is_derived_from_its_tasks,
+    events_are_numbered_densely_per_job,
+    list_jobs_filters_newest_first,
+    queue_depths_count_unfinished_tasks_per_branch,
+    concurrent_enqueues_are_all_stored,
+    a_writer_that_lost_its_lease_records_nothing_even_after_retaking_it,
+    renewing_a_live_lease_keeps_what_it_claimed,
+    a_finished_job_is_claimed_for_notification_once,
+);

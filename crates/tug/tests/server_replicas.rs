@@ -1,0 +1,440 @@
+//! Several `tug server` replicas on one PostgreSQL: any replica accepts any request, one writer
+//! per branch across them, and a replica killed with SIGKILL loses nothing — another one takes
+//! its branches once its lease lapses. Every part is real: the PostgreSQL server (started for
+//! the test), nginx + git http-backend, three tug processes, a person pushing to the hot branch.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod server_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use server_common::*;
+use tug_testkit::{BareRepo, HumanPusher, Postgres, SmartHttp, TugServer, http_request};
+
+const TOKEN: &str = "tug-replica-token-5c1e";
+const REPLICAS: usize = 3;
+const CLIENTS: usize = 24;
+const REQUESTS: usize = 600;
+const SERVICES: usize = 12;
+/// Branches besides `main` (the hot one, where the person pushes too).
+const OTHER_BRANCHES: usize = 10;
+/// A replica is killed (SIGKILL) and restarted this often during the run.
+const KILL_EVERY: Duration = Duration::from_secs(4);
+const HUMAN_INTERVAL: Duration = Duration::from_millis(100);
+
+fn replica_config(url: &str) -> String {
+    format!(
+        "store:\n  postgres:\n    url: \"${{DATABASE_URL}}\"\n    max_connections: 8\n\
+         repositories:\n  - name: platform\n    url: \"{url}\"\n\
+         auth:\n  tokens:\n    - name: ci\n      sha256: \"{sha}\"\n      repositories: [\"platform\"]\n",
+        sha = token_sha256(TOKEN),
+    )
+}
+
+fn start_replicas(database_url: &str, git_url: &str) -> Vec<TugServer> {
+    (0..REPLICAS)
+        .map(|_| {
+            TugServer::start_with_env(
+                tug_binary(),
+                &replica_config(git_url),
+                &[("DATABASE_URL", database_url)],
+            )
+            .expect("start a replica")
+        })
+        .collect()
+}
+
+fn services() -> Vec<String> {
+    (0..SERVICES).map(|i| format!("svc-{i:02}")).collect()
+}
+
+/// The branch request `k` writes to: every other request goes to `main`.
+fn branch_of(k: usize) -> String {
+    if k.is_multiple_of(2) {
+        "main".to_owned()
+    } else {
+        format!("env-{}", (k / 2) % OTHER_BRANCHES)
+    }
+}
+
+fn request(url: &str, k: usize) -> Value {
+    let service = format!("svc-{:02}", k % SERVICES);
+    json!({
+        "commitSpec": {"CommitMessage": format!("deploy {service} v{k}")},
+        "deploySpecs": [{
+            "url": url,
+            "updates": [{
+                "branch": branch_of(k),
+                "paths": [{
+                    "path": format!("apps/{service}/dev"),
+                    "kustomize": {"images": [{
+                        "name": format!("registry.example.com/{service}"),
+                        "newTag": format!("v{k}"),
+                    }]},
+                }],
+            }],
+        }],
+    })
+}
+
+/// Sends request `k` until some replica gives its final result, moving to the next replica
+/// when the connection drops (the replica was killed) or it answers 503. The idempotency key
+/// makes every retry the same request. Returns the job id and how many tries it took.
+fn deploy_until_done(replicas: &[SocketAddr], url: &str, k: usize) -> (String, usize) {
+    let body = body(&request(url, k));
+    let key = format!("replica-test-{k}");
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", auth.as_str()),
+        ("Idempotency-Key", key.as_str()),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last = String::new();
+    for attempt in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "request {k} got no final result in time; last answer: {last}"
+        );
+        let replica = replicas[(k + attempt) % replicas.len()];
+        match http_request(replica, "POST", "/api/v1/deploy", &headers, &body) {
+            Ok(response) if response.status == 200 => {
+                let lines = response.ndjson().unwrap_or_default();
+                match lines.last().map(|line| &line["result"]) {
+                    Some(result) if result["status"] == "succeeded" => {
+                        return (result["jobId"].as_str().unwrap().to_owned(), attempt + 1);
+                    }
+                    Some(result) if result["status"] == "failed" => {
+                        panic!("request {k} failed: {lines:?}")
+                    }
+                    // The stream broke off (the replica died mid-stream): ask again.
+                    _ => last = format!("{lines:?}"),
+                }
+            }
+            Ok(response) if response.status == 503 || response.status == 429 => {
+                last = response.text();
+            }
+            Ok(response) => panic!(
+                "request {k}: unexpected {}: {}",
+                response.status,
+                response.text()
+            ),
+            Err(error) => last = error.to_string(),
+        }
+        // A client's back-off before it tries another replica.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!()
+}
+
+/// `Tug-Request` trailers of every commit on every branch.
+fn trailers_on_all_branches(repo: &BareRepo) -> Vec<String> {
+    let out = repo
+        .git(&[
+            "log",
+            "--all",
+            "--format=%(trailers:key=Tug-Request,valueonly,separator=%x2c)",
+        ])
+        .unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn replicas_land_every_request_once_while_they_are_killed() {
+    let postgres = Postgres::start().unwrap();
+    let database_url = postgres.create_database("tug").unwrap();
+    let names = services();
+    let repo = overlays_repo(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    for n in 0..OTHER_BRANCHES {
+        repo.git(&["branch", &format!("env-{n}"), "main"]).unwrap();
+    }
+    let http = SmartHttp::start(repo.root(), None).unwrap();
+    let url = http.url(repo.name());
+    let mut replicas = start_replicas(&database_url, &url);
+    let addresses: Vec<SocketAddr> = replicas.iter().map(TugServer::http_addr).collect();
+    let human = HumanPusher::start(&url, "main", HUMAN_INTERVAL).unwrap();
+
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    let (results, kills) = std::thread::scope(|scope| {
+        let chaos = scope.spawn(|| {
+            let mut kills = 0;
+            let mut next = Instant::now() + KILL_EVERY;
+            while !done.load(Ordering::SeqCst) {
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let victim = &mut replicas[kills % REPLICAS];
+                victim.kill9().unwrap();
+                victim.restart().unwrap();
+                kills += 1;
+                next = Instant::now() + KILL_EVERY;
+            }
+            kills
+        });
+        // Set however the clients end (a panicking client included), so the chaos thread stops
+        // and the scope can end.
+        struct StopChaos<'a>(&'a AtomicBool);
+        impl Drop for StopChaos<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let stop = StopChaos(&done);
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                let (addresses, url) = (&addresses, &url);
+                scope.spawn(move || {
+                    (client..REQUESTS)
+                        .step_by(CLIENTS)
+                        .map(|k| (k, deploy_until_done(addresses, url, k)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let results: Vec<(usize, (String, usize))> = clients
+            .into_iter()
+            .flat_map(|client| client.join().unwrap())
+            .collect();
+        drop(stop);
+        (results, chaos.join().unwrap())
+    });
+    let elapsed = started.elapsed();
+    let human = human.stop().unwrap();
+
+    assert!(
+        kills >= 2,
+        "the run is long enough to kill replicas ({kills})"
+    );
+    let retried = results.iter().filter(|(_, (_, tries))| *tries > 1).count();
+
+    // Every request acknowledged, each as its own job.
+    let ids: BTreeSet<String> = results.iter().map(|(_, (id, _))| id.clone()).collect();
+    assert_eq!(ids.len(), REQUESTS, "one job per request");
+
+    // Each request in git exactly once.
+    let mut landed: BTreeMap<String, usize> = BTreeMap::new();
+    for trailer in trailers_on_all_branches(&repo) {
+        *landed.entry(trailer).or_default() += 1;
+    }
+    let duplicated: Vec<_> = landed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "landed twice: {duplicated:?}");
+    let landed: BTreeSet<String> = landed.into_keys().collect();
+    assert_eq!(
+        landed, ids,
+        "the commits are exactly the acknowledged requests"
+    );
+
+    // Every human commit kept; history linear on every branch.
+    assert!(!human.commits.is_empty());
+    let on_main =
+        String::from_utf8(repo.git(&["rev-list", "--first-parent", "main"]).unwrap()).unwrap();
+    for commit in &human.commits {
+        assert!(
+            on_main.contains(commit.as_str()),
+            "human commit {commit} lost"
+        );
+    }
+    assert!(
+        repo.git(&["rev-list", "--all", "--min-parents=2"])
+            .unwrap()
+            .is_empty(),
+        "history is linear"
+    );
+
+    // No job left unfinished, every one of them succeeded.
+    let unfinished = postgres
+        .psql(
+            "tug",
+            "SELECT count(*) FROM jobs WHERE state <> 'succeeded'",
+        )
+        .unwrap();
+    assert_eq!(unfinished, "0");
+    // Any replica answers for any job.
+    let some_job = ids.iter().next().unwrap();
+    for replica in &replicas {
+        let job = job(replica, some_job, TOKEN);
+        assert_eq!(job["status"], "succeeded");
+    }
+    eprintln!(
+        "{REQUESTS} requests from {CLIENTS} clients over {REPLICAS} replicas in {:.1} s, \
+         {kills} replicas killed, {retried} requests retried by their client, {} human commits",
+        elapsed.as_secs_f64(),
+        human.commits.len()
+    );
+}
+
+#[test]
+fn a_replica_reports_the_database_down_and_recovers_when_it_returns() {
+    let mut postgres = Postgres::start().unwrap();
+    let database_url = postgres.create_database("tug").unwrap();
+    let repo = overlays_repo(&["api"]);
+    let url = repo.file_url();
+    let server = TugServer::start_with_env(
+        tug_binary(),
+        &replica_config(&url),
+        &[("DATABASE_URL", &database_url)],
+    )
+    .unwrap();
+    let (status, health) = server.get_json("/api/v1/health", None).unwrap();
+    assert_eq!((status, health["status"].as_str()), (200, Some("SERVING")));
+
+    postgres.kill();
+    let health = wait_for(Duration::from_secs(30), "health to say NOT_SERVING", || {
+        let (status, health) = server.get_json("/api/v1/health", None).unwrap();
+        (status == 503).then_some(health)
+    });
+    assert_eq!(health["status"], "NOT_SERVING");
+    assert!(
+        health["reason"].as_str().unwrap().contains("database"),
+        "{health}"
+    );
+    // A request is refused at once with a clear message instead of hanging; nothing is lost
+    // because nothing was acknowledged.
+    let asked = Instant::now();
+    let (status, lines) = server
+        .post_deploy(&body(&image_deploy(&url, "api", "v2")), Some(TOKEN), None)
+        .unwrap();
+    assert_eq!(status, 503, "{lines:?}");
+    assert!(asked.elapsed() < Duration::from_secs(15));
+    let message = lines[0]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("store") || message.contains("database"),
+        "{message}"
+    );
+    assert!(!message.contains("password"), "{message}");
+
+    postgres.restart().unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "health to say SERVING again",
+        || {
+            let (status, _) = server.get_json("/api/v1/health", None).unwrap();
+            (status == 200).then_some(())
+        },
+    );
+    let (status, lines) = server
+        .post_deploy(&body(&image_deploy(&url, "api", "v3")), Some(TOKEN), None)
+        .unwrap();
+    assert_eq!(status, 200, "{lines:?}");
+    assert_eq!(
+        lines.last().unwrap()["result"]["status"],
+        "succeeded",
+        "{lines:?}"
+    );
+    let file = repo
+        .read_file("main", "apps/api/dev/kustomization.yaml")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8(file).unwrap().contains("newTag: v3\n"));
+}
+
+/// Posts request `tag` for service `api` with `?wait=false` and returns its job id.
+fn submit(server: &TugServer, url: &str, tag: &str) -> String {
+    let response = server
+        .post_deploy_to(
+            "/api/v1/deploy?wait=false",
+            &body(&image_deploy(url, "api", tag)),
+            Some(TOKEN),
+            None,
+        )
+        .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+    response.json().unwrap()["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_killed_replicas_branch_is_taken_over_within_ten_seconds_and_a_stopped_one_hands_it_over_at_once()
+ {
+    let postgres = Postgres::start().unwrap();
+    let database_url = postgres.create_database("tug").unwrap();
+    let repo = overlays_repo(&["api"]);
+    let url = repo.file_url();
+    let gate = tug_testkit::Scratch::new().unwrap();
+    let (entered, release) = (gate.join("entered"), gate.join("release"));
+    hold_pushes(&repo, &entered, &release);
+    let start = || {
+        TugServer::start_with_env(
+            tug_binary(),
+            &replica_config(&url),
+            &[("DATABASE_URL", &database_url)],
+        )
+        .unwrap()
+    };
+    // A takes `main` and hangs in its push (B starts only then, so the branch is A's); then A
+    // dies (SIGKILL), the push still in flight.
+    let mut a = start();
+    let first = submit(&a, &url, "v2");
+    wait_for(
+        Duration::from_secs(30),
+        "A's push to reach the remote",
+        || entered.exists().then_some(()),
+    );
+    let mut b = start();
+    a.kill9().unwrap();
+    let killed = Instant::now();
+    let second = submit(&b, &url, "v3");
+    std::fs::write(&release, "").unwrap();
+    let job = wait_for_end(&b, &second, TOKEN, Duration::from_secs(30));
+    let failover = killed.elapsed();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let job = wait_for_end(&b, &first, TOKEN, Duration::from_secs(30));
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        failover < Duration::from_secs(10),
+        "B took over the branch {failover:?} after A died"
+    );
+    // A's push landed after all (it outlived A); B found it instead of pushing it again.
+    let mut trailers = request_trailers(&repo);
+    trailers.sort();
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort();
+    assert_eq!(trailers, expected);
+
+    // Now B holds `main` mid-push (A, restarted only then, cannot have it) and is asked to
+    // stop (SIGTERM): it finishes that push, gives the lease up, and A takes the branch at once,
+    // not when the lease would lapse.
+    std::fs::remove_file(&release).unwrap();
+    std::fs::remove_file(&entered).unwrap();
+    let third = submit(&b, &url, "v4");
+    wait_for(
+        Duration::from_secs(30),
+        "B's push to reach the remote",
+        || entered.exists().then_some(()),
+    );
+    a.restart().unwrap();
+    let fourth = submit(&a, &url, "v5");
+    b.send_sigterm().unwrap();
+    std::fs::write(&release, "").unwrap();
+    let status = b.wait_exit(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status:?}");
+    let stopped = Instant::now();
+    let job = wait_for_end(&a, &fourth, TOKEN, Duration::from_secs(30));
+    let handover = stopped.elapsed();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        wait_for_end(&a, &third, TOKEN, Duration::from_secs(5))["status"],
+        "succeeded"
+    );
+    assert!(
+        handover < Duration::from_secs(3),
+        "A took the branch {handover:?} after B stopped"
+    );
+    eprintln!("failover after SIGKILL: {failover:?}; handover after SIGTERM: {handover:?}");
+}
