@@ -18,11 +18,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+mod audit;
 mod postgres;
 mod postgres_release;
 mod release;
 mod rows;
 mod sqlite;
+pub use audit::{AuditId, AuditLog, AuditQuery, AuditRecord, AuditResult, NewAuditRecord};
 pub use postgres::{PgConfig, PgStore};
 pub use release::{
     ArtifactWrite, BranchIndexUpdate, IndexedRelease, IndexedUnpin, NewArtifact, ReleaseQuery,

@@ -139,7 +139,7 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now().as_millisecond()
     }
 

@@ -196,7 +196,7 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now().as_millisecond()
     }
 

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tempfile::TempDir;
 use tug_store::{
-    BranchKey, JobFilter, JobState, Level, ManualClock, NewJob, NewTask, PgConfig, PgStore,
-    SqliteStore, Store, StoreError, TaskOutcome, TaskState,
+    AuditLog, AuditQuery, AuditResult, BranchKey, Clock as _, JobFilter, JobState, Level,
+    ManualClock, NewAuditRecord, NewJob, NewTask, PgConfig, PgStore, SqliteStore, Store,
+    StoreError, TaskOutcome, TaskState,
 };
 use tug_testkit::Postgres;
 
@@ -29,6 +30,7 @@ struct Harness {
     backend: Backend,
     clock: Arc<ManualClock>,
     store: Arc<dyn Store>,
+    audit: Arc<dyn AuditLog>,
 }
 
 impl Harness {
@@ -38,10 +40,12 @@ impl Harness {
         let store = SqliteStore::open_with_clock(&dir.path().join("tug.db"), clock.clone())
             .await
             .unwrap();
+        let store = Arc::new(store);
         Harness {
             backend: Backend::Sqlite(dir),
             clock,
-            store: Arc::new(store),
+            audit: store.clone(),
+            store,
         }
     }
 
@@ -52,10 +56,12 @@ impl Harness {
         let store = PgStore::connect_with_clock(&PgConfig::new(url.clone()), clock.clone())
             .await
             .unwrap();
+        let store = Arc::new(store);
         Harness {
             backend: Backend::Postgres(Box::new(server), url),
             clock,
-            store: Arc::new(store),
+            audit: store.clone(),
+            store,
         }
     }
 
@@ -66,24 +72,32 @@ impl Harness {
             backend,
             clock,
             store,
+            audit,
         } = self;
-        drop(store);
-        let store: Arc<dyn Store> = match &backend {
-            Backend::Sqlite(dir) => Arc::new(
-                SqliteStore::open_with_clock(&dir.path().join("tug.db"), clock.clone())
-                    .await
-                    .unwrap(),
-            ),
-            Backend::Postgres(_, url) => Arc::new(
-                PgStore::connect_with_clock(&PgConfig::new(url.clone()), clock.clone())
-                    .await
-                    .unwrap(),
-            ),
+        drop((store, audit));
+        let (store, audit): (Arc<dyn Store>, Arc<dyn AuditLog>) = match &backend {
+            Backend::Sqlite(dir) => {
+                let store = Arc::new(
+                    SqliteStore::open_with_clock(&dir.path().join("tug.db"), clock.clone())
+                        .await
+                        .unwrap(),
+                );
+                (store.clone(), store)
+            }
+            Backend::Postgres(_, url) => {
+                let store = Arc::new(
+                    PgStore::connect_with_clock(&PgConfig::new(url.clone()), clock.clone())
+                        .await
+                        .unwrap(),
+                );
+                (store.clone(), store)
+            }
         };
         Harness {
             backend,
             clock,
             store,
+            audit,
         }
     }
 
@@ -1136,6 +1150,170 @@ async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
     h.store.ping().await.unwrap();
 }
 
+fn audit_record(actor: &str, action: &str, service: &str, env: &str) -> NewAuditRecord {
+    NewAuditRecord {
+        actor: actor.to_owned(),
+        actor_detail: None,
+        action: action.to_owned(),
+        service: Some(service.to_owned()),
+        environment: Some(env.to_owned()),
+        repository: Some("platform".to_owned()),
+        branch: Some(env.to_owned()),
+        request_id: Some(format!("req-{actor}-{action}")),
+        result: AuditResult::Accepted,
+        code: None,
+        message: format!("{action} by {actor}"),
+    }
+}
+
+fn actions(records: &[tug_store::AuditRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| format!("{} {}", r.record.actor, r.record.action))
+        .collect()
+}
+
+async fn audit_records_keep_every_field_and_the_store_clock(h: Harness) {
+    let start = h.clock.now();
+    let mut refused = audit_record("ci", "deploy", "api", "prod");
+    refused.result = AuditResult::Refused;
+    refused.code = Some("permission_denied".to_owned());
+    refused.actor_detail = Some(json!({"issuer": "https://idp", "subject": "repo:x", "rule": 2}));
+    refused.repository = None;
+    let stored = h.audit.append_audit(refused.clone()).await.unwrap();
+    assert_eq!(stored.at, start);
+    assert_eq!(stored.record, refused);
+    h.clock.advance(Duration::from_millis(1500));
+    let later = h
+        .audit
+        .append_audit(audit_record("ci", "release", "api", "dev"))
+        .await
+        .unwrap();
+    assert!(
+        later.id > stored.id,
+        "ids grow: {} then {}",
+        stored.id,
+        later.id
+    );
+    assert_eq!(later.at.as_millisecond(), start.as_millisecond() + 1500);
+
+    // Read back after reopening: what was acknowledged is stored, field by field.
+    let h = h.reopen().await;
+    let listed = h.audit.audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(listed, vec![later, stored]);
+}
+
+async fn audit_lists_filter_and_page_newest_first(h: Harness) {
+    for (actor, action, service, env) in [
+        ("ci", "deploy", "api", "dev"),
+        ("ci", "artifact.push", "api", "dev"),
+        ("alice", "release", "api", "prod"),
+        ("ci", "deploy", "web", "dev"),
+        ("alice", "rollback", "api", "prod"),
+    ] {
+        h.audit
+            .append_audit(audit_record(actor, action, service, env))
+            .await
+            .unwrap();
+        h.clock.advance(Duration::from_secs(10));
+    }
+    let query = |f: &dyn Fn(&mut AuditQuery)| {
+        let mut q = AuditQuery::default();
+        f(&mut q);
+        q
+    };
+    let list = |q: AuditQuery| {
+        let audit = h.audit.clone();
+        async move { actions(&audit.audit(&q).await.unwrap()) }
+    };
+    assert_eq!(
+        list(AuditQuery::default()).await,
+        [
+            "alice rollback",
+            "ci deploy",
+            "alice release",
+            "ci artifact.push",
+            "ci deploy"
+        ]
+    );
+    assert_eq!(
+        list(query(&|q| q.actor = Some("alice".into()))).await,
+        ["alice rollback", "alice release"]
+    );
+    assert_eq!(
+        list(query(&|q| q.action = Some("deploy".into()))).await,
+        ["ci deploy", "ci deploy"]
+    );
+    assert_eq!(
+        list(query(&|q| {
+            q.service = Some("api".into());
+            q.environment = Some("dev".into());
+        }))
+        .await,
+        ["ci artifact.push", "ci deploy"]
+    );
+    // since is inclusive, until exclusive: records 2 and 3 (at start+10 s and start+20 s).
+    let start = h.clock.now().as_millisecond() - 50_000;
+    let t = |ms: i64| jiff::Timestamp::from_millisecond(start + ms).unwrap();
+    assert_eq!(
+        list(query(&|q| {
+            q.since = Some(t(10_000));
+            q.until = Some(t(30_000));
+        }))
+        .await,
+        ["alice release", "ci artifact.push"]
+    );
+    assert_eq!(
+        list(query(&|q| q.actor = Some("nobody".into()))).await,
+        Vec::<String>::new()
+    );
+
+    // Paging: two at a time, each page continuing below the last id of the previous one.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = h
+            .audit
+            .audit(&AuditQuery {
+                limit: Some(2),
+                before,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        pages.push(actions(&page));
+    }
+    assert_eq!(
+        pages,
+        [
+            vec!["alice rollback", "ci deploy"],
+            vec!["alice release", "ci artifact.push"],
+            vec!["ci deploy"],
+        ]
+    );
+    // Paging combines with filters.
+    let first = h
+        .audit
+        .audit(&query(&|q| {
+            q.actor = Some("ci".into());
+            q.limit = Some(1);
+        }))
+        .await
+        .unwrap();
+    let rest = h
+        .audit
+        .audit(&query(&|q| {
+            q.actor = Some("ci".into());
+            q.before = Some(first[0].id);
+        }))
+        .await
+        .unwrap();
+    assert_eq!(actions(&first), ["ci deploy"]);
+    assert_eq!(actions(&rest), ["ci artifact.push", "ci deploy"]);
+}
+
 /// Runs each test of the suite once per backend: `sqlite::name` and `postgres::name`.
 macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
@@ -1177,4 +1355,6 @@ every_backend!(
     a_writer_that_lost_its_lease_records_nothing_even_after_retaking_it,
     renewing_a_live_lease_keeps_what_it_claimed,
     a_finished_job_is_claimed_for_notification_once,
+    audit_records_keep_every_field_and_the_store_clock,
+    audit_lists_filter_and_page_newest_first,
 );
