@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tug_git::{ChangeError, CommitMeta, FileSource, FileWrite, Identity};
 use tug_release::ReleaseRecord;
-use tug_release::trailers::{TUG_REQUEST, TrailerError};
+use tug_release::trailers::{TUG_ACTOR, TUG_REQUEST, TrailerError};
 use tug_spec::{PathUpdate, PathsAt};
 
 use crate::{CHANGE_TRAILER, Created, GitFiles, describe_paths, generated_title};
@@ -63,6 +63,10 @@ pub struct TaskChange {
     pub replace_dirs: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preconditions: Vec<FilePrecondition>,
+    /// Who asked (the authenticated name), written as the `Tug-Actor` trailer; empty for a
+    /// task stored by an older version, which then has no such trailer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub actor: String,
     /// The job's id, written as the `Tug-Request` trailer. Not stored: it is the job's own id,
     /// set by whoever lands the change ([`TaskChange::for_request`]).
     #[serde(skip)]
@@ -90,6 +94,7 @@ impl TaskChange {
             files: Vec::new(),
             replace_dirs: Vec::new(),
             preconditions: Vec::new(),
+            actor: String::new(),
             request_id: String::new(),
             created: Created::default(),
         }
@@ -147,6 +152,13 @@ impl TaskChange {
     #[must_use]
     pub fn for_request(mut self, request_id: impl Into<String>) -> Self {
         self.request_id = request_id.into();
+        self
+    }
+
+    /// The change as `actor` (the name the requester authenticated as) asked for it.
+    #[must_use]
+    pub fn by_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = actor.into();
         self
     }
 
@@ -221,6 +233,9 @@ impl tug_git::Change for TaskChange {
         let mut meta = CommitMeta::new(author, title).with_body(body);
         meta.allow_empty = self.allow_empty;
         meta = meta.with_trailer(TUG_REQUEST, self.request_id.clone());
+        if !self.actor.is_empty() {
+            meta = meta.with_trailer(TUG_ACTOR, self.actor.clone());
+        }
         for e in edits {
             meta = meta.with_trailer(CHANGE_TRAILER, e);
         }

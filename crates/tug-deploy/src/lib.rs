@@ -10,6 +10,7 @@ mod change;
 
 pub use change::{CHANGED_CONCURRENTLY, FilePrecondition, TaskChange, WholeFile};
 /// Trailer carrying the request (task) id: a writer that crashed after pushing finds its commit by it.
+pub use tug_release::trailers::TUG_ACTOR as ACTOR_TRAILER;
 pub use tug_release::trailers::TUG_REQUEST as REQUEST_TRAILER;
 /// One trailer per edit, describing it.
 pub const CHANGE_TRAILER: &str = "Tug-Change";
@@ -301,6 +302,29 @@ mod tests {
         assert_eq!(back.files, change.files);
         assert_eq!(back.preconditions, change.preconditions);
         assert_eq!(back.segments, change.segments);
+    }
+
+    #[test]
+    fn the_actor_is_stored_and_written_as_a_trailer_after_the_request() {
+        let change = change(vec![kustomize("a", "1")], None).by_actor("ci-bot");
+        let stored = serde_json::to_value(&change).unwrap();
+        assert_eq!(stored["actor"], "ci-bot");
+        let back: TaskChange = serde_json::from_value(stored).unwrap();
+        let meta = tug_git::Change::commit_meta(&back.for_request("req-1"));
+        assert_eq!(
+            meta.trailers[..2],
+            [
+                (REQUEST_TRAILER.to_owned(), "req-1".to_owned()),
+                (ACTOR_TRAILER.to_owned(), "ci-bot".to_owned()),
+            ]
+        );
+
+        // A task stored before the actor was recorded lands without the trailer.
+        let mut old = serde_json::to_value(change).unwrap();
+        old.as_object_mut().unwrap().remove("actor");
+        let back: TaskChange = serde_json::from_value(old).unwrap();
+        let meta = tug_git::Change::commit_meta(&back.for_request("req-1"));
+        assert!(meta.trailers.iter().all(|(k, _)| k != ACTOR_TRAILER));
     }
 
     #[test]

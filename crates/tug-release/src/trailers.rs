@@ -34,6 +34,9 @@ pub const RELEASED_BY: &str = "Released-by";
 /// The request (job) id of every commit tug writes: a writer that crashed after pushing finds its
 /// commit by it.
 pub const TUG_REQUEST: &str = "Tug-Request";
+/// Who asked for the commit, as tug authenticated them (a token's name): written on every commit
+/// a tug server lands for a request, next to `Tug-Request`.
+pub const TUG_ACTOR: &str = "Tug-Actor";
 /// Who lifted a rollback pin (an empty commit that also carries `Service` and `Environment`).
 pub const UNPINNED_BY: &str = "Unpinned-by";
 

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tracing::Instrument as _;
 use tug_store::{
-    Enqueued, Event, Job, JobFilter, JobState, NewJob, ReleaseStore, Store, StoreError,
+    AuditLog, AuditQuery, AuditRecord, Enqueued, Event, Job, JobFilter, JobState, NewJob,
+    ReleaseStore, Store, StoreError,
 };
 
 use crate::auth::Authorizer;
@@ -22,6 +23,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Artifacts, the release index, unpins and rollout states (the same database as `store`).
     pub releases: Arc<dyn ReleaseStore>,
+    /// The audit trail (the same database as `store`).
+    pub audit: Arc<dyn AuditLog>,
     pub authorizer: Authorizer,
     pub metrics: Arc<Metrics>,
     pub writers: Arc<Writers>,
@@ -49,6 +52,46 @@ impl App {
     /// Validates, authorises and stores a deploy request; wakes the writers of its branches.
     /// Returns only once the job is committed to the store.
     pub async fn submit(
+        &self,
+        token: Option<&str>,
+        request: tug_spec::DeployRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<Enqueued, ServiceError> {
+        let actor = self.actor(token);
+        let result = self.submit_unaudited(token, request, idempotency_key).await;
+        let entry = crate::audit::Entry::new("deploy", actor);
+        let record = match &result {
+            Ok(enqueued) => {
+                let mut entry = entry;
+                if let Some(task) = enqueued.job.tasks.first() {
+                    entry = entry.branch(&task.branch.repository, &task.branch.branch);
+                }
+                let again = if enqueued.created {
+                    ""
+                } else {
+                    " (idempotency key seen before)"
+                };
+                entry.accepted(format!(
+                    "job {}: {} branch(es){again}",
+                    enqueued.job.id,
+                    enqueued.job.tasks.len()
+                ))
+            }
+            Err(e) => entry.refused(e),
+        };
+        crate::audit::write(self.audit.as_ref(), [record]).await;
+        result
+    }
+
+    /// The name `token` authenticates as, for the audit trail; [`crate::audit::UNKNOWN_ACTOR`]
+    /// when it does not.
+    pub fn actor(&self, token: Option<&str>) -> String {
+        self.authorizer
+            .authenticate(token)
+            .map_or_else(|_| crate::audit::UNKNOWN_ACTOR.to_owned(), |p| p.name)
+    }
+
+    async fn submit_unaudited(
         &self,
         token: Option<&str>,
         request: tug_spec::DeployRequest,
@@ -82,6 +125,36 @@ impl App {
             }
         }
         Ok(enqueued)
+    }
+
+    /// The audit trail, newest first; any valid token may read it.
+    pub async fn audit_log(
+        &self,
+        token: Option<&str>,
+        query: AuditQuery,
+    ) -> Result<Vec<AuditRecord>, ServiceError> {
+        self.authorizer.authenticate(token)?;
+        if query
+            .limit
+            .is_some_and(|l| l == 0 || l > AuditQuery::MAX_LIMIT)
+        {
+            return Err(ServiceError::invalid_field(
+                "limit",
+                format!("limit: must be between 1 and {}", AuditQuery::MAX_LIMIT),
+            ));
+        }
+        if let (Some(since), Some(until)) = (query.since, query.until)
+            && since >= until
+        {
+            return Err(ServiceError::invalid_field(
+                "until",
+                "until: must be later than since",
+            ));
+        }
+        self.audit
+            .audit(&query)
+            .await
+            .map_err(|e| ServiceError::store(&e))
     }
 }
 

@@ -146,7 +146,7 @@ pub fn job_from_request(
     let tasks = tasks
         .into_iter()
         .map(|(branch, payload)| {
-            serde_json::to_value(&payload)
+            serde_json::to_value(payload.by_actor(&principal.name))
                 .map(|payload| NewTask { branch, payload })
                 .map_err(|e| Rejection::invalid("deploySpecs", e.to_string()))
         })

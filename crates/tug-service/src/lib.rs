@@ -7,6 +7,7 @@
 //! [`ServiceError`]; `tug-server` holds the REST and gRPC adapters that map those to the wire.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
-use tug_store::{PgConfig, PgStore, ReleaseStore, SqliteStore, Store, StoreChange};
+use tug_store::{AuditLog, PgConfig, PgStore, ReleaseStore, SqliteStore, Store, StoreChange};
 
 use crate::app::App;
 use crate::auth::Authorizer;
@@ -48,18 +48,20 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let (store, releases): (Arc<dyn Store>, Arc<dyn ReleaseStore>) = match &config.store.postgres {
-        Some(postgres) => {
-            let mut pg = PgConfig::new(postgres.url.expose());
-            pg.max_connections = postgres.max_connections;
-            let store = Arc::new(PgStore::connect(&pg).await?);
-            (store.clone(), store)
-        }
-        None => {
-            let store = Arc::new(SqliteStore::open(&config.data_dir.join("tug.db")).await?);
-            (store.clone(), store)
-        }
-    };
+    #[allow(clippy::type_complexity)]
+    let (store, releases, audit): (Arc<dyn Store>, Arc<dyn ReleaseStore>, Arc<dyn AuditLog>) =
+        match &config.store.postgres {
+            Some(postgres) => {
+                let mut pg = PgConfig::new(postgres.url.expose());
+                pg.max_connections = postgres.max_connections;
+                let store = Arc::new(PgStore::connect(&pg).await?);
+                (store.clone(), store.clone(), store)
+            }
+            None => {
+                let store = Arc::new(SqliteStore::open(&config.data_dir.join("tug.db")).await?);
+                (store.clone(), store.clone(), store)
+            }
+        };
     let authorizer =
         Authorizer::new(&config.auth()).map_err(|e| StartError::Auth(e.to_string()))?;
     if authorizer.is_open() {
@@ -88,6 +90,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         config,
         store,
         releases,
+        audit,
         authorizer,
         metrics,
         writers: writers.clone(),

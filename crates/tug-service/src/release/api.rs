@@ -27,6 +27,7 @@ use super::index::{UNPINNED_BY, history, sync, sync_all};
 use super::policies::{policies_path, policies_place, read as read_policies, read_for_change};
 use super::{Ctx, Place, conflict, internal, invalid, not_found};
 use crate::app::App;
+use crate::audit::{self, Entry};
 use crate::auth::Principal;
 use crate::error::{ErrorKind, ServiceError};
 use tug_deploy::{FilePrecondition, TaskChange, WholeFile};
@@ -157,7 +158,7 @@ pub struct PushedArtifact {
 }
 
 /// Registers `artifact.json` as CI wrote it and auto-releases it where a policy says so.
-pub async fn push_artifact_core(
+async fn push_artifact_unaudited(
     ctx: &Ctx,
     caller: &Caller,
     text: &str,
@@ -266,7 +267,7 @@ pub struct UploadedBundle {
     pub auto_releases: Vec<AutoReleaseOutcome>,
 }
 
-pub async fn upload_bundle_core(
+async fn upload_bundle_unaudited(
     ctx: &Ctx,
     caller: &Caller,
     id: &str,
@@ -364,7 +365,7 @@ fn release_request(input: &ReleaseInput) -> Request {
     }
 }
 
-pub async fn release_core(
+async fn release_unaudited(
     ctx: &Ctx,
     caller: &Caller,
     input: ReleaseInput,
@@ -579,7 +580,7 @@ pub struct ReindexedBranch {
     pub unpins: usize,
 }
 
-pub async fn reindex_core(
+async fn reindex_unaudited(
     ctx: &Ctx,
     _caller: &Caller,
 ) -> Result<Vec<ReindexedBranch>, ServiceError> {
@@ -674,7 +675,7 @@ pub struct Unpinned {
     pub auto_release: AutoReleaseOutcome,
 }
 
-pub async fn unpin_core(
+async fn unpin_unaudited(
     ctx: &Ctx,
     caller: &Caller,
     input: UnpinInput,
@@ -755,7 +756,7 @@ pub struct RolloutInput {
     pub message: String,
 }
 
-pub async fn report_rollout_core(
+async fn report_rollout_unaudited(
     ctx: &Ctx,
     _caller: &Caller,
     input: RolloutInput,
@@ -932,7 +933,7 @@ pub struct AutoReleaseInput {
     pub by: Option<Person>,
 }
 
-pub async fn apply_auto_release_core(
+async fn apply_auto_release_unaudited(
     ctx: &Ctx,
     caller: &Caller,
     service: &str,
@@ -968,7 +969,7 @@ pub struct BranchRestrictionInput {
     pub by: Option<Person>,
 }
 
-pub async fn apply_branch_restriction_core(
+async fn apply_branch_restriction_unaudited(
     ctx: &Ctx,
     caller: &Caller,
     service: &str,
@@ -997,7 +998,7 @@ pub struct DeletePoliciesInput {
     pub by: Option<Person>,
 }
 
-pub async fn delete_policies_core(
+async fn delete_policies_unaudited(
     ctx: &Ctx,
     caller: &Caller,
     service: &str,
@@ -1019,4 +1020,201 @@ pub async fn delete_policies_core(
             .map_err(|e| policy_error(&e))
     })
     .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audited operations: each state-changing call records who did what and how it ended (see
+// `crate::audit`), whichever transport it came through.
+
+impl Caller {
+    fn entry(&self, action: &'static str) -> Entry {
+        Entry::new(action, self.principal.name.clone())
+    }
+}
+
+fn log(ctx: &Ctx) -> &dyn tug_store::AuditLog {
+    ctx.app.audit.as_ref()
+}
+
+/// Registers `artifact.json` as CI wrote it and auto-releases it where a policy says so.
+pub async fn push_artifact_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    text: &str,
+) -> Result<PushedArtifact, ServiceError> {
+    let result = push_artifact_unaudited(ctx, caller, text).await;
+    let mut entry = caller.entry("artifact.push");
+    if let Ok(artifact) = Artifact::from_json(text) {
+        entry = entry.service(artifact.service);
+    }
+    audit::record(log(ctx), entry, result, |p| {
+        format!(
+            "artifact {} {}, {} auto-release(s)",
+            p.stored.id,
+            match p.write {
+                ArtifactWrite::Created => "registered",
+                ArtifactWrite::Updated => "replaced",
+                ArtifactWrite::Unchanged => "unchanged",
+            },
+            p.auto_releases.len()
+        )
+    })
+    .await
+}
+
+/// Stores the manifest bundle of an artifact and auto-releases it where a policy says so.
+pub async fn upload_bundle_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: &str,
+    bundle: &BundleBody,
+) -> Result<UploadedBundle, ServiceError> {
+    let result = upload_bundle_unaudited(ctx, caller, id, bundle).await;
+    let entry = caller.entry("artifact.bundle").service(&bundle.service);
+    audit::record(log(ctx), entry, result, |u| {
+        format!(
+            "bundle of artifact {id}: {} file(s), {} auto-release(s)",
+            u.files,
+            u.auto_releases.len()
+        )
+    })
+    .await
+}
+
+/// Plans the release to every environment (all pass or nothing is stored) and stores one job
+/// per environment. Recorded once per environment: accepted with the job, or refused.
+pub async fn release_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    input: ReleaseInput,
+) -> Result<Vec<QueuedRelease>, ServiceError> {
+    let action = match input.intent {
+        IntentWord::Release => "release",
+        IntentWord::Promote => "promote",
+        IntentWord::Rollback => "rollback",
+    };
+    let service = input.service.clone();
+    let environments = input.environments.clone();
+    let result = release_unaudited(ctx, caller, input).await;
+    let records: Vec<_> = match &result {
+        Ok(queued) => queued
+            .iter()
+            .map(|q| {
+                caller
+                    .entry(action)
+                    .service(&service)
+                    .environment(&q.planned.environment)
+                    .branch(&q.planned.place.repository, &q.planned.place.branch)
+                    .accepted(format!(
+                        "artifact {}: job {}{}",
+                        q.planned.record.artifact_id,
+                        q.job_id,
+                        if q.created {
+                            ""
+                        } else {
+                            " (idempotency key seen before)"
+                        }
+                    ))
+            })
+            .collect(),
+        Err(e) if environments.is_empty() => {
+            vec![caller.entry(action).service(&service).refused(e)]
+        }
+        Err(e) => environments
+            .iter()
+            .map(|env| {
+                caller
+                    .entry(action)
+                    .service(&service)
+                    .environment(env)
+                    .refused(e)
+            })
+            .collect(),
+    };
+    audit::write(log(ctx), records).await;
+    result
+}
+
+/// Rebuilds the release index from git alone.
+pub async fn reindex_core(
+    ctx: &Ctx,
+    caller: &Caller,
+) -> Result<Vec<ReindexedBranch>, ServiceError> {
+    let result = reindex_unaudited(ctx, caller).await;
+    audit::record(log(ctx), caller.entry("reindex"), result, |branches| {
+        format!("{} branch(es) read", branches.len())
+    })
+    .await
+}
+
+/// Lifts a rollback pin with an empty commit on the environment's branch.
+pub async fn unpin_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    input: UnpinInput,
+) -> Result<Unpinned, ServiceError> {
+    let entry = caller
+        .entry("unpin")
+        .service(&input.service)
+        .environment(&input.env);
+    let result = unpin_unaudited(ctx, caller, input).await;
+    audit::record(log(ctx), entry, result, |u| format!("job {}", u.job.id)).await
+}
+
+/// Records a rollout state a cluster reported.
+pub async fn report_rollout_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    input: RolloutInput,
+) -> Result<(), ServiceError> {
+    let entry = caller
+        .entry("rollout.report")
+        .service(&input.service)
+        .environment(&input.env);
+    let message = format!("revision {}: {}", input.revision, input.state);
+    let result = report_rollout_unaudited(ctx, caller, input).await;
+    audit::record(log(ctx), entry, result, |()| message).await
+}
+
+fn policy_message(change: &PolicyChange) -> String {
+    format!("job {}", change.job.id)
+}
+
+pub async fn apply_auto_release_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    service: &str,
+    input: AutoReleaseInput,
+) -> Result<PolicyChange, ServiceError> {
+    let entry = caller
+        .entry("policy.write")
+        .service(service)
+        .environment(&input.env);
+    let result = apply_auto_release_unaudited(ctx, caller, service, input).await;
+    audit::record(log(ctx), entry, result, policy_message).await
+}
+
+pub async fn apply_branch_restriction_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    service: &str,
+    input: BranchRestrictionInput,
+) -> Result<PolicyChange, ServiceError> {
+    let entry = caller
+        .entry("policy.write")
+        .service(service)
+        .environment(&input.env);
+    let result = apply_branch_restriction_unaudited(ctx, caller, service, input).await;
+    audit::record(log(ctx), entry, result, policy_message).await
+}
+
+pub async fn delete_policies_core(
+    ctx: &Ctx,
+    caller: &Caller,
+    service: &str,
+    input: DeletePoliciesInput,
+) -> Result<PolicyChange, ServiceError> {
+    let entry = caller.entry("policy.write").service(service);
+    let result = delete_policies_unaudited(ctx, caller, service, input).await;
+    audit::record(log(ctx), entry, result, policy_message).await
 }

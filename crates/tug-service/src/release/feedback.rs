@@ -131,12 +131,36 @@ pub(crate) fn flux_report(payload: &Value) -> Result<Report, String> {
 
 /// An Argo CD notification (the `webhook` service's JSON body tug documents).
 pub async fn argocd(ctx: &Ctx, token: Option<&str>, body: &[u8]) -> Result<Feedback, ServiceError> {
-    record(ctx, token, body, argocd_report).await
+    audited(ctx, token, record(ctx, token, body, argocd_report).await).await
 }
 
 /// A Flux notification-controller event (generic webhook provider).
 pub async fn flux(ctx: &Ctx, token: Option<&str>, body: &[u8]) -> Result<Feedback, ServiceError> {
-    record(ctx, token, body, flux_report).await
+    audited(ctx, token, record(ctx, token, body, flux_report).await).await
+}
+
+/// Records a rollout report in the audit trail (see `crate::audit`).
+async fn audited(
+    ctx: &Ctx,
+    token: Option<&str>,
+    result: Result<Feedback, ServiceError>,
+) -> Result<Feedback, ServiceError> {
+    let mut entry = crate::audit::Entry::new("rollout.report", ctx.app.actor(token));
+    if let Ok(Feedback::Recorded {
+        service,
+        environment,
+        ..
+    }) = &result
+    {
+        entry = entry.service(service).environment(environment);
+    }
+    crate::audit::record(ctx.app.audit.as_ref(), entry, result, |f| match f {
+        Feedback::Recorded {
+            revision, state, ..
+        } => format!("revision {revision}: {state}"),
+        Feedback::NotRecorded { message } => format!("not recorded: {message}"),
+    })
+    .await
 }
 
 async fn record(

@@ -474,7 +474,7 @@ pub async fn enqueue(
         repository: place.repository.clone(),
         branch: place.branch.clone(),
     };
-    let payload = serde_json::to_value(payload)
+    let payload = serde_json::to_value(payload.clone().by_actor(requested_by))
         .map_err(|e| internal(format!("task payload is not JSON: {e}")))?;
     let enqueued = ctx
         .app

@@ -143,7 +143,7 @@ struct SourcePush<'a> {
 }
 
 /// `POST /api/v1/webhooks/github`.
-pub async fn github(
+async fn github_unaudited(
     ctx: &Ctx,
     headers: &Headers,
     body: &[u8],
@@ -229,7 +229,7 @@ pub async fn github(
 }
 
 /// `POST /api/v1/webhooks/gitlab`.
-pub async fn gitlab(
+async fn gitlab_unaudited(
     ctx: &Ctx,
     headers: &Headers,
     body: &[u8],
@@ -306,7 +306,7 @@ fn check_registry_token(
 }
 
 /// `POST /api/v1/webhooks/dockerhub`; `token` is the `?token=` query parameter.
-pub async fn dockerhub(
+async fn dockerhub_unaudited(
     ctx: &Ctx,
     token: Option<&str>,
     headers: &Headers,
@@ -335,7 +335,7 @@ pub async fn dockerhub(
 }
 
 /// `POST /api/v1/webhooks/harbor`; `token` is the `?token=` query parameter.
-pub async fn harbor(
+async fn harbor_unaudited(
     ctx: &Ctx,
     token: Option<&str>,
     headers: &Headers,
@@ -555,7 +555,7 @@ struct DispatchBody {
 }
 
 /// `POST /api/v1/dispatch` with the caller's bearer token.
-pub async fn dispatch(
+async fn dispatch_unaudited(
     ctx: &Ctx,
     token: Option<&str>,
     body: &[u8],
@@ -718,4 +718,84 @@ mod tests {
         assert!(!same_secret(b"abc", b"abd"));
         assert!(!same_secret(b"", b"abc"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audited entry points: every trigger records itself in the audit trail (`crate::audit`)
+// as `webhook.<source>`. GitHub and GitLab authenticate with a shared secret, not a token, so
+// their actor is the source itself.
+
+fn outcome_message(outcome: &TriggerOutcome) -> String {
+    match outcome {
+        TriggerOutcome::Pong => "ping".to_owned(),
+        TriggerOutcome::Ignored(why) => format!("ignored: {why}"),
+        TriggerOutcome::Registered(artifacts) => {
+            format!("{} artifact(s) registered", artifacts.len())
+        }
+        TriggerOutcome::Dispatched { job, rule, .. } => {
+            format!("rule {rule}: job {}", job.id)
+        }
+    }
+}
+
+async fn audited(
+    ctx: &Ctx,
+    action: &'static str,
+    actor: String,
+    result: Result<TriggerOutcome, ServiceError>,
+) -> Result<TriggerOutcome, ServiceError> {
+    let entry = crate::audit::Entry::new(action, actor);
+    crate::audit::record(ctx.app.audit.as_ref(), entry, result, outcome_message).await
+}
+
+/// A GitHub webhook (`push`, `ping`, `workflow_run`, …), signed with the shared secret.
+pub async fn github(
+    ctx: &Ctx,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
+    let result = github_unaudited(ctx, headers, body).await;
+    audited(ctx, "webhook.github", "github".to_owned(), result).await
+}
+
+/// A GitLab webhook, with its `X-Gitlab-Token`.
+pub async fn gitlab(
+    ctx: &Ctx,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
+    let result = gitlab_unaudited(ctx, headers, body).await;
+    audited(ctx, "webhook.gitlab", "gitlab".to_owned(), result).await
+}
+
+/// A Docker Hub push notification.
+pub async fn dockerhub(
+    ctx: &Ctx,
+    token: Option<&str>,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
+    let result = dockerhub_unaudited(ctx, token, headers, body).await;
+    audited(ctx, "webhook.dockerhub", ctx.app.actor(token), result).await
+}
+
+/// A Harbor event.
+pub async fn harbor(
+    ctx: &Ctx,
+    token: Option<&str>,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
+    let result = harbor_unaudited(ctx, token, headers, body).await;
+    audited(ctx, "webhook.harbor", ctx.app.actor(token), result).await
+}
+
+/// A dispatch: a rule renders a deploy request from the body, which is submitted.
+pub async fn dispatch(
+    ctx: &Ctx,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<TriggerOutcome, ServiceError> {
+    let result = dispatch_unaudited(ctx, token, body).await;
+    audited(ctx, "webhook.dispatch", ctx.app.actor(token), result).await
 }
