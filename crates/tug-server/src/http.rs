@@ -29,6 +29,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(health))
         .routes(routes!(list_jobs))
         .routes(routes!(get_job))
+        .routes(routes!(list_audit))
         .routes(routes!(metrics))
 }
 
@@ -521,6 +522,138 @@ async fn list_jobs(
         .await?;
     Ok(axum::Json(JobList {
         jobs: jobs.iter().map(|j| JobBody::new(j, &[])).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    /// Only calls by this actor (a token's name; `unknown` for calls without a valid token).
+    actor: Option<String>,
+    /// Only this action: `deploy`, `artifact.push`, `artifact.bundle`, `release`, `promote`,
+    /// `rollback`, `unpin`, `policy.write`, `reindex`, `rollout.report`, `webhook.<source>`.
+    action: Option<String>,
+    service: Option<String>,
+    environment: Option<String>,
+    /// RFC 3339; records at or after this time.
+    since: Option<String>,
+    /// RFC 3339; records before this time.
+    until: Option<String>,
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
+    /// An id: records older than it (pass the previous page's `next`).
+    before: Option<i64>,
+}
+
+/// One audit record.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AuditBody {
+    id: i64,
+    /// RFC 3339.
+    at: String,
+    actor: String,
+    /// What an identity provider says about the actor (issuer, subject, matched rule); absent
+    /// for tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    actor_detail: Option<Value>,
+    action: String,
+    service: Option<String>,
+    environment: Option<String>,
+    repository: Option<String>,
+    branch: Option<String>,
+    /// The `X-Request-Id` the call was answered with.
+    request_id: Option<String>,
+    /// `accepted` or `refused`.
+    result: &'static str,
+    /// The refusal's code (`permission_denied`, `not_found`, …).
+    code: Option<String>,
+    message: String,
+}
+
+/// `GET /api/v1/audit`.
+#[derive(Debug, Serialize, ToSchema)]
+struct AuditList {
+    records: Vec<AuditBody>,
+    /// The `before` of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<i64>,
+}
+
+fn timestamp_param(
+    field: &str,
+    value: Option<String>,
+) -> Result<Option<jiff::Timestamp>, ServiceError> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|e| {
+            ServiceError::invalid_field(
+                field,
+                format!("{field}: {text:?} is not an RFC 3339 time (2026-01-31T12:00:00Z): {e}"),
+            )
+        }),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "server",
+    summary = "The audit trail of state-changing calls, newest first",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "Audit records", body = AuditList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn list_audit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<AuditList>, ApiError> {
+    let token = bearer(&headers);
+    // Authenticate before reading the query: an anonymous caller learns nothing about it.
+    app.authorizer
+        .authenticate(token)
+        .map_err(ServiceError::from)?;
+    let Query(q) = query.map_err(|e| ServiceError::invalid(e.body_text()))?;
+    let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let audit_query = tug_store::AuditQuery {
+        actor: non_empty(q.actor),
+        action: non_empty(q.action),
+        service: non_empty(q.service),
+        environment: non_empty(q.environment),
+        since: timestamp_param("since", q.since)?,
+        until: timestamp_param("until", q.until)?,
+        before: q.before,
+        limit: q.limit,
+    };
+    let limit = audit_query
+        .limit
+        .unwrap_or(tug_store::AuditQuery::DEFAULT_LIMIT);
+    let records = app.audit_log(token, audit_query).await?;
+    let next = (records.len() == usize::try_from(limit).unwrap_or(usize::MAX))
+        .then(|| records.last().map(|r| r.id))
+        .flatten();
+    Ok(axum::Json(AuditList {
+        records: records
+            .into_iter()
+            .map(|r| AuditBody {
+                id: r.id,
+                at: r.at.to_string(),
+                actor: r.record.actor,
+                actor_detail: r.record.actor_detail,
+                action: r.record.action,
+                service: r.record.service,
+                environment: r.record.environment,
+                repository: r.record.repository,
+                branch: r.record.branch,
+                request_id: r.record.request_id,
+                result: r.record.result.as_str(),
+                code: r.record.code,
+                message: r.record.message,
+            })
+            .collect(),
+        next,
     }))
 }
 

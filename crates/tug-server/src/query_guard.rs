@@ -32,6 +32,20 @@ pub(crate) const ALLOWED: &[(Method, &str, &[&str])] = &[
         "/api/v1/releases",
         &["service", "env", "count"],
     ),
+    (
+        Method::GET,
+        "/api/v1/audit",
+        &[
+            "actor",
+            "action",
+            "service",
+            "environment",
+            "since",
+            "until",
+            "limit",
+            "before",
+        ],
+    ),
     (Method::POST, "/api/v1/webhooks/dockerhub", &["token"]),
     (Method::POST, "/api/v1/webhooks/harbor", &["token"]),
 ];

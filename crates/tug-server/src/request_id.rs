@@ -42,7 +42,10 @@ pub async fn layer(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok());
     tug_service::telemetry::adopt(&span, traceparent);
     let started = std::time::Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // The service core reads the id for its audit records (`tug_service::audit`).
+    let mut response = tug_service::audit::scope(id.clone(), next.run(request))
+        .instrument(span.clone())
+        .await;
     span.in_scope(|| {
         tracing::debug!(
             status = response.status().as_u16(),
