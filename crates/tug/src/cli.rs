@@ -70,6 +70,9 @@ pub(crate) enum Command {
     Policy(PolicyArgs),
     /// Rebuild the server's release index from git history.
     Reindex(ReindexArgs),
+    /// The server's audit trail: who deployed, released, pushed or changed what, accepted or
+    /// refused, newest first.
+    Audit(AuditArgs),
     /// Print a shell completion script.
     Completion {
         /// The shell to complete for.
@@ -135,6 +138,7 @@ impl Command {
             ) => server.output,
             Command::Policy(a) => a.server.output,
             Command::Reindex(a) => a.server.output,
+            Command::Audit(a) => a.server.output,
             Command::Server { .. } | Command::Quickstart { .. } | Command::Completion { .. } => {
                 OutputFormat::Text
             }
@@ -841,6 +845,37 @@ pub(crate) enum PolicyApply {
 
 #[derive(Debug, Args)]
 pub(crate) struct ReindexArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Only calls by this actor (a token's name; `unknown` for calls without a valid token).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this action (`deploy`, `artifact.push`, `release`, `promote`, `rollback`, `unpin`,
+    /// `policy.write`, `reindex`, `rollout.report`, `webhook.<source>`, …).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only calls about this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only calls about this environment.
+    #[arg(long, alias = "env")]
+    pub environment: Option<String>,
+    /// Records at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Records before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// At most this many records (1 to 1000; the server's default is 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Records older than this id: the next page after one whose `next` it is.
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
     #[command(flatten)]
     pub server: ServerArgs,
 }

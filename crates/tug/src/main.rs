@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod cmd_apply;
 mod cmd_artifact;
+mod cmd_audit;
 mod cmd_deploy;
 mod cmd_edit;
 mod cmd_release;
@@ -77,6 +78,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Describe(cmd) => cmd_release::describe(&cmd).map(|()| ExitCode::SUCCESS),
         cli::Command::Policy(args) => cmd_release::policy(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Reindex(args) => cmd_release::reindex(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Audit(args) => cmd_audit::run(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Completion { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();
             // Generated into memory, then written ignoring a closed stdout (`| head -1`).
