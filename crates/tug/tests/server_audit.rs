@@ -345,4 +345,23 @@ fn state_changing_calls_are_audited_and_commits_name_their_actor() {
         String::from_utf8_lossy(&older.stderr).contains("older records: tug audit --before "),
         "{older:?}"
     );
+
+    // A write without a valid token is refused before it runs, and audited all the same.
+    let response = world
+        .server
+        .request(
+            "POST",
+            "/api/v1/releases",
+            &[("Content-Type", "application/json")],
+            br#"{"service": "api", "environments": ["dev"]}"#,
+        )
+        .unwrap();
+    assert_eq!(response.status, 401);
+    let unknown = world.audit("?actor=unknown");
+    assert_eq!(
+        summary(&unknown),
+        ["unknown release refused"],
+        "{unknown:#}"
+    );
+    assert_eq!(records(&unknown)[0]["code"], "unauthenticated");
 }

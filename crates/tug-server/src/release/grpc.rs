@@ -37,6 +37,14 @@ impl ReleaseApi {
     fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         Caller::authenticate(&self.ctx, bearer(metadata)).map_err(|e| status(&e))
     }
+
+    /// [`ReleaseApi::caller`] for an operation that changes state: a refusal is audited as
+    /// `action`.
+    async fn writer(&self, metadata: &MetadataMap, action: &'static str) -> Result<Caller, Status> {
+        Caller::authenticate_write(&self.ctx, bearer(metadata), action)
+            .await
+            .map_err(|e| status(&e))
+    }
 }
 
 /// The token of `authorization: Bearer <token>`, as the REST API reads the header.
@@ -355,7 +363,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::PushArtifactRequest>,
     ) -> Result<Response<v1::PushArtifactResponse>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "artifact.push").await?;
         let file = request.into_inner().artifact_json;
         let text = std::str::from_utf8(&file)
             .map_err(|e| Status::invalid_argument(format!("artifact_json: not UTF-8 ({e})")))?;
@@ -416,7 +424,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::UploadBundleRequest>,
     ) -> Result<Response<v1::UploadBundleResponse>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "artifact.bundle").await?;
         let v1::UploadBundleRequest {
             service,
             artifact_id,
@@ -448,7 +456,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::ReleaseRequest>,
     ) -> Result<Response<v1::ReleaseResponse>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "release").await?;
         let r = request.into_inner();
         let intent = match v1::ReleaseIntent::try_from(r.intent) {
             Ok(v1::ReleaseIntent::Unspecified | v1::ReleaseIntent::Release) => IntentWord::Release,
@@ -540,7 +548,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::ReindexRequest>,
     ) -> Result<Response<v1::ReindexResponse>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "reindex").await?;
         let branches = api::reindex_core(&self.ctx, &caller)
             .await
             .map_err(|e| status(&e))?;
@@ -562,7 +570,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::UnpinRequest>,
     ) -> Result<Response<v1::UnpinResponse>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "unpin").await?;
         let v1::UnpinRequest {
             service,
             env,
@@ -592,7 +600,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::ReportRolloutRequest>,
     ) -> Result<Response<v1::ReportRolloutResponse>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "rollout.report").await?;
         let v1::ReportRolloutRequest {
             service,
             env,
@@ -632,7 +640,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::ApplyAutoReleaseRequest>,
     ) -> Result<Response<v1::PolicyChange>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "policy.write").await?;
         let v1::ApplyAutoReleaseRequest {
             service,
             branch,
@@ -655,7 +663,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::ApplyBranchRestrictionRequest>,
     ) -> Result<Response<v1::PolicyChange>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "policy.write").await?;
         let v1::ApplyBranchRestrictionRequest {
             service,
             env,
@@ -678,7 +686,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::DeletePoliciesRequest>,
     ) -> Result<Response<v1::PolicyChange>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.writer(request.metadata(), "policy.write").await?;
         let v1::DeletePoliciesRequest {
             service,
             ids,

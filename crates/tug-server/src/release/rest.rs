@@ -55,6 +55,15 @@ fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Caller, ApiError> {
     Ok(Caller::authenticate(ctx, bearer(headers))?)
 }
 
+/// [`authenticate`] for an operation that changes state: a refusal is audited as `action`.
+async fn authenticate_write(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    action: &'static str,
+) -> Result<Caller, ApiError> {
+    Ok(Caller::authenticate_write(ctx, bearer(headers), action).await?)
+}
+
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ServiceError::invalid(format!("request body: {e}")).into())
@@ -108,7 +117,7 @@ async fn push_artifact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "artifact.push").await?;
     let text = std::str::from_utf8(&body).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -179,7 +188,7 @@ async fn upload_bundle(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "artifact.bundle").await?;
     let bundle: BundleBody = parse_body(&body)?;
     let uploaded = upload_bundle_core(&ctx, &caller, &id, &bundle).await?;
     let mut body = artifact_json(&uploaded.stored);
@@ -221,7 +230,7 @@ async fn release(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "release").await?;
     let input: ReleaseInput = parse_body(&body)?;
     if q.dry_run == Some(true) {
         let previews = release_preview_core(&ctx, &caller, input).await?;
@@ -383,7 +392,7 @@ async fn reindex(
     State(ctx): State<Shared>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "reindex").await?;
     let branches: Vec<Value> = reindex_core(&ctx, &caller)
         .await?
         .iter()
@@ -409,7 +418,7 @@ async fn unpin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "unpin").await?;
     let input: UnpinInput = parse_body(&body)?;
     let unpinned = unpin_core(&ctx, &caller, input).await?;
     let mut v = job_json(&unpinned.job, &[]);
@@ -428,7 +437,7 @@ async fn report_rollout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "rollout.report").await?;
     let input: RolloutInput = parse_body(&body)?;
     report_rollout_core(&ctx, &caller, input).await?;
     Ok(axum::Json(json!({"recorded": true})))
@@ -485,7 +494,7 @@ async fn apply_auto_release(
     Path(service): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "policy.write").await?;
     let input: AutoReleaseInput = parse_body(&body)?;
     let change = apply_auto_release_core(&ctx, &caller, &service, input).await?;
     Ok(axum::Json(policy_change_json(&change)))
@@ -501,7 +510,7 @@ async fn apply_branch_restriction(
     Path(service): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "policy.write").await?;
     let input: BranchRestrictionInput = parse_body(&body)?;
     let change = apply_branch_restriction_core(&ctx, &caller, &service, input).await?;
     Ok(axum::Json(policy_change_json(&change)))
@@ -517,7 +526,7 @@ async fn delete_policies(
     Path(service): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate_write(&ctx, &headers, "policy.write").await?;
     let input: DeletePoliciesInput = parse_body(&body)?;
     let change = delete_policies_core(&ctx, &caller, &service, input).await?;
     Ok(axum::Json(policy_change_json(&change)))

@@ -59,6 +59,24 @@ impl Caller {
         })
     }
 
+    /// [`Caller::authenticate`] for an operation that changes state: a refusal (no valid token)
+    /// is recorded in the audit trail as `action`, like the operation's own refusals.
+    pub async fn authenticate_write(
+        ctx: &Ctx,
+        token: Option<&str>,
+        action: &'static str,
+    ) -> Result<Self, ServiceError> {
+        let caller = Self::authenticate(ctx, token);
+        if let Err(e) = &caller {
+            audit::write(
+                ctx.app.audit.as_ref(),
+                [Entry::new(action, audit::UNKNOWN_ACTOR).refused(e)],
+            )
+            .await;
+        }
+        caller
+    }
+
     fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }

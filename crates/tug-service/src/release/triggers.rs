@@ -674,52 +674,6 @@ fn render(template: &str, scope: &Scope<'_>) -> Result<String, String> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn templates_render_nested_fields_and_name_missing_ones() {
-        let payload = json!({"baseRef": "qa", "build": {"tag": "1.2.3", "n": 4}});
-        let scope = Scope {
-            event_type: "product",
-            payload: &payload,
-        };
-        assert_eq!(
-            render(
-                "{{ payload.build.tag }}-{{payload.build.n}}/{{ event_type }}",
-                &scope
-            )
-            .unwrap(),
-            "1.2.3-4/product"
-        );
-        let missing = render("{{ payload.nope }}", &scope).unwrap_err();
-        assert!(missing.contains("client_payload.nope"), "{missing}");
-        assert!(render("{{ env.HOME }}", &scope).is_err());
-    }
-
-    #[test]
-    fn image_references_lose_tag_and_digest_but_keep_the_port() {
-        assert_eq!(
-            strip_reference("harbor.example.com/lib/api:v1"),
-            "harbor.example.com/lib/api"
-        );
-        assert_eq!(
-            strip_reference("reg:5000/lib/api@sha256:ab"),
-            "reg:5000/lib/api"
-        );
-        assert_eq!(strip_reference("reg:5000/lib/api"), "reg:5000/lib/api");
-    }
-
-    #[test]
-    fn secrets_compare_equal_only_when_equal() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"", b"abc"));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The audited entry points: every trigger records itself in the audit trail (`crate::audit`)
 // as `webhook.<source>`. GitHub and GitLab authenticate with a shared secret, not a token, so
@@ -798,4 +752,50 @@ pub async fn dispatch(
 ) -> Result<TriggerOutcome, ServiceError> {
     let result = dispatch_unaudited(ctx, token, body).await;
     audited(ctx, "webhook.dispatch", ctx.app.actor(token), result).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn templates_render_nested_fields_and_name_missing_ones() {
+        let payload = json!({"baseRef": "qa", "build": {"tag": "1.2.3", "n": 4}});
+        let scope = Scope {
+            event_type: "product",
+            payload: &payload,
+        };
+        assert_eq!(
+            render(
+                "{{ payload.build.tag }}-{{payload.build.n}}/{{ event_type }}",
+                &scope
+            )
+            .unwrap(),
+            "1.2.3-4/product"
+        );
+        let missing = render("{{ payload.nope }}", &scope).unwrap_err();
+        assert!(missing.contains("client_payload.nope"), "{missing}");
+        assert!(render("{{ env.HOME }}", &scope).is_err());
+    }
+
+    #[test]
+    fn image_references_lose_tag_and_digest_but_keep_the_port() {
+        assert_eq!(
+            strip_reference("harbor.example.com/lib/api:v1"),
+            "harbor.example.com/lib/api"
+        );
+        assert_eq!(
+            strip_reference("reg:5000/lib/api@sha256:ab"),
+            "reg:5000/lib/api"
+        );
+        assert_eq!(strip_reference("reg:5000/lib/api"), "reg:5000/lib/api");
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"", b"abc"));
+    }
 }
