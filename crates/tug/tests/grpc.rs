@@ -169,6 +169,44 @@ async fn deploy_streams_progress_then_the_result_with_the_landed_commit() {
             log[0].trailers
         );
     }
+    assert!(
+        log[0]
+            .trailers
+            .contains(&("Tug-Actor".to_owned(), "ci".to_owned())),
+        "{:?}",
+        log[0].trailers
+    );
+
+    // A deploy over gRPC is audited like one over REST, with its request id.
+    let (status, audit) = world
+        .server
+        .get_json("/api/v1/audit?action=deploy", Some(CI_TOKEN))
+        .unwrap();
+    assert_eq!(status, 200, "{audit}");
+    let records = audit["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{audit:#}");
+    let record = &records[0];
+    assert_eq!(
+        (&record["actor"], &record["result"], &record["repository"]),
+        (
+            &serde_json::json!("ci"),
+            &serde_json::json!("accepted"),
+            &serde_json::json!("gitops")
+        ),
+        "{record}"
+    );
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap()
+            .contains(&accepted.job_id),
+        "{record}"
+    );
+    assert!(
+        record["requestId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
 }
 
 #[tokio::test]
