@@ -20,6 +20,7 @@ pub mod trailers;
 mod validate;
 
 pub use artifact::{
+    differing_fields,
     Artifact, ArtifactError, ArtifactInit, ChartReference, ImageReference, Stage, StageData,
 };
 pub use decide::{Choice, Decision, Facts, Nothing, Refusal, Request};

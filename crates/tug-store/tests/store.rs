@@ -1124,7 +1124,7 @@ async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
         .map(|_| {
             let store = h.store.clone();
             let id = job.id.clone();
-            tokio::spawn(async move { store.claim_notification(&id).await.unwrap() })
+            tokio::spawn(async move { store.claim_notification(&id, "job").await.unwrap() })
         })
         .collect();
     let mut granted = 0;
@@ -1132,7 +1132,10 @@ async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
         granted += usize::from(asker.await.unwrap());
     }
     assert_eq!(granted, 1);
-    assert!(!h.store.claim_notification("no-such-job").await.unwrap());
+    // Another channel is claimed on its own.
+    assert!(h.store.claim_notification(&job.id, "release").await.unwrap());
+    assert!(!h.store.claim_notification(&job.id, "release").await.unwrap());
+    assert!(!h.store.claim_notification("no-such-job", "job").await.unwrap());
     h.store.ping().await.unwrap();
 }
 
