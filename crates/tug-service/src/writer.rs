@@ -176,15 +176,23 @@ impl Writers {
         }
     }
 
-    /// Waits until every writer has stopped (after the shutdown latch fired).
+    /// Waits until every writer has stopped (after the shutdown latch fired), then stops what
+    /// the mirrors keep running (ssh connection-sharing masters), so nothing outlives the server.
     pub async fn drain(&self, deadline: Duration) {
         let started = Instant::now();
         while started.elapsed() < deadline {
             if self.running.lock().await.is_empty() && self.background.is_idle() {
-                return;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let mirrors: Vec<Arc<Mirror>> = self.mirrors.lock().await.values().cloned().collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for mirror in mirrors {
+                mirror.close();
+            }
+        })
+        .await;
     }
 
     async fn run_branch(self: Arc<Self>, branch: BranchKey, notify: Arc<Notify>) {
@@ -303,9 +311,14 @@ impl Writers {
             Auth::None
         };
         let data_dir = self.config.data_dir.clone();
+        let entry = repo.name.clone();
         let remote = Remote::new(repo.url.clone(), auth);
         let mirror = tokio::task::spawn_blocking(move || {
-            let m = Mirror::open(&data_dir, remote, MirrorOptions::default())?;
+            let options = MirrorOptions {
+                entry: Some(entry),
+                ..MirrorOptions::default()
+            };
+            let m = Mirror::open(&data_dir, remote, options)?;
             m.fetch()?;
             Ok::<_, tug_git::GitError>(m)
         })
@@ -637,7 +650,7 @@ impl AfterJobs {
             return;
         }
         // One replica sends a job's notifications, however many finished its tasks.
-        match self.store.claim_notification(job_id).await {
+        match self.store.claim_notification(job_id, "job").await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
