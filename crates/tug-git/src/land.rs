@@ -177,7 +177,26 @@ pub fn land(
                 branch: branch.to_owned(),
             });
         }
-        let outcome = mirror.push(branch, new_tip, tip, opts.push_timeout)?;
+        let outcome = {
+            let span = tracing::info_span!(
+                "git.push",
+                branch,
+                attempt = report.attempts,
+                changes = changes.len(),
+                outcome = tracing::field::Empty,
+            );
+            let _push = span.enter();
+            let outcome = mirror.push(branch, new_tip, tip, opts.push_timeout);
+            span.record(
+                "outcome",
+                match &outcome {
+                    Ok(PushOutcome::Accepted) => "accepted",
+                    Ok(PushOutcome::Moved(_)) => "moved",
+                    Err(_) => "failed",
+                },
+            );
+            outcome?
+        };
         let push_time = started.elapsed();
         report.push_time += push_time;
         match outcome {

@@ -1,7 +1,8 @@
 //! Request ids: every HTTP and gRPC request runs inside a `request` span carrying an id, so the
 //! lines a request causes (accepted job, refusals, errors) can be found together, and the id goes
 //! back to the caller in `X-Request-Id`. A caller's own id (a CI run, a proxy's trace id) is kept
-//! when it is a sane token, so one id follows the request across systems.
+//! when it is a sane token, so one id follows the request across systems. A W3C `traceparent`
+//! makes the request's span a child of the caller's (see `tug_service::telemetry`).
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -26,7 +27,20 @@ pub async fn layer(request: Request, next: Next) -> Response {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        %method,
+        %path,
+        trace_id = tracing::field::Empty,
+    );
+    // The caller's W3C trace context (an HTTP header, or gRPC metadata, which travels as one):
+    // the request's span becomes a child of the caller's, and its log lines carry the trace id.
+    let traceparent = request
+        .headers()
+        .get(tug_service::telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    tug_service::telemetry::adopt(&span, traceparent);
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {

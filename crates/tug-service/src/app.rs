@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use tug_store::{Enqueued, Event, Job, JobFilter, JobState, ReleaseStore, Store};
+use tracing::Instrument as _;
+use tug_store::{
+    Enqueued, Event, Job, JobFilter, JobState, NewJob, ReleaseStore, Store, StoreError,
+};
 
 use crate::auth::Authorizer;
 use crate::config::Config;
@@ -61,7 +64,6 @@ impl App {
         )
         .map_err(ServiceError::from)?;
         let enqueued = self
-            .store
             .enqueue(job)
             .await
             .map_err(|e| ServiceError::store(&e))?;
@@ -80,6 +82,25 @@ impl App {
             }
         }
         Ok(enqueued)
+    }
+}
+
+impl App {
+    /// Stores a job (deploy or release) in a `store.enqueue` span; each task's payload keeps
+    /// the trace context of the current span (the request's), so the writer that lands it joins the request's trace.
+    pub(crate) async fn enqueue(&self, mut job: NewJob) -> Result<Enqueued, StoreError> {
+        let first = job.tasks.first().map(|t| t.branch.clone());
+        let span = tracing::info_span!(
+            "store.enqueue",
+            kind = %job.kind,
+            tasks = job.tasks.len(),
+            repository = first.as_ref().map(|b| b.repository.as_str()),
+            branch = first.as_ref().map(|b| b.branch.as_str()),
+        );
+        for task in &mut job.tasks {
+            crate::telemetry::stamp_payload(&mut task.payload);
+        }
+        self.store.enqueue(job).instrument(span).await
     }
 }
 

@@ -21,6 +21,7 @@ use serde::Deserialize;
 pub mod release;
 pub mod release_notify;
 pub mod rollout_feedback;
+pub mod telemetry;
 pub mod triggers;
 
 /// Parses a log filter such as `info` or `warn,tug_server=debug`.
@@ -79,6 +80,13 @@ pub struct Config {
     /// (see [`crate::release::feedback`]).
     #[serde(default)]
     pub rollout_feedback: rollout_feedback::RolloutFeedbackConfig,
+    /// Traces over OTLP (see [`crate::telemetry`]).
+    #[serde(default)]
+    pub telemetry: telemetry::TelemetryConfig,
+    /// Where spans go: `telemetry:` and the `OTEL_*` variables combined at load time; `None`
+    /// when tracing is off.
+    #[serde(skip)]
+    pub trace_export: Option<telemetry::TraceExport>,
 }
 
 /// Release policies the server imposes, and where services' own policies live.
@@ -560,6 +568,15 @@ impl Config {
         config.resolve_relative_paths(path);
         config.apply_env_overrides(env)?;
         config.validate(path)?;
+        config.trace_export =
+            config
+                .telemetry
+                .export(env)
+                .map_err(|(field, message)| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    field,
+                    message,
+                })?;
         Ok(config)
     }
 
@@ -672,6 +689,8 @@ impl Config {
         self.triggers
             .expand_variables(&mut |value, field| x.string(value, field))?;
         self.release_notify
+            .expand_variables(&mut |value, field| x.string(value, field))?;
+        self.telemetry
             .expand_variables(&mut |value, field| x.string(value, field))?;
         Ok(())
     }
@@ -1015,6 +1034,10 @@ repositories:
 {auth}# notify:
 #   slack: [{{ webhook_url: "${{SLACK_WEBHOOK_URL}}" }}]
 #   webhooks: [{{ url: "https://hooks.example.com/tug", secret: "${{HOOK_SECRET}}" }}]
+# Traces over OTLP/gRPC (or set OTEL_EXPORTER_OTLP_ENDPOINT); off without an endpoint:
+# telemetry:
+#   endpoint: "http://127.0.0.1:4317"
+#   headers: {{ authorization: "Bearer ${{OTEL_TOKEN}}" }}
 limits:
   max_body_bytes: 1048576
   max_paths_per_request: 256

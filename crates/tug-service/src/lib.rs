@@ -21,6 +21,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod start;
 pub mod streams;
+pub mod telemetry;
 pub mod writer;
 
 pub use app::App;

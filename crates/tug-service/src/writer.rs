@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Notify};
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 use tug_deploy::{REQUEST_TRAILER, TaskChange};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
 use tug_store::{BranchKey, Level, Store, Task, TaskId, TaskOutcome};
@@ -362,12 +363,54 @@ impl Writers {
         held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Lands one batch of tasks of `branch` and records every outcome. `held` turns false when
-    /// the branch's lease is lost: no push starts after that.
+    /// Lands one batch of tasks of `branch` and records every outcome, in a `writer.batch` span
+    /// linked to each task's request, and one `task` span per task whose parent is its request
+    /// (see [`crate::telemetry`]). `held` turns false when the branch's lease is lost: no push
+    /// starts after that.
     async fn land_batch(
         &self,
         branch: &BranchKey,
         tasks: Vec<Task>,
+        held: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let batch = tracing::info_span!(
+            parent: None,
+            "writer.batch",
+            repository = %branch.repository,
+            branch = %branch.branch,
+            batch_size = tasks.len(),
+            attempts = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        let mut spans = HashMap::new();
+        for t in &tasks {
+            let traceparent = crate::telemetry::from_payload(&t.payload);
+            if let Some(traceparent) = traceparent {
+                crate::telemetry::link(&batch, traceparent);
+            }
+            let span = tracing::info_span!(
+                parent: None,
+                "task",
+                job = %t.job_id,
+                repository = %branch.repository,
+                branch = %branch.branch,
+                attempt = t.attempts,
+                trace_id = tracing::field::Empty,
+            );
+            crate::telemetry::adopt(&span, traceparent);
+            spans.insert(t.id, span);
+        }
+        crate::telemetry::adopt(&batch, None);
+        self.land_batch_in(branch, tasks, &spans, held)
+            .instrument(batch)
+            .await;
+    }
+
+    async fn land_batch_in(
+        &self,
+        branch: &BranchKey,
+        tasks: Vec<Task>,
+        spans: &HashMap<TaskId, tracing::Span>,
         held: Arc<std::sync::atomic::AtomicBool>,
     ) {
         let started = Instant::now();
@@ -467,15 +510,27 @@ impl Writers {
             }));
             let m = mirror.clone();
             let b = branch.branch.clone();
-            let changes: Vec<TaskChange> = work.iter().map(|(_, c)| c.clone()).collect();
+            let changes: Vec<TracedChange> = work
+                .iter()
+                .map(|(t, c)| TracedChange {
+                    change: c.clone(),
+                    span: spans
+                        .get(&t.id)
+                        .cloned()
+                        .unwrap_or_else(tracing::Span::none),
+                    applied: AtomicU32::new(0),
+                })
+                .collect();
+            let batch = tracing::Span::current();
             let report = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&dyn tug_git::Change> =
                     changes.iter().map(|c| c as &dyn tug_git::Change).collect();
-                tug_git::land(&m, &b, &refs, &opts)
+                batch.in_scope(|| tug_git::land(&m, &b, &refs, &opts))
             })
             .await;
             match report {
                 Ok(Ok(report)) => {
+                    tracing::Span::current().record("attempts", report.attempts);
                     self.metrics.observe_batch_size(work.len());
                     if report.pushed {
                         self.metrics.observe_push_duration(report.push_time);
@@ -515,11 +570,18 @@ impl Writers {
                                 )],
                             ),
                             LandResult::Failed(e) => {
-                                warn!(
-                                    job = %t.job_id, repository = %branch.repository,
-                                    branch = %branch.branch, attempt = t.attempts,
-                                    error = %e, "job failed"
-                                );
+                                // In the task's span: the line carries the request's trace id.
+                                let span = spans
+                                    .get(&t.id)
+                                    .cloned()
+                                    .unwrap_or_else(tracing::Span::none);
+                                span.in_scope(|| {
+                                    warn!(
+                                        job = %t.job_id, repository = %branch.repository,
+                                        branch = %branch.branch, attempt = t.attempts,
+                                        error = %e, "job failed"
+                                    );
+                                });
                                 (
                                     t.id,
                                     TaskOutcome::Failed(e.to_string()),
@@ -796,6 +858,29 @@ impl Writers {
 }
 
 /// 1 s, 2 s, 4 s … up to a minute, so a remote that is down is not hammered.
+/// A task's change as the write path applies it: each application (one per push attempt) is
+/// an `edit` span under the task's span, so the request's trace shows its edits.
+struct TracedChange {
+    change: TaskChange,
+    span: tracing::Span,
+    applied: AtomicU32,
+}
+
+impl tug_git::Change for TracedChange {
+    fn apply(
+        &self,
+        files: &dyn tug_git::FileSource,
+    ) -> Result<Vec<tug_git::FileWrite>, tug_git::ChangeError> {
+        let attempt = self.applied.fetch_add(1, Ordering::Relaxed) + 1;
+        let _edit = tracing::info_span!(parent: &self.span, "edit", attempt).entered();
+        tug_git::Change::apply(&self.change, files)
+    }
+
+    fn commit_meta(&self) -> tug_git::CommitMeta {
+        tug_git::Change::commit_meta(&self.change)
+    }
+}
+
 fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }

@@ -51,6 +51,9 @@ pub(crate) struct Client {
     token: Option<String>,
     timeout: Option<Duration>,
     started: Instant,
+    /// W3C trace context sent with every request: CI's `TRACEPARENT` when it is set and valid,
+    /// else one made for this command, so the server's spans of all its requests share a trace.
+    traceparent: String,
     /// One runtime for all the command's requests: pooled connections belong to the runtime
     /// that opened them.
     runtime: tokio::runtime::Runtime,
@@ -140,6 +143,11 @@ impl Client {
             token,
             timeout: endpoint.timeout,
             started: Instant::now(),
+            traceparent: std::env::var("TRACEPARENT")
+                .ok()
+                .map(|v| v.trim().to_ascii_lowercase())
+                .filter(|v| is_traceparent(v))
+                .unwrap_or_else(new_traceparent),
             runtime,
         })
     }
@@ -224,6 +232,7 @@ impl Client {
         if let Some(key) = request.idempotency_key {
             builder = builder.header("Idempotency-Key", key);
         }
+        builder = builder.header("traceparent", &self.traceparent);
         if let Some(body) = request.body {
             builder = builder.json(body);
         }
@@ -524,5 +533,50 @@ mod tests {
         for no in ["", "-1", "1.5", "soon", "Sunday, 06-Nov-94 08:49:37"] {
             assert_eq!(retry_after(no, now), None, "{no:?}");
         }
+    }
+}
+
+/// A version-00 W3C `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`,
+/// neither id all zeros.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    matches!(parts.as_slice(), [version, trace, parent, flags]
+        if *version == "00"
+            && hex(trace, 32)
+            && hex(parent, 16)
+            && hex(flags, 2)
+            && trace.bytes().any(|b| b != b'0')
+            && parent.bytes().any(|b| b != b'0'))
+}
+
+/// A new trace with this command as its root, sampled.
+fn new_traceparent() -> String {
+    let trace: u128 = rand::random::<u128>().max(1);
+    let parent: u64 = rand::random::<u64>().max(1);
+    format!("00-{trace:032x}-{parent:016x}-01")
+}
+
+#[cfg(test)]
+mod traceparent_tests {
+    use super::*;
+
+    #[test]
+    fn made_traceparents_are_valid_and_ci_ones_are_checked() {
+        let made = new_traceparent();
+        assert!(is_traceparent(&made), "{made}");
+        assert_ne!(made, new_traceparent());
+        assert!(is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent("garbage"));
     }
 }

@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use tug_server::Config;
+use tug_server::telemetry::Tracing;
 
 use crate::output;
 
@@ -23,18 +24,37 @@ pub(crate) fn run(config_path: &Path, check: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    tug_server::logging::init(&config.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // The trace exporter's gRPC channel runs on the runtime.
+    let traces = match &config.trace_export {
+        Some(export) => {
+            let _entered = runtime.enter();
+            tug_server::otlp::start(export)?
+        }
+        None => Tracing::off(),
+    };
+    tug_server::logging::init(&config.log, &traces)?;
+    if let Some(export) = &config.trace_export {
+        // The endpoint only: header values are secrets.
+        tracing::info!(endpoint = %export.endpoint, service = %export.service_name, "exporting traces over OTLP/gRPC");
+    }
     runtime.block_on(async move {
-        let running = tug_server::start(config).await?;
-        wait_for_signal().await?;
-        tracing::info!("shutting down: finishing the push in flight");
-        running.shutdown().await?;
-        tracing::info!("stopped");
-        Ok(ExitCode::SUCCESS)
+        let served = async {
+            let running = tug_server::start(config).await?;
+            wait_for_signal().await?;
+            tracing::info!("shutting down: finishing the push in flight");
+            running.shutdown().await?;
+            tracing::info!("stopped");
+            anyhow::Ok(())
+        }
+        .await;
+        // The spans of the last requests and pushes are still buffered: send them, whatever
+        // the outcome.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        served.map(|()| ExitCode::SUCCESS)
     })
 }
 

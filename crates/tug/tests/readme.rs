@@ -8,8 +8,9 @@
 //!
 //! What the test changes before running a block, and only this: the listen ports (free ones
 //! instead of 12010/12011), the repository URLs (local bare repositories instead of
-//! git.example.com), the token hash `…` (the test token's), and `listen`/`data_dir` lines (the
-//! test server chooses them). Variables the blocks read (`$SHA`, `${GIT_TOKEN}`, …) are set.
+//! git.example.com), the token hash `…` (the test token's), the GitHub API (a closed loopback
+//! port instead of api.github.com), and `listen`/`data_dir` lines (the test server chooses
+//! them). Variables the blocks read (`$SHA`, `${GIT_TOKEN}`, …) are set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -252,6 +253,7 @@ fn server_config(readme_config: &str, platform_url: &str) -> String {
         .filter(|l| !l.starts_with("listen:") && !l.starts_with("data_dir:"))
         .map(|l| {
             l.replace("https://git.example.com/infra/platform.git", platform_url)
+                .replace("https://api.github.com", "http://127.0.0.1:9")
                 .replace(
                     "sha256: \"…\"",
                     &format!("sha256: \"{}\"", sha256_hex(TOKEN)),
@@ -261,8 +263,9 @@ fn server_config(readme_config: &str, platform_url: &str) -> String {
         .join("\n")
 }
 
-const CONFIG_ENV: [(&str, &str); 4] = [
+const CONFIG_ENV: [(&str, &str); 5] = [
     ("GIT_TOKEN", GIT_TOKEN),
+    ("GITHUB_TOKEN", "readme-github-token"),
     ("GH_WEBHOOK_SECRET", "readme-webhook-secret"),
     ("TUG_TRIGGER_TOKEN", TOKEN),
     ("SLACK_PROD", "http://127.0.0.1:9/slack"),

@@ -30,6 +30,36 @@ pub struct GithubStatusConfig {
     /// (`https://github.com/owner/repo`) or `application.name` when it reads `owner/repo`.
     #[serde(default)]
     pub repository: Option<String>,
+    /// Also create a GitHub deployment per release and environment, its status following the
+    /// release commit and the rollout feedback (see [`crate::release::release_notify`]).
+    #[serde(default)]
+    pub deployments: Option<GithubDeploymentsConfig>,
+}
+
+/// `release_notify.github.deployments`: present (even `{}`) turns deployments on for every
+/// environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubDeploymentsConfig {
+    /// Environment → the URLs its deployment statuses carry.
+    #[serde(default)]
+    pub environments: BTreeMap<String, DeploymentEnvironmentConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentEnvironmentConfig {
+    /// The statuses' `environment_url`: where the environment is reached (the service's URL
+    /// there), shown by GitHub as "View deployment".
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The statuses' `log_url`: where the rollout can be followed (an Argo CD application or
+    /// a Flux dashboard page).
+    #[serde(default)]
+    pub log_url: Option<String>,
+    /// The deployment's `production_environment`; GitHub's default when absent.
+    #[serde(default)]
+    pub production: Option<bool>,
 }
 
 fn default_github_api() -> String {
@@ -67,6 +97,19 @@ impl ReleaseNotifyConfig {
         if let Some(github) = &mut self.github {
             expand(&mut github.api_url, "release_notify.github.api_url")?;
             expand(github.token.expose_mut(), "release_notify.github.token")?;
+            for (env, target) in github
+                .deployments
+                .iter_mut()
+                .flat_map(|d| d.environments.iter_mut())
+            {
+                let at = format!("release_notify.github.deployments.environments.{env}");
+                if let Some(url) = &mut target.url {
+                    expand(url, &format!("{at}.url"))?;
+                }
+                if let Some(url) = &mut target.log_url {
+                    expand(url, &format!("{at}.log_url"))?;
+                }
+            }
         }
         if let Some(grafana) = &mut self.grafana {
             expand(&mut grafana.url, "release_notify.grafana.url")?;
@@ -105,6 +148,26 @@ impl ReleaseNotifyConfig {
                     "release_notify.github.repository".into(),
                     format!("`{repo}` is not `owner/repo`"),
                 ));
+            }
+            for (env, target) in github
+                .deployments
+                .iter()
+                .flat_map(|d| d.environments.iter())
+            {
+                let at = format!("release_notify.github.deployments.environments.{env}");
+                if !config.environments.iter().any(|e| &e.name == env) {
+                    return Err((at, format!("`{env}` is not a configured environment")));
+                }
+                for (field, url) in [("url", &target.url), ("log_url", &target.log_url)] {
+                    if let Some(url) = url
+                        && !http(url)
+                    {
+                        return Err((
+                            format!("{at}.{field}"),
+                            "must be an http:// or https:// URL".into(),
+                        ));
+                    }
+                }
             }
         }
         if let Some(grafana) = &self.grafana

@@ -494,6 +494,76 @@ fn rollout_feedback_names_default_and_must_name_the_service() {
 }
 
 #[test]
+fn telemetry_is_off_without_an_endpoint_and_reads_its_headers_from_secrets() {
+    let base = "auth: { mode: none }\n";
+    let path = Path::new("/etc/tug/tug.yaml");
+    let off = Config::from_yaml(base, path, &env_of(&[])).unwrap();
+    assert_eq!(off.trace_export, None);
+
+    let yaml = format!(
+        "{base}telemetry:\n  endpoint: \"http://collector:4317\"\n  headers: {{ authorization: \"Bearer ${{OTEL_TOKEN}}\" }}\n"
+    );
+    let config = Config::from_yaml(&yaml, path, &env_of(&[("OTEL_TOKEN", "otel-s3cret")])).unwrap();
+    let export = config.trace_export.clone().unwrap();
+    assert_eq!(export.endpoint, "http://collector:4317");
+    assert_eq!(export.service_name, "tug");
+    assert_eq!(export.headers[0].0, "authorization");
+    assert_eq!(export.headers[0].1.expose(), "Bearer otel-s3cret");
+    assert!(!format!("{config:?}").contains("otel-s3cret"));
+
+    let from_env = Config::from_yaml(
+        base,
+        path,
+        &env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]),
+    )
+    .unwrap();
+    assert_eq!(
+        from_env.trace_export.unwrap().endpoint,
+        "https://collector:4317"
+    );
+
+    let bad = format!("{base}telemetry: {{ endpoint: \"collector:4317\" }}\n");
+    let error = Config::from_yaml(&bad, path, &env_of(&[])).unwrap_err();
+    assert!(error.to_string().contains("telemetry.endpoint"), "{error}");
+}
+
+#[test]
+fn github_deployments_name_configured_environments_and_http_urls() {
+    let base = r#"
+auth: { mode: none }
+repositories: [{ name: platform, url: "https://git.example.com/p.git" }]
+environments: [{ name: dev, repository: platform, branch: main }]
+release_notify:
+  github:
+    token: "${GH}"
+    deployments:
+      environments:
+"#;
+    let path = Path::new("/etc/tug/tug.yaml");
+    let env = env_of(&[("GH", "ghp"), ("DEV_URL", "https://dev.example.com")]);
+    let ok =
+        format!("{base}        dev: {{ url: \"${{DEV_URL}}\", log_url: \"https://argo/dev\" }}\n");
+    let config = Config::from_yaml(&ok, path, &env).unwrap();
+    let github = config.release_notify.github.unwrap();
+    let dev = &github.deployments.unwrap().environments["dev"];
+    assert_eq!(dev.url.as_deref(), Some("https://dev.example.com"));
+
+    let unknown = format!("{base}        prod: {{ url: \"https://prod.example.com\" }}\n");
+    let error = Config::from_yaml(&unknown, path, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("release_notify.github.deployments.environments.prod"),
+        "{error}"
+    );
+    let not_http = format!("{base}        dev: {{ log_url: \"argo/dev\" }}\n");
+    let error = Config::from_yaml(&not_http, path, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("log_url"), "{error}");
+}
+
+#[test]
 fn a_postgres_store_takes_its_url_from_the_environment_and_never_prints_it() {
     let text = "auth: { mode: none }\nstore:\n  postgres:\n    url: \"${DATABASE_URL}\"\n";
     let env = env_of(&[("DATABASE_URL", "postgres://tug:pw-7731@db:5432/tug")]);

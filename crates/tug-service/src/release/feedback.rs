@@ -197,6 +197,13 @@ async fn record(
         })
         .await
         .map_err(|e| ServiceError::store(&e))?;
+    // Nobody listens unless GitHub deployments are configured; that is not an error.
+    let _ = ctx.rollouts.send(super::release_notify::Rollout {
+        service: service.clone(),
+        environment: environment.clone(),
+        commit: commit.clone(),
+        state: report.state,
+    });
     Ok(Feedback::Recorded {
         service,
         environment,

@@ -478,7 +478,6 @@ pub async fn enqueue(
         .map_err(|e| internal(format!("task payload is not JSON: {e}")))?;
     let enqueued = ctx
         .app
-        .store
         .enqueue(NewJob {
             idempotency_key,
             kind: kind.to_owned(),

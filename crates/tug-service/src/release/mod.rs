@@ -67,6 +67,9 @@ pub struct Ctx {
     pub(crate) index_lock: Mutex<()>,
     /// When each branch was last fetched for the index (see [`index::FETCH_FRESHNESS`]).
     pub(crate) fetched: std::sync::Mutex<std::collections::HashMap<Place, std::time::Instant>>,
+    /// Rollout states as feedback records them, for the release notifier (GitHub deployment
+    /// statuses).
+    pub(crate) rollouts: tokio::sync::broadcast::Sender<release_notify::Rollout>,
 }
 
 impl Ctx {
@@ -78,6 +81,7 @@ impl Ctx {
             model,
             index_lock: Mutex::new(()),
             fetched: std::sync::Mutex::default(),
+            rollouts: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
