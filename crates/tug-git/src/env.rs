@@ -413,12 +413,29 @@ mod tests {
     fn long_private_dirs_get_a_short_control_path() {
         let scratch = tempfile::tempdir().unwrap();
         let long = scratch.path().join("x".repeat(120));
-        let dir = control_dir(&long, Path::new("/keys/id")).unwrap();
+        let dir =
+            control_dir(&long, Path::new("/keys/id"), Path::new("/keys/known_hosts")).unwrap();
         assert!(
             dir.as_os_str().len() + 41 <= MAX_CONTROL_PATH,
             "{}",
             dir.display()
         );
         let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn connection_sharing_is_keyed_on_key_and_host_pin_contents() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (key, pins) = (
+            scratch.path().join("id"),
+            scratch.path().join("known_hosts"),
+        );
+        fs::write(&key, "key").unwrap();
+        fs::write(&pins, "[127.0.0.1]:22 ssh-ed25519 AAAA-right").unwrap();
+        let private = scratch.path().join("git");
+        let first = control_dir(&private, &key, &pins).unwrap();
+        assert_eq!(control_dir(&private, &key, &pins).unwrap(), first);
+        fs::write(&pins, "[127.0.0.1]:22 ssh-ed25519 AAAA-wrong").unwrap();
+        assert_ne!(control_dir(&private, &key, &pins).unwrap(), first);
     }
 }

@@ -99,27 +99,46 @@ impl Redactor {
 fn spellings(secret: &str) -> Vec<String> {
     use base64::Engine;
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    let mut out = vec![secret.to_owned(), percent_encode(secret)];
-    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
-        out.push(engine.encode(secret));
+    let mut encoded = Vec::new();
+    for engine in [&STANDARD, &URL_SAFE] {
+        encoded.push(engine.encode(secret));
     }
-    // Unaligned: "x" + secret and "xx" + secret; the characters that depend only on the secret
-    // start after the prefix's and stop before the last, partial group.
-    for prefix in 1..=2usize {
+    // At each of the three alignments the secret can have inside a longer text ("", "x", "xx"
+    // before it), the characters that depend on the secret alone: after the prefix's, up to the
+    // last whole group (what follows the secret changes the last, partial one).
+    for prefix in 0..=2usize {
         let mut bytes = vec![0u8; prefix];
         bytes.extend_from_slice(secret.as_bytes());
         for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-            let encoded = engine.encode(&bytes);
+            let text = engine.encode(&bytes);
             let skip = (prefix * 8).div_ceil(6);
             let whole = (bytes.len() * 8) / 6;
-            if whole > skip + 3 {
-                out.push(encoded[skip..whole].to_owned());
+            if let Some(part) = text.get(skip..whole) {
+                encoded.push(part.to_owned());
             }
         }
     }
-    out.retain(|s| s.len() >= 4);
+    // A short fragment would hide innocent words; the secret itself is always hidden.
+    encoded.retain(|s| s.len() >= 6);
+    let percent = percent_encode(secret);
+    let mut out = vec![secret.to_owned(), lowercase_escapes(&percent), percent];
+    out.extend(encoded);
     out.sort();
     out.dedup();
+    out
+}
+
+/// `%2F` and `%2f` are the same byte in a URL; remotes and proxies print either.
+fn lowercase_escapes(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -161,7 +180,7 @@ mod tests {
     fn basic_auth_credentials_are_hidden_in_every_encoding_a_remote_may_echo() {
         use base64::Engine;
         use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-        let (user, password) = ("tug-bot", "s3cr3t-t0ken-4711");
+        let (user, password) = ("tug-bot", "s3cr3t/t0ken@4711");
         let redactor = Redactor::for_basic_auth(user, password);
         let basic = STANDARD.encode(format!("{user}:{password}"));
         let echoes = [
@@ -171,8 +190,12 @@ mod tests {
             // Inside a longer base64 text, at each alignment.
             format!("remote: blob {}", STANDARD.encode(format!("x{password}y"))),
             format!("remote: blob {}", STANDARD.encode(format!("xy{password}"))),
-            format!("remote: blob {}", STANDARD.encode(format!("xyz{password}z"))),
-            format!("https://{user}:s3cr3t%2Dt0ken-4711@host"),
+            format!(
+                "remote: blob {}",
+                STANDARD.encode(format!("xyz{password}z"))
+            ),
+            format!("https://{user}:s3cr3t%2Ft0ken%404711@host"),
+            format!("https://{user}:s3cr3t%2ft0ken%404711@host"),
         ];
         for echo in echoes {
             let redacted = redactor.redact(&echo);
@@ -194,6 +217,9 @@ mod tests {
                 }
             }
         }
-        assert_eq!(Redactor::for_basic_auth(user, "").redact("nothing"), "nothing");
+        assert_eq!(
+            Redactor::for_basic_auth(user, "").redact("nothing"),
+            "nothing"
+        );
     }
 }

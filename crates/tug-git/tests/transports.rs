@@ -402,9 +402,7 @@ fn an_entry_with_a_wrong_host_key_pin_never_reuses_another_entrys_ssh_connection
             .map(|entries| {
                 entries
                     .flatten()
-                    .filter(|e| {
-                        std::os::unix::fs::FileTypeExt::is_socket(&e.file_type().unwrap())
-                    })
+                    .filter(|e| std::os::unix::fs::FileTypeExt::is_socket(&e.file_type().unwrap()))
                     .count()
             })
             .unwrap_or(0)
@@ -457,15 +455,7 @@ fn git_children_get_only_the_allowed_environment() {
     land_twice(&mirror, &remote);
     let seen = std::fs::read_to_string(&env_log).unwrap();
     assert!(seen.contains("--end--"));
-    let allowed_extra = [
-        "HOME",
-        "LC_ALL",
-        "LANGUAGE",
-        "PWD",
-        "SHLVL",
-        "_",
-        "OLDPWD",
-    ];
+    let allowed_extra = ["HOME", "LC_ALL", "LANGUAGE", "PWD", "SHLVL", "_", "OLDPWD"];
     for line in seen.lines().filter(|l| *l != "--end--") {
         let Some((name, _)) = line.split_once('=') else {
             continue;

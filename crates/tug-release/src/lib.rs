@@ -20,8 +20,8 @@ pub mod trailers;
 mod validate;
 
 pub use artifact::{
-    differing_fields,
     Artifact, ArtifactError, ArtifactInit, ChartReference, ImageReference, Stage, StageData,
+    differing_fields,
 };
 pub use decide::{Choice, Decision, Facts, Nothing, Refusal, Request};
 pub use environment::{Environment, EnvironmentError, Environments};

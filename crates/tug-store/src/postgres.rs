@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::rows::{
-    LeaseCheck, check_new_job, event_from_row, job_from_row, json_text, json_value, still_leased,
+    LeaseCheck, check_new_job, event_from_row, job_from_row, json_text, still_leased,
     task_from_row, timestamp,
 };
 use crate::{

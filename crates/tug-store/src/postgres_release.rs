@@ -36,13 +36,12 @@ impl ReleaseStore for PgStore {
         let outcome = if inserted.rows_affected() > 0 {
             ArtifactWrite::Created
         } else {
-            let existing: String = sqlx::query_scalar(
-                "SELECT artifact FROM artifacts WHERE service = $1 AND id = $2",
-            )
-            .bind(&artifact.service)
-            .bind(&artifact.id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let existing: String =
+                sqlx::query_scalar("SELECT artifact FROM artifacts WHERE service = $1 AND id = $2")
+                    .bind(&artifact.service)
+                    .bind(&artifact.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if existing == artifact.artifact_json {
                 ArtifactWrite::Unchanged
             } else {

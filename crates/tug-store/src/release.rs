@@ -44,7 +44,9 @@ pub enum ArtifactWrite {
     Unchanged,
     /// The id is known with other bytes; nothing was written. `existing` is what is stored, for
     /// the caller to compare (the same JSON written differently is the same artifact).
-    Differs { existing: String },
+    Differs {
+        existing: String,
+    },
 }
 
 /// One release commit, as the index keeps it.

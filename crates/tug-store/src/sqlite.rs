@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -44,7 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::rows::{
-    LeaseCheck, check_new_job, event_from_row, job_from_row, json_text, json_value, still_leased,
+    LeaseCheck, check_new_job, event_from_row, job_from_row, json_text, still_leased,
     task_from_row, timestamp,
 };
 use crate::{
@@ -1628,7 +1627,6 @@ async fn lease_refusal(conn: &mut SqliteConnection, task_id: TaskId) -> StoreErr
     }
 }
 
-
 /// The job of task `task_id` if that task is running under the lease that claimed it.
 async fn leased_running_task(conn: &mut SqliteConnection, task_id: TaskId) -> Result<String> {
     let row: Option<LeaseCheck> = sqlx::query_as(
@@ -1713,9 +1711,6 @@ async fn load_job(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> 
     .collect::<Result<Vec<_>>>()?;
     job_from_row(&row, tasks).map(Some)
 }
-
-
-
 
 #[cfg(test)]
 mod tests {

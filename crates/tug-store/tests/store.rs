@@ -1111,7 +1111,7 @@ async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
         .unwrap()
         .job;
     assert!(
-        !h.store.claim_notification(&job.id).await.unwrap(),
+        !h.store.claim_notification(&job.id, "job").await.unwrap(),
         "not finished yet"
     );
     assert!(h.store.lock_branch(&main, "a", TTL).await.unwrap());
@@ -1133,9 +1133,24 @@ async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
     }
     assert_eq!(granted, 1);
     // Another channel is claimed on its own.
-    assert!(h.store.claim_notification(&job.id, "release").await.unwrap());
-    assert!(!h.store.claim_notification(&job.id, "release").await.unwrap());
-    assert!(!h.store.claim_notification("no-such-job", "job").await.unwrap());
+    assert!(
+        h.store
+            .claim_notification(&job.id, "release")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .claim_notification(&job.id, "release")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .claim_notification("no-such-job", "job")
+            .await
+            .unwrap()
+    );
     h.store.ping().await.unwrap();
 }
 
