@@ -22,10 +22,10 @@ use crate::signals::JobSignals;
 
 /// How long a writer's lease on its branch lasts without renewal. A replica that dies holds its
 /// branches at most this long (plus one dispatcher round) before another replica takes them.
-const LEASE_TTL: Duration = Duration::from_secs(6);
+const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How often a writer renews its lease while it builds and pushes a batch: three chances before
 /// the lease would lapse.
-const HEARTBEAT: Duration = Duration::from_secs(2);
+const HEARTBEAT: Duration = Duration::from_millis(1500);
 /// An idle writer waits this long for new work before exiting.
 const IDLE_EXIT: Duration = Duration::from_secs(20);
 /// How long after a batch lands the writer waits for as many tasks as that batch had: about the
