@@ -135,37 +135,47 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     let bump = |k: usize| &bumps[k % bumps.len()];
     let mut runs = Vec::new();
 
-    // One branch: SQLite against PostgreSQL.
-    for store in ["sqlite", "postgres"] {
-        let postgres = (store == "postgres")
-            .then(Postgres::start_durable)
-            .transpose()?;
-        let database = postgres
-            .as_ref()
-            .map(|pg| pg.create_database("tug"))
-            .transpose()?;
-        let repo = http.publish(&fixture, &format!("store-{store}"))?;
-        let server = start(config, &repo, database.as_deref())?;
-        warm(std::slice::from_ref(&server), &repo, bump(0))?;
-        eprintln!(
-            "store {store}: {} requests, {} clients, one branch",
-            config.requests, config.clients
-        );
-        let bodies = (0..config.requests)
-            .map(|k| body(&repo.url, bump(k), &format!("s{k}"), "main"))
-            .collect();
-        let run = run_clients_on(
-            &[format!("{}/api/v1/deploy", server.http_url())],
-            config.clients,
-            bodies,
-        )?;
-        runs.push(Run {
-            name: format!("{store}, 1 replica, 1 branch"),
-            run,
-        });
-        drop(server);
-        http.unpublish(&repo)?;
+    // One branch: SQLite against PostgreSQL, alternating over two rounds so that both see the
+    // same machine load; each row sums its rounds.
+    let mut store_runs: Vec<(String, LoadRun)> = Vec::new();
+    for round in 0..2 {
+        for store in ["sqlite", "postgres"] {
+            let postgres = (store == "postgres")
+                .then(Postgres::start_durable)
+                .transpose()?;
+            let database = postgres
+                .as_ref()
+                .map(|pg| pg.create_database("tug"))
+                .transpose()?;
+            let repo = http.publish(&fixture, &format!("store-{store}-{round}"))?;
+            let server = start(config, &repo, database.as_deref())?;
+            warm(std::slice::from_ref(&server), &repo, bump(0))?;
+            let requests = config.requests / 2;
+            eprintln!(
+                "store {store}, round {round}: {requests} requests, {} clients, one branch",
+                config.clients
+            );
+            let bodies = (0..requests)
+                .map(|k| body(&repo.url, bump(k), &format!("s{round}-{k}"), "main"))
+                .collect();
+            let run = run_clients_on(
+                &[format!("{}/api/v1/deploy", server.http_url())],
+                config.clients,
+                bodies,
+            )?;
+            let name = format!("{store}, 1 replica, 1 branch");
+            match store_runs.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => {
+                    total.outcomes.extend(run.outcomes);
+                    total.wall += run.wall;
+                }
+                None => store_runs.push((name, run)),
+            }
+            drop(server);
+            http.unpublish(&repo)?;
+        }
     }
+    runs.extend(store_runs.into_iter().map(|(name, run)| Run { name, run }));
 
     // Many branches: one replica against three.
     for replicas in [1, 3] {
@@ -455,14 +465,36 @@ impl Report {
             );
             a.zip(b).map(|(a, b)| a / b.max(1e-9))
         };
-        if let Some(r) = ratio("postgres, 1 replica, 1 branch", "sqlite, 1 replica") {
+        if let Some(r) = ratio(
+            "postgres, 1 replica, 1 branch",
+            "sqlite, 1 replica, 1 branch",
+        ) {
             let _ = writeln!(
                 out,
                 "  PostgreSQL / SQLite, one branch: {r:.2} (target ≥ 0.9)"
             );
         }
-        if let Some(r) = ratio("postgres, 3 replicas", "postgres, 1 replica, ") {
+        if let Some(r) = ratio("postgres, 3 replicas", "postgres, 1 replica, 100") {
             let _ = writeln!(out, "  3 replicas / 1 replica, many branches: {r:.2}");
+        }
+        // Why requests did not succeed, most frequent first.
+        for r in &self.runs {
+            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+            for o in r.run.outcomes.iter().filter(|o| !o.succeeded) {
+                let reason: String = o
+                    .error
+                    .as_deref()
+                    .unwrap_or("?")
+                    .chars()
+                    .take(160)
+                    .collect();
+                *reasons.entry(reason).or_default() += 1;
+            }
+            let mut reasons: Vec<_> = reasons.into_iter().collect();
+            reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+            for (reason, n) in reasons.iter().take(3) {
+                let _ = writeln!(out, "  {}: {n} × {reason}", r.name);
+            }
         }
         if let Some(c) = &self.chaos {
             let mut f = c.failovers.clone();

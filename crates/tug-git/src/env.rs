@@ -32,6 +32,23 @@ pub enum Auth {
 /// It never sees the environment, where credentials live.
 pub type CommandObserver = Arc<dyn Fn(&[OsString]) + Send + Sync>;
 
+/// The variables git and ssh children inherit from the server; everything else is dropped.
+pub(crate) const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "TMPDIR",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
 const USERNAME_VAR: &str = "TUG_GIT_USERNAME";
 const PASSWORD_VAR: &str = "TUG_GIT_PASSWORD";
 
@@ -55,6 +72,8 @@ pub(crate) struct GitEnv {
     askpass: PathBuf,
     auth: Auth,
     ssh_command: Option<String>,
+    /// Where this environment's ssh connection-sharing sockets live (SSH remotes only).
+    control_dir: Option<PathBuf>,
     redactor: Redactor,
     observer: Option<CommandObserver>,
 }
@@ -75,22 +94,21 @@ impl GitEnv {
         }
         let askpass = private_dir.join("askpass.sh");
         write_askpass(&askpass)?;
-        let ssh_command = match &auth {
+        let (ssh_command, control_dir) = match &auth {
             Auth::Ssh {
                 private_key_file,
                 known_hosts_file,
             } => {
-                let control_dir = control_dir(private_dir, private_key_file)?;
-                Some(ssh_command(
-                    private_key_file,
-                    known_hosts_file,
-                    &control_dir,
-                ))
+                let control_dir = control_dir(private_dir, private_key_file, known_hosts_file)?;
+                let command = ssh_command(private_key_file, known_hosts_file, &control_dir);
+                (Some(command), Some(control_dir))
             }
-            _ => None,
+            _ => (None, None),
         };
         let redactor = match &auth {
-            Auth::Http { password, .. } => Redactor::new([password.expose().to_owned()]),
+            Auth::Http { username, password } => {
+                Redactor::for_basic_auth(username, password.expose())
+            }
             _ => Redactor::default(),
         };
         Ok(Self {
@@ -100,9 +118,43 @@ impl GitEnv {
             askpass,
             auth,
             ssh_command,
+            control_dir,
             redactor,
             observer,
         })
+    }
+
+    /// Stops the ssh connection-sharing masters of this environment (they would otherwise
+    /// outlive the server by `ControlPersist`). Returns how many were asked to stop.
+    pub(crate) fn stop_connection_sharing(&self) -> usize {
+        let Some(dir) = &self.control_dir else {
+            return 0;
+        };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut stopped = 0;
+        for socket in entries.flatten().map(|entry| entry.path()) {
+            // `ssh -O exit` talks to the master through its socket; the host is not used.
+            let mut ssh = Command::new("ssh");
+            ssh.env_clear();
+            for (name, value) in std::env::vars_os() {
+                if INHERITED_ENV.iter().any(|allowed| name == *allowed) {
+                    ssh.env(name, value);
+                }
+            }
+            ssh.env("HOME", &self.home)
+                .args(["-F", "/dev/null", "-o"])
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "exit", "tug-mirror"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if ssh.status().is_ok_and(|status| status.success()) {
+                stopped += 1;
+            }
+        }
+        stopped
     }
 
     pub(crate) fn redact(&self, text: &str) -> String {
@@ -135,22 +187,15 @@ impl GitEnv {
 
     fn base(&self) -> Command {
         let mut cmd = Command::new(&self.program);
-        // Tests, CI jobs and git hooks export GIT_DIR, GIT_INDEX_FILE and friends; none may leak
-        // into a command aimed at a mirror.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("GIT_") {
-                cmd.env_remove(&name);
+        // A cleared environment: the server's may hold database URLs, tokens and webhook
+        // secrets, none of which git or ssh needs; `GIT_DIR` and friends exported by tests, CI
+        // jobs and hooks must not reach a command aimed at a mirror either. Only what finds
+        // programs, temporary space, time zone, proxies and CA certificates passes.
+        cmd.env_clear();
+        for (name, value) in std::env::vars_os() {
+            if INHERITED_ENV.iter().any(|allowed| name == *allowed) {
+                cmd.env(name, value);
             }
-        }
-        for name in [
-            "SSH_ASKPASS",
-            "SSH_AUTH_SOCK",
-            "XDG_CONFIG_HOME",
-            "EMAIL",
-            USERNAME_VAR,
-            PASSWORD_VAR,
-        ] {
-            cmd.env_remove(name);
         }
         cmd.env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", &self.global_config)
@@ -304,10 +349,20 @@ fn write_askpass(path: &Path) -> Result<(), GitError> {
 // creates the socket; `%C` expands to 40 hex digits. Stay well under the limit.
 const MAX_CONTROL_PATH: usize = 88;
 
-/// The directory for SSH connection-sharing sockets of one key. The key is part of the path
-/// because ssh's `%C` does not hash it: two keys to the same host must not share a connection.
-fn control_dir(private_dir: &Path, key: &Path) -> Result<PathBuf, GitError> {
-    let key_tag = &short_hash(key.as_os_str().as_encoded_bytes())[..8];
+/// The directory for SSH connection-sharing sockets of one trust setting: the key and the
+/// known_hosts pin, by path and content. ssh's `%C` hashes only host, port and user, so without
+/// this an entry with a wrong host-key pin (or another key) would ride on the connection another
+/// entry authenticated, and its push would succeed.
+fn control_dir(private_dir: &Path, key: &Path, known_hosts: &Path) -> Result<PathBuf, GitError> {
+    let mut trust = Vec::new();
+    for path in [key, known_hosts] {
+        trust.extend_from_slice(path.as_os_str().as_encoded_bytes());
+        trust.push(0);
+        // Unreadable files are hashed as absent: ssh then fails on them itself.
+        trust.extend(fs::read(path).unwrap_or_default());
+        trust.push(0);
+    }
+    let key_tag = &short_hash(&trust)[..12];
     let preferred = private_dir.join("ssh").join(key_tag);
     let dir = if preferred.as_os_str().len() + 1 + 40 <= MAX_CONTROL_PATH {
         preferred
@@ -358,12 +413,29 @@ mod tests {
     fn long_private_dirs_get_a_short_control_path() {
         let scratch = tempfile::tempdir().unwrap();
         let long = scratch.path().join("x".repeat(120));
-        let dir = control_dir(&long, Path::new("/keys/id")).unwrap();
+        let dir =
+            control_dir(&long, Path::new("/keys/id"), Path::new("/keys/known_hosts")).unwrap();
         assert!(
             dir.as_os_str().len() + 41 <= MAX_CONTROL_PATH,
             "{}",
             dir.display()
         );
         let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn connection_sharing_is_keyed_on_key_and_host_pin_contents() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (key, pins) = (
+            scratch.path().join("id"),
+            scratch.path().join("known_hosts"),
+        );
+        fs::write(&key, "key").unwrap();
+        fs::write(&pins, "[127.0.0.1]:22 ssh-ed25519 AAAA-right").unwrap();
+        let private = scratch.path().join("git");
+        let first = control_dir(&private, &key, &pins).unwrap();
+        assert_eq!(control_dir(&private, &key, &pins).unwrap(), first);
+        fs::write(&pins, "[127.0.0.1]:22 ssh-ed25519 AAAA-wrong").unwrap();
+        assert_ne!(control_dir(&private, &key, &pins).unwrap(), first);
     }
 }

@@ -36,6 +36,9 @@ impl Remote {
 pub struct MirrorOptions {
     /// The git executable; `git` from `PATH` when unset.
     pub git_program: Option<PathBuf>,
+    /// The configuration entry the mirror belongs to: two entries naming the same URL (with
+    /// other credentials, say) get a mirror each, so one never works in the other's.
+    pub entry: Option<String>,
     /// Sees the argv of every git process the mirror starts.
     pub observer: Option<CommandObserver>,
 }
@@ -118,8 +121,9 @@ pub(crate) fn validate_branch(branch: &str) -> Result<(), GitError> {
     Ok(())
 }
 
-/// A directory name for the mirror of `url`: readable, and unique through a hash of the URL.
-fn mirror_dir_name(url: &str) -> String {
+/// A directory name for the mirror of `url` for configuration entry `entry`: readable, and
+/// unique through a hash of both.
+fn mirror_dir_name(url: &str, entry: Option<&str>) -> String {
     let last = url
         .trim_end_matches('/')
         .rsplit(['/', ':'])
@@ -137,7 +141,11 @@ fn mirror_dir_name(url: &str) -> String {
     } else {
         readable
     };
-    format!("{readable}-{}.git", &short_hash(url.as_bytes())[..12])
+    let identity = match entry {
+        Some(entry) => format!("{entry}\n{url}"),
+        None => url.to_owned(),
+    };
+    format!("{readable}-{}.git", &short_hash(identity.as_bytes())[..12])
 }
 
 /// Sorts a failed network command into unreachable (transient), refused credentials, or other.
@@ -210,7 +218,7 @@ impl Mirror {
             .map_err(|e| GitError::io("create directory", &mirrors_dir, e))?;
         let program = options.git_program.unwrap_or_else(|| PathBuf::from("git"));
         let env = GitEnv::new(&private_dir, remote.auth, program, options.observer)?;
-        let git_dir = mirrors_dir.join(mirror_dir_name(&remote.url));
+        let git_dir = mirrors_dir.join(mirror_dir_name(&remote.url, options.entry.as_deref()));
         if !git_dir.join("HEAD").exists() {
             clone_bare(&env, &remote.url, &mirrors_dir, &git_dir)?;
         }
@@ -305,6 +313,15 @@ impl Mirror {
             return Err(classify_failure("fetch", &self.url, &output, &self.env));
         }
         read_ref(&self.git_dir, &refname)
+    }
+
+    /// Stops what the mirror keeps running between commands (ssh connection-sharing masters).
+    /// Call when the server stops; a later command starts them again.
+    pub fn close(&self) {
+        let stopped = self.env.stop_connection_sharing();
+        if stopped > 0 {
+            tracing::debug!(url = %self.env.redact(&self.url), stopped, "stopped ssh connection sharing");
+        }
     }
 
     /// Pushes `new` to `branch` if and only if the remote branch is still at `expected_old`
@@ -571,9 +588,17 @@ mod tests {
 
     #[test]
     fn mirror_names_are_readable_and_distinct() {
-        let a = mirror_dir_name("https://git.example.com/org/manifests.git");
-        let b = mirror_dir_name("https://git.example.com/other/manifests.git");
+        let a = mirror_dir_name("https://git.example.com/org/manifests.git", None);
+        let b = mirror_dir_name("https://git.example.com/other/manifests.git", None);
         assert!(a.starts_with("manifests-") && a.ends_with(".git"), "{a}");
         assert_ne!(a, b);
+        // Two configuration entries with one URL: a mirror each.
+        let url = "https://git.example.com/org/manifests.git";
+        let (one, two) = (
+            mirror_dir_name(url, Some("platform")),
+            mirror_dir_name(url, Some("platform-readonly")),
+        );
+        assert_ne!(one, two);
+        assert!(one.starts_with("manifests-"), "{one}");
     }
 }

@@ -334,3 +334,153 @@ fn a_push_that_loses_a_race_is_reapplied_over_file_urls() {
     let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
     lands_after_the_branch_moves_mid_push(&mirror, &remote);
 }
+
+/// Two configuration entries for one SSH host and key, the second pinning a wrong host key:
+/// the second must not ride on the connection the first opened (connection sharing is keyed on
+/// the trust setting), and each entry has a mirror of its own.
+#[test]
+fn an_entry_with_a_wrong_host_key_pin_never_reuses_another_entrys_ssh_connection() {
+    let remote = manifests();
+    let sshd = Sshd::start().unwrap();
+    let other = Sshd::start().unwrap();
+    let data = Scratch::new().unwrap();
+    let url = sshd.url(remote.path());
+    let trusted = Mirror::open(
+        data.path(),
+        Remote::new(
+            url.clone(),
+            Auth::Ssh {
+                private_key_file: sshd.client_key(),
+                known_hosts_file: sshd.known_hosts(),
+            },
+        ),
+        MirrorOptions {
+            entry: Some("platform".to_owned()),
+            ..MirrorOptions::default()
+        },
+    )
+    .unwrap();
+    land_twice(&trusted, &remote);
+
+    // The other server's host key, pinned for the same host and port: wrong.
+    let wrong_pin = data.join("wrong_known_hosts");
+    let pins = std::fs::read_to_string(other.known_hosts()).unwrap();
+    let host = format!("[127.0.0.1]:{}", sshd.port());
+    let other_host = format!("[127.0.0.1]:{}", other.port());
+    std::fs::write(&wrong_pin, pins.replace(&other_host, &host)).unwrap();
+    let error = Mirror::open(
+        data.path(),
+        Remote::new(
+            url,
+            Auth::Ssh {
+                private_key_file: sshd.client_key(),
+                known_hosts_file: wrong_pin,
+            },
+        ),
+        MirrorOptions {
+            entry: Some("platform-mispinned".to_owned()),
+            ..MirrorOptions::default()
+        },
+    )
+    .err()
+    .expect("the wrong pin is refused even while the first entry's connection is open");
+    assert!(
+        error.to_string().contains("Host key verification failed")
+            || error.to_string().contains("host key"),
+        "{error}"
+    );
+    let mirrors: Vec<_> = std::fs::read_dir(data.path().join("mirrors"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "git"))
+        .collect();
+    assert_eq!(mirrors.len(), 1, "the refused entry left no mirror behind");
+
+    // Closing the mirror stops its connection-sharing master: nothing outlives the server.
+    let sockets = |dir: &Path| -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| std::os::unix::fs::FileTypeExt::is_socket(&e.file_type().unwrap()))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let key_dirs: Vec<PathBuf> = std::fs::read_dir(data.path().join("git/ssh"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let open: usize = key_dirs.iter().map(|d| sockets(d)).sum();
+    assert_eq!(open, 1, "the trusted entry's master is running");
+    trusted.close();
+    let open: usize = key_dirs.iter().map(|d| sockets(d)).sum();
+    assert_eq!(open, 0, "closing the mirror stopped its ssh master");
+}
+
+/// git and ssh run with a cleared environment: nothing of the server's environment but the
+/// allow-list reaches them (cargo sets CARGO_* variables for this test process; none may pass).
+#[test]
+fn git_children_get_only_the_allowed_environment() {
+    let remote = manifests();
+    let spy_dir = Scratch::new().unwrap();
+    let real = tug_testkit::require_binary("git", "git").unwrap();
+    let env_log = spy_dir.join("env.log");
+    let spy = spy_dir.join("git-env-spy");
+    std::fs::write(
+        &spy,
+        format!(
+            "#!/bin/sh\nenv >> '{}'\necho --end-- >> '{}'\nexec '{}' \"$@\"\n",
+            env_log.display(),
+            env_log.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&spy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(
+        std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+        "the test process has variables to leak"
+    );
+    let data = Scratch::new().unwrap();
+    let mirror = open(
+        data.path(),
+        &remote.file_url(),
+        MirrorOptions {
+            git_program: Some(spy),
+            ..MirrorOptions::default()
+        },
+    );
+    land_twice(&mirror, &remote);
+    let seen = std::fs::read_to_string(&env_log).unwrap();
+    assert!(seen.contains("--end--"));
+    let allowed_extra = ["HOME", "LC_ALL", "LANGUAGE", "PWD", "SHLVL", "_", "OLDPWD"];
+    for line in seen.lines().filter(|l| *l != "--end--") {
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        let allowed = name.starts_with("GIT_")
+            || name.starts_with("SSH_")
+            || name.starts_with("TUG_GIT_")
+            || allowed_extra.contains(&name)
+            || [
+                "PATH",
+                "TMPDIR",
+                "TZ",
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "NO_PROXY",
+                "ALL_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "no_proxy",
+                "all_proxy",
+                "SSL_CERT_FILE",
+                "SSL_CERT_DIR",
+            ]
+            .contains(&name);
+        assert!(allowed, "{name} reached git: {line}");
+    }
+    assert!(!seen.contains("CARGO_MANIFEST_DIR"), "{seen}");
+}

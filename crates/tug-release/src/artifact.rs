@@ -915,6 +915,40 @@ pub(crate) fn image_problem(image: &str) -> Option<String> {
     None
 }
 
+/// Where two `artifact.json` documents differ, as dotted field paths in document order
+/// (`application.sha`, `stages`); arrays and values of different kinds count as one field. Empty
+/// when they hold the same content, however it is written (key order, spacing). Registering an
+/// artifact id again with content that differs is refused with these fields named.
+pub fn differing_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+        match (old, new) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                let keys = b.keys().chain(a.keys().filter(|k| !b.contains_key(*k)));
+                for key in keys {
+                    let at = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    match (a.get(key), b.get(key)) {
+                        (Some(x), Some(y)) => walk(&at, x, y, out),
+                        _ => out.push(at),
+                    }
+                }
+            }
+            (a, b) if a != b => out.push(if path.is_empty() {
+                "(the whole document)".to_owned()
+            } else {
+                path.to_owned()
+            }),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", old, new, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1120,5 +1154,30 @@ mod tests {
         assert_eq!(image_problem("localhost:5000/a/b"), None);
         assert_eq!(image_problem("nginx"), None);
         assert!(image_problem("registry.example.com:port/a").is_some());
+    }
+
+    #[test]
+    fn differing_fields_name_what_changed_and_ignore_how_it_is_written() {
+        let old: serde_json::Value = serde_json::from_str(
+            r#"{"id": "a-1", "application": {"sha": "1111", "branch": "main"}, "stages": [1]}"#,
+        )
+        .unwrap();
+        let same: serde_json::Value = serde_json::from_str(
+            r#"{"stages":[1],"application":{"branch":"main","sha":"1111"},"id":"a-1"}"#,
+        )
+        .unwrap();
+        assert!(differing_fields(&old, &same).is_empty());
+        let other: serde_json::Value = serde_json::from_str(
+            r#"{"id": "a-1", "application": {"sha": "2222", "branch": "main"}, "stages": [1, 2], "ci": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            differing_fields(&old, &other),
+            ["application.sha", "stages", "ci"]
+        );
+        assert_eq!(
+            differing_fields(&old, &serde_json::json!([])),
+            ["(the whole document)"]
+        );
     }
 }

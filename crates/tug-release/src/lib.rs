@@ -21,6 +21,7 @@ mod validate;
 
 pub use artifact::{
     Artifact, ArtifactError, ArtifactInit, ChartReference, ImageReference, Stage, StageData,
+    differing_fields,
 };
 pub use decide::{Choice, Decision, Facts, Nothing, Refusal, Request};
 pub use environment::{Environment, EnvironmentError, Environments};

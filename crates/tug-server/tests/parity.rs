@@ -176,6 +176,48 @@ async fn each_operation_answers_the_same_over_rest_and_grpc() {
         "the second push of the same bytes is not new"
     );
 
+    // Artifacts are immutable: the same content written another way is the same artifact; other
+    // content under a known id is refused, naming what differs, and nothing is replaced.
+    let rewritten: Value = serde_json::from_str(&artifact_json("a-1")).unwrap();
+    let rewritten = serde_json::to_string_pretty(&rewritten).unwrap();
+    let rest = world
+        .rest("POST", "/api/v1/artifacts", Some(rewritten))
+        .await;
+    assert_eq!(rest.status, 200, "{}", rest.body);
+    assert_eq!(rest.body["created"], false);
+    let mut other: Value = serde_json::from_str(&artifact_json("a-1")).unwrap();
+    other["application"]["sha"] = json!("another-sha");
+    other["stages"][0]["data"]["tag"] = json!("other");
+    let rest = world
+        .rest("POST", "/api/v1/artifacts", Some(other.to_string()))
+        .await;
+    let grpc = releases
+        .push_artifact(authed(v1::PushArtifactRequest {
+            artifact_json: other.to_string().into_bytes(),
+        }))
+        .await;
+    same_refusal(
+        "an artifact id registered again with other content",
+        &rest,
+        grpc,
+    );
+    assert_eq!(rest.status, 409, "{}", rest.body);
+    assert_eq!(
+        rest.body["details"]["differingFields"],
+        json!(["application.sha", "stages"]),
+        "{}",
+        rest.body
+    );
+    let stored = world
+        .rest("GET", "/api/v1/artifacts/a-1?service=api", None)
+        .await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    assert!(
+        stored.body.to_string().contains("a-1-sha"),
+        "the first content stays: {}",
+        stored.body
+    );
+
     let rest = world
         .rest("GET", "/api/v1/artifacts/nope?service=api", None)
         .await;

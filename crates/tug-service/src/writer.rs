@@ -22,10 +22,10 @@ use crate::signals::JobSignals;
 
 /// How long a writer's lease on its branch lasts without renewal. A replica that dies holds its
 /// branches at most this long (plus one dispatcher round) before another replica takes them.
-const LEASE_TTL: Duration = Duration::from_secs(6);
+const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How often a writer renews its lease while it builds and pushes a batch: three chances before
 /// the lease would lapse.
-const HEARTBEAT: Duration = Duration::from_secs(2);
+const HEARTBEAT: Duration = Duration::from_millis(1500);
 /// An idle writer waits this long for new work before exiting.
 const IDLE_EXIT: Duration = Duration::from_secs(20);
 /// How long after a batch lands the writer waits for as many tasks as that batch had: about the
@@ -177,15 +177,23 @@ impl Writers {
         }
     }
 
-    /// Waits until every writer has stopped (after the shutdown latch fired).
+    /// Waits until every writer has stopped (after the shutdown latch fired), then stops what
+    /// the mirrors keep running (ssh connection-sharing masters), so nothing outlives the server.
     pub async fn drain(&self, deadline: Duration) {
         let started = Instant::now();
         while started.elapsed() < deadline {
             if self.running.lock().await.is_empty() && self.background.is_idle() {
-                return;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let mirrors: Vec<Arc<Mirror>> = self.mirrors.lock().await.values().cloned().collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for mirror in mirrors {
+                mirror.close();
+            }
+        })
+        .await;
     }
 
     async fn run_branch(self: Arc<Self>, branch: BranchKey, notify: Arc<Notify>) {
@@ -304,9 +312,14 @@ impl Writers {
             Auth::None
         };
         let data_dir = self.config.data_dir.clone();
+        let entry = repo.name.clone();
         let remote = Remote::new(repo.url.clone(), auth);
         let mirror = tokio::task::spawn_blocking(move || {
-            let m = Mirror::open(&data_dir, remote, MirrorOptions::default())?;
+            let options = MirrorOptions {
+                entry: Some(entry),
+                ..MirrorOptions::default()
+            };
+            let m = Mirror::open(&data_dir, remote, options)?;
             m.fetch()?;
             Ok::<_, tug_git::GitError>(m)
         })
@@ -699,7 +712,7 @@ impl AfterJobs {
             return;
         }
         // One replica sends a job's notifications, however many finished its tasks.
-        match self.store.claim_notification(job_id).await {
+        match self.store.claim_notification(job_id, "job").await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {

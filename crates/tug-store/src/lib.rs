@@ -506,10 +506,10 @@ pub trait Store: Send + Sync + 'static {
     /// with none are left out.
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>>;
 
-    /// Marks a finished job as notified. True for exactly one caller, however many replicas
-    /// ask: the one that sends the job's notifications. False for a job that is unknown, not
-    /// finished, or already claimed.
-    async fn claim_notification(&self, job_id: &str) -> Result<bool>;
+    /// Marks the notifications of a finished job on `channel` (`job`, `release`, …) as sent.
+    /// True for exactly one caller, however many replicas ask: the one that sends them. False
+    /// for a job that is unknown, not finished, or already claimed on that channel.
+    async fn claim_notification(&self, job_id: &str, channel: &str) -> Result<bool>;
 
     /// Succeeds when the database answers (health checks).
     async fn ping(&self) -> Result<()>;

@@ -27,8 +27,10 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::rows::{LeaseCheck, event_from_row, job_from_row, still_leased, task_from_row};
-use crate::sqlite::{check_new_job, json_text, timestamp};
+use crate::rows::{
+    LeaseCheck, check_new_job, event_from_row, job_from_row, json_text, still_leased,
+    task_from_row, timestamp,
+};
 use crate::{
     BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
     Store, StoreChange, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
@@ -723,12 +725,14 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn claim_notification(&self, job_id: &str) -> Result<bool> {
+    async fn claim_notification(&self, job_id: &str, channel: &str) -> Result<bool> {
         let claimed = sqlx::query(
-            "UPDATE jobs SET notified_at = $2 \
-             WHERE id = $1 AND notified_at IS NULL AND state IN ('succeeded', 'failed')",
+            "INSERT INTO notifications_sent (job_id, channel, at) \
+             SELECT id, $2, $3 FROM jobs WHERE id = $1 AND state IN ('succeeded', 'failed') \
+             ON CONFLICT (job_id, channel) DO NOTHING",
         )
         .bind(job_id)
+        .bind(channel)
         .bind(self.now_ms())
         .execute(&self.pool)
         .await?;

@@ -18,8 +18,8 @@ impl ReleaseStore for PgStore {
     async fn put_artifact(&self, artifact: NewArtifact) -> Result<ArtifactWrite> {
         let now = Timestamp::now().as_millisecond();
         let mut tx = self.pool().begin().await?;
-        // Insert, or lock the existing row to compare and replace it: two replicas registering
-        // one id at once are ordered by that lock.
+        // Insert, or read what the id already holds: the unique index orders two replicas
+        // registering one id at once.
         let inserted = sqlx::query(
             "INSERT INTO artifacts (service, id, branch, branch_key, artifact, created_at, \
              updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
@@ -36,29 +36,16 @@ impl ReleaseStore for PgStore {
         let outcome = if inserted.rows_affected() > 0 {
             ArtifactWrite::Created
         } else {
-            let existing: String = sqlx::query_scalar(
-                "SELECT artifact FROM artifacts WHERE service = $1 AND id = $2 FOR UPDATE",
-            )
-            .bind(&artifact.service)
-            .bind(&artifact.id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let existing: String =
+                sqlx::query_scalar("SELECT artifact FROM artifacts WHERE service = $1 AND id = $2")
+                    .bind(&artifact.service)
+                    .bind(&artifact.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if existing == artifact.artifact_json {
                 ArtifactWrite::Unchanged
             } else {
-                sqlx::query(
-                    "UPDATE artifacts SET artifact = $1, branch = $2, branch_key = $3, \
-                     updated_at = $4 WHERE service = $5 AND id = $6",
-                )
-                .bind(&artifact.artifact_json)
-                .bind(&artifact.branch)
-                .bind(branch_key(&artifact.branch))
-                .bind(now)
-                .bind(&artifact.service)
-                .bind(&artifact.id)
-                .execute(&mut *tx)
-                .await?;
-                ArtifactWrite::Updated
+                ArtifactWrite::Differs { existing }
             }
         };
         tx.commit().await?;

@@ -35,14 +35,18 @@ pub struct StoredArtifact {
     pub updated_at: Timestamp,
 }
 
-/// What registering an artifact did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What registering an artifact did. An artifact is immutable: a known id is never given other
+/// content (a later promote or rollback would deploy something else than what was released).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArtifactWrite {
     Created,
-    /// The id was known with another `artifact.json`; the new one replaced it.
-    Updated,
-    /// The id was known with the same `artifact.json`.
+    /// The id was known with the same `artifact.json`, byte for byte.
     Unchanged,
+    /// The id is known with other bytes; nothing was written. `existing` is what is stored, for
+    /// the caller to compare (the same JSON written differently is the same artifact).
+    Differs {
+        existing: String,
+    },
 }
 
 /// One release commit, as the index keeps it.
@@ -115,8 +119,8 @@ pub struct RolloutState {
 /// Storage of artifacts, the release index, unpins and rollout states.
 #[async_trait]
 pub trait ReleaseStore: Send + Sync + 'static {
-    /// Registers an artifact; registering the same (service, id) again replaces its
-    /// `artifact.json` and keeps its registration time and bundle.
+    /// Registers an artifact; a (service, id) already known is left as it is (see
+    /// [`ArtifactWrite`]).
     async fn put_artifact(&self, artifact: NewArtifact) -> Result<ArtifactWrite>;
 
     async fn artifact(&self, service: &str, id: &str) -> Result<Option<StoredArtifact>>;
@@ -235,21 +239,7 @@ impl ReleaseStore for SqliteStore {
                 .await?;
         let outcome = match existing {
             Some(json) if json == artifact.artifact_json => ArtifactWrite::Unchanged,
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE artifacts SET artifact = ?, branch = ?, branch_key = ?, updated_at = ? \
-                     WHERE service = ? AND id = ?",
-                )
-                .bind(&artifact.artifact_json)
-                .bind(&artifact.branch)
-                .bind(branch_key(&artifact.branch))
-                .bind(now)
-                .bind(&artifact.service)
-                .bind(&artifact.id)
-                .execute(&mut *tx)
-                .await?;
-                ArtifactWrite::Updated
-            }
+            Some(existing) => ArtifactWrite::Differs { existing },
             None => {
                 sqlx::query(
                     "INSERT INTO artifacts (service, id, branch, branch_key, artifact, created_at, \

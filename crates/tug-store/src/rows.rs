@@ -1,9 +1,14 @@
-//! Rows of the job queue read back into their types, the same for every backend.
+//! Rows of the job queue read back into their types, and the checks and conversions every
+//! backend shares.
 
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::sqlite::{json_value, timestamp};
-use crate::{BranchKey, Event, Job, JobState, Level, Result, StoreError, Task, TaskId, TaskState};
+use crate::{
+    BranchKey, Event, Job, JobState, Level, NewJob, Result, StoreError, Task, TaskId, TaskState,
+};
 
 pub(crate) fn job_from_row<R>(row: &R, tasks: Vec<Task>) -> Result<Job>
 where
@@ -120,4 +125,38 @@ pub(crate) fn still_leased(check: &LeaseCheck) -> bool {
         && claimed_by.is_some()
         && claimed_by == holder
         && *same_epoch
+}
+
+pub(crate) fn check_new_job(job: &NewJob) -> Result<()> {
+    if job.tasks.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "{} job requested by {} has no tasks",
+            job.kind, job.requested_by
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for task in &job.tasks {
+        if !seen.insert(&task.branch) {
+            return Err(StoreError::Invalid(format!(
+                "{} job lists branch {} of {} twice",
+                job.kind, task.branch.branch, task.branch.repository
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn timestamp(ms: i64, what: impl FnOnce() -> String) -> Result<Timestamp> {
+    Timestamp::from_millisecond(ms)
+        .map_err(|error| StoreError::Corrupt(format!("{}: {ms} ms is not a time: {error}", what())))
+}
+
+pub(crate) fn json_text(value: &serde_json::Value, what: &str) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|error| StoreError::Invalid(format!("{what} is not storable JSON: {error}")))
+}
+
+pub(crate) fn json_value(text: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|error| StoreError::Corrupt(format!("{} is not JSON: {error}", what())))
 }

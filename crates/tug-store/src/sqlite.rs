@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -43,7 +42,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::rows::{LeaseCheck, event_from_row, job_from_row, still_leased, task_from_row};
+use crate::rows::{
+    LeaseCheck, check_new_job, event_from_row, job_from_row, json_text, still_leased,
+    task_from_row, timestamp,
+};
 use crate::{
     BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
     Store, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
@@ -450,12 +452,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_notification(&self, job_id: &str) -> Result<bool> {
+    async fn claim_notification(&self, job_id: &str, channel: &str) -> Result<bool> {
         let claimed = sqlx::query(
-            "UPDATE jobs SET notified_at = ?2 \
-             WHERE id = ?1 AND notified_at IS NULL AND state IN ('succeeded', 'failed')",
+            "INSERT INTO notifications_sent (job_id, channel, at) \
+             SELECT id, ?2, ?3 FROM jobs WHERE id = ?1 AND state IN ('succeeded', 'failed') \
+             ON CONFLICT (job_id, channel) DO NOTHING",
         )
         .bind(job_id)
+        .bind(channel)
         .bind(self.now_ms())
         .execute(&self.writer)
         .await?;
@@ -1623,25 +1627,6 @@ async fn lease_refusal(conn: &mut SqliteConnection, task_id: TaskId) -> StoreErr
     }
 }
 
-pub(crate) fn check_new_job(job: &NewJob) -> Result<()> {
-    if job.tasks.is_empty() {
-        return Err(StoreError::Invalid(format!(
-            "{} job requested by {} has no tasks",
-            job.kind, job.requested_by
-        )));
-    }
-    let mut seen = BTreeSet::new();
-    for task in &job.tasks {
-        if !seen.insert(&task.branch) {
-            return Err(StoreError::Invalid(format!(
-                "{} job lists branch {} of {} twice",
-                job.kind, task.branch.branch, task.branch.repository
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The job of task `task_id` if that task is running under the lease that claimed it.
 async fn leased_running_task(conn: &mut SqliteConnection, task_id: TaskId) -> Result<String> {
     let row: Option<LeaseCheck> = sqlx::query_as(
@@ -1725,21 +1710,6 @@ async fn load_job(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> 
     .map(task_from_row)
     .collect::<Result<Vec<_>>>()?;
     job_from_row(&row, tasks).map(Some)
-}
-
-pub(crate) fn timestamp(ms: i64, what: impl FnOnce() -> String) -> Result<Timestamp> {
-    Timestamp::from_millisecond(ms)
-        .map_err(|error| StoreError::Corrupt(format!("{}: {ms} ms is not a time: {error}", what())))
-}
-
-pub(crate) fn json_text(value: &serde_json::Value, what: &str) -> Result<String> {
-    serde_json::to_string(value)
-        .map_err(|error| StoreError::Invalid(format!("{what} is not storable JSON: {error}")))
-}
-
-pub(crate) fn json_value(text: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value> {
-    serde_json::from_str(text)
-        .map_err(|error| StoreError::Corrupt(format!("{} is not JSON: {error}", what())))
 }
 
 #[cfg(test)]

@@ -104,8 +104,8 @@ impl Store for SingleWrites {
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>> {
         self.0.queue_depths().await
     }
-    async fn claim_notification(&self, job_id: &str) -> Result<bool> {
-        self.0.claim_notification(job_id).await
+    async fn claim_notification(&self, job_id: &str, channel: &str) -> Result<bool> {
+        self.0.claim_notification(job_id, channel).await
     }
     async fn ping(&self) -> Result<()> {
         self.0.ping().await

@@ -1125,7 +1125,7 @@ async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
         .unwrap()
         .job;
     assert!(
-        !h.store.claim_notification(&job.id).await.unwrap(),
+        !h.store.claim_notification(&job.id, "job").await.unwrap(),
         "not finished yet"
     );
     assert!(h.store.lock_branch(&main, "a", TTL).await.unwrap());
@@ -1138,7 +1138,7 @@ async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
         .map(|_| {
             let store = h.store.clone();
             let id = job.id.clone();
-            tokio::spawn(async move { store.claim_notification(&id).await.unwrap() })
+            tokio::spawn(async move { store.claim_notification(&id, "job").await.unwrap() })
         })
         .collect();
     let mut granted = 0;
@@ -1146,7 +1146,25 @@ async fn a_finished_job_is_claimed_for_notification_once(h: Harness) {
         granted += usize::from(asker.await.unwrap());
     }
     assert_eq!(granted, 1);
-    assert!(!h.store.claim_notification("no-such-job").await.unwrap());
+    // Another channel is claimed on its own.
+    assert!(
+        h.store
+            .claim_notification(&job.id, "release")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .claim_notification(&job.id, "release")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .claim_notification("no-such-job", "job")
+            .await
+            .unwrap()
+    );
     h.store.ping().await.unwrap();
 }
 

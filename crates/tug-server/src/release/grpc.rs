@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 use tug_proto::v1;
 use tug_proto::v1::release_service_server::{ReleaseService, ReleaseServiceServer};
 use tug_release::{Artifact, Intent, Person, StageData};
-use tug_store::{ArtifactWrite, Job, StoredArtifact, TaskState};
+use tug_service::release::api::Registration;
+use tug_store::{Job, StoredArtifact, TaskState};
 
 use tug_service::release::Ctx;
 use tug_service::release::api::{
@@ -371,9 +372,8 @@ impl ReleaseService for ReleaseApi {
             .await
             .map_err(|e| status(&e))?;
         let registration = match pushed.write {
-            ArtifactWrite::Created => v1::ArtifactRegistration::Created,
-            ArtifactWrite::Updated => v1::ArtifactRegistration::Updated,
-            ArtifactWrite::Unchanged => v1::ArtifactRegistration::Unchanged,
+            Registration::Created => v1::ArtifactRegistration::Created,
+            Registration::Unchanged => v1::ArtifactRegistration::Unchanged,
         };
         Ok(Response::new(v1::PushArtifactResponse {
             artifact: Some(stored_summary(&pushed.stored)),

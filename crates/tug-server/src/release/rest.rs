@@ -17,9 +17,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tug_service::ServiceError;
 use tug_service::release::Ctx;
+use tug_service::release::api::Registration;
 use tug_service::release::api::*;
 use tug_service::release::flow::release_json;
-use tug_store::{ArtifactWrite, StoredArtifact};
+use tug_store::StoredArtifact;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -126,13 +127,13 @@ async fn push_artifact(
         )
     })?;
     let pushed = push_artifact_core(&ctx, &caller, text).await?;
-    let status = if pushed.write == ArtifactWrite::Created {
+    let status = if pushed.write == Registration::Created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     let mut body = artifact_json(&pushed.stored);
-    body["created"] = json!(pushed.write == ArtifactWrite::Created);
+    body["created"] = json!(pushed.write == Registration::Created);
     body["autoReleases"] = json!(pushed.auto_releases);
     Ok((status, axum::Json(body)).into_response())
 }

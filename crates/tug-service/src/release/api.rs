@@ -171,8 +171,61 @@ pub async fn wait_for(app: &Arc<App>, job_id: &str) -> Result<Job, ServiceError>
 /// What registering an artifact did.
 pub struct PushedArtifact {
     pub stored: StoredArtifact,
-    pub write: ArtifactWrite,
+    pub write: Registration,
     pub auto_releases: Vec<AutoReleaseOutcome>,
+}
+
+/// A registration that was accepted: artifacts are immutable, so a known id with other content
+/// is refused instead (409 naming the fields that differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Created,
+    /// The id was known with the same content (however its JSON was written).
+    Unchanged,
+}
+
+/// Stores an artifact and reads it back; refuses an id that exists with other content.
+pub(crate) async fn store_artifact(
+    ctx: &Ctx,
+    artifact: NewArtifact,
+) -> Result<(StoredArtifact, Registration), ServiceError> {
+    let (service, id) = (artifact.service.clone(), artifact.id.clone());
+    let new_json = artifact.artifact_json.clone();
+    let write = ctx
+        .app
+        .releases
+        .put_artifact(artifact)
+        .await
+        .map_err(|e| ServiceError::store(&e))?;
+    let registration = match write {
+        ArtifactWrite::Created => Registration::Created,
+        ArtifactWrite::Unchanged => Registration::Unchanged,
+        ArtifactWrite::Differs { existing } => {
+            let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+            let fields = tug_release::differing_fields(&parse(&existing), &parse(&new_json));
+            if !fields.is_empty() {
+                return Err(ServiceError::conflict(format!(
+                    "artifact {id} of service {service} is already registered with other content \
+                     (differs in {}); an artifact never changes: build a new one with its own id",
+                    fields.join(", ")
+                ))
+                .with_details(json!({
+                    "service": service,
+                    "artifactId": id,
+                    "differingFields": fields,
+                })));
+            }
+            Registration::Unchanged
+        }
+    };
+    let stored = ctx
+        .app
+        .releases
+        .artifact(&service, &id)
+        .await
+        .map_err(|e| ServiceError::store(&e))?
+        .ok_or_else(|| internal("the artifact just stored went missing"))?;
+    Ok((stored, registration))
 }
 
 /// Registers `artifact.json` as CI wrote it and auto-releases it where a policy says so.
@@ -194,26 +247,18 @@ async fn push_artifact_unaudited(
             "application.branch: the artifact names no source branch (and its id is not <branch>-<sha>-<sha>)",
         ));
     }
-    let write = ctx
-        .app
-        .releases
-        .put_artifact(NewArtifact {
+    let (stored, write) = store_artifact(
+        ctx,
+        NewArtifact {
             service: artifact.service.clone(),
             id: artifact.id.clone(),
             branch,
             artifact_json: text.to_owned(),
-        })
-        .await
-        .map_err(|e| ServiceError::store(&e))?;
-    let stored = ctx
-        .app
-        .releases
-        .artifact(&artifact.service, &artifact.id)
-        .await
-        .map_err(|e| ServiceError::store(&e))?
-        .ok_or_else(|| internal("the artifact just stored went missing"))?;
+        },
+    )
+    .await?;
     // Registering the same artifact again changes nothing, so it releases nothing either.
-    let auto_releases = if write == ArtifactWrite::Unchanged {
+    let auto_releases = if write == Registration::Unchanged {
         Vec::new()
     } else {
         auto_release(
@@ -1070,9 +1115,8 @@ pub async fn push_artifact_core(
             "artifact {} {}, {} auto-release(s)",
             p.stored.id,
             match p.write {
-                ArtifactWrite::Created => "registered",
-                ArtifactWrite::Updated => "replaced",
-                ArtifactWrite::Unchanged => "unchanged",
+                Registration::Created => "registered",
+                Registration::Unchanged => "unchanged",
             },
             p.auto_releases.len()
         )

@@ -138,6 +138,15 @@ pub(crate) fn spawn(ctx: Arc<Ctx>) {
             if job.kind != "release" || !job.state.is_terminal() {
                 continue;
             }
+            // Every replica hears of the job's end; one announces it.
+            match ctx.app.store.claim_notification(&job_id, "release").await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    warn!(job = %job_id, error = %e, "cannot claim the release announcement");
+                    continue;
+                }
+            }
             if sent.len() > 10_000 {
                 sent.clear();
             }

@@ -25,7 +25,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tug_release::Artifact;
-use tug_store::{ArtifactWrite, NewArtifact};
+use tug_store::NewArtifact;
+
+use super::api::Registration;
 
 use super::flow::auto_release;
 use super::{Ctx, internal, invalid, not_found};
@@ -513,25 +515,17 @@ async fn register(ctx: &Ctx, requested_by: &str, artifact: &Value) -> Result<Val
         .services
         .get(&parsed.service)
         .map_err(|e| not_found("service", format!("service: {e}")))?;
-    let write = ctx
-        .app
-        .releases
-        .put_artifact(NewArtifact {
+    let (stored, write) = super::api::store_artifact(
+        ctx,
+        NewArtifact {
             service: parsed.service.clone(),
             id: parsed.id.clone(),
             branch: parsed.branch().unwrap_or_default().to_owned(),
             artifact_json: text,
-        })
-        .await
-        .map_err(|e| ServiceError::store(&e))?;
-    let stored = ctx
-        .app
-        .releases
-        .artifact(&parsed.service, &parsed.id)
-        .await
-        .map_err(|e| ServiceError::store(&e))?
-        .ok_or_else(|| internal("the artifact just stored went missing"))?;
-    let auto = if write == ArtifactWrite::Unchanged {
+        },
+    )
+    .await?;
+    let auto = if write == Registration::Unchanged {
         Vec::new()
     } else {
         let token = ctx.app.config.triggers.token.as_ref().map(Secret::expose);
@@ -541,8 +535,8 @@ async fn register(ctx: &Ctx, requested_by: &str, artifact: &Value) -> Result<Val
         "id": stored.id,
         "service": stored.service,
         "branch": stored.branch,
-        "created": write == ArtifactWrite::Created,
-        "unchanged": write == ArtifactWrite::Unchanged,
+        "created": write == Registration::Created,
+        "unchanged": write == Registration::Unchanged,
         "autoReleases": auto,
     }))
 }

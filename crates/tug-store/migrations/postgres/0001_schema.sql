@@ -16,7 +16,6 @@ CREATE TABLE jobs (
     -- Last `events.seq` handed out: bumping it row-locks the job, which keeps `seq` dense with
     -- concurrent writers.
     last_event_seq  BIGINT  NOT NULL DEFAULT 0,
-    notified_at     BIGINT,
     created_at      BIGINT  NOT NULL,
     updated_at      BIGINT  NOT NULL
 );
@@ -61,6 +60,15 @@ CREATE TABLE events (
     message  TEXT    NOT NULL,
     PRIMARY KEY (job_id, seq),
     FOREIGN KEY (job_id, task_id) REFERENCES tasks (job_id, id) ON DELETE CASCADE
+);
+
+-- Which notifications of a finished job were sent, per channel: the replica that inserts the
+-- row sends them.
+CREATE TABLE notifications_sent (
+    job_id  TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    channel TEXT    NOT NULL,
+    at      BIGINT  NOT NULL,
+    PRIMARY KEY (job_id, channel)
 );
 
 -- One writer per branch across replicas. Live while now < expires_at; `epoch` grows each time

@@ -6,6 +6,12 @@
 ALTER TABLE branch_leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE tasks ADD COLUMN claim_epoch INTEGER;
 
--- The notifications of a finished job are sent once: the first replica to mark the job sends
--- them (a job whose tasks were finished by two replicas at once would otherwise notify twice).
-ALTER TABLE jobs ADD COLUMN notified_at INTEGER;
+-- Which notifications of a finished job were sent, per channel (the job's own notifications,
+-- the release announcements): the first replica to insert the row sends them, so replicas that
+-- all learn of the job's end notify once between them.
+CREATE TABLE notifications_sent (
+    job_id  TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    channel TEXT    NOT NULL,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (job_id, channel)
+) WITHOUT ROWID;
