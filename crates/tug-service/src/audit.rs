@@ -138,3 +138,64 @@ pub async fn record<T>(
     write(log, [record]).await;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use tug_store::{AuditQuery, AuditRecord, StoreError};
+
+    use super::*;
+
+    /// A store whose audit writes all fail.
+    struct Broken;
+
+    #[async_trait]
+    impl AuditLog for Broken {
+        async fn append_audit(&self, _: NewAuditRecord) -> tug_store::Result<AuditRecord> {
+            Err(StoreError::WriterStopped)
+        }
+
+        async fn audit(&self, _: &AuditQuery) -> tug_store::Result<Vec<AuditRecord>> {
+            Err(StoreError::WriterStopped)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_audit_write_leaves_the_answer_as_it_was() {
+        let accepted = record(&Broken, Entry::new("deploy", "ci"), Ok(7), |n| {
+            n.to_string()
+        })
+        .await;
+        assert_eq!(accepted.ok(), Some(7));
+        let refused: Result<(), ServiceError> = record(
+            &Broken,
+            Entry::new("deploy", "ci"),
+            Err(ServiceError::not_found("no such service")),
+            |()| String::new(),
+        )
+        .await;
+        assert_eq!(refused.unwrap_err().code(), "not_found");
+    }
+
+    #[tokio::test]
+    async fn records_carry_the_request_id_of_their_scope_and_the_refusal_code() {
+        let entry = || {
+            Entry::new("release", "ci")
+                .service("api")
+                .environment("dev")
+        };
+        assert_eq!(entry().accepted("done").request_id, None);
+        let refused = scope("req-7".to_owned(), async {
+            entry().refused(&ServiceError::not_found("no artifact"))
+        })
+        .await;
+        assert_eq!(refused.request_id.as_deref(), Some("req-7"));
+        assert_eq!(refused.result, AuditResult::Refused);
+        assert_eq!(refused.code.as_deref(), Some("not_found"));
+        assert_eq!(refused.message, "no artifact");
+        assert_eq!(
+            (refused.service.as_deref(), refused.environment.as_deref()),
+            (Some("api"), Some("dev"))
+        );
+    }
+}
