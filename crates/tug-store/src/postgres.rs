@@ -86,6 +86,9 @@ pub struct PgStore {
     pool: PgPool,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<StoreChange>,
+    /// Signs this store's notifications, so its listener skips what this process already knows
+    /// (its own writers and streams are woken directly).
+    instance: String,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -125,6 +128,7 @@ impl PgStore {
             pool,
             clock,
             changes,
+            instance: Uuid::now_v7().simple().to_string(),
         };
         store.spawn_listener().await?;
         tracing::debug!(database = %redacted_url(&config.url), "job store open (PostgreSQL)");
@@ -152,23 +156,26 @@ impl PgStore {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen_all([BRANCH_CHANNEL, JOB_CHANNEL]).await?;
         let changes = self.changes.clone();
+        let instance = self.instance.clone();
         tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notice)) => {
+                        // `…\t<instance>`: a notice of this very store is not news here.
+                        let Some((body, sender)) = notice.payload().rsplit_once('\t') else {
+                            continue;
+                        };
+                        if sender == instance {
+                            continue;
+                        }
                         let change = match notice.channel() {
-                            BRANCH_CHANNEL => {
-                                notice
-                                    .payload()
-                                    .split_once('\t')
-                                    .map(|(repository, branch)| {
-                                        StoreChange::Branch(BranchKey {
-                                            repository: repository.to_owned(),
-                                            branch: branch.to_owned(),
-                                        })
-                                    })
-                            }
-                            JOB_CHANNEL => Some(StoreChange::Job(notice.payload().to_owned())),
+                            BRANCH_CHANNEL => body.split_once('\t').map(|(repository, branch)| {
+                                StoreChange::Branch(BranchKey {
+                                    repository: repository.to_owned(),
+                                    branch: branch.to_owned(),
+                                })
+                            }),
+                            JOB_CHANNEL => Some(StoreChange::Job(body.to_owned())),
                             _ => None,
                         };
                         if let Some(change) = change {
@@ -270,7 +277,12 @@ impl Store for PgStore {
         let notices: Vec<String> = job
             .tasks
             .iter()
-            .map(|t| format!("{}\t{}", t.branch.repository, t.branch.branch))
+            .map(|t| {
+                format!(
+                    "{}\t{}\t{}",
+                    t.branch.repository, t.branch.branch, self.instance
+                )
+            })
             .collect();
         sqlx::query("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n")
             .bind(BRANCH_CHANNEL)
@@ -419,7 +431,7 @@ impl Store for PgStore {
         }
         let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
-        let appended = append_events(&mut tx, &events, now).await?;
+        let appended = append_events(&mut tx, &events, now, &self.instance).await?;
         tx.commit().await?;
         Ok(appended)
     }
@@ -513,7 +525,10 @@ impl Store for PgStore {
             // Another replica may be waiting for this branch: it takes over at once.
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(BRANCH_CHANNEL)
-                .bind(format!("{}\t{}", branch.repository, branch.branch))
+                .bind(format!(
+                    "{}\t{}\t{}",
+                    branch.repository, branch.branch, self.instance
+                ))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -597,11 +612,14 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
-        let mut results = Vec::with_capacity(outcomes.len());
-        let mut jobs = BTreeSet::new();
-        let mut events = Vec::new();
-        for (task_id, outcome, task_events) in outcomes {
+        // Serialised first; then one UPDATE for the whole batch, the lease check riding in it,
+        // and only refused tasks looked at again to say why.
+        let mut results: Vec<Option<Result<()>>> = Vec::with_capacity(outcomes.len());
+        let mut batch: Vec<(usize, TaskId, &'static str, String, Option<String>)> = Vec::new();
+        let mut task_events = Vec::with_capacity(outcomes.len());
+        let mut seen = BTreeSet::new();
+        for (at, (task_id, outcome, events)) in outcomes.into_iter().enumerate() {
+            task_events.push(events);
             let (state, result, error) = match outcome {
                 TaskOutcome::Succeeded(result) => (TaskState::Succeeded, result, None),
                 TaskOutcome::Failed(error) => (
@@ -610,45 +628,71 @@ impl Store for PgStore {
                     Some(error),
                 ),
             };
-            let result = match json_text(&result, "task result") {
-                Ok(text) => text,
-                Err(refusal) => {
-                    results.push(Err(refusal));
-                    continue;
+            match json_text(&result, "task result") {
+                // A task listed twice: the later entry finds it finished, as one by one.
+                Ok(_) if !seen.insert(task_id) => {
+                    results.push(Some(Err(StoreError::LeaseLost(task_id))));
                 }
-            };
-            // The lease check rides in the UPDATE; a success keeps the last transient error.
-            let job_id: Option<String> = sqlx::query_scalar(&format!(
-                "UPDATE tasks SET state = $2, result = $3, \
-                                  last_error = COALESCE($4, last_error), updated_at = $5 \
-                 WHERE id = $1 AND {LEASED} RETURNING job_id"
-            ))
-            .bind(task_id)
-            .bind(state.as_str())
-            .bind(&result)
-            .bind(&error)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match job_id {
-                Some(job_id) => {
-                    events.extend(task_events.into_iter().map(|(level, message)| NewEvent {
-                        job_id: job_id.clone(),
-                        task_id: Some(task_id),
-                        level,
-                        message,
-                    }));
-                    jobs.insert(job_id);
-                    results.push(Ok(()));
+                Ok(text) => {
+                    results.push(None);
+                    batch.push((at, task_id, state.as_str(), text, error));
                 }
-                None => results.push(Err(lease_refusal(&mut tx, task_id).await?)),
+                Err(refusal) => results.push(Some(Err(refusal))),
             }
         }
-        append_events(&mut tx, &events, now).await?;
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<TaskId> = batch.iter().map(|b| b.1).collect();
+        let states: Vec<&str> = batch.iter().map(|b| b.2).collect();
+        let texts: Vec<&str> = batch.iter().map(|b| b.3.as_str()).collect();
+        let errors: Vec<Option<&str>> = batch.iter().map(|b| b.4.as_deref()).collect();
+        // A success keeps the last transient error: it tells why the task needed retries.
+        let finished: Vec<(TaskId, String)> = sqlx::query_as(&format!(
+            "UPDATE tasks SET state = u.state, result = u.result, \
+                              last_error = COALESCE(u.error, tasks.last_error), updated_at = $5 \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+                  AS u(id, state, result, error) \
+             WHERE tasks.id = u.id AND {LEASED} RETURNING tasks.id, tasks.job_id"
+        ))
+        .bind(&ids)
+        .bind(&states)
+        .bind(&texts)
+        .bind(&errors)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let finished: std::collections::HashMap<TaskId, String> = finished.into_iter().collect();
+        let mut jobs = BTreeSet::new();
+        let mut events = Vec::new();
+        for (at, task_id, ..) in batch {
+            let outcome = match finished.get(&task_id) {
+                Some(job_id) => {
+                    events.extend(std::mem::take(&mut task_events[at]).into_iter().map(
+                        |(level, message)| NewEvent {
+                            job_id: job_id.clone(),
+                            task_id: Some(task_id),
+                            level,
+                            message,
+                        },
+                    ));
+                    jobs.insert(job_id.clone());
+                    Ok(())
+                }
+                None => Err(lease_refusal(&mut tx, task_id).await?),
+            };
+            results[at] = Some(outcome);
+        }
+        append_events(&mut tx, &events, now, &self.instance).await?;
         refresh_job_states(&mut tx, &jobs, now).await?;
-        notify_jobs(&mut tx, &jobs).await?;
+        notify_jobs(&mut tx, &jobs, &self.instance).await?;
         tx.commit().await?;
-        Ok(results)
+        results
+            .into_iter()
+            .map(|result| {
+                result.ok_or_else(|| {
+                    StoreError::Corrupt("a finished task lost its outcome".to_owned())
+                })
+            })
+            .collect()
     }
 
     async fn postpone_task(&self, task_id: TaskId, error: &str, retry_in: Duration) -> Result<()> {
@@ -695,7 +739,7 @@ impl Store for PgStore {
             }
         }
         refresh_job_states(&mut tx, &jobs, now).await?;
-        notify_jobs(&mut tx, &jobs).await?;
+        notify_jobs(&mut tx, &jobs, &self.instance).await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -749,15 +793,21 @@ impl Store for PgStore {
     }
 }
 
-/// Tells every replica that these jobs have news (delivered when the transaction commits).
-async fn notify_jobs(conn: &mut PgConnection, jobs: &BTreeSet<String>) -> Result<()> {
+/// Tells every other replica that these jobs have news (delivered when the transaction
+/// commits), signed with the sending store's `instance`.
+async fn notify_jobs(
+    conn: &mut PgConnection,
+    jobs: &BTreeSet<String>,
+    instance: &str,
+) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
     let ids: Vec<&str> = jobs.iter().map(String::as_str).collect();
-    sqlx::query("SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id")
+    sqlx::query("SELECT pg_notify($1, id || E'\\t' || $3) FROM unnest($2::text[]) AS id")
         .bind(JOB_CHANNEL)
         .bind(&ids)
+        .bind(instance)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -790,6 +840,7 @@ async fn append_events(
     conn: &mut PgConnection,
     events: &[NewEvent],
     now: i64,
+    instance: &str,
 ) -> Result<Vec<Event>> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -866,7 +917,7 @@ async fn append_events(
                 .execute(&mut *conn)
                 .await?;
             let jobs: BTreeSet<String> = counts.into_iter().map(|(id, _)| id).collect();
-            notify_jobs(conn, &jobs).await?;
+            notify_jobs(conn, &jobs, instance).await?;
             Ok(appended)
         }
         Err(sqlx::Error::Database(error))
