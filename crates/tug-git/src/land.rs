@@ -299,6 +299,7 @@ fn build_commits(
             detail: String::new(),
         })?,
     };
+    let signer = opts.signer.as_ref().map(SshSigner::load).transpose()?;
     let mut results = Vec::with_capacity(changes.len());
     for (change, memo) in changes.iter().zip(applied.iter_mut()) {
         let meta = change.commit_meta();
@@ -352,7 +353,7 @@ fn build_commits(
             }
         };
         // The object id is that of the signed object: the signature is part of the commit.
-        let commit = match &opts.signer {
+        let commit = match &signer {
             Some(signer) => signer.sign_commit(&commit)?,
             None => commit,
         };

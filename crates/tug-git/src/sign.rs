@@ -1,5 +1,7 @@
-//! Commit signatures: the `gpgsig` header git writes for `commit -S`, made by OpenSSH's
-//! `ssh-keygen -Y sign -n git` over the commit object without that header, as git does.
+//! Commit signatures: the `gpgsig` header git writes for `commit -S`, an SSH signature in the
+//! `git` namespace over the commit object without that header, as git does. Ed25519 keys sign
+//! in-process (the `ssh-key` crate, the same bytes as `ssh-keygen -Y sign -n git`); other keys
+//! through OpenSSH's `ssh-keygen`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,9 +11,9 @@ use crate::error::GitError;
 
 const PROGRAM: &str = "ssh-keygen";
 
-/// Signs commits with an SSH private key, through the `ssh-keygen` on `PATH`. The key file must
-/// not be protected by a passphrase: tug never prompts. The key's bytes are read by `ssh-keygen`
-/// alone, and never appear in an error.
+/// Signs commits with an SSH private key. The key file must not be protected by a passphrase:
+/// tug never prompts. The key's bytes never appear in an error; they are read once per batch
+/// ([`SshSigner::load`]) and zeroed when the batch is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshSigner {
     key_file: PathBuf,
@@ -44,12 +46,26 @@ impl SshSigner {
                 "is not an SSH private key (a public key, or another kind of file?)".to_owned(),
             ));
         }
-        self.sign(b"tug signing check\n").map(|_| ())
+        self.load()?.sign(b"tug signing check\n").map(|_| ())
+    }
+
+    /// Reads the key for a batch: an unencrypted Ed25519 key is parsed and signs in-process;
+    /// any other key is left to `ssh-keygen`, which also words the errors of a key it cannot use.
+    pub(crate) fn load(&self) -> Result<LoadedKey<'_>, GitError> {
+        let text = std::fs::read(&self.key_file)
+            .map_err(|e| GitError::io("read signing key", &self.key_file, e))?;
+        let in_process = ssh_key::PrivateKey::from_openssh(&text)
+            .ok()
+            .filter(|key| !key.is_encrypted() && key.algorithm() == ssh_key::Algorithm::Ed25519);
+        Ok(LoadedKey {
+            signer: self,
+            in_process,
+        })
     }
 
     /// The armoured SSH signature (`-----BEGIN SSH SIGNATURE-----` …) of `payload` in the `git`
-    /// namespace.
-    pub fn sign(&self, payload: &[u8]) -> Result<String, GitError> {
+    /// namespace, made by `ssh-keygen`.
+    fn sign_with_ssh_keygen(&self, payload: &[u8]) -> Result<String, GitError> {
         let mut cmd = Command::new(PROGRAM);
         // No agent, no prompt: the key is the file, and a passphrase-protected one fails.
         cmd.env_clear()
@@ -93,20 +109,40 @@ impl SshSigner {
         Ok(signature)
     }
 
+    fn error(&self, reason: String) -> GitError {
+        GitError::Signing {
+            key_file: self.key_file.clone(),
+            reason,
+        }
+    }
+}
+
+/// A signer with its key read, for one batch.
+pub(crate) struct LoadedKey<'a> {
+    signer: &'a SshSigner,
+    /// `None`: `ssh-keygen` signs.
+    in_process: Option<ssh_key::PrivateKey>,
+}
+
+impl LoadedKey<'_> {
+    /// The armoured SSH signature (`-----BEGIN SSH SIGNATURE-----` …) of `payload` in the `git`
+    /// namespace, SHA-512 as `ssh-keygen` hashes.
+    pub(crate) fn sign(&self, payload: &[u8]) -> Result<String, GitError> {
+        let Some(key) = &self.in_process else {
+            return self.signer.sign_with_ssh_keygen(payload);
+        };
+        key.sign("git", ssh_key::HashAlg::Sha512, payload)
+            .and_then(|signature| signature.to_pem(ssh_key::LineEnding::LF))
+            .map_err(|e| self.signer.error(format!("cannot sign: {e}")))
+    }
+
     /// `commit` (a serialised commit object without a signature) with a `gpgsig` header holding
     /// its signature, written as git writes it: after the other headers, each line of the
     /// signature after the first prefixed by one space.
     pub(crate) fn sign_commit(&self, commit: &[u8]) -> Result<Vec<u8>, GitError> {
         let signature = self.sign(commit)?;
         with_signature_header(commit, &signature)
-            .ok_or_else(|| self.error("the commit to sign has no message".to_owned()))
-    }
-
-    fn error(&self, reason: String) -> GitError {
-        GitError::Signing {
-            key_file: self.key_file.clone(),
-            reason,
-        }
+            .ok_or_else(|| self.signer.error("the commit to sign has no message".to_owned()))
     }
 }
 
@@ -127,6 +163,49 @@ fn with_signature_header(commit: &[u8], signature: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ssh_keygen(key: &Path, kind: &str) {
+        let status = Command::new(PROGRAM)
+            .args(["-q", "-t", kind, "-N", "", "-f"])
+            .arg(key)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn ed25519_signs_in_process_exactly_as_ssh_keygen_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("ed25519");
+        ssh_keygen(&key, "ed25519");
+        let signer = SshSigner::new(&key);
+        let loaded = signer.load().unwrap();
+        assert!(loaded.in_process.is_some());
+        // Ed25519 signatures are deterministic: the same key and bytes give the same signature.
+        let payload = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\ntitle\n";
+        assert_eq!(
+            loaded.sign(payload).unwrap(),
+            signer.sign_with_ssh_keygen(payload).unwrap()
+        );
+    }
+
+    #[test]
+    fn other_keys_sign_through_ssh_keygen() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("ecdsa");
+        ssh_keygen(&key, "ecdsa");
+        let signer = SshSigner::new(&key);
+        signer.check().unwrap();
+        let loaded = signer.load().unwrap();
+        assert!(loaded.in_process.is_none());
+        assert!(
+            loaded
+                .sign(b"payload")
+                .unwrap()
+                .starts_with("-----BEGIN SSH SIGNATURE-----\n")
+        );
+    }
 
     #[test]
     fn the_header_goes_after_the_committer_with_continuation_lines() {
