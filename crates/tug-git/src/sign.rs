@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use zeroize::Zeroizing;
+
 use crate::error::GitError;
 
 const PROGRAM: &str = "ssh-keygen";
@@ -35,8 +37,7 @@ impl SshSigner {
     /// and signs a fixed payload. Meant for start-up, so a bad key fails there and not at the
     /// first deploy.
     pub fn check(&self) -> Result<(), GitError> {
-        let text = std::fs::read(&self.key_file)
-            .map_err(|e| GitError::io("read signing key", &self.key_file, e))?;
+        let text = self.read_key()?;
         let first_line = text.split(|&b| b == b'\n').next().unwrap_or_default();
         let is_private_key =
             first_line.starts_with(b"-----BEGIN ") && first_line.ends_with(b"PRIVATE KEY-----");
@@ -52,8 +53,7 @@ impl SshSigner {
     /// Reads the key for a batch: an unencrypted Ed25519 key is parsed and signs in-process;
     /// any other key is left to `ssh-keygen`, which also words the errors of a key it cannot use.
     pub(crate) fn load(&self) -> Result<LoadedKey<'_>, GitError> {
-        let text = std::fs::read(&self.key_file)
-            .map_err(|e| GitError::io("read signing key", &self.key_file, e))?;
+        let text = self.read_key()?;
         let in_process = ssh_key::PrivateKey::from_openssh(&text)
             .ok()
             .filter(|key| !key.is_encrypted() && key.algorithm() == ssh_key::Algorithm::Ed25519);
@@ -84,10 +84,7 @@ impl SshSigner {
         })?;
         // ssh-keygen reads all of its input before it writes anything, so writing it whole
         // first cannot deadlock.
-        let written = child
-            .stdin
-            .take()
-            .map(|mut stdin| stdin.write_all(payload));
+        let written = child.stdin.take().map(|mut stdin| stdin.write_all(payload));
         let output = child.wait_with_output().map_err(|source| GitError::Spawn {
             program: PathBuf::from(PROGRAM),
             source,
@@ -102,11 +99,20 @@ impl SshSigner {
         let signature = String::from_utf8(output.stdout)
             .map_err(|_| self.error("ssh-keygen wrote a signature that is not text".to_owned()))?;
         if !signature.starts_with("-----BEGIN SSH SIGNATURE-----")
-            || !signature.trim_end().ends_with("-----END SSH SIGNATURE-----")
+            || !signature
+                .trim_end()
+                .ends_with("-----END SSH SIGNATURE-----")
         {
             return Err(self.error("ssh-keygen wrote no SSH signature".to_owned()));
         }
         Ok(signature)
+    }
+
+    /// The key file's bytes, zeroed when dropped.
+    fn read_key(&self) -> Result<Zeroizing<Vec<u8>>, GitError> {
+        std::fs::read(&self.key_file)
+            .map(Zeroizing::new)
+            .map_err(|e| GitError::io("read signing key", &self.key_file, e))
     }
 
     fn error(&self, reason: String) -> GitError {
@@ -141,8 +147,10 @@ impl LoadedKey<'_> {
     /// signature after the first prefixed by one space.
     pub(crate) fn sign_commit(&self, commit: &[u8]) -> Result<Vec<u8>, GitError> {
         let signature = self.sign(commit)?;
-        with_signature_header(commit, &signature)
-            .ok_or_else(|| self.signer.error("the commit to sign has no message".to_owned()))
+        with_signature_header(commit, &signature).ok_or_else(|| {
+            self.signer
+                .error("the commit to sign has no message".to_owned())
+        })
     }
 }
 
@@ -210,7 +218,8 @@ mod tests {
     #[test]
     fn the_header_goes_after_the_committer_with_continuation_lines() {
         let commit = b"tree t\nauthor a\ncommitter c\n\ntitle\n\nbody\n";
-        let signed = with_signature_header(commit, "-----BEGIN X-----\nabc\n-----END X-----\n").unwrap();
+        let signed =
+            with_signature_header(commit, "-----BEGIN X-----\nabc\n-----END X-----\n").unwrap();
         assert_eq!(
             String::from_utf8(signed).unwrap(),
             "tree t\nauthor a\ncommitter c\ngpgsig -----BEGIN X-----\n abc\n -----END X-----\n\

@@ -97,7 +97,11 @@ fn every_commit_of_a_batch_is_signed_and_git_verifies_it() {
     let refs: Vec<&dyn tug_git::Change> = changes.iter().map(|c| c as _).collect();
     let report = land(&mirror, "main", &refs, &signed_options(&key)).unwrap();
 
-    let commits: Vec<String> = report.results.iter().map(|r| committed(r).to_hex()).collect();
+    let commits: Vec<String> = report
+        .results
+        .iter()
+        .map(|r| committed(r).to_hex())
+        .collect();
     assert_eq!(commits.len(), 3);
     assert_eq!(remote.tip("main").unwrap().as_deref(), Some(&*commits[2]));
     for commit in &commits {
@@ -149,7 +153,10 @@ fn a_batch_reapplied_after_a_lost_race_is_signed_again() {
     assert_eq!(report.attempts, 2, "the first push lost the race");
     let raced = remote.raced_commit().unwrap().unwrap();
     let log = remote.log("main").unwrap();
-    assert_eq!(log[2].commit, raced, "the batch went on top of the other push");
+    assert_eq!(
+        log[2].commit, raced,
+        "the batch went on top of the other push"
+    );
     for result in &report.results {
         let commit = committed(result).to_hex();
         assert!(verifies(&remote, &key.allowed_signers, &commit), "{commit}");
@@ -179,8 +186,11 @@ fn a_key_that_cannot_sign_is_refused_without_showing_the_key() {
         &body[0][..40]
     );
     std::fs::write(&garbled, &cut).unwrap();
-    std::fs::set_permissions(&garbled, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        &garbled,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let e = SshSigner::new(&garbled).check().unwrap_err();
     assert!(matches!(e, GitError::Signing { .. }), "{e}");
     for line in &body {

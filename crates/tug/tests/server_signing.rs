@@ -77,13 +77,21 @@ fn a_deploy_lands_signed_and_git_verifies_it() {
         .unwrap();
     assert_eq!(status, 200, "{lines:?}");
     let result = &lines.last().unwrap()["result"];
-    assert_eq!(result["status"], "succeeded", "{lines:?}\n{}", server.logs());
+    assert_eq!(
+        result["status"],
+        "succeeded",
+        "{lines:?}\n{}",
+        server.logs()
+    );
     let tip = repo.tip("main").unwrap().unwrap();
     assert_eq!(result["updates"][0]["commit"], tip.as_str(), "{result}");
 
     let (ok, stderr) = verify_commit(&repo, &allowed, &tip);
     assert!(ok, "{stderr}");
-    assert!(stderr.contains("Good \"git\" signature for tug@example.invalid"), "{stderr}");
+    assert!(
+        stderr.contains("Good \"git\" signature for tug@example.invalid"),
+        "{stderr}"
+    );
     let (ok, stderr) = verify_commit(&repo, &other_allowed, &tip);
     assert!(!ok, "verified against another key: {stderr}");
     // The commit before, written by the fixture, carries no signature.

@@ -622,7 +622,11 @@ fn a_signing_key_is_expanded_and_checked_at_start_up() {
     let env = env_of(&[("KEYS", &dir.path().to_string_lossy())]);
     let config = load(&signing_config("${KEYS}/signing"), &env).unwrap();
     assert_eq!(
-        config.repositories[0].signing.as_ref().unwrap().ssh_key_file,
+        config.repositories[0]
+            .signing
+            .as_ref()
+            .unwrap()
+            .ssh_key_file,
         key
     );
 
