@@ -247,3 +247,63 @@ fn a_batch_of_64_signed_commits_lands_and_verifies() {
         times[0].0, times[0].1, times[1].0, times[1].1
     );
 }
+
+/// Ed25519 signatures are deterministic, so `git commit-tree -S` with the same key, tree,
+/// parent, identities, time and message writes the very object tug wrote: the header is
+/// formatted exactly as git formats it.
+#[test]
+fn a_signed_commit_is_the_object_git_commit_tree_s_writes() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let key = generate_key(data.path(), "signing");
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let change = SetLine::new(KUSTOMIZATION, "newTag", "\"1.1.0\"", "req-1");
+    let report = land(&mirror, "main", &[&change], &signed_options(&key)).unwrap();
+    let ours = committed(&report.results[0]).to_hex();
+
+    let text = commit_text(&remote, &ours);
+    let (_, message) = text.split_once("\n\n").unwrap();
+    let message_file = data.path().join("message");
+    std::fs::write(&message_file, message).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .to_owned()
+    };
+    let when = "@1750000000 +0000";
+    let out = git_command()
+        .arg("--git-dir")
+        .arg(remote.path())
+        .args(["-c", "gpg.format=ssh", "-c"])
+        .arg(format!("user.signingKey={}", key.private.display()))
+        .args([
+            "commit-tree",
+            "-S",
+            &field("tree"),
+            "-p",
+            &field("parent"),
+            "-F",
+        ])
+        .arg(&message_file)
+        .env("GIT_AUTHOR_NAME", author().name)
+        .env("GIT_AUTHOR_EMAIL", author().email)
+        .env("GIT_AUTHOR_DATE", when)
+        .env("GIT_COMMITTER_NAME", bot().name)
+        .env("GIT_COMMITTER_EMAIL", bot().email)
+        .env("GIT_COMMITTER_DATE", when)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gits = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        commit_text(&remote, &gits),
+        text,
+        "git's object and tug's differ"
+    );
+    assert_eq!(gits, ours);
+}
