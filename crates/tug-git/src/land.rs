@@ -14,6 +14,7 @@ use crate::mirror::{Mirror, PushOutcome, validate_branch};
 use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
 use crate::pack::Batch;
 use crate::replay::{Applied, Recording};
+use crate::sign::SshSigner;
 use crate::store::ObjectView;
 use crate::tree::{FileSource, FileWrite, TreeView, apply_writes};
 
@@ -47,6 +48,9 @@ pub struct LandOptions {
     /// (its lease was taken over) and must not push; `land` then fails with
     /// [`GitError::Fenced`]. `None` pushes unconditionally.
     pub may_push: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Signs every commit (a `gpgsig` header). The signature is made where the commit is
+    /// serialised, so a batch re-applied after a lost race is signed again.
+    pub signer: Option<SshSigner>,
 }
 
 impl LandOptions {
@@ -61,6 +65,7 @@ impl LandOptions {
             backoff_max: Duration::from_millis(500),
             push_timeout: Duration::from_secs(120),
             may_push: None,
+            signer: None,
         }
     }
 }
@@ -294,6 +299,7 @@ fn build_commits(
             detail: String::new(),
         })?,
     };
+    let signer = opts.signer.as_ref().map(SshSigner::load).transpose()?;
     let mut results = Vec::with_capacity(changes.len());
     for (change, memo) in changes.iter().zip(applied.iter_mut()) {
         let meta = change.commit_meta();
@@ -345,6 +351,11 @@ fn build_commits(
                 results.push(LandResult::Failed(ChangeError::Invalid(e.to_string())));
                 continue;
             }
+        };
+        // The object id is that of the signed object: the signature is part of the commit.
+        let commit = match &signer {
+            Some(signer) => signer.sign_commit(&commit)?,
+            None => commit,
         };
         let oid = batch.add(ObjectKind::Commit, &commit, None);
         head = Some(oid);

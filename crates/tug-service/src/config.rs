@@ -220,6 +220,23 @@ pub struct RepositoryConfig {
     pub http: Option<HttpCredentials>,
     #[serde(default)]
     pub ssh: Option<SshCredentials>,
+    /// Signs every commit tug writes to this repository.
+    #[serde(default)]
+    pub signing: Option<SigningConfig>,
+}
+
+/// How commits are signed: an SSH key (`gpg.format=ssh` for `git verify-commit`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// An SSH private key without a passphrase, read by `ssh-keygen -Y sign`.
+    pub ssh_key_file: PathBuf,
+}
+
+impl SigningConfig {
+    pub fn signer(&self) -> tug_git::SshSigner {
+        tug_git::SshSigner::new(&self.ssh_key_file)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -636,6 +653,12 @@ impl Config {
                     x.path_buf(known_hosts, &format!("{at}.ssh.known_hosts_file"))?;
                 }
             }
+            if let Some(signing) = &mut repo.signing {
+                x.path_buf(
+                    &mut signing.ssh_key_file,
+                    &format!("{at}.signing.ssh_key_file"),
+                )?;
+            }
         }
         if let Some(auth) = &mut self.auth {
             for (i, token) in auth.tokens.iter_mut().enumerate() {
@@ -713,6 +736,9 @@ impl Config {
                 if let Some(known_hosts) = &mut ssh.known_hosts_file {
                     resolve(known_hosts);
                 }
+            }
+            if let Some(signing) = &mut repo.signing {
+                resolve(&mut signing.ssh_key_file);
             }
         }
     }
@@ -861,6 +887,13 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+            // A key that cannot sign fails here, at start-up, not at the first deploy. The
+            // error is ssh-keygen's, which never quotes the key.
+            if let Some(signing) = &repo.signing
+                && let Err(e) = signing.signer().check()
+            {
+                return Err(invalid(format!("{at}.signing.ssh_key_file"), e.to_string()));
             }
         }
         self.validate_auth(path, &names)?;

@@ -14,7 +14,7 @@ use tug_deploy::{REQUEST_TRAILER, TaskChange};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
 use tug_store::{BranchKey, Level, Store, Task, TaskId, TaskOutcome};
 
-use crate::config::{Config, RepositoryConfig};
+use crate::config::{Config, RepositoryConfig, SigningConfig};
 use crate::metrics::Metrics;
 use crate::notify::{BranchNotice, BranchOutcome, JobNotification, Notifier};
 use crate::shutdown::Shutdown;
@@ -505,6 +505,7 @@ impl Writers {
                 self.config.commit.committer_email.clone(),
             ));
             opts.allow_empty = false;
+            opts.signer = repo.signing.as_ref().map(SigningConfig::signer);
             opts.may_push = Some(Arc::new(move || {
                 held.load(std::sync::atomic::Ordering::SeqCst)
             }));

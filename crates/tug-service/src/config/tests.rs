@@ -128,7 +128,7 @@ fn unknown_field_names_file_line_and_field() {
     assert!(message.starts_with("/etc/tug/server.yaml:5:"), "{message}");
     assert_eq!(
         message,
-        "/etc/tug/server.yaml:5:5: unknown field `branch`, expected one of name, url, http, ssh"
+        "/etc/tug/server.yaml:5:5: unknown field `branch`, expected one of name, url, http, ssh, signing"
     );
 }
 
@@ -594,4 +594,70 @@ fn a_postgres_store_takes_its_url_from_the_environment_and_never_prints_it() {
     let typo = "auth: { mode: none }\nstore:\n  postgress: {}\n";
     let unknown = load(typo, &env).unwrap_err().to_string();
     assert!(unknown.contains("postgress"), "{unknown}");
+}
+
+fn ssh_keygen(args: &[&str], key: &Path) {
+    let status = std::process::Command::new("ssh-keygen")
+        .args(args)
+        .arg("-f")
+        .arg(key)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn signing_config(key_file: &str) -> String {
+    format!(
+        "auth: {{mode: none}}\nrepositories:\n  - name: p\n    url: /srv/p.git\n    \
+         signing: {{ ssh_key_file: \"{key_file}\" }}\n"
+    )
+}
+
+#[test]
+fn a_signing_key_is_expanded_and_checked_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing");
+    ssh_keygen(&["-q", "-t", "ed25519", "-N", ""], &key);
+    let env = env_of(&[("KEYS", &dir.path().to_string_lossy())]);
+    let config = load(&signing_config("${KEYS}/signing"), &env).unwrap();
+    assert_eq!(
+        config.repositories[0]
+            .signing
+            .as_ref()
+            .unwrap()
+            .ssh_key_file,
+        key
+    );
+
+    let refused = |key_file: &Path| {
+        let error = load(&signing_config(&key_file.to_string_lossy()), &env_of(&[])).unwrap_err();
+        let ConfigError::Invalid { field, .. } = &error else {
+            panic!("expected an invalid field, got {error:?}");
+        };
+        assert_eq!(field, "repositories[0].signing.ssh_key_file");
+        error.to_string()
+    };
+    let message = refused(&dir.path().join("missing"));
+    assert!(message.contains("missing"), "{message}");
+    let message = refused(&key.with_extension("pub"));
+    assert!(message.contains("not an SSH private key"), "{message}");
+    let protected = dir.path().join("protected");
+    ssh_keygen(&["-q", "-t", "ed25519", "-N", "passphrase"], &protected);
+    let message = refused(&protected);
+    let secret = std::fs::read_to_string(&protected).unwrap();
+    for line in secret.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!message.contains(line), "{message}");
+    }
+}
+
+#[test]
+fn openpgp_signing_is_not_a_field() {
+    let text = "auth: {mode: none}\nrepositories:\n  - name: p\n    url: /srv/p.git\n    \
+                signing: { openpgp_key_file: /etc/tug/signing.asc }\n";
+    let message = load(text, &env_of(&[])).unwrap_err().to_string();
+    assert!(
+        message.contains("5:16: unknown field `openpgp_key_file`, expected one of ssh_key_file"),
+        "{message}"
+    );
 }

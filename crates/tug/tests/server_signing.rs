@@ -1,0 +1,118 @@
+//! `tug server` with `signing: { ssh_key_file }`: a deploy lands as a commit that the real
+//! `git verify-commit` accepts with `gpg.format=ssh`; a key that cannot sign stops the server at
+//! start-up, naming the field.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod server_common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use server_common::*;
+use tug_testkit::{BareRepo, Scratch, TugServer, git_command};
+
+const COMMITTER: &str = "tug@example.invalid";
+
+fn ssh_keygen(key: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(key)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn config(url: &str, key: &Path) -> String {
+    format!(
+        "commit: {{ committer_name: tug, committer_email: {COMMITTER} }}\nrepositories:\n  \
+         - name: platform\n    url: \"{url}\"\n    signing: {{ ssh_key_file: \"{key}\" }}\n\
+         auth:\n  mode: none\n",
+        key = key.display()
+    )
+}
+
+fn verify_commit(repo: &BareRepo, allowed_signers: &Path, commit: &str) -> (bool, String) {
+    let out = git_command()
+        .arg("--git-dir")
+        .arg(repo.path())
+        .args(["-c", "gpg.format=ssh", "-c"])
+        .arg(format!(
+            "gpg.ssh.allowedSignersFile={}",
+            allowed_signers.display()
+        ))
+        .args(["verify-commit", commit])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_deploy_lands_signed_and_git_verifies_it() {
+    let keys = Scratch::new().unwrap();
+    let key = keys.join("signing_ed25519");
+    ssh_keygen(&key);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let allowed = keys.join("allowed_signers");
+    std::fs::write(&allowed, format!("{COMMITTER} namespaces=\"git\" {public}")).unwrap();
+    let other = keys.join("other_ed25519");
+    ssh_keygen(&other);
+    let other_public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let other_allowed = keys.join("other_allowed_signers");
+    std::fs::write(
+        &other_allowed,
+        format!("{COMMITTER} namespaces=\"git\" {other_public}"),
+    )
+    .unwrap();
+
+    let repo = overlays_repo(&["my-app"]);
+    let url = repo.file_url();
+    let server = TugServer::start(tug_binary(), &config(&url, &key)).expect("start tug server");
+    let (status, lines) = server
+        .post_deploy(&body(&image_deploy(&url, "my-app", "v1.2.3")), None, None)
+        .unwrap();
+    assert_eq!(status, 200, "{lines:?}");
+    let result = &lines.last().unwrap()["result"];
+    assert_eq!(
+        result["status"],
+        "succeeded",
+        "{lines:?}\n{}",
+        server.logs()
+    );
+    let tip = repo.tip("main").unwrap().unwrap();
+    assert_eq!(result["updates"][0]["commit"], tip.as_str(), "{result}");
+
+    let (ok, stderr) = verify_commit(&repo, &allowed, &tip);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("Good \"git\" signature for tug@example.invalid"),
+        "{stderr}"
+    );
+    let (ok, stderr) = verify_commit(&repo, &other_allowed, &tip);
+    assert!(!ok, "verified against another key: {stderr}");
+    // The commit before, written by the fixture, carries no signature.
+    let (ok, _) = verify_commit(&repo, &allowed, &format!("{tip}~1"));
+    assert!(!ok);
+}
+
+#[test]
+fn a_key_that_cannot_sign_stops_the_server_at_start_up() {
+    let keys = Scratch::new().unwrap();
+    let key = keys.join("signing_ed25519");
+    ssh_keygen(&key);
+    let repo = overlays_repo(&["my-app"]);
+    let public_key = key.with_extension("pub");
+    let error = TugServer::start(tug_binary(), &config(&repo.file_url(), &public_key))
+        .err()
+        .expect("the server must not start with a public key to sign with");
+    let message = error.to_string();
+    assert!(
+        message.contains("repositories[0].signing.ssh_key_file"),
+        "{message}"
+    );
+    assert!(message.contains("not an SSH private key"), "{message}");
+}
