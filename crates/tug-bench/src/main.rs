@@ -96,6 +96,7 @@ enum Command {
         clients: usize,
         #[arg(long, default_value_t = 1280)]
         requests: usize,
+        /// Branches of the many-branch runs (0 skips them).
         #[arg(long, default_value_t = 100)]
         branches: usize,
         /// Requests of the chaos run (0 skips it).

@@ -36,7 +36,7 @@ pub(crate) struct Config {
     pub clients: usize,
     /// Requests of each store and spread run.
     pub requests: usize,
-    /// Branches of the spread runs.
+    /// Branches of the spread runs (0 skips them).
     pub branches: usize,
     /// Requests of the chaos run, and its clients.
     pub chaos_requests: usize,
@@ -177,8 +177,9 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     }
     runs.extend(store_runs.into_iter().map(|(name, run)| Run { name, run }));
 
-    // Many branches: one replica against three.
-    for replicas in [1, 3] {
+    // Many branches: one replica against three (none with `branches` 0).
+    let spread: &[usize] = if config.branches == 0 { &[] } else { &[1, 3] };
+    for &replicas in spread {
         let postgres = Postgres::start_durable()?;
         let database = postgres.create_database("tug")?;
         let repo = http.publish(&fixture, &format!("spread-{replicas}"))?;
