@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use tug_testkit::{Postgres, TugServer, http_request, run_git};
+use tug_testkit::{Postgres, TugServer, run_git, trailer_values_on_all_branches};
 
 use crate::fixture::{Fixture, ImageBump, path_str};
 use crate::load::{LoadRun, run_clients_on};
@@ -333,24 +333,9 @@ fn chaos(
     let wall = started.elapsed();
 
     // Exactly once: the Tug-Request trailers on every branch against the acknowledged jobs.
-    let log = run_git(
-        None,
-        &[
-            "--git-dir",
-            path_str(&repo.path)?,
-            "log",
-            "--all",
-            "--format=%(trailers:key=Tug-Request,valueonly,separator=%x2c)",
-        ],
-    )?;
     let mut landed: BTreeMap<String, usize> = BTreeMap::new();
-    for id in String::from_utf8_lossy(&log)
-        .lines()
-        .flat_map(|l| l.split(','))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-    {
-        *landed.entry(id.to_owned()).or_default() += 1;
+    for id in trailer_values_on_all_branches(&repo.path, "Tug-Request")? {
+        *landed.entry(id).or_default() += 1;
     }
     let lost = results
         .iter()
@@ -383,41 +368,18 @@ fn chaos(
     })
 }
 
-/// Sends request `k` until a replica gives its final result, moving to the next replica when
-/// the connection drops or it answers 503/429; the idempotency key makes every retry the same
-/// request. Returns the job id and the number of tries.
+/// Sends request `k` until a replica gives its final result (see
+/// [`tug_testkit::deploy_until_done`]): its job id and the number of tries.
 fn deploy_until_done(replicas: &[SocketAddr], body: &[u8], k: usize) -> Result<(String, usize)> {
     let key = format!("chaos-{k}");
     let headers = [
         ("Content-Type", "application/json"),
         ("Idempotency-Key", key.as_str()),
     ];
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut last = String::new();
-    let mut attempt = 0;
-    while Instant::now() < deadline {
-        let replica = replicas[(k + attempt) % replicas.len()];
-        attempt += 1;
-        match http_request(replica, "POST", "/api/v1/deploy", &headers, body) {
-            Ok(response) if response.status == 200 => {
-                let lines = response.ndjson().unwrap_or_default();
-                let result = lines.last().map(|l| l["result"].clone());
-                match result {
-                    Some(r) if r["status"] == "succeeded" => {
-                        let id = r["jobId"].as_str().unwrap_or_default().to_owned();
-                        return Ok((id, attempt));
-                    }
-                    Some(r) if r["status"] == "failed" => bail!("request {k} failed: {r}"),
-                    _ => last = format!("{lines:?}"),
-                }
-            }
-            Ok(response) if matches!(response.status, 429 | 503) => last = response.text(),
-            Ok(response) => bail!("request {k}: {} {}", response.status, response.text()),
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("request {k} got no final result: {last}")
+    let landed =
+        tug_testkit::deploy_until_done(replicas, &headers, body, k, Duration::from_secs(600))
+            .map_err(|e| anyhow::anyhow!("request {k}: {e}"))?;
+    Ok((landed.job_id, landed.tries))
 }
 
 fn percentile_ms(samples: &[Duration], p: usize) -> f64 {

@@ -185,11 +185,9 @@ impl PgStore {
                     }
                     // The connection dropped; the next call reconnects (and listens again).
                     Ok(None) => {}
+                    // The store was closed: nothing more to listen for.
+                    Err(sqlx::Error::PoolClosed) => return,
                     Err(error) => {
-                        if changes.receiver_count() == 0 && changes.is_empty() && is_closed(&error)
-                        {
-                            return;
-                        }
                         tracing::warn!(%error, "lost the database notification channel; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
@@ -198,10 +196,6 @@ impl PgStore {
         });
         Ok(())
     }
-}
-
-fn is_closed(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::PoolClosed)
 }
 
 /// `url` without its password, for messages.

@@ -15,6 +15,8 @@ pub use error::{Error, Result};
 pub use postgres::Postgres;
 pub use process::{ServerProcess, free_port, wait_for_port};
 pub use race::{HumanPusher, HumanReport};
-pub use repo::{BareRepo, Entry, LogEntry, Scratch, git_command, run_git};
+pub use repo::{
+    BareRepo, Entry, LogEntry, Scratch, git_command, run_git, trailer_values_on_all_branches,
+};
 pub use servers::{BasicAuth, GitDaemon, SmartHttp, Sshd, require_binary};
-pub use tug_server::{HttpResponse, TugServer, http_request};
+pub use tug_server::{HttpResponse, Landed, TugServer, deploy_until_done, http_request};

@@ -172,21 +172,6 @@ impl Postgres {
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
-
-    /// The directory holding the server's socket (`host=` in a URL).
-    pub fn socket_dir(&self) -> &Path {
-        &self.socket_dir
-    }
-
-    /// The scratch directory holding the cluster, for logs.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Whether the server runs as another user than the tests (root in CI).
-    pub fn runs_as_other_user(&self) -> bool {
-        self.run_as.is_some()
-    }
 }
 
 /// Where PostgreSQL's programs are: next to `initdb` in PATH, else Debian's versioned directory.

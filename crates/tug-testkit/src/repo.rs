@@ -285,6 +285,11 @@ impl BareRepo {
         self.git(&["cat-file", "blob", &spec]).map(Some)
     }
 
+    /// The values of trailer `key` on the commits of every branch (each commit once).
+    pub fn trailer_values_on_all_branches(&self, key: &str) -> Result<Vec<String>> {
+        trailer_values_on_all_branches(&self.path, key)
+    }
+
     /// History reachable from `rev`, newest first.
     pub fn log(&self, rev: &str) -> Result<Vec<LogEntry>> {
         let out = self.git(&[
@@ -381,4 +386,24 @@ impl BareRepo {
                 stderr: String::new(),
             })
     }
+}
+
+/// The values of trailer `key` on the commits of every branch of the bare repository
+/// `git_dir`, each commit read once: how tests and benchmarks count what landed.
+pub fn trailer_values_on_all_branches(git_dir: &Path, key: &str) -> Result<Vec<String>> {
+    let mut cmd = git_command();
+    cmd.arg("--git-dir")
+        .arg(git_dir)
+        .args(["log", "--all"])
+        .arg(format!(
+            "--format=%(trailers:key={key},valueonly,separator=%x2c)"
+        ));
+    let out = output(cmd, None)?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+        .collect())
 }

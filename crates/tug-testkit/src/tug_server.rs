@@ -602,3 +602,61 @@ fn read_response(mut reader: BufReader<TcpStream>, what: &str) -> Result<HttpRes
         body,
     })
 }
+
+/// A deploy that some replica saw through to success.
+#[derive(Debug, Clone)]
+pub struct Landed {
+    pub job_id: String,
+    /// How many times the request was sent (1 when the first replica answered).
+    pub tries: usize,
+}
+
+/// Sends one deploy request (`POST /api/v1/deploy` with `headers`, which should carry an
+/// `Idempotency-Key`) until a server of `servers` streams its final result, moving to the next
+/// server when the connection drops (the server was killed) or it answers 503/429, as a CI
+/// client of several replicas does. `Err` for a failed job, another refusal, or no final result
+/// before `deadline`.
+pub fn deploy_until_done(
+    servers: &[SocketAddr],
+    headers: &[(&str, &str)],
+    body: &[u8],
+    first: usize,
+    deadline: Duration,
+) -> std::result::Result<Landed, String> {
+    if servers.is_empty() {
+        return Err("no server to send the request to".to_owned());
+    }
+    let until = Instant::now() + deadline;
+    let mut last = String::new();
+    let mut tries = 0;
+    while Instant::now() < until {
+        let server = servers[(first + tries) % servers.len()];
+        tries += 1;
+        match http_request(server, "POST", "/api/v1/deploy", headers, body) {
+            Ok(response) if response.status == 200 => {
+                let lines = response.ndjson().unwrap_or_default();
+                match lines.last().map(|line| &line["result"]) {
+                    Some(result) if result["status"] == "succeeded" => {
+                        let job_id = result["jobId"].as_str().unwrap_or_default().to_owned();
+                        return Ok(Landed { job_id, tries });
+                    }
+                    Some(result) if result["status"] == "failed" => {
+                        return Err(format!("the job failed: {lines:?}"));
+                    }
+                    // The stream broke off (the server died mid-stream): ask again.
+                    _ => last = format!("{lines:?}"),
+                }
+            }
+            Ok(response) if matches!(response.status, 429 | 503) => last = response.text(),
+            Ok(response) => {
+                return Err(format!("refused: {} {}", response.status, response.text()));
+            }
+            Err(error) => last = error.to_string(),
+        }
+        // A client's back-off before it tries another server.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "no final result within {deadline:?}; last answer: {last}"
+    ))
+}

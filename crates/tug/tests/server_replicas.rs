@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use server_common::*;
-use tug_testkit::{BareRepo, HumanPusher, Postgres, SmartHttp, TugServer, http_request};
+use tug_testkit::{HumanPusher, Postgres, SmartHttp, TugServer};
 
 const TOKEN: &str = "tug-replica-token-5c1e";
 const REPLICAS: usize = 3;
@@ -82,11 +82,9 @@ fn request(url: &str, k: usize) -> Value {
     })
 }
 
-/// Sends request `k` until some replica gives its final result, moving to the next replica
-/// when the connection drops (the replica was killed) or it answers 503. The idempotency key
-/// makes every retry the same request. Returns the job id and how many tries it took.
+/// Sends request `k` until some replica gives its final result; the idempotency key makes every
+/// retry the same request. The job id and how many tries it took.
 fn deploy_until_done(replicas: &[SocketAddr], url: &str, k: usize) -> (String, usize) {
-    let body = body(&request(url, k));
     let key = format!("replica-test-{k}");
     let auth = format!("Bearer {TOKEN}");
     let headers = [
@@ -94,61 +92,15 @@ fn deploy_until_done(replicas: &[SocketAddr], url: &str, k: usize) -> (String, u
         ("Authorization", auth.as_str()),
         ("Idempotency-Key", key.as_str()),
     ];
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut last = String::new();
-    for attempt in 0.. {
-        assert!(
-            Instant::now() < deadline,
-            "request {k} got no final result in time; last answer: {last}"
-        );
-        let replica = replicas[(k + attempt) % replicas.len()];
-        match http_request(replica, "POST", "/api/v1/deploy", &headers, &body) {
-            Ok(response) if response.status == 200 => {
-                let lines = response.ndjson().unwrap_or_default();
-                match lines.last().map(|line| &line["result"]) {
-                    Some(result) if result["status"] == "succeeded" => {
-                        return (result["jobId"].as_str().unwrap().to_owned(), attempt + 1);
-                    }
-                    Some(result) if result["status"] == "failed" => {
-                        panic!("request {k} failed: {lines:?}")
-                    }
-                    // The stream broke off (the replica died mid-stream): ask again.
-                    _ => last = format!("{lines:?}"),
-                }
-            }
-            Ok(response) if response.status == 503 || response.status == 429 => {
-                last = response.text();
-            }
-            Ok(response) => panic!(
-                "request {k}: unexpected {}: {}",
-                response.status,
-                response.text()
-            ),
-            Err(error) => last = error.to_string(),
-        }
-        // A client's back-off before it tries another replica.
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    unreachable!()
-}
-
-/// `Tug-Request` trailers of every commit on every branch.
-fn trailers_on_all_branches(repo: &BareRepo) -> Vec<String> {
-    let out = repo
-        .git(&[
-            "log",
-            "--all",
-            "--format=%(trailers:key=Tug-Request,valueonly,separator=%x2c)",
-        ])
-        .unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .flat_map(|line| line.split(','))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let landed = tug_testkit::deploy_until_done(
+        replicas,
+        &headers,
+        &body(&request(url, k)),
+        k,
+        Duration::from_secs(240),
+    )
+    .unwrap_or_else(|e| panic!("request {k}: {e}"));
+    (landed.job_id, landed.tries)
 }
 
 #[test]
@@ -227,7 +179,7 @@ fn replicas_land_every_request_once_while_they_are_killed() {
 
     // Each request in git exactly once.
     let mut landed: BTreeMap<String, usize> = BTreeMap::new();
-    for trailer in trailers_on_all_branches(&repo) {
+    for trailer in repo.trailer_values_on_all_branches("Tug-Request").unwrap() {
         *landed.entry(trailer).or_default() += 1;
     }
     let duplicated: Vec<_> = landed.iter().filter(|(_, n)| **n > 1).collect();
