@@ -151,6 +151,9 @@ impl GitEnv {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             if ssh.status().is_ok_and(|status| status.success()) {
+                // The master acknowledges before it exits and unlinks its socket; remove the
+                // socket now, so nothing can connect through it in between.
+                let _ = fs::remove_file(&socket);
                 stopped += 1;
             }
         }
