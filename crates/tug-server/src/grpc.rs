@@ -212,9 +212,9 @@ impl DeployService for DeployApi {
         } = request.into_inner();
         // Authenticate before reading the request: an anonymous caller learns nothing of it.
         self.app
-            .authorizer
-            .authenticate(token.as_deref())
-            .map_err(|e| status(&e.into()))?;
+            .caller(token.as_deref())
+            .await
+            .map_err(|e| status(&e))?;
         let state = match v1::JobStatus::try_from(job_state) {
             Ok(v1::JobStatus::Unspecified) => None,
             Ok(v1::JobStatus::Queued) => Some(JobState::Queued),

@@ -227,9 +227,7 @@ async fn deploy(
         })?;
     // Authenticate before parsing: an anonymous caller learns nothing about the format.
     let token = bearer(&headers);
-    app.authorizer
-        .authenticate(token)
-        .map_err(ServiceError::from)?;
+    app.caller(token).await?;
     let deploy: tug_spec::DeployRequest = tug_spec::from_json(
         "request body",
         std::str::from_utf8(&body)
@@ -497,9 +495,7 @@ async fn list_jobs(
 ) -> Result<axum::Json<JobList>, ApiError> {
     let token = bearer(&headers);
     // Authenticate before reading the query: an anonymous caller learns nothing about it.
-    app.authorizer
-        .authenticate(token)
-        .map_err(ServiceError::from)?;
+    app.caller(token).await?;
     let Query(q) = query.map_err(|e| ServiceError::invalid(e.body_text()))?;
     let state = match q.status.as_deref() {
         None | Some("") => None,
@@ -612,9 +608,7 @@ async fn list_audit(
 ) -> Result<axum::Json<AuditList>, ApiError> {
     let token = bearer(&headers);
     // Authenticate before reading the query: an anonymous caller learns nothing about it.
-    app.authorizer
-        .authenticate(token)
-        .map_err(ServiceError::from)?;
+    app.caller(token).await?;
     let Query(q) = query.map_err(|e| ServiceError::invalid(e.body_text()))?;
     let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
     let audit_query = tug_store::AuditQuery {

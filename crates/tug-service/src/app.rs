@@ -8,7 +8,7 @@ use tug_store::{
     ReleaseStore, Store, StoreError,
 };
 
-use crate::auth::Authorizer;
+use crate::auth::{Authorizer, Principal, Target, Verb};
 use crate::config::Config;
 use crate::error::ServiceError;
 use crate::intake::job_from_request;
@@ -57,9 +57,15 @@ impl App {
         request: tug_spec::DeployRequest,
         idempotency_key: Option<String>,
     ) -> Result<Enqueued, ServiceError> {
-        let actor = self.actor(token);
-        let result = self.submit_unaudited(token, request, idempotency_key).await;
-        let entry = crate::audit::Entry::new("deploy", actor);
+        let principal = self.caller(token).await;
+        let entry = crate::audit::Entry::for_caller("deploy", principal.as_ref().ok());
+        let result = match &principal {
+            Ok(principal) => {
+                self.submit_unaudited(principal, request, idempotency_key)
+                    .await
+            }
+            Err(e) => Err(e.clone()),
+        };
         let record = match &result {
             Ok(enqueued) => {
                 let mut entry = entry;
@@ -83,24 +89,34 @@ impl App {
         result
     }
 
-    /// The name `token` authenticates as, for the audit trail; [`crate::audit::UNKNOWN_ACTOR`]
-    /// when it does not.
-    pub fn actor(&self, token: Option<&str>) -> String {
+    /// Who presents `token`, with their grants; operations check their verb on it.
+    pub async fn caller(&self, token: Option<&str>) -> Result<Principal, ServiceError> {
         self.authorizer
             .authenticate(token)
-            .map_or_else(|_| crate::audit::UNKNOWN_ACTOR.to_owned(), |p| p.name)
+            .await
+            .map_err(ServiceError::from)
+    }
+
+    /// [`App::caller`] for a read: a valid credential with the `read` verb on `target`.
+    pub async fn reader(
+        &self,
+        token: Option<&str>,
+        target: &Target,
+    ) -> Result<Principal, ServiceError> {
+        let principal = self.caller(token).await?;
+        principal.check(Verb::Read, target)?;
+        Ok(principal)
     }
 
     async fn submit_unaudited(
         &self,
-        token: Option<&str>,
+        principal: &Principal,
         request: tug_spec::DeployRequest,
         idempotency_key: Option<String>,
     ) -> Result<Enqueued, ServiceError> {
-        let (_, job) = job_from_request(
+        let job = job_from_request(
             &self.config,
-            &self.authorizer,
-            token,
+            principal,
             request,
             idempotency_key,
             jiff::Timestamp::now(),
@@ -133,7 +149,7 @@ impl App {
         token: Option<&str>,
         query: AuditQuery,
     ) -> Result<Vec<AuditRecord>, ServiceError> {
-        self.authorizer.authenticate(token)?;
+        self.reader(token, &Target::new()).await?;
         if query
             .limit
             .is_some_and(|l| l == 0 || l > AuditQuery::MAX_LIMIT)
@@ -197,16 +213,24 @@ impl App {
         id: &str,
         with_events: bool,
     ) -> Result<(Job, Vec<Event>), ServiceError> {
-        self.authorizer.authenticate(token)?;
+        let principal = self.caller(token).await?;
+        // A caller may always follow the jobs it submitted; other jobs need `read`.
+        let may_read_all = principal.check(Verb::Read, &Target::new());
         if id.is_empty() {
+            may_read_all?;
             return Err(ServiceError::invalid_field("id", "id: must not be empty"));
         }
         let job = self
             .store
             .job(id)
             .await
-            .map_err(|e| ServiceError::store(&e))?
-            .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?;
+            .map_err(|e| ServiceError::store(&e))?;
+        match (&job, may_read_all) {
+            (_, Ok(())) => {}
+            (Some(job), Err(_)) if job.requested_by == principal.name && !principal.anonymous => {}
+            (_, Err(e)) => return Err(e.into()),
+        }
+        let job = job.ok_or_else(|| ServiceError::not_found(format!("no job {id}")))?;
         let events = if with_events {
             self.store
                 .events(id, 0)
@@ -224,7 +248,7 @@ impl App {
         token: Option<&str>,
         query: JobsQuery,
     ) -> Result<Vec<Job>, ServiceError> {
-        self.authorizer.authenticate(token)?;
+        self.reader(token, &Target::new()).await?;
         if query.limit.is_some_and(|l| l == 0 || l > MAX_LIST_LIMIT) {
             return Err(ServiceError::invalid_field(
                 "limit",

@@ -17,6 +17,7 @@ use std::future::Future;
 
 use tug_store::{AuditLog, AuditResult, NewAuditRecord};
 
+use crate::auth::Principal;
 use crate::error::ServiceError;
 
 tokio::task_local! {
@@ -40,6 +41,8 @@ pub fn request_id() -> Option<String> {
 #[derive(Debug, Clone, Default)]
 pub struct Entry {
     pub actor: String,
+    /// For identity tokens: issuer, subject and the rules that matched.
+    pub actor_detail: Option<serde_json::Value>,
     pub action: &'static str,
     pub service: Option<String>,
     pub environment: Option<String>,
@@ -53,6 +56,18 @@ impl Entry {
             action,
             actor: actor.into(),
             ..Entry::default()
+        }
+    }
+
+    /// An entry for `caller`, or for [`UNKNOWN_ACTOR`] when the credentials did not
+    /// authenticate.
+    pub fn for_caller(action: &'static str, caller: Option<&Principal>) -> Self {
+        match caller {
+            Some(principal) => Entry {
+                actor_detail: principal.detail.clone(),
+                ..Entry::new(action, principal.name.clone())
+            },
+            None => Entry::new(action, UNKNOWN_ACTOR),
         }
     }
 
@@ -92,7 +107,7 @@ impl Entry {
     fn record(self, result: AuditResult, code: Option<String>, message: String) -> NewAuditRecord {
         NewAuditRecord {
             actor: self.actor,
-            actor_detail: None,
+            actor_detail: self.actor_detail,
             action: self.action.to_owned(),
             service: self.service,
             environment: self.environment,

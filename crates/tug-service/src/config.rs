@@ -18,11 +18,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod auth;
 pub mod release;
 pub mod release_notify;
 pub mod rollout_feedback;
 pub mod telemetry;
 pub mod triggers;
+
+pub use auth::{AuthConfig, AuthMode, GrantConfig, OidcIssuerConfig, TokenConfig, VerbName};
 
 /// Parses a log filter such as `info` or `warn,tug_server=debug`.
 pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
@@ -254,46 +257,6 @@ pub struct SshCredentials {
     /// environment has no known hosts and every SSH connection is refused.
     #[serde(default)]
     pub known_hosts_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// Bearer tokens from `auth.tokens`.
-    Tokens,
-    /// No authentication: every caller may deploy anywhere. Meant for a loopback-only server.
-    None,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Defaults to `tokens`.
-    #[serde(default)]
-    pub mode: Option<AuthMode>,
-    #[serde(default)]
-    pub tokens: Vec<TokenConfig>,
-}
-
-impl AuthConfig {
-    pub fn mode(&self) -> AuthMode {
-        self.mode.unwrap_or(AuthMode::Tokens)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// Shown in logs, audit and 403 messages as the requester.
-    pub name: String,
-    /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`); the token itself is never
-    /// stored.
-    pub sha256: String,
-    /// Repository names the token may write to; `*` means all.
-    pub repositories: Vec<String>,
-    /// Branches the token may write to, exact names or globs (`release/*`); absent means all.
-    #[serde(default)]
-    pub branches: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -615,6 +578,7 @@ impl Config {
         self.auth.clone().unwrap_or(AuthConfig {
             mode: Some(AuthMode::Tokens),
             tokens: Vec::new(),
+            oidc: Vec::new(),
         })
     }
 
@@ -665,11 +629,22 @@ impl Config {
                 let at = format!("auth.tokens[{i}]");
                 x.string(&mut token.name, &format!("{at}.name"))?;
                 x.string(&mut token.sha256, &format!("{at}.sha256"))?;
-                for (j, repo) in token.repositories.iter_mut().enumerate() {
+                for (j, repo) in token.repositories.iter_mut().flatten().enumerate() {
                     x.string(repo, &format!("{at}.repositories[{j}]"))?;
                 }
                 for (j, branch) in token.branches.iter_mut().flatten().enumerate() {
                     x.string(branch, &format!("{at}.branches[{j}]"))?;
+                }
+            }
+            for (i, issuer) in auth.oidc.iter_mut().enumerate() {
+                let at = format!("auth.oidc[{i}]");
+                x.string(&mut issuer.issuer, &format!("{at}.issuer"))?;
+                x.string(&mut issuer.audience, &format!("{at}.audience"))?;
+                if let Some(jwks) = &mut issuer.jwks_url {
+                    x.string(jwks, &format!("{at}.jwks_url"))?;
+                }
+                if let Some(ca) = &mut issuer.ca_file {
+                    x.path_buf(ca, &format!("{at}.ca_file"))?;
                 }
             }
         }
@@ -739,6 +714,13 @@ impl Config {
             }
             if let Some(signing) = &mut repo.signing {
                 resolve(&mut signing.ssh_key_file);
+            }
+        }
+        if let Some(auth) = &mut self.auth {
+            for issuer in &mut auth.oidc {
+                if let Some(ca) = &mut issuer.ca_file {
+                    resolve(ca);
+                }
             }
         }
     }
@@ -896,7 +878,7 @@ impl Config {
                 return Err(invalid(format!("{at}.signing.ssh_key_file"), e.to_string()));
             }
         }
-        self.validate_auth(path, &names)?;
+        auth::validate(self.auth.as_ref(), path, &names)?;
         for (i, hook) in self.notify.webhooks.iter().enumerate() {
             if !is_http_url(hook.url.expose()) {
                 return Err(invalid(
@@ -945,89 +927,6 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(invalid(field.into(), "must be at least 1".into()));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_auth(&self, path: &Path, repositories: &HashSet<&str>) -> Result<(), ConfigError> {
-        let invalid = |field: String, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            field,
-            message,
-        };
-        let Some(auth) = &self.auth else {
-            return Err(invalid(
-                "auth".into(),
-                "missing: configure `auth: {tokens: [...]}`, or `auth: {mode: none}` to accept \
-                 unauthenticated requests"
-                    .into(),
-            ));
-        };
-        match auth.mode() {
-            AuthMode::None => {
-                if !auth.tokens.is_empty() {
-                    return Err(invalid(
-                        "auth.tokens".into(),
-                        "tokens are ignored with `mode: none`; remove them or the mode".into(),
-                    ));
-                }
-                return Ok(());
-            }
-            AuthMode::Tokens => {
-                if auth.tokens.is_empty() {
-                    return Err(invalid(
-                        "auth.tokens".into(),
-                        "no token configured: add one, or set `auth: {mode: none}` to accept \
-                         unauthenticated requests"
-                            .into(),
-                    ));
-                }
-            }
-        }
-        let mut names = HashSet::new();
-        for (i, token) in auth.tokens.iter().enumerate() {
-            let at = format!("auth.tokens[{i}]");
-            if token.name.trim().is_empty() {
-                return Err(invalid(format!("{at}.name"), "must not be empty".into()));
-            }
-            if !names.insert(token.name.as_str()) {
-                return Err(invalid(
-                    format!("{at}.name"),
-                    format!("token name `{}` is used twice", token.name),
-                ));
-            }
-            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(
-                    format!("{at}.sha256"),
-                    "must be 64 hex digits, the SHA-256 of the token \
-                     (`printf %s \"$TOKEN\" | sha256sum`)"
-                        .into(),
-                ));
-            }
-            if token.repositories.is_empty() {
-                return Err(invalid(
-                    format!("{at}.repositories"),
-                    "lists no repository; name some, or `*` for all".into(),
-                ));
-            }
-            for (j, repo) in token.repositories.iter().enumerate() {
-                if repo != "*" && !repositories.contains(repo.as_str()) {
-                    return Err(invalid(
-                        format!("{at}.repositories[{j}]"),
-                        format!("`{repo}` is not a configured repository name"),
-                    ));
-                }
-            }
-            if let Some(branches) = &token.branches
-                && branches.is_empty()
-            {
-                return Err(invalid(
-                    format!("{at}.branches"),
-                    "is empty, so the token could write nowhere; remove the field to allow \
-                     every branch"
-                        .into(),
-                ));
             }
         }
         Ok(())

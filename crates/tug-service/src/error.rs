@@ -154,11 +154,22 @@ impl ServiceError {
 
 impl From<crate::auth::AuthError> for ServiceError {
     fn from(e: crate::auth::AuthError) -> Self {
-        let kind = match e {
-            crate::auth::AuthError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
-            crate::auth::AuthError::Forbidden { .. } => ErrorKind::Forbidden,
-        };
-        ServiceError::new(kind, e.to_string())
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Unauthenticated { reason } => {
+                ServiceError::new(ErrorKind::Unauthenticated, reason)
+            }
+            AuthError::Forbidden {
+                message, missing, ..
+            } => {
+                let error = ServiceError::new(ErrorKind::Forbidden, message);
+                match missing {
+                    Some(grant) => error.with_details(serde_json::json!({ "missingGrant": grant })),
+                    None => error,
+                }
+            }
+            AuthError::Unavailable { reason } => ServiceError::new(ErrorKind::Unavailable, reason),
+        }
     }
 }
 
@@ -187,13 +198,23 @@ mod tests {
 
     #[test]
     fn auth_errors_keep_their_kind() {
-        let e: ServiceError = crate::auth::AuthError::Unauthenticated { reason: "no token" }.into();
+        let e: ServiceError = crate::auth::AuthError::Unauthenticated {
+            reason: "no token".to_owned(),
+        }
+        .into();
         assert_eq!(e.kind, ErrorKind::Unauthenticated);
         let e: ServiceError = crate::auth::AuthError::Forbidden {
-            token: "ci".into(),
-            what: "x".into(),
+            actor: "ci".into(),
+            message: "token `ci` has no grant for `read`".into(),
+            missing: Some(serde_json::json!({"verb": "read"})),
         }
         .into();
         assert_eq!(e.kind, ErrorKind::Forbidden);
+        assert_eq!(e.details["missingGrant"]["verb"], "read");
+        let e: ServiceError = crate::auth::AuthError::Unavailable {
+            reason: "issuer down".into(),
+        }
+        .into();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
     }
 }

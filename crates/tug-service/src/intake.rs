@@ -9,7 +9,7 @@ use tug_git::Identity;
 use tug_spec::{DeployRequest, PathsAt};
 use tug_store::{BranchKey, NewJob, NewTask};
 
-use crate::auth::{AuthError, Authorizer, Principal};
+use crate::auth::{AuthError, Principal, Target, Verb};
 use crate::config::Config;
 
 /// A request the API refuses, before anything is stored.
@@ -37,13 +37,11 @@ impl Rejection {
 /// Turns a parsed request into a job, or says why not.
 pub fn job_from_request(
     config: &Config,
-    authorizer: &Authorizer,
-    token: Option<&str>,
+    principal: &Principal,
     mut request: DeployRequest,
     idempotency_header: Option<String>,
     accepted_at: jiff::Timestamp,
-) -> Result<(Principal, NewJob), Rejection> {
-    let principal = authorizer.authenticate(token)?;
+) -> Result<NewJob, Rejection> {
     let limits = tug_spec::Limits {
         max_paths: usize::try_from(config.limits.max_paths_per_request).unwrap_or(usize::MAX),
     };
@@ -117,7 +115,13 @@ pub fn job_from_request(
             ));
         };
         for (ui, update) in spec.updates.iter().enumerate() {
-            authorizer.authorize(token, &repo.name, &update.branch)?;
+            let paths = update.paths.iter().map(|p| p.path.clone());
+            principal.check(
+                Verb::Deploy,
+                &Target::new()
+                    .branch(repo.name.clone(), update.branch.clone())
+                    .paths(paths),
+            )?;
             let key = BranchKey {
                 repository: repo.name.clone(),
                 branch: update.branch.clone(),
@@ -153,16 +157,13 @@ pub fn job_from_request(
         .collect::<Result<Vec<_>, _>>()?;
     let stored_request = serde_json::to_value(&request)
         .map_err(|e| Rejection::invalid("deploySpecs", e.to_string()))?;
-    Ok((
-        principal.clone(),
-        NewJob {
-            idempotency_key,
-            kind: "deploy".to_owned(),
-            requested_by: principal.name,
-            request: stored_request,
-            tasks,
-        },
-    ))
+    Ok(NewJob {
+        idempotency_key,
+        kind: "deploy".to_owned(),
+        requested_by: principal.name.clone(),
+        request: stored_request,
+        tasks,
+    })
 }
 
 /// The Delivery client's source metadata, kept as trailers so history says what produced a change.

@@ -50,10 +50,10 @@ impl App {
         token: Option<&str>,
         request: tug_spec::DeployRequest,
     ) -> Result<Vec<BranchPreview>, ServiceError> {
-        let (_, job) = job_from_request(
+        let principal = self.caller(token).await?;
+        let job = job_from_request(
             &self.config,
-            &self.authorizer,
-            token,
+            &principal,
             request,
             None,
             jiff::Timestamp::now(),

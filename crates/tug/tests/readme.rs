@@ -30,11 +30,14 @@ use tug_testkit::{
 /// its own, `tug server` on the README's configuration), the replicas need a PostgreSQL of
 /// their own (`server_replicas.rs` runs them), the image build needs a release build and root
 /// (`tests/image.rs` runs the script), the chart needs a cluster (`tests/helm_chart.rs` renders
-/// it), and the last is the test suite this test is part of.
-const NOT_RUN: [&str; 7] = [
+/// it), the CI pipelines run on GitHub and GitLab (`server_oidc.rs` mints their tokens), and the
+/// last is the test suite this test is part of.
+const NOT_RUN: [&str; 9] = [
     "cargo install --path crates/tug --locked",
     "tug quickstart",
     "tug server --config tug.yaml",
+    "# .github/workflows/deploy.yml",
+    "# .gitlab-ci.yml",
     "# three tug servers on one throwaway PostgreSQL (Debian: apt-get install postgresql; as a non-root user)",
     "cargo build --release --locked -p tug",
     "helm install tug deploy/helm/tug --namespace tug --create-namespace \\",

@@ -185,7 +185,7 @@ fn refused_requests_get_json_errors_and_the_server_stays_up() {
     assert!(
         refusals
             .iter()
-            .any(|l| l.contains("status=403") && l.contains("may not write to")),
+            .any(|l| l.contains("status=403") && l.contains("has no grant for `deploy`")),
         "{logs}"
     );
     assert!(!logs.contains(OTHER_TEAM) && !logs.contains("not-a-known-token"));

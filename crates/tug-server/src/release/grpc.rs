@@ -35,8 +35,10 @@ pub(crate) struct ReleaseApi {
 }
 
 impl ReleaseApi {
-    fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        Caller::authenticate(&self.ctx, bearer(metadata)).map_err(|e| status(&e))
+    async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        Caller::authenticate(&self.ctx, bearer(metadata))
+            .await
+            .map_err(|e| status(&e))
     }
 
     /// [`ReleaseApi::caller`] for an operation that changes state: a refusal is audited as
@@ -386,7 +388,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::GetArtifactRequest>,
     ) -> Result<Response<v1::ArtifactSummary>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.caller(request.metadata()).await?;
         let v1::GetArtifactRequest { service, id } = request.into_inner();
         required("service", &service)?;
         required("id", &id)?;
@@ -400,7 +402,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::ListArtifactsRequest>,
     ) -> Result<Response<v1::ListArtifactsResponse>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.caller(request.metadata()).await?;
         let v1::ListArtifactsRequest {
             service,
             branch,
@@ -507,7 +509,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::DescribeReleasesRequest>,
     ) -> Result<Response<v1::DescribeReleasesResponse>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.caller(request.metadata()).await?;
         let v1::DescribeReleasesRequest {
             service,
             env,
@@ -532,7 +534,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::ServiceStatus>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.caller(request.metadata()).await?;
         let service = request.into_inner().service;
         required("service", &service)?;
         let states = api::status_core(&self.ctx, &caller, &service)
@@ -627,7 +629,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<v1::ListPoliciesRequest>,
     ) -> Result<Response<v1::Policies>, Status> {
-        let caller = self.caller(request.metadata())?;
+        let caller = self.caller(request.metadata()).await?;
         let service = request.into_inner().service;
         required("service", &service)?;
         let listing = api::list_policies_core(&self.ctx, &caller, &service)

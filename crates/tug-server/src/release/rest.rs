@@ -52,8 +52,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
 // ---------------------------------------------------------------------------------------------
 // REST: parse, call the core, answer with JSON.
 
-fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    Ok(Caller::authenticate(ctx, bearer(headers))?)
+async fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(Caller::authenticate(ctx, bearer(headers)).await?)
 }
 
 /// [`authenticate`] for an operation that changes state: a refusal is audited as `action`.
@@ -147,7 +147,7 @@ async fn list_artifacts(
     headers: HeaderMap,
     query: QueryResult<ArtifactsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate(&ctx, &headers).await?;
     let Query(q) = query.map_err(|e| query_error(&e))?;
     let found = list_artifacts_core(&ctx, &caller, &q).await?;
     Ok(axum::Json(
@@ -173,7 +173,7 @@ async fn get_artifact(
     Path(id): Path<String>,
     query: QueryResult<ServiceQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate(&ctx, &headers).await?;
     let Query(q) = query.map_err(|e| query_error(&e))?;
     let stored = get_artifact_core(&ctx, &caller, &q.service, &id).await?;
     Ok(axum::Json(artifact_json(&stored)))
@@ -233,7 +233,7 @@ async fn release(
 ) -> Result<Response, ApiError> {
     // A dry run changes nothing, so only a real release audits its refusal.
     let caller = if q.dry_run == Some(true) {
-        authenticate(&ctx, &headers)?
+        authenticate(&ctx, &headers).await?
     } else {
         authenticate_write(&ctx, &headers, "release").await?
     };
@@ -313,7 +313,7 @@ async fn describe(
     headers: HeaderMap,
     query: QueryResult<DescribeQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate(&ctx, &headers).await?;
     let Query(q) = query.map_err(|e| query_error(&e))?;
     let service = q.service.clone();
     let entries = describe_core(&ctx, &caller, q).await?;
@@ -351,7 +351,7 @@ async fn status(
     headers: HeaderMap,
     Path(service): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate(&ctx, &headers).await?;
     let states = status_core(&ctx, &caller, &service).await?;
     let environments: Vec<Value> = states
         .iter()
@@ -485,7 +485,7 @@ async fn list_policies(
     headers: HeaderMap,
     Path(service): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = authenticate(&ctx, &headers)?;
+    let caller = authenticate(&ctx, &headers).await?;
     let listing = list_policies_core(&ctx, &caller, &service).await?;
     Ok(axum::Json(policies_json(&listing)))
 }

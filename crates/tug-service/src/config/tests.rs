@@ -365,6 +365,114 @@ auth:
     assert!(message.contains("`q`"), "{message}");
 }
 
+const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// The field a configuration with `auth` (YAML under `auth:`) is refused for.
+fn auth_error(auth: &str) -> (String, String) {
+    let text = format!(
+        "repositories: [{{name: p, url: /srv/p.git}}]\nauth:\n{}",
+        auth.replace("SHA", SHA)
+    );
+    match load(&text, &env_of(&[])) {
+        Err(ConfigError::Invalid { field, message, .. }) => (field, message),
+        other => panic!("expected an invalid field, got {other:?}"),
+    }
+}
+
+#[test]
+fn grants_and_identity_issuers_load() {
+    let text = format!(
+        r#"
+repositories: [{{name: p, url: /srv/p.git}}]
+auth:
+  tokens:
+    - {{ name: ops, sha256: "{SHA}", grant: {{ verbs: ["*"] }} }}
+  oidc:
+    - issuer: https://token.actions.githubusercontent.com
+      audience: tug
+      rules:
+        - claims: {{ repository: "acme/api", ref: ["refs/heads/main", "refs/tags/*"] }}
+          grant: {{ verbs: [artifact.push, deploy], services: [api], environments: [dev], repositories: [p], paths: ["apps/api/**"] }}
+"#
+    );
+    let config = load(&text, &env_of(&[])).unwrap();
+    let auth = config.auth();
+    assert_eq!(auth.tokens[0].effective_grant().verbs, [VerbName::All]);
+    assert_eq!(auth.oidc[0].clock_skew_seconds, 60);
+    assert_eq!(auth.oidc[0].rules[0].claims["ref"].patterns().len(), 2);
+    assert_eq!(
+        auth.oidc[0].rules[0].grant.verbs,
+        [VerbName::ArtifactPush, VerbName::Deploy]
+    );
+}
+
+#[test]
+fn bad_grants_and_issuers_are_refused_naming_the_field() {
+    let cases = [
+        (
+            "  tokens: [{name: ci, sha256: SHA}]\n",
+            "auth.tokens[0].grant",
+            "missing",
+        ),
+        (
+            "  tokens: [{name: ci, sha256: SHA, repositories: [p], grant: {verbs: [read]}}]\n",
+            "auth.tokens[0].grant",
+            "not both",
+        ),
+        (
+            "  tokens: [{name: ci, sha256: SHA, grant: {verbs: []}}]\n",
+            "auth.tokens[0].grant.verbs",
+            "lists no verb",
+        ),
+        (
+            "  tokens: [{name: ci, sha256: SHA, grant: {verbs: [deploy], repositories: [q]}}]\n",
+            "auth.tokens[0].grant.repositories[0]",
+            "`q`",
+        ),
+        (
+            "  oidc: [{issuer: 'http://issuer.example.com', audience: tug, rules: [{claims: {sub: x}, grant: {verbs: [read]}}]}]\n",
+            "auth.oidc[0].issuer",
+            "plain http",
+        ),
+        (
+            "  oidc: [{issuer: 'https://i.example.com', audience: tug, algorithms: [HS256], rules: [{claims: {sub: x}, grant: {verbs: [read]}}]}]\n",
+            "auth.oidc[0].algorithms[0]",
+            "HMAC and `none` never are",
+        ),
+        (
+            "  oidc: [{issuer: 'https://i.example.com', audience: '', rules: [{claims: {sub: x}, grant: {verbs: [read]}}]}]\n",
+            "auth.oidc[0].audience",
+            "must not be empty",
+        ),
+        (
+            "  oidc: [{issuer: 'https://i.example.com', audience: tug, rules: [{claims: {}, grant: {verbs: [read]}}]}]\n",
+            "auth.oidc[0].rules[0].claims",
+            "every token of the issuer",
+        ),
+        (
+            "  oidc: [{issuer: 'https://i.example.com', audience: tug, clock_skew_seconds: 3600, rules: [{claims: {sub: x}, grant: {verbs: [read]}}]}]\n",
+            "auth.oidc[0].clock_skew_seconds",
+            "at most 300",
+        ),
+        (
+            "  oidc: [{issuer: 'https://i.example.com', audience: tug, rules: []}]\n",
+            "auth.oidc[0].rules",
+            "no rule",
+        ),
+    ];
+    for (auth, want_field, want_message) in cases {
+        let (field, message) = auth_error(auth);
+        assert_eq!(field, want_field, "{auth}: {message}");
+        assert!(message.contains(want_message), "{auth}: {message}");
+    }
+    // A verb that does not exist is refused by name.
+    let text = format!(
+        "repositories: [{{name: p, url: /srv/p.git}}]\nauth:\n  tokens: [{{name: ci, sha256: {SHA}, grant: {{verbs: [deploi]}}}}]\n"
+    );
+    let message = load(&text, &env_of(&[])).unwrap_err().to_string();
+    assert!(message.contains("deploi"), "{message}");
+}
+
 #[test]
 fn token_hash_must_be_hex_sha256() {
     let text = "repositories: [{name: p, url: /srv/p.git}]\nauth:\n  tokens: [{name: ci, sha256: plaintext-token, repositories: ['*']}]\n";
@@ -444,7 +552,10 @@ fn sample_configurations_load() {
         token_sha256: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
     });
     let config = load(&with_token, &env_of(&[])).unwrap();
-    assert_eq!(config.auth().tokens[0].repositories, ["platform"]);
+    assert_eq!(
+        config.auth().tokens[0].repositories,
+        Some(vec!["platform".to_owned()])
+    );
 
     let open = Config::sample(&Sample {
         repository_name: "local",

@@ -28,7 +28,7 @@ use super::policies::{policies_path, policies_place, read as read_policies, read
 use super::{Ctx, Place, conflict, internal, invalid, not_found};
 use crate::app::App;
 use crate::audit::{self, Entry};
-use crate::auth::Principal;
+use crate::auth::{Principal, Target, Verb};
 use crate::error::{ErrorKind, ServiceError};
 use tug_deploy::{FilePrecondition, TaskChange, WholeFile};
 
@@ -38,25 +38,17 @@ const WAIT_FOR_COMMIT: Duration = Duration::from_secs(120);
 // ---------------------------------------------------------------------------------------------
 // Shared by both front ends.
 
-/// Who calls: the principal the bearer token authenticates as, and the token itself, whose scope
-/// is checked against each repository branch the call writes to.
+/// Who calls: the principal the credential authenticates as, with its grants. Every operation
+/// checks its verb on what it touches before touching it.
 pub struct Caller {
-    token: Option<String>,
     principal: Principal,
 }
 
 impl Caller {
-    /// Reading needs only a valid token; writes check its scope as they go.
-    pub fn authenticate(ctx: &Ctx, token: Option<&str>) -> Result<Self, ServiceError> {
-        let principal = ctx
-            .app
-            .authorizer
-            .authenticate(token)
-            .map_err(ServiceError::from)?;
-        Ok(Caller {
-            token: token.map(str::to_owned),
-            principal,
-        })
+    /// Any valid credential; operations check their verb (`read` for reads) as they go.
+    pub async fn authenticate(ctx: &Ctx, token: Option<&str>) -> Result<Self, ServiceError> {
+        let principal = ctx.app.caller(token).await?;
+        Ok(Caller { principal })
     }
 
     /// [`Caller::authenticate`] for an operation that changes state: a refusal (no valid token)
@@ -66,7 +58,7 @@ impl Caller {
         token: Option<&str>,
         action: &'static str,
     ) -> Result<Self, ServiceError> {
-        let caller = Self::authenticate(ctx, token);
+        let caller = Self::authenticate(ctx, token).await;
         if let Err(e) = &caller {
             audit::write(
                 ctx.app.audit.as_ref(),
@@ -77,15 +69,13 @@ impl Caller {
         caller
     }
 
-    fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
-    fn authorize(&self, ctx: &Ctx, place: &Place) -> Result<(), ServiceError> {
-        ctx.app
-            .authorizer
-            .authorize(self.token(), &place.repository, &place.branch)
-            .map(|_| ())
+    fn check(&self, verb: Verb, target: &Target) -> Result<(), ServiceError> {
+        self.principal
+            .check(verb, target)
             .map_err(ServiceError::from)
     }
 
@@ -236,6 +226,10 @@ async fn push_artifact_unaudited(
 ) -> Result<PushedArtifact, ServiceError> {
     let artifact = Artifact::from_json(text)
         .map_err(|e| ServiceError::invalid(e.to_string()).with_field(Some(e.path())))?;
+    caller.check(
+        Verb::ArtifactPush,
+        &Target::new().service(artifact.service.clone()),
+    )?;
     ctx.model()?
         .services
         .get(&artifact.service)
@@ -263,7 +257,8 @@ async fn push_artifact_unaudited(
     } else {
         auto_release(
             ctx,
-            caller.token(),
+            &caller.principal,
+            Verb::ArtifactPush,
             &caller.principal.name,
             &stored,
             &artifact,
@@ -290,9 +285,10 @@ pub struct ArtifactsQuery {
 /// Newest first.
 pub async fn list_artifacts_core(
     ctx: &Ctx,
-    _caller: &Caller,
+    caller: &Caller,
     query: &ArtifactsQuery,
 ) -> Result<Vec<StoredArtifact>, ServiceError> {
+    caller.check(Verb::Read, &Target::new().service(query.service.clone()))?;
     ctx.app
         .releases
         .artifacts(
@@ -306,10 +302,11 @@ pub async fn list_artifacts_core(
 
 pub async fn get_artifact_core(
     ctx: &Ctx,
-    _caller: &Caller,
+    caller: &Caller,
     service: &str,
     id: &str,
 ) -> Result<StoredArtifact, ServiceError> {
+    caller.check(Verb::Read, &Target::new().service(service))?;
     let (stored, _) = load_artifact(ctx, service, id).await?;
     Ok(stored)
 }
@@ -336,6 +333,10 @@ async fn upload_bundle_unaudited(
     id: &str,
     bundle: &BundleBody,
 ) -> Result<UploadedBundle, ServiceError> {
+    caller.check(
+        Verb::ArtifactPush,
+        &Target::new().service(bundle.service.clone()),
+    )?;
     let model = ctx.model()?;
     check_bundle(&bundle.files, |env| model.environments.get(env).is_ok())
         .map_err(|(field, message)| invalid(&field, format!("{field}: {message}")))?;
@@ -351,7 +352,8 @@ async fn upload_bundle_unaudited(
     // Auto-releases of services released by copying wait for their bundle.
     let auto_releases = auto_release(
         ctx,
-        caller.token(),
+        &caller.principal,
+        Verb::ArtifactPush,
         &caller.principal.name,
         &stored,
         &artifact,
@@ -437,7 +439,7 @@ async fn release_unaudited(
     let by = caller.requester(input.by);
     let planned = plan(
         ctx,
-        caller.token(),
+        &caller.principal,
         &input.service,
         &input.environments,
         &request,
@@ -479,7 +481,7 @@ pub async fn release_preview_core(
     let by = caller.requester(input.by);
     let planned = plan(
         ctx,
-        caller.token(),
+        &caller.principal,
         &input.service,
         &input.environments,
         &request,
@@ -525,9 +527,14 @@ pub struct HistoryEntry {
 /// Newest first.
 pub async fn describe_core(
     ctx: &Ctx,
-    _caller: &Caller,
+    caller: &Caller,
     query: DescribeQuery,
 ) -> Result<Vec<HistoryEntry>, ServiceError> {
+    let mut target = Target::new().service(query.service.clone());
+    if let Some(env) = query.env.as_deref().filter(|e| !e.is_empty()) {
+        target = target.environment(env);
+    }
+    caller.check(Verb::Read, &target)?;
     known_service(ctx, &query.service)?;
     let env = query.env.filter(|e| !e.is_empty());
     if let Some(env) = &env {
@@ -572,9 +579,10 @@ pub struct EnvironmentState {
 /// One entry per environment, in promotion order.
 pub async fn status_core(
     ctx: &Ctx,
-    _caller: &Caller,
+    caller: &Caller,
     service: &str,
 ) -> Result<Vec<EnvironmentState>, ServiceError> {
+    caller.check(Verb::Read, &Target::new().service(service))?;
     known_service(ctx, service)?;
     let model = ctx.model()?;
     sync_all(ctx, true).await?;
@@ -645,8 +653,9 @@ pub struct ReindexedBranch {
 
 async fn reindex_unaudited(
     ctx: &Ctx,
-    _caller: &Caller,
+    caller: &Caller,
 ) -> Result<Vec<ReindexedBranch>, ServiceError> {
+    caller.check(Verb::Reindex, &Target::new())?;
     let model = ctx.model()?;
     ctx.app
         .releases
@@ -751,7 +760,13 @@ async fn unpin_unaudited(
         .get(&input.env)
         .cloned()
         .ok_or_else(|| internal("environment without a branch"))?;
-    caller.authorize(ctx, &place)?;
+    caller.check(
+        Verb::Unpin,
+        &Target::new()
+            .service(input.service.clone())
+            .environment(input.env.clone())
+            .branch(place.repository.clone(), place.branch.clone()),
+    )?;
     sync(ctx, &place, true, false).await?;
     let (history, unpins) = history(ctx, &input.service).await?;
     let pinned = unpin(&history, &unpins, &input.service, &input.env).map_err(|r| refused(&r))?;
@@ -784,14 +799,7 @@ async fn unpin_unaudited(
     .await?;
     sync(ctx, &place, false, false).await?;
     let auto_release = if job.state == tug_store::JobState::Succeeded {
-        release_held_back(
-            ctx,
-            caller.token(),
-            &caller.principal.name,
-            &input.service,
-            &input.env,
-        )
-        .await?
+        release_held_back(ctx, &caller.principal, &input.service, &input.env).await?
     } else {
         AutoReleaseOutcome {
             environment: input.env.clone(),
@@ -821,9 +829,15 @@ pub struct RolloutInput {
 
 async fn report_rollout_unaudited(
     ctx: &Ctx,
-    _caller: &Caller,
+    caller: &Caller,
     input: RolloutInput,
 ) -> Result<(), ServiceError> {
+    caller.check(
+        Verb::RolloutReport,
+        &Target::new()
+            .service(input.service.clone())
+            .environment(input.env.clone()),
+    )?;
     known_service(ctx, &input.service)?;
     known_env(ctx, "env", &input.env)?;
     if input.state.trim().is_empty() {
@@ -893,9 +907,10 @@ fn policy_error(e: &PolicyError) -> ServiceError {
 
 pub async fn list_policies_core(
     ctx: &Ctx,
-    _caller: &Caller,
+    caller: &Caller,
     service: &str,
 ) -> Result<PolicyListing, ServiceError> {
+    caller.check(Verb::Read, &Target::new().service(service))?;
     known_service(ctx, service)?;
     let policies = read_policies(ctx, service).await?;
     policy_listing(ctx, &policies)
@@ -928,7 +943,12 @@ async fn change_policies(
 ) -> Result<PolicyChange, ServiceError> {
     known_service(ctx, service)?;
     let place = policies_place(ctx)?;
-    caller.authorize(ctx, &place)?;
+    caller.check(
+        Verb::PolicyWrite,
+        &Target::new()
+            .service(service)
+            .branch(place.repository.clone(), place.branch.clone()),
+    )?;
     let by = caller.requester(by);
     let message = (
         format!("[policies/{service}] {describe} by {}", by.short()),
@@ -1002,6 +1022,12 @@ async fn apply_auto_release_unaudited(
     service: &str,
     input: AutoReleaseInput,
 ) -> Result<PolicyChange, ServiceError> {
+    caller.check(
+        Verb::PolicyWrite,
+        &Target::new()
+            .service(service)
+            .environment(input.env.clone()),
+    )?;
     let model = ctx.model()?;
     known_env(ctx, "env", &input.env)?;
     if let Err(e) = model.services.target_for(service, &input.env)
@@ -1038,6 +1064,12 @@ async fn apply_branch_restriction_unaudited(
     service: &str,
     input: BranchRestrictionInput,
 ) -> Result<PolicyChange, ServiceError> {
+    caller.check(
+        Verb::PolicyWrite,
+        &Target::new()
+            .service(service)
+            .environment(input.env.clone()),
+    )?;
     known_env(ctx, "env", &input.env)?;
     let describe = format!(
         "apply branch restriction {} to {}",
@@ -1091,7 +1123,7 @@ async fn delete_policies_unaudited(
 
 impl Caller {
     fn entry(&self, action: &'static str) -> Entry {
-        Entry::new(action, self.principal.name.clone())
+        Entry::for_caller(action, Some(&self.principal))
     }
 }
 

@@ -32,6 +32,7 @@ use tug_store::{ReleaseQuery, RolloutState};
 
 use super::index::sync_all;
 use super::{Ctx, invalid};
+use crate::auth::{Principal, Target, Verb};
 use crate::error::ServiceError;
 
 /// What a rollout report did.
@@ -131,21 +132,31 @@ pub(crate) fn flux_report(payload: &Value) -> Result<Report, String> {
 
 /// An Argo CD notification (the `webhook` service's JSON body tug documents).
 pub async fn argocd(ctx: &Ctx, token: Option<&str>, body: &[u8]) -> Result<Feedback, ServiceError> {
-    audited(ctx, token, record(ctx, token, body, argocd_report).await).await
+    let caller = ctx.app.caller(token).await;
+    let result = match &caller {
+        Ok(principal) => record(ctx, principal, body, argocd_report).await,
+        Err(e) => Err(e.clone()),
+    };
+    audited(ctx, caller.as_ref().ok(), result).await
 }
 
 /// A Flux notification-controller event (generic webhook provider).
 pub async fn flux(ctx: &Ctx, token: Option<&str>, body: &[u8]) -> Result<Feedback, ServiceError> {
-    audited(ctx, token, record(ctx, token, body, flux_report).await).await
+    let caller = ctx.app.caller(token).await;
+    let result = match &caller {
+        Ok(principal) => record(ctx, principal, body, flux_report).await,
+        Err(e) => Err(e.clone()),
+    };
+    audited(ctx, caller.as_ref().ok(), result).await
 }
 
 /// Records a rollout report in the audit trail (see `crate::audit`).
 async fn audited(
     ctx: &Ctx,
-    token: Option<&str>,
+    caller: Option<&Principal>,
     result: Result<Feedback, ServiceError>,
 ) -> Result<Feedback, ServiceError> {
-    let mut entry = crate::audit::Entry::new("rollout.report", ctx.app.actor(token));
+    let mut entry = crate::audit::Entry::for_caller("rollout.report", caller);
     if let Ok(Feedback::Recorded {
         service,
         environment,
@@ -165,14 +176,12 @@ async fn audited(
 
 async fn record(
     ctx: &Ctx,
-    token: Option<&str>,
+    principal: &Principal,
     body: &[u8],
     read: fn(&Value) -> Result<Report, String>,
 ) -> Result<Feedback, ServiceError> {
-    ctx.app
-        .authorizer
-        .authenticate(token)
-        .map_err(ServiceError::from)?;
+    // The verb first, before any work; the service and environment once the report names them.
+    principal.check(Verb::RolloutReport, &Target::new())?;
     let payload: Value = serde_json::from_slice(body)
         .map_err(|e| ServiceError::invalid(format!("request body: {e}")))?;
     let report = read(&payload).map_err(|m| {
@@ -209,6 +218,12 @@ async fn record(
             ),
         });
     };
+    principal.check(
+        Verb::RolloutReport,
+        &Target::new()
+            .service(service.clone())
+            .environment(environment.clone()),
+    )?;
     ctx.app
         .releases
         .put_rollout(RolloutState {

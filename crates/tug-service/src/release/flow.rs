@@ -17,6 +17,7 @@ use tug_store::{BranchKey, Enqueued, NewJob, NewTask, StoredArtifact};
 use super::edits::{chart_update, copy_release, image_update};
 use super::index::{history, sync};
 use super::{Ctx, Place, ReleaseModel, conflict, internal, invalid, not_found, policies};
+use crate::auth::{self, Principal, Verb};
 use crate::error::{ErrorKind, ServiceError};
 use tug_deploy::{TaskChange, WholeFile};
 
@@ -84,7 +85,7 @@ pub async fn load_artifact(
 /// environment must pass (authorisation, artifact, policies) or the whole request is refused.
 pub async fn plan(
     ctx: &Ctx,
-    token: Option<&str>,
+    principal: &Principal,
     service: &str,
     environments: &[String],
     request: &Request,
@@ -102,7 +103,11 @@ pub async fn plan(
         ));
     }
     let mut places = BTreeSet::new();
-    let mut token_name = String::from("anonymous");
+    let verb = match request {
+        Request::Release { .. } => Verb::Release,
+        Request::Promote { .. } => Verb::Promote,
+        Request::Rollback { .. } => Verb::Rollback,
+    };
     for (i, env) in environments.iter().enumerate() {
         let field = format!("environments[{i}]");
         model
@@ -124,12 +129,13 @@ pub async fn plan(
             .get(env)
             .cloned()
             .ok_or_else(|| internal(format!("environment '{env}' has no repository branch")))?;
-        token_name = ctx
-            .app
-            .authorizer
-            .authorize(token, &place.repository, &place.branch)
-            .map_err(ServiceError::from)?
-            .name;
+        principal.check(
+            verb,
+            &auth::Target::new()
+                .service(service)
+                .environment(env.clone())
+                .branch(place.repository.clone(), place.branch.clone()),
+        )?;
         places.insert(place);
     }
     for place in &places {
@@ -145,7 +151,7 @@ pub async fn plan(
             .inspect_err(|e| {
                 if e.code() == "policy_violation" {
                     tracing::warn!(
-                        token = %token_name, service, environment = %env,
+                        token = %principal.name, service, environment = %env,
                         reason = %e.message(), "release refused by policy"
                     );
                 }
@@ -531,8 +537,7 @@ pub struct AutoReleaseOutcome {
 /// released there — the artifact the pin held back — or why nothing is released.
 pub async fn release_held_back(
     ctx: &Ctx,
-    token: Option<&str>,
-    requested_by: &str,
+    principal: &Principal,
     service: &str,
     env: &str,
 ) -> Result<AutoReleaseOutcome, ServiceError> {
@@ -572,7 +577,16 @@ pub async fn release_held_back(
         Err(nothing) => return Ok(skipped(&nothing)),
     };
     let (stored, artifact) = load_artifact(ctx, service, candidate).await?;
-    let outcomes = auto_release(ctx, token, requested_by, &stored, &artifact, Some(env)).await?;
+    let outcomes = auto_release(
+        ctx,
+        principal,
+        Verb::Unpin,
+        &principal.name,
+        &stored,
+        &artifact,
+        Some(env),
+    )
+    .await?;
     Ok(outcomes.into_iter().next().unwrap_or_else(|| {
         skipped(&Nothing::NotAutoReleased {
             environment: env.to_owned(),
@@ -593,9 +607,12 @@ fn auto_release_status(refusal: &Refusal) -> &'static str {
 /// Releases a newly registered artifact to every environment an auto-release policy of its
 /// branch names (only to `only_env`, when given), unless a branch restriction forbids it or a
 /// rollback pins the environment.
+/// `principal` asked for it (registering the artifact, or lifting a pin: `verb`); its grant must
+/// cover each environment released to, as if it released there itself with `verb`.
 pub async fn auto_release(
     ctx: &Ctx,
-    token: Option<&str>,
+    principal: &Principal,
+    verb: Verb,
     requested_by: &str,
     stored: &StoredArtifact,
     artifact: &Artifact,
@@ -634,11 +651,13 @@ pub async fn auto_release(
         let Some(place) = model.places.get(&env) else {
             continue;
         };
-        if let Err(e) = ctx
-            .app
-            .authorizer
-            .authorize(token, &place.repository, &place.branch)
-        {
+        if let Err(e) = principal.check(
+            verb,
+            &auth::Target::new()
+                .service(service)
+                .environment(env.clone())
+                .branch(place.repository.clone(), place.branch.clone()),
+        ) {
             outcomes.push(outcome("refused", e.to_string()));
             continue;
         }

@@ -31,6 +31,8 @@ use super::api::Registration;
 
 use super::flow::auto_release;
 use super::{Ctx, internal, invalid, not_found};
+use crate::audit::Entry;
+use crate::auth::Verb;
 use crate::config::Secret;
 use crate::error::{ErrorKind, ServiceError};
 
@@ -528,8 +530,20 @@ async fn register(ctx: &Ctx, requested_by: &str, artifact: &Value) -> Result<Val
     let auto = if write == Registration::Unchanged {
         Vec::new()
     } else {
+        // Webhooks carry no identity of their own: their auto-releases act with the
+        // configured trigger token's grants.
         let token = ctx.app.config.triggers.token.as_ref().map(Secret::expose);
-        auto_release(ctx, token, requested_by, &stored, &parsed, None).await?
+        let principal = ctx.app.caller(token).await?;
+        auto_release(
+            ctx,
+            &principal,
+            Verb::ArtifactPush,
+            requested_by,
+            &stored,
+            &parsed,
+            None,
+        )
+        .await?
     };
     Ok(json!({
         "id": stored.id,
@@ -554,10 +568,7 @@ async fn dispatch_unaudited(
     token: Option<&str>,
     body: &[u8],
 ) -> Result<TriggerOutcome, ServiceError> {
-    ctx.app
-        .authorizer
-        .authenticate(token)
-        .map_err(ServiceError::from)?;
+    ctx.app.caller(token).await?;
     let body: DispatchBody = serde_json::from_slice(body)
         .map_err(|e| ServiceError::invalid(format!("request body: {e}")))?;
     let rules = &ctx.app.config.triggers.dispatch.rules;
@@ -688,11 +699,9 @@ fn outcome_message(outcome: &TriggerOutcome) -> String {
 
 async fn audited(
     ctx: &Ctx,
-    action: &'static str,
-    actor: String,
+    entry: Entry,
     result: Result<TriggerOutcome, ServiceError>,
 ) -> Result<TriggerOutcome, ServiceError> {
-    let entry = crate::audit::Entry::new(action, actor);
     crate::audit::record(ctx.app.audit.as_ref(), entry, result, outcome_message).await
 }
 
@@ -703,7 +712,7 @@ pub async fn github(
     body: &[u8],
 ) -> Result<TriggerOutcome, ServiceError> {
     let result = github_unaudited(ctx, headers, body).await;
-    audited(ctx, "webhook.github", "github".to_owned(), result).await
+    audited(ctx, Entry::new("webhook.github", "github"), result).await
 }
 
 /// A GitLab webhook, with its `X-Gitlab-Token`.
@@ -713,7 +722,7 @@ pub async fn gitlab(
     body: &[u8],
 ) -> Result<TriggerOutcome, ServiceError> {
     let result = gitlab_unaudited(ctx, headers, body).await;
-    audited(ctx, "webhook.gitlab", "gitlab".to_owned(), result).await
+    audited(ctx, Entry::new("webhook.gitlab", "gitlab"), result).await
 }
 
 /// A Docker Hub push notification.
@@ -724,7 +733,8 @@ pub async fn dockerhub(
     body: &[u8],
 ) -> Result<TriggerOutcome, ServiceError> {
     let result = dockerhub_unaudited(ctx, token, headers, body).await;
-    audited(ctx, "webhook.dockerhub", ctx.app.actor(token), result).await
+    // The registry's shared token is not an identity: the source is the actor.
+    audited(ctx, Entry::new("webhook.dockerhub", "dockerhub"), result).await
 }
 
 /// A Harbor event.
@@ -735,7 +745,8 @@ pub async fn harbor(
     body: &[u8],
 ) -> Result<TriggerOutcome, ServiceError> {
     let result = harbor_unaudited(ctx, token, headers, body).await;
-    audited(ctx, "webhook.harbor", ctx.app.actor(token), result).await
+    // The registry's shared token is not an identity: the source is the actor.
+    audited(ctx, Entry::new("webhook.harbor", "harbor"), result).await
 }
 
 /// A dispatch: a rule renders a deploy request from the body, which is submitted.
@@ -744,8 +755,14 @@ pub async fn dispatch(
     token: Option<&str>,
     body: &[u8],
 ) -> Result<TriggerOutcome, ServiceError> {
+    let caller = ctx.app.caller(token).await.ok();
     let result = dispatch_unaudited(ctx, token, body).await;
-    audited(ctx, "webhook.dispatch", ctx.app.actor(token), result).await
+    audited(
+        ctx,
+        Entry::for_caller("webhook.dispatch", caller.as_ref()),
+        result,
+    )
+    .await
 }
 
 #[cfg(test)]
