@@ -1,6 +1,6 @@
 //! CI identity tokens and grants against a real `tug server`: an OIDC issuer served by the test
 //! on loopback (OpenID discovery and a JWKS endpoint, RSA and EC keys generated now with
-//! `openssl`), tokens minted here the way GitHub Actions and GitLab CI mint them, and every way
+//! `openssl`; one issuer over https with a private CA), tokens minted here the way GitHub Actions and GitLab CI mint them, and every way
 //! a token can be wrong — each refused with a clear message and never logged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -179,10 +179,83 @@ async fn issuer_http(State(shared): State<(Shared, String)>, uri: Uri) -> axum::
     }
 }
 
+/// A CA and a certificate for 127.0.0.1 it signed, for the issuer served over https.
+fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tug test issuer CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "issuer.key",
+            "-out",
+            "issuer.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("issuer.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "issuer.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "issuer.ext",
+            "-out",
+            "issuer.pem",
+        ],
+    );
+}
+
 struct World {
     repo: BareRepo,
     server: TugServer,
     base: String,
+    /// The issuers served over https.
+    tls_base: String,
     published: Shared,
     client_dir: Scratch,
     gh: Key,
@@ -216,11 +289,36 @@ impl World {
             p.keys
                 .insert("gh".into(), vec![gh.jwk.clone(), gh_ec.jwk.clone()]);
             p.keys.insert("gl".into(), vec![gl_old.jwk.clone()]);
+            p.keys.insert("private".into(), vec![gh.jwk.clone()]);
+            p.keys.insert("untrusted".into(), vec![gh.jwk.clone()]);
         }
         let app = Router::new()
             .fallback(issuer_http)
             .with_state((published.clone(), base.clone()));
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        // The same issuer over https, with a certificate from a private CA.
+        certificates(keys_dir.path());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        tls_listener.set_nonblocking(true).unwrap();
+        let tls_base = format!("https://{}", tls_listener.local_addr().unwrap());
+        let tls_config = runtime
+            .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(
+                keys_dir.join("issuer.pem"),
+                keys_dir.join("issuer.key"),
+            ))
+            .unwrap();
+        let tls_app = Router::new()
+            .fallback(issuer_http)
+            .with_state((published.clone(), tls_base.clone()));
+        runtime.spawn(async move {
+            axum_server::from_tcp_rustls(tls_listener, tls_config)
+                .unwrap()
+                .serve(tls_app.into_make_service())
+                .await
+                .unwrap();
+        });
 
         let repo = BareRepo::with_files(&[
             ("apps/api/dev/kustomization.yaml", KUSTOMIZATION.as_bytes()),
@@ -260,6 +358,17 @@ auth:
       rules:
         - claims: {{ project_path: "acme/*", ref_type: branch }}
           grant: {{ verbs: [deploy], branches: [main] }}
+    - issuer: "{tls_base}/private"
+      audience: tug
+      ca_file: "{ca}"
+      rules:
+        - claims: {{ sub: "*" }}
+          grant: {{ verbs: [deploy] }}
+    - issuer: "{tls_base}/untrusted"
+      audience: tug
+      rules:
+        - claims: {{ sub: "*" }}
+          grant: {{ verbs: [deploy] }}
     - issuer: "http://127.0.0.1:{dead}/down"
       audience: tug
       jwks_url: "http://127.0.0.1:{dead}/down/keys"
@@ -277,12 +386,14 @@ services:
             url = repo.file_url(),
             ops = sha(OPS_TOKEN),
             reader = sha(READER_TOKEN),
+            ca = keys_dir.join("ca.pem").display(),
         );
         let server = TugServer::start(tug_binary(), &config).unwrap();
         World {
             repo,
             server,
             base,
+            tls_base,
             published,
             client_dir: Scratch::new().unwrap(),
             gh,
@@ -546,6 +657,26 @@ fn identity_tokens_deploy_within_their_grants_and_every_bad_token_is_refused() {
     let (status, body) = world.deploy(&gitlab, "apps/web/dev", "2.0.2");
     assert_eq!(status, 401, "a withdrawn key is refused: {body}");
     assert!(message(&body).contains("does not publish"), "{body}");
+
+    // An issuer over https with a private CA (`ca_file`) is trusted; without it, it is not.
+    let private = world.gh.sign(&json!({
+        "iss": format!("{}/private", world.tls_base), "aud": "tug", "sub": "private-ci",
+        "exp": now() + 300,
+    }));
+    tokens_seen.push(private.clone());
+    let (status, last) = world.deploy(&private, "apps/api/dev", "1.0.5");
+    assert_eq!(status, 200, "{last}");
+    let untrusted = world.gh.sign(&json!({
+        "iss": format!("{}/untrusted", world.tls_base), "aud": "tug", "sub": "ci",
+        "exp": now() + 300,
+    }));
+    tokens_seen.push(untrusted.clone());
+    let (status, body) = world.deploy(&untrusted, "apps/api/dev", "9.9.8");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        message(&body).contains("cannot fetch") && message(&body).contains("certificate"),
+        "{body}"
+    );
 
     // Every way a token can be wrong.
     let claims = world.github_claims();
