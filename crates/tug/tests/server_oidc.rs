@@ -1,7 +1,8 @@
 //! CI identity tokens and grants against a real `tug server`: an OIDC issuer served by the test
 //! on loopback (OpenID discovery and a JWKS endpoint, RSA and EC keys generated now with
-//! `openssl`; one issuer over https with a private CA), tokens minted here the way GitHub Actions and GitLab CI mint them, and every way
-//! a token can be wrong — each refused with a clear message and never logged.
+//! `openssl`; one issuer over https with a private CA), tokens minted here the way GitHub Actions
+//! and GitLab CI mint them, and every way a token can be wrong — each refused with a clear
+//! message and never logged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
