@@ -64,8 +64,8 @@ pub enum GitError {
     InvalidTrailer { key: String, reason: String },
     #[error("identity {value:?} is invalid: {reason}")]
     InvalidIdentity { value: String, reason: String },
-    /// The commit could not be signed. The reason is `ssh-keygen`'s own words, which never hold
-    /// the key.
+    /// The commit could not be signed. The reason is tug's words, `ssh-keygen`'s or the OpenPGP
+    /// parser's, none of which ever quote the key.
     #[error("cannot sign with key file {key_file}: {reason}")]
     Signing { key_file: PathBuf, reason: String },
     #[error("object {oid} is missing from the mirror")]

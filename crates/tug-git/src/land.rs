@@ -14,7 +14,7 @@ use crate::mirror::{Mirror, PushOutcome, validate_branch};
 use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
 use crate::pack::Batch;
 use crate::replay::{Applied, Recording};
-use crate::sign::SshSigner;
+use crate::sign::Signer;
 use crate::store::ObjectView;
 use crate::tree::{FileSource, FileWrite, TreeView, apply_writes};
 
@@ -50,7 +50,7 @@ pub struct LandOptions {
     pub may_push: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     /// Signs every commit (a `gpgsig` header). The signature is made where the commit is
     /// serialised, so a batch re-applied after a lost race is signed again.
-    pub signer: Option<SshSigner>,
+    pub signer: Option<Signer>,
 }
 
 impl LandOptions {
@@ -299,7 +299,7 @@ fn build_commits(
             detail: String::new(),
         })?,
     };
-    let signer = opts.signer.as_ref().map(SshSigner::load).transpose()?;
+    let signer = opts.signer.as_ref().map(Signer::load).transpose()?;
     let mut results = Vec::with_capacity(changes.len());
     for (change, memo) in changes.iter().zip(applied.iter_mut()) {
         let meta = change.commit_meta();

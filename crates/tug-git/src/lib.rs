@@ -32,7 +32,7 @@ pub use land::{Change, LandOptions, LandReport, LandResult, land};
 pub use mirror::{Mirror, MirrorOptions, Remote, check_remote_url};
 pub use object::{EntryKind, ObjectId};
 pub use secret::Secret;
-pub use sign::SshSigner;
+pub use sign::{OpenPgpSigner, Signer, SshSigner};
 pub use tree::{DirEntry, FileAction, FileSource, FileWrite, TreeView, files_under, split_path};
 pub use tug_clock::{Clock, ManualClock, SystemClock};
 

@@ -228,17 +228,44 @@ pub struct RepositoryConfig {
     pub signing: Option<SigningConfig>,
 }
 
-/// How commits are signed: an SSH key (`gpg.format=ssh` for `git verify-commit`).
+/// How commits are signed: exactly one key, SSH (`gpg.format=ssh` for `git verify-commit`) or
+/// OpenPGP (git's default format, verified by gpg). Both fields are optional for the parser
+/// only: [`Config::validate`] refuses both and neither, naming `repositories[i].signing`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
-    /// An SSH private key without a passphrase, read by `ssh-keygen -Y sign`.
-    pub ssh_key_file: PathBuf,
+    /// An SSH private key without a passphrase.
+    #[serde(default)]
+    pub ssh_key_file: Option<PathBuf>,
+    /// An ASCII-armoured OpenPGP secret key without a passphrase
+    /// (`gpg --export-secret-keys --armor`).
+    #[serde(default)]
+    pub openpgp_key_file: Option<PathBuf>,
 }
 
 impl SigningConfig {
-    pub fn signer(&self) -> tug_git::SshSigner {
-        tug_git::SshSigner::new(&self.ssh_key_file)
+    /// The signer, and the name of the field its key file came from. `None` when both or
+    /// neither key is set, which a validated configuration never has.
+    pub fn signer(&self) -> Option<(tug_git::Signer, &'static str)> {
+        match (&self.ssh_key_file, &self.openpgp_key_file) {
+            (Some(key_file), None) => {
+                Some((tug_git::SshSigner::new(key_file).into(), "ssh_key_file"))
+            }
+            (None, Some(key_file)) => Some((
+                tug_git::OpenPgpSigner::new(key_file).into(),
+                "openpgp_key_file",
+            )),
+            _ => None,
+        }
+    }
+
+    fn key_files_mut(&mut self) -> impl Iterator<Item = (&mut PathBuf, &'static str)> {
+        let ssh = self.ssh_key_file.as_mut().map(|p| (p, "ssh_key_file"));
+        let openpgp = self
+            .openpgp_key_file
+            .as_mut()
+            .map(|p| (p, "openpgp_key_file"));
+        ssh.into_iter().chain(openpgp)
     }
 }
 
@@ -618,10 +645,9 @@ impl Config {
                 }
             }
             if let Some(signing) = &mut repo.signing {
-                x.path_buf(
-                    &mut signing.ssh_key_file,
-                    &format!("{at}.signing.ssh_key_file"),
-                )?;
+                for (key_file, field) in signing.key_files_mut() {
+                    x.path_buf(key_file, &format!("{at}.signing.{field}"))?;
+                }
             }
         }
         if let Some(auth) = &mut self.auth {
@@ -713,7 +739,9 @@ impl Config {
                 }
             }
             if let Some(signing) = &mut repo.signing {
-                resolve(&mut signing.ssh_key_file);
+                for (key_file, _) in signing.key_files_mut() {
+                    resolve(key_file);
+                }
             }
         }
         if let Some(auth) = &mut self.auth {
@@ -871,11 +899,19 @@ impl Config {
                 _ => {}
             }
             // A key that cannot sign fails here, at start-up, not at the first deploy. The
-            // error is ssh-keygen's, which never quotes the key.
-            if let Some(signing) = &repo.signing
-                && let Err(e) = signing.signer().check()
-            {
-                return Err(invalid(format!("{at}.signing.ssh_key_file"), e.to_string()));
+            // error never quotes the key.
+            if let Some(signing) = &repo.signing {
+                let Some((signer, field)) = signing.signer() else {
+                    let message = if signing.ssh_key_file.is_some() {
+                        "has both `ssh_key_file` and `openpgp_key_file`; keep the one to sign with"
+                    } else {
+                        "names no key: set `ssh_key_file` or `openpgp_key_file`"
+                    };
+                    return Err(invalid(format!("{at}.signing"), message.into()));
+                };
+                if let Err(e) = signer.check() {
+                    return Err(invalid(format!("{at}.signing.{field}"), e.to_string()));
+                }
             }
         }
         auth::validate(self.auth.as_ref(), path, &names)?;

@@ -505,7 +505,11 @@ impl Writers {
                 self.config.commit.committer_email.clone(),
             ));
             opts.allow_empty = false;
-            opts.signer = repo.signing.as_ref().map(SigningConfig::signer);
+            opts.signer = repo
+                .signing
+                .as_ref()
+                .and_then(SigningConfig::signer)
+                .map(|(signer, _)| signer);
             opts.may_push = Some(Arc::new(move || {
                 held.load(std::sync::atomic::Ordering::SeqCst)
             }));

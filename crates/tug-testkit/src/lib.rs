@@ -4,6 +4,7 @@
 //! its descendants, when its handle is dropped.
 
 mod error;
+mod gpg;
 mod postgres;
 mod process;
 mod race;
@@ -12,6 +13,7 @@ mod servers;
 mod tug_server;
 
 pub use error::{Error, Result};
+pub use gpg::GpgHome;
 pub use postgres::Postgres;
 pub use process::{ServerProcess, free_port, wait_for_port};
 pub use race::{HumanPusher, HumanReport};

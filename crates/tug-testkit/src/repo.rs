@@ -85,7 +85,7 @@ pub fn run_git(cwd: Option<&Path>, args: &[&str]) -> Result<Vec<u8>> {
     output(cmd, None)
 }
 
-fn output(mut cmd: Command, stdin: Option<&[u8]>) -> Result<Vec<u8>> {
+pub(crate) fn output(mut cmd: Command, stdin: Option<&[u8]>) -> Result<Vec<u8>> {
     let description = format!(
         "{:?} {:?}",
         cmd.get_program(),

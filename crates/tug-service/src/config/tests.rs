@@ -732,14 +732,9 @@ fn a_signing_key_is_expanded_and_checked_at_start_up() {
     ssh_keygen(&["-q", "-t", "ed25519", "-N", ""], &key);
     let env = env_of(&[("KEYS", &dir.path().to_string_lossy())]);
     let config = load(&signing_config("${KEYS}/signing"), &env).unwrap();
-    assert_eq!(
-        config.repositories[0]
-            .signing
-            .as_ref()
-            .unwrap()
-            .ssh_key_file,
-        key
-    );
+    let signing = config.repositories[0].signing.as_ref().unwrap();
+    assert_eq!(signing.ssh_key_file.as_deref(), Some(&*key));
+    assert_eq!(signing.openpgp_key_file, None);
 
     let refused = |key_file: &Path| {
         let error = load(&signing_config(&key_file.to_string_lossy()), &env_of(&[])).unwrap_err();
@@ -762,13 +757,103 @@ fn a_signing_key_is_expanded_and_checked_at_start_up() {
     }
 }
 
+fn openpgp_signing_config(key_file: &str) -> String {
+    format!(
+        "auth: {{mode: none}}\nrepositories:\n  - name: p\n    url: /srv/p.git\n    \
+         signing: {{ openpgp_key_file: \"{key_file}\" }}\n"
+    )
+}
+
+/// An OpenPGP secret key made by the real gpg, in a home that is gone (agent included) when the
+/// returned value is dropped.
+fn gpg_key(dir: &Path, name: &str, passphrase: &str) -> (tug_testkit::GpgHome, std::path::PathBuf) {
+    let home = tug_testkit::GpgHome::new().unwrap();
+    let fingerprint = home
+        .generate_key("Tug Test <tug@example.com>", "ed25519", "sign", passphrase)
+        .unwrap();
+    let file = dir.join(name);
+    home.export_secret_key(&fingerprint, passphrase, &file)
+        .unwrap();
+    (home, file)
+}
+
 #[test]
-fn openpgp_signing_is_not_a_field() {
+fn an_openpgp_signing_key_is_expanded_and_checked_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_home, key) = gpg_key(dir.path(), "signing.asc", "");
+    let env = env_of(&[("KEYS", &dir.path().to_string_lossy())]);
+    let config = load(&openpgp_signing_config("${KEYS}/signing.asc"), &env).unwrap();
+    let signing = config.repositories[0].signing.as_ref().unwrap();
+    assert_eq!(signing.openpgp_key_file.as_deref(), Some(&*key));
+    assert_eq!(signing.ssh_key_file, None);
+    let (signer, field) = signing.signer().unwrap();
+    assert_eq!(field, "openpgp_key_file");
+    assert_eq!(signer.key_file(), key);
+
+    let refused = |key_file: &Path| {
+        let text = openpgp_signing_config(&key_file.to_string_lossy());
+        let error = load(&text, &env_of(&[])).unwrap_err();
+        let ConfigError::Invalid { field, .. } = &error else {
+            panic!("expected an invalid field, got {error:?}");
+        };
+        assert_eq!(field, "repositories[0].signing.openpgp_key_file");
+        error.to_string()
+    };
+    let message = refused(&dir.path().join("missing.asc"));
+    assert!(message.contains("missing.asc"), "{message}");
+    let ssh_key = dir.path().join("ssh");
+    ssh_keygen(&["-q", "-t", "ed25519", "-N", ""], &ssh_key);
+    let message = refused(&ssh_key);
+    assert!(
+        message.contains("not an ASCII-armoured OpenPGP secret key"),
+        "{message}"
+    );
+    let (_protected_home, protected) = gpg_key(dir.path(), "protected.asc", "passphrase");
+    let message = refused(&protected);
+    assert!(message.contains("protected by a passphrase"), "{message}");
+    let secret = std::fs::read_to_string(&protected).unwrap();
+    for line in secret
+        .lines()
+        .filter(|l| l.len() > 16 && !l.starts_with("-----"))
+    {
+        assert!(!message.contains(line), "{message}");
+    }
+}
+
+#[test]
+fn signing_takes_exactly_one_key() {
+    let refused = |signing: &str| {
+        let text = format!(
+            "auth: {{mode: none}}\nrepositories:\n  - name: p\n    url: /srv/p.git\n    \
+             signing: {signing}\n"
+        );
+        let error = load(&text, &env_of(&[])).unwrap_err();
+        let ConfigError::Invalid { field, .. } = &error else {
+            panic!("expected an invalid field, got {error:?}");
+        };
+        assert_eq!(field, "repositories[0].signing");
+        error.to_string()
+    };
+    let both = refused(
+        "{ ssh_key_file: /etc/tug/signing_ed25519, openpgp_key_file: /etc/tug/signing.asc }",
+    );
+    assert!(
+        both.contains("has both `ssh_key_file` and `openpgp_key_file`"),
+        "{both}"
+    );
+    let neither = refused("{}");
+    assert!(
+        neither.contains("names no key: set `ssh_key_file` or `openpgp_key_file`"),
+        "{neither}"
+    );
+
     let text = "auth: {mode: none}\nrepositories:\n  - name: p\n    url: /srv/p.git\n    \
-                signing: { openpgp_key_file: /etc/tug/signing.asc }\n";
+                signing: { gpg_key_file: /etc/tug/signing.asc }\n";
     let message = load(text, &env_of(&[])).unwrap_err().to_string();
     assert!(
-        message.contains("5:16: unknown field `openpgp_key_file`, expected one of ssh_key_file"),
+        message.contains(
+            "5:16: unknown field `gpg_key_file`, expected one of ssh_key_file, openpgp_key_file"
+        ),
         "{message}"
     );
 }
