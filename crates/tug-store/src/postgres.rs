@@ -223,51 +223,12 @@ impl Store for PgStore {
             .collect::<Result<Vec<_>>>()?;
         let now = self.now_ms();
         let id = Uuid::now_v7().to_string();
-        let mut tx = self.pool.begin().await?;
-        // The unique index arbitrates between requests with the same key; a concurrent insert of
-        // the same key makes this one wait for it, then find its job.
-        let inserted: Option<String> = sqlx::query_scalar(
-            "INSERT INTO jobs (id, idempotency_key, kind, requested_by, state, request, \
-                               created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(&id)
-        .bind(&job.idempotency_key)
-        .bind(&job.kind)
-        .bind(&job.requested_by)
-        .bind(&request)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if inserted.is_none() {
-            let existing = existing_job(&mut tx, &job).await?;
-            tx.commit().await?;
-            return Ok(existing);
-        }
         let repositories: Vec<&str> = job
             .tasks
             .iter()
             .map(|t| t.branch.repository.as_str())
             .collect();
         let branches: Vec<&str> = job.tasks.iter().map(|t| t.branch.branch.as_str()).collect();
-        // Ids follow the array order: the order the tasks of one branch run in.
-        let rows: Vec<(TaskId, String, String)> = sqlx::query_as(
-            "INSERT INTO tasks (job_id, repository, branch, state, payload, created_at, \
-                                updated_at) \
-             SELECT $1, t.repository, t.branch, 'queued', t.payload, $5, $5 \
-             FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY \
-                  AS t(repository, branch, payload, n) \
-             ORDER BY t.n \
-             RETURNING id, repository, branch",
-        )
-        .bind(&id)
-        .bind(&repositories)
-        .bind(&branches)
-        .bind(&payloads)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
         let notices: Vec<String> = job
             .tasks
             .iter()
@@ -278,12 +239,52 @@ impl Store for PgStore {
                 )
             })
             .collect();
-        sqlx::query("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n")
-            .bind(BRANCH_CHANNEL)
-            .bind(&notices)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // One statement, so one round trip and one implicit transaction: the job, its tasks (ids
+        // in array order: the order the tasks of one branch run in) and the notices to the other
+        // replicas commit together or not at all. The unique index arbitrates between requests
+        // with the same key: a concurrent insert of the same key makes this one wait for it; then
+        // nothing is inserted, no row comes back, and the job of the other request is read.
+        let rows: Vec<(TaskId, String, String, i64)> = sqlx::query_as(
+            "WITH job AS ( \
+                 INSERT INTO jobs (id, idempotency_key, kind, requested_by, state, request, \
+                                   created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id), \
+             task AS ( \
+                 INSERT INTO tasks (job_id, repository, branch, state, payload, created_at, \
+                                    updated_at) \
+                 SELECT job.id, t.repository, t.branch, 'queued', t.payload, $6, $6 \
+                 FROM job, unnest($7::text[], $8::text[], $9::text[]) WITH ORDINALITY \
+                      AS t(repository, branch, payload, n) \
+                 ORDER BY t.n \
+                 RETURNING id, repository, branch), \
+             notified AS ( \
+                 SELECT pg_notify($10, n) FROM job, unnest($11::text[]) AS n) \
+             SELECT task.id, task.repository, task.branch, \
+                    (SELECT count(*) FROM notified) \
+             FROM task",
+        )
+        .bind(&id)
+        .bind(&job.idempotency_key)
+        .bind(&job.kind)
+        .bind(&job.requested_by)
+        .bind(&request)
+        .bind(now)
+        .bind(&repositories)
+        .bind(&branches)
+        .bind(&payloads)
+        .bind(BRANCH_CHANNEL)
+        .bind(&notices)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            // Every job has a task (`check_new_job`): no row means the key was taken.
+            let mut conn = self.pool.acquire().await?;
+            return existing_job(&mut conn, &job).await;
+        }
+        let rows = rows
+            .into_iter()
+            .map(|(task_id, repository, branch, _)| (task_id, repository, branch));
 
         let at = timestamp(now, || "creation time of an enqueued job".to_owned())?;
         let ids: std::collections::HashMap<(String, String), TaskId> = rows
@@ -331,14 +332,11 @@ impl Store for PgStore {
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>> {
-        // REPEATABLE READ: the job row and its tasks from one snapshot.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let job = load_job(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(job)
+        // No transaction around the two reads: the tasks are read after the job row, so they are
+        // at least as new as it is — a job whose row says it ended comes with its ended tasks
+        // (both are written in one transaction), which is what callers rely on.
+        let mut conn = self.pool.acquire().await?;
+        load_job(&mut conn, id).await
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<Task>> {
