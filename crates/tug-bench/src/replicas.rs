@@ -62,6 +62,8 @@ struct Chaos {
 pub(crate) struct Report {
     header: String,
     runs: Vec<Run>,
+    /// Per store of the one-branch runs: the writer's batches, from the server logs.
+    batches: Vec<(String, String)>,
     chaos: Option<Chaos>,
 }
 
@@ -138,6 +140,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     // One branch: SQLite against PostgreSQL, alternating over two rounds so that both see the
     // same machine load; each row sums its rounds.
     let mut store_runs: Vec<(String, LoadRun)> = Vec::new();
+    let mut store_logs: Vec<(String, String)> = Vec::new();
     for round in 0..2 {
         for store in ["sqlite", "postgres"] {
             let postgres = (store == "postgres")
@@ -164,6 +167,10 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
                 bodies,
             )?;
             let name = format!("{store}, 1 replica, 1 branch");
+            match store_logs.iter_mut().find(|(n, _)| *n == store) {
+                Some((_, logs)) => logs.push_str(&server.logs()),
+                None => store_logs.push((store.to_owned(), server.logs())),
+            }
             match store_runs.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, total)) => {
                     total.outcomes.extend(run.outcomes);
@@ -227,9 +234,14 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
         http.describe(),
         load_average()
     );
+    let batches = store_logs
+        .into_iter()
+        .map(|(store, logs)| (store, crate::server::batch_log_summary(&logs)))
+        .collect();
     Ok(Report {
         header,
         runs,
+        batches,
         chaos,
     })
 }
@@ -436,6 +448,9 @@ impl Report {
                 out,
                 "  PostgreSQL / SQLite, one branch: {r:.2} (target ≥ 0.9)"
             );
+            for (store, summary) in &self.batches {
+                let _ = write!(out, "  {store} writer:{summary}");
+            }
         }
         if let Some(r) = ratio("postgres, 3 replicas", "postgres, 1 replica, 100") {
             let _ = writeln!(out, "  3 replicas / 1 replica, many branches: {r:.2}");

@@ -443,7 +443,7 @@ fn verify_remote(fixture: &Fixture, repo: &ServedRepo, expected: usize) -> Resul
 
 /// Summary of the writer's `landed batch` log lines: batches, tasks, attempts and where the
 /// time of a batch went (push against the rest).
-fn batch_log_summary(logs: &str) -> String {
+pub(crate) fn batch_log_summary(logs: &str) -> String {
     let mut batches = 0usize;
     let mut tasks = 0u64;
     let mut attempts = 0u64;
