@@ -34,6 +34,11 @@ const IDLE_EXIT: Duration = Duration::from_secs(20);
 /// that take turns, each waiting for two pushes. A lone caller pays nothing: its next request
 /// completes the count at once.
 const LINGER: Duration = Duration::from_millis(50);
+/// Within the linger, requests arrive in a burst (the callers of the last batch, each after
+/// reading its result): the writer asks the store again once the burst has been quiet this long,
+/// not once per request. Each claim is a database transaction; on PostgreSQL one that waits for
+/// its commit to be flushed, so a claim per request would eat the linger by itself.
+const BURST_QUIET: Duration = Duration::from_millis(4);
 /// A transient failure (remote down) is retried this many times before the task fails.
 const MAX_ATTEMPTS: u32 = 30;
 /// How far back a writer looks for commits of a task that may have landed before a crash.
@@ -235,6 +240,19 @@ impl Writers {
                     tokio::select! {
                         _ = tokio::time::timeout_at(deadline, notify.notified()) => {}
                         () = shutdown.wait() => break,
+                    }
+                    // One task short, the request just announced completes the batch: claim at
+                    // once. Otherwise let the burst finish first.
+                    if landed.min(batch) - tasks.len() > 1 {
+                        loop {
+                            let quiet = (tokio::time::Instant::now() + BURST_QUIET).min(deadline);
+                            if tokio::time::timeout_at(quiet, notify.notified())
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
                     }
                     match self
                         .store
