@@ -822,8 +822,14 @@ impl Writers {
         if retry.is_empty() {
             return;
         }
-        let attempts = retry.iter().map(|t| t.attempts).max().unwrap_or(1);
-        let retry_in = backoff(attempts);
+        // The backoff grows with failures, not with claims: a task taken over from a writer
+        // that died was claimed twice without failing once, and must not wait as if it had.
+        let failures = retry
+            .iter()
+            .map(|t| if t.last_error.is_some() { t.attempts } else { 1 })
+            .max()
+            .unwrap_or(1);
+        let retry_in = backoff(failures);
         let ids = retry.iter().map(|t| (t.id, error.to_owned())).collect();
         for t in &retry {
             warn!(

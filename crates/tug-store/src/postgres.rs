@@ -28,8 +28,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::rows::{
-    LeaseCheck, check_new_job, event_from_row, job_from_row, json_text, still_leased,
-    task_from_row, timestamp,
+    LeaseCheck, check_new_job, event_from_row, job_from_prefixed_row, job_from_row, json_text,
+    still_leased, task_from_row, timestamp,
 };
 use crate::{
     BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
@@ -1018,21 +1018,23 @@ async fn refresh_job_states(
 }
 
 async fn load_job(conn: &mut PgConnection, id: &str) -> Result<Option<Job>> {
-    let Some(row) = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let tasks = sqlx::query(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 ORDER BY id"
-    ))
+    // One statement, so one round trip and one snapshot: the job's columns (prefixed) beside
+    // each of its tasks. Every job has at least one task, so no row means no job.
+    let rows = sqlx::query(
+        "SELECT j.id AS j_id, j.idempotency_key AS j_idempotency_key, \
+                j.kind AS j_kind, j.requested_by AS j_requested_by, \
+                j.state AS j_state, j.request AS j_request, \
+                j.created_at AS j_created_at, j.updated_at AS j_updated_at, \
+                t.id, t.job_id, t.repository, t.branch, t.state, t.payload, t.attempts, \
+                t.last_error, t.result, t.not_before, t.claimed_by, t.created_at, t.updated_at \
+         FROM jobs j JOIN tasks t ON t.job_id = j.id WHERE j.id = $1 ORDER BY t.id",
+    )
     .bind(id)
     .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(task_from_row)
-    .collect::<Result<Vec<_>>>()?;
-    job_from_row(&row, tasks).map(Some)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+    job_from_prefixed_row(first, "j_", tasks).map(Some)
 }

@@ -17,22 +17,35 @@ where
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let id: String = row.try_get("id")?;
-    let state: String = row.try_get("state")?;
+    job_from_prefixed_row(row, "", tasks)
+}
+
+/// [`job_from_row`] for a row whose job columns are named `{prefix}id`, `{prefix}state`, …
+/// (a job joined with its tasks, whose own columns keep their names).
+pub(crate) fn job_from_prefixed_row<R>(row: &R, prefix: &str, tasks: Vec<Task>) -> Result<Job>
+where
+    R: Row,
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let column = |name: &str| format!("{prefix}{name}");
+    let id: String = row.try_get(column("id").as_str())?;
+    let state: String = row.try_get(column("state").as_str())?;
     let state = JobState::parse(&state)
         .ok_or_else(|| StoreError::Corrupt(format!("job {id} has unknown state {state:?}")))?;
-    let request: String = row.try_get("request")?;
-    let created_at = timestamp(row.try_get("created_at")?, || {
+    let request: String = row.try_get(column("request").as_str())?;
+    let created_at = timestamp(row.try_get(column("created_at").as_str())?, || {
         format!("created_at of job {id}")
     })?;
-    let updated_at = timestamp(row.try_get("updated_at")?, || {
+    let updated_at = timestamp(row.try_get(column("updated_at").as_str())?, || {
         format!("updated_at of job {id}")
     })?;
     Ok(Job {
         request: json_value(&request, || format!("request of job {id}"))?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        kind: row.try_get("kind")?,
-        requested_by: row.try_get("requested_by")?,
+        idempotency_key: row.try_get(column("idempotency_key").as_str())?,
+        kind: row.try_get(column("kind").as_str())?,
+        requested_by: row.try_get(column("requested_by").as_str())?,
         state,
         created_at,
         updated_at,
