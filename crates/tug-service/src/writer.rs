@@ -28,7 +28,7 @@ const LEASE_TTL: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_millis(1500);
 /// An idle writer waits this long for new work before exiting.
 const IDLE_EXIT: Duration = Duration::from_secs(20);
-/// How long after a batch lands the writer waits for as many tasks as that batch had: about the
+/// How long after a batch lands the writer waits for as many new tasks as that batch had: about the
 /// time its callers need to read their results and send their next requests. Without it, the
 /// first caller back goes alone and the others wait for its push; callers split into groups
 /// that take turns, each waiting for two pushes. A lone caller pays nothing: its next request
@@ -235,15 +235,19 @@ impl Writers {
                 // The callers of the batch that just landed are reading their results and
                 // sending their next requests now. Give them a moment to join the next push,
                 // rather than let the first one to return go alone and the rest wait behind it.
+                // Those callers come in addition to the requests already waiting (taken by the
+                // claim above): a batch that was short because some callers came back late
+                // must not stay short, the latecomers taking the places of the next callers.
+                let target = (tasks.len() + landed).min(batch);
                 let deadline = tokio::time::Instant::from_std(landed_at + LINGER);
-                while tasks.len() < landed.min(batch) && tokio::time::Instant::now() < deadline {
+                while tasks.len() < target && tokio::time::Instant::now() < deadline {
                     tokio::select! {
                         _ = tokio::time::timeout_at(deadline, notify.notified()) => {}
                         () = shutdown.wait() => break,
                     }
                     // One task short, the request just announced completes the batch: claim at
                     // once. Otherwise let the burst finish first.
-                    if landed.min(batch) - tasks.len() > 1 {
+                    if target - tasks.len() > 1 {
                         loop {
                             let quiet = (tokio::time::Instant::now() + BURST_QUIET).min(deadline);
                             if tokio::time::timeout_at(quiet, notify.notified())
@@ -826,7 +830,13 @@ impl Writers {
         // that died was claimed twice without failing once, and must not wait as if it had.
         let failures = retry
             .iter()
-            .map(|t| if t.last_error.is_some() { t.attempts } else { 1 })
+            .map(|t| {
+                if t.last_error.is_some() {
+                    t.attempts
+                } else {
+                    1
+                }
+            })
             .max()
             .unwrap_or(1);
         let retry_in = backoff(failures);
