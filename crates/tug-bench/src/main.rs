@@ -94,8 +94,13 @@ enum Command {
         tug: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         clients: usize,
+        /// Requests of each many-branch run.
         #[arg(long, default_value_t = 1280)]
         requests: usize,
+        /// Requests of each one-branch store run (half per round). Tens of batches per round,
+        /// so the partial batches when the clients start and stop do not weigh on the ratio.
+        #[arg(long, default_value_t = 5120)]
+        store_requests: usize,
         /// Branches of the many-branch runs (0 skips them).
         #[arg(long, default_value_t = 100)]
         branches: usize,
@@ -181,6 +186,7 @@ fn main() -> Result<()> {
             tug,
             clients,
             requests,
+            store_requests,
             branches,
             chaos_requests,
             chaos_clients,
@@ -192,6 +198,7 @@ fn main() -> Result<()> {
                 tug: tug.unwrap_or_else(server::default_tug_binary),
                 clients,
                 requests,
+                store_requests,
                 branches,
                 chaos_requests,
                 chaos_clients: chaos_clients.max(1),

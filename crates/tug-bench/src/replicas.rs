@@ -34,8 +34,10 @@ pub(crate) struct Config {
     pub tug: PathBuf,
     /// Closed-loop clients of the store and spread runs.
     pub clients: usize,
-    /// Requests of each store and spread run.
+    /// Requests of each spread run.
     pub requests: usize,
+    /// Requests of each store run (half per round).
+    pub store_requests: usize,
     /// Branches of the spread runs (0 skips them).
     pub branches: usize,
     /// Requests of the chaos run, and its clients.
@@ -133,7 +135,11 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     let fixture = Fixture::load(&config.fixtures_dir, &config.fixture)?;
     let load_start = load_average();
     let http = SmartHttpServer::start()?;
-    let bumps = fixture.image_bumps(1..=config.requests.max(config.chaos_requests).min(2000))?;
+    let most = config
+        .requests
+        .max(config.store_requests)
+        .max(config.chaos_requests);
+    let bumps = fixture.image_bumps(1..=most.min(2000))?;
     let bump = |k: usize| &bumps[k % bumps.len()];
     let mut runs = Vec::new();
 
@@ -153,7 +159,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             let repo = http.publish(&fixture, &format!("store-{store}-{round}"))?;
             let server = start(config, &repo, database.as_deref())?;
             warm(std::slice::from_ref(&server), &repo, bump(0))?;
-            let requests = config.requests / 2;
+            let requests = config.store_requests / 2;
             eprintln!(
                 "store {store}, round {round}: {requests} requests, {} clients, one branch",
                 config.clients
