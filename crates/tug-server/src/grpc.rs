@@ -135,14 +135,21 @@ impl DeployService for DeployApi {
             .map_err(|e| status(&e))?
             .pop()
             .ok_or_else(|| Status::internal("no stream slot"))?;
-        let enqueued = self
+        let submitted = self
             .app
-            .submit(token.as_deref(), deploy, idempotency_key)
+            .submit_to_follow(token.as_deref(), deploy, idempotency_key)
             .await
             .map_err(|e| status(&e))?;
+        let enqueued = submitted.enqueued;
         let branches = task_branches(&enqueued.job);
         let created = enqueued.created;
-        let updates = follow(self.app.clone(), enqueued.job.id.clone(), created, slot);
+        let updates = follow(
+            self.app.clone(),
+            enqueued.job.id.clone(),
+            created,
+            slot,
+            submitted.head_start,
+        );
         let events = tokio_stream::wrappers::ReceiverStream::new(updates)
             .map(move |update| deploy_event(update, created, &branches));
         Ok(Response::new(Box::pin(events)))

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use tug_service::app::JobsQuery;
+use tug_service::app::{HeadStart, JobsQuery};
 use tug_service::follow::{Update, follow};
 use tug_service::streams::StreamSlot;
 use tug_service::{App, ErrorKind, ServiceError};
@@ -255,7 +255,8 @@ async fn deploy(
         Some(false) => None,
         _ => app.waiting.reserve(1)?.pop(),
     };
-    let enqueued = app.submit(token, deploy, idempotency).await?;
+    let submitted = app.submit_to_follow(token, deploy, idempotency).await?;
+    let (enqueued, head_start) = (submitted.enqueued, submitted.head_start);
     let job = enqueued.job;
     if q.wait == Some(false) {
         let status = if enqueued.created {
@@ -268,7 +269,7 @@ async fn deploy(
     let Some(slot) = slot else {
         return Err(ServiceError::internal("no stream slot for a waiting request").into());
     };
-    let stream = progress_stream(app, job.id.clone(), enqueued.created, slot);
+    let stream = progress_stream(app, job.id.clone(), enqueued.created, slot, head_start);
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -298,8 +299,9 @@ pub(crate) fn progress_stream(
     job_id: String,
     created: bool,
     slot: StreamSlot,
+    head_start: Option<HeadStart>,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
-    let rx = follow(app, job_id, created, slot);
+    let rx = follow(app, job_id, created, slot, head_start);
     futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |u| {
         Ok(line(&match u {
             Update::Accepted {

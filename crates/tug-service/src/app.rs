@@ -89,6 +89,39 @@ impl App {
         result
     }
 
+    /// [`App::submit`] for a caller that follows the job: also watches it, from before it is
+    /// stored. When nothing about the job was signalled between its storing and the watch, the
+    /// follower starts from the job as stored instead of reading it back (a new job has no
+    /// events yet): two reads fewer per request, which on PostgreSQL are round trips.
+    pub async fn submit_to_follow(
+        &self,
+        token: Option<&str>,
+        request: tug_spec::DeployRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<Submitted, ServiceError> {
+        let mut signalled = self.signal.subscribe_all();
+        let enqueued = self.submit(token, request, idempotency_key).await?;
+        let watch = self.signal.watch(&enqueued.job.id);
+        let quiet = enqueued.created
+            && loop {
+                match signalled.try_recv() {
+                    Ok(id) if id == enqueued.job.id => break false,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break true,
+                    // Fell behind or closed: it may have missed this job's signal.
+                    Err(_) => break false,
+                }
+            };
+        let head_start = quiet.then(|| HeadStart {
+            job: enqueued.job.clone(),
+            watch,
+        });
+        Ok(Submitted {
+            enqueued,
+            head_start,
+        })
+    }
+
     /// Who presents `token`, with their grants; operations check their verb on it.
     pub async fn caller(&self, token: Option<&str>) -> Result<Principal, ServiceError> {
         self.authorizer
@@ -265,4 +298,16 @@ impl App {
             .await
             .map_err(|e| ServiceError::store(&e))
     }
+}
+
+/// A stored deploy and, when nothing happened to it yet, what its follower starts from.
+pub struct Submitted {
+    pub enqueued: Enqueued,
+    pub head_start: Option<HeadStart>,
+}
+
+/// The job as stored and a watch taken before anything could signal it.
+pub struct HeadStart {
+    pub(crate) job: tug_store::Job,
+    pub(crate) watch: crate::signals::JobWatch,
 }

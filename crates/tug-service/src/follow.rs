@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tug_store::{Event, Job};
 
-use crate::app::App;
+use crate::app::{App, HeadStart};
 use crate::streams::StreamSlot;
 
 pub enum Update {
@@ -32,12 +32,16 @@ pub fn follow(
     job_id: String,
     created: bool,
     slot: StreamSlot,
+    head_start: Option<HeadStart>,
 ) -> mpsc::Receiver<Update> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         // Held until the stream ends, whichever way.
         let _slot = slot;
-        let watch = app.signal.watch(&job_id);
+        let (watch, mut known) = match head_start {
+            Some(HeadStart { job, watch }) => (watch, Some(job)),
+            None => (app.signal.watch(&job_id), None),
+        };
         let mut shutdown = app.shutdown.clone();
         if tx
             .send(Update::Accepted {
@@ -51,6 +55,19 @@ pub fn follow(
         }
         let mut seen = 0i64;
         loop {
+            if let Some(job) = known.take() {
+                // Stored just now and not signalled since: queued, without events. Wait for
+                // news before reading anything.
+                debug_assert!(!job.state.is_terminal());
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_millis(500), watch.changed()) => {}
+                    () = shutdown.wait() => {
+                        let _ = tx.send(Update::ShuttingDown).await;
+                        return;
+                    }
+                }
+                continue;
+            }
             let job = match app.store.job(&job_id).await {
                 Ok(Some(job)) => job,
                 Ok(None) => {

@@ -294,6 +294,7 @@ async fn release(
             q.job_id.clone(),
             q.created,
             slot,
+            None,
         )));
     }
     let mut response = Response::new(Body::from_stream(futures::stream::iter(streams).flatten()));
