@@ -423,7 +423,7 @@ impl Store for PgStore {
         }
         let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
-        let appended = append_events(&mut tx, &events, now, &self.instance).await?;
+        let appended = append_events(&mut tx, &events, now, Some(&self.instance)).await?;
         tx.commit().await?;
         Ok(appended)
     }
@@ -673,7 +673,9 @@ impl Store for PgStore {
             };
             results[at] = Some(outcome);
         }
-        append_events(&mut tx, &events, now, &self.instance).await?;
+        // The finished tasks and their jobs exist and are locked: no row can be refused, and
+        // the jobs are notified once, below, with their new states.
+        append_events(&mut tx, &events, now, None).await?;
         refresh_job_states(&mut tx, &jobs, now).await?;
         notify_jobs(&mut tx, &jobs, &self.instance).await?;
         tx.commit().await?;
@@ -828,11 +830,13 @@ async fn existing_job(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued>
 
 /// Appends events in order, numbering each job's densely; all or none (the caller's
 /// transaction). Fails like the SQLite store for an unknown job or a task of another job.
+/// `notify_as`: the instance to notify the other replicas as, or `None` when the caller
+/// notifies the jobs itself (and has made sure every event's job and task exist).
 async fn append_events(
     conn: &mut PgConnection,
     events: &[NewEvent],
     now: i64,
-    instance: &str,
+    notify_as: Option<&str>,
 ) -> Result<Vec<Event>> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -887,22 +891,27 @@ async fn append_events(
     let levels: Vec<&str> = appended.iter().map(|e| e.level.as_str()).collect();
     let task_ids: Vec<Option<i64>> = appended.iter().map(|e| e.task_id).collect();
     let messages: Vec<&str> = appended.iter().map(|e| e.message.as_str()).collect();
+    let insert = || {
+        sqlx::query(
+            "INSERT INTO events (job_id, seq, at, level, task_id, message) \
+             SELECT e.job_id, e.seq, $1, e.level, e.task_id, e.message \
+             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[]) \
+                  AS e(job_id, seq, level, task_id, message)",
+        )
+        .bind(now)
+        .bind(&job_ids)
+        .bind(&seqs)
+        .bind(&levels)
+        .bind(&task_ids)
+        .bind(&messages)
+    };
+    let Some(instance) = notify_as else {
+        insert().execute(&mut *conn).await?;
+        return Ok(appended);
+    };
     // A savepoint, so a refused row leaves the caller's transaction usable to say why.
     sqlx::query("SAVEPOINT events").execute(&mut *conn).await?;
-    let inserted = sqlx::query(
-        "INSERT INTO events (job_id, seq, at, level, task_id, message) \
-         SELECT e.job_id, e.seq, $1, e.level, e.task_id, e.message \
-         FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[]) \
-              AS e(job_id, seq, level, task_id, message)",
-    )
-    .bind(now)
-    .bind(&job_ids)
-    .bind(&seqs)
-    .bind(&levels)
-    .bind(&task_ids)
-    .bind(&messages)
-    .execute(&mut *conn)
-    .await;
+    let inserted = insert().execute(&mut *conn).await;
     match inserted {
         Ok(_) => {
             sqlx::query("RELEASE SAVEPOINT events")
