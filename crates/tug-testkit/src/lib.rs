@@ -1,10 +1,11 @@
-//! Test support for tug: scratch directories, bare repositories driven through the git CLI, and
+//! Test support for tug: scratch directories, bare repositories driven through the git CLI,
 //! real git servers on 127.0.0.1 (git daemon, smart HTTP through nginx and fcgiwrap, sshd) on
-//! ports chosen at runtime. Every server runs in its own process group and is killed, with all
-//! its descendants, when its handle is dropped.
+//! ports chosen at runtime, and a throwaway PKI for servers over TLS. Every server runs in its
+//! own process group and is killed, with all its descendants, when its handle is dropped.
 
 mod error;
 mod gpg;
+pub mod pki;
 mod postgres;
 mod process;
 mod race;

@@ -19,6 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tug_testkit::pki::{KeyType, certificates};
 use tug_testkit::{BareRepo, Scratch, TugServer, free_port};
 
 const OPS_TOKEN: &str = "tug_test_oidc_ops_0123456789abcdef";
@@ -180,77 +181,6 @@ async fn issuer_http(State(shared): State<(Shared, String)>, uri: Uri) -> axum::
     }
 }
 
-/// A CA and a certificate for 127.0.0.1 it signed, for the issuer served over https.
-fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=tug test issuer CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "issuer.key",
-            "-out",
-            "issuer.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("issuer.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "issuer.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "issuer.ext",
-            "-out",
-            "issuer.pem",
-        ],
-    );
-}
-
 struct World {
     repo: BareRepo,
     server: TugServer,
@@ -299,15 +229,14 @@ impl World {
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         // The same issuer over https, with a certificate from a private CA.
-        certificates(keys_dir.path());
+        let pki = certificates(keys_dir.path(), KeyType::EcP256).unwrap();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let tls_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         tls_listener.set_nonblocking(true).unwrap();
         let tls_base = format!("https://{}", tls_listener.local_addr().unwrap());
         let tls_config = runtime
             .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(
-                keys_dir.join("issuer.pem"),
-                keys_dir.join("issuer.key"),
+                &pki.cert, &pki.key,
             ))
             .unwrap();
         let tls_app = Router::new()
@@ -387,7 +316,7 @@ services:
             url = repo.file_url(),
             ops = sha(OPS_TOKEN),
             reader = sha(READER_TOKEN),
-            ca = keys_dir.join("ca.pem").display(),
+            ca = pki.ca.display(),
         );
         let server = TugServer::start(tug_binary(), &config).unwrap();
         World {

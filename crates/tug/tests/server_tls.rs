@@ -5,107 +5,26 @@
 
 mod server_common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use server_common::*;
-use tug_testkit::{Scratch, TugServer, require_binary};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(require_binary("openssl", "openssl").unwrap())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it, Ed25519 keys.
-fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ed25519",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=tug test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ed25519",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
-}
+use tug_testkit::pki::{KeyType, certificates};
+use tug_testkit::{Scratch, TugServer};
 
 #[test]
 fn health_is_served_over_https_with_the_configured_certificate() {
-    let pki = Scratch::new().unwrap();
-    certificates(pki.path());
+    let dir = Scratch::new().unwrap();
+    let pki = certificates(dir.path(), KeyType::Ed25519).unwrap();
     let config = format!(
         "tls:\n  cert_file: \"{cert}\"\n  key_file: \"{key}\"\nauth:\n  mode: none\n",
-        cert = pki.join("server.pem").display(),
-        key = pki.join("server.key").display(),
+        cert = pki.cert.display(),
+        key = pki.key.display(),
     );
     let server = TugServer::start(tug_binary(), &config).expect("start tug server");
     let url = format!("{}/api/v1/health", server.http_url());
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
 
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.pem")).unwrap()).unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
