@@ -465,12 +465,9 @@ impl Report {
         for r in &self.runs {
             let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
             for o in r.run.outcomes.iter().filter(|o| !o.succeeded) {
-                let reason: String = o
-                    .error
-                    .as_deref()
-                    .unwrap_or("?")
+                let reason: String = failure_reason(o.error.as_deref().unwrap_or("?"))
                     .chars()
-                    .take(160)
+                    .take(240)
                     .collect();
                 *reasons.entry(reason).or_default() += 1;
             }
@@ -501,5 +498,27 @@ impl Report {
             );
         }
         out
+    }
+}
+
+/// What went wrong, without what differs between requests: for a failed job's final line, the
+/// errors of its branches (else its message); anything else as it is.
+fn failure_reason(error: &str) -> String {
+    let json = error
+        .find('{')
+        .and_then(|at| serde_json::from_str::<serde_json::Value>(&error[at..]).ok());
+    let Some(result) = json.as_ref().map(|v| &v["result"]) else {
+        return error.to_owned();
+    };
+    let errors: Vec<&str> = result["updates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u["error"].as_str())
+        .collect();
+    if errors.is_empty() {
+        result["message"].as_str().unwrap_or(error).to_owned()
+    } else {
+        errors.join("; ")
     }
 }
