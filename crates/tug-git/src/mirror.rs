@@ -156,6 +156,11 @@ pub(crate) fn classify_failure(
     env: &GitEnv,
 ) -> GitError {
     let stderr = env.redact(String::from_utf8_lossy(&output.stderr).trim());
+    classify_message(op, url, output.status.to_string(), stderr)
+}
+
+/// [`classify_failure`] on the (redacted) message git printed.
+fn classify_message(op: &'static str, url: &str, status: String, stderr: String) -> GitError {
     let lower = stderr.to_lowercase();
     let any = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
     if any(&[
@@ -188,6 +193,12 @@ pub(crate) fn classify_failure(
         "the remote end hung up unexpectedly",
         "early eof",
         "connection closed by",
+        // curl's words for a server that dropped the connection (an overloaded smart-HTTP
+        // server closes it without an answer: "Empty reply from server", curl error 52).
+        "empty reply from server",
+        "recv failure",
+        "send failure",
+        "transfer closed with outstanding read data",
         "returned error: 502",
         "returned error: 503",
         "returned error: 504",
@@ -201,7 +212,7 @@ pub(crate) fn classify_failure(
     }
     GitError::Command {
         op,
-        status: output.status.to_string(),
+        status,
         detail: stderr,
     }
 }
@@ -572,6 +583,32 @@ mod tests {
         assert!(text.contains("git.example.com"), "{text}");
         check_remote_url("https://bot@git.example.com/org/repo.git").unwrap();
         check_remote_url("git@github.com:org/repo.git").unwrap();
+    }
+
+    #[test]
+    fn a_dropped_connection_is_transient_refused_credentials_are_not() {
+        let classify = |stderr: &str| {
+            classify_message(
+                "push",
+                "http://127.0.0.1/x.git",
+                "exit status: 128".to_owned(),
+                stderr.to_owned(),
+            )
+        };
+        for transient in [
+            "fatal: unable to access 'http://127.0.0.1/x.git/': Empty reply from server",
+            "error: RPC failed; curl 56 Recv failure: Connection reset by peer",
+            "fatal: unable to access 'http://h/x.git/': Failed to connect to h port 80",
+            "fatal: unable to access 'http://h/x.git/': The requested URL returned error: 503",
+        ] {
+            assert!(classify(transient).is_transient(), "{transient}");
+        }
+        for permanent in [
+            "fatal: Authentication failed for 'http://h/x.git/'",
+            "fatal: repository 'http://h/x.git/' not found",
+        ] {
+            assert!(!classify(permanent).is_transient(), "{permanent}");
+        }
     }
 
     #[test]
