@@ -937,18 +937,20 @@ async fn change_policies(
     ctx: &Ctx,
     caller: &Caller,
     service: &str,
+    env: Option<&str>,
     by: Option<Person>,
     describe: &str,
     change: impl Fn(&mut ServicePolicies) -> Result<PolicyEffect, ServiceError>,
 ) -> Result<PolicyChange, ServiceError> {
     known_service(ctx, service)?;
     let place = policies_place(ctx)?;
-    caller.check(
-        Verb::PolicyWrite,
-        &Target::new()
-            .service(service)
-            .branch(place.repository.clone(), place.branch.clone()),
-    )?;
+    let mut target = Target::new()
+        .service(service)
+        .branch(place.repository.clone(), place.branch.clone());
+    if let Some(env) = env {
+        target = target.environment(env);
+    }
+    caller.check(Verb::PolicyWrite, &target)?;
     let by = caller.requester(by);
     let message = (
         format!("[policies/{service}] {describe} by {}", by.short()),
@@ -1022,12 +1024,6 @@ async fn apply_auto_release_unaudited(
     service: &str,
     input: AutoReleaseInput,
 ) -> Result<PolicyChange, ServiceError> {
-    caller.check(
-        Verb::PolicyWrite,
-        &Target::new()
-            .service(service)
-            .environment(input.env.clone()),
-    )?;
     let model = ctx.model()?;
     known_env(ctx, "env", &input.env)?;
     if let Err(e) = model.services.target_for(service, &input.env)
@@ -1040,11 +1036,19 @@ async fn apply_auto_release_unaudited(
         input.branch, input.env
     );
     let global = model.global.clone();
-    change_policies(ctx, caller, service, input.by, &describe, |p| {
-        p.apply_auto_release(&global, &input.branch, &input.env)
-            .map(PolicyEffect::Applied)
-            .map_err(|e| policy_error(&e))
-    })
+    change_policies(
+        ctx,
+        caller,
+        service,
+        Some(&input.env),
+        input.by,
+        &describe,
+        |p| {
+            p.apply_auto_release(&global, &input.branch, &input.env)
+                .map(PolicyEffect::Applied)
+                .map_err(|e| policy_error(&e))
+        },
+    )
     .await
 }
 
@@ -1064,23 +1068,25 @@ async fn apply_branch_restriction_unaudited(
     service: &str,
     input: BranchRestrictionInput,
 ) -> Result<PolicyChange, ServiceError> {
-    caller.check(
-        Verb::PolicyWrite,
-        &Target::new()
-            .service(service)
-            .environment(input.env.clone()),
-    )?;
     known_env(ctx, "env", &input.env)?;
     let describe = format!(
         "apply branch restriction {} to {}",
         input.branch_regex, input.env
     );
     let global = ctx.model()?.global.clone();
-    change_policies(ctx, caller, service, input.by, &describe, |p| {
-        p.apply_branch_restriction(&global, &input.env, &input.branch_regex)
-            .map(PolicyEffect::Applied)
-            .map_err(|e| policy_error(&e))
-    })
+    change_policies(
+        ctx,
+        caller,
+        service,
+        Some(&input.env),
+        input.by,
+        &describe,
+        |p| {
+            p.apply_branch_restriction(&global, &input.env, &input.branch_regex)
+                .map(PolicyEffect::Applied)
+                .map_err(|e| policy_error(&e))
+        },
+    )
     .await
 }
 
@@ -1104,7 +1110,7 @@ async fn delete_policies_unaudited(
     }
     let global = ctx.model()?.global.clone();
     let describe = format!("delete policies {}", input.ids.join(", "));
-    change_policies(ctx, caller, service, input.by, &describe, |p| {
+    change_policies(ctx, caller, service, None, input.by, &describe, |p| {
         p.delete(&global, &input.ids)
             .map(|_| {
                 let mut ids = input.ids.clone();

@@ -568,7 +568,6 @@ async fn dispatch_unaudited(
     token: Option<&str>,
     body: &[u8],
 ) -> Result<TriggerOutcome, ServiceError> {
-    ctx.app.caller(token).await?;
     let body: DispatchBody = serde_json::from_slice(body)
         .map_err(|e| ServiceError::invalid(format!("request body: {e}")))?;
     let rules = &ctx.app.config.triggers.dispatch.rules;
@@ -755,11 +754,16 @@ pub async fn dispatch(
     token: Option<&str>,
     body: &[u8],
 ) -> Result<TriggerOutcome, ServiceError> {
-    let caller = ctx.app.caller(token).await.ok();
-    let result = dispatch_unaudited(ctx, token, body).await;
+    // Authenticated once here, before the body is read; the deploy it renders is submitted
+    // with the same token, which checks its `deploy` grant.
+    let caller = ctx.app.caller(token).await;
+    let result = match &caller {
+        Ok(_) => dispatch_unaudited(ctx, token, body).await,
+        Err(e) => Err(e.clone()),
+    };
     audited(
         ctx,
-        Entry::for_caller("webhook.dispatch", caller.as_ref()),
+        Entry::for_caller("webhook.dispatch", caller.as_ref().ok()),
         result,
     )
     .await
