@@ -7,9 +7,10 @@
 //!   clients spread over the replicas.
 //! * chaos — three replicas, a hot branch and ten others, clients that retry with their
 //!   `Idempotency-Key` when their replica goes away; every `kill_every` the replica holding the
-//!   hot branch's lease is killed (SIGKILL) and restarted. Afterwards: every acknowledged request
-//!   is in git exactly once; failover is the time from a kill to the hot branch's next landed
-//!   task (read from the job store).
+//!   hot branch's lease is killed (SIGKILL) and restarted, the git server is restarted once, and
+//!   a person pushes to the hot branch every 100 ms. Afterwards: every acknowledged request is in
+//!   git exactly once, every human commit is there, history is linear; failover is the time from
+//!   a kill to the hot branch's next landed task (read from the job store).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use tug_testkit::{Postgres, TugServer, run_git, trailer_values_on_all_branches};
+use tug_testkit::{HumanPusher, Postgres, TugServer, run_git, trailer_values_on_all_branches};
 
 use crate::fixture::{Fixture, ImageBump, path_str};
 use crate::load::{LoadRun, run_clients_on};
@@ -59,6 +60,11 @@ struct Chaos {
     lost: usize,
     duplicated: usize,
     failovers: Vec<Duration>,
+    /// Human commits pushed, and those missing from the hot branch afterwards.
+    human_commits: usize,
+    human_lost: usize,
+    /// Merge commits on any branch (history must stay linear).
+    merges: usize,
 }
 
 pub(crate) struct Report {
@@ -134,7 +140,7 @@ fn warm(replicas: &[TugServer], repo: &ServedRepo, bump: &ImageBump) -> Result<(
 pub(crate) fn run(config: &Config) -> Result<Report> {
     let fixture = Fixture::load(&config.fixtures_dir, &config.fixture)?;
     let load_start = load_average();
-    let http = SmartHttpServer::start()?;
+    let mut http = SmartHttpServer::start()?;
     let most = config
         .requests
         .max(config.store_requests)
@@ -229,7 +235,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     }
 
     let chaos = if config.chaos_requests > 0 {
-        Some(chaos(config, &fixture, &http, &bumps)?)
+        Some(chaos(config, &fixture, &mut http, &bumps)?)
     } else {
         None
     };
@@ -263,7 +269,7 @@ fn now_ms() -> i64 {
 fn chaos(
     config: &Config,
     fixture: &Fixture,
-    http: &SmartHttpServer,
+    http: &mut SmartHttpServer,
     bumps: &[ImageBump],
 ) -> Result<Chaos> {
     let postgres = Postgres::start_durable()?;
@@ -276,16 +282,25 @@ fn chaos(
     warm(&servers, &repo, &bumps[0])?;
     let addresses: Vec<SocketAddr> = servers.iter().map(TugServer::http_addr).collect();
     eprintln!(
-        "chaos: 3 replicas, {} requests, {} clients, the hot branch's writer killed every {:?}",
+        "chaos: 3 replicas, {} requests, {} clients, the hot branch's writer killed every {:?}, \
+         the git server restarted once, a person pushing to the hot branch every 100 ms",
         config.chaos_requests, config.chaos_clients, config.kill_every
     );
+    let human = HumanPusher::start(&repo.url, "main", Duration::from_millis(100))
+        .context("start the person pushing to the hot branch")?;
     let done = AtomicBool::new(false);
     let started = Instant::now();
     let (results, kills) = std::thread::scope(|scope| -> Result<_> {
         let killer = scope.spawn(|| -> Result<Vec<i64>> {
             let mut kills = Vec::new();
             let mut next = Instant::now() + config.kill_every;
+            // Once, between the first two kills: every connection to the git host drops.
+            let mut restart_git = Some(next + config.kill_every / 2);
             while !done.load(Ordering::SeqCst) {
+                if restart_git.is_some_and(|at| Instant::now() >= at) {
+                    http.restart()?;
+                    restart_git = None;
+                }
                 if Instant::now() < next {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
@@ -349,6 +364,18 @@ fn chaos(
         Ok((results, kills))
     })?;
     let wall = started.elapsed();
+    let human = human.stop().context("stop the person pushing")?;
+    let on_main = run_git(Some(&repo.path), &["rev-list", "--first-parent", "main"])?;
+    let on_main = String::from_utf8_lossy(&on_main);
+    let human_lost = human
+        .commits
+        .iter()
+        .filter(|c| !on_main.contains(c.as_str()))
+        .count();
+    let merges = run_git(Some(&repo.path), &["rev-list", "--all", "--min-parents=2"])?
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
 
     // Exactly once: the Tug-Request trailers on every branch against the acknowledged jobs.
     let mut landed: BTreeMap<String, usize> = BTreeMap::new();
@@ -383,6 +410,9 @@ fn chaos(
         lost,
         duplicated,
         failovers,
+        human_commits: human.commits.len(),
+        human_lost,
+        merges,
     })
 }
 
@@ -485,7 +515,8 @@ impl Report {
             let _ = writeln!(
                 out,
                 "  chaos: {} requests in {:.1} s over 3 replicas, {} kills of the hot branch's \
-                 writer, {} requests retried by their client; lost {}, duplicated {}; failover \
+                 writer, the git server restarted once, {} requests retried by their client; \
+                 lost {}, duplicated {}; {} human commits, {} lost; {} merge commits; failover \
                  (kill → the hot branch's next landed task) p50 {:.1} s, max {:.1} s (target ≤ 10 s)",
                 c.requests,
                 c.wall.as_secs_f64(),
@@ -493,6 +524,9 @@ impl Report {
                 c.retried,
                 c.lost,
                 c.duplicated,
+                c.human_commits,
+                c.human_lost,
+                c.merges,
                 p50.as_secs_f64(),
                 max.as_secs_f64()
             );

@@ -37,6 +37,13 @@ impl SmartHttpServer {
         )
     }
 
+    /// Kills the web server and its git processes and starts them again on the same port.
+    pub(crate) fn restart(&mut self) -> Result<()> {
+        self.http
+            .restart()
+            .context("restart smart HTTP on 127.0.0.1")
+    }
+
     /// Serves a fresh copy of `fixture` as `NAME.git`.
     pub(crate) fn publish(&self, fixture: &Fixture, name: &str) -> Result<ServedRepo> {
         let file = format!("{name}.git");

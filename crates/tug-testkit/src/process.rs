@@ -27,6 +27,8 @@ pub struct ServerProcess {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// Set once the process and its descendants were killed and reaped.
+    killed: bool,
 }
 
 impl ServerProcess {
@@ -49,6 +51,7 @@ impl ServerProcess {
             name,
             child,
             log: log.to_owned(),
+            killed: false,
         })
     }
 
@@ -79,8 +82,13 @@ impl ServerProcess {
     }
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
+impl ServerProcess {
+    /// SIGKILL to the process, its process group and every descendant, then reaps it.
+    pub fn kill(&mut self) {
+        if self.killed {
+            return;
+        }
+        self.killed = true;
         let pid = self.child.id();
         let mut targets: Vec<String> = descendants(pid).iter().map(u32::to_string).collect();
         targets.push(format!("-{pid}"));
@@ -92,6 +100,12 @@ impl Drop for ServerProcess {
             .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

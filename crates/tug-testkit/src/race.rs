@@ -73,6 +73,9 @@ pub struct HumanReport {
     pub commits: Vec<String>,
     /// Pushes that were rejected because the branch had moved.
     pub rejected_pushes: usize,
+    /// Pushes and pulls that failed otherwise (the server unreachable or restarting) and were
+    /// tried again.
+    pub failed_attempts: usize,
 }
 
 impl HumanPusher {
@@ -133,6 +136,9 @@ impl Drop for HumanPusher {
     }
 }
 
+/// How long a person waits before trying again after the server did not answer.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 fn commit_and_push(dir: &Path, branch: &str, n: usize, report: &mut HumanReport) -> Result<()> {
     let file = dir.join(format!("human/{n}.txt"));
     if let Some(parent) = file.parent() {
@@ -159,16 +165,28 @@ fn commit_and_push(dir: &Path, branch: &str, n: usize, report: &mut HumanReport)
                 if stderr.contains("rejected") || stderr.contains("cannot lock ref") =>
             {
                 report.rejected_pushes += 1;
-                run_git(
+                if run_git(
                     Some(dir),
                     &["pull", "--quiet", "--rebase", "origin", branch],
-                )?;
+                )
+                .is_err()
+                {
+                    report.failed_attempts += 1;
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+            }
+            // A person whose push failed because the server was away tries again a moment
+            // later; the push may have landed before the connection dropped, which the next
+            // try finds up to date.
+            Err(Error::Command { .. }) => {
+                report.failed_attempts += 1;
+                std::thread::sleep(RETRY_PAUSE);
             }
             Err(e) => return Err(e),
         }
     }
     Err(Error::ServerStart {
         server: "human pusher",
-        detail: format!("push of note {n} lost 1000 races in a row"),
+        detail: format!("push of note {n} failed 1000 times in a row"),
     })
 }

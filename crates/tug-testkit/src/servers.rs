@@ -148,7 +148,6 @@ pub struct SmartHttp {
 impl SmartHttp {
     pub fn start(root: &Path, auth: Option<BasicAuth>) -> Result<Self> {
         let nginx = require_binary("nginx", "nginx-light")?;
-        let fcgiwrap = require_binary("fcgiwrap", "fcgiwrap")?;
         let backend = require_binary("/usr/lib/git-core/git-http-backend", "git")?;
         let scratch = Scratch::new()?;
         let dir = scratch.path().to_owned();
@@ -160,13 +159,7 @@ impl SmartHttp {
             .map_err(|e| Error::io("set mode of", &dir, e))?;
 
         let socket = dir.join("fcgiwrap.sock");
-        let mut cmd = Command::new(&fcgiwrap);
-        server_env(&mut cmd);
-        cmd.env("HOME", dir.join("home"))
-            .args(["-c", "2", "-s"])
-            .arg(format!("unix:{}", socket.display()));
-        let mut fcgi = ServerProcess::spawn("fcgiwrap", cmd, &dir.join("fcgiwrap.log"))?;
-        wait_for_path(&mut fcgi, &socket, START_TIMEOUT)?;
+        let fcgi = spawn_fcgiwrap(&dir, &socket)?;
 
         let auth_lines = match &auth {
             Some(auth) => {
@@ -234,16 +227,8 @@ http {{
                     root = root.display(),
                 ),
             )?;
-            let mut cmd = Command::new(&nginx);
-            cmd.arg("-p")
-                .arg(&dir)
-                .arg("-e")
-                .arg(dir.join("nginx-error.log"))
-                .arg("-c")
-                .arg(&conf);
-            let mut process = ServerProcess::spawn("nginx", cmd, &dir.join("nginx.log"))?;
-            match wait_for_port(&mut process, port, START_TIMEOUT) {
-                Ok(()) => {
+            match spawn_nginx(&nginx, &dir, port) {
+                Ok(process) => {
                     return Ok(Self {
                         port,
                         nginx: process,
@@ -258,6 +243,26 @@ http {{
             server: "nginx",
             detail: "no attempt".to_owned(),
         }))
+    }
+
+    /// Kills nginx and every FastCGI worker (SIGKILL, connections in flight drop mid-answer)
+    /// and starts them again on the same port and configuration: what a client sees when the
+    /// git host restarts.
+    pub fn restart(&mut self) -> Result<()> {
+        let nginx = require_binary("nginx", "nginx-light")?;
+        let dir = self.scratch.path().to_owned();
+        let socket = dir.join("fcgiwrap.sock");
+        self.nginx.kill();
+        self.fcgiwrap.kill();
+        // fcgiwrap refuses to bind over the socket file its killed predecessor left.
+        match fs::remove_file(&socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &socket, e)),
+        }
+        self.fcgiwrap = spawn_fcgiwrap(&dir, &socket)?;
+        self.nginx = spawn_nginx(&nginx, &dir, self.port)?;
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {
@@ -283,6 +288,32 @@ http {{
     pub fn dir(&self) -> &Path {
         self.scratch.path()
     }
+}
+
+fn spawn_fcgiwrap(dir: &Path, socket: &Path) -> Result<ServerProcess> {
+    let fcgiwrap = require_binary("fcgiwrap", "fcgiwrap")?;
+    let mut cmd = Command::new(&fcgiwrap);
+    server_env(&mut cmd);
+    cmd.env("HOME", dir.join("home"))
+        .args(["-c", "2", "-s"])
+        .arg(format!("unix:{}", socket.display()));
+    let mut fcgi = ServerProcess::spawn("fcgiwrap", cmd, &dir.join("fcgiwrap.log"))?;
+    wait_for_path(&mut fcgi, socket, START_TIMEOUT)?;
+    Ok(fcgi)
+}
+
+/// nginx with the configuration `dir/nginx.conf`, once it accepts connections on `port`.
+fn spawn_nginx(nginx: &Path, dir: &Path, port: u16) -> Result<ServerProcess> {
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("nginx-error.log"))
+        .arg("-c")
+        .arg(dir.join("nginx.conf"));
+    let mut process = ServerProcess::spawn("nginx", cmd, &dir.join("nginx.log"))?;
+    wait_for_port(&mut process, port, START_TIMEOUT)?;
+    Ok(process)
 }
 
 /// OpenSSH's sshd on a free port, with its own host key and one authorised client key, logging

@@ -104,6 +104,21 @@ fn smart_http_demands_basic_auth_when_configured_and_dies_with_its_handle() {
 }
 
 #[test]
+fn smart_http_restarts_on_its_port_with_new_processes() {
+    let repo = BareRepo::with_files(&[("a.yaml", b"a: 1\n")]).unwrap();
+    let mut http = SmartHttp::start(repo.root(), None).unwrap();
+    let url = http.url(repo.name());
+    let tip = repo.tip("main").unwrap().unwrap();
+    assert!(ls_remote(&url, None).unwrap().starts_with(&tip));
+    let mut before = process_group(http.pid());
+    before.extend(process_group(http.fcgiwrap_pid()));
+    http.restart().unwrap();
+    assert_all_gone(&before);
+    assert_eq!(http.url(repo.name()), url, "same port after the restart");
+    assert!(ls_remote(&url, None).unwrap().starts_with(&tip));
+}
+
+#[test]
 fn sshd_serves_with_a_pinned_host_key_and_dies_with_its_handle() {
     let repo = BareRepo::with_files(&[("a.yaml", b"a: 1\n")]).unwrap();
     let sshd = Sshd::start().unwrap();

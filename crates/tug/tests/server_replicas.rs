@@ -1,7 +1,8 @@
 //! Several `tug server` replicas on one PostgreSQL: any replica accepts any request, one writer
 //! per branch across them, and a replica killed with SIGKILL loses nothing — another one takes
-//! its branches once its lease lapses. Every part is real: the PostgreSQL server (started for
-//! the test), nginx + git http-backend, three tug processes, a person pushing to the hot branch.
+//! its branches once its lease lapses, nor when the git server restarts under it. Every part is
+//! real: the PostgreSQL server (started for the test), nginx + git http-backend, three tug
+//! processes, a person pushing to the hot branch.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -112,11 +113,12 @@ fn replicas_land_every_request_once_while_they_are_killed() {
     for n in 0..OTHER_BRANCHES {
         repo.git(&["branch", &format!("env-{n}"), "main"]).unwrap();
     }
-    let http = SmartHttp::start(repo.root(), None).unwrap();
+    let mut http = SmartHttp::start(repo.root(), None).unwrap();
     let url = http.url(repo.name());
     let mut replicas = start_replicas(&database_url, &url);
     let addresses: Vec<SocketAddr> = replicas.iter().map(TugServer::http_addr).collect();
     let human = HumanPusher::start(&url, "main", HUMAN_INTERVAL).unwrap();
+    let mut git_restarts = 0;
 
     let done = AtomicBool::new(false);
     let started = Instant::now();
@@ -124,7 +126,15 @@ fn replicas_land_every_request_once_while_they_are_killed() {
         let chaos = scope.spawn(|| {
             let mut kills = 0;
             let mut next = Instant::now() + KILL_EVERY;
+            // Once, between the first two kills: every connection to the git host drops
+            // mid-answer, pushes included (some of which landed before their answer was lost).
+            let mut restart_git = Some(next + KILL_EVERY / 2);
             while !done.load(Ordering::SeqCst) {
+                if restart_git.is_some_and(|at| Instant::now() >= at) {
+                    http.restart().unwrap();
+                    git_restarts += 1;
+                    restart_git = None;
+                }
                 if Instant::now() < next {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
@@ -170,6 +180,10 @@ fn replicas_land_every_request_once_while_they_are_killed() {
     assert!(
         kills >= 2,
         "the run is long enough to kill replicas ({kills})"
+    );
+    assert_eq!(
+        git_restarts, 1,
+        "the git server was restarted during the run"
     );
     let retried = results.iter().filter(|(_, (_, tries))| *tries > 1).count();
 
@@ -221,11 +235,20 @@ fn replicas_land_every_request_once_while_they_are_killed() {
         let job = job(replica, some_job, TOKEN);
         assert_eq!(job["status"], "succeeded");
     }
+    let retried_by_writer = postgres
+        .psql(
+            "tug",
+            "SELECT count(*) FROM tasks WHERE last_error IS NOT NULL",
+        )
+        .unwrap();
     eprintln!(
         "{REQUESTS} requests from {CLIENTS} clients over {REPLICAS} replicas in {:.1} s, \
-         {kills} replicas killed, {retried} requests retried by their client, {} human commits",
+         {kills} replicas killed, the git server restarted once, {retried} requests retried by \
+         their client, {retried_by_writer} tasks retried after an error, {} human commits ({} of \
+         their pushes retried)",
         elapsed.as_secs_f64(),
-        human.commits.len()
+        human.commits.len(),
+        human.failed_attempts,
     );
 }
 
@@ -389,4 +412,184 @@ fn a_killed_replicas_branch_is_taken_over_within_ten_seconds_and_a_stopped_one_h
         "A took the branch {handover:?} after B stopped"
     );
     eprintln!("failover after SIGKILL: {failover:?}; handover after SIGTERM: {handover:?}");
+}
+
+/// A gRPC deploy of `service`'s image in `platform`'s `main`.
+fn grpc_image_request(service: &str, tag: &str) -> tug_proto::v1::DeployRequest {
+    use tug_proto::v1;
+    v1::DeployRequest {
+        commit_spec: Some(v1::CommitSpec {
+            message: format!("deploy {service} {tag}"),
+            ..Default::default()
+        }),
+        deploy_specs: vec![v1::DeploySpec {
+            repository: "platform".into(),
+            updates: vec![v1::BranchUpdate {
+                branch: "main".into(),
+                paths: vec![v1::PathUpdate {
+                    path: format!("apps/{service}/dev"),
+                    kustomize: Some(v1::KustomizeEdit {
+                        images: vec![v1::KustomizeImage {
+                            name: format!("registry.example.com/{service}"),
+                            new_tag: tag.into(),
+                            ..Default::default()
+                        }],
+                    }),
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Every event of a gRPC deploy stream on `addr`.
+async fn grpc_deploy_events(
+    addr: SocketAddr,
+    request: tug_proto::v1::DeployRequest,
+) -> Vec<tug_proto::v1::deploy_event::Event> {
+    let mut client = tug_proto::v1::deploy_service_client::DeployServiceClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(request);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let mut stream = client.deploy(request).await.unwrap().into_inner();
+    let mut events = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        events.push(message.event.expect("every DeployEvent carries an event"));
+    }
+    events
+}
+
+/// The messages of a job's stored events, in order, as any replica answers them.
+fn stored_messages(server: &TugServer, id: &str) -> Vec<String> {
+    job(server, id, TOKEN)["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_request_accepted_by_one_replica_streams_every_line_written_by_another() {
+    use tug_proto::v1::deploy_event::Event;
+
+    let postgres = Postgres::start().unwrap();
+    let database_url = postgres.create_database("tug").unwrap();
+    let repo = overlays_repo(&["api", "web", "db"]);
+    let url = repo.file_url();
+    let gate = tug_testkit::Scratch::new().unwrap();
+    let (entered, release) = (gate.join("entered"), gate.join("release"));
+    hold_pushes(&repo, &entered, &release);
+    let start = || {
+        TugServer::start_with_env(
+            tug_binary(),
+            &replica_config(&url),
+            &[("DATABASE_URL", &database_url)],
+        )
+        .unwrap()
+    };
+    // B takes `main` and holds it in a push; A starts only then, so the branch stays B's.
+    let b = start();
+    let first = submit(&b, &url, "v2");
+    wait_for(
+        Duration::from_secs(30),
+        "B's push to reach the remote",
+        || entered.exists().then_some(()),
+    );
+    let a = start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let grpc = runtime.spawn(grpc_deploy_events(
+        a.grpc_addr(),
+        grpc_image_request("db", "v4"),
+    ));
+    let (rest_status, rest_lines) = std::thread::scope(|scope| {
+        let rest = scope.spawn(|| {
+            a.post_deploy(&body(&image_deploy(&url, "web", "v3")), Some(TOKEN), None)
+                .unwrap()
+        });
+        // Both of A's requests are stored before B may go on.
+        wait_for(Duration::from_secs(30), "A's two requests queued", || {
+            let queued = postgres
+                .psql("tug", "SELECT count(*) FROM tasks WHERE state = 'queued'")
+                .unwrap();
+            (queued == "2").then_some(())
+        });
+        std::fs::write(&release, "").unwrap();
+        rest.join().unwrap()
+    });
+    let grpc_events = runtime.block_on(grpc).unwrap();
+    assert_eq!(
+        wait_for_end(&b, &first, TOKEN, Duration::from_secs(30))["status"],
+        "succeeded"
+    );
+
+    // REST: every line B wrote for the request, then the final result, on A's stream.
+    assert_eq!(rest_status, 200, "{rest_lines:?}");
+    let result = &rest_lines.last().unwrap()["result"];
+    assert_eq!(result["status"], "succeeded", "{rest_lines:?}");
+    let rest_job = result["jobId"].as_str().unwrap().to_owned();
+    let streamed: Vec<String> = rest_lines[..rest_lines.len() - 1]
+        .iter()
+        .map(|l| l["result"]["message"].as_str().unwrap().to_owned())
+        .collect();
+    let stored = stored_messages(&b, &rest_job);
+    assert!(
+        stored.iter().any(|m| m.contains("was successful")),
+        "{stored:#?}"
+    );
+    // The replica that accepted the request says so first; the rest is what the writer stored.
+    assert_eq!(streamed[0], format!("[INFO] accepted job {rest_job}"));
+    assert_eq!(
+        streamed[1..],
+        stored,
+        "A streamed every stored line, in order"
+    );
+
+    // gRPC: accepted, every progress line, the result.
+    let Some(Event::Accepted(accepted)) = grpc_events.first() else {
+        panic!("the stream starts with {:?}", grpc_events.first());
+    };
+    let grpc_job = accepted.job_id.clone();
+    let progress: Vec<String> = grpc_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress(p) => Some(p.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(progress, stored_messages(&b, &grpc_job), "{grpc_events:#?}");
+    let Some(Event::Result(result)) = grpc_events.last() else {
+        panic!("the stream ends with {:?}", grpc_events.last());
+    };
+    assert_eq!(result.job_id, grpc_job);
+    assert_eq!(
+        result.status(),
+        tug_proto::v1::JobStatus::Succeeded,
+        "{result:?}"
+    );
+
+    // And it was B that wrote both.
+    let b_owner = std::fs::read_to_string(b.data_dir().join("writer-owner")).unwrap();
+    let writers = postgres
+        .psql(
+            "tug",
+            &format!(
+                "SELECT string_agg(DISTINCT claimed_by, ',') FROM tasks \
+                 WHERE job_id IN ('{rest_job}', '{grpc_job}')"
+            ),
+        )
+        .unwrap();
+    assert_eq!(writers, b_owner.trim(), "B claimed A's requests");
+    let mut trailers = request_trailers(&repo);
+    trailers.sort();
+    let mut expected = vec![first, rest_job, grpc_job];
+    expected.sort();
+    assert_eq!(trailers, expected);
 }
