@@ -68,8 +68,10 @@ pub fn follow(
                 }
                 continue;
             }
-            let job = match app.store.job(&job_id).await {
-                Ok(Some(job)) => job,
+            // The events are read with (or after) the state: whatever finished the job wrote
+            // its events first, so an ended job comes with all of them.
+            let (job, events) = match app.store.job_with_events(&job_id, seen).await {
+                Ok(Some(read)) => read,
                 Ok(None) => {
                     let _ = tx
                         .send(Update::Broken(format!("job {job_id} disappeared")))
@@ -83,20 +85,9 @@ pub fn follow(
                     return;
                 }
             };
-            // Read events after the state: whatever finished the job wrote its events first.
-            match app.store.events(&job_id, seen).await {
-                Ok(events) => {
-                    for e in events {
-                        seen = seen.max(e.seq);
-                        if tx.send(Update::Progress(e)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx
-                        .send(Update::Broken(format!("the job store failed: {e}")))
-                        .await;
+            for e in events {
+                seen = seen.max(e.seq);
+                if tx.send(Update::Progress(e)).await.is_err() {
                     return;
                 }
             }

@@ -708,9 +708,7 @@ impl Writers {
         let jobs: Vec<String> = jobs.into_iter().map(str::to_owned).collect();
         let guard = self.background.enter();
         tokio::spawn(async move {
-            for job_id in jobs {
-                after.after_job(&job_id).await;
-            }
+            after.after_jobs(&jobs).await;
             drop(guard);
         });
     }
@@ -724,21 +722,39 @@ struct AfterJobs {
 }
 
 impl AfterJobs {
-    async fn after_job(&self, job_id: &str) {
-        let Ok(Some(job)) = self.store.job(job_id).await else {
-            return;
+    async fn after_jobs(&self, job_ids: &[String]) {
+        // Metrics need only each job's state and age: one read for the whole batch.
+        let states = match self.store.job_states(job_ids).await {
+            Ok(states) => states,
+            Err(e) => {
+                warn!(error = %e, "cannot read the finished jobs' states");
+                return;
+            }
         };
-        if !job.state.is_terminal() {
-            return;
-        }
-        self.metrics.inc_jobs(job.state.as_str());
-        let elapsed = jiff::Timestamp::now().duration_since(job.created_at);
-        if let Ok(d) = Duration::try_from(elapsed) {
-            self.metrics.observe_job_duration(d);
+        let now = jiff::Timestamp::now();
+        let mut ended = Vec::with_capacity(states.len());
+        for (id, state, created_at) in states {
+            if !state.is_terminal() {
+                continue;
+            }
+            self.metrics.inc_jobs(state.as_str());
+            if let Ok(d) = Duration::try_from(now.duration_since(created_at)) {
+                self.metrics.observe_job_duration(d);
+            }
+            ended.push(id);
         }
         if self.notifier.is_empty() {
             return;
         }
+        for job_id in &ended {
+            self.notify(job_id).await;
+        }
+    }
+
+    async fn notify(&self, job_id: &str) {
+        let Ok(Some(job)) = self.store.job(job_id).await else {
+            return;
+        };
         // One replica sends a job's notifications, however many finished its tasks.
         match self.store.claim_notification(job_id, "job").await {
             Ok(true) => {}

@@ -421,6 +421,29 @@ pub trait Store: Send + Sync + 'static {
     /// Events of a job with `seq > after_seq`, in order (none for an unknown job).
     async fn events(&self, job_id: &str, after_seq: i64) -> Result<Vec<Event>>;
 
+    /// [`Store::job`] and then [`Store::events`] of the same job: the events are at least as new
+    /// as the job, so a job read as ended comes with every event written before it ended. What a
+    /// follower reads each time its job changes; a store may answer both in one read.
+    async fn job_with_events(&self, id: &str, after_seq: i64) -> Result<Option<(Job, Vec<Event>)>> {
+        let Some(job) = self.job(id).await? else {
+            return Ok(None);
+        };
+        let events = self.events(id, after_seq).await?;
+        Ok(Some((job, events)))
+    }
+
+    /// The state and creation time of each job of `ids` that exists, in no particular order:
+    /// what the metrics of finished jobs need, for a whole batch at once.
+    async fn job_states(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobState, jiff::Timestamp)>> {
+        let mut states = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.job(id).await? {
+                states.push((job.id, job.state, job.created_at));
+            }
+        }
+        Ok(states)
+    }
+
     /// Branches with at least one task that can run now: queued, pending whose retry time has come,
     /// or running under an expired lease (its writer died) — unless a pending task that is not due
     /// yet comes before it on its branch.

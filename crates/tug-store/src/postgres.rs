@@ -32,8 +32,8 @@ use crate::rows::{
     still_leased, task_from_row, timestamp,
 };
 use crate::{
-    BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
-    Store, StoreChange, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
+    BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobId, JobState, Level, NewEvent, NewJob,
+    Result, Store, StoreChange, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -438,6 +438,50 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn job_with_events(&self, id: &str, after_seq: i64) -> Result<Option<(Job, Vec<Event>)>> {
+        // One statement, one snapshot: the job beside each of its tasks, and on every row the
+        // job's new events as one JSON array (a job has few tasks; the array is built per row).
+        let rows = sqlx::query(&format!(
+            "{JOB_WITH_TASKS_SELECT}, \
+                (SELECT COALESCE(json_agg(json_build_array(e.seq, e.at, e.level, e.task_id, \
+                                                           e.message) ORDER BY e.seq), '[]') \
+                 FROM events e WHERE e.job_id = j.id AND e.seq > $2)::text AS e_events \
+             {JOB_WITH_TASKS_FROM}"
+        ))
+        .bind(id)
+        .bind(after_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+        let job = job_from_prefixed_row(first, "j_", tasks)?;
+        let events: String = first.try_get("e_events")?;
+        let events = events_from_json(id, &events)?;
+        Ok(Some((job, events)))
+    }
+
+    async fn job_states(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobState, jiff::Timestamp)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, state, created_at FROM jobs WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(id, state, created_at)| {
+                let state = JobState::parse(&state).ok_or_else(|| {
+                    StoreError::Corrupt(format!("job {id} has unknown state {state:?}"))
+                })?;
+                let created_at = timestamp(created_at, || format!("created_at of job {id}"))?;
+                Ok((id, state, created_at))
+            })
+            .collect()
     }
 
     async fn runnable_branches(&self) -> Result<Vec<BranchKey>> {
@@ -1026,21 +1070,48 @@ async fn refresh_job_states(
     Ok(())
 }
 
+/// A job's columns (prefixed `j_`) beside each of its tasks' (see [`load_job`]).
+const JOB_WITH_TASKS_SELECT: &str = "SELECT j.id AS j_id, j.idempotency_key AS j_idempotency_key, \
+        j.kind AS j_kind, j.requested_by AS j_requested_by, \
+        j.state AS j_state, j.request AS j_request, \
+        j.created_at AS j_created_at, j.updated_at AS j_updated_at, \
+        t.id, t.job_id, t.repository, t.branch, t.state, t.payload, t.attempts, \
+        t.last_error, t.result, t.not_before, t.claimed_by, t.created_at, t.updated_at";
+/// The rest of that statement, for the job `$1`.
+const JOB_WITH_TASKS_FROM: &str =
+    "FROM jobs j JOIN tasks t ON t.job_id = j.id WHERE j.id = $1 ORDER BY t.id";
+
+/// Events as `job_with_events` aggregates them: `[[seq, at, level, task_id, message], …]`.
+fn events_from_json(job_id: &str, text: &str) -> Result<Vec<Event>> {
+    type Row = (i64, i64, String, Option<i64>, String);
+    let rows: Vec<Row> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("events of job {job_id}: {e}")))?;
+    rows.into_iter()
+        .map(|(seq, at, level, task_id, message)| {
+            let level = Level::parse(&level).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "event {seq} of job {job_id} has unknown level {level:?}"
+                ))
+            })?;
+            Ok(Event {
+                job_id: job_id.to_owned(),
+                seq,
+                at: timestamp(at, || format!("event {seq} of job {job_id}"))?,
+                level,
+                task_id,
+                message,
+            })
+        })
+        .collect()
+}
+
 async fn load_job(conn: &mut PgConnection, id: &str) -> Result<Option<Job>> {
     // One statement, so one round trip and one snapshot: the job's columns (prefixed) beside
     // each of its tasks. Every job has at least one task, so no row means no job.
-    let rows = sqlx::query(
-        "SELECT j.id AS j_id, j.idempotency_key AS j_idempotency_key, \
-                j.kind AS j_kind, j.requested_by AS j_requested_by, \
-                j.state AS j_state, j.request AS j_request, \
-                j.created_at AS j_created_at, j.updated_at AS j_updated_at, \
-                t.id, t.job_id, t.repository, t.branch, t.state, t.payload, t.attempts, \
-                t.last_error, t.result, t.not_before, t.claimed_by, t.created_at, t.updated_at \
-         FROM jobs j JOIN tasks t ON t.job_id = j.id WHERE j.id = $1 ORDER BY t.id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(&format!("{JOB_WITH_TASKS_SELECT} {JOB_WITH_TASKS_FROM}"))
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };

@@ -1332,6 +1332,84 @@ async fn audit_lists_filter_and_page_newest_first(h: Harness) {
     assert_eq!(actions(&rest), ["ci artifact.push", "ci deploy"]);
 }
 
+async fn a_job_reads_with_its_new_events_and_jobs_read_their_states_together(h: Harness) {
+    let (prod, staging) = (
+        branch("gitops/prod", "main"),
+        branch("gitops/staging", "main"),
+    );
+    let a = h
+        .store
+        .enqueue(deploy(None, "shop:1", &[&prod, &staging]))
+        .await
+        .unwrap()
+        .job;
+    let b = h
+        .store
+        .enqueue(deploy(None, "shop:2", &[&prod]))
+        .await
+        .unwrap()
+        .job;
+    let (job, events) = h.store.job_with_events(&a.id, 0).await.unwrap().unwrap();
+    assert_eq!(job, h.store.job(&a.id).await.unwrap().unwrap());
+    assert!(events.is_empty());
+
+    for (task, message) in [(Some(a.tasks[1].id), "one\t\"quoted\" ü"), (None, "two")] {
+        h.store
+            .append_event(&a.id, task, Level::Warn, message)
+            .await
+            .unwrap();
+    }
+    h.store
+        .append_event(&b.id, None, Level::Info, "other job")
+        .await
+        .unwrap();
+    let (job, events) = h.store.job_with_events(&a.id, 0).await.unwrap().unwrap();
+    assert_eq!(
+        job.tasks.len(),
+        2,
+        "every task, however many rows the read has"
+    );
+    assert_eq!(events, h.store.events(&a.id, 0).await.unwrap());
+    assert_eq!(events[0].message, "one\t\"quoted\" ü");
+    assert_eq!(events[0].task_id, Some(a.tasks[1].id));
+    assert_eq!(events[1].level, Level::Warn);
+    let (_, after) = h.store.job_with_events(&a.id, 1).await.unwrap().unwrap();
+    assert_eq!(after, h.store.events(&a.id, 1).await.unwrap());
+    assert_eq!(after.len(), 1);
+    assert!(
+        h.store
+            .job_with_events("no-such-job", 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert!(h.store.lock_branch(&prod, "writer", TTL).await.unwrap());
+    let task = h.store.claim(&prod, "writer", 1).await.unwrap().remove(0);
+    assert_eq!(task.job_id, a.id);
+    h.store
+        .finish_task(task.id, TaskOutcome::Failed("no".to_owned()))
+        .await
+        .unwrap();
+    let mut states = h
+        .store
+        .job_states(&[a.id.clone(), b.id.clone(), "no-such-job".to_owned()])
+        .await
+        .unwrap();
+    states.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut expected = vec![
+        (
+            a.id.clone(),
+            h.store.job(&a.id).await.unwrap().unwrap().state,
+            a.created_at,
+        ),
+        (b.id.clone(), JobState::Queued, b.created_at),
+    ];
+    expected.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(states, expected);
+    assert!(h.store.job_states(&[]).await.unwrap().is_empty());
+}
+
 /// Runs each test of the suite once per backend: `sqlite::name` and `postgres::name`.
 macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
@@ -1367,6 +1445,7 @@ every_backend!(
     pending_task_holds_back_later_tasks_of_its_branch_only,
     job_state_is_derived_from_its_tasks,
     events_are_numbered_densely_per_job,
+    a_job_reads_with_its_new_events_and_jobs_read_their_states_together,
     list_jobs_filters_newest_first,
     queue_depths_count_unfinished_tasks_per_branch,
     concurrent_enqueues_are_all_stored,
