@@ -70,7 +70,16 @@ pub fn follow(
             }
             // The events are read with (or after) the state: whatever finished the job wrote
             // its events first, so an ended job comes with all of them.
-            let (job, events) = match app.store.job_with_events(&job_id, seen).await {
+            // Woken with the job as the writer read it back: no read of our own.
+            let read = match watch.take_snapshot() {
+                Some(snapshot) => {
+                    let (job, events) = &*snapshot;
+                    let new = events.iter().filter(|e| e.seq > seen).cloned().collect();
+                    Ok(Some((job.clone(), new)))
+                }
+                None => app.store.job_with_events(&job_id, seen).await,
+            };
+            let (job, events) = match read {
                 Ok(Some(read)) => read,
                 Ok(None) => {
                     let _ = tx

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, Notify};
 use tracing::{Instrument as _, error, info, warn};
 use tug_deploy::{REQUEST_TRAILER, TaskChange};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
-use tug_store::{BranchKey, Level, Store, Task, TaskId, TaskOutcome};
+use tug_store::{BranchKey, Job, Level, Store, Task, TaskId, TaskOutcome};
 
 use crate::config::{Config, RepositoryConfig, SigningConfig};
 use crate::metrics::Metrics;
@@ -694,21 +694,34 @@ impl Writers {
             }
             Err(e) => warn!(error = %e, "cannot record task results"),
         }
-        let mut jobs: Vec<&str> = tasks.iter().map(|t| t.job_id.as_str()).collect();
+        let mut jobs: Vec<String> = tasks.iter().map(|t| t.job_id.clone()).collect();
         jobs.sort_unstable();
         jobs.dedup();
-        for job_id in &jobs {
-            self.signal.send(job_id);
+        // The batch's jobs read back at once and handed to their streams with the signal: one
+        // read instead of one per waiting caller (on PostgreSQL, a round trip each).
+        let read: Vec<_> = match self.store.jobs_with_events(&jobs).await {
+            Ok(read) => read.into_iter().map(Arc::new).collect(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the recorded jobs back; their streams read them");
+                for job_id in &jobs {
+                    self.signal.send(job_id);
+                }
+                Vec::new()
+            }
+        };
+        for snapshot in &read {
+            self.signal.send_read(snapshot.clone());
         }
+        // Metrics and notifications read again what could not be read now.
+        let unread = if read.is_empty() { jobs } else { Vec::new() };
         let after = AfterJobs {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             notifier: self.notifier.clone(),
         };
-        let jobs: Vec<String> = jobs.into_iter().map(str::to_owned).collect();
         let guard = self.background.enter();
         tokio::spawn(async move {
-            after.after_jobs(&jobs).await;
+            after.after_jobs(read, &unread).await;
             drop(guard);
         });
     }
@@ -722,39 +735,35 @@ struct AfterJobs {
 }
 
 impl AfterJobs {
-    async fn after_jobs(&self, job_ids: &[String]) {
-        // Metrics need only each job's state and age: one read for the whole batch.
-        let states = match self.store.job_states(job_ids).await {
-            Ok(states) => states,
-            Err(e) => {
-                warn!(error = %e, "cannot read the finished jobs' states");
-                return;
+    async fn after_jobs(&self, mut jobs: Vec<crate::signals::Snapshot>, unread: &[String]) {
+        if !unread.is_empty() {
+            match self.store.jobs_with_events(unread).await {
+                Ok(read) => jobs.extend(read.into_iter().map(Arc::new)),
+                Err(e) => warn!(error = %e, "cannot read the finished jobs"),
             }
-        };
+        }
         let now = jiff::Timestamp::now();
-        let mut ended = Vec::with_capacity(states.len());
-        for (id, state, created_at) in states {
-            if !state.is_terminal() {
-                continue;
-            }
-            self.metrics.inc_jobs(state.as_str());
-            if let Ok(d) = Duration::try_from(now.duration_since(created_at)) {
+        let ended: Vec<&Job> = jobs
+            .iter()
+            .map(|snapshot| &snapshot.0)
+            .filter(|job| job.state.is_terminal())
+            .collect();
+        for job in &ended {
+            self.metrics.inc_jobs(job.state.as_str());
+            if let Ok(d) = Duration::try_from(now.duration_since(job.created_at)) {
                 self.metrics.observe_job_duration(d);
             }
-            ended.push(id);
         }
         if self.notifier.is_empty() {
             return;
         }
-        for job_id in &ended {
-            self.notify(job_id).await;
+        for job in ended {
+            self.notify(job).await;
         }
     }
 
-    async fn notify(&self, job_id: &str) {
-        let Ok(Some(job)) = self.store.job(job_id).await else {
-            return;
-        };
+    async fn notify(&self, job: &Job) {
+        let job_id = job.id.as_str();
         // One replica sends a job's notifications, however many finished its tasks.
         match self.store.claim_notification(job_id, "job").await {
             Ok(true) => {}

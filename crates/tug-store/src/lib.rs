@@ -432,16 +432,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(Some((job, events)))
     }
 
-    /// The state and creation time of each job of `ids` that exists, in no particular order:
-    /// what the metrics of finished jobs need, for a whole batch at once.
-    async fn job_states(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobState, jiff::Timestamp)>> {
-        let mut states = Vec::with_capacity(ids.len());
+    /// [`Store::job_with_events`] with every event, for each job of `ids` that exists, in no
+    /// particular order: what the followers of a batch's jobs need once it is recorded.
+    async fn jobs_with_events(&self, ids: &[JobId]) -> Result<Vec<(Job, Vec<Event>)>> {
+        let mut read = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(job) = self.job(id).await? {
-                states.push((job.id, job.state, job.created_at));
+            if let Some(job) = self.job_with_events(id, 0).await? {
+                read.push(job);
             }
         }
-        Ok(states)
+        Ok(read)
     }
 
     /// Branches with at least one task that can run now: queued, pending whose retry time has come,

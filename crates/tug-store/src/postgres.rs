@@ -464,24 +464,42 @@ impl Store for PgStore {
         Ok(Some((job, events)))
     }
 
-    async fn job_states(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobState, jiff::Timestamp)>> {
+    async fn jobs_with_events(&self, ids: &[JobId]) -> Result<Vec<(Job, Vec<Event>)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT id, state, created_at FROM jobs WHERE id = ANY($1)")
-                .bind(ids)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter()
-            .map(|(id, state, created_at)| {
-                let state = JobState::parse(&state).ok_or_else(|| {
-                    StoreError::Corrupt(format!("job {id} has unknown state {state:?}"))
-                })?;
-                let created_at = timestamp(created_at, || format!("created_at of job {id}"))?;
-                Ok((id, state, created_at))
-            })
-            .collect()
+        // As `job_with_events`, for a batch of jobs in one statement.
+        let rows = sqlx::query(&format!(
+            "{JOB_WITH_TASKS_SELECT}, \
+                (SELECT COALESCE(json_agg(json_build_array(e.seq, e.at, e.level, e.task_id, \
+                                                           e.message) ORDER BY e.seq), '[]') \
+                 FROM events e WHERE e.job_id = j.id)::text AS e_events \
+             FROM jobs j JOIN tasks t ON t.job_id = j.id WHERE j.id = ANY($1) \
+             ORDER BY j.id, t.id"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut read = Vec::with_capacity(ids.len());
+        let mut start = 0;
+        while start < rows.len() {
+            let id: String = rows[start].try_get("j_id")?;
+            let mut end = start + 1;
+            while end < rows.len() && rows[end].try_get::<String, _>("j_id")? == id {
+                end += 1;
+            }
+            let job_rows = &rows[start..end];
+            let tasks = job_rows
+                .iter()
+                .map(task_from_row)
+                .collect::<Result<Vec<_>>>()?;
+            let job = job_from_prefixed_row(&job_rows[0], "j_", tasks)?;
+            let events: String = job_rows[0].try_get("e_events")?;
+            let events = events_from_json(&id, &events)?;
+            read.push((job, events));
+            start = end;
+        }
+        Ok(read)
     }
 
     async fn runnable_branches(&self) -> Result<Vec<BranchKey>> {

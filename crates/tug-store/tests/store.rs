@@ -1332,7 +1332,7 @@ async fn audit_lists_filter_and_page_newest_first(h: Harness) {
     assert_eq!(actions(&rest), ["ci artifact.push", "ci deploy"]);
 }
 
-async fn a_job_reads_with_its_new_events_and_jobs_read_their_states_together(h: Harness) {
+async fn jobs_read_with_their_events_in_one_go(h: Harness) {
     let (prod, staging) = (
         branch("gitops/prod", "main"),
         branch("gitops/staging", "main"),
@@ -1391,23 +1391,24 @@ async fn a_job_reads_with_its_new_events_and_jobs_read_their_states_together(h: 
         .finish_task(task.id, TaskOutcome::Failed("no".to_owned()))
         .await
         .unwrap();
-    let mut states = h
+    assert_eq!(
+        h.store.job(&a.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+
+    let mut both = h
         .store
-        .job_states(&[a.id.clone(), b.id.clone(), "no-such-job".to_owned()])
+        .jobs_with_events(&[b.id.clone(), "no-such-job".to_owned(), a.id.clone()])
         .await
         .unwrap();
-    states.sort_by(|x, y| x.0.cmp(&y.0));
-    let mut expected = vec![
-        (
-            a.id.clone(),
-            h.store.job(&a.id).await.unwrap().unwrap().state,
-            a.created_at,
-        ),
-        (b.id.clone(), JobState::Queued, b.created_at),
-    ];
-    expected.sort_by(|x, y| x.0.cmp(&y.0));
-    assert_eq!(states, expected);
-    assert!(h.store.job_states(&[]).await.unwrap().is_empty());
+    both.sort_by(|x, y| x.0.id.cmp(&y.0.id));
+    let mut expected = Vec::new();
+    for id in [&a.id, &b.id] {
+        expected.push(h.store.job_with_events(id, 0).await.unwrap().unwrap());
+    }
+    expected.sort_by(|x, y| x.0.id.cmp(&y.0.id));
+    assert_eq!(both, expected);
+    assert!(h.store.jobs_with_events(&[]).await.unwrap().is_empty());
 }
 
 /// Runs each test of the suite once per backend: `sqlite::name` and `postgres::name`.
@@ -1445,7 +1446,7 @@ every_backend!(
     pending_task_holds_back_later_tasks_of_its_branch_only,
     job_state_is_derived_from_its_tasks,
     events_are_numbered_densely_per_job,
-    a_job_reads_with_its_new_events_and_jobs_read_their_states_together,
+    jobs_read_with_their_events_in_one_go,
     list_jobs_filters_newest_first,
     queue_depths_count_unfinished_tasks_per_branch,
     concurrent_enqueues_are_all_stored,
