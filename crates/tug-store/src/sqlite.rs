@@ -47,8 +47,8 @@ use crate::rows::{
     task_from_row, timestamp,
 };
 use crate::{
-    BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobState, Level, NewEvent, NewJob, Result,
-    Store, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
+    BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobId, JobState, Level, NewEvent, NewJob,
+    Result, Store, StoreError, SystemClock, Task, TaskId, TaskOutcome, TaskState,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -334,6 +334,66 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn jobs_with_events(&self, ids: &[JobId]) -> Result<Vec<(Job, Vec<Event>)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Three statements for the whole batch in one read transaction (one snapshot), not
+        // three per job.
+        let ids = serde_json::Value::from(ids.to_vec()).to_string();
+        let mut tx = self.reader.begin().await?;
+        let jobs = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let tasks = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE job_id IN (SELECT value FROM json_each(?1)) ORDER BY id"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let events = sqlx::query(
+            "SELECT job_id, seq, at, level, task_id, message FROM events \
+             WHERE job_id IN (SELECT value FROM json_each(?1)) ORDER BY job_id, seq",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut tasks_by_job: std::collections::HashMap<String, Vec<Task>> =
+            std::collections::HashMap::new();
+        for row in &tasks {
+            let task = task_from_row(row)?;
+            tasks_by_job
+                .entry(task.job_id.clone())
+                .or_default()
+                .push(task);
+        }
+        let mut events_by_job: std::collections::HashMap<String, Vec<Event>> =
+            std::collections::HashMap::new();
+        for row in &events {
+            let event = event_from_row(row)?;
+            events_by_job
+                .entry(event.job_id.clone())
+                .or_default()
+                .push(event);
+        }
+        jobs.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let tasks = tasks_by_job.remove(&id).unwrap_or_default();
+                let job = job_from_row(row, tasks)?;
+                Ok((job, events_by_job.remove(&id).unwrap_or_default()))
+            })
+            .collect()
     }
 
     async fn runnable_branches(&self) -> Result<Vec<BranchKey>> {
