@@ -220,6 +220,13 @@ impl GitEnv {
             "core.askPass=",
             "-c",
             "core.hooksPath=/dev/null",
+            // Mirrors are repacked by `Mirror::maintain`, off the hot path and one at a time;
+            // git's own `gc --auto` would start a full repack in the background of whichever
+            // fetch crossed its threshold, racing the writer for the same files and cores.
+            "-c",
+            "gc.auto=0",
+            "-c",
+            "maintenance.auto=false",
         ]);
         cmd.stdin(Stdio::null());
         cmd

@@ -29,7 +29,7 @@ pub use env::{Auth, CommandObserver};
 pub use error::{ChangeError, GitError};
 pub use history::{History, HistoryCommit};
 pub use land::{Change, LandOptions, LandReport, LandResult, land};
-pub use mirror::{Mirror, MirrorOptions, Remote, check_remote_url};
+pub use mirror::{Maintenance, Mirror, MirrorOptions, Remote, check_remote_url};
 pub use object::{EntryKind, ObjectId};
 pub use secret::Secret;
 pub use sign::{OpenPgpSigner, Signer, SshSigner};

@@ -50,6 +50,22 @@ pub struct Mirror {
     url: String,
     env: GitEnv,
     store: ObjectStore,
+    /// Set while [`Mirror::maintain`] runs: one repack at a time.
+    maintaining: std::sync::atomic::AtomicBool,
+}
+
+/// A mirror with more packs than this is repacked (each landed batch adds one).
+const MAX_PACKS: usize = 16;
+/// Nor more loose objects (fetches of small pushes unpack them) than about this many, estimated
+/// from one of the 256 fan-out directories as `gc --auto` does.
+const MAX_LOOSE_OBJECTS: usize = 2048;
+
+/// What [`Mirror::maintain`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    pub packs_before: usize,
+    pub packs_after: usize,
+    pub duration: std::time::Duration,
 }
 
 /// What the remote said to a push.
@@ -240,7 +256,65 @@ impl Mirror {
             url: remote.url,
             env,
             store,
+            maintaining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// How many packs the mirror has.
+    pub fn pack_count(&self) -> Result<usize, GitError> {
+        let dir = self.git_dir.join("objects").join("pack");
+        let entries = fs::read_dir(&dir).map_err(|e| GitError::io("list", &dir, e))?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+            .count())
+    }
+
+    /// Whether [`Mirror::maintain`] has work: too many packs or loose objects. Cheap enough to
+    /// ask after every batch (two directory listings).
+    pub fn needs_maintenance(&self) -> bool {
+        let loose = fs::read_dir(self.git_dir.join("objects").join("17"))
+            .map(|entries| entries.count() * 256)
+            .unwrap_or(0);
+        loose > MAX_LOOSE_OBJECTS || self.pack_count().is_ok_and(|n| n > MAX_PACKS)
+    }
+
+    /// Keeps the number of packs logarithmic in the number of objects: a geometric repack
+    /// (`git repack --geometric=2`) rolls the small packs every batch adds — and loose objects —
+    /// into one, leaving the large packs alone, and a multi-pack index lets readers find an
+    /// object with one lookup. Concurrent readers, fetches and pushes are safe: no object is
+    /// removed, and a pack is deleted only once the pack replacing it is in place. `None` when
+    /// there was nothing to do or another call is already at work.
+    pub fn maintain(&self) -> Result<Option<Maintenance>, GitError> {
+        use std::sync::atomic::Ordering;
+        if !self.needs_maintenance() {
+            return Ok(None);
+        }
+        if self.maintaining.swap(true, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let result = (|| {
+            let packs_before = self.pack_count()?;
+            let mut cmd = self.env.local(&self.git_dir);
+            cmd.args([
+                "repack",
+                "-d",
+                "-l",
+                "-q",
+                "--geometric=2",
+                "--write-midx",
+                "--no-write-bitmap-index",
+            ]);
+            self.env.run(cmd, "repack")?;
+            Ok(Some(Maintenance {
+                packs_before,
+                packs_after: self.pack_count()?,
+                duration: started.elapsed(),
+            }))
+        })();
+        self.maintaining.store(false, Ordering::SeqCst);
+        result
     }
 
     pub fn path(&self) -> &Path {

@@ -675,6 +675,25 @@ impl Writers {
                 total_ms = started.elapsed().as_millis() as u64,
                 "landed batch"
             );
+            // Each batch leaves a pack in the mirror; roll them up before they slow every git
+            // operation down, in the background so the next batch does not wait.
+            if mirror.needs_maintenance() {
+                let mirror = mirror.clone();
+                let repository = branch.repository.clone();
+                tokio::task::spawn_blocking(move || match mirror.maintain() {
+                    Ok(Some(done)) => info!(
+                        repository = %repository,
+                        packs_before = done.packs_before,
+                        packs_after = done.packs_after,
+                        ms = done.duration.as_millis() as u64,
+                        "repacked the mirror"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(repository = %repository, error = %e, "cannot repack the mirror")
+                    }
+                });
+            }
         }
     }
 

@@ -120,6 +120,52 @@ fn concurrent_requests_share_pushes() {
 }
 
 #[test]
+fn one_request_after_another_leaves_the_mirror_few_packs() {
+    let f = start();
+    // Each request is a batch of its own, and each batch adds a pack to the mirror.
+    for n in 0..24 {
+        let (status, lines) = f
+            .server
+            .post_deploy(
+                &body(&image_deploy(&f.url, "my-app", &format!("v0.{n}"))),
+                Some(TOKEN),
+                None,
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{lines:?}");
+        assert_eq!(final_result(&lines)["status"], "succeeded", "{lines:?}");
+    }
+    let packs = || -> usize {
+        let mirrors = f.server.data_dir().join("mirrors");
+        std::fs::read_dir(&mirrors)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|m| std::fs::read_dir(m.path().join("objects/pack")).ok())
+            .flat_map(|packs| packs.filter_map(Result::ok))
+            .filter(|p| p.file_name().to_string_lossy().ends_with(".pack"))
+            .count()
+    };
+    // The repack runs in the background after a batch; the server says when it is done.
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the mirror repacked",
+        || f.server.logs().contains("repacked the mirror").then_some(()),
+    );
+    let logs = f.server.logs();
+    let after: usize = logs
+        .lines()
+        .find(|l| l.contains("repacked the mirror"))
+        .and_then(|l| l.split("packs_after=").nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no pack count in the log:\n{logs}"));
+    assert!(after <= 4, "{after} packs right after the repack");
+    // Batches after the repack add packs again, up to the threshold of the next one.
+    let left = packs();
+    assert!(left <= 17, "{left} packs after 24 batches");
+}
+
+#[test]
 fn metrics_openapi_and_health_are_served() {
     let f = start();
     // The job metrics exist once a job finished.

@@ -1,0 +1,110 @@
+//! A mirror's packs stay few however many batches land: every batch adds a pack, and
+//! `Mirror::maintain` rolls the small ones up while landing goes on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use tug_git::{MirrorOptions, land};
+use tug_testkit::{BareRepo, Scratch};
+
+fn land_one(mirror: &tug_git::Mirror, n: usize) {
+    let change = SetLine::new(
+        KUSTOMIZATION,
+        "newTag",
+        &format!("\"1.{n}.0\""),
+        &format!("req-{n}"),
+    );
+    let report = land(mirror, "main", &[&change], &options()).unwrap();
+    assert!(report.pushed, "batch {n} landed");
+}
+
+#[test]
+fn many_batches_leave_few_packs_and_every_object_readable() {
+    let remote = BareRepo::with_files(&[(KUSTOMIZATION, MANIFEST.as_bytes())]).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let packs_at_start = mirror.pack_count().unwrap();
+    assert!(!mirror.needs_maintenance());
+    assert_eq!(mirror.maintain().unwrap(), None, "nothing to do yet");
+
+    // One pack per landed batch: the mirror needs maintenance after enough of them.
+    let mut n = 0;
+    while !mirror.needs_maintenance() {
+        n += 1;
+        land_one(&mirror, n);
+        assert!(n < 100, "no maintenance needed after {n} batches");
+    }
+    assert!(mirror.pack_count().unwrap() >= packs_at_start + n);
+
+    let done = mirror.maintain().unwrap().expect("a repack");
+    assert!(done.packs_before > done.packs_after, "{done:?}");
+    assert!(done.packs_after <= 3, "{done:?}");
+    assert!(!mirror.needs_maintenance());
+    assert!(
+        data.path()
+            .join("mirrors")
+            .read_dir()
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|m| m.path().join("objects/pack/multi-pack-index").exists()),
+        "readers find objects through one multi-pack index"
+    );
+
+    // Landing goes on on the repacked mirror (its long-running object reader included), and
+    // the repacked mirror holds every object of its history.
+    for more in 1..=5 {
+        land_one(&mirror, n + more);
+    }
+    let mirror_dir = data
+        .path()
+        .join("mirrors")
+        .read_dir()
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("HEAD").exists())
+        .unwrap();
+    let fsck = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&mirror_dir)
+        .args(["fsck", "--no-progress", "--connectivity-only"])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    assert_eq!(
+        remote.tip("main").unwrap(),
+        mirror.branch_tip("main").unwrap().map(|c| c.to_hex())
+    );
+    remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
+}
+
+#[test]
+fn git_never_starts_a_gc_of_its_own_in_a_mirror() {
+    let remote = BareRepo::with_files(&[(KUSTOMIZATION, MANIFEST.as_bytes())]).unwrap();
+    let data = Scratch::new().unwrap();
+    let argv = ArgvLog::default();
+    let mirror = open(data.path(), &remote.file_url(), argv.options());
+    for n in 1..=3 {
+        land_one(&mirror, n);
+        mirror.fetch_branch("main").unwrap();
+    }
+    // Every git command tug starts carries the settings that keep `gc --auto` and
+    // `maintenance --auto` from running after a fetch or a push.
+    let commands = argv.commands();
+    assert!(commands.len() >= 6, "{commands:?}");
+    for args in commands {
+        assert!(
+            args.windows(2).any(|w| w == ["-c", "gc.auto=0"])
+                && args
+                    .windows(2)
+                    .any(|w| w == ["-c", "maintenance.auto=false"]),
+            "{args:?}"
+        );
+    }
+}
