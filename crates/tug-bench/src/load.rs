@@ -40,10 +40,14 @@ pub(crate) struct Outcome {
     pub succeeded: bool,
     /// The final line's message (or the transport error) of a request that did not succeed.
     pub error: Option<String>,
+    /// The HTTP status of the answer; none when the transport failed.
+    pub status: Option<u16>,
+    /// The final line's `jobId` (set for succeeded and failed jobs alike).
+    pub job_id: Option<String>,
 }
 
 /// Sends one deploy and reads the NDJSON stream to its final line.
-async fn deploy(client: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> Outcome {
+pub(crate) async fn deploy(client: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> Outcome {
     let started = Instant::now();
     let result = async {
         let response = client
@@ -58,8 +62,8 @@ async fn deploy(client: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> Outc
     }
     .await;
     let latency = started.elapsed();
-    let (succeeded, error) = match result {
-        Err(e) => (false, Some(format!("transport: {e}"))),
+    let (succeeded, error, status, job_id) = match result {
+        Err(e) => (false, Some(format!("transport: {e}")), None, None),
         Ok((status, bytes)) => {
             let last = bytes
                 .split(|&b| b == b'\n')
@@ -75,13 +79,19 @@ async fn deploy(client: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> Outc
                     String::from_utf8_lossy(&bytes).lines().last().unwrap_or("")
                 )
             });
-            (ok, error)
+            let job_id = last
+                .as_ref()
+                .and_then(|v| v["result"]["jobId"].as_str())
+                .map(str::to_owned);
+            (ok, error, Some(status.as_u16()), job_id)
         }
     };
     Outcome {
         latency,
         succeeded,
         error,
+        status,
+        job_id,
     }
 }
 

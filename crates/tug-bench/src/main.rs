@@ -8,6 +8,7 @@ mod replicas;
 mod server;
 mod servers;
 mod stats;
+mod throughput;
 mod worktree;
 mod write_path;
 
@@ -113,6 +114,47 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         kill_every: f64,
     },
+    /// Commits landed per second by a `tug server` (closed loops, open loops, overload) beside the
+    /// floor: one bare `git push` of B prepared commits, with ratios and targets.
+    Throughput {
+        /// Directory holding the pristine fixtures.
+        #[arg(long)]
+        fixtures: PathBuf,
+        #[arg(long, default_value = "large")]
+        fixture: String,
+        /// The `tug` binary; default `$CARGO_TARGET_DIR/release/tug`.
+        #[arg(long)]
+        tug: Option<PathBuf>,
+        /// Commits per floor push.
+        #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+        floor_batches: Vec<usize>,
+        /// Floor pushes per batch size; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        floor_repeat: usize,
+        /// Closed-loop client counts; the largest one's rate is the capacity.
+        #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+        clients: Vec<usize>,
+        #[arg(long, default_value_t = 20)]
+        requests_per_client: usize,
+        /// `limits.batch_max` of the server.
+        #[arg(long, default_value_t = 256)]
+        batch_max: u32,
+        /// Offered rates (requests/s) of the open-loop runs.
+        #[arg(long, value_delimiter = ',', default_value = "250,500,1000")]
+        open_rates: Vec<f64>,
+        /// How long each open-loop run offers requests.
+        #[arg(long, default_value_t = 10.0)]
+        open_seconds: f64,
+        /// The overload run offers this many times the capacity.
+        #[arg(long, default_value_t = 4.0)]
+        overload_factor: f64,
+        /// How long the overload run offers requests (0 skips it).
+        #[arg(long, default_value_t = 60.0)]
+        overload_seconds: f64,
+        /// Copy the server's log here.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// `GET /api/v1/status/{service}` with every service of the fixture in three environments,
     /// and a promotion from request to push against a bare `git push`.
     Releases {
@@ -205,6 +247,39 @@ fn main() -> Result<()> {
                 kill_every: Duration::try_from_secs_f64(kill_every)?,
             };
             let report = replicas::run(&config)?;
+            print!("{}", report.render());
+        }
+        Command::Throughput {
+            fixtures,
+            fixture,
+            tug,
+            floor_batches,
+            floor_repeat,
+            clients,
+            requests_per_client,
+            batch_max,
+            open_rates,
+            open_seconds,
+            overload_factor,
+            overload_seconds,
+            log,
+        } => {
+            let config = throughput::Config {
+                fixtures_dir: fixtures,
+                fixture,
+                tug: tug.unwrap_or_else(server::default_tug_binary),
+                floor_batches,
+                floor_repeat,
+                clients,
+                requests_per_client,
+                batch_max,
+                open_rates,
+                open_seconds,
+                overload_factor,
+                overload_seconds,
+                log_copy: log,
+            };
+            let report = throughput::run(&config)?;
             print!("{}", report.render());
         }
         Command::Releases {

@@ -1,0 +1,962 @@
+//! The throughput benchmark: how many commits per second tug lands against the physical floor of
+//! landing commits at all, both measured in one run on one machine over smart HTTP on loopback.
+//!
+//! * floor — B chained commits (each a one-line tag bump of a different service's kustomization,
+//!   made with `git fast-import` before the clock starts), then ONE timed `git push` of all of
+//!   them to a fresh copy of the fixture. B / push time is the most commits per second any tool
+//!   could land with one push of B commits, if it spent no time of its own. Median of 3 per B.
+//! * tug — a fresh `tug server` (auth none, SQLite): closed loops of 1, 64 and 256 clients, open
+//!   loops at fixed offered rates, and an overload run offering 4 × the measured capacity (the
+//!   largest closed loop's rate). Refusals (429, 503) are counted apart from other failures, and
+//!   afterwards every acknowledged job is looked up by its `Tug-Request` trailer in the served
+//!   repository.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tug_testkit::{Scratch, TugServer, git_command, run_git, trailer_values_on_all_branches};
+
+use crate::fixture::{BRANCH, Fixture, ImageBump, path_str};
+use crate::load::{
+    Counters, LoadRun, RssSampler, deploy, deploy_body, memory_kib, parse_counters, run_clients,
+};
+use crate::server::batch_log_summary;
+use crate::servers::{ServedRepo, SmartHttpServer};
+use crate::stats::{load_average, median_ms, ms, thousands};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub fixtures_dir: PathBuf,
+    pub fixture: String,
+    /// The `tug` binary (release build).
+    pub tug: PathBuf,
+    /// Commits per floor push.
+    pub floor_batches: Vec<usize>,
+    /// Floor pushes per batch size (the median is reported).
+    pub floor_repeat: usize,
+    /// Concurrent client counts of the closed-loop runs; the largest gives the capacity.
+    pub clients: Vec<usize>,
+    pub requests_per_client: usize,
+    pub batch_max: u32,
+    /// Offered rates of the open-loop runs (requests/s).
+    pub open_rates: Vec<f64>,
+    pub open_seconds: f64,
+    /// The overload run offers this many times the capacity.
+    pub overload_factor: f64,
+    /// Length of the overload run (0 skips it).
+    pub overload_seconds: f64,
+    /// Where the server's log is copied when the run ends.
+    pub log_copy: Option<PathBuf>,
+}
+
+// Targets.
+const FLOOR_SHARE: f64 = 0.8;
+const TARGET_P99_64_MS: f64 = 500.0;
+const TARGET_OPEN_RATE: f64 = 1_000.0;
+const TARGET_OPEN_P99_MS: f64 = 1_000.0;
+const TARGET_RSS_MIB: f64 = 100.0;
+const FLOOR_FACTOR: f64 = 1.2;
+const FLOOR_ALLOWANCE_MS: f64 = 5.0;
+/// Image bumps read from the fixture (at most): more than the largest batch, so one push never
+/// edits a file twice on a fixture that has this many overlays.
+const BUMPS: usize = 1_024;
+/// An open-loop request gives up after this long; a stuck server fails it, not the run.
+const OPEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+struct FloorRow {
+    commits: usize,
+    pushes: Vec<Duration>,
+}
+
+impl FloorRow {
+    fn median_ms(&self) -> f64 {
+        median_ms(&self.pushes)
+    }
+
+    fn commits_per_s(&self) -> f64 {
+        self.commits as f64 * 1000.0 / self.median_ms().max(1e-9)
+    }
+}
+
+/// One request as a row keeps it.
+struct Sample {
+    latency: Duration,
+    succeeded: bool,
+    status: Option<u16>,
+    job_id: Option<String>,
+    /// When the answer was complete, from the start of the run (open loops only).
+    done_at: Option<Duration>,
+    /// How late the request was sent against its schedule (open loops only).
+    send_lag: Option<Duration>,
+}
+
+enum Kind {
+    Closed { clients: usize },
+    Open { offered: f64 },
+    Overload { offered: f64 },
+}
+
+struct TugRow {
+    kind: Kind,
+    samples: Vec<Sample>,
+    wall: Duration,
+    first_error: Option<String>,
+    counters: Counters,
+    peak_rss_kib: u64,
+}
+
+impl TugRow {
+    fn ok(&self) -> usize {
+        self.samples.iter().filter(|s| s.succeeded).count()
+    }
+
+    fn with_status(&self, code: u16) -> usize {
+        self.samples
+            .iter()
+            .filter(|s| s.status == Some(code))
+            .count()
+    }
+
+    /// Neither succeeded nor refused: failed jobs, transport errors, other statuses.
+    fn other_failures(&self) -> usize {
+        self.samples
+            .iter()
+            .filter(|s| !s.succeeded && !matches!(s.status, Some(429 | 503)))
+            .count()
+    }
+
+    /// Acknowledged requests per second. Closed loop: succeeded / wall. Open loop: the rate of
+    /// acknowledgements between the first and the last one, so a short run is not charged for the
+    /// first request's latency nor for draining its last ones, and a server that falls behind
+    /// shows as a long span.
+    fn acked_rate(&self) -> f64 {
+        let mut done: Vec<Duration> = self
+            .samples
+            .iter()
+            .filter(|s| s.succeeded)
+            .filter_map(|s| s.done_at)
+            .collect();
+        if done.len() < 2 {
+            return self.ok() as f64 / self.wall.as_secs_f64().max(1e-9);
+        }
+        done.sort();
+        let span = done[done.len() - 1] - done[0];
+        (done.len() - 1) as f64 / span.as_secs_f64().max(1e-9)
+    }
+
+    /// Latency percentile over every request (refused ones included: they were answered).
+    fn percentile_ms(&self, p: usize) -> f64 {
+        percentile_ms(self.samples.iter().map(|s| s.latency), p)
+    }
+
+    fn ok_percentile_ms(&self, p: usize) -> f64 {
+        percentile_ms(
+            self.samples
+                .iter()
+                .filter(|s| s.succeeded)
+                .map(|s| s.latency),
+            p,
+        )
+    }
+
+    fn commits_per_push(&self) -> f64 {
+        self.counters.batched_requests / self.counters.batches.max(1.0)
+    }
+
+    fn label(&self) -> String {
+        match self.kind {
+            Kind::Closed { clients: 1 } => "tug closed loop, 1 client".to_owned(),
+            Kind::Closed { clients } => format!("tug closed loop, {clients} clients"),
+            Kind::Open { offered } => format!("tug open loop, {offered:.0}/s"),
+            Kind::Overload { offered } => format!("tug overload, {offered:.0}/s"),
+        }
+    }
+}
+
+struct Exactly {
+    acked: usize,
+    lost: usize,
+    lost_overload: usize,
+    duplicated: usize,
+    gained: usize,
+    merges: usize,
+}
+
+pub(crate) struct Report {
+    header: String,
+    floor: Vec<FloorRow>,
+    rows: Vec<TugRow>,
+    capacity: f64,
+    hwm_kib: u64,
+    exactly: Exactly,
+    batches: String,
+    overload_factor: f64,
+}
+
+pub(crate) fn run(config: &Config) -> Result<Report> {
+    let fixture = Fixture::load(&config.fixtures_dir, &config.fixture)?;
+    let load_start = load_average();
+    let http = SmartHttpServer::start()?;
+    let count = fixture.service_dirs.min(BUMPS);
+    eprintln!("reading {count} image bumps from {}", fixture.name);
+    let bumps = fixture.image_bumps(1..=count)?;
+
+    // The floor first, on a machine where no tug server runs yet.
+    warm_floor(&http, &fixture, &bumps)?;
+    let mut floor = Vec::new();
+    for &b in &config.floor_batches {
+        let mut pushes = Vec::new();
+        for r in 0..config.floor_repeat.max(1) {
+            let push = floor_push(&http, &fixture, &bumps, b, r)?;
+            eprintln!(
+                "floor: push of {b} commits #{}: {:.1} ms",
+                r + 1,
+                push.as_secs_f64() * 1000.0
+            );
+            pushes.push(push);
+        }
+        floor.push(FloorRow { commits: b, pushes });
+    }
+
+    let tug_repo = http.publish(&fixture, "throughput-tug")?;
+    let server = start_tug(config, &tug_repo)?;
+    let pid = server.pid().context("tug server has no process id")?;
+    let endpoint = format!("{}/api/v1/deploy", server.http_url());
+    let counters = |server: &TugServer| -> Result<Counters> {
+        Ok(parse_counters(&server.get("/metrics", None)?.text()))
+    };
+
+    eprintln!("warming up tug server (mirror clone)");
+    let warm = run_clients(
+        &endpoint,
+        1,
+        vec![deploy_body(&tug_repo.url, &bumps[0], "9.0.0")],
+    )?;
+    if let Some(o) = warm.outcomes.iter().find(|o| !o.succeeded) {
+        bail!("warm-up failed: {}", o.error.as_deref().unwrap_or("?"));
+    }
+    let mut acked_ids: Vec<String> = warm
+        .outcomes
+        .iter()
+        .filter_map(|o| o.job_id.clone())
+        .collect();
+
+    let mut rows = Vec::new();
+    let mut next = 0usize;
+    for (round, &clients) in config.clients.iter().enumerate() {
+        let n = clients * config.requests_per_client;
+        let bodies: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let bump = &bumps[(next + i) % bumps.len()];
+                deploy_body(&tug_repo.url, bump, &format!("7.{round}.{i}"))
+            })
+            .collect();
+        next += n;
+        eprintln!(
+            "tug closed loop: {clients} clients × {} requests",
+            config.requests_per_client
+        );
+        let before = counters(&server)?;
+        let sampler = RssSampler::start(pid);
+        let run = run_clients(&endpoint, clients, bodies)?;
+        let peak_rss_kib = sampler.finish()?;
+        rows.push(closed_row(
+            clients,
+            run,
+            counters(&server)?.since(before),
+            peak_rss_kib,
+        ));
+    }
+    let capacity = config
+        .clients
+        .iter()
+        .copied()
+        .max()
+        .and_then(|max| {
+            rows.iter()
+                .find(|r| matches!(r.kind, Kind::Closed { clients } if clients == max))
+        })
+        .map_or(0.0, TugRow::acked_rate);
+
+    let mut open_plan: Vec<(Kind, f64)> = config
+        .open_rates
+        .iter()
+        .map(|&offered| (Kind::Open { offered }, config.open_seconds))
+        .collect();
+    if config.overload_seconds > 0.0 {
+        if capacity <= 0.0 {
+            bail!("no closed-loop capacity measured to overload (no request succeeded)");
+        }
+        let offered = config.overload_factor * capacity;
+        open_plan.push((Kind::Overload { offered }, config.overload_seconds));
+    }
+    for (round, (kind, seconds)) in open_plan.into_iter().enumerate() {
+        let offered = match kind {
+            Kind::Open { offered } | Kind::Overload { offered } => offered,
+            Kind::Closed { .. } => continue,
+        };
+        let n = (offered * seconds).round().max(1.0) as usize;
+        eprintln!("tug open loop: {offered:.0} requests/s offered for {seconds} s ({n} requests)");
+        let url = tug_repo.url.clone();
+        let shared = Arc::new(bumps.clone());
+        let start_at = next;
+        let make = move |i: usize| {
+            deploy_body(
+                &url,
+                &shared[(start_at + i) % shared.len()],
+                &format!("6.{round}.{i}"),
+            )
+        };
+        next += n;
+        let before = counters(&server)?;
+        let sampler = RssSampler::start(pid);
+        let (samples, wall, first_error) = open_loop(&endpoint, offered, n, make)?;
+        let peak_rss_kib = sampler.finish()?;
+        rows.push(TugRow {
+            kind,
+            samples,
+            wall,
+            first_error,
+            counters: counters(&server)?.since(before),
+            peak_rss_kib,
+        });
+    }
+    let hwm_kib = memory_kib(pid, "VmHWM")?;
+    let logs = server.logs();
+    if let Some(path) = &config.log_copy {
+        std::fs::write(path, &logs).with_context(|| format!("write {}", path.display()))?;
+    }
+    drop(server);
+
+    let overload_ids: Vec<&String> = rows
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Overload { .. }))
+        .flat_map(|r| r.samples.iter())
+        .filter(|s| s.succeeded)
+        .filter_map(|s| s.job_id.as_ref())
+        .collect();
+    acked_ids.extend(
+        rows.iter()
+            .flat_map(|r| r.samples.iter())
+            .filter(|s| s.succeeded)
+            .filter_map(|s| s.job_id.clone()),
+    );
+    let exactly = exactly_once(&fixture, &tug_repo, &acked_ids, &overload_ids)?;
+    let acked_without_id = 1 + rows.iter().map(TugRow::ok).sum::<usize>() - acked_ids.len();
+    if acked_without_id > 0 {
+        bail!("{acked_without_id} succeeded requests had no jobId on their final line");
+    }
+
+    let header = format!(
+        "tug throughput against the floor on {}: {} service dirs, {} commits, {} files\nserver: {}\n{}; {} CPUs; load average (1/5/15 min) at start {load_start}, at end {}\n",
+        fixture.name,
+        fixture.service_dirs,
+        fixture.commits,
+        fixture.files,
+        http.describe(),
+        String::from_utf8_lossy(&run_git(None, &["--version"])?).trim(),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        load_average(),
+    );
+    http.unpublish(&tug_repo)?;
+    Ok(Report {
+        header,
+        floor,
+        rows,
+        capacity,
+        hwm_kib,
+        exactly,
+        batches: batch_log_summary(&logs),
+        overload_factor: config.overload_factor,
+    })
+}
+
+fn start_tug(config: &Config, repo: &ServedRepo) -> Result<TugServer> {
+    let yaml = format!(
+        "log:\n  level: info\nrepositories:\n  - name: manifests\n    url: \"{url}\"\nauth:\n  mode: none\nlimits:\n  batch_max: {batch}\n",
+        url = repo.url,
+        batch = config.batch_max,
+    );
+    TugServer::start(&config.tug, &yaml)
+        .with_context(|| format!("start {} server", config.tug.display()))
+}
+
+fn closed_row(clients: usize, run: LoadRun, counters: Counters, peak_rss_kib: u64) -> TugRow {
+    let first_error = run
+        .outcomes
+        .iter()
+        .find(|o| !o.succeeded)
+        .and_then(|o| o.error.clone());
+    TugRow {
+        kind: Kind::Closed { clients },
+        samples: run
+            .outcomes
+            .into_iter()
+            .map(|o| Sample {
+                latency: o.latency,
+                succeeded: o.succeeded,
+                status: o.status,
+                job_id: o.job_id,
+                done_at: None,
+                send_lag: None,
+            })
+            .collect(),
+        wall: run.wall,
+        first_error,
+        counters,
+        peak_rss_kib,
+    }
+}
+
+/// An open loop: request `i` is started `i / rate` seconds after the start, each in its own task,
+/// whether or not earlier ones have come back; nothing caps how many are in flight. Bodies are
+/// made when their request is due, so a long run holds no queue of them. Latency counts from the
+/// scheduled start, so lateness of the sender and queueing at the server are both charged.
+fn open_loop(
+    endpoint: &str,
+    rate_per_s: f64,
+    n: usize,
+    make: impl Fn(usize) -> Vec<u8>,
+) -> Result<(Vec<Sample>, Duration, Option<String>)> {
+    if rate_per_s <= 0.0 {
+        bail!("the offered rate must be positive, got {rate_per_s}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the client runtime")?;
+    let client = reqwest::Client::builder()
+        .timeout(OPEN_REQUEST_TIMEOUT)
+        .build()
+        .context("build the HTTP client")?;
+    runtime.block_on(async {
+        let started = tokio::time::Instant::now();
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let at = started + Duration::from_secs_f64(i as f64 / rate_per_s);
+            tokio::time::sleep_until(at).await;
+            let body = make(i);
+            let client = client.clone();
+            let endpoint = endpoint.to_owned();
+            handles.push(tokio::spawn(async move {
+                let send_lag = at.elapsed();
+                let outcome = deploy(&client, &endpoint, body).await;
+                (outcome, at.elapsed(), send_lag, started.elapsed())
+            }));
+        }
+        let mut samples = Vec::with_capacity(n);
+        let mut first_error = None;
+        for handle in handles {
+            let (outcome, latency, send_lag, done_at) =
+                handle.await.context("a client task panicked")?;
+            if first_error.is_none() && !outcome.succeeded {
+                first_error = outcome.error;
+            }
+            samples.push(Sample {
+                latency,
+                succeeded: outcome.succeeded,
+                status: outcome.status,
+                job_id: outcome.job_id,
+                done_at: Some(done_at),
+                send_lag: Some(send_lag),
+            });
+        }
+        Ok((samples, started.elapsed(), first_error))
+    })
+}
+
+/// One untimed push to a throwaway copy, so the first measured push does not pay for starting
+/// the web server's workers.
+fn warm_floor(http: &SmartHttpServer, fixture: &Fixture, bumps: &[ImageBump]) -> Result<()> {
+    let repo = http.publish(fixture, "floor-warm")?;
+    let scratch = Scratch::new().context("create a directory for the floor clone")?;
+    let local = scratch.join("floor.git");
+    prepare_commits(fixture, &local, bumps, 1, "8.0.0", 0)?;
+    push(&local, &repo.url)?;
+    http.unpublish(&repo)
+}
+
+/// Repetition `r` of the floor for `b` commits: a fresh served copy, `b` commits made in a
+/// local bare clone outside the clock, then the timed push.
+fn floor_push(
+    http: &SmartHttpServer,
+    fixture: &Fixture,
+    bumps: &[ImageBump],
+    b: usize,
+    r: usize,
+) -> Result<Duration> {
+    let repo = http.publish(fixture, &format!("floor-{b}-{r}"))?;
+    let scratch = Scratch::new().context("create a directory for the floor clone")?;
+    let local = scratch.join("floor.git");
+    prepare_commits(fixture, &local, bumps, b, &format!("9.{b}.{r}"), r * b)?;
+    let took = push(&local, &repo.url)?;
+    let gained = rev_count(&repo.path.to_string_lossy(), BRANCH)? - fixture.commits;
+    if gained != b {
+        bail!("floor push of {b} commits: the remote gained {gained}");
+    }
+    http.unpublish(&repo)?;
+    Ok(took)
+}
+
+/// Clones the pristine fixture bare to `dest` and chains `b` commits on its main branch with one
+/// `git fast-import` stream, commit `i` setting the tag `TAG.i` in bump `first + i`'s file.
+fn prepare_commits(
+    fixture: &Fixture,
+    dest: &std::path::Path,
+    bumps: &[ImageBump],
+    b: usize,
+    tag: &str,
+    first: usize,
+) -> Result<()> {
+    let src = path_str(&fixture.path)?;
+    let dest_str = path_str(dest)?;
+    run_git(None, &["clone", "--bare", "--quiet", src, dest_str])?;
+    let mut files: HashMap<String, String> = HashMap::new();
+    let mut stream = Vec::new();
+    for i in 0..b {
+        let bump = &bumps[(first + i) % bumps.len()];
+        let current = match files.remove(&bump.file) {
+            Some(text) => text,
+            None => String::from_utf8(run_git(
+                None,
+                &[
+                    "--git-dir",
+                    dest_str,
+                    "show",
+                    &format!("{BRANCH}:{}", bump.file),
+                ],
+            )?)
+            .with_context(|| format!("{} is not UTF-8", bump.file))?,
+        };
+        let tag = format!("{tag}.{i}");
+        let edited = set_image_tag(&current, &bump.image, &tag)
+            .with_context(|| format!("no newTag for {} in {}", bump.image, bump.file))?;
+        let message = format!("deploy({}): bump image to {tag}\n", bump.dir);
+        let _ = writeln!(
+            Bytes(&mut stream),
+            "commit refs/heads/{BRANCH}\ncommitter Bench <bench@example.invalid> {} +0000\ndata {}\n{message}",
+            1_700_000_000 + i,
+            message.len(),
+        );
+        if i == 0 {
+            let _ = writeln!(Bytes(&mut stream), "from refs/heads/{BRANCH}^0");
+        }
+        let _ = writeln!(
+            Bytes(&mut stream),
+            "M 100644 inline {}\ndata {}\n{edited}",
+            bump.file,
+            edited.len()
+        );
+        files.insert(bump.file.clone(), edited);
+    }
+    let mut cmd = git_command();
+    cmd.args(["--git-dir", dest_str, "fast-import", "--quiet", "--force"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("start git fast-import")?;
+    child
+        .stdin
+        .take()
+        .context("git fast-import has no stdin")?
+        .write_all(&stream)
+        .context("write the fast-import stream")?;
+    let output = child
+        .wait_with_output()
+        .context("wait for git fast-import")?;
+    if !output.status.success() {
+        bail!(
+            "git fast-import failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `fmt::Write` into a byte buffer (the stream is text; `data` lengths count its bytes).
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The timed part of the floor: `git push` of the local main branch.
+fn push(local: &std::path::Path, url: &str) -> Result<Duration> {
+    let local = path_str(local)?;
+    let started = Instant::now();
+    run_git(
+        None,
+        &[
+            "--git-dir",
+            local,
+            "push",
+            "--quiet",
+            url,
+            &format!("{BRANCH}:{BRANCH}"),
+        ],
+    )?;
+    Ok(started.elapsed())
+}
+
+fn rev_count(git_dir: &str, rev: &str) -> Result<usize> {
+    String::from_utf8_lossy(&run_git(
+        None,
+        &["--git-dir", git_dir, "rev-list", "--count", rev],
+    )?)
+    .trim()
+    .parse::<usize>()
+    .with_context(|| format!("count commits of {rev} in {git_dir}"))
+}
+
+/// The kustomization with the `newTag:` on the line after `  - name: IMAGE` set to `tag`,
+/// keeping its quotes and comment; `None` when there is no such line.
+fn set_image_tag(text: &str, image: &str, tag: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len() + tag.len());
+    let mut after_name = false;
+    let mut done = false;
+    for line in text.split_inclusive('\n') {
+        if after_name && !done {
+            after_name = false;
+            if let Some(start) = line.find("newTag: \"") {
+                let value = start + "newTag: \"".len();
+                let end = value + line[value..].find('"')?;
+                out.push_str(&line[..value]);
+                out.push_str(tag);
+                out.push_str(&line[end..]);
+                done = true;
+                continue;
+            }
+        }
+        after_name = line.trim_end() == format!("  - name: {image}");
+        out.push_str(line);
+    }
+    done.then_some(out)
+}
+
+/// Every acknowledged job's `Tug-Request` trailer is in the served repository once.
+fn exactly_once(
+    fixture: &Fixture,
+    repo: &ServedRepo,
+    acked: &[String],
+    overload: &[&String],
+) -> Result<Exactly> {
+    let mut landed: BTreeMap<String, usize> = BTreeMap::new();
+    for id in trailer_values_on_all_branches(&repo.path, "Tug-Request")? {
+        *landed.entry(id).or_default() += 1;
+    }
+    let git_dir = path_str(&repo.path)?;
+    let merges = String::from_utf8_lossy(&run_git(
+        None,
+        &["--git-dir", git_dir, "rev-list", "--merges", BRANCH],
+    )?)
+    .lines()
+    .count();
+    Ok(Exactly {
+        acked: acked.len(),
+        lost: acked.iter().filter(|id| !landed.contains_key(*id)).count(),
+        lost_overload: overload
+            .iter()
+            .filter(|id| !landed.contains_key(id.as_str()))
+            .count(),
+        duplicated: landed.values().filter(|n| **n > 1).count(),
+        gained: rev_count(git_dir, BRANCH)? - fixture.commits,
+        merges,
+    })
+}
+
+/// Nearest-rank percentile, in ms.
+fn percentile_ms(samples: impl Iterator<Item = Duration>, p: usize) -> f64 {
+    let mut v: Vec<f64> = samples.map(|d| d.as_secs_f64() * 1000.0).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[(v.len() * p).div_ceil(100).max(1) - 1]
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
+}
+
+impl Report {
+    fn floor_of(&self, commits: usize) -> Option<&FloorRow> {
+        self.floor.iter().find(|f| f.commits == commits)
+    }
+
+    fn closed(&self, clients: usize) -> Option<&TugRow> {
+        self.rows
+            .iter()
+            .find(|r| matches!(r.kind, Kind::Closed { clients: c } if c == clients))
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let mut out = self.header.clone();
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "  scenario                        requests      ok    429    503  failed   commits/s  × floor   p50 ms    p99 ms  commits/push  peak RSS MiB"
+        );
+        for f in &self.floor {
+            let slowest = f.pushes.iter().max().copied().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<30}  {:>8}  {:>6}  {:>5}  {:>5}  {:>6}  {:>10.1}  {:>7}  {:>7}  {:>8}  {:>12}  {:>12}",
+                if f.commits == 1 {
+                    "floor: 1 push of 1 commit".to_owned()
+                } else {
+                    format!("floor: 1 push of {} commits", f.commits)
+                },
+                f.commits,
+                f.commits,
+                "-",
+                "-",
+                "-",
+                f.commits_per_s(),
+                "1.00",
+                ms(f.median_ms()),
+                ms(slowest.as_secs_f64() * 1000.0),
+                f.commits,
+                "-"
+            );
+        }
+        let largest_floor = self.floor.iter().max_by_key(|f| f.commits);
+        for r in &self.rows {
+            let floor = match r.kind {
+                Kind::Closed { clients } => self.floor_of(clients),
+                Kind::Open { .. } | Kind::Overload { .. } => largest_floor,
+            };
+            let ratio = floor.map_or_else(
+                || "-".to_owned(),
+                |f| format!("{:.2}", r.acked_rate() / f.commits_per_s().max(1e-9)),
+            );
+            let _ = writeln!(
+                out,
+                "  {:<30}  {:>8}  {:>6}  {:>5}  {:>5}  {:>6}  {:>10.1}  {:>7}  {:>7}  {:>8}  {:>12.1}  {:>12.1}",
+                r.label(),
+                r.samples.len(),
+                r.ok(),
+                r.with_status(429),
+                r.with_status(503),
+                r.other_failures(),
+                r.acked_rate(),
+                ratio,
+                ms(r.percentile_ms(50)),
+                ms(r.percentile_ms(99)),
+                r.commits_per_push(),
+                r.peak_rss_kib as f64 / 1024.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  floor rows: median of {} pushes (p99 column: the slowest); commits/s = commits / median push time.",
+            self.floor.first().map_or(0, |f| f.pushes.len())
+        );
+        let _ = writeln!(
+            out,
+            "  tug rows: commits/s = acknowledged requests/s (one commit each); × floor = against floor(clients) for closed loops, floor({}) for open ones.",
+            largest_floor.map_or(0, |f| f.commits)
+        );
+        let _ = writeln!(
+            out,
+            "  closed loops: ok / wall; open loops: acknowledgements per second between the first and the last one, latency from the scheduled start."
+        );
+        let _ = writeln!(
+            out,
+            "  capacity (largest closed loop): {:.1} req/s; overload offers {:.1} × capacity",
+            self.capacity, self.overload_factor
+        );
+        for r in &self.rows {
+            let lags: Vec<Duration> = r.samples.iter().filter_map(|s| s.send_lag).collect();
+            if !lags.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  {}: sender late by p99 {} ms, max {} ms; ok p99 {} ms; wall {:.1} s",
+                    r.label(),
+                    ms(percentile_ms(lags.iter().copied(), 99)),
+                    ms(percentile_ms(lags.iter().copied(), 100)),
+                    ms(r.ok_percentile_ms(99)),
+                    r.wall.as_secs_f64()
+                );
+            }
+            if let Some(e) = &r.first_error {
+                let _ = writeln!(out, "  {}: first failure: {e}", r.label());
+            }
+        }
+        let e = &self.exactly;
+        let _ = writeln!(
+            out,
+            "\nremote check: {} acknowledged jobs, {} without their Tug-Request trailer ({} of them from the overload run), {} trailers twice; main gained {} commits, {} merges",
+            e.acked, e.lost, e.lost_overload, e.duplicated, e.gained, e.merges
+        );
+        let _ = writeln!(
+            out,
+            "server memory: VmHWM {:.1} MiB at the end",
+            self.hwm_kib as f64 / 1024.0
+        );
+        let _ = writeln!(
+            out,
+            "server log (landed batch lines, whole run):\n{}",
+            self.batches
+        );
+        out.push_str(&self.render_targets());
+        out
+    }
+
+    fn render_targets(&self) -> String {
+        let mut out = String::from("targets:\n");
+        for clients in [64, 256] {
+            match (self.closed(clients), self.floor_of(clients)) {
+                (Some(r), Some(f)) => {
+                    let rate = r.acked_rate();
+                    let bound = FLOOR_SHARE * f.commits_per_s();
+                    let p99 = r.percentile_ms(99);
+                    let p99_part = if clients == 64 {
+                        format!(", p99 {} ms ≤ {TARGET_P99_64_MS} ms", ms(p99))
+                    } else {
+                        String::new()
+                    };
+                    let pass = rate >= bound && (clients != 64 || p99 <= TARGET_P99_64_MS);
+                    let _ = writeln!(
+                        out,
+                        "  {clients} clients ≥ {FLOOR_SHARE} × floor({clients}): {} req/s vs {FLOOR_SHARE} × {} = {} ({:.2} of floor){p99_part}  {}",
+                        thousands(rate),
+                        thousands(f.commits_per_s()),
+                        thousands(bound),
+                        rate / f.commits_per_s().max(1e-9),
+                        verdict(pass)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "  {clients} clients ≥ {FLOOR_SHARE} × floor({clients}): not measured (needs --clients and --floor-batches with {clients})  MISS"
+                    );
+                }
+            }
+        }
+        match self.rows.iter().find(|r| {
+            matches!(r.kind, Kind::Open { offered } if (offered - TARGET_OPEN_RATE).abs() < 0.5)
+        }) {
+            Some(r) => {
+                let rate = r.acked_rate();
+                let p99 = r.percentile_ms(99);
+                let _ = writeln!(
+                    out,
+                    "  open loop {} req/s: {} req/s acknowledged ≥ {}, p99 {} ms ≤ {} ms  {}",
+                    thousands(TARGET_OPEN_RATE),
+                    thousands(rate),
+                    thousands(TARGET_OPEN_RATE),
+                    ms(p99),
+                    thousands(TARGET_OPEN_P99_MS),
+                    verdict(rate >= TARGET_OPEN_RATE && p99 <= TARGET_OPEN_P99_MS)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  open loop {} req/s: not measured (needs {} in --open-rates)  MISS",
+                    thousands(TARGET_OPEN_RATE),
+                    TARGET_OPEN_RATE
+                );
+            }
+        }
+        match self
+            .rows
+            .iter()
+            .find(|r| matches!(r.kind, Kind::Overload { .. }))
+        {
+            Some(r) => {
+                let peak = r.peak_rss_kib as f64 / 1024.0;
+                let lost = self.exactly.lost_overload;
+                let _ = writeln!(
+                    out,
+                    "  overload at {:.0}/s: peak RSS {peak:.1} MiB ≤ {TARGET_RSS_MIB} MiB, {lost} of {} acknowledged lost ({} refused with 429, {} with 503)  {}",
+                    match r.kind {
+                        Kind::Overload { offered } => offered,
+                        _ => 0.0,
+                    },
+                    r.ok(),
+                    r.with_status(429),
+                    r.with_status(503),
+                    verdict(peak <= TARGET_RSS_MIB && lost == 0 && self.exactly.lost == 0)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  overload: not measured (--overload-seconds 0)  MISS");
+            }
+        }
+        match (self.closed(1), self.floor_of(1)) {
+            (Some(r), Some(f)) => {
+                let p50 = r.percentile_ms(50);
+                let bound = FLOOR_FACTOR * f.median_ms() + FLOOR_ALLOWANCE_MS;
+                let _ = writeln!(
+                    out,
+                    "  idle single request p50 ≤ {FLOOR_FACTOR} × floor(1) + {FLOOR_ALLOWANCE_MS} ms: {} ms vs {FLOOR_FACTOR} × {} + {FLOOR_ALLOWANCE_MS} = {} ms ({:.2})  {}",
+                    ms(p50),
+                    ms(f.median_ms()),
+                    ms(bound),
+                    p50 / bound,
+                    verdict(p50 <= bound)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "  idle single request: not measured (needs 1 in --clients and --floor-batches)  MISS"
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_after_the_image_line_is_set_with_its_quotes_and_comment() {
+        let k = "images:\n  - name: registry.example.com/platform/envoy\n    newTag: \"1.0\"\n  - name: registry.example.com/search/svc-0007\n    newTag: \"1.2.3\"  # release tag\n";
+        let edited = set_image_tag(k, "registry.example.com/search/svc-0007", "9.1.2").unwrap();
+        assert_eq!(edited, k.replace("\"1.2.3\"", "\"9.1.2\""));
+        assert_eq!(
+            set_image_tag(k, "registry.example.com/search/svc-0008", "1"),
+            None
+        );
+    }
+
+    #[test]
+    fn open_loop_rate_counts_the_span_between_acknowledgements() {
+        let sample = |done_ms: u64| Sample {
+            latency: Duration::from_millis(100),
+            succeeded: true,
+            status: Some(200),
+            job_id: None,
+            done_at: Some(Duration::from_millis(done_ms)),
+            send_lag: Some(Duration::ZERO),
+        };
+        let row = TugRow {
+            kind: Kind::Open { offered: 10.0 },
+            samples: (0..11).map(|i| sample(100 + i * 100)).collect(),
+            wall: Duration::from_secs(5),
+            first_error: None,
+            counters: Counters::default(),
+            peak_rss_kib: 0,
+        };
+        assert!((row.acked_rate() - 10.0).abs() < 1e-9);
+        assert_eq!(row.with_status(429), 0);
+        assert_eq!(row.other_failures(), 0);
+    }
+}
