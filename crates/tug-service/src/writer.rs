@@ -206,30 +206,48 @@ impl Writers {
         let mut shutdown = self.shutdown.clone();
         // When the last batch landed and its size, for the claim right after it.
         let mut just_landed: Option<(Instant, usize)> = None;
+        // When this loop last took or renewed the lease.
+        let mut leased_at: Option<Instant> = None;
         loop {
             if self.shutdown.is_set() {
                 break;
             }
-            match self
-                .store
-                .lock_branch(&branch, &self.owner, LEASE_TTL)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => break, // another replica writes this branch; the dispatcher retries
-                Err(e) => {
-                    warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot lease branch");
-                    break;
+            // A lease renewed moments ago has most of its time left, and a claim checks it
+            // anyway: renewing it before every batch would cost a flushed commit per batch on
+            // PostgreSQL. A batch renews it itself while it runs (`land_leased`).
+            if leased_at.is_none_or(|at| at.elapsed() > LEASE_TTL / 2) {
+                match self
+                    .store
+                    .lock_branch(&branch, &self.owner, LEASE_TTL)
+                    .await
+                {
+                    Ok(true) => leased_at = Some(Instant::now()),
+                    Ok(false) => break, // another replica writes this branch; the dispatcher retries
+                    Err(e) => {
+                        warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot lease branch");
+                        break;
+                    }
                 }
             }
             let batch = usize::try_from(self.config.limits.batch_max)
                 .unwrap_or(64)
                 .max(1);
-            let mut tasks = match self.store.claim(&branch, &self.owner, batch).await {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot claim tasks");
-                    break;
+            // Right after a batch its callers are still reading their results: nothing may be
+            // waiting, and a claim that finds nothing still locks the lease row (a flushed
+            // commit on PostgreSQL). Count first, claim when there is something to take.
+            let waiting = match &just_landed {
+                Some(_) => self.store.waiting(&branch).await.unwrap_or(1),
+                None => 1,
+            };
+            let mut tasks = if waiting == 0 {
+                Vec::new()
+            } else {
+                match self.store.claim(&branch, &self.owner, batch).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot claim tasks");
+                        break;
+                    }
                 }
             };
             if let Some((landed_at, landed)) = just_landed.take() {
@@ -278,6 +296,11 @@ impl Writers {
                     break;
                 }
                 just_landed = Some((Instant::now(), landed));
+                continue;
+            }
+            if waiting == 0 {
+                // Nobody came back within the linger: look again the usual way (a claim), not
+                // only when the next request wakes the writer.
                 continue;
             }
             // Nothing to do: wait for a wake-up, or exit when idle. The final check happens with

@@ -529,6 +529,11 @@ pub trait Store: Send + Sync + 'static {
     /// with none are left out.
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>>;
 
+    /// How many tasks of `branch` are waiting to be claimed: queued, or pending with their retry
+    /// time come. A read that locks and writes nothing (on PostgreSQL no commit to flush), for
+    /// a writer deciding how many to wait for; [`Store::claim`] decides what it gets.
+    async fn waiting(&self, branch: &BranchKey) -> Result<u64>;
+
     /// Marks the notifications of a finished job on `channel` (`job`, `release`, …) as sent.
     /// True for exactly one caller, however many replicas ask: the one that sends them. False
     /// for a job that is unknown, not finished, or already claimed on that channel.

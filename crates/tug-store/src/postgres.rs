@@ -800,6 +800,21 @@ impl Store for PgStore {
         Ok(results)
     }
 
+    async fn waiting(&self, branch: &BranchKey) -> Result<u64> {
+        // `{UNFINISHED}` lets the partial index of unfinished tasks answer.
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM tasks WHERE repository = $1 AND branch = $2 \
+               AND {UNFINISHED} \
+               AND (state = 'queued' OR (state = 'pending' AND not_before <= $3))"
+        ))
+        .bind(&branch.repository)
+        .bind(&branch.branch)
+        .bind(self.now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>> {
         let rows = sqlx::query(&format!(
             "SELECT repository, branch, COUNT(*) AS depth FROM tasks WHERE {UNFINISHED} \

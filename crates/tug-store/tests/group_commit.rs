@@ -104,6 +104,9 @@ impl Store for SingleWrites {
     async fn queue_depths(&self) -> Result<Vec<(BranchKey, u64)>> {
         self.0.queue_depths().await
     }
+    async fn waiting(&self, branch: &BranchKey) -> Result<u64> {
+        self.0.waiting(branch).await
+    }
     async fn claim_notification(&self, job_id: &str, channel: &str) -> Result<bool> {
         self.0.claim_notification(job_id, channel).await
     }

@@ -1411,6 +1411,44 @@ async fn jobs_read_with_their_events_in_one_go(h: Harness) {
     assert!(h.store.jobs_with_events(&[]).await.unwrap().is_empty());
 }
 
+async fn waiting_counts_what_a_claim_could_take_without_taking_it(h: Harness) {
+    let (main, other) = (
+        branch("gitops/prod", "main"),
+        branch("gitops/prod", "other"),
+    );
+    assert_eq!(h.store.waiting(&main).await.unwrap(), 0);
+    for tag in ["shop:1", "shop:2", "shop:3"] {
+        h.store.enqueue(deploy(None, tag, &[&main])).await.unwrap();
+    }
+    h.store
+        .enqueue(deploy(None, "shop:4", &[&other]))
+        .await
+        .unwrap();
+    assert_eq!(h.store.waiting(&main).await.unwrap(), 3);
+    assert_eq!(
+        h.store.waiting(&main).await.unwrap(),
+        3,
+        "counting takes nothing"
+    );
+    assert!(h.store.lock_branch(&main, "writer", TTL).await.unwrap());
+    let claimed = h.store.claim(&main, "writer", 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(
+        h.store.waiting(&main).await.unwrap(),
+        1,
+        "running tasks are not waiting"
+    );
+    // A postponed task waits again once its retry time has come.
+    h.store
+        .postpone_task(claimed[0].id, "remote down", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(h.store.waiting(&main).await.unwrap(), 1);
+    h.clock.advance(Duration::from_secs(31));
+    assert_eq!(h.store.waiting(&main).await.unwrap(), 2);
+    assert_eq!(h.store.waiting(&other).await.unwrap(), 1);
+}
+
 /// Runs each test of the suite once per backend: `sqlite::name` and `postgres::name`.
 macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
@@ -1447,6 +1485,7 @@ every_backend!(
     job_state_is_derived_from_its_tasks,
     events_are_numbered_densely_per_job,
     jobs_read_with_their_events_in_one_go,
+    waiting_counts_what_a_claim_could_take_without_taking_it,
     list_jobs_filters_newest_first,
     queue_depths_count_unfinished_tasks_per_branch,
     concurrent_enqueues_are_all_stored,

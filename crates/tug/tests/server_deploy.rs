@@ -149,7 +149,12 @@ fn one_request_after_another_leaves_the_mirror_few_packs() {
     wait_for(
         std::time::Duration::from_secs(30),
         "the mirror repacked",
-        || f.server.logs().contains("repacked the mirror").then_some(()),
+        || {
+            f.server
+                .logs()
+                .contains("repacked the mirror")
+                .then_some(())
+        },
     );
     let logs = f.server.logs();
     let after: usize = logs
