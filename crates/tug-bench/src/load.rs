@@ -44,6 +44,8 @@ pub(crate) struct Outcome {
     pub status: Option<u16>,
     /// The final line's `jobId` (set for succeeded and failed jobs alike).
     pub job_id: Option<String>,
+    /// When the answer was complete.
+    pub done_at: Instant,
 }
 
 /// Sends one deploy and reads the NDJSON stream to its final line.
@@ -61,7 +63,8 @@ pub(crate) async fn deploy(client: &reqwest::Client, endpoint: &str, body: Vec<u
         Ok::<_, reqwest::Error>((status, bytes))
     }
     .await;
-    let latency = started.elapsed();
+    let done_at = Instant::now();
+    let latency = done_at.duration_since(started);
     let (succeeded, error, status, job_id) = match result {
         Err(e) => (false, Some(format!("transport: {e}")), None, None),
         Ok((status, bytes)) => {
@@ -92,6 +95,7 @@ pub(crate) async fn deploy(client: &reqwest::Client, endpoint: &str, body: Vec<u
         error,
         status,
         job_id,
+        done_at,
     }
 }
 

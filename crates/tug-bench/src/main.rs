@@ -151,6 +151,10 @@ enum Command {
         /// How long the overload run offers requests (0 skips it).
         #[arg(long, default_value_t = 60.0)]
         overload_seconds: f64,
+        /// Requests of the sustained run (64 closed-loop clients; its first and last tenth are
+        /// compared); 0 skips it.
+        #[arg(long, default_value_t = 0)]
+        sustained_requests: usize,
         /// Copy the server's log here.
         #[arg(long)]
         log: Option<PathBuf>,
@@ -262,6 +266,7 @@ fn main() -> Result<()> {
             open_seconds,
             overload_factor,
             overload_seconds,
+            sustained_requests,
             log,
         } => {
             let config = throughput::Config {
@@ -277,6 +282,7 @@ fn main() -> Result<()> {
                 open_seconds,
                 overload_factor,
                 overload_seconds,
+                sustained_requests,
                 log_copy: log,
             };
             let report = throughput::run(&config)?;

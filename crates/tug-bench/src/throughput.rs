@@ -52,6 +52,8 @@ pub(crate) struct Config {
     pub overload_factor: f64,
     /// Length of the overload run (0 skips it).
     pub overload_seconds: f64,
+    /// Requests of the sustained run (0 skips it).
+    pub sustained_requests: usize,
     /// Where the server's log is copied when the run ends.
     pub log_copy: Option<PathBuf>,
 }
@@ -62,6 +64,8 @@ const TARGET_P99_64_MS: f64 = 500.0;
 const TARGET_OPEN_RATE: f64 = 1_000.0;
 const TARGET_OPEN_P99_MS: f64 = 1_000.0;
 const TARGET_RSS_MIB: f64 = 100.0;
+/// A long run ends as fast as it began: its last tenth at least this share of its first.
+const SUSTAINED_SHARE: f64 = 0.9;
 const FLOOR_FACTOR: f64 = 1.2;
 const FLOOR_ALLOWANCE_MS: f64 = 5.0;
 /// Image bumps read from the fixture (at most): more than the largest batch, so one push never
@@ -198,6 +202,51 @@ pub(crate) struct Report {
     exactly: Exactly,
     batches: String,
     overload_factor: f64,
+    sustained: Option<Sustained>,
+}
+
+/// A long closed-loop run: does landing slow down as the mirror and the remote grow?
+struct Sustained {
+    clients: usize,
+    requests: usize,
+    ok: usize,
+    /// Acknowledged requests/s over the first and the last tenth of the answers.
+    first_rate: f64,
+    last_rate: f64,
+    /// Packs in the server's mirror when the run ended.
+    mirror_packs: usize,
+}
+
+/// Requests/s over the first and the last tenth of `done` (completion times, any order), each
+/// measured from the answer before the tenth began.
+fn tenths(done: &mut [Instant]) -> (f64, f64) {
+    done.sort_unstable();
+    let n = done.len();
+    let tenth = n / 10;
+    if tenth == 0 {
+        return (0.0, 0.0);
+    }
+    let rate = |from: Instant, to: Instant| {
+        let secs = to.duration_since(from).as_secs_f64();
+        if secs > 0.0 { tenth as f64 / secs } else { 0.0 }
+    };
+    (
+        rate(done[0], done[tenth]),
+        rate(done[n - 1 - tenth], done[n - 1]),
+    )
+}
+
+/// `.pack` files under the server's `data_dir/mirrors`.
+fn mirror_packs(server: &TugServer) -> usize {
+    let Ok(mirrors) = std::fs::read_dir(server.data_dir().join("mirrors")) else {
+        return 0;
+    };
+    mirrors
+        .filter_map(Result::ok)
+        .filter_map(|m| std::fs::read_dir(m.path().join("objects/pack")).ok())
+        .flat_map(|packs| packs.filter_map(Result::ok))
+        .filter(|p| p.file_name().to_string_lossy().ends_with(".pack"))
+        .count()
 }
 
 pub(crate) fn run(config: &Config) -> Result<Report> {
@@ -274,6 +323,33 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             peak_rss_kib,
         ));
     }
+    let sustained = if config.sustained_requests > 0 {
+        let clients = 64;
+        let n = config.sustained_requests;
+        eprintln!("tug sustained: {clients} clients, {n} requests");
+        let bodies: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let bump = &bumps[(next + i) % bumps.len()];
+                deploy_body(&tug_repo.url, bump, &format!("5.{i}"))
+            })
+            .collect();
+        next += n;
+        let run = run_clients(&endpoint, clients, bodies)?;
+        let ok: Vec<&crate::load::Outcome> = run.outcomes.iter().filter(|o| o.succeeded).collect();
+        acked_ids.extend(ok.iter().filter_map(|o| o.job_id.clone()));
+        let mut done: Vec<Instant> = ok.iter().map(|o| o.done_at).collect();
+        let (first_rate, last_rate) = tenths(&mut done);
+        Some(Sustained {
+            clients,
+            requests: n,
+            ok: ok.len(),
+            first_rate,
+            last_rate,
+            mirror_packs: mirror_packs(&server),
+        })
+    } else {
+        None
+    };
     let capacity = config
         .clients
         .iter()
@@ -349,7 +425,9 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             .filter_map(|s| s.job_id.clone()),
     );
     let exactly = exactly_once(&fixture, &tug_repo, &acked_ids, &overload_ids)?;
-    let acked_without_id = 1 + rows.iter().map(TugRow::ok).sum::<usize>() - acked_ids.len();
+    let acked_without_id =
+        1 + rows.iter().map(TugRow::ok).sum::<usize>() + sustained.as_ref().map_or(0, |s| s.ok)
+            - acked_ids.len();
     if acked_without_id > 0 {
         bail!("{acked_without_id} succeeded requests had no jobId on their final line");
     }
@@ -375,6 +453,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
         exactly,
         batches: batch_log_summary(&logs),
         overload_factor: config.overload_factor,
+        sustained,
     })
 }
 
@@ -810,6 +889,24 @@ impl Report {
             "server log (landed batch lines, whole run):\n{}",
             self.batches
         );
+        if let Some(s) = &self.sustained {
+            let _ = writeln!(
+                out,
+                "sustained: {} requests from {} closed-loop clients, {} ok; first tenth {:.1} req/s, \
+                 last tenth {:.1} req/s ({:.2} of the first); {} packs in the mirror at the end",
+                s.requests,
+                s.clients,
+                s.ok,
+                s.first_rate,
+                s.last_rate,
+                if s.first_rate > 0.0 {
+                    s.last_rate / s.first_rate
+                } else {
+                    0.0
+                },
+                s.mirror_packs,
+            );
+        }
         out.push_str(&self.render_targets());
         out
     }
@@ -918,6 +1015,20 @@ impl Report {
                 );
             }
         }
+        if let Some(s) = &self.sustained {
+            let share = if s.first_rate > 0.0 {
+                s.last_rate / s.first_rate
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                out,
+                "  sustained: last tenth {:.1} req/s ≥ {SUSTAINED_SHARE} × first tenth {:.1} req/s ({share:.2})  {}",
+                s.last_rate,
+                s.first_rate,
+                verdict(share >= SUSTAINED_SHARE && s.ok == s.requests)
+            );
+        }
         out
     }
 }
@@ -925,6 +1036,23 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenths_measure_the_first_and_last_tenth_of_the_answers() {
+        let start = Instant::now();
+        // 100 answers: the first 50 every 10 ms, the rest every 20 ms.
+        let mut done: Vec<Instant> = (0..100u64)
+            .map(|i| {
+                let ms = if i < 50 { i * 10 } else { 490 + (i - 49) * 20 };
+                start + Duration::from_millis(ms)
+            })
+            .rev()
+            .collect();
+        let (first, last) = tenths(&mut done);
+        assert!((first - 100.0).abs() < 0.01, "{first}");
+        assert!((last - 50.0).abs() < 0.01, "{last}");
+        assert_eq!(tenths(&mut done[..5].to_vec()), (0.0, 0.0));
+    }
 
     #[test]
     fn the_tag_after_the_image_line_is_set_with_its_quotes_and_comment() {
