@@ -213,8 +213,12 @@ struct Sustained {
     /// Acknowledged requests/s over the first and the last tenth of the answers.
     first_rate: f64,
     last_rate: f64,
-    /// Packs in the server's mirror when the run ended.
+    /// Packs in the server's mirror when the run ended, and in the remote.
     mirror_packs: usize,
+    remote_packs: usize,
+    /// The floor of 64 commits on the pristine fixture, and on the remote as the run left it.
+    floor_at_start: Option<f64>,
+    floor_at_end: Duration,
 }
 
 /// Requests/s over the first and the last tenth of `done` (completion times, any order), each
@@ -234,6 +238,16 @@ fn tenths(done: &mut [Instant]) -> (f64, f64) {
         rate(done[0], done[tenth]),
         rate(done[n - 1 - tenth], done[n - 1]),
     )
+}
+
+/// `.pack` files of a bare repository.
+fn pack_files(git_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(git_dir.join("objects/pack")).map_or(0, |packs| {
+        packs
+            .filter_map(Result::ok)
+            .filter(|p| p.file_name().to_string_lossy().ends_with(".pack"))
+            .count()
+    })
 }
 
 /// `.pack` files under the server's `data_dir/mirrors`.
@@ -323,33 +337,6 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             peak_rss_kib,
         ));
     }
-    let sustained = if config.sustained_requests > 0 {
-        let clients = 64;
-        let n = config.sustained_requests;
-        eprintln!("tug sustained: {clients} clients, {n} requests");
-        let bodies: Vec<Vec<u8>> = (0..n)
-            .map(|i| {
-                let bump = &bumps[(next + i) % bumps.len()];
-                deploy_body(&tug_repo.url, bump, &format!("5.{i}"))
-            })
-            .collect();
-        next += n;
-        let run = run_clients(&endpoint, clients, bodies)?;
-        let ok: Vec<&crate::load::Outcome> = run.outcomes.iter().filter(|o| o.succeeded).collect();
-        acked_ids.extend(ok.iter().filter_map(|o| o.job_id.clone()));
-        let mut done: Vec<Instant> = ok.iter().map(|o| o.done_at).collect();
-        let (first_rate, last_rate) = tenths(&mut done);
-        Some(Sustained {
-            clients,
-            requests: n,
-            ok: ok.len(),
-            first_rate,
-            last_rate,
-            mirror_packs: mirror_packs(&server),
-        })
-    } else {
-        None
-    };
     let capacity = config
         .clients
         .iter()
@@ -404,6 +391,39 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             peak_rss_kib,
         });
     }
+    // Last, so that the rows above run on the repository as the floor found it.
+    let sustained = if config.sustained_requests > 0 {
+        let clients = 64;
+        let n = config.sustained_requests;
+        eprintln!("tug sustained: {clients} clients, {n} requests");
+        let bodies: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let bump = &bumps[(next + i) % bumps.len()];
+                deploy_body(&tug_repo.url, bump, &format!("5.{i}"))
+            })
+            .collect();
+        let run = run_clients(&endpoint, clients, bodies)?;
+        let ok: Vec<&crate::load::Outcome> = run.outcomes.iter().filter(|o| o.succeeded).collect();
+        acked_ids.extend(ok.iter().filter_map(|o| o.job_id.clone()));
+        let mut done: Vec<Instant> = ok.iter().map(|o| o.done_at).collect();
+        let (first_rate, last_rate) = tenths(&mut done);
+        Some(Sustained {
+            clients,
+            requests: n,
+            ok: ok.len(),
+            first_rate,
+            last_rate,
+            mirror_packs: mirror_packs(&server),
+            remote_packs: pack_files(&tug_repo.path),
+            floor_at_start: floor
+                .iter()
+                .find(|f| f.commits == 64)
+                .map(FloorRow::median_ms),
+            floor_at_end: floor_push_onto(&tug_repo, &bumps, 64)?,
+        })
+    } else {
+        None
+    };
     let hwm_kib = memory_kib(pid, "VmHWM")?;
     let logs = server.logs();
     if let Some(path) = &config.log_copy {
@@ -558,7 +578,7 @@ fn warm_floor(http: &SmartHttpServer, fixture: &Fixture, bumps: &[ImageBump]) ->
     let repo = http.publish(fixture, "floor-warm")?;
     let scratch = Scratch::new().context("create a directory for the floor clone")?;
     let local = scratch.join("floor.git");
-    prepare_commits(fixture, &local, bumps, 1, "8.0.0", 0)?;
+    prepare_commits(&fixture.path, &local, bumps, 1, "8.0.0", 0)?;
     push(&local, &repo.url)?;
     http.unpublish(&repo)
 }
@@ -575,7 +595,14 @@ fn floor_push(
     let repo = http.publish(fixture, &format!("floor-{b}-{r}"))?;
     let scratch = Scratch::new().context("create a directory for the floor clone")?;
     let local = scratch.join("floor.git");
-    prepare_commits(fixture, &local, bumps, b, &format!("9.{b}.{r}"), r * b)?;
+    prepare_commits(
+        &fixture.path,
+        &local,
+        bumps,
+        b,
+        &format!("9.{b}.{r}"),
+        r * b,
+    )?;
     let took = push(&local, &repo.url)?;
     let gained = rev_count(&repo.path.to_string_lossy(), BRANCH)? - fixture.commits;
     if gained != b {
@@ -585,17 +612,33 @@ fn floor_push(
     Ok(took)
 }
 
-/// Clones the pristine fixture bare to `dest` and chains `b` commits on its main branch with one
+/// The floor on a repository that has grown: `b` commits prepared on a clone of `repo` as it is
+/// now, pushed to it in one timed push.
+fn floor_push_onto(repo: &ServedRepo, bumps: &[ImageBump], b: usize) -> Result<Duration> {
+    let git_dir = path_str(&repo.path)?.to_owned();
+    let before = rev_count(&git_dir, BRANCH)?;
+    let scratch = Scratch::new().context("create a directory for the floor clone")?;
+    let local = scratch.join("floor.git");
+    prepare_commits(&repo.path, &local, bumps, b, "4.0", 0)?;
+    let took = push(&local, &repo.url)?;
+    let gained = rev_count(&git_dir, BRANCH)? - before;
+    if gained != b {
+        bail!("floor push of {b} commits onto the grown repository: it gained {gained}");
+    }
+    Ok(took)
+}
+
+/// Clones the bare repository `src` to `dest` and chains `b` commits on its main branch with one
 /// `git fast-import` stream, commit `i` setting the tag `TAG.i` in bump `first + i`'s file.
 fn prepare_commits(
-    fixture: &Fixture,
+    src: &std::path::Path,
     dest: &std::path::Path,
     bumps: &[ImageBump],
     b: usize,
     tag: &str,
     first: usize,
 ) -> Result<()> {
-    let src = path_str(&fixture.path)?;
+    let src = path_str(src)?;
     let dest_str = path_str(dest)?;
     run_git(None, &["clone", "--bare", "--quiet", src, dest_str])?;
     let mut files: HashMap<String, String> = HashMap::new();
@@ -893,7 +936,9 @@ impl Report {
             let _ = writeln!(
                 out,
                 "sustained: {} requests from {} closed-loop clients, {} ok; first tenth {:.1} req/s, \
-                 last tenth {:.1} req/s ({:.2} of the first); {} packs in the mirror at the end",
+                 last tenth {:.1} req/s ({:.2} of the first); at the end {} packs in tug's mirror, \
+                 {} in the remote; the floor's push of 64 commits {} ms on the fixture, {} ms on \
+                 the remote as the run left it",
                 s.requests,
                 s.clients,
                 s.ok,
@@ -905,6 +950,9 @@ impl Report {
                     0.0
                 },
                 s.mirror_packs,
+                s.remote_packs,
+                s.floor_at_start.map_or_else(|| "-".to_owned(), ms),
+                ms(s.floor_at_end.as_secs_f64() * 1000.0),
             );
         }
         out.push_str(&self.render_targets());
