@@ -113,6 +113,9 @@ enum Command {
         /// Seconds between two kills of the hot branch's writer.
         #[arg(long, default_value_t = 10.0)]
         kill_every: f64,
+        /// How often the person of the chaos run pushes to the hot branch, in ms (0: nobody).
+        #[arg(long, default_value_t = 100)]
+        human_every_ms: u64,
     },
     /// Commits landed per second by a `tug server` (closed loops, open loops, overload) beside the
     /// floor: one bare `git push` of B prepared commits, with ratios and targets.
@@ -237,6 +240,7 @@ fn main() -> Result<()> {
             chaos_requests,
             chaos_clients,
             kill_every,
+            human_every_ms,
         } => {
             let config = replicas::Config {
                 fixtures_dir: fixtures,
@@ -249,6 +253,7 @@ fn main() -> Result<()> {
                 chaos_requests,
                 chaos_clients: chaos_clients.max(1),
                 kill_every: Duration::try_from_secs_f64(kill_every)?,
+                human_every: (human_every_ms > 0).then(|| Duration::from_millis(human_every_ms)),
             };
             let report = replicas::run(&config)?;
             print!("{}", report.render());

@@ -45,6 +45,8 @@ pub(crate) struct Config {
     pub chaos_requests: usize,
     pub chaos_clients: usize,
     pub kill_every: Duration,
+    /// How often a person pushes to the hot branch during the chaos run (none: nobody does).
+    pub human_every: Option<Duration>,
 }
 
 struct Run {
@@ -283,10 +285,13 @@ fn chaos(
     let addresses: Vec<SocketAddr> = servers.iter().map(TugServer::http_addr).collect();
     eprintln!(
         "chaos: 3 replicas, {} requests, {} clients, the hot branch's writer killed every {:?}, \
-         the git server restarted once, a person pushing to the hot branch every 100 ms",
-        config.chaos_requests, config.chaos_clients, config.kill_every
+         the git server restarted once, a person pushing to the hot branch every {:?}",
+        config.chaos_requests, config.chaos_clients, config.kill_every, config.human_every
     );
-    let human = HumanPusher::start(&repo.url, "main", Duration::from_millis(100))
+    let human = config
+        .human_every
+        .map(|every| HumanPusher::start(&repo.url, "main", every))
+        .transpose()
         .context("start the person pushing to the hot branch")?;
     let done = AtomicBool::new(false);
     let started = Instant::now();
@@ -364,7 +369,11 @@ fn chaos(
         Ok((results, kills))
     })?;
     let wall = started.elapsed();
-    let human = human.stop().context("stop the person pushing")?;
+    let human = human
+        .map(HumanPusher::stop)
+        .transpose()
+        .context("stop the person pushing")?
+        .unwrap_or_default();
     let on_main = run_git(Some(&repo.path), &["rev-list", "--first-parent", "main"])?;
     let on_main = String::from_utf8_lossy(&on_main);
     let human_lost = human
