@@ -8,6 +8,7 @@ mod replicas;
 mod server;
 mod servers;
 mod stats;
+mod targets;
 mod throughput;
 mod worktree;
 mod write_path;

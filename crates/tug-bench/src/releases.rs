@@ -21,11 +21,11 @@ use tug_testkit::TugServer;
 use crate::fixture::{Fixture, ImageBump, path_str};
 use crate::servers::{ServedRepo, SmartHttpServer};
 use crate::stats::{Summary, load_average, ms, summarize};
+use crate::targets::FLOOR_FACTOR;
 use crate::worktree::WorkTree;
 
 const ENVIRONMENTS: [&str; 3] = ["dev", "staging", "prod"];
 const TARGET_STATUS_MS: f64 = 50.0;
-const FLOOR_FACTOR: f64 = 1.2;
 const PROMOTION_ALLOWANCE_MS: f64 = 10.0;
 
 #[derive(Debug, Clone)]

@@ -24,6 +24,7 @@ use crate::load::{
 };
 use crate::servers::{ServedRepo, SmartHttpServer};
 use crate::stats::{load_average, ms, summarize, thousands};
+use crate::targets::{FLOOR_ALLOWANCE_MS, FLOOR_FACTOR, TARGET_RSS_MIB};
 use crate::worktree::WorkTree;
 
 /// What to run.
@@ -53,9 +54,6 @@ pub(crate) struct Config {
 const TARGET_RPS_64: f64 = 1_000.0;
 const TARGET_SPEEDUP: f64 = 300.0;
 const TARGET_P99_MS: f64 = 500.0;
-const TARGET_RSS_MIB: f64 = 100.0;
-const FLOOR_FACTOR: f64 = 1.2;
-const FLOOR_ALLOWANCE_MS: f64 = 5.0;
 // A naive writer that needs more attempts than this for one update is starving: fail the run.
 const NAIVE_MAX_ATTEMPTS: usize = 200;
 

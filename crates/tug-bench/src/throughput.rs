@@ -29,6 +29,7 @@ use crate::load::{
 use crate::server::batch_log_summary;
 use crate::servers::{ServedRepo, SmartHttpServer};
 use crate::stats::{load_average, median_ms, ms, thousands};
+use crate::targets::{FLOOR_ALLOWANCE_MS, FLOOR_FACTOR, TARGET_RSS_MIB};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -63,11 +64,8 @@ const FLOOR_SHARE: f64 = 0.8;
 const TARGET_P99_64_MS: f64 = 500.0;
 const TARGET_OPEN_RATE: f64 = 1_000.0;
 const TARGET_OPEN_P99_MS: f64 = 1_000.0;
-const TARGET_RSS_MIB: f64 = 100.0;
 /// A long run ends as fast as it began: its last tenth at least this share of its first.
 const SUSTAINED_SHARE: f64 = 0.9;
-const FLOOR_FACTOR: f64 = 1.2;
-const FLOOR_ALLOWANCE_MS: f64 = 5.0;
 /// Image bumps read from the fixture (at most): more than the largest batch, so one push never
 /// edits a file twice on a fixture that has this many overlays.
 const BUMPS: usize = 1_024;

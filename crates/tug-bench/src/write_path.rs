@@ -28,6 +28,7 @@ use tug_testkit::{Scratch, run_git};
 use crate::fixture::{BRANCH, Fixture, ImageBump, path_str};
 use crate::servers::{ServedRepo, SmartHttpServer};
 use crate::stats::{Summary, load_average, median_ms, ms, summarize, thousands, thread_cpu_time};
+use crate::targets::{FLOOR_ALLOWANCE_MS, FLOOR_FACTOR};
 use crate::worktree::WorkTree;
 
 /// What to run.
@@ -47,8 +48,6 @@ pub(crate) struct Config {
 }
 
 /// The targets the release notes state.
-const FLOOR_FACTOR: f64 = 1.2;
-const FLOOR_ALLOWANCE_MS: f64 = 5.0;
 const MAX_SIZE_RATIO: f64 = 1.2;
 const MIN_EDITS_PER_SECOND: f64 = 10_000.0;
 

@@ -334,28 +334,58 @@ fn submit(server: &TugServer, url: &str, tag: &str) -> String {
         .to_owned()
 }
 
+/// Replicas on one PostgreSQL in front of a file:// repository whose pushes wait in a hook:
+/// the hook creates `entered` and waits until `release` exists.
+struct Gated {
+    postgres: Postgres,
+    database_url: String,
+    repo: tug_testkit::BareRepo,
+    url: String,
+    _gate: tug_testkit::Scratch,
+    entered: std::path::PathBuf,
+    release: std::path::PathBuf,
+}
+
+impl Gated {
+    fn new(services: &[&str]) -> Self {
+        let postgres = Postgres::start().unwrap();
+        let database_url = postgres.create_database("tug").unwrap();
+        let repo = overlays_repo(services);
+        let url = repo.file_url();
+        let gate = tug_testkit::Scratch::new().unwrap();
+        let (entered, release) = (gate.join("entered"), gate.join("release"));
+        hold_pushes(&repo, &entered, &release);
+        Gated {
+            postgres,
+            database_url,
+            repo,
+            url,
+            _gate: gate,
+            entered,
+            release,
+        }
+    }
+
+    fn replica(&self) -> TugServer {
+        TugServer::start_with_env(
+            tug_binary(),
+            &replica_config(&self.url),
+            &[("DATABASE_URL", &self.database_url)],
+        )
+        .unwrap()
+    }
+}
+
 #[test]
 fn a_killed_replicas_branch_is_taken_over_within_ten_seconds_and_a_stopped_one_hands_it_over_at_once()
  {
-    let postgres = Postgres::start().unwrap();
-    let database_url = postgres.create_database("tug").unwrap();
-    let repo = overlays_repo(&["api"]);
-    let url = repo.file_url();
-    let gate = tug_testkit::Scratch::new().unwrap();
-    let (entered, release) = (gate.join("entered"), gate.join("release"));
-    hold_pushes(&repo, &entered, &release);
-    let start = || {
-        TugServer::start_with_env(
-            tug_binary(),
-            &replica_config(&url),
-            &[("DATABASE_URL", &database_url)],
-        )
-        .unwrap()
-    };
+    let g = Gated::new(&["api"]);
+    let (repo, url, entered, release) = (&g.repo, &g.url, &g.entered, &g.release);
+    let start = || g.replica();
     // A takes `main` and hangs in its push (B starts only then, so the branch is A's); then A
     // dies (SIGKILL), the push still in flight.
     let mut a = start();
-    let first = submit(&a, &url, "v2");
+    let first = submit(&a, url, "v2");
     wait_for(
         Duration::from_secs(30),
         "A's push to reach the remote",
@@ -364,8 +394,8 @@ fn a_killed_replicas_branch_is_taken_over_within_ten_seconds_and_a_stopped_one_h
     let mut b = start();
     a.kill9().unwrap();
     let killed = Instant::now();
-    let second = submit(&b, &url, "v3");
-    std::fs::write(&release, "").unwrap();
+    let second = submit(&b, url, "v3");
+    std::fs::write(release, "").unwrap();
     let job = wait_for_end(&b, &second, TOKEN, Duration::from_secs(30));
     let failover = killed.elapsed();
     assert_eq!(job["status"], "succeeded", "{job}");
@@ -376,7 +406,7 @@ fn a_killed_replicas_branch_is_taken_over_within_ten_seconds_and_a_stopped_one_h
         "B took over the branch {failover:?} after A died"
     );
     // A's push landed after all (it outlived A); B found it instead of pushing it again.
-    let mut trailers = request_trailers(&repo);
+    let mut trailers = request_trailers(repo);
     trailers.sort();
     let mut expected = vec![first.clone(), second.clone()];
     expected.sort();
@@ -385,18 +415,18 @@ fn a_killed_replicas_branch_is_taken_over_within_ten_seconds_and_a_stopped_one_h
     // Now B holds `main` mid-push (A, restarted only then, cannot have it) and is asked to
     // stop (SIGTERM): it finishes that push, gives the lease up, and A takes the branch at once,
     // not when the lease would lapse.
-    std::fs::remove_file(&release).unwrap();
-    std::fs::remove_file(&entered).unwrap();
-    let third = submit(&b, &url, "v4");
+    std::fs::remove_file(release).unwrap();
+    std::fs::remove_file(entered).unwrap();
+    let third = submit(&b, url, "v4");
     wait_for(
         Duration::from_secs(30),
         "B's push to reach the remote",
         || entered.exists().then_some(()),
     );
     a.restart().unwrap();
-    let fourth = submit(&a, &url, "v5");
+    let fourth = submit(&a, url, "v5");
     b.send_sigterm().unwrap();
-    std::fs::write(&release, "").unwrap();
+    std::fs::write(release, "").unwrap();
     let status = b.wait_exit(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "{status:?}");
     let stopped = Instant::now();
@@ -480,24 +510,13 @@ fn stored_messages(server: &TugServer, id: &str) -> Vec<String> {
 fn a_request_accepted_by_one_replica_streams_every_line_written_by_another() {
     use tug_proto::v1::deploy_event::Event;
 
-    let postgres = Postgres::start().unwrap();
-    let database_url = postgres.create_database("tug").unwrap();
-    let repo = overlays_repo(&["api", "web", "db"]);
-    let url = repo.file_url();
-    let gate = tug_testkit::Scratch::new().unwrap();
-    let (entered, release) = (gate.join("entered"), gate.join("release"));
-    hold_pushes(&repo, &entered, &release);
-    let start = || {
-        TugServer::start_with_env(
-            tug_binary(),
-            &replica_config(&url),
-            &[("DATABASE_URL", &database_url)],
-        )
-        .unwrap()
-    };
+    let g = Gated::new(&["api", "web", "db"]);
+    let (postgres, repo, url, entered, release) =
+        (&g.postgres, &g.repo, &g.url, &g.entered, &g.release);
+    let start = || g.replica();
     // B takes `main` and holds it in a push; A starts only then, so the branch stays B's.
     let b = start();
-    let first = submit(&b, &url, "v2");
+    let first = submit(&b, url, "v2");
     wait_for(
         Duration::from_secs(30),
         "B's push to reach the remote",
@@ -511,7 +530,7 @@ fn a_request_accepted_by_one_replica_streams_every_line_written_by_another() {
     ));
     let (rest_status, rest_lines) = std::thread::scope(|scope| {
         let rest = scope.spawn(|| {
-            a.post_deploy(&body(&image_deploy(&url, "web", "v3")), Some(TOKEN), None)
+            a.post_deploy(&body(&image_deploy(url, "web", "v3")), Some(TOKEN), None)
                 .unwrap()
         });
         // Both of A's requests are stored before B may go on.
@@ -521,7 +540,7 @@ fn a_request_accepted_by_one_replica_streams_every_line_written_by_another() {
                 .unwrap();
             (queued == "2").then_some(())
         });
-        std::fs::write(&release, "").unwrap();
+        std::fs::write(release, "").unwrap();
         rest.join().unwrap()
     });
     let grpc_events = runtime.block_on(grpc).unwrap();
@@ -587,7 +606,7 @@ fn a_request_accepted_by_one_replica_streams_every_line_written_by_another() {
         )
         .unwrap();
     assert_eq!(writers, b_owner.trim(), "B claimed A's requests");
-    let mut trailers = request_trailers(&repo);
+    let mut trailers = request_trailers(repo);
     trailers.sort();
     let mut expected = vec![first, rest_job, grpc_job];
     expected.sort();
