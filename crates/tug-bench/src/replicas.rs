@@ -369,6 +369,15 @@ fn chaos(
         Ok((results, kills))
     })?;
     let wall = started.elapsed();
+    // Kept for a look at what the writers did (the batch lines, lost races, takeovers).
+    for (i, server) in servers.iter().enumerate() {
+        let path = std::env::temp_dir().join(format!("tug-bench-chaos-replica-{i}.log"));
+        std::fs::write(&path, server.logs()).with_context(|| format!("write {}", path.display()))?;
+    }
+    eprintln!(
+        "chaos: the replicas' logs are in {}/tug-bench-chaos-replica-*.log",
+        std::env::temp_dir().display()
+    );
     let human = human
         .map(HumanPusher::stop)
         .transpose()
