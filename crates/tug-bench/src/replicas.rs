@@ -372,7 +372,8 @@ fn chaos(
     // Kept for a look at what the writers did (the batch lines, lost races, takeovers).
     for (i, server) in servers.iter().enumerate() {
         let path = std::env::temp_dir().join(format!("tug-bench-chaos-replica-{i}.log"));
-        std::fs::write(&path, server.logs()).with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(&path, server.logs())
+            .with_context(|| format!("write {}", path.display()))?;
     }
     eprintln!(
         "chaos: the replicas' logs are in {}/tug-bench-chaos-replica-*.log",

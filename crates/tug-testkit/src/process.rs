@@ -10,9 +10,31 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// A port on 127.0.0.1 that was free a moment ago. A server started on it can still lose a race
-/// with another process; the server starters retry with a new port when that happens.
+/// A port on 127.0.0.1 that was free a moment ago, below the kernel's range of ephemeral ports.
+/// A server started on it can still lose a race with another test; the server starters retry
+/// with a new port when that happens. Below the ephemeral range, no outgoing connection is ever
+/// given the port as its own: a server restarted on the port it had (the replica tests kill and
+/// restart servers on the addresses their clients know) finds it free.
 pub fn free_port() -> Result<u16> {
+    let (low, _) = ephemeral_range();
+    // Ports from 10000 up to the ephemeral range, visited from a place that differs between
+    // calls and processes, so concurrent tests rarely try the same one.
+    let first: u16 = 10_000;
+    if low > first + 1_000 {
+        let span = u32::from(low - first);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id().wrapping_mul(2_654_435_761)
+            ^ NEXT.fetch_add(7_919, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..span.min(2_000) {
+            let port = first
+                + u16::try_from((seed.wrapping_add(i.wrapping_mul(7_919))) % span).unwrap_or(0);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", "127.0.0.1:0", e))?;
     let port = listener
@@ -20,6 +42,20 @@ pub fn free_port() -> Result<u16> {
         .map_err(|e| Error::io("read address of", "127.0.0.1:0", e))?
         .port();
     Ok(port)
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), Linux's default when
+/// unreadable.
+fn ephemeral_range() -> (u16, u16) {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 /// A running server in its own process group, killed with every descendant on drop.

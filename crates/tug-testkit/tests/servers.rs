@@ -59,6 +59,18 @@ fn assert_all_gone(pids: &[u32]) {
 }
 
 #[test]
+fn free_ports_lie_below_the_ephemeral_range_and_differ() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    let ports: Vec<u16> = (0..20).map(|_| tug_testkit::free_port().unwrap()).collect();
+    assert!(ports.iter().all(|&p| p < low), "{ports:?} vs {low}");
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(distinct.len() > 15, "{ports:?}");
+}
+
+#[test]
 fn git_daemon_serves_and_dies_with_its_handle() {
     let repo = BareRepo::with_files(&[("a.yaml", b"a: 1\n")]).unwrap();
     let daemon = GitDaemon::start(repo.root()).unwrap();
