@@ -87,9 +87,13 @@ impl WrittenPack {
     /// — after the push, outside the window in which another push can win the race.
     pub(crate) fn sync(&self) -> Result<(), GitError> {
         for path in [&self.pack, &self.index] {
-            fs::File::open(path)
-                .and_then(|file| file.sync_all())
-                .map_err(|e| GitError::io("sync", path, e))?;
+            match fs::File::open(path) {
+                Ok(file) => file.sync_all().map_err(|e| GitError::io("sync", path, e))?,
+                // `Mirror::maintain` rolled the pack into one of its own between the push and
+                // now; git writes and syncs that one before it deletes this.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(GitError::io("sync", path, e)),
+            }
         }
         if let Some(dir) = self.pack.parent() {
             fs::File::open(dir)
@@ -524,6 +528,21 @@ fn encode_index(entries: &mut [IndexEntry], pack_checksum: &[u8; 20]) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pack_repacked_away_before_its_sync_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = WrittenPack {
+            pack: dir.path().join("pack-gone.pack"),
+            index: dir.path().join("pack-gone.idx"),
+            objects: 1,
+            deltas: 0,
+        };
+        assert!(written.sync().is_ok());
+        fs::write(&written.pack, b"PACK").unwrap();
+        fs::write(&written.index, b"idx").unwrap();
+        assert!(written.sync().is_ok());
+    }
 
     /// git's patch-delta, to check deltas without a repository.
     fn apply_delta(base: &[u8], delta: &[u8]) -> Vec<u8> {
