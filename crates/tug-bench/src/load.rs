@@ -33,6 +33,16 @@ pub(crate) fn deploy_body(url: &str, bump: &ImageBump, tag: &str) -> Vec<u8> {
     body.to_string().into_bytes()
 }
 
+/// The runtime the benchmark's HTTP clients run on: two workers, as many as the machine the
+/// numbers come from has cores.
+pub(crate) fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the client runtime")
+}
+
 /// What one deploy request came back with.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
@@ -121,11 +131,7 @@ pub(crate) fn run_clients_on(
     if endpoints.is_empty() {
         bail!("no endpoint to send requests to");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the client runtime")?;
+    let runtime = client_runtime()?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .timeout(REQUEST_TIMEOUT)
@@ -173,11 +179,7 @@ pub(crate) fn run_open_loop(
     if rate_per_s <= 0.0 {
         bail!("the offered rate must be positive, got {rate_per_s}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the client runtime")?;
+    let runtime = client_runtime()?;
     let pools = (0..clients.max(1))
         .map(|_| {
             reqwest::Client::builder()

@@ -65,11 +65,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
 
     let server = start_server(config, &fixture, &tug_repo)?;
     let base = server.http_url();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the client runtime")?;
+    let runtime = crate::load::client_runtime()?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()

@@ -147,7 +147,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     );
     let naive = run_naive(trees, naive_bumps, config.naive_updates_per_writer)?;
 
-    let server = start_tug(config, &tug_repo)?;
+    let server = start_tug(&config.tug, config.batch_max, &tug_repo)?;
     let pid = server.pid().context("tug server has no process id")?;
     let endpoint = format!("{}/api/v1/deploy", server.http_url());
     let metrics_url = "/metrics";
@@ -302,14 +302,14 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     })
 }
 
-fn start_tug(config: &Config, repo: &ServedRepo) -> Result<TugServer> {
+/// The `tug` binary serving `repo` as `manifests` on SQLite, without authentication, with
+/// `limits.batch_max` set.
+pub(crate) fn start_tug(tug: &Path, batch_max: u32, repo: &ServedRepo) -> Result<TugServer> {
     let yaml = format!(
-        "log:\n  level: info\nrepositories:\n  - name: manifests\n    url: \"{url}\"\nauth:\n  mode: none\nlimits:\n  batch_max: {batch}\n",
+        "log:\n  level: info\nrepositories:\n  - name: manifests\n    url: \"{url}\"\nauth:\n  mode: none\nlimits:\n  batch_max: {batch_max}\n",
         url = repo.url,
-        batch = config.batch_max,
     );
-    TugServer::start(&config.tug, &yaml)
-        .with_context(|| format!("start {} server", config.tug.display()))
+    TugServer::start(tug, &yaml).with_context(|| format!("start {} server", tug.display()))
 }
 
 fn check_all_succeeded(what: &str, run: &LoadRun) -> Result<()> {

@@ -287,7 +287,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     }
 
     let tug_repo = http.publish(&fixture, "throughput-tug")?;
-    let server = start_tug(config, &tug_repo)?;
+    let server = crate::server::start_tug(&config.tug, config.batch_max, &tug_repo)?;
     let pid = server.pid().context("tug server has no process id")?;
     let endpoint = format!("{}/api/v1/deploy", server.http_url());
     let counters = |server: &TugServer| -> Result<Counters> {
@@ -475,16 +475,6 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     })
 }
 
-fn start_tug(config: &Config, repo: &ServedRepo) -> Result<TugServer> {
-    let yaml = format!(
-        "log:\n  level: info\nrepositories:\n  - name: manifests\n    url: \"{url}\"\nauth:\n  mode: none\nlimits:\n  batch_max: {batch}\n",
-        url = repo.url,
-        batch = config.batch_max,
-    );
-    TugServer::start(&config.tug, &yaml)
-        .with_context(|| format!("start {} server", config.tug.display()))
-}
-
 fn closed_row(clients: usize, run: LoadRun, counters: Counters, peak_rss_kib: u64) -> TugRow {
     let first_error = run
         .outcomes
@@ -525,11 +515,7 @@ fn open_loop(
     if rate_per_s <= 0.0 {
         bail!("the offered rate must be positive, got {rate_per_s}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the client runtime")?;
+    let runtime = crate::load::client_runtime()?;
     let client = reqwest::Client::builder()
         .timeout(OPEN_REQUEST_TIMEOUT)
         .build()
