@@ -84,13 +84,21 @@ pub enum LandResult {
 /// The outcome of [`land`]: one result per change, in order, and what it cost.
 #[derive(Debug)]
 pub struct LandReport {
+    /// One result per change, in order — unless [`LandReport::deferred`] is set: then only the
+    /// first changes have results and the rest were not landed.
     pub results: Vec<LandResult>,
+    /// Set when a first part of the batch landed and the rest could not (the branch stayed
+    /// contended, or an error came after): the changes past `results` are untouched by this
+    /// call and the error says why. Without a landed part, `land` returns the error instead.
+    pub deferred: Option<GitError>,
     /// The branch tip after landing (`None`: the branch does not exist and nothing was pushed).
     pub tip: Option<ObjectId>,
     /// Whether a push happened (false when no change produced a commit).
     pub pushed: bool,
     /// Push attempts made (0 when nothing was pushed).
     pub attempts: u32,
+    /// Pushes that landed: more than one when the batch went in parts on a contended branch.
+    pub landed_pushes: u32,
     pub fetches: u32,
     pub fetch_time: Duration,
     /// Time spent applying changes and writing their objects, over all attempts.
@@ -104,6 +112,12 @@ pub struct LandReport {
 
 /// Lands `changes` on `branch` of the mirror's remote. The caller must make sure that only one
 /// `land` runs per (mirror, branch) at a time.
+///
+/// A batch goes in one push. When that push loses its race twice in a row, the next attempts
+/// push only the first part of the batch, smaller after every loss down to one commit: the
+/// window from reading the tip to the remote's ref update shrinks with the push, so a branch
+/// another pusher moves every few hundred milliseconds still takes tug's commits. Each landed
+/// part is final; the rest follows on top of it.
 pub fn land(
     mirror: &Mirror,
     branch: &str,
@@ -113,10 +127,12 @@ pub fn land(
     validate_branch(branch)?;
     let written_before = mirror.store().objects_written();
     let mut report = LandReport {
-        results: Vec::new(),
+        results: Vec::with_capacity(changes.len()),
+        deferred: None,
         tip: None,
         pushed: false,
         attempts: 0,
+        landed_pushes: 0,
         fetches: 0,
         fetch_time: Duration::ZERO,
         apply_time: Duration::ZERO,
@@ -124,6 +140,27 @@ pub fn land(
         backoff_time: Duration::ZERO,
         objects_written: 0,
     };
+    let outcome = land_parts(mirror, branch, changes, opts, &mut report);
+    report.objects_written = mirror.store().objects_written() - written_before;
+    match outcome {
+        Ok(()) => Ok(report),
+        // Landed commits are in the remote's history: their results must reach the caller, so
+        // a later part's failure defers the rest instead of hiding what landed.
+        Err(error) if report.landed_pushes > 0 => {
+            report.deferred = Some(error);
+            Ok(report)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn land_parts(
+    mirror: &Mirror,
+    branch: &str,
+    changes: &[&dyn Change],
+    opts: &LandOptions,
+    report: &mut LandReport,
+) -> Result<(), GitError> {
     let fetch = |report: &mut LandReport| -> Result<Option<ObjectId>, GitError> {
         let started = Instant::now();
         let tip = mirror.fetch_branch(branch);
@@ -136,36 +173,58 @@ pub fn land(
     // between then and the remote's ref update.
     let mut tip_read = Instant::now();
     let mut tip = if opts.fetch_first {
-        fetch(&mut report)?
+        fetch(report)?
     } else {
         mirror.branch_tip(branch)?
     };
     let max_attempts = opts.max_attempts.max(1);
     // What each change read and wrote on the last tip, to re-apply it cheaply on the next.
     let mut applied: Vec<Option<Applied>> = changes.iter().map(|_| None).collect();
+    // Changes settled by landed pushes (or found to need none), and how many the next push
+    // takes; lost races in a row since the last landed push.
+    let mut done = 0;
+    let mut per_push = changes.len().max(1);
+    let mut lost = 0;
     loop {
+        let part = done..(done + per_push).min(changes.len());
         let started = Instant::now();
         let fetched_in = started.duration_since(tip_read);
-        let (mut results, mut head, mut batch) =
-            build_commits(mirror, branch, tip, changes, &mut applied, opts)?;
+        let (mut results, mut head, mut batch) = build_commits(
+            mirror,
+            branch,
+            tip,
+            &changes[part.clone()],
+            &mut applied[part.clone()],
+            opts,
+        )?;
         report.apply_time += started.elapsed();
         if head == tip && !fetched {
             // Nothing to push, judged on a tip that may be stale: a no-op or a failure might be
             // different on the remote's real tip, so look once more.
-            let fresh = fetch(&mut report)?;
+            let fresh = fetch(report)?;
+            fetched = true;
             if fresh != tip {
                 tip = fresh;
                 let started = Instant::now();
-                (results, head, batch) =
-                    build_commits(mirror, branch, tip, changes, &mut applied, opts)?;
+                (results, head, batch) = build_commits(
+                    mirror,
+                    branch,
+                    tip,
+                    &changes[part.clone()],
+                    &mut applied[part.clone()],
+                    opts,
+                )?;
                 report.apply_time += started.elapsed();
             }
         }
         let Some(new_tip) = head.filter(|_| head != tip) else {
-            report.results = results;
+            report.results.extend(results);
             report.tip = tip;
-            report.objects_written = mirror.store().objects_written() - written_before;
-            return Ok(report);
+            done = part.end;
+            if done >= changes.len() {
+                return Ok(());
+            }
+            continue;
         };
         // The push sends objects from the mirror, and the pack stores the batch's repeated trees
         // as deltas that the push copies instead of computing. A rejected attempt leaves its
@@ -187,7 +246,7 @@ pub fn land(
                 "git.push",
                 branch,
                 attempt = report.attempts,
-                changes = changes.len(),
+                changes = part.len(),
                 outcome = tracing::field::Empty,
             );
             let _push = span.enter();
@@ -214,12 +273,21 @@ pub fn land(
                 {
                     tracing::warn!(branch, %error, "the pushed batch's local pack is not durable");
                 }
-                mirror.set_branch(branch, new_tip)?;
-                report.results = results;
+                report.results.extend(results);
                 report.tip = Some(new_tip);
                 report.pushed = true;
-                report.objects_written = mirror.store().objects_written() - written_before;
-                return Ok(report);
+                report.landed_pushes += 1;
+                done = part.end;
+                mirror.set_branch(branch, new_tip)?;
+                if done >= changes.len() {
+                    return Ok(());
+                }
+                // The rest goes on top of what just landed, without a fetch: if the branch
+                // moved meanwhile, the push says so. A part that landed may grow again.
+                tip = Some(new_tip);
+                tip_read = Instant::now();
+                lost = 0;
+                per_push = per_push.saturating_mul(2);
             }
             PushOutcome::Moved(reason) => {
                 if let Some(pack) = &written {
@@ -229,6 +297,7 @@ pub fn land(
                 tracing::debug!(
                     branch,
                     attempt = report.attempts,
+                    commits = part.len(),
                     reason,
                     since_tip_read_ms = tip_read.elapsed().as_millis(),
                     fetch_ms = fetched_in.as_millis(),
@@ -237,18 +306,25 @@ pub fn land(
                     push_ms = push_time.as_millis(),
                     "push rejected, branch moved"
                 );
-                if report.attempts >= max_attempts {
+                lost += 1;
+                if lost >= max_attempts {
                     return Err(GitError::BranchContended {
                         url: mirror.url().to_owned(),
                         branch: branch.to_owned(),
-                        attempts: report.attempts,
+                        attempts: lost,
                     });
                 }
-                let pause = backoff(opts, report.attempts);
+                // One lost race is usually a one-off push by someone else: the same batch goes
+                // again. Losing twice in a row means the branch moves faster than this push
+                // takes, so the next one is a quarter of the size.
+                if lost >= 2 {
+                    per_push = (part.len() / 4).max(1);
+                }
+                let pause = backoff(opts, lost);
                 std::thread::sleep(pause);
                 report.backoff_time += pause;
                 tip_read = Instant::now();
-                tip = fetch(&mut report)?;
+                tip = fetch(report)?;
                 fetched = true;
             }
         }

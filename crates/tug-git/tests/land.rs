@@ -559,3 +559,142 @@ fn a_url_with_a_password_is_refused_without_repeating_it() {
     assert!(!error.to_string().contains("hunter2-token"), "{error}");
     assert!(!format!("{error:?}").contains("hunter2-token"), "{error:?}");
 }
+
+/// Options whose push hook (`may_push`, asked right before every push) first lets a person
+/// push a commit to README.md when the push's number (from 1) is in `moved_before`: that push
+/// then loses its race.
+fn person_pushes_before(
+    remote: &std::sync::Arc<BareRepo>,
+    moved_before: impl Fn(u32) -> bool + Send + Sync + 'static,
+) -> (
+    tug_git::LandOptions,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let pushes = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let people = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut opts = options();
+    let (remote, made) = (remote.clone(), people.clone());
+    opts.may_push = Some(std::sync::Arc::new(move || {
+        let push = pushes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if moved_before(push) {
+            let sha = remote
+                .human_commit(
+                    "main",
+                    "README.md",
+                    |old| [old.unwrap_or_default(), format!("edit {push}\n").as_bytes()].concat(),
+                    &format!("person's edit before push {push}"),
+                )
+                .unwrap();
+            made.lock().unwrap().push(sha);
+        }
+        true
+    }));
+    (opts, people)
+}
+
+fn requests(n: usize) -> Vec<SetLine> {
+    (0..n)
+        .map(|i| {
+            SetLine::new(
+                KUSTOMIZATION,
+                "newTag",
+                &format!("\"2.0.{i}\""),
+                &format!("req-{i}"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_that_keeps_losing_its_race_lands_in_smaller_parts_in_order() {
+    let remote = std::sync::Arc::new(manifests());
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let base = remote.tip("main").unwrap().unwrap();
+    // The branch moves before each of the first three pushes.
+    let (opts, people) = person_pushes_before(&remote, |push| push <= 3);
+    let changes = requests(8);
+    let refs: Vec<&dyn tug_git::Change> = changes.iter().map(|c| c as _).collect();
+
+    let report = land(&mirror, "main", &refs, &opts).unwrap();
+
+    assert!(report.deferred.is_none(), "{:?}", report.deferred);
+    assert_eq!(report.results.len(), 8);
+    // Pushes of 8 and 8 commits lose; the third is a quarter of the batch (2) and loses too,
+    // the fourth is one commit and lands; then the parts double: 2, 4, and the last one.
+    assert_eq!((report.attempts, report.landed_pushes), (7, 4));
+    let ours: Vec<String> = report
+        .results
+        .iter()
+        .map(|r| committed(r).to_hex())
+        .collect();
+    let log = remote.log("main").unwrap();
+    assert!(
+        log.iter().all(|e| e.parents.len() <= 1),
+        "history stays linear"
+    );
+    let newest_first: Vec<String> = ours.iter().rev().cloned().collect();
+    assert_eq!(
+        log[..8]
+            .iter()
+            .map(|e| e.commit.clone())
+            .collect::<Vec<_>>(),
+        newest_first,
+        "the batch's commits, in request order, on top"
+    );
+    let people = people.lock().unwrap().clone();
+    assert_eq!(people.len(), 3);
+    assert_eq!(
+        log[8..11]
+            .iter()
+            .map(|e| e.commit.clone())
+            .collect::<Vec<_>>(),
+        people.iter().rev().cloned().collect::<Vec<_>>(),
+        "every commit the person pushed is kept"
+    );
+    assert_eq!(log[11].commit, base);
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(content.contains("newTag: \"2.0.7\""), "{content}");
+    assert_eq!(mirror.branch_tip("main").unwrap(), report.tip);
+}
+
+#[test]
+fn a_part_that_landed_is_reported_when_the_rest_stays_contended() {
+    let remote = std::sync::Arc::new(manifests());
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    // Only the third push gets through; every other push finds the branch moved.
+    let (mut opts, _people) = person_pushes_before(&remote, |push| push != 3);
+    opts.max_attempts = 3;
+    let changes = requests(8);
+    let refs: Vec<&dyn tug_git::Change> = changes.iter().map(|c| c as _).collect();
+
+    let report = land(&mirror, "main", &refs, &opts).unwrap();
+
+    // Two lost races, then a quarter of the batch (2 commits) lands; three more lost races in
+    // a row give up on the other six.
+    assert_eq!(report.results.len(), 2);
+    assert!(
+        matches!(
+            report.deferred,
+            Some(GitError::BranchContended { attempts: 3, .. })
+        ),
+        "{:?}",
+        report.deferred
+    );
+    assert_eq!((report.attempts, report.landed_pushes), (6, 1));
+    let tip = committed(&report.results[1]);
+    let log = remote.log("main").unwrap();
+    assert!(
+        log.iter().any(|e| e.commit == tip.to_hex()),
+        "the landed part is in the remote's history"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.message.contains("Tug-Request: req-"))
+            .count(),
+        2,
+        "nothing of the deferred rest was pushed"
+    );
+}

@@ -487,6 +487,7 @@ impl Writers {
         // Decode payloads; a payload that does not decode fails its task alone.
         let mut outcomes = Vec::new();
         let mut landed = None;
+        let mut deferred = None;
         let mut work: Vec<(&Task, TaskChange)> = Vec::new();
         for t in &tasks {
             let change = serde_json::from_value::<TaskChange>(t.payload.clone())
@@ -586,11 +587,23 @@ impl Writers {
                     if report.pushed {
                         self.metrics.observe_push_duration(report.push_time);
                     }
-                    if report.attempts > 1 {
-                        for _ in 1..report.attempts {
+                    // Pushes that lost their race; a batch landed in parts made several that
+                    // did not.
+                    let lost = report.attempts.saturating_sub(report.landed_pushes.max(1));
+                    if lost > 0 {
+                        for _ in 0..lost {
                             self.metrics.inc_push_retries(&branch.repository);
                             self.metrics.inc_push_conflicts(&branch.repository);
                         }
+                    }
+                    // A batch landed in parts on a contended branch may leave a rest: the
+                    // landed part is recorded below, the rest goes again.
+                    let landed_count = report.results.len();
+                    if let Some(e) = &report.deferred {
+                        warn!(
+                            landed = landed_count, rest = work.len() - landed_count, error = %e,
+                            "part of the batch landed, the rest goes again"
+                        );
                     }
                     for ((t, change), result) in work.iter().zip(report.results) {
                         let committed = matches!(result, LandResult::Committed { .. });
@@ -646,31 +659,26 @@ impl Writers {
                         outcomes.push(outcome);
                     }
                     landed = Some((
-                        work.len(),
+                        landed_count,
                         report.attempts,
                         report.apply_time,
                         report.push_time,
                     ));
-                }
-                Ok(Err(tug_git::GitError::Fenced { .. })) => {
-                    // Another writer owns the branch now and runs these tasks again; recording
-                    // anything here would be refused by the lease fence anyway.
-                    self.finish(&tasks, outcomes).await;
-                    return;
+                    if let Some(e) = report.deferred {
+                        deferred = Some((
+                            work[landed_count..]
+                                .iter()
+                                .map(|(t, _)| (*t).clone())
+                                .collect::<Vec<Task>>(),
+                            e,
+                        ));
+                    }
                 }
                 Ok(Err(e)) => {
                     // Outcomes found during recovery are final; the rest waits or fails.
                     let rest: Vec<Task> = work.iter().map(|(t, _)| (*t).clone()).collect();
                     self.finish(&tasks, outcomes).await;
-                    if let tug_git::GitError::BranchContended { attempts, .. } = &e {
-                        for _ in 0..*attempts {
-                            self.metrics.inc_push_conflicts(&branch.repository);
-                        }
-                        self.retry_contended(&rest, &e.to_string()).await;
-                    } else {
-                        self.postpone_or_fail(&rest, &e.to_string(), e.is_transient())
-                            .await;
-                    }
+                    self.not_landed(branch, &rest, &e).await;
                     return;
                 }
                 Err(e) => {
@@ -688,6 +696,9 @@ impl Writers {
             .filter(|(_, outcome, _)| matches!(outcome, TaskOutcome::Failed(_)))
             .count();
         self.finish(&tasks, outcomes).await;
+        if let Some((rest, e)) = &deferred {
+            self.not_landed(branch, rest, e).await;
+        }
         if let Some((tasks, attempts, apply, push)) = landed {
             info!(
                 repository = %branch.repository, branch = %branch.branch,
@@ -953,6 +964,26 @@ impl Writers {
     /// Others kept landing commits on the branch while this batch was re-applied and pushed:
     /// nothing is wrong with the remote or the requests, so they go again shortly, however
     /// often that happens (a busy branch delays a request; it never fails it).
+    /// Tasks whose changes `land` did not push, for `error`: a contended branch makes them
+    /// runnable at once, a transient error waits, anything else fails them; after a fence
+    /// they are left alone, as the branch's new writer runs them again (recording anything
+    /// here would be refused by the lease fence anyway).
+    async fn not_landed(&self, branch: &BranchKey, rest: &[Task], error: &tug_git::GitError) {
+        match error {
+            tug_git::GitError::Fenced { .. } => {}
+            tug_git::GitError::BranchContended { attempts, .. } => {
+                for _ in 0..*attempts {
+                    self.metrics.inc_push_conflicts(&branch.repository);
+                }
+                self.retry_contended(rest, &error.to_string()).await;
+            }
+            _ => {
+                self.postpone_or_fail(rest, &error.to_string(), error.is_transient())
+                    .await
+            }
+        }
+    }
+
     async fn retry_contended(&self, tasks: &[Task], error: &str) {
         // Runnable at once: the writer's next claim takes them again, and `land` already
         // spaced its attempts with a jittered backoff.
@@ -964,7 +995,6 @@ impl Writers {
     }
 }
 
-/// 1 s, 2 s, 4 s … up to a minute, so a remote that is down is not hammered.
 /// A task's change as the write path applies it: each application (one per push attempt) is
 /// an `edit` span under the task's span, so the request's trace shows its edits.
 struct TracedChange {
@@ -988,6 +1018,7 @@ impl tug_git::Change for TracedChange {
     }
 }
 
+/// 1 s, 2 s, 4 s … up to a minute, so a remote that is down is not hammered.
 fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
