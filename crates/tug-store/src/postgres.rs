@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::rows::{
@@ -89,6 +89,8 @@ pub struct PgStore {
     /// Signs this store's notifications, so its listener skips what this process already knows
     /// (its own writers and streams are woken directly).
     instance: String,
+    /// Enqueues on their way to the group writer (see [`PgStore::enqueue`]).
+    enqueues: mpsc::UnboundedSender<PendingEnqueue>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -124,11 +126,22 @@ impl PgStore {
         // Replicas starting together migrate one at a time: sqlx takes an advisory lock.
         MIGRATOR.run(&pool).await?;
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let instance = Uuid::now_v7().simple().to_string();
+        let (enqueues, queued) = mpsc::unbounded_channel();
+        tokio::spawn(group_enqueues(
+            EnqueueWriter {
+                pool: pool.clone(),
+                clock: clock.clone(),
+                instance: instance.clone(),
+            },
+            queued,
+        ));
         let store = PgStore {
             pool,
             clock,
             changes,
-            instance: Uuid::now_v7().simple().to_string(),
+            instance,
+            enqueues,
         };
         store.spawn_listener().await?;
         tracing::debug!(database = %redacted_url(&config.url), "job store open (PostgreSQL)");
@@ -213,122 +226,18 @@ pub(crate) fn redacted_url(url: &str) -> String {
 
 #[async_trait]
 impl Store for PgStore {
+    /// Enqueues share their commit: they go to one task that writes every enqueue waiting
+    /// for it in one statement (one transaction, one WAL flush) and answers each caller after
+    /// that commit, the way SQLite's group commit does. A lone enqueue is written at once.
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
         check_new_job(&job)?;
-        let request = json_text(&job.request, "request")?;
-        let payloads = job
-            .tasks
-            .iter()
-            .map(|task| json_text(&task.payload, "task payload"))
-            .collect::<Result<Vec<_>>>()?;
-        let now = self.now_ms();
-        let id = Uuid::now_v7().to_string();
-        let repositories: Vec<&str> = job
-            .tasks
-            .iter()
-            .map(|t| t.branch.repository.as_str())
-            .collect();
-        let branches: Vec<&str> = job.tasks.iter().map(|t| t.branch.branch.as_str()).collect();
-        let notices: Vec<String> = job
-            .tasks
-            .iter()
-            .map(|t| {
-                format!(
-                    "{}\t{}\t{}",
-                    t.branch.repository, t.branch.branch, self.instance
-                )
-            })
-            .collect();
-        // One statement, so one round trip and one implicit transaction: the job, its tasks (ids
-        // in array order: the order the tasks of one branch run in) and the notices to the other
-        // replicas commit together or not at all. The unique index arbitrates between requests
-        // with the same key: a concurrent insert of the same key makes this one wait for it; then
-        // nothing is inserted, no row comes back, and the job of the other request is read.
-        let rows: Vec<(TaskId, String, String, i64)> = sqlx::query_as(
-            "WITH job AS ( \
-                 INSERT INTO jobs (id, idempotency_key, kind, requested_by, state, request, \
-                                   created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id), \
-             task AS ( \
-                 INSERT INTO tasks (job_id, repository, branch, state, payload, created_at, \
-                                    updated_at) \
-                 SELECT job.id, t.repository, t.branch, 'queued', t.payload, $6, $6 \
-                 FROM job, unnest($7::text[], $8::text[], $9::text[]) WITH ORDINALITY \
-                      AS t(repository, branch, payload, n) \
-                 ORDER BY t.n \
-                 RETURNING id, repository, branch), \
-             notified AS ( \
-                 SELECT pg_notify($10, n) FROM job, unnest($11::text[]) AS n) \
-             SELECT task.id, task.repository, task.branch, \
-                    (SELECT count(*) FROM notified) \
-             FROM task",
-        )
-        .bind(&id)
-        .bind(&job.idempotency_key)
-        .bind(&job.kind)
-        .bind(&job.requested_by)
-        .bind(&request)
-        .bind(now)
-        .bind(&repositories)
-        .bind(&branches)
-        .bind(&payloads)
-        .bind(BRANCH_CHANNEL)
-        .bind(&notices)
-        .fetch_all(&self.pool)
-        .await?;
-        if rows.is_empty() {
-            // Every job has a task (`check_new_job`): no row means the key was taken.
-            let mut conn = self.pool.acquire().await?;
-            return existing_job(&mut conn, &job).await;
-        }
-        let rows = rows
-            .into_iter()
-            .map(|(task_id, repository, branch, _)| (task_id, repository, branch));
-
-        let at = timestamp(now, || "creation time of an enqueued job".to_owned())?;
-        let ids: std::collections::HashMap<(String, String), TaskId> = rows
-            .into_iter()
-            .map(|(task_id, repository, branch)| ((repository, branch), task_id))
-            .collect();
-        let mut tasks = Vec::with_capacity(job.tasks.len());
-        for task in &job.tasks {
-            let key = (task.branch.repository.clone(), task.branch.branch.clone());
-            let task_id = ids.get(&key).copied().ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "task of job {id} on branch {} of {} vanished while being stored",
-                    task.branch.branch, task.branch.repository
-                ))
-            })?;
-            tasks.push(Task {
-                id: task_id,
-                job_id: id.clone(),
-                branch: task.branch.clone(),
-                state: TaskState::Queued,
-                payload: task.payload.clone(),
-                attempts: 0,
-                last_error: None,
-                result: None,
-                claimed_by: None,
-                retry_at: None,
-                created_at: at,
-                updated_at: at,
-            });
-        }
-        Ok(Enqueued {
-            job: Job {
-                id,
-                idempotency_key: job.idempotency_key,
-                kind: job.kind,
-                requested_by: job.requested_by,
-                state: JobState::Queued,
-                request: job.request,
-                created_at: at,
-                updated_at: at,
-                tasks,
-            },
-            created: true,
-        })
+        let (answer, answered) = oneshot::channel();
+        self.enqueues
+            .send((job, answer))
+            .map_err(|_| StoreError::Corrupt("the enqueue writer has stopped".to_owned()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Corrupt("the enqueue writer has stopped".to_owned()))?
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>> {
@@ -1150,4 +1059,248 @@ async fn load_job(conn: &mut PgConnection, id: &str) -> Result<Option<Job>> {
     };
     let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
     job_from_prefixed_row(first, "j_", tasks).map(Some)
+}
+
+/// An enqueue waiting for its group, and where its answer goes.
+type PendingEnqueue = (NewJob, oneshot::Sender<Result<Enqueued>>);
+
+/// Most enqueues written by one statement.
+const ENQUEUE_GROUP_MAX: usize = 256;
+
+/// What the group writer of enqueues needs of the store.
+struct EnqueueWriter {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    instance: String,
+}
+
+/// The group writer of enqueues: takes every enqueue waiting (never waits for company), writes
+/// them with one statement, answers each caller once it committed; until the store is dropped.
+///
+/// Invariants: an enqueue is answered `Ok` only after the statement holding it committed; one
+/// group holds at most one job per idempotency key (a second one goes in the next group, where
+/// it finds the first one's job); jobs are inserted, and their tasks numbered, in arrival order.
+async fn group_enqueues(
+    writer: EnqueueWriter,
+    mut queued: mpsc::UnboundedReceiver<PendingEnqueue>,
+) {
+    let writer = Arc::new(writer);
+    let mut waiting: std::collections::VecDeque<PendingEnqueue> = Default::default();
+    loop {
+        if waiting.is_empty() {
+            match queued.recv().await {
+                Some(pending) => waiting.push_back(pending),
+                None => return,
+            }
+        }
+        while waiting.len() < ENQUEUE_GROUP_MAX {
+            match queued.try_recv() {
+                Ok(pending) => waiting.push_back(pending),
+                Err(_) => break,
+            }
+        }
+        let mut keys = std::collections::HashSet::new();
+        let mut group = Vec::with_capacity(waiting.len());
+        let mut later = std::collections::VecDeque::new();
+        for pending in waiting.drain(..) {
+            match &pending.0.idempotency_key {
+                Some(key) if !keys.insert(key.clone()) => later.push_back(pending),
+                _ => group.push(pending),
+            }
+        }
+        waiting = later;
+        write_group(&writer, group).await;
+    }
+}
+
+async fn write_group(writer: &Arc<EnqueueWriter>, group: Vec<PendingEnqueue>) {
+    let (jobs, answers): (Vec<NewJob>, Vec<_>) = group.into_iter().unzip();
+    match writer.insert(&jobs).await {
+        Ok(results) => {
+            for (answer, result) in answers.into_iter().zip(results) {
+                // A caller that went away still has its job stored; its key finds it again.
+                let _ = answer.send(result);
+            }
+        }
+        // The database refused the statement: written one by one, only a faulty job fails.
+        // Concurrently, so a database going down fails them all within one connect timeout.
+        Err(StoreError::Database(sqlx::Error::Database(_))) if jobs.len() > 1 => {
+            let mut alone = tokio::task::JoinSet::new();
+            for (job, answer) in jobs.into_iter().zip(answers) {
+                let writer = writer.clone();
+                alone.spawn(async move {
+                    let result =
+                        writer
+                            .insert(std::slice::from_ref(&job))
+                            .await
+                            .and_then(|mut results| {
+                                results.pop().unwrap_or_else(|| {
+                                    Err(StoreError::Corrupt("an enqueue got no answer".to_owned()))
+                                })
+                            });
+                    let _ = answer.send(result);
+                });
+            }
+            while alone.join_next().await.is_some() {}
+        }
+        Err(error) => {
+            // Nothing of the group is stored; every caller hears why.
+            let error = match error {
+                StoreError::Database(error) => Arc::new(error),
+                other => {
+                    for answer in answers {
+                        let _ = answer.send(Err(StoreError::Corrupt(other.to_string())));
+                    }
+                    return;
+                }
+            };
+            for answer in answers {
+                let _ = answer.send(Err(StoreError::GroupCommit(error.clone())));
+            }
+        }
+    }
+}
+
+impl EnqueueWriter {
+    /// Inserts `jobs` (each checked by [`check_new_job`]) with their tasks and the notices to the
+    /// other replicas in one statement — one round trip, one implicit transaction, one WAL
+    /// flush. The unique index arbitrates between requests with the same key: a concurrent
+    /// insert of the same key makes this one wait for it; then that job is not inserted, no task
+    /// row of it comes back, and the job already stored under the key is read and answered.
+    async fn insert(&self, jobs: &[NewJob]) -> Result<Vec<Result<Enqueued>>> {
+        let now = self.clock.now().as_millisecond();
+        let at = timestamp(now, || "creation time of an enqueued job".to_owned())?;
+        let ids: Vec<String> = jobs.iter().map(|_| Uuid::now_v7().to_string()).collect();
+        let requests = jobs
+            .iter()
+            .map(|job| json_text(&job.request, "request"))
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.idempotency_key.as_deref()).collect();
+        let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+        let requesters: Vec<&str> = jobs.iter().map(|j| j.requested_by.as_str()).collect();
+        let mut task_jobs = Vec::new();
+        let mut repositories = Vec::new();
+        let mut branches = Vec::new();
+        let mut payloads = Vec::new();
+        let mut notices = Vec::new();
+        for (id, job) in ids.iter().zip(jobs) {
+            for task in &job.tasks {
+                task_jobs.push(id.as_str());
+                repositories.push(task.branch.repository.as_str());
+                branches.push(task.branch.branch.as_str());
+                payloads.push(json_text(&task.payload, "task payload")?);
+                notices.push(format!(
+                    "{}\t{}\t{}",
+                    task.branch.repository, task.branch.branch, self.instance
+                ));
+            }
+        }
+        // Task ids are handed out in array order (the ORDER BY), which is the order the tasks
+        // of one branch run in: arrival order.
+        let rows: Vec<(TaskId, String, String, String, i64)> = sqlx::query_as(
+            "WITH input AS ( \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                                      $5::text[]) \
+                     WITH ORDINALITY AS j(id, idempotency_key, kind, requested_by, request, n)), \
+             job AS ( \
+                 INSERT INTO jobs (id, idempotency_key, kind, requested_by, state, request, \
+                                   created_at, updated_at) \
+                 SELECT id, idempotency_key, kind, requested_by, 'queued', request, $6, $6 \
+                 FROM input ORDER BY n \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id), \
+             task AS ( \
+                 INSERT INTO tasks (job_id, repository, branch, state, payload, created_at, \
+                                    updated_at) \
+                 SELECT t.job_id, t.repository, t.branch, 'queued', t.payload, $6, $6 \
+                 FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY \
+                      AS t(job_id, repository, branch, payload, n) \
+                 JOIN job ON job.id = t.job_id \
+                 ORDER BY t.n \
+                 RETURNING id, job_id, repository, branch), \
+             notified AS ( \
+                 SELECT pg_notify($11, x.notice) \
+                 FROM unnest($12::text[], $13::text[]) AS x(job_id, notice) \
+                 JOIN job ON job.id = x.job_id) \
+             SELECT task.id, task.job_id, task.repository, task.branch, \
+                    (SELECT count(*) FROM notified) \
+             FROM task",
+        )
+        .bind(&ids)
+        .bind(&keys)
+        .bind(&kinds)
+        .bind(&requesters)
+        .bind(&requests)
+        .bind(now)
+        .bind(&task_jobs)
+        .bind(&repositories)
+        .bind(&branches)
+        .bind(&payloads)
+        .bind(BRANCH_CHANNEL)
+        .bind(&task_jobs)
+        .bind(&notices)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut stored: std::collections::HashMap<(String, String, String), TaskId> = rows
+            .into_iter()
+            .map(|(task, job, repository, branch, _)| ((job, repository, branch), task))
+            .collect();
+        let mut results = Vec::with_capacity(jobs.len());
+        for (id, job) in ids.into_iter().zip(jobs) {
+            let mut tasks = Vec::with_capacity(job.tasks.len());
+            for task in &job.tasks {
+                let key = (
+                    id.clone(),
+                    task.branch.repository.clone(),
+                    task.branch.branch.clone(),
+                );
+                let Some(task_id) = stored.remove(&key) else {
+                    break;
+                };
+                tasks.push(Task {
+                    id: task_id,
+                    job_id: id.clone(),
+                    branch: task.branch.clone(),
+                    state: TaskState::Queued,
+                    payload: task.payload.clone(),
+                    attempts: 0,
+                    last_error: None,
+                    result: None,
+                    claimed_by: None,
+                    retry_at: None,
+                    created_at: at,
+                    updated_at: at,
+                });
+            }
+            if tasks.is_empty() {
+                // Every job has a task (`check_new_job`): none stored means the key was taken.
+                let read = async {
+                    let mut conn = self.pool.acquire().await?;
+                    existing_job(&mut conn, job).await
+                };
+                results.push(read.await);
+                continue;
+            }
+            if tasks.len() != job.tasks.len() {
+                results.push(Err(StoreError::Corrupt(format!(
+                    "a task of job {id} vanished while being stored"
+                ))));
+                continue;
+            }
+            results.push(Ok(Enqueued {
+                job: Job {
+                    id,
+                    idempotency_key: job.idempotency_key.clone(),
+                    kind: job.kind.clone(),
+                    requested_by: job.requested_by.clone(),
+                    state: JobState::Queued,
+                    request: job.request.clone(),
+                    created_at: at,
+                    updated_at: at,
+                    tasks,
+                },
+                created: true,
+            }));
+        }
+        Ok(results)
+    }
 }

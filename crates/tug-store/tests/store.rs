@@ -1449,6 +1449,64 @@ async fn waiting_counts_what_a_claim_could_take_without_taking_it(h: Harness) {
     assert_eq!(h.store.waiting(&other).await.unwrap(), 1);
 }
 
+/// PostgreSQL's enqueues share a statement, like SQLite's share a transaction: jobs that
+/// arrive together commit together (rows of one transaction share its `xmin`), in arrival
+/// order, and a job the database refuses fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_enqueues_arriving_together_share_a_commit_and_fail_alone() {
+    let h = Harness::postgres().await;
+    let Backend::Postgres(_, url) = &h.backend else {
+        unreachable!()
+    };
+    let main = branch("gitops/prod", "main");
+    let together = |prefix: &'static str, n: usize| {
+        let store = h.store.clone();
+        let mut job = deploy(Some(&format!("{prefix}-{n}")), "shop:1", &[&main]);
+        if prefix == "refused" && n == 10 {
+            // PostgreSQL's text cannot hold NUL: the statement carrying this job fails.
+            job.requested_by = "ci\0token".to_owned();
+        }
+        tokio::spawn(async move { store.enqueue(job).await })
+    };
+
+    let clients = 64;
+    let handles: Vec<_> = (0..clients).map(|n| together("together", n)).collect();
+    let mut stored = Vec::new();
+    for handle in handles {
+        let enqueued = handle.await.unwrap().unwrap();
+        assert!(enqueued.created);
+        stored.push(enqueued.job);
+    }
+    // Task ids follow job ids (UUIDv7, handed out in arrival order): the branch runs its
+    // tasks in the order the jobs came.
+    stored.sort_by(|a, b| a.id.cmp(&b.id));
+    let task_ids: Vec<_> = stored.iter().map(|job| job.tasks[0].id).collect();
+    let mut sorted = task_ids.clone();
+    sorted.sort();
+    assert_eq!(task_ids, sorted);
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        transactions <= clients as i64 / 4,
+        "{clients} jobs took {transactions} commits"
+    );
+
+    let handles: Vec<_> = (0..16).map(|n| together("refused", n)).collect();
+    for (n, handle) in handles.into_iter().enumerate() {
+        match handle.await.unwrap() {
+            Ok(enqueued) => assert!(n != 10 && enqueued.created, "job {n}"),
+            Err(error) => {
+                assert_eq!(n, 10, "job {n} failed: {error}");
+                assert!(error.to_string().contains("0x00"), "{error}");
+            }
+        }
+    }
+    assert_eq!(h.count("jobs").await, clients as i64 + 15);
+}
+
 /// Runs each test of the suite once per backend: `sqlite::name` and `postgres::name`.
 macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
