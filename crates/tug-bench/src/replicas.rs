@@ -102,7 +102,7 @@ fn config_yaml(url: &str, postgres: Option<&str>) -> String {
         .map(|db| format!("store:\n  postgres:\n    url: \"{db}\"\n    max_connections: 16\n"))
         .unwrap_or_default();
     format!(
-        "{store}log:\n  level: info\nrepositories:\n  - name: {REPOSITORY}\n    url: \"{url}\"\n\
+        "{store}log:\n  level: \"info,tug_git::land=debug\"\nrepositories:\n  - name: {REPOSITORY}\n    url: \"{url}\"\n\
          auth:\n  mode: none\nlimits:\n  batch_max: 256\n"
     )
 }

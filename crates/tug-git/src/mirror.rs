@@ -52,9 +52,15 @@ pub struct Mirror {
     store: ObjectStore,
     /// Set while [`Mirror::maintain`] runs: one repack at a time.
     maintaining: std::sync::atomic::AtomicBool,
+    /// Packs the last repack left: a geometric repack keeps about log₂(objects) of them, so
+    /// the next one is due when that many and [`MAX_PACKS`] more are there, not before.
+    packs_kept: std::sync::atomic::AtomicUsize,
 }
 
-/// A mirror with more packs than this is repacked (each landed batch adds one).
+/// A mirror with this many more packs than its last repack left is repacked (each landed batch
+/// adds one, so does a fetch of a large push). Counting from what the last repack kept matters:
+/// counted from zero, a mirror whose geometric progression is ten packs long repacked after
+/// every seventh batch, a repack of a large repository costing half a second of CPU each time.
 const MAX_PACKS: usize = 16;
 /// Nor more loose objects (fetches of small pushes unpack them) than about this many, estimated
 /// from one of the 256 fan-out directories as `gc --auto` does.
@@ -257,6 +263,7 @@ impl Mirror {
             env,
             store,
             maintaining: std::sync::atomic::AtomicBool::new(false),
+            packs_kept: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -276,7 +283,8 @@ impl Mirror {
         let loose = fs::read_dir(self.git_dir.join("objects").join("17"))
             .map(|entries| entries.count() * 256)
             .unwrap_or(0);
-        loose > MAX_LOOSE_OBJECTS || self.pack_count().is_ok_and(|n| n > MAX_PACKS)
+        let kept = self.packs_kept.load(std::sync::atomic::Ordering::Relaxed);
+        loose > MAX_LOOSE_OBJECTS || self.pack_count().is_ok_and(|n| n > kept + MAX_PACKS)
     }
 
     /// Keeps the number of packs logarithmic in the number of objects: a geometric repack
@@ -307,9 +315,11 @@ impl Mirror {
                 "--no-write-bitmap-index",
             ]);
             self.env.run(cmd, "repack")?;
+            let packs_after = self.pack_count()?;
+            self.packs_kept.store(packs_after, Ordering::Relaxed);
             Ok(Some(Maintenance {
                 packs_before,
-                packs_after: self.pack_count()?,
+                packs_after,
                 duration: started.elapsed(),
             }))
         })();

@@ -82,6 +82,20 @@ fn many_batches_leave_few_packs_and_every_object_readable() {
         mirror.branch_tip("main").unwrap().map(|c| c.to_hex())
     );
     remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
+
+    // The next repack is due once 16 more packs than the last one kept are there, not when
+    // the total passes 16 again: the packs a geometric repack keeps do not count.
+    let mut since = 5;
+    while !mirror.needs_maintenance() {
+        since += 1;
+        land_one(&mirror, n + since);
+        assert!(
+            since < 100,
+            "no maintenance needed after {since} more batches"
+        );
+    }
+    assert!(since > 16, "due again after {since} batches");
+    assert!(mirror.pack_count().unwrap() > done.packs_after + 16);
 }
 
 #[test]

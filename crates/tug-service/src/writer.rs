@@ -658,12 +658,14 @@ impl Writers {
                         }
                         outcomes.push(outcome);
                     }
-                    landed = Some((
-                        landed_count,
-                        report.attempts,
-                        report.apply_time,
-                        report.push_time,
-                    ));
+                    landed = Some(Landed {
+                        tasks: landed_count,
+                        attempts: report.attempts,
+                        pushes: report.landed_pushes,
+                        fetch: report.fetch_time,
+                        apply: report.apply_time,
+                        push: report.push_time,
+                    });
                     if let Some(e) = report.deferred {
                         deferred = Some((
                             work[landed_count..]
@@ -699,10 +701,19 @@ impl Writers {
         if let Some((rest, e)) = &deferred {
             self.not_landed(branch, rest, e).await;
         }
-        if let Some((tasks, attempts, apply, push)) = landed {
+        if let Some(Landed {
+            tasks,
+            attempts,
+            pushes,
+            fetch,
+            apply,
+            push,
+        }) = landed
+        {
             info!(
                 repository = %branch.repository, branch = %branch.branch,
-                tasks, failed, attempts,
+                tasks, failed, attempts, pushes,
+                fetch_ms = fetch.as_millis() as u64,
                 apply_ms = apply.as_millis() as u64,
                 push_ms = push.as_millis() as u64,
                 record_ms = recording.elapsed().as_millis() as u64,
@@ -993,6 +1004,18 @@ impl Writers {
         let message = format!("[WARN] {error} (others are pushing); trying again");
         self.postpone(tasks, ids, retry_in, &message).await;
     }
+}
+
+/// What landing a batch took, for its log line.
+struct Landed {
+    tasks: usize,
+    /// Push attempts, lost races included.
+    attempts: u32,
+    /// Pushes that landed: more than one when a contended branch took the batch in parts.
+    pushes: u32,
+    fetch: Duration,
+    apply: Duration,
+    push: Duration,
 }
 
 /// A task's change as the write path applies it: each application (one per push attempt) is
