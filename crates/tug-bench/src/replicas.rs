@@ -49,6 +49,10 @@ pub(crate) struct Config {
     pub human_every: Option<Duration>,
 }
 
+/// How often the plain git writer of the chaos run commits: long enough for its clone to be
+/// stale at every commit.
+const FLOOR_WRITER_EVERY: Duration = Duration::from_secs(2);
+
 struct Run {
     name: String,
     run: LoadRun,
@@ -65,6 +69,11 @@ struct Chaos {
     /// Human commits pushed, and those missing from the hot branch afterwards.
     human_commits: usize,
     human_lost: usize,
+    /// The floor of landing under the same contention: a plain git client (commit, push, on a
+    /// lost race `pull --rebase` and push again) that commits every few seconds from a clone
+    /// gone stale meanwhile — as a writer taking a branch over does — racing the same person
+    /// under the same load. Its commits, and the time each took from first push to landed.
+    floor_landing: Vec<Duration>,
     /// Merge commits on any branch (history must stay linear).
     merges: usize,
 }
@@ -293,6 +302,11 @@ fn chaos(
         .map(|every| HumanPusher::start(&repo.url, "main", every))
         .transpose()
         .context("start the person pushing to the hot branch")?;
+    let floor = config
+        .human_every
+        .map(|_| HumanPusher::start(&repo.url, "main", FLOOR_WRITER_EVERY))
+        .transpose()
+        .context("start the plain git writer")?;
     let done = AtomicBool::new(false);
     let started = Instant::now();
     let (results, kills) = std::thread::scope(|scope| -> Result<_> {
@@ -379,11 +393,17 @@ fn chaos(
         "chaos: the replicas' logs are in {}/tug-bench-chaos-replica-*.log",
         std::env::temp_dir().display()
     );
-    let human = human
+    let mut human = human
         .map(HumanPusher::stop)
         .transpose()
         .context("stop the person pushing")?
         .unwrap_or_default();
+    let floor = floor
+        .map(HumanPusher::stop)
+        .transpose()
+        .context("stop the plain git writer")?
+        .unwrap_or_default();
+    human.commits.extend(floor.commits.iter().cloned());
     let on_main = run_git(Some(&repo.path), &["rev-list", "--first-parent", "main"])?;
     let on_main = String::from_utf8_lossy(&on_main);
     let human_lost = human
@@ -431,6 +451,7 @@ fn chaos(
         failovers,
         human_commits: human.commits.len(),
         human_lost,
+        floor_landing: floor.landing,
         merges,
     })
 }
@@ -549,6 +570,24 @@ impl Report {
                 p50.as_secs_f64(),
                 max.as_secs_f64()
             );
+            if !c.floor_landing.is_empty() {
+                let mut f = c.floor_landing.clone();
+                f.sort();
+                let p50 = f[f.len() / 2];
+                let max = f[f.len() - 1];
+                let over = f.iter().filter(|d| **d > Duration::from_secs(10)).count();
+                let _ = writeln!(
+                    out,
+                    "  floor: a plain git writer (a commit every {:?} from a stale clone, `pull \
+                     --rebase` and push again after each lost race) against the same person and \
+                     load landed {} commits: p50 {:.1} s, max {:.1} s from first push to landed, \
+                     {over} over 10 s",
+                    FLOOR_WRITER_EVERY,
+                    f.len(),
+                    p50.as_secs_f64(),
+                    max.as_secs_f64()
+                );
+            }
         }
         out
     }

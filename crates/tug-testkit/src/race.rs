@@ -76,6 +76,9 @@ pub struct HumanReport {
     /// Pushes and pulls that failed otherwise (the server unreachable or restarting) and were
     /// tried again.
     pub failed_attempts: usize,
+    /// For each commit in `commits`: from its first push to the push that landed it, the pulls
+    /// after lost races included — how long a plain git client took to land on the branch.
+    pub landing: Vec<Duration>,
 }
 
 impl HumanPusher {
@@ -152,9 +155,11 @@ fn commit_and_push(dir: &Path, branch: &str, n: usize, report: &mut HumanReport)
         &["commit", "--quiet", "-m", &format!("human note {n}")],
     )?;
     let refspec = format!("HEAD:refs/heads/{branch}");
+    let started = std::time::Instant::now();
     for _ in 0..1000 {
         match run_git(Some(dir), &["push", "--quiet", "origin", &refspec]) {
             Ok(_) => {
+                report.landing.push(started.elapsed());
                 let head = run_git(Some(dir), &["rev-parse", "HEAD"])?;
                 report
                     .commits
