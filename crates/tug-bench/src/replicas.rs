@@ -304,7 +304,7 @@ fn chaos(
         .context("start the person pushing to the hot branch")?;
     let floor = config
         .human_every
-        .map(|_| HumanPusher::start(&repo.url, "main", FLOOR_WRITER_EVERY))
+        .map(|_| HumanPusher::start_as("plain-writer", &repo.url, "main", FLOOR_WRITER_EVERY))
         .transpose()
         .context("start the plain git writer")?;
     let done = AtomicBool::new(false);

@@ -85,6 +85,12 @@ impl HumanPusher {
     /// Starts pushing to `branch` of `url` (any URL `git` can push to without prompting) every
     /// `interval` after the last one landed. Each commit adds `human/<n>.txt`.
     pub fn start(url: &str, branch: &str, interval: Duration) -> Result<Self> {
+        Self::start_as("human", url, branch, interval)
+    }
+
+    /// Like [`HumanPusher::start`], committing under `<name>/` instead: several people push to
+    /// one branch without ever writing the same file.
+    pub fn start_as(name: &str, url: &str, branch: &str, interval: Duration) -> Result<Self> {
         let work = Scratch::new()?;
         let dir = work.join("clone");
         let dir_text = dir.to_string_lossy().into_owned();
@@ -97,13 +103,14 @@ impl HumanPusher {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let branch = branch.to_owned();
+        let name = name.to_owned();
         let thread = std::thread::spawn(move || {
             let _work = work;
             let mut report = HumanReport::default();
             let mut n = 0usize;
             while !flag.load(Ordering::SeqCst) {
                 n += 1;
-                commit_and_push(&dir, &branch, n, &mut report)?;
+                commit_and_push(&dir, &name, &branch, n, &mut report)?;
                 // Pacing, not synchronisation: a person works at their own rhythm, one push per
                 // interval, without catching up on pushes a slow machine made them miss.
                 std::thread::sleep(interval);
@@ -142,17 +149,23 @@ impl Drop for HumanPusher {
 /// How long a person waits before trying again after the server did not answer.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-fn commit_and_push(dir: &Path, branch: &str, n: usize, report: &mut HumanReport) -> Result<()> {
-    let file = dir.join(format!("human/{n}.txt"));
+fn commit_and_push(
+    dir: &Path,
+    name: &str,
+    branch: &str,
+    n: usize,
+    report: &mut HumanReport,
+) -> Result<()> {
+    let file = dir.join(format!("{name}/{n}.txt"));
     if let Some(parent) = file.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
     }
     fs::write(&file, format!("note {n}\n")).map_err(|e| Error::io("write", &file, e))?;
-    let path = format!("human/{n}.txt");
+    let path = format!("{name}/{n}.txt");
     run_git(Some(dir), &["add", "--", &path])?;
     run_git(
         Some(dir),
-        &["commit", "--quiet", "-m", &format!("human note {n}")],
+        &["commit", "--quiet", "-m", &format!("{name} note {n}")],
     )?;
     let refspec = format!("HEAD:refs/heads/{branch}");
     let started = std::time::Instant::now();
