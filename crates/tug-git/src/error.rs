@@ -86,11 +86,14 @@ pub enum GitError {
 
 impl GitError {
     /// True when the same operation may succeed if tried again later without any change by a
-    /// human: the network failed or the branch was too busy.
+    /// human: the network failed, the branch was too busy, or a local ref kept changing under
+    /// the update (another process was writing it).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            GitError::Unreachable { .. } | GitError::BranchContended { .. }
+            GitError::Unreachable { .. }
+                | GitError::BranchContended { .. }
+                | GitError::RefRace { .. }
         )
     }
 

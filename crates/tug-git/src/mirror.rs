@@ -62,6 +62,8 @@ pub struct Mirror {
 /// counted from zero, a mirror whose geometric progression is ten packs long repacked after
 /// every seventh batch, a repack of a large repository costing half a second of CPU each time.
 const MAX_PACKS: usize = 16;
+/// Fetches of one branch before a local ref that keeps changing under them is an error.
+const LOCAL_REF_TRIES: u32 = 5;
 /// Nor more loose objects (fetches of small pushes unpack them) than about this many, estimated
 /// from one of the 256 fan-out directories as `gc --auto` does.
 const MAX_LOOSE_OBJECTS: usize = 2048;
@@ -378,24 +380,44 @@ impl Mirror {
     pub fn fetch_branch(&self, branch: &str) -> Result<Option<ObjectId>, GitError> {
         validate_branch(branch)?;
         let refname = format!("refs/heads/{branch}");
-        let mut cmd = self.env.network(Some(&self.git_dir));
-        if self.url.starts_with("git://") {
-            // Over git daemon, protocol v2's request/response turns stall ~40 ms each on
-            // loopback (measured: 50 ms vs 10 ms per fetch); a fetch after a lost push race sits
-            // in the window where the next race can be lost, so it must be short. v0 costs a full
-            // ref advertisement, which is small for a manifest repository.
-            cmd.args(["-c", "protocol.version=0"]);
+        let fetch = || {
+            let mut cmd = self.env.network(Some(&self.git_dir));
+            if self.url.starts_with("git://") {
+                // Over git daemon, protocol v2's request/response turns stall ~40 ms each on
+                // loopback (measured: 50 ms vs 10 ms per fetch); a fetch after a lost push race
+                // sits in the window where the next race can be lost, so it must be short. v0
+                // costs a full ref advertisement, which is small for a manifest repository.
+                cmd.args(["-c", "protocol.version=0"]);
+            }
+            cmd.args([
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+            ])
+            .arg(&self.url)
+            .arg(format!("+{refname}:{refname}"));
+            self.env.output(cmd)
+        };
+        let mut output = fetch()?;
+        // Another process moved the local ref while this fetch ran: a git child of a server
+        // killed a moment ago (SIGKILL does not reach it) that is still fetching into this
+        // mirror. The objects are here by now; fetching again settles the ref.
+        let mut tries = 1;
+        while !output.status.success()
+            && String::from_utf8_lossy(&output.stderr).contains("cannot lock ref")
+        {
+            if tries == LOCAL_REF_TRIES {
+                return Err(GitError::RefRace {
+                    path: self.git_dir.clone(),
+                    name: refname,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20) * tries);
+            tries += 1;
+            output = fetch()?;
         }
-        cmd.args([
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--",
-        ])
-        .arg(&self.url)
-        .arg(format!("+{refname}:{refname}"));
-        let output = self.env.output(cmd)?;
         if !output.status.success() {
             if String::from_utf8_lossy(&output.stderr).contains("couldn't find remote ref") {
                 if read_ref(&self.git_dir, &refname)?.is_some() {

@@ -698,3 +698,67 @@ fn a_part_that_landed_is_reported_when_the_rest_stays_contended() {
         "nothing of the deferred rest was pushed"
     );
 }
+
+/// Where the mirror of `remote` lives under `data`.
+fn mirror_dir(data: &std::path::Path) -> std::path::PathBuf {
+    data.join("mirrors")
+        .read_dir()
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("HEAD").exists())
+        .unwrap()
+}
+
+#[test]
+fn a_fetch_whose_local_ref_is_held_by_another_process_tries_again() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let lock = std::sync::Arc::new(std::sync::Mutex::new(None::<std::path::PathBuf>));
+    let options = {
+        let (fetches, lock) = (fetches.clone(), lock.clone());
+        MirrorOptions {
+            // The process holding the ref lets go before the second fetch.
+            observer: Some(std::sync::Arc::new(move |argv: &[std::ffi::OsString]| {
+                if argv.iter().any(|a| a == "fetch")
+                    && fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
+                    && let Some(path) = lock.lock().unwrap().take()
+                {
+                    std::fs::remove_file(path).unwrap();
+                }
+            })),
+            ..MirrorOptions::default()
+        }
+    };
+    let mirror = open(data.path(), &remote.file_url(), options);
+    fetches.store(0, std::sync::atomic::Ordering::SeqCst);
+    let new_tip = remote
+        .human_commit("main", "README.md", |_| b"moved\n".to_vec(), "move main")
+        .unwrap();
+    // Another process (a git child of a killed server, say) holds the mirror's ref lock.
+    let held = mirror_dir(data.path()).join("refs/heads/main.lock");
+    std::fs::write(&held, "").unwrap();
+    *lock.lock().unwrap() = Some(held.clone());
+
+    let tip = mirror.fetch_branch("main").unwrap();
+
+    assert_eq!(tip.map(|t| t.to_hex()), Some(new_tip));
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(!held.exists());
+
+    // A lock that never goes away is an error worth retrying later, not a broken request.
+    std::fs::write(&held, "").unwrap();
+    remote
+        .human_commit(
+            "main",
+            "README.md",
+            |_| b"moved again\n".to_vec(),
+            "move main again",
+        )
+        .unwrap();
+    let error = mirror.fetch_branch("main").unwrap_err();
+    assert!(matches!(error, GitError::RefRace { .. }), "{error}");
+    assert!(error.is_transient());
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2 + 5);
+}
