@@ -7,7 +7,10 @@
 #                promotion from request to push against a bare `git push`.
 #     replicas — SQLite against PostgreSQL (one replica, one branch), one replica against three
 #                on PostgreSQL across 100 branches, and a chaos run (3 replicas, 10,000
-#                requests, the hot branch's writer killed every 10 s): lost, duplicated, failover.
+#                requests, the hot branch's writer killed every 10 s, the git server restarted
+#                once, a person pushing to the hot branch every 100 ms): lost, duplicated,
+#                failover, and as its floor a plain git writer landing on the same contended
+#                branch (`--human-every-ms 0`: no person, no plain writer).
 #                Not part of `all`; needs PostgreSQL's server programs (apt-get install postgresql).
 #   Builds `tug` and `tug-bench` in release mode, makes the large fixture when missing, and prints
 #   the tables.

@@ -10,7 +10,9 @@
 //!   hot branch's lease is killed (SIGKILL) and restarted, the git server is restarted once, and
 //!   a person pushes to the hot branch every 100 ms. Afterwards: every acknowledged request is in
 //!   git exactly once, every human commit is there, history is linear; failover is the time from
-//!   a kill to the hot branch's next landed task (read from the job store).
+//!   a kill to the hot branch's next landed task (read from the job store). Beside the person, a
+//!   plain git writer (commit, push, `pull --rebase` after a lost race) lands a commit every few
+//!   seconds on the same branch: the floor of landing there under the same contention.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
