@@ -189,15 +189,14 @@ fn land_parts(
         let part = done..(done + per_push).min(changes.len());
         let started = Instant::now();
         let fetched_in = started.duration_since(tip_read);
-        let (mut results, mut head, mut batch) = build_commits(
-            mirror,
-            branch,
-            tip,
-            &changes[part.clone()],
-            &mut applied[part.clone()],
-            opts,
-        )?;
-        report.apply_time += started.elapsed();
+        let (part_changes, part_applied) = (&changes[part.clone()], &mut applied[part.clone()]);
+        let mut build = |tip, report: &mut LandReport| {
+            let started = Instant::now();
+            let built = build_commits(mirror, branch, tip, part_changes, part_applied, opts);
+            report.apply_time += started.elapsed();
+            built
+        };
+        let (mut results, mut head, mut batch) = build(tip, report)?;
         if head == tip && !fetched {
             // Nothing to push, judged on a tip that may be stale: a no-op or a failure might be
             // different on the remote's real tip, so look once more.
@@ -205,16 +204,7 @@ fn land_parts(
             fetched = true;
             if fresh != tip {
                 tip = fresh;
-                let started = Instant::now();
-                (results, head, batch) = build_commits(
-                    mirror,
-                    branch,
-                    tip,
-                    &changes[part.clone()],
-                    &mut applied[part.clone()],
-                    opts,
-                )?;
-                report.apply_time += started.elapsed();
+                (results, head, batch) = build(tip, report)?;
             }
         }
         let Some(new_tip) = head.filter(|_| head != tip) else {

@@ -28,8 +28,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::rows::{
-    LeaseCheck, check_new_job, event_from_row, job_from_prefixed_row, job_from_row, json_text,
-    still_leased, task_from_row, timestamp,
+    LeaseCheck, check_new_job, created_job, event_from_row, job_from_prefixed_row, job_from_row,
+    json_text, queued_task, still_leased, task_from_row, timestamp,
 };
 use crate::{
     BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobId, JobState, Level, NewEvent, NewJob,
@@ -1256,20 +1256,7 @@ impl EnqueueWriter {
                 let Some(task_id) = stored.remove(&key) else {
                     break;
                 };
-                tasks.push(Task {
-                    id: task_id,
-                    job_id: id.clone(),
-                    branch: task.branch.clone(),
-                    state: TaskState::Queued,
-                    payload: task.payload.clone(),
-                    attempts: 0,
-                    last_error: None,
-                    result: None,
-                    claimed_by: None,
-                    retry_at: None,
-                    created_at: at,
-                    updated_at: at,
-                });
+                tasks.push(queued_task(task_id, &id, task, at));
             }
             if tasks.is_empty() {
                 // Every job has a task (`check_new_job`): none stored means the key was taken.
@@ -1286,20 +1273,7 @@ impl EnqueueWriter {
                 ))));
                 continue;
             }
-            results.push(Ok(Enqueued {
-                job: Job {
-                    id,
-                    idempotency_key: job.idempotency_key.clone(),
-                    kind: job.kind.clone(),
-                    requested_by: job.requested_by.clone(),
-                    state: JobState::Queued,
-                    request: job.request.clone(),
-                    created_at: at,
-                    updated_at: at,
-                    tasks,
-                },
-                created: true,
-            }));
+            results.push(Ok(created_job(id, job, tasks, at)));
         }
         Ok(results)
     }

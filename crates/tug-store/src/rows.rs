@@ -7,7 +7,8 @@ use jiff::Timestamp;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
-    BranchKey, Event, Job, JobState, Level, NewJob, Result, StoreError, Task, TaskId, TaskState,
+    BranchKey, Enqueued, Event, Job, JobState, Level, NewJob, NewTask, Result, StoreError, Task,
+    TaskId, TaskState,
 };
 
 pub(crate) fn job_from_row<R>(row: &R, tasks: Vec<Task>) -> Result<Job>
@@ -172,4 +173,41 @@ pub(crate) fn json_text(value: &serde_json::Value, what: &str) -> Result<String>
 pub(crate) fn json_value(text: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value> {
     serde_json::from_str(text)
         .map_err(|error| StoreError::Corrupt(format!("{} is not JSON: {error}", what())))
+}
+
+/// A task as an enqueue stored it, built from what was written rather than read back: a
+/// statement fewer on the writer's critical path.
+pub(crate) fn queued_task(id: TaskId, job_id: &str, task: &NewTask, at: Timestamp) -> Task {
+    Task {
+        id,
+        job_id: job_id.to_owned(),
+        branch: task.branch.clone(),
+        state: TaskState::Queued,
+        payload: task.payload.clone(),
+        attempts: 0,
+        last_error: None,
+        result: None,
+        claimed_by: None,
+        retry_at: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// A job an enqueue created, with the tasks it stored.
+pub(crate) fn created_job(id: String, job: &NewJob, tasks: Vec<Task>, at: Timestamp) -> Enqueued {
+    Enqueued {
+        job: Job {
+            id,
+            idempotency_key: job.idempotency_key.clone(),
+            kind: job.kind.clone(),
+            requested_by: job.requested_by.clone(),
+            state: JobState::Queued,
+            request: job.request.clone(),
+            created_at: at,
+            updated_at: at,
+            tasks,
+        },
+        created: true,
+    }
 }

@@ -43,8 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::rows::{
-    LeaseCheck, check_new_job, event_from_row, job_from_row, json_text, still_leased,
-    task_from_row, timestamp,
+    LeaseCheck, check_new_job, created_job, event_from_row, job_from_row, json_text, queued_task,
+    still_leased, task_from_row, timestamp,
 };
 use crate::{
     BranchKey, Clock, Enqueued, Event, Job, JobFilter, JobId, JobState, Level, NewEvent, NewJob,
@@ -1220,35 +1220,9 @@ async fn enqueue_jobs(
                     task.branch.branch, task.branch.repository
                 ))
             })?;
-            tasks.push(Task {
-                id: task_id,
-                job_id: id.clone(),
-                branch: task.branch.clone(),
-                state: TaskState::Queued,
-                payload: task.payload.clone(),
-                attempts: 0,
-                last_error: None,
-                result: None,
-                claimed_by: None,
-                retry_at: None,
-                created_at: at,
-                updated_at: at,
-            });
+            tasks.push(queued_task(task_id, &id, task, at));
         }
-        enqueued.push(Enqueued {
-            job: Job {
-                id,
-                idempotency_key: job.job.idempotency_key.clone(),
-                kind: job.job.kind.clone(),
-                requested_by: job.job.requested_by.clone(),
-                state: JobState::Queued,
-                request: job.job.request.clone(),
-                created_at: at,
-                updated_at: at,
-                tasks,
-            },
-            created: true,
-        });
+        enqueued.push(created_job(id, &job.job, tasks, at));
     }
     Ok(enqueued)
 }
