@@ -143,6 +143,9 @@ enum Command {
         /// `limits.batch_max` of the server.
         #[arg(long, default_value_t = 256)]
         batch_max: u32,
+        /// `limits.max_waiting_streams` of the server (default: the server's own).
+        #[arg(long)]
+        max_waiting_streams: Option<u32>,
         /// Offered rates (requests/s) of the open-loop runs.
         #[arg(long, value_delimiter = ',', default_value = "250,500,1000")]
         open_rates: Vec<f64>,
@@ -268,6 +271,7 @@ fn main() -> Result<()> {
             clients,
             requests_per_client,
             batch_max,
+            max_waiting_streams,
             open_rates,
             open_seconds,
             overload_factor,
@@ -284,6 +288,7 @@ fn main() -> Result<()> {
                 clients,
                 requests_per_client,
                 batch_max,
+                max_waiting_streams,
                 open_rates,
                 open_seconds,
                 overload_factor,

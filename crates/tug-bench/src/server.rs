@@ -305,8 +305,21 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
 /// The `tug` binary serving `repo` as `manifests` on SQLite, without authentication, with
 /// `limits.batch_max` set.
 pub(crate) fn start_tug(tug: &Path, batch_max: u32, repo: &ServedRepo) -> Result<TugServer> {
+    start_tug_with(tug, batch_max, None, repo)
+}
+
+/// [`start_tug`] with `limits.max_waiting_streams` set when given.
+pub(crate) fn start_tug_with(
+    tug: &Path,
+    batch_max: u32,
+    max_waiting_streams: Option<u32>,
+    repo: &ServedRepo,
+) -> Result<TugServer> {
+    let waiting = max_waiting_streams
+        .map(|n| format!("  max_waiting_streams: {n}\n"))
+        .unwrap_or_default();
     let yaml = format!(
-        "log:\n  level: info\nrepositories:\n  - name: manifests\n    url: \"{url}\"\nauth:\n  mode: none\nlimits:\n  batch_max: {batch_max}\n",
+        "log:\n  level: info\nrepositories:\n  - name: manifests\n    url: \"{url}\"\nauth:\n  mode: none\nlimits:\n  batch_max: {batch_max}\n{waiting}",
         url = repo.url,
     );
     TugServer::start(tug, &yaml).with_context(|| format!("start {} server", tug.display()))

@@ -46,6 +46,8 @@ pub(crate) struct Config {
     pub clients: Vec<usize>,
     pub requests_per_client: usize,
     pub batch_max: u32,
+    /// `limits.max_waiting_streams` of the server; `None`: the server's default.
+    pub max_waiting_streams: Option<u32>,
     /// Offered rates of the open-loop runs (requests/s).
     pub open_rates: Vec<f64>,
     pub open_seconds: f64,
@@ -287,7 +289,12 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     }
 
     let tug_repo = http.publish(&fixture, "throughput-tug")?;
-    let server = crate::server::start_tug(&config.tug, config.batch_max, &tug_repo)?;
+    let server = crate::server::start_tug_with(
+        &config.tug,
+        config.batch_max,
+        config.max_waiting_streams,
+        &tug_repo,
+    )?;
     let pid = server.pid().context("tug server has no process id")?;
     let endpoint = format!("{}/api/v1/deploy", server.http_url());
     let counters = |server: &TugServer| -> Result<Counters> {
