@@ -587,14 +587,12 @@ impl Writers {
                     if report.pushed {
                         self.metrics.observe_push_duration(report.push_time);
                     }
-                    // Pushes that lost their race; a batch landed in parts made several that
-                    // did not.
+                    // Pushes that lost their race (those of a rest deferred after a landed
+                    // part included); a batch landed in parts made several that did not.
                     let lost = report.attempts.saturating_sub(report.landed_pushes.max(1));
-                    if lost > 0 {
-                        for _ in 0..lost {
-                            self.metrics.inc_push_retries(&branch.repository);
-                            self.metrics.inc_push_conflicts(&branch.repository);
-                        }
+                    for _ in 0..lost {
+                        self.metrics.inc_push_retries(&branch.repository);
+                        self.metrics.inc_push_conflicts(&branch.repository);
                     }
                     // A batch landed in parts on a contended branch may leave a rest: the
                     // landed part is recorded below, the rest goes again.
@@ -680,7 +678,12 @@ impl Writers {
                     // Outcomes found during recovery are final; the rest waits or fails.
                     let rest: Vec<Task> = work.iter().map(|(t, _)| (*t).clone()).collect();
                     self.finish(&tasks, outcomes).await;
-                    self.not_landed(branch, &rest, &e).await;
+                    if let tug_git::GitError::BranchContended { attempts, .. } = &e {
+                        for _ in 0..*attempts {
+                            self.metrics.inc_push_conflicts(&branch.repository);
+                        }
+                    }
+                    self.not_landed(&rest, &e).await;
                     return;
                 }
                 Err(e) => {
@@ -699,7 +702,7 @@ impl Writers {
             .count();
         self.finish(&tasks, outcomes).await;
         if let Some((rest, e)) = &deferred {
-            self.not_landed(branch, rest, e).await;
+            self.not_landed(rest, e).await;
         }
         if let Some(Landed {
             tasks,
@@ -972,20 +975,14 @@ impl Writers {
 }
 
 impl Writers {
-    /// Others kept landing commits on the branch while this batch was re-applied and pushed:
-    /// nothing is wrong with the remote or the requests, so they go again shortly, however
-    /// often that happens (a busy branch delays a request; it never fails it).
     /// Tasks whose changes `land` did not push, for `error`: a contended branch makes them
     /// runnable at once, a transient error waits, anything else fails them; after a fence
     /// they are left alone, as the branch's new writer runs them again (recording anything
     /// here would be refused by the lease fence anyway).
-    async fn not_landed(&self, branch: &BranchKey, rest: &[Task], error: &tug_git::GitError) {
+    async fn not_landed(&self, rest: &[Task], error: &tug_git::GitError) {
         match error {
             tug_git::GitError::Fenced { .. } => {}
-            tug_git::GitError::BranchContended { attempts, .. } => {
-                for _ in 0..*attempts {
-                    self.metrics.inc_push_conflicts(&branch.repository);
-                }
+            tug_git::GitError::BranchContended { .. } => {
                 self.retry_contended(rest, &error.to_string()).await;
             }
             _ => {
@@ -995,6 +992,9 @@ impl Writers {
         }
     }
 
+    /// Others kept landing commits on the branch while this batch was re-applied and pushed:
+    /// nothing is wrong with the remote or the requests, so they go again shortly, however
+    /// often that happens (a busy branch delays a request; it never fails it).
     async fn retry_contended(&self, tasks: &[Task], error: &str) {
         // Runnable at once: the writer's next claim takes them again, and `land` already
         // spaced its attempts with a jittered backoff.
