@@ -2,6 +2,7 @@
 //! components rather than a process per object.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 
@@ -87,39 +88,136 @@ impl TreeEntry {
     }
 }
 
-pub(crate) fn parse_tree(oid: ObjectId, data: &[u8]) -> Result<Vec<TreeEntry>, GitError> {
-    let corrupt = |reason: &str| GitError::CorruptObject {
-        oid,
-        reason: reason.to_owned(),
-    };
-    let mut entries = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let space = rest
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or_else(|| corrupt("tree entry without mode"))?;
-        let mode = rest[..space].to_vec();
-        rest = &rest[space + 1..];
-        let nul = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| corrupt("tree entry without name end"))?;
-        let name = rest[..nul].to_vec();
-        rest = &rest[nul + 1..];
-        if rest.len() < 20 {
-            return Err(corrupt("tree entry with truncated object id"));
-        }
-        let mut id = [0u8; 20];
-        id.copy_from_slice(&rest[..20]);
-        rest = &rest[20..];
-        entries.push(TreeEntry {
-            mode,
-            name,
-            oid: ObjectId(id),
-        });
+/// A tree object as read: its bytes, and where each entry's fields lie in them. Parsing
+/// records offsets only, so reading a directory of thousands of entries costs one allocation,
+/// and pointing entries at other objects — what almost every change does to the directories on
+/// its path — is a copy of the bytes with 20 of them replaced per entry.
+#[derive(Clone, Debug)]
+pub(crate) struct Tree {
+    raw: Arc<[u8]>,
+    spans: Arc<[EntrySpan]>,
+}
+
+/// One entry of a [`Tree`]: the mode is `raw[start..space]`, the name `raw[space + 1..nul]`,
+/// the object id the 20 bytes after `nul`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EntrySpan {
+    start: u32,
+    space: u32,
+    nul: u32,
+}
+
+/// An entry of a [`Tree`], borrowed from its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EntryRef<'a> {
+    pub(crate) mode: &'a [u8],
+    pub(crate) name: &'a [u8],
+    pub(crate) oid: ObjectId,
+}
+
+impl EntryRef<'_> {
+    pub(crate) fn kind(&self) -> Option<EntryKind> {
+        EntryKind::from_mode(self.mode)
     }
-    Ok(entries)
+
+    pub(crate) fn to_entry(self) -> TreeEntry {
+        TreeEntry {
+            mode: self.mode.to_vec(),
+            name: self.name.to_vec(),
+            oid: self.oid,
+        }
+    }
+}
+
+impl Tree {
+    pub(crate) fn parse(oid: ObjectId, raw: Arc<[u8]>) -> Result<Self, GitError> {
+        let corrupt = |reason: &str| GitError::CorruptObject {
+            oid,
+            reason: reason.to_owned(),
+        };
+        if u32::try_from(raw.len()).is_err() {
+            return Err(corrupt("tree larger than 4 GiB"));
+        }
+        let mut spans = Vec::new();
+        let mut at = 0;
+        while at < raw.len() {
+            let space = at
+                + raw[at..]
+                    .iter()
+                    .position(|&b| b == b' ')
+                    .ok_or_else(|| corrupt("tree entry without mode"))?;
+            let nul = space
+                + 1
+                + raw[space + 1..]
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or_else(|| corrupt("tree entry without name end"))?;
+            if raw.len() - (nul + 1) < 20 {
+                return Err(corrupt("tree entry with truncated object id"));
+            }
+            // Offsets fit: the whole tree is shorter than 4 GiB.
+            let offset = |at: usize| at as u32;
+            spans.push(EntrySpan {
+                start: offset(at),
+                space: offset(space),
+                nul: offset(nul),
+            });
+            at = nul + 21;
+        }
+        Ok(Self {
+            raw,
+            spans: spans.into(),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<EntryRef<'_>> {
+        let span = self.spans.get(index)?;
+        let (start, space, nul) = (span.start as usize, span.space as usize, span.nul as usize);
+        let mut id = [0u8; 20];
+        id.copy_from_slice(&self.raw[nul + 1..nul + 21]);
+        Some(EntryRef {
+            mode: &self.raw[start..space],
+            name: &self.raw[space + 1..nul],
+            oid: ObjectId(id),
+        })
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = EntryRef<'_>> {
+        (0..self.len()).filter_map(|index| self.get(index))
+    }
+
+    /// The position of the entry called `name`.
+    pub(crate) fn position(&self, name: &[u8]) -> Option<usize> {
+        self.spans
+            .iter()
+            .position(|span| self.raw.get(span.space as usize + 1..span.nul as usize) == Some(name))
+    }
+
+    pub(crate) fn to_entries(&self) -> Vec<TreeEntry> {
+        self.iter().map(EntryRef::to_entry).collect()
+    }
+
+    /// The bytes of this tree with the entries at the given positions pointing at other
+    /// objects, and the new tree's entries (at the same offsets, so they are shared).
+    pub(crate) fn with_ids(&self, ids: &[(usize, ObjectId)]) -> (Vec<u8>, Arc<[EntrySpan]>) {
+        let mut raw = self.raw.to_vec();
+        for &(index, oid) in ids {
+            if let Some(span) = self.spans.get(index) {
+                let at = span.nul as usize + 1;
+                raw[at..at + 20].copy_from_slice(oid.as_bytes());
+            }
+        }
+        (raw, self.spans.clone())
+    }
+
+    /// A tree made of `raw` whose entries are known to lie at `spans`.
+    pub(crate) fn from_parts(raw: Arc<[u8]>, spans: Arc<[EntrySpan]>) -> Self {
+        Self { raw, spans }
+    }
 }
 
 /// git's tree order: byte order of names, where a directory compares as if its name ended in
@@ -218,8 +316,34 @@ mod tests {
         ];
         let bytes = serialize_tree(&mut entries);
         let oid = hash_object(ObjectKind::Tree, &bytes);
-        let mut parsed = parse_tree(oid, &bytes).unwrap();
+        let tree = Tree::parse(oid, Arc::from(bytes.as_slice())).unwrap();
+        let mut parsed = tree.to_entries();
         assert_eq!(parsed, entries);
         assert_eq!(serialize_tree(&mut parsed), bytes);
+        assert_eq!(tree.position(b"run.sh"), Some(2));
+        assert_eq!(tree.position(b"run"), None);
+
+        // Pointing entries elsewhere keeps every other byte, and the offsets stay valid.
+        let (b, r) = (ObjectId([7; 20]), ObjectId([9; 20]));
+        let (patched, spans) = tree.with_ids(&[(0, b), (2, r)]);
+        let mut expected = entries.clone();
+        expected[0].oid = b;
+        expected[2].oid = r;
+        assert_eq!(patched, serialize_tree(&mut expected));
+        let patched = Tree::from_parts(Arc::from(patched), spans);
+        assert_eq!(patched.to_entries(), expected);
+    }
+
+    #[test]
+    fn truncated_trees_are_corrupt() {
+        let mut entries = vec![entry("100644", "a"), entry("40000", "b")];
+        let bytes = serialize_tree(&mut entries);
+        for cut in [3, 9, bytes.len() - 1] {
+            let error = Tree::parse(ObjectId([1; 20]), Arc::from(&bytes[..cut])).unwrap_err();
+            assert!(
+                matches!(error, GitError::CorruptObject { .. }),
+                "cut at {cut}: {error}"
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ use flate2::{Compress, FlushCompress, Status};
 use sha1::{Digest, Sha1};
 
 use crate::error::GitError;
-use crate::object::{ObjectId, ObjectKind, TreeEntry, hash_object, parse_tree};
+use crate::object::{EntrySpan, ObjectId, ObjectKind, Tree, hash_object};
 
 /// git's default `pack.depth`. `git push` reuses a stored delta only when its chain is no
 /// deeper than that, so a longer chain would be searched again.
@@ -62,7 +62,18 @@ struct Contents {
     by_id: HashMap<ObjectId, usize>,
     /// The newest tree written for each directory path, the base for its next version.
     latest_tree_at: HashMap<String, usize>,
-    parsed_trees: HashMap<ObjectId, Arc<Vec<TreeEntry>>>,
+    parsed_trees: HashMap<ObjectId, Tree>,
+}
+
+impl Contents {
+    fn remember_tree(&mut self, oid: ObjectId, tree: Tree) {
+        // Later changes read mostly the newest versions; a long batch need not keep every
+        // version of a large directory parsed.
+        if self.parsed_trees.len() >= PARSED_TREES {
+            self.parsed_trees.clear();
+        }
+        self.parsed_trees.insert(oid, tree);
+    }
 }
 
 /// The objects of one batch under construction: readable by the later changes of the batch
@@ -139,7 +150,7 @@ impl Batch {
     }
 
     /// The entries of a tree of this batch; `None` when the batch did not create it.
-    pub(crate) fn tree(&self, oid: ObjectId) -> Option<Result<Arc<Vec<TreeEntry>>, GitError>> {
+    pub(crate) fn tree(&self, oid: ObjectId) -> Option<Result<Tree, GitError>> {
         let mut contents = self.lock();
         if let Some(entries) = contents.parsed_trees.get(&oid) {
             return Some(Ok(entries.clone()));
@@ -151,14 +162,9 @@ impl Batch {
                 reason: format!("expected a tree, found a {}", object.kind.name()),
             }));
         }
-        let parsed = parse_tree(oid, &object.data).map(Arc::new);
-        if let Ok(entries) = &parsed {
-            // Later changes read mostly the newest versions; a long batch need not keep every
-            // version of a large directory parsed.
-            if contents.parsed_trees.len() >= PARSED_TREES {
-                contents.parsed_trees.clear();
-            }
-            contents.parsed_trees.insert(oid, entries.clone());
+        let parsed = Tree::parse(oid, object.data.clone());
+        if let Ok(tree) = &parsed {
+            contents.remember_tree(oid, tree.clone());
         }
         Some(parsed)
     }
@@ -167,13 +173,30 @@ impl Batch {
     /// (`""` for the root): a tree that replaces an earlier version of the same directory in
     /// this batch is stored as a delta against it.
     pub(crate) fn add(&self, kind: ObjectKind, data: &[u8], tree_dir: Option<&str>) -> ObjectId {
+        self.insert(kind, data, tree_dir).0
+    }
+
+    /// Adds the tree of directory `dir` whose entries are known to lie at `spans` in `data`, so
+    /// the batch's next change reads it without parsing it.
+    pub(crate) fn add_tree(&self, dir: &str, data: &[u8], spans: Arc<[EntrySpan]>) -> ObjectId {
+        let (oid, stored) = self.insert(ObjectKind::Tree, data, Some(dir));
+        let mut contents = self.lock();
+        if !contents.parsed_trees.contains_key(&oid) {
+            let tree = Tree::from_parts(contents.objects[stored].data.clone(), spans);
+            contents.remember_tree(oid, tree);
+        }
+        oid
+    }
+
+    /// Adds an object; its id and its position in the batch.
+    fn insert(&self, kind: ObjectKind, data: &[u8], tree_dir: Option<&str>) -> (ObjectId, usize) {
         let oid = hash_object(kind, data);
         let mut contents = self.lock();
         if let Some(&existing) = contents.by_id.get(&oid) {
             if let Some(dir) = tree_dir {
                 contents.latest_tree_at.insert(dir.to_owned(), existing);
             }
-            return oid;
+            return (oid, existing);
         }
         let base = tree_dir
             .and_then(|dir| contents.latest_tree_at.get(dir).copied())
@@ -199,7 +222,7 @@ impl Batch {
         if let Some(dir) = tree_dir {
             contents.latest_tree_at.insert(dir.to_owned(), position);
         }
-        oid
+        (oid, position)
     }
 
     /// Writes the batch as one pack and its version 2 index into `pack_dir`; `None` when the

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::env::GitEnv;
 use crate::error::GitError;
-use crate::object::{ObjectId, ObjectKind, TreeEntry, commit_tree, parse_tree};
+use crate::object::{ObjectId, ObjectKind, Tree, commit_tree};
 use crate::pack::{Batch, WrittenPack};
 
 struct CatFile {
@@ -21,8 +21,11 @@ struct CatFile {
 
 impl CatFile {
     fn read(&mut self, oid: ObjectId) -> std::io::Result<Option<(ObjectKind, Vec<u8>)>> {
-        writeln!(self.stdin, "{oid}")?;
-        self.stdin.flush()?;
+        // One write per request: the pipe is unbuffered, and `writeln!` would wake the reader
+        // once for the id and again for the newline.
+        let mut line = [b'\n'; 41];
+        hex::encode_to_slice(oid.as_bytes(), &mut line[..40]).map_err(std::io::Error::other)?;
+        self.stdin.write_all(&line)?;
         let mut header = String::new();
         if self.stdout.read_line(&mut header)? == 0 {
             return Err(std::io::Error::new(
@@ -70,7 +73,7 @@ pub(crate) struct ObjectStore {
     written: AtomicU64,
     // Trees are immutable by name; a change reads the trees on its path once to look and once
     // to rewrite, and the next change of a batch reads most of them again.
-    trees: Mutex<HashMap<ObjectId, Arc<Vec<TreeEntry>>>>,
+    trees: Mutex<HashMap<ObjectId, Tree>>,
 }
 
 const TREE_CACHE_ENTRIES: usize = 1024;
@@ -151,7 +154,7 @@ impl ObjectStore {
         }
     }
 
-    pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Arc<Vec<TreeEntry>>, GitError> {
+    pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Tree, GitError> {
         if let Some(entries) = self
             .trees
             .lock()
@@ -160,7 +163,7 @@ impl ObjectStore {
         {
             return Ok(entries);
         }
-        let entries = Arc::new(parse_tree(oid, &self.read_kind(oid, ObjectKind::Tree)?)?);
+        let entries = Tree::parse(oid, Arc::from(self.read_kind(oid, ObjectKind::Tree)?))?;
         if let Ok(mut cache) = self.trees.lock() {
             if cache.len() >= TREE_CACHE_ENTRIES {
                 cache.clear();
@@ -228,7 +231,7 @@ impl<'a> ObjectView<'a> {
         }
     }
 
-    pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Arc<Vec<TreeEntry>>, GitError> {
+    pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Tree, GitError> {
         match self.batch.and_then(|batch| batch.tree(oid)) {
             Some(entries) => entries,
             None => self.store.read_tree(oid),

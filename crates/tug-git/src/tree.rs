@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{ChangeError, GitError};
-use crate::object::{EntryKind, ObjectId, ObjectKind, TreeEntry, serialize_tree};
+use crate::object::{EntryKind, EntryRef, ObjectId, ObjectKind, TreeEntry, serialize_tree};
 use crate::pack::Batch;
 use crate::store::{ObjectStore, ObjectView};
 
@@ -142,7 +142,7 @@ impl<'a> TreeView<'a> {
             let Some(entry) = entries.iter().find(|e| e.name == component.as_bytes()) else {
                 return Ok(None);
             };
-            let kind = entry_kind(entry, tree)?;
+            let kind = entry_kind(&entry, tree)?;
             if depth == last {
                 return Ok(Some((kind, entry.oid)));
             }
@@ -162,13 +162,13 @@ impl<'a> TreeView<'a> {
     }
 }
 
-fn entry_kind(entry: &TreeEntry, tree: ObjectId) -> Result<EntryKind, GitError> {
+fn entry_kind(entry: &EntryRef<'_>, tree: ObjectId) -> Result<EntryKind, GitError> {
     entry.kind().ok_or_else(|| GitError::CorruptObject {
         oid: tree,
         reason: format!(
             "unknown mode {} for {}",
-            String::from_utf8_lossy(&entry.mode),
-            String::from_utf8_lossy(&entry.name)
+            String::from_utf8_lossy(entry.mode),
+            String::from_utf8_lossy(entry.name)
         ),
     })
 }
@@ -199,8 +199,8 @@ impl FileSource for TreeView<'_> {
                 .iter()
                 .map(|entry| {
                     Ok(DirEntry {
-                        name: String::from_utf8_lossy(&entry.name).into_owned(),
-                        kind: entry_kind(entry, oid)?,
+                        name: String::from_utf8_lossy(entry.name).into_owned(),
+                        kind: entry_kind(&entry, oid)?,
                     })
                 })
                 .collect(),
@@ -297,16 +297,24 @@ fn rewrite_tree(
     node: &PathNode<'_>,
     prefix: &str,
 ) -> Result<Option<ObjectId>, ChangeError> {
-    let mut entries = match tree {
-        Some(oid) => objects.read_tree(oid)?.as_ref().clone(),
-        None => Vec::new(),
+    let current = match tree {
+        Some(oid) => Some(objects.read_tree(oid)?),
+        None => None,
     };
-    let mut changed = false;
+    let existing_entry = |name: &str| {
+        let current = current.as_ref()?;
+        let position = current.position(name.as_bytes())?;
+        Some((position, current.get(position)?))
+    };
+    // What each written name becomes: its position in the current tree, if any, and its new
+    // entry, `None` when it goes away. Names are distinct, so one's edit never moves another.
+    let mut edits: Vec<(&str, Option<usize>, Option<TreeEntry>)> =
+        Vec::with_capacity(node.children.len());
     for (name, child) in &node.children {
         let path = join(prefix, name);
-        let position = entries.iter().position(|e| e.name == name.as_bytes());
-        let existing = match position {
-            Some(i) => Some(entry_kind(&entries[i], tree.unwrap_or(entries[i].oid))?),
+        let found = existing_entry(name);
+        let existing = match &found {
+            Some((_, entry)) => Some(entry_kind(entry, tree.unwrap_or(entry.oid))?),
             None => None,
         };
         let replacement: Option<TreeEntry> = if let Some(action) = child.action {
@@ -332,9 +340,9 @@ fn rewrite_tree(
                     executable,
                 } => {
                     let executable = executable.unwrap_or(existing == Some(EntryKind::Executable));
-                    let keep_mode = position
+                    let keep_mode = found
                         .filter(|_| executable == (existing == Some(EntryKind::Executable)))
-                        .map(|i| entries[i].mode.clone());
+                        .map(|(_, entry)| entry.mode.to_vec());
                     let mode = keep_mode.unwrap_or_else(|| {
                         if executable {
                             b"100755".to_vec()
@@ -344,7 +352,7 @@ fn rewrite_tree(
                     });
                     let oid = crate::object::hash_object(ObjectKind::Blob, content);
                     let same =
-                        position.is_some_and(|i| entries[i].oid == oid && entries[i].mode == mode);
+                        found.is_some_and(|(_, entry)| entry.oid == oid && entry.mode == mode);
                     if !same {
                         batch.add(ObjectKind::Blob, content, None);
                     }
@@ -358,7 +366,7 @@ fn rewrite_tree(
         } else {
             let subtree = match existing {
                 None => None,
-                Some(EntryKind::Dir) => position.map(|i| entries[i].oid),
+                Some(EntryKind::Dir) => found.map(|(_, entry)| entry.oid),
                 Some(EntryKind::Symlink) => {
                     return Err(ChangeError::path(
                         child.example,
@@ -373,8 +381,8 @@ fn rewrite_tree(
                 }
             };
             rewrite_tree(objects, batch, subtree, child, &path)?.map(|oid| {
-                let mode = position
-                    .map(|i| entries[i].mode.clone())
+                let mode = found
+                    .map(|(_, entry)| entry.mode.to_vec())
                     .unwrap_or_else(|| b"40000".to_vec());
                 TreeEntry {
                     mode,
@@ -383,26 +391,51 @@ fn rewrite_tree(
                 }
             })
         };
-        match (position, replacement) {
-            (Some(i), Some(new)) => {
-                if entries[i] != new {
-                    entries[i] = new;
-                    changed = true;
-                }
+        let unchanged = match (&found, &replacement) {
+            (Some((_, old)), Some(new)) => {
+                old.oid == new.oid
+                    && old.mode == new.mode.as_slice()
+                    && old.name == new.name.as_slice()
             }
-            (Some(i), None) => {
-                entries.remove(i);
-                changed = true;
-            }
-            (None, Some(new)) => {
-                entries.push(new);
-                changed = true;
-            }
-            (None, None) => {}
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            edits.push((name, found.map(|(position, _)| position), replacement));
         }
     }
-    if !changed {
+    if edits.is_empty() {
         return Ok(tree);
+    }
+    // Almost every change only points entries at new objects: patch those ids into a copy of
+    // the tree instead of rebuilding a directory of thousands of entries.
+    if let Some(current) = &current {
+        let repoint: Option<Vec<(usize, ObjectId)>> = edits
+            .iter()
+            .map(|(_, position, replacement)| match (position, replacement) {
+                (Some(position), Some(new)) => current
+                    .get(*position)
+                    .filter(|old| old.mode == new.mode.as_slice())
+                    .map(|_| (*position, new.oid)),
+                _ => None,
+            })
+            .collect();
+        if let Some(ids) = repoint {
+            let (data, spans) = current.with_ids(&ids);
+            return Ok(Some(batch.add_tree(prefix, &data, spans)));
+        }
+    }
+    let mut entries = current.map(|tree| tree.to_entries()).unwrap_or_default();
+    for (name, _, replacement) in edits {
+        let position = entries.iter().position(|e| e.name == name.as_bytes());
+        match (position, replacement) {
+            (Some(i), Some(new)) => entries[i] = new,
+            (Some(i), None) => {
+                entries.remove(i);
+            }
+            (None, Some(new)) => entries.push(new),
+            (None, None) => {}
+        }
     }
     if entries.is_empty() {
         return Ok(None);

@@ -338,3 +338,89 @@ fn a_batch_rebuilt_after_a_rejected_push_lands_and_the_lost_attempts_pack_is_rem
         );
     }
 }
+
+/// Changes that only point entries at new objects patch the trees on their path; the others
+/// (new, deleted and re-moded entries, new directories) rebuild them. Either way the trees are
+/// exactly the ones git makes for the same edits.
+#[test]
+fn patched_and_rebuilt_trees_are_the_ones_git_makes() {
+    let remote = many_services();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let bump = |service: usize, tag: &str| {
+        FileWrite::put(
+            service_file(service),
+            format!("images:\n  - name: svc-{service:04}\n    newTag: \"{tag}\"\n"),
+        )
+    };
+    let executable = FileWrite {
+        path: service_file(4),
+        action: tug_git::FileAction::Put {
+            content: b"images: []\n".to_vec(),
+            executable: Some(true),
+        },
+    };
+    let changes = [
+        Put(vec![bump(1, "2.0.0")], "repoint"),
+        Put(
+            vec![FileWrite::put("apps/svc-0002/prod/extra.yaml", "a: 1\n")],
+            "new file",
+        ),
+        Put(
+            vec![FileWrite::delete("apps/svc-0003/dev/kustomization.yaml")],
+            "delete the only file of a directory",
+        ),
+        Put(vec![executable], "mode change"),
+        Put(
+            vec![FileWrite::put("apps/svc-new/prod/kustomization.yaml", "b: 2\n")],
+            "new directory",
+        ),
+        Put(vec![bump(1, "3.0.0"), bump(5, "3.0.0")], "repoint twice"),
+    ];
+    let changes: Vec<&dyn tug_git::Change> =
+        changes.iter().map(|c| c as &dyn tug_git::Change).collect();
+    let report = land(&mirror, "main", &changes, &options()).unwrap();
+    assert_eq!(report.results.len(), 6);
+    for result in &report.results {
+        committed(result);
+    }
+
+    let work = Scratch::new().unwrap();
+    let clone = work.join("clone");
+    let clone_str = clone.to_str().unwrap();
+    tug_testkit::run_git(None, &["clone", "-q", &remote.file_url(), clone_str]).unwrap();
+    tug_testkit::run_git(Some(&clone), &["reset", "-q", "--hard", "HEAD~6"]).unwrap();
+    let write = |path: &str, content: &str| {
+        let path = clone.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    };
+    write(
+        &service_file(1),
+        "images:\n  - name: svc-0001\n    newTag: \"3.0.0\"\n",
+    );
+    write(
+        &service_file(5),
+        "images:\n  - name: svc-0005\n    newTag: \"3.0.0\"\n",
+    );
+    write("apps/svc-0002/prod/extra.yaml", "a: 1\n");
+    std::fs::remove_file(clone.join("apps/svc-0003/dev/kustomization.yaml")).unwrap();
+    write(&service_file(4), "images: []\n");
+    write("apps/svc-new/prod/kustomization.yaml", "b: 2\n");
+    tug_testkit::run_git(Some(&clone), &["add", "-A"]).unwrap();
+    tug_testkit::run_git(
+        Some(&clone),
+        &["update-index", "--chmod=+x", &service_file(4)],
+    )
+    .unwrap();
+    let by_git = tug_testkit::run_git(Some(&clone), &["write-tree"]).unwrap();
+    let by_tug = git_in(remote.path(), &["rev-parse", "main^{tree}"]);
+    assert_eq!(
+        String::from_utf8(by_tug).unwrap().trim(),
+        String::from_utf8(by_git).unwrap().trim()
+    );
+    git_in(
+        remote.path(),
+        &["fsck", "--full", "--strict", "--no-progress"],
+    );
+}
