@@ -160,6 +160,14 @@ impl GitEnv {
         stopped
     }
 
+    /// The basic credentials of an HTTP(S) remote.
+    pub(crate) fn http_credentials(&self) -> Option<(&str, &Secret)> {
+        match &self.auth {
+            Auth::Http { username, password } => Some((username, password)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn redact(&self, text: &str) -> String {
         self.redactor.redact(text)
     }

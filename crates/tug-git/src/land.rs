@@ -222,6 +222,11 @@ fn land_parts(
         let built_in = started.elapsed();
         let started = Instant::now();
         let written = mirror.store().write_pack(&batch)?;
+        // The pack must be durable before the local ref points at it, not before the push:
+        // syncing while the remote works on the push takes it off the batch's path.
+        let syncing = written
+            .clone()
+            .map(|pack| std::thread::spawn(move || pack.sync()));
         let packed_in = started.elapsed();
         report.apply_time += packed_in;
         report.attempts += 1;
@@ -240,7 +245,8 @@ fn land_parts(
                 outcome = tracing::field::Empty,
             );
             let _push = span.enter();
-            let outcome = mirror.push(branch, new_tip, tip, opts.push_timeout);
+            let pack = written.as_ref().map(|written| written.pack.as_path());
+            let outcome = mirror.push(branch, new_tip, tip, pack, opts.push_timeout);
             span.record(
                 "outcome",
                 match &outcome {
@@ -258,10 +264,14 @@ fn land_parts(
                 // The remote has the commits now: whatever happens to the local copy, the
                 // batch landed. A mirror is a cache (it is fetched again when in doubt), so a
                 // pack that cannot be made durable is logged, not turned into failed requests.
-                if let Some(pack) = &written
-                    && let Err(error) = pack.sync()
-                {
-                    tracing::warn!(branch, %error, "the pushed batch's local pack is not durable");
+                match syncing.map(std::thread::JoinHandle::join) {
+                    Some(Ok(Err(error))) => {
+                        tracing::warn!(branch, %error, "the pushed batch's local pack is not durable");
+                    }
+                    Some(Err(_)) => {
+                        tracing::warn!(branch, "syncing the pushed batch's local pack panicked");
+                    }
+                    Some(Ok(Ok(()))) | None => {}
                 }
                 report.results.extend(results);
                 report.tip = Some(new_tip);
@@ -280,6 +290,10 @@ fn land_parts(
                 per_push = per_push.saturating_mul(2);
             }
             PushOutcome::Moved(reason) => {
+                // Its files go away; a sync still running on them would only find them gone.
+                if let Some(syncing) = syncing {
+                    let _ = syncing.join();
+                }
                 if let Some(pack) = &written {
                     tracing::debug!(branch, pack = %pack.pack.display(), "removing the pack of a lost push");
                     pack.remove();

@@ -5,7 +5,9 @@
 //! Every git process is built by one module with an isolated environment: no system or global
 //! config, a private HOME, no prompts, no credential helper, no inherited `GIT_*` variables;
 //! HTTPS credentials reach git only through an askpass script reading variables set on that one
-//! child, SSH through an explicit key, known_hosts file and shared connection.
+//! child, SSH through an explicit key, known_hosts file and shared connection. Pushes to HTTP(S)
+//! remotes send the batch's own pack from the process itself (with the same credentials, as an
+//! `Authorization` header) and leave anything unusual to `git push`.
 
 mod commit;
 mod env;
@@ -21,6 +23,7 @@ mod reject;
 mod replay;
 mod secret;
 mod sign;
+mod smart_http;
 mod store;
 mod tree;
 

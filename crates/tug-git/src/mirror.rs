@@ -11,6 +11,7 @@ use crate::error::GitError;
 use crate::object::ObjectId;
 use crate::refs::{read_ref, write_ref};
 use crate::reject::Rejection;
+use crate::smart_http::{HttpPush, HttpPusher};
 use crate::store::{ObjectStore, ObjectView};
 use crate::tree::TreeView;
 
@@ -55,6 +56,8 @@ pub struct Mirror {
     /// Packs the last repack left: a geometric repack keeps about log₂(objects) of them, so
     /// the next one is due when that many and [`MAX_PACKS`] more are there, not before.
     packs_kept: std::sync::atomic::AtomicUsize,
+    /// Pushes to an HTTP(S) remote without `git push`.
+    http: Option<HttpPusher>,
 }
 
 /// A mirror with this many more packs than its last repack left is repacked (each landed batch
@@ -259,6 +262,7 @@ impl Mirror {
         }
         check_repository_format(&env, &git_dir)?;
         let store = ObjectStore::new(git_dir.clone(), env.clone());
+        let http = HttpPusher::for_url(&remote.url);
         Ok(Self {
             git_dir,
             url: remote.url,
@@ -266,6 +270,7 @@ impl Mirror {
             store,
             maintaining: std::sync::atomic::AtomicBool::new(false),
             packs_kept: std::sync::atomic::AtomicUsize::new(0),
+            http,
         })
     }
 
@@ -442,15 +447,25 @@ impl Mirror {
     }
 
     /// Pushes `new` to `branch` if and only if the remote branch is still at `expected_old`
-    /// (absent when `None`).
+    /// (absent when `None`). `pack`, when given, holds every object `new` adds to
+    /// `expected_old`; an HTTP(S) remote gets it as it is.
     pub(crate) fn push(
         &self,
         branch: &str,
         new: ObjectId,
         expected_old: Option<ObjectId>,
+        pack: Option<&Path>,
         timeout: std::time::Duration,
     ) -> Result<PushOutcome, GitError> {
         let refname = format!("refs/heads/{branch}");
+        if let (Some(http), Some(pack)) = (&self.http, pack) {
+            match http.push(&self.env, &refname, new, expected_old, pack, timeout) {
+                HttpPush::Done(outcome) => return outcome,
+                HttpPush::Fallback(reason) => {
+                    tracing::debug!(branch, reason, "pushing with git push");
+                }
+            }
+        }
         let lease = match expected_old {
             Some(old) => format!("--force-with-lease={refname}:{old}"),
             None => format!("--force-with-lease={refname}:"),

@@ -84,7 +84,7 @@ pub(crate) struct Batch {
 }
 
 /// A pack written into the mirror.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct WrittenPack {
     pub(crate) pack: PathBuf,
     pub(crate) index: PathBuf,

@@ -372,7 +372,10 @@ fn patched_and_rebuilt_trees_are_the_ones_git_makes() {
         ),
         Put(vec![executable], "mode change"),
         Put(
-            vec![FileWrite::put("apps/svc-new/prod/kustomization.yaml", "b: 2\n")],
+            vec![FileWrite::put(
+                "apps/svc-new/prod/kustomization.yaml",
+                "b: 2\n",
+            )],
             "new directory",
         ),
         Put(vec![bump(1, "3.0.0"), bump(5, "3.0.0")], "repoint twice"),

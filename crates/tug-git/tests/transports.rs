@@ -129,14 +129,16 @@ fn http_credentials_flow_through_askpass_and_are_stored_nowhere() {
 
     let recorded = std::fs::read_to_string(&spy_log).unwrap();
     assert!(
-        recorded.contains("push") && recorded.contains("clone"),
+        recorded.contains("clone"),
         "the spy saw the network commands:\n{recorded}"
     );
     assert!(
         !recorded.contains(PASSWORD),
         "password in argv:\n{recorded}"
     );
-    assert!(observed.count("push") == 2);
+    // Pushes to an HTTP remote send the batch's pack from tug itself, with the credentials in
+    // an `Authorization` header: no `git push` runs.
+    assert_eq!(observed.count("push"), 0);
     assert!(
         observed
             .commands()
@@ -301,12 +303,41 @@ fn a_push_that_loses_a_race_is_reapplied_over_smart_http() {
     let remote = manifests();
     let http = SmartHttp::start(remote.root(), None).unwrap();
     let data = Scratch::new().unwrap();
-    let mirror = open(
-        data.path(),
-        &http.url(remote.name()),
-        MirrorOptions::default(),
-    );
+    let observed = ArgvLog::default();
+    let mirror = open(data.path(), &http.url(remote.name()), observed.options());
     lands_after_the_branch_moves_mid_push(&mirror, &remote);
+    // The lost race was the remote's answer to tug's own push, not `git push`'s.
+    assert_eq!(observed.count("push"), 0);
+}
+
+#[test]
+fn a_push_refused_by_a_hook_over_smart_http_carries_the_hooks_words() {
+    let remote = manifests();
+    let http = SmartHttp::start(remote.root(), None).unwrap();
+    let data = Scratch::new().unwrap();
+    let observed = ArgvLog::default();
+    let mirror = open(data.path(), &http.url(remote.name()), observed.options());
+    let hook = remote.path().join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat >/dev/null\necho 'main is frozen until Monday' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = remote.tip("main").unwrap();
+
+    let change = SetLine::new(KUSTOMIZATION, "newTag", "\"9.0.0\"", "req-frozen");
+    let error = land(&mirror, "main", &[&change], &options()).unwrap_err();
+
+    assert!(matches!(error, GitError::PushRejected { .. }), "{error:?}");
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(
+        text.contains("pre-receive hook declined") && text.contains("main is frozen until Monday"),
+        "{text}"
+    );
+    assert_eq!(remote.tip("main").unwrap(), before);
+    assert_eq!(observed.count("push"), 0);
 }
 
 #[test]
