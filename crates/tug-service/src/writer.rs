@@ -574,6 +574,7 @@ impl Writers {
                 })
                 .collect();
             let batch = tracing::Span::current();
+            let landing = Instant::now();
             let report = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&dyn tug_git::Change> =
                     changes.iter().map(|c| c as &dyn tug_git::Change).collect();
@@ -663,6 +664,7 @@ impl Writers {
                         fetch: report.fetch_time,
                         apply: report.apply_time,
                         push: report.push_time,
+                        land: landing.elapsed(),
                     });
                     if let Some(e) = report.deferred {
                         deferred = Some((
@@ -711,6 +713,7 @@ impl Writers {
             fetch,
             apply,
             push,
+            land,
         }) = landed
         {
             info!(
@@ -719,6 +722,7 @@ impl Writers {
                 fetch_ms = fetch.as_millis() as u64,
                 apply_ms = apply.as_millis() as u64,
                 push_ms = push.as_millis() as u64,
+                land_ms = land.as_millis() as u64,
                 record_ms = recording.elapsed().as_millis() as u64,
                 total_ms = started.elapsed().as_millis() as u64,
                 "landed batch"
@@ -1016,6 +1020,8 @@ struct Landed {
     fetch: Duration,
     apply: Duration,
     push: Duration,
+    /// The whole landing: the above, and what lies between them.
+    land: Duration,
 }
 
 /// A task's change as the write path applies it: each application (one per push attempt) is
