@@ -48,7 +48,9 @@ enum Stored {
 struct BatchObject {
     oid: ObjectId,
     kind: ObjectKind,
-    data: Arc<[u8]>,
+    /// The content; let go for a directory version stored as a delta once a newer version of
+    /// the directory replaced it, and rebuilt from its delta chain if it is read again.
+    data: Option<Arc<[u8]>>,
     stored: Stored,
     /// Deltas between this object and a whole one (0 when stored whole).
     depth: u32,
@@ -66,6 +68,45 @@ struct Contents {
 }
 
 impl Contents {
+    /// The content of the object at `index`, rebuilt from its chain of deltas when let go.
+    fn data(&self, index: usize) -> Option<Arc<[u8]>> {
+        let object = self.objects.get(index)?;
+        if let Some(data) = &object.data {
+            return Some(data.clone());
+        }
+        let Stored::Delta { base, delta } = &object.stored else {
+            return None;
+        };
+        apply_delta(&self.data(*base)?, delta).map(Arc::from)
+    }
+
+    /// Makes the object at `index` the newest version of directory `dir`, letting go of the
+    /// content of the version it replaces: a batch of 256 changes under a directory of thousands
+    /// of entries would otherwise hold 256 copies of that directory until its pack is written.
+    fn set_latest_tree(&mut self, dir: &str, index: usize) {
+        if self.objects[index].data.is_none() {
+            // An earlier version came back: it is the next version's delta base.
+            self.objects[index].data = self.data(index);
+        }
+        let Some(replaced) = self.latest_tree_at.insert(dir.to_owned(), index) else {
+            return;
+        };
+        // Identical directories at two paths share an object; it stays while either is newest.
+        if replaced == index
+            || self
+                .latest_tree_at
+                .values()
+                .any(|&latest| latest == replaced)
+        {
+            return;
+        }
+        let object = &mut self.objects[replaced];
+        if matches!(object.stored, Stored::Delta { .. }) && object.data.take().is_some() {
+            let oid = object.oid;
+            self.parsed_trees.remove(&oid);
+        }
+    }
+
     fn remember_tree(&mut self, oid: ObjectId, tree: Tree) {
         // Later changes read mostly the newest versions; a long batch need not keep every
         // version of a large directory parsed.
@@ -145,8 +186,8 @@ impl Batch {
 
     pub(crate) fn get(&self, oid: ObjectId) -> Option<(ObjectKind, Arc<[u8]>)> {
         let contents = self.lock();
-        let object = &contents.objects[*contents.by_id.get(&oid)?];
-        Some((object.kind, object.data.clone()))
+        let index = *contents.by_id.get(&oid)?;
+        Some((contents.objects[index].kind, contents.data(index)?))
     }
 
     /// The entries of a tree of this batch; `None` when the batch did not create it.
@@ -155,14 +196,21 @@ impl Batch {
         if let Some(entries) = contents.parsed_trees.get(&oid) {
             return Some(Ok(entries.clone()));
         }
-        let object = &contents.objects[*contents.by_id.get(&oid)?];
-        if object.kind != ObjectKind::Tree {
+        let index = *contents.by_id.get(&oid)?;
+        let kind = contents.objects[index].kind;
+        if kind != ObjectKind::Tree {
             return Some(Err(GitError::CorruptObject {
                 oid,
-                reason: format!("expected a tree, found a {}", object.kind.name()),
+                reason: format!("expected a tree, found a {}", kind.name()),
             }));
         }
-        let parsed = Tree::parse(oid, object.data.clone());
+        let Some(data) = contents.data(index) else {
+            return Some(Err(GitError::CorruptObject {
+                oid,
+                reason: "a directory version of this batch cannot be rebuilt".to_owned(),
+            }));
+        };
+        let parsed = Tree::parse(oid, data);
         if let Ok(tree) = &parsed {
             contents.remember_tree(oid, tree.clone());
         }
@@ -181,9 +229,10 @@ impl Batch {
     pub(crate) fn add_tree(&self, dir: &str, data: &[u8], spans: Arc<[EntrySpan]>) -> ObjectId {
         let (oid, stored) = self.insert(ObjectKind::Tree, data, Some(dir));
         let mut contents = self.lock();
-        if !contents.parsed_trees.contains_key(&oid) {
-            let tree = Tree::from_parts(contents.objects[stored].data.clone(), spans);
-            contents.remember_tree(oid, tree);
+        if !contents.parsed_trees.contains_key(&oid)
+            && let Some(data) = contents.data(stored)
+        {
+            contents.remember_tree(oid, Tree::from_parts(data, spans));
         }
         oid
     }
@@ -194,7 +243,7 @@ impl Batch {
         let mut contents = self.lock();
         if let Some(&existing) = contents.by_id.get(&oid) {
             if let Some(dir) = tree_dir {
-                contents.latest_tree_at.insert(dir.to_owned(), existing);
+                contents.set_latest_tree(dir, existing);
             }
             return (oid, existing);
         }
@@ -203,24 +252,25 @@ impl Batch {
             .filter(|&base| contents.objects[base].depth < MAX_DELTA_DEPTH);
         let (stored, depth) = base
             .and_then(|base| {
-                let base_object = &contents.objects[base];
-                let delta = encode_delta(&base_object.data, data)?;
+                let delta = encode_delta(&contents.data(base)?, data)?;
                 // A delta that saves little costs a reader more than it saves on the wire.
-                (delta.len() < data.len() / 2)
-                    .then_some((Stored::Delta { base, delta }, base_object.depth + 1))
+                (delta.len() < data.len() / 2).then_some((
+                    Stored::Delta { base, delta },
+                    contents.objects[base].depth + 1,
+                ))
             })
             .unwrap_or((Stored::Whole, 0));
         let position = contents.objects.len();
         contents.objects.push(BatchObject {
             oid,
             kind,
-            data: Arc::from(data),
+            data: Some(Arc::from(data)),
             stored,
             depth,
         });
         contents.by_id.insert(oid, position);
         if let Some(dir) = tree_dir {
-            contents.latest_tree_at.insert(dir.to_owned(), position);
+            contents.set_latest_tree(dir, position);
         }
         (oid, position)
     }
@@ -317,8 +367,12 @@ fn write_pack_data(file: &mut fs::File, objects: &[BatchObject]) -> std::io::Res
         entry.clear();
         match &object.stored {
             Stored::Whole => {
-                push_entry_header(&mut entry, type_code(object.kind), object.data.len());
-                compress_into(&mut z, &mut entry, &object.data)?;
+                // Only versions stored as deltas let their content go.
+                let data = object.data.as_deref().ok_or_else(|| {
+                    std::io::Error::other("an object of the batch lost its content")
+                })?;
+                push_entry_header(&mut entry, type_code(object.kind), data.len());
+                compress_into(&mut z, &mut entry, data)?;
             }
             Stored::Delta { base, delta } => {
                 push_entry_header(&mut entry, OBJ_OFS_DELTA, delta.len());
@@ -449,6 +503,61 @@ fn push_size(out: &mut Vec<u8>, size: usize) {
     out.push(size as u8);
 }
 
+/// git's patch-delta: `target` from `base` and a delta [`encode_delta`] made; `None` when the
+/// delta does not fit the base.
+fn apply_delta(base: &[u8], delta: &[u8]) -> Option<Vec<u8>> {
+    fn size(delta: &[u8], at: &mut usize) -> Option<usize> {
+        let mut value = 0usize;
+        let mut shift = 0;
+        loop {
+            let byte = *delta.get(*at)?;
+            *at += 1;
+            value |= usize::from(byte & 0x7f).checked_shl(shift)?;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+    }
+    let mut at = 0;
+    if size(delta, &mut at)? != base.len() {
+        return None;
+    }
+    let target_len = size(delta, &mut at)?;
+    let mut out = Vec::with_capacity(target_len);
+    while at < delta.len() {
+        let command = delta[at];
+        at += 1;
+        if command & 0x80 != 0 {
+            let mut offset = 0usize;
+            let mut len = 0usize;
+            for bit in 0..4 {
+                if command & (1 << bit) != 0 {
+                    offset |= usize::from(*delta.get(at)?) << (8 * bit);
+                    at += 1;
+                }
+            }
+            for bit in 0..3 {
+                if command & (0x10 << bit) != 0 {
+                    len |= usize::from(*delta.get(at)?) << (8 * bit);
+                    at += 1;
+                }
+            }
+            if len == 0 {
+                len = 0x10000;
+            }
+            out.extend_from_slice(base.get(offset..offset.checked_add(len)?)?);
+        } else if command == 0 {
+            return None;
+        } else {
+            let len = usize::from(command);
+            out.extend_from_slice(delta.get(at..at + len)?);
+            at += len;
+        }
+    }
+    (out.len() == target_len).then_some(out)
+}
+
 /// A git delta that rebuilds `target` from `base`: the bytes both start with and end with are
 /// copied from the base, the rest is inserted. For a tree in which one entry's id changed, that
 /// is a copy, an insert of at most 20 bytes and a copy; for anything else it is still exact,
@@ -567,58 +676,6 @@ mod tests {
         assert!(written.sync().is_ok());
     }
 
-    /// git's patch-delta, to check deltas without a repository.
-    fn apply_delta(base: &[u8], delta: &[u8]) -> Vec<u8> {
-        fn size(delta: &[u8], at: &mut usize) -> usize {
-            let mut value = 0usize;
-            let mut shift = 0;
-            loop {
-                let byte = delta[*at];
-                *at += 1;
-                value |= usize::from(byte & 0x7f) << shift;
-                shift += 7;
-                if byte & 0x80 == 0 {
-                    return value;
-                }
-            }
-        }
-        let mut at = 0;
-        assert_eq!(size(delta, &mut at), base.len());
-        let target_len = size(delta, &mut at);
-        let mut out = Vec::new();
-        while at < delta.len() {
-            let command = delta[at];
-            at += 1;
-            if command & 0x80 != 0 {
-                let mut offset = 0usize;
-                let mut len = 0usize;
-                for bit in 0..4 {
-                    if command & (1 << bit) != 0 {
-                        offset |= usize::from(delta[at]) << (8 * bit);
-                        at += 1;
-                    }
-                }
-                for bit in 0..3 {
-                    if command & (0x10 << bit) != 0 {
-                        len |= usize::from(delta[at]) << (8 * bit);
-                        at += 1;
-                    }
-                }
-                if len == 0 {
-                    len = 0x10000;
-                }
-                out.extend_from_slice(&base[offset..offset + len]);
-            } else {
-                assert_ne!(command, 0, "reserved delta instruction");
-                let len = usize::from(command);
-                out.extend_from_slice(&delta[at..at + len]);
-                at += len;
-            }
-        }
-        assert_eq!(out.len(), target_len);
-        out
-    }
-
     fn tree_like(entries: usize, changed: &[usize]) -> Vec<u8> {
         let mut out = Vec::new();
         for i in 0..entries {
@@ -639,7 +696,12 @@ mod tests {
         let target = tree_like(2000, &[1234]);
         let delta = encode_delta(&base, &target).unwrap();
         assert!(delta.len() < 40, "{} bytes", delta.len());
-        assert_eq!(apply_delta(&base, &delta), target);
+        assert_eq!(apply_delta(&base, &delta), Some(target));
+        assert_eq!(
+            apply_delta(&base[1..], &delta),
+            None,
+            "a delta for another base"
+        );
     }
 
     #[test]
@@ -660,8 +722,8 @@ mod tests {
         for (base, target) in cases {
             let delta = encode_delta(&base, &target).unwrap();
             assert_eq!(
-                apply_delta(&base, &delta),
-                target,
+                apply_delta(&base, &delta).as_ref(),
+                Some(&target),
                 "base {} bytes, target {} bytes",
                 base.len(),
                 target.len()
@@ -696,10 +758,21 @@ mod tests {
     #[test]
     fn successive_versions_of_a_directory_chain_no_deeper_than_git_reuses() {
         let batch = Batch::new();
+        let mut ids = Vec::new();
         for version in 0..120 {
-            batch.add(ObjectKind::Tree, &tree_like(500, &[version]), Some("apps"));
+            ids.push(batch.add(ObjectKind::Tree, &tree_like(500, &[version]), Some("apps")));
             // A blob between versions is neither a base nor a delta.
             batch.add(ObjectKind::Blob, format!("v{version}\n").as_bytes(), None);
+        }
+        // Replaced versions stored as deltas let their content go, and are rebuilt when read.
+        for (version, id) in ids.iter().enumerate() {
+            let (kind, data) = batch.get(*id).unwrap();
+            assert_eq!(kind, ObjectKind::Tree);
+            assert_eq!(
+                data.as_ref(),
+                tree_like(500, &[version]),
+                "version {version}"
+            );
         }
         let contents = batch.lock();
         let trees: Vec<&BatchObject> = contents
@@ -717,11 +790,20 @@ mod tests {
             whole, 3,
             "a new chain starts after every {MAX_DELTA_DEPTH} deltas"
         );
-        for tree in &trees {
+        let kept = trees.iter().filter(|t| t.data.is_some()).count();
+        assert_eq!(
+            kept,
+            whole + 1,
+            "the chains' whole versions and the newest one"
+        );
+        for (index, tree) in contents.objects.iter().enumerate() {
             if let Stored::Delta { base, delta } = &tree.stored {
-                let base = &contents.objects[*base];
-                assert_eq!(base.kind, ObjectKind::Tree);
-                assert_eq!(apply_delta(&base.data, delta), tree.data.as_ref());
+                assert_eq!(contents.objects[*base].kind, ObjectKind::Tree);
+                let base = contents.data(*base).unwrap();
+                assert_eq!(
+                    apply_delta(&base, delta).as_deref(),
+                    contents.data(index).as_deref()
+                );
             }
         }
         assert!(
@@ -731,6 +813,30 @@ mod tests {
                 .filter(|o| o.kind == ObjectKind::Blob)
                 .all(|o| matches!(o.stored, Stored::Whole))
         );
+    }
+
+    #[test]
+    fn a_directory_version_that_comes_back_is_the_base_of_the_next_one() {
+        let batch = Batch::new();
+        let first = batch.add(ObjectKind::Tree, &tree_like(500, &[1]), Some("apps"));
+        batch.add(ObjectKind::Tree, &tree_like(500, &[2]), Some("apps"));
+        batch.add(ObjectKind::Tree, &tree_like(500, &[3]), Some("apps"));
+        // A change reverts the directory to its second version, then the next one changes it.
+        let again = batch.add(ObjectKind::Tree, &tree_like(500, &[2]), Some("apps"));
+        let next = batch.add(ObjectKind::Tree, &tree_like(500, &[2, 4]), Some("apps"));
+        assert_eq!(batch.len(), 4);
+        let contents = batch.lock();
+        let index = |id| *contents.by_id.get(&id).unwrap();
+        let Stored::Delta { base, .. } = &contents.objects[index(next)].stored else {
+            panic!("the next version is a delta")
+        };
+        assert_eq!(*base, index(again));
+        for (id, version) in [(first, &[1][..]), (again, &[2]), (next, &[2, 4])] {
+            assert_eq!(
+                contents.data(index(id)).unwrap().as_ref(),
+                tree_like(500, version)
+            );
+        }
     }
 
     #[test]
