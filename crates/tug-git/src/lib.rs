@@ -14,6 +14,7 @@ mod env;
 mod error;
 mod history;
 mod land;
+mod maintain;
 mod mirror;
 mod object;
 mod oid;

@@ -294,12 +294,13 @@ impl Mirror {
         loose > MAX_LOOSE_OBJECTS || self.pack_count().is_ok_and(|n| n > kept + MAX_PACKS)
     }
 
-    /// Keeps the number of packs logarithmic in the number of objects: a geometric repack
-    /// (`git repack --geometric=2`) rolls the small packs every batch adds — and loose objects —
-    /// into one, leaving the large packs alone, and a multi-pack index lets readers find an
-    /// object with one lookup. Concurrent readers, fetches and pushes are safe: no object is
-    /// removed, and a pack is deleted only once the pack replacing it is in place. `None` when
-    /// there was nothing to do or another call is already at work.
+    /// Keeps the number of packs logarithmic in the number of objects: a geometric roll-up
+    /// (the packs `git repack --geometric=2` would choose, see [`crate::maintain`]) puts the
+    /// small packs every batch adds — and loose objects — into one, leaving the large packs
+    /// alone, and a multi-pack index lets readers find an object with one lookup. Concurrent
+    /// readers, fetches and pushes are safe: no object is removed, and a pack is deleted only
+    /// once the pack replacing it is in place. `None` when there was nothing to do or another
+    /// call is already at work.
     pub fn maintain(&self) -> Result<Option<Maintenance>, GitError> {
         use std::sync::atomic::Ordering;
         if !self.needs_maintenance() {
@@ -310,25 +311,10 @@ impl Mirror {
         }
         let started = std::time::Instant::now();
         let result = (|| {
-            let packs_before = self.pack_count()?;
-            let mut cmd = self.env.local(&self.git_dir);
-            // No delta search: the batches' packs already store each directory's versions as
-            // deltas, which the repack copies as they are; searching deltas for the rest (the
-            // commits, the small files, the first version of each directory) saves little room
-            // and took a tenth of the repack's CPU, taken from the batches landing meanwhile.
-            // (Most of the rest is `--stdin-packs` walking the new commits' trees.)
-            cmd.args(["-c", "pack.window=0"]);
-            cmd.args([
-                "repack",
-                "-d",
-                "-l",
-                "-q",
-                "--geometric=2",
-                "--write-midx",
-                "--no-write-bitmap-index",
-            ]);
-            self.env.run(cmd, "repack")?;
-            let packs_after = self.pack_count()?;
+            let crate::maintain::RolledUp {
+                packs_before,
+                packs_after,
+            } = crate::maintain::roll_up_packs(&self.env, &self.git_dir)?;
             self.packs_kept.store(packs_after, Ordering::Relaxed);
             Ok(Some(Maintenance {
                 packs_before,
