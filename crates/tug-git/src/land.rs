@@ -10,9 +10,10 @@ use tug_clock::{Clock, SystemClock};
 
 use crate::commit::{CommitMeta, Identity, serialize_commit};
 use crate::error::{ChangeError, GitError};
-use crate::mirror::{Mirror, PushOutcome, validate_branch};
+use crate::mirror::{Mirror, validate_branch};
 use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
 use crate::pack::Batch;
+use crate::reject::PushOutcome;
 use crate::replay::{Applied, Recording};
 use crate::sign::Signer;
 use crate::store::ObjectView;

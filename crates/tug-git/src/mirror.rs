@@ -10,7 +10,7 @@ use crate::env::{Auth, CommandObserver, GitEnv, short_hash};
 use crate::error::GitError;
 use crate::object::ObjectId;
 use crate::refs::{read_ref, write_ref};
-use crate::reject::Rejection;
+use crate::reject::{PushOutcome, Rejection};
 use crate::smart_http::{HttpPush, HttpPusher};
 use crate::store::{ObjectStore, ObjectView};
 use crate::tree::TreeView;
@@ -77,13 +77,6 @@ pub struct Maintenance {
     pub packs_before: usize,
     pub packs_after: usize,
     pub duration: std::time::Duration,
-}
-
-/// What the remote said to a push.
-pub(crate) enum PushOutcome {
-    Accepted,
-    /// The branch is not where we expected it: fetch and try again.
-    Moved(String),
 }
 
 /// Refuses URLs that carry a password in their user info, without repeating the password.

@@ -477,7 +477,16 @@ fn push_base_distance(out: &mut Vec<u8>, mut distance: u64) {
 /// Appends `data` zlib-compressed to `out`. One compressor serves a whole pack: setting one up
 /// allocates and clears some hundred kilobytes, which for small objects (trees, commits, tag
 /// bumps) costs far more than compressing them.
+/// Objects up to this size go into the pack as one stored (uncompressed) deflate block: most of
+/// a batch's objects are deltas of a few dozen bytes and small trees of binary ids, which deflate
+/// hardly shrinks, and resetting the compressor clears its 64 KiB hash table every time.
+const STORED_UP_TO: usize = 128;
+
 fn compress_into(z: &mut Compress, out: &mut Vec<u8>, data: &[u8]) -> std::io::Result<()> {
+    if data.len() <= STORED_UP_TO {
+        push_stored_zlib(out, data);
+        return Ok(());
+    }
     z.reset();
     let mut consumed = 0usize;
     loop {
@@ -491,6 +500,31 @@ fn compress_into(z: &mut Compress, out: &mut Vec<u8>, data: &[u8]) -> std::io::R
             return Ok(());
         }
     }
+}
+
+/// `data` (at most 65,535 bytes) as a zlib stream of one stored deflate block (RFC 1950/1951).
+fn push_stored_zlib(out: &mut Vec<u8>, data: &[u8]) {
+    debug_assert!(data.len() <= usize::from(u16::MAX));
+    let len = u16::try_from(data.len()).unwrap_or(u16::MAX);
+    // CMF: deflate with a 32 KiB window; FLG: no dictionary, check bits making CMF·256 + FLG a
+    // multiple of 31.
+    out.extend_from_slice(&[0x78, 0x01]);
+    // The final block, stored: its length and the length's complement, little-endian.
+    out.push(0x01);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(&data[..usize::from(len)]);
+    out.extend_from_slice(&adler32(data).to_be_bytes());
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    const MOD: u32 = 65_521;
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + u32::from(byte)) % MOD;
+        b = (b + a) % MOD;
+    }
+    (b << 16) | a
 }
 
 /// The sizes at the start of a delta: 7 bits per byte, least significant first.
@@ -566,13 +600,8 @@ pub(crate) fn encode_delta(base: &[u8], target: &[u8]) -> Option<Vec<u8>> {
     if u32::try_from(base.len()).is_err() {
         return None;
     }
-    let prefix = base.iter().zip(target).take_while(|(a, b)| a == b).count();
-    let suffix = base[prefix..]
-        .iter()
-        .rev()
-        .zip(target[prefix..].iter().rev())
-        .take_while(|(a, b)| a == b)
-        .count();
+    let prefix = common_prefix(base, target);
+    let suffix = common_suffix(&base[prefix..], &target[prefix..]);
     let inserted = &target[prefix..target.len() - suffix];
     let mut delta = Vec::with_capacity(32 + inserted.len() + inserted.len() / MAX_INSERT);
     push_size(&mut delta, base.len());
@@ -584,6 +613,42 @@ pub(crate) fn encode_delta(base: &[u8], target: &[u8]) -> Option<Vec<u8>> {
     }
     push_copy(&mut delta, base.len() - suffix, suffix);
     Some(delta)
+}
+
+/// Compared a block at a time: slice equality is a `memcmp`, where a byte-by-byte loop over a
+/// directory of 70 KB cost more than the rest of its delta.
+const COMPARE_BLOCK: usize = 64;
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let len = a.len().min(b.len());
+    let mut at = 0;
+    while at + COMPARE_BLOCK <= len && a[at..at + COMPARE_BLOCK] == b[at..at + COMPARE_BLOCK] {
+        at += COMPARE_BLOCK;
+    }
+    at + a[at..len]
+        .iter()
+        .zip(&b[at..len])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - len..], &b[b.len() - len..]);
+    let mut matched = 0;
+    while matched + COMPARE_BLOCK <= len
+        && a[len - matched - COMPARE_BLOCK..len - matched]
+            == b[len - matched - COMPARE_BLOCK..len - matched]
+    {
+        matched += COMPARE_BLOCK;
+    }
+    matched
+        + a[..len - matched]
+            .iter()
+            .rev()
+            .zip(b[..len - matched].iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count()
 }
 
 /// Copy instructions for `len` bytes of the base from `offset`: a command byte whose low four
@@ -729,6 +794,38 @@ mod tests {
                 target.len()
             );
         }
+    }
+
+    #[test]
+    fn small_objects_are_stored_zlib_streams_that_inflate_back() {
+        use std::io::Read;
+        for data in [&b""[..], b"x", &[0u8, 255, 7, 7, 7], &[42u8; STORED_UP_TO]] {
+            let mut stream = Vec::new();
+            let mut z = Compress::new(Compression::fast(), true);
+            compress_into(&mut z, &mut stream, data).unwrap();
+            assert_eq!(stream.len(), data.len() + 11, "stored, not deflated");
+            let mut inflated = Vec::new();
+            flate2::read::ZlibDecoder::new(stream.as_slice())
+                .read_to_end(&mut inflated)
+                .unwrap();
+            assert_eq!(inflated, data);
+        }
+        // `printf 'Wikipedia'` has the Adler-32 the RFC's example gives.
+        assert_eq!(adler32(b"Wikipedia"), 0x11e6_0398);
+    }
+
+    #[test]
+    fn common_ends_are_found_across_blocks() {
+        let a: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        for cut in [0, 1, 63, 64, 65, 500, 999] {
+            let mut b = a.clone();
+            b[cut] ^= 1;
+            assert_eq!(common_prefix(&a, &b), cut);
+            assert_eq!(common_suffix(&a, &b), 999 - cut);
+        }
+        assert_eq!(common_prefix(&a, &a[..100]), 100);
+        assert_eq!(common_suffix(&a, &a[900..]), 100);
+        assert_eq!(common_suffix(&a, &a), 1000);
     }
 
     #[test]

@@ -19,6 +19,13 @@
 //! a hidden ref`, `shallow update not allowed`, an aborting `reference-transaction` hook, missing
 //! permissions — is a refusal and is reported with the remote's own words.
 
+/// What the remote said to a push.
+pub(crate) enum PushOutcome {
+    Accepted,
+    /// The branch is not where we expected it: fetch and try again.
+    Moved(String),
+}
+
 /// How a refused push is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rejection {

@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use crate::env::GitEnv;
 use crate::error::GitError;
-use crate::mirror::PushOutcome;
 use crate::object::ObjectId;
-use crate::reject::Rejection;
+use crate::reject::{PushOutcome, Rejection};
 
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
 
