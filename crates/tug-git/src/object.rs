@@ -174,6 +174,11 @@ impl Tree {
         self.spans.len()
     }
 
+    /// The memory this tree holds: its bytes and its entries' offsets.
+    pub(crate) fn size(&self) -> usize {
+        self.raw.len() + std::mem::size_of_val(&*self.spans)
+    }
+
     pub(crate) fn get(&self, index: usize) -> Option<EntryRef<'_>> {
         let span = self.spans.get(index)?;
         let (start, space, nul) = (span.start as usize, span.space as usize, span.nul as usize);

@@ -73,10 +73,32 @@ pub(crate) struct ObjectStore {
     written: AtomicU64,
     // Trees are immutable by name; a change reads the trees on its path once to look and once
     // to rewrite, and the next change of a batch reads most of them again.
-    trees: Mutex<HashMap<ObjectId, Tree>>,
+    trees: Mutex<TreeCache>,
 }
 
-const TREE_CACHE_ENTRIES: usize = 1024;
+/// Parsed trees kept, by their size: every landed batch leaves a new version of the large
+/// directories its next batch reads, and a cache counted in entries filled up with versions of
+/// a 2,000-entry directory until it held most of the server's memory.
+const TREE_CACHE_BYTES: usize = 8 << 20;
+
+#[derive(Default)]
+struct TreeCache {
+    trees: HashMap<ObjectId, Tree>,
+    bytes: usize,
+}
+
+impl TreeCache {
+    fn insert(&mut self, oid: ObjectId, tree: Tree) {
+        let size = tree.size();
+        if self.bytes + size > TREE_CACHE_BYTES {
+            self.trees.clear();
+            self.bytes = 0;
+        }
+        if size <= TREE_CACHE_BYTES && self.trees.insert(oid, tree).is_none() {
+            self.bytes += size;
+        }
+    }
+}
 
 impl ObjectStore {
     pub(crate) fn new(git_dir: PathBuf, env: GitEnv) -> Self {
@@ -85,7 +107,7 @@ impl ObjectStore {
             env,
             reader: Mutex::new(None),
             written: AtomicU64::new(0),
-            trees: Mutex::new(HashMap::new()),
+            trees: Mutex::new(TreeCache::default()),
         }
     }
 
@@ -159,15 +181,12 @@ impl ObjectStore {
             .trees
             .lock()
             .ok()
-            .and_then(|cache| cache.get(&oid).cloned())
+            .and_then(|cache| cache.trees.get(&oid).cloned())
         {
             return Ok(entries);
         }
         let entries = Tree::parse(oid, Arc::from(self.read_kind(oid, ObjectKind::Tree)?))?;
         if let Ok(mut cache) = self.trees.lock() {
-            if cache.len() >= TREE_CACHE_ENTRIES {
-                cache.clear();
-            }
             cache.insert(oid, entries.clone());
         }
         Ok(entries)
@@ -236,5 +255,36 @@ impl<'a> ObjectView<'a> {
             Some(entries) => entries,
             None => self.store.read_tree(oid),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_cache_stays_within_its_bytes() {
+        // Versions of a directory of 2,000 entries, one per landed batch.
+        let mut cache = TreeCache::default();
+        for version in 0u32..1_000 {
+            let mut raw = Vec::new();
+            for entry in 0u32..2_000 {
+                raw.extend_from_slice(format!("40000 svc-{entry:04}\0").as_bytes());
+                let mut id = [0u8; 20];
+                id[..4].copy_from_slice(&version.to_be_bytes());
+                id[4..8].copy_from_slice(&entry.to_be_bytes());
+                raw.extend_from_slice(&id);
+            }
+            let oid = crate::object::hash_object(ObjectKind::Tree, &raw);
+            let tree = Tree::parse(oid, Arc::from(raw)).unwrap();
+            cache.insert(oid, tree.clone());
+            cache.insert(oid, tree);
+            assert!(cache.bytes <= TREE_CACHE_BYTES, "{} bytes", cache.bytes);
+            assert_eq!(
+                cache.bytes,
+                cache.trees.values().map(Tree::size).sum::<usize>()
+            );
+        }
+        assert!(!cache.trees.is_empty());
     }
 }
