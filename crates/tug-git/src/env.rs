@@ -160,6 +160,15 @@ impl GitEnv {
         stopped
     }
 
+    /// An environment without credentials, its private files under `dir`.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &Path) -> Self {
+        match Self::new(&dir.join("git"), Auth::None, "git".into(), None) {
+            Ok(env) => env,
+            Err(e) => panic!("test git environment: {e}"),
+        }
+    }
+
     /// The basic credentials of an HTTP(S) remote.
     pub(crate) fn http_credentials(&self) -> Option<(&str, &Secret)> {
         match &self.auth {

@@ -406,13 +406,7 @@ mod tests {
         assert_eq!(list_packs(&pack_dir).unwrap().len(), 3);
         assert_eq!(loose_objects(&repo.join("objects")).unwrap().len(), 4);
 
-        let env = GitEnv::new(
-            &scratch.path().join("git"),
-            crate::env::Auth::None,
-            "git".into(),
-            None,
-        )
-        .unwrap();
+        let env = GitEnv::for_tests(scratch.path());
         let done = roll_up_packs(&env, &repo).unwrap();
 
         assert_eq!((done.packs_before, done.packs_after), (3, 1));

@@ -11,7 +11,7 @@ use crate::error::GitError;
 use crate::object::ObjectId;
 use crate::refs::{read_ref, write_ref};
 use crate::reject::{PushOutcome, Rejection};
-use crate::smart_http::{HttpPush, HttpPusher};
+use crate::smart_http::{HttpPush, HttpPusher, Update};
 use crate::store::{ObjectStore, ObjectView};
 use crate::tree::TreeView;
 
@@ -444,7 +444,14 @@ impl Mirror {
     ) -> Result<PushOutcome, GitError> {
         let refname = format!("refs/heads/{branch}");
         if let (Some(http), Some(pack)) = (&self.http, pack) {
-            match http.push(&self.env, &refname, new, expected_old, pack, timeout) {
+            let update = Update {
+                refname: &refname,
+                new,
+                expected_old,
+                pack,
+                timeout,
+            };
+            match http.push(&self.env, &update) {
                 HttpPush::Done(outcome) => return outcome,
                 HttpPush::Fallback(reason) => {
                     tracing::debug!(branch, reason, "pushing with git push");

@@ -36,6 +36,16 @@ pub(crate) enum HttpPush {
     Fallback(String),
 }
 
+/// One ref update: `refname` from `expected_old` (absent when `None`) to `new`, with `pack`
+/// holding every object `new` adds.
+pub(crate) struct Update<'a> {
+    pub(crate) refname: &'a str,
+    pub(crate) new: ObjectId,
+    pub(crate) expected_old: Option<ObjectId>,
+    pub(crate) pack: &'a Path,
+    pub(crate) timeout: Duration,
+}
+
 /// The smart-HTTP pusher of one mirror.
 pub(crate) struct HttpPusher {
     /// The repository URL without a trailing slash.
@@ -75,20 +85,12 @@ impl HttpPusher {
             .map_err(Clone::clone)
     }
 
-    /// Pushes `new` to `refname` if the remote still has it at `expected_old`, sending `pack`.
-    pub(crate) fn push(
-        &self,
-        env: &GitEnv,
-        refname: &str,
-        new: ObjectId,
-        expected_old: Option<ObjectId>,
-        pack: &Path,
-        timeout: Duration,
-    ) -> HttpPush {
+    /// Makes `update` if the remote still has the ref at its expected value.
+    pub(crate) fn push(&self, env: &GitEnv, update: &Update<'_>) -> HttpPush {
         if self.git_only.load(Ordering::Relaxed) {
             return HttpPush::Fallback("this remote is pushed to with git".to_owned());
         }
-        match self.try_push(env, refname, new, expected_old, pack, timeout) {
+        match self.try_push(env, update) {
             Ok(done) => HttpPush::Done(done),
             Err(Before { reason, lasting }) => {
                 if lasting {
@@ -102,12 +104,15 @@ impl HttpPusher {
     fn try_push(
         &self,
         env: &GitEnv,
-        refname: &str,
-        new: ObjectId,
-        expected_old: Option<ObjectId>,
-        pack: &Path,
-        timeout: Duration,
+        update: &Update<'_>,
     ) -> Result<Result<PushOutcome, GitError>, Before> {
+        let &Update {
+            refname,
+            new,
+            expected_old,
+            pack,
+            timeout,
+        } = update;
         let client = self.client().map_err(Before::lasting)?;
         let credentials = env.http_credentials();
         let with_auth = |request: reqwest::blocking::RequestBuilder| match credentials {
@@ -573,24 +578,20 @@ mod tests {
             listener
         });
         let dir = tempfile::tempdir().unwrap();
-        let env = GitEnv::new(
-            &dir.path().join("git"),
-            crate::env::Auth::None,
-            "git".into(),
-            None,
-        )
-        .unwrap();
+        let env = GitEnv::for_tests(dir.path());
         let pack = dir.path().join("batch.pack");
         std::fs::write(&pack, b"PACK").unwrap();
         let pusher = HttpPusher::for_url(&format!("http://127.0.0.1:{port}/repo.git/")).unwrap();
         let push = || {
             pusher.push(
                 &env,
-                "refs/heads/main",
-                ObjectId([1; 20]),
-                None,
-                &pack,
-                Duration::from_secs(10),
+                &Update {
+                    refname: "refs/heads/main",
+                    new: ObjectId([1; 20]),
+                    expected_old: None,
+                    pack: &pack,
+                    timeout: Duration::from_secs(10),
+                },
             )
         };
 

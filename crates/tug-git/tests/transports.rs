@@ -298,13 +298,20 @@ fn a_push_that_loses_a_race_is_reapplied_over_git_daemon() {
     lands_after_the_branch_moves_mid_push(&mirror, &remote);
 }
 
-#[test]
-fn a_push_that_loses_a_race_is_reapplied_over_smart_http() {
+/// A mirror of `manifests()` served over smart HTTP, with the git commands it runs recorded.
+/// The server and the scratch directory live as long as the returned values.
+fn mirror_over_smart_http() -> (BareRepo, SmartHttp, Scratch, ArgvLog, Mirror) {
     let remote = manifests();
     let http = SmartHttp::start(remote.root(), None).unwrap();
     let data = Scratch::new().unwrap();
     let observed = ArgvLog::default();
     let mirror = open(data.path(), &http.url(remote.name()), observed.options());
+    (remote, http, data, observed, mirror)
+}
+
+#[test]
+fn a_push_that_loses_a_race_is_reapplied_over_smart_http() {
+    let (remote, _http, _data, observed, mirror) = mirror_over_smart_http();
     lands_after_the_branch_moves_mid_push(&mirror, &remote);
     // The lost race was the remote's answer to tug's own push, not `git push`'s.
     assert_eq!(observed.count("push"), 0);
@@ -312,11 +319,7 @@ fn a_push_that_loses_a_race_is_reapplied_over_smart_http() {
 
 #[test]
 fn a_push_refused_by_a_hook_over_smart_http_carries_the_hooks_words() {
-    let remote = manifests();
-    let http = SmartHttp::start(remote.root(), None).unwrap();
-    let data = Scratch::new().unwrap();
-    let observed = ArgvLog::default();
-    let mirror = open(data.path(), &http.url(remote.name()), observed.options());
+    let (remote, _http, _data, observed, mirror) = mirror_over_smart_http();
     let hook = remote.path().join("hooks/pre-receive");
     std::fs::write(
         &hook,
