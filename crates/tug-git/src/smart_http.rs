@@ -195,22 +195,19 @@ impl HttpPusher {
             Err(e) => return Ok(Err(unknown(e.to_string()))),
         };
         let status = response.status();
+        if status.is_client_error() {
+            // Refused by the HTTP layer (a proxy's body limit, credentials, a disabled
+            // service) before any receive-pack ran: git push may pass, or says why not.
+            return Err(Before::once(format!("git-receive-pack: HTTP {status}")));
+        }
         let answer = match response.bytes() {
             Ok(answer) => answer,
             Err(e) => return Ok(Err(unknown(e.to_string()))),
         };
         if !status.is_success() {
+            // A server error, or an answer of another kind: whether the pack landed is unknown.
             let text = String::from_utf8_lossy(&answer);
-            let detail = format!("HTTP {status}: {}", text.trim());
-            return Ok(Err(if status.is_server_error() {
-                unknown(detail)
-            } else {
-                GitError::PushRejected {
-                    url,
-                    branch: refname.trim_start_matches("refs/heads/").to_owned(),
-                    reason: env.redact(&detail),
-                }
-            }));
+            return Ok(Err(unknown(format!("HTTP {status}: {}", text.trim()))));
         }
         Ok(read_report(&answer, side_band, refname).map_or_else(
             |detail| Err(unknown(detail)),
@@ -557,43 +554,109 @@ mod tests {
         assert!(advertised.has("ofs-delta"));
     }
 
-    #[test]
-    fn an_answer_it_does_not_expect_leaves_this_remote_to_git_push() {
-        use std::io::{BufRead, BufReader, Write};
-        assert!(HttpPusher::for_url("ssh://git@example.com/repo.git").is_none());
+    /// Answers one connection per canned answer, each after reading the request whole; gives
+    /// the listener back when done.
+    fn serve(answers: Vec<Vec<u8>>) -> (u16, std::thread::JoinHandle<std::net::TcpListener>) {
+        use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
-            // A web page where the advertisement should be, as a misrouted proxy would answer.
-            let (stream, _) = listener.accept().unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap() > 2 {
-                line.clear();
+            for answer in answers {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap();
+                    }
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                reader.get_mut().write_all(&answer).unwrap();
             }
-            reader
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
-                .unwrap();
             listener
         });
+        (port, server)
+    }
+
+    fn http_answer(content_type: &str, status: &str, body: &[u8]) -> Vec<u8> {
+        let mut answer = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        answer
+    }
+
+    fn test_update(pack: &Path) -> Update<'_> {
+        Update {
+            refname: "refs/heads/main",
+            new: ObjectId([1; 20]),
+            expected_old: None,
+            pack,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_push_refused_by_the_http_layer_goes_to_git_push_and_the_next_one_asks_again() {
+        let mut advertisement = pkt(b"# service=git-receive-pack\n");
+        advertisement.extend_from_slice(b"0000");
+        advertisement.extend(pkt(format!(
+            "{ZERO_ID} capabilities^{{}}\0report-status ofs-delta\n"
+        )
+        .as_bytes()));
+        advertisement.extend_from_slice(b"0000");
+        let advertised = "application/x-git-receive-pack-advertisement";
+        let mut moved = pkt(b"# service=git-receive-pack\n");
+        moved.extend_from_slice(b"0000");
+        moved.extend(pkt(format!(
+            "{} refs/heads/main\0report-status ofs-delta\n",
+            "2".repeat(40)
+        )
+        .as_bytes()));
+        moved.extend_from_slice(b"0000");
+        // A proxy's body limit refuses the pack before any receive-pack sees it.
+        let (port, server) = serve(vec![
+            http_answer(advertised, "200 OK", &advertisement),
+            http_answer("text/html", "413 Request Entity Too Large", b"too large"),
+            http_answer(advertised, "200 OK", &moved),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let env = GitEnv::for_tests(dir.path());
+        let pack = dir.path().join("batch.pack");
+        std::fs::write(&pack, b"PACK").unwrap();
+        let pusher = HttpPusher::for_url(&format!("http://127.0.0.1:{port}/repo.git")).unwrap();
+
+        let HttpPush::Fallback(reason) = pusher.push(&env, &test_update(&pack)) else {
+            panic!("a refused pack taken for an answer")
+        };
+        assert!(reason.contains("413"), "{reason}");
+        // Not for good: the next push asks the remote, which has moved on meanwhile.
+        assert!(matches!(
+            pusher.push(&env, &test_update(&pack)),
+            HttpPush::Done(Ok(PushOutcome::Moved(_)))
+        ));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn an_answer_it_does_not_expect_leaves_this_remote_to_git_push() {
+        assert!(HttpPusher::for_url("ssh://git@example.com/repo.git").is_none());
+        // A web page where the advertisement should be, as a misrouted proxy would answer.
+        let (port, server) = serve(vec![http_answer("text/html", "200 OK", b"hello")]);
         let dir = tempfile::tempdir().unwrap();
         let env = GitEnv::for_tests(dir.path());
         let pack = dir.path().join("batch.pack");
         std::fs::write(&pack, b"PACK").unwrap();
         let pusher = HttpPusher::for_url(&format!("http://127.0.0.1:{port}/repo.git/")).unwrap();
-        let push = || {
-            pusher.push(
-                &env,
-                &Update {
-                    refname: "refs/heads/main",
-                    new: ObjectId([1; 20]),
-                    expected_old: None,
-                    pack: &pack,
-                    timeout: Duration::from_secs(10),
-                },
-            )
-        };
+        let push = || pusher.push(&env, &test_update(&pack));
 
         let HttpPush::Fallback(reason) = push() else {
             panic!("pushed through a web page")
