@@ -110,6 +110,89 @@ fn clock_ticks_per_second() -> u64 {
         .unwrap_or(100)
 }
 
+/// CPU time spent over an interval: by the whole machine (every process, every core, from
+/// `/proc/stat`) and by one process (its threads, from `/proc/<pid>/stat`).
+pub(crate) struct CpuMeter {
+    pid: u32,
+    machine: u64,
+    process: u64,
+    started: std::time::Instant,
+}
+
+/// What a [`CpuMeter`] measured.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CpuUse {
+    /// Busy CPU time of the whole machine (user, system, interrupts; not idle or I/O wait).
+    pub(crate) machine_ms: f64,
+    pub(crate) process_ms: f64,
+    pub(crate) wall_ms: f64,
+}
+
+impl CpuUse {
+    /// Share of the machine's cores that were busy, 0 to 1.
+    pub(crate) fn busy(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+        self.machine_ms / (self.wall_ms * cores).max(1e-9)
+    }
+}
+
+impl CpuMeter {
+    pub(crate) fn start(pid: u32) -> Result<Self> {
+        Ok(Self {
+            pid,
+            machine: machine_busy_ticks()?,
+            process: process_ticks(pid)?,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    pub(crate) fn finish(self) -> Result<CpuUse> {
+        let per_second = clock_ticks_per_second();
+        let to_ms = |ticks: u64| ticks_to_duration(ticks, per_second).as_secs_f64() * 1000.0;
+        Ok(CpuUse {
+            machine_ms: to_ms(machine_busy_ticks()?.saturating_sub(self.machine)),
+            process_ms: to_ms(process_ticks(self.pid)?.saturating_sub(self.process)),
+            wall_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+/// The busy ticks of all CPUs: the `cpu` line of `/proc/stat` without idle and iowait (guest
+/// time is counted in user time already).
+fn machine_busy_ticks() -> Result<u64> {
+    let text = fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    parse_machine_busy(&text)
+}
+
+fn parse_machine_busy(text: &str) -> Result<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("/proc/stat has no `cpu` line")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| {
+            f.parse::<u64>()
+                .context("/proc/stat: a cpu field is not a number")
+        })
+        .collect::<Result<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    if fields.len() < 8 {
+        bail!(
+            "/proc/stat: the cpu line has {} fields, expected 8 or more",
+            fields.len()
+        );
+    }
+    Ok(fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7])
+}
+
+fn process_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    parse_stat_cpu_ticks(&text)
+}
+
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` prints them.
 pub(crate) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
@@ -153,6 +236,14 @@ pub(crate) fn thousands(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_io_wait() {
+        let stat = "cpu  100 2 30 5000 40 5 6 7 0 0\ncpu0 50 1 15 2500 20 2 3 3 0 0\n";
+        assert_eq!(parse_machine_busy(stat).unwrap(), 100 + 2 + 30 + 5 + 6 + 7);
+        assert!(parse_machine_busy("cpu  1 2 3\n").is_err());
+        assert!(parse_machine_busy("intr 5\n").is_err());
+    }
 
     fn millis(values: &[u64]) -> Vec<Duration> {
         values.iter().map(|&v| Duration::from_millis(v)).collect()

@@ -28,7 +28,7 @@ use crate::load::{
 };
 use crate::server::batch_log_summary;
 use crate::servers::{ServedRepo, SmartHttpServer};
-use crate::stats::{load_average, median_ms, ms, thousands};
+use crate::stats::{CpuMeter, CpuUse, load_average, median_ms, ms, thousands};
 use crate::targets::{FLOOR_ALLOWANCE_MS, FLOOR_FACTOR, TARGET_RSS_MIB};
 
 /// What to run.
@@ -77,6 +77,8 @@ const OPEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 struct FloorRow {
     commits: usize,
     pushes: Vec<Duration>,
+    /// The machine's CPU time during each push (git's client and server, the web server).
+    cpu: Vec<CpuUse>,
 }
 
 impl FloorRow {
@@ -114,6 +116,7 @@ struct TugRow {
     first_error: Option<String>,
     counters: Counters,
     peak_rss_kib: u64,
+    cpu: CpuUse,
 }
 
 impl TugRow {
@@ -275,9 +278,10 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     warm_floor(&http, &fixture, &bumps)?;
     let mut floor = Vec::new();
     for &b in &config.floor_batches {
-        let mut pushes = Vec::new();
+        let (mut pushes, mut cpu) = (Vec::new(), Vec::new());
         for r in 0..config.floor_repeat.max(1) {
-            let push = floor_push(&http, &fixture, &bumps, b, r)?;
+            let (push, used) = floor_push(&http, &fixture, &bumps, b, r)?;
+            cpu.push(used);
             eprintln!(
                 "floor: push of {b} commits #{}: {:.1} ms",
                 r + 1,
@@ -285,7 +289,11 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             );
             pushes.push(push);
         }
-        floor.push(FloorRow { commits: b, pushes });
+        floor.push(FloorRow {
+            commits: b,
+            pushes,
+            cpu,
+        });
     }
 
     let tug_repo = http.publish(&fixture, "throughput-tug")?;
@@ -333,14 +341,13 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
         );
         let before = counters(&server)?;
         let sampler = RssSampler::start(pid);
+        let meter = CpuMeter::start(pid)?;
         let run = run_clients(&endpoint, clients, bodies)?;
+        let cpu = meter.finish()?;
         let peak_rss_kib = sampler.finish()?;
-        rows.push(closed_row(
-            clients,
-            run,
-            counters(&server)?.since(before),
-            peak_rss_kib,
-        ));
+        let mut row = closed_row(clients, run, counters(&server)?.since(before), peak_rss_kib);
+        row.cpu = cpu;
+        rows.push(row);
     }
     let capacity = config
         .clients
@@ -385,7 +392,9 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
         next += n;
         let before = counters(&server)?;
         let sampler = RssSampler::start(pid);
+        let meter = CpuMeter::start(pid)?;
         let (samples, wall, first_error) = open_loop(&endpoint, offered, n, make)?;
+        let cpu = meter.finish()?;
         let peak_rss_kib = sampler.finish()?;
         rows.push(TugRow {
             kind,
@@ -394,6 +403,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             first_error,
             counters: counters(&server)?.since(before),
             peak_rss_kib,
+            cpu,
         });
     }
     // Last, so that the rows above run on the repository as the floor found it.
@@ -506,6 +516,7 @@ fn closed_row(clients: usize, run: LoadRun, counters: Counters, peak_rss_kib: u6
         first_error,
         counters,
         peak_rss_kib,
+        cpu: CpuUse::default(),
     }
 }
 
@@ -582,7 +593,7 @@ fn floor_push(
     bumps: &[ImageBump],
     b: usize,
     r: usize,
-) -> Result<Duration> {
+) -> Result<(Duration, CpuUse)> {
     let repo = http.publish(fixture, &format!("floor-{b}-{r}"))?;
     let scratch = Scratch::new().context("create a directory for the floor clone")?;
     let local = scratch.join("floor.git");
@@ -594,13 +605,15 @@ fn floor_push(
         &format!("9.{b}.{r}"),
         r * b,
     )?;
+    let meter = CpuMeter::start(std::process::id())?;
     let took = push(&local, &repo.url)?;
+    let used = meter.finish()?;
     let gained = rev_count(&repo.path.to_string_lossy(), BRANCH)? - fixture.commits;
     if gained != b {
         bail!("floor push of {b} commits: the remote gained {gained}");
     }
     http.unpublish(&repo)?;
-    Ok(took)
+    Ok((took, used))
 }
 
 /// The floor on a repository that has grown: `b` commits prepared on a clone of `repo` as it is
@@ -804,6 +817,47 @@ fn verdict(pass: bool) -> &'static str {
 }
 
 impl Report {
+    /// CPU per commit: of the whole machine for the floor's pushes and tug's rows, and of the
+    /// tug server alone; and the rate each cost allows when every core is busy.
+    fn write_cpu(&self, out: &mut String) {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+        let _ = writeln!(
+            out,
+            "  CPU (whole machine from /proc/stat, {cores} cores; `tug` = the server's own threads, without its git children):"
+        );
+        for f in &self.floor {
+            let mut per_commit: Vec<f64> = f
+                .cpu
+                .iter()
+                .map(|c| c.machine_ms / f.commits.max(1) as f64)
+                .collect();
+            per_commit.sort_by(f64::total_cmp);
+            let Some(&median) = per_commit.get(per_commit.len() / 2) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "    floor: push of {:>4} commits: {} ms per commit; all cores busy would allow {:.0} commits/s",
+                f.commits,
+                ms(median),
+                cores * 1000.0 / median.max(1e-9)
+            );
+        }
+        for r in &self.rows {
+            let ok = r.ok().max(1) as f64;
+            let per_request = r.cpu.machine_ms / ok;
+            let _ = writeln!(
+                out,
+                "    {}: {} ms per acknowledged request (tug {} ms), machine {:.0} % busy; all cores busy would allow {:.0} req/s",
+                r.label(),
+                ms(per_request),
+                ms(r.cpu.process_ms / ok),
+                r.cpu.busy() * 100.0,
+                cores * 1000.0 / per_request.max(1e-9)
+            );
+        }
+    }
+
     fn floor_of(&self, commits: usize) -> Option<&FloorRow> {
         self.floor.iter().find(|f| f.commits == commits)
     }
@@ -890,6 +944,7 @@ impl Report {
             "  capacity (largest closed loop): {:.1} req/s; overload offers {:.1} × capacity",
             self.capacity, self.overload_factor
         );
+        self.write_cpu(&mut out);
         for r in &self.rows {
             let lags: Vec<Duration> = r.samples.iter().filter_map(|s| s.send_lag).collect();
             if !lags.is_empty() {
@@ -1121,6 +1176,7 @@ mod tests {
             first_error: None,
             counters: Counters::default(),
             peak_rss_kib: 0,
+            cpu: CpuUse::default(),
         };
         assert!((row.acked_rate() - 10.0).abs() < 1e-9);
         assert_eq!(row.with_status(429), 0);
