@@ -12,23 +12,6 @@ use tug_store::{Event, Job};
 use crate::app::{App, HeadStart};
 use crate::streams::StreamSlot;
 
-/// A stream reads its job from the store when no signal came for this long, then twice as long
-/// up to [`LAST_POLL`]. Signals (in-process, or relayed from other replicas) bring every change;
-/// the reads only cover a relayed notification lost with a database connection. A job that
-/// waits in a long queue is read a few times, not every half second: under overload, hundreds
-/// of waiting streams reading every half second cost the writers a good part of a core.
-const FIRST_POLL: Duration = Duration::from_millis(500);
-const LAST_POLL: Duration = Duration::from_secs(4);
-
-/// The wait before the next read: back to the first after a signal, longer after silence.
-fn next_poll(poll: Duration, signalled: bool) -> Duration {
-    if signalled {
-        FIRST_POLL
-    } else {
-        (poll * 2).min(LAST_POLL)
-    }
-}
-
 pub enum Update {
     Accepted {
         job_id: String,
@@ -71,14 +54,13 @@ pub fn follow(
             return;
         }
         let mut seen = 0i64;
-        let mut poll = FIRST_POLL;
         loop {
             if let Some(job) = known.take() {
                 // Stored just now and not signalled since: queued, without events. Wait for
                 // news before reading anything.
                 debug_assert!(!job.state.is_terminal());
                 tokio::select! {
-                    woken = tokio::time::timeout(poll, watch.changed()) => poll = next_poll(poll, woken.is_ok()),
+                    _ = tokio::time::timeout(Duration::from_millis(500), watch.changed()) => {}
                     () = shutdown.wait() => {
                         let _ = tx.send(Update::ShuttingDown).await;
                         return;
@@ -122,10 +104,9 @@ pub fn follow(
                 let _ = tx.send(Update::Finished(job)).await;
                 return;
             }
-            // Wake on this job's signal; the timeout covers a notification from another replica
-            // missed while the database connection was down.
+            // Wake on this job's signal; the timeout covers a writer on another replica.
             tokio::select! {
-                woken = tokio::time::timeout(poll, watch.changed()) => poll = next_poll(poll, woken.is_ok()),
+                _ = tokio::time::timeout(Duration::from_millis(500), watch.changed()) => {}
                 () = shutdown.wait() => {
                     let _ = tx.send(Update::ShuttingDown).await;
                     return;
@@ -134,21 +115,4 @@ pub fn follow(
         }
     });
     rx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn silence_stretches_the_reads_and_a_signal_brings_them_back() {
-        let mut poll = FIRST_POLL;
-        let mut waits = Vec::new();
-        for _ in 0..5 {
-            poll = next_poll(poll, false);
-            waits.push(poll.as_millis());
-        }
-        assert_eq!(waits, [1000, 2000, 4000, 4000, 4000]);
-        assert_eq!(next_poll(poll, true), FIRST_POLL);
-    }
 }
