@@ -131,9 +131,13 @@ pub(crate) struct CpuUse {
 impl CpuUse {
     /// Share of the machine's cores that were busy, 0 to 1.
     pub(crate) fn busy(&self) -> f64 {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
-        self.machine_ms / (self.wall_ms * cores).max(1e-9)
+        self.machine_ms / (self.wall_ms * cores()).max(1e-9)
     }
+}
+
+/// The cores this process may run on.
+pub(crate) fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64
 }
 
 impl CpuMeter {

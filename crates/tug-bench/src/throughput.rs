@@ -345,9 +345,13 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
         let run = run_clients(&endpoint, clients, bodies)?;
         let cpu = meter.finish()?;
         let peak_rss_kib = sampler.finish()?;
-        let mut row = closed_row(clients, run, counters(&server)?.since(before), peak_rss_kib);
-        row.cpu = cpu;
-        rows.push(row);
+        rows.push(closed_row(
+            clients,
+            run,
+            counters(&server)?.since(before),
+            peak_rss_kib,
+            cpu,
+        ));
     }
     let capacity = config
         .clients
@@ -492,7 +496,13 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     })
 }
 
-fn closed_row(clients: usize, run: LoadRun, counters: Counters, peak_rss_kib: u64) -> TugRow {
+fn closed_row(
+    clients: usize,
+    run: LoadRun,
+    counters: Counters,
+    peak_rss_kib: u64,
+    cpu: CpuUse,
+) -> TugRow {
     let first_error = run
         .outcomes
         .iter()
@@ -516,7 +526,7 @@ fn closed_row(clients: usize, run: LoadRun, counters: Counters, peak_rss_kib: u6
         first_error,
         counters,
         peak_rss_kib,
-        cpu: CpuUse::default(),
+        cpu,
     }
 }
 
@@ -820,7 +830,7 @@ impl Report {
     /// CPU per commit: of the whole machine for the floor's pushes and tug's rows, and of the
     /// tug server alone; and the rate each cost allows when every core is busy.
     fn write_cpu(&self, out: &mut String) {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+        let cores = crate::stats::cores();
         let _ = writeln!(
             out,
             "  CPU (whole machine from /proc/stat, {cores} cores; `tug` = the server's own threads, without its git children):"
