@@ -150,8 +150,7 @@ impl DeployService for DeployApi {
             slot,
             submitted.head_start,
         );
-        let events = tokio_stream::wrappers::ReceiverStream::new(updates)
-            .map(move |update| deploy_event(update, created, &branches));
+        let events = updates.map(move |update| deploy_event(update, created, &branches));
         Ok(Response::new(Box::pin(events)))
     }
 

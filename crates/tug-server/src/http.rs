@@ -301,8 +301,8 @@ pub(crate) fn progress_stream(
     slot: StreamSlot,
     head_start: Option<HeadStart>,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
-    let rx = follow(app, job_id, created, slot, head_start);
-    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |u| {
+    let updates = follow(app, job_id, created, slot, head_start);
+    futures::StreamExt::map(updates, |u| {
         Ok(line(&match u {
             Update::Accepted {
                 job_id,

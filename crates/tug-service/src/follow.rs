@@ -3,13 +3,16 @@
 //! in-process signal) means a reconnecting client, or one whose job runs on another replica, sees
 //! the same history.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use futures::Stream;
 use tug_store::{Event, Job};
 
 use crate::app::{App, HeadStart};
+use crate::shutdown::Shutdown;
+use crate::signals::JobWatch;
 use crate::streams::StreamSlot;
 
 pub enum Update {
@@ -25,94 +28,118 @@ pub enum Update {
     Finished(Job),
 }
 
-/// Streams the updates of `job_id` into a channel; ends after `Finished` (or when the receiver
-/// is dropped: the job is not affected).
+/// The updates of `job_id`, ending after `Finished`. The stream is polled by the caller's own
+/// connection (no task, no channel of its own: a server holds hundreds of waiting streams) and
+/// dropping it ends the following (the job is not affected) and frees its slot at once.
 pub fn follow(
     app: Arc<App>,
     job_id: String,
     created: bool,
     slot: StreamSlot,
     head_start: Option<HeadStart>,
-) -> mpsc::Receiver<Update> {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        // Held until the stream ends, whichever way.
-        let _slot = slot;
-        let (watch, mut known) = match head_start {
-            Some(HeadStart { job, watch }) => (watch, Some(job)),
-            None => (app.signal.watch(&job_id), None),
-        };
-        let mut shutdown = app.shutdown.clone();
-        if tx
-            .send(Update::Accepted {
-                job_id: job_id.clone(),
-                created,
-            })
-            .await
-            .is_err()
-        {
+) -> impl Stream<Item = Update> + Send + 'static {
+    let (watch, known) = match head_start {
+        Some(HeadStart { job, watch }) => (watch, Some(job)),
+        None => (app.signal.watch(&job_id), None),
+    };
+    let shutdown = app.shutdown.clone();
+    let following = Following {
+        pending: VecDeque::from([Update::Accepted {
+            job_id: job_id.clone(),
+            created,
+        }]),
+        app,
+        job_id,
+        _slot: slot,
+        watch,
+        known,
+        shutdown,
+        seen: 0,
+        ended: false,
+    };
+    futures::stream::unfold(following, |mut f| async move {
+        loop {
+            if let Some(update) = f.pending.pop_front() {
+                return Some((update, f));
+            }
+            if f.ended {
+                return None;
+            }
+            f.step().await;
+        }
+    })
+}
+
+struct Following {
+    app: Arc<App>,
+    job_id: String,
+    // Held until the stream ends, whichever way.
+    _slot: StreamSlot,
+    watch: JobWatch,
+    /// Stored just now and not signalled since: queued, without events.
+    known: Option<Job>,
+    shutdown: Shutdown,
+    seen: i64,
+    pending: VecDeque<Update>,
+    ended: bool,
+}
+
+impl Following {
+    /// Waits for news, or reads the job and queues what is new.
+    async fn step(&mut self) {
+        if let Some(job) = self.known.take() {
+            // Nothing to read before news comes.
+            debug_assert!(!job.state.is_terminal());
+            self.wait().await;
             return;
         }
-        let mut seen = 0i64;
-        loop {
-            if let Some(job) = known.take() {
-                // Stored just now and not signalled since: queued, without events. Wait for
-                // news before reading anything.
-                debug_assert!(!job.state.is_terminal());
-                tokio::select! {
-                    _ = tokio::time::timeout(Duration::from_millis(500), watch.changed()) => {}
-                    () = shutdown.wait() => {
-                        let _ = tx.send(Update::ShuttingDown).await;
-                        return;
-                    }
-                }
-                continue;
+        // The events are read with (or after) the state: whatever finished the job wrote
+        // its events first, so an ended job comes with all of them.
+        // Woken with the job as the writer read it back: no read of our own.
+        let read = match self.watch.take_snapshot() {
+            Some(snapshot) => {
+                let (job, events) = &*snapshot;
+                let new = events
+                    .iter()
+                    .filter(|e| e.seq > self.seen)
+                    .cloned()
+                    .collect();
+                Ok(Some((job.clone(), new)))
             }
-            // The events are read with (or after) the state: whatever finished the job wrote
-            // its events first, so an ended job comes with all of them.
-            // Woken with the job as the writer read it back: no read of our own.
-            let read = match watch.take_snapshot() {
-                Some(snapshot) => {
-                    let (job, events) = &*snapshot;
-                    let new = events.iter().filter(|e| e.seq > seen).cloned().collect();
-                    Ok(Some((job.clone(), new)))
-                }
-                None => app.store.job_with_events(&job_id, seen).await,
-            };
-            let (job, events) = match read {
-                Ok(Some(read)) => read,
-                Ok(None) => {
-                    let _ = tx
-                        .send(Update::Broken(format!("job {job_id} disappeared")))
-                        .await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx
-                        .send(Update::Broken(format!("the job store failed: {e}")))
-                        .await;
-                    return;
-                }
-            };
-            for e in events {
-                seen = seen.max(e.seq);
-                if tx.send(Update::Progress(e)).await.is_err() {
-                    return;
-                }
-            }
-            if job.state.is_terminal() {
-                let _ = tx.send(Update::Finished(job)).await;
+            None => Box::pin(self.app.store.job_with_events(&self.job_id, self.seen)).await,
+        };
+        let (job, events) = match read {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                self.end(Update::Broken(format!("job {} disappeared", self.job_id)));
                 return;
             }
-            // Wake on this job's signal; the timeout covers a writer on another replica.
-            tokio::select! {
-                _ = tokio::time::timeout(Duration::from_millis(500), watch.changed()) => {}
-                () = shutdown.wait() => {
-                    let _ = tx.send(Update::ShuttingDown).await;
-                    return;
-                }
+            Err(e) => {
+                self.end(Update::Broken(format!("the job store failed: {e}")));
+                return;
             }
+        };
+        for e in events {
+            self.seen = self.seen.max(e.seq);
+            self.pending.push_back(Update::Progress(e));
         }
-    });
-    rx
+        if job.state.is_terminal() {
+            self.end(Update::Finished(job));
+            return;
+        }
+        self.wait().await;
+    }
+
+    /// Wakes on this job's signal; the timeout covers a writer on another replica.
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_millis(500), self.watch.changed()) => {}
+            () = self.shutdown.wait() => self.end(Update::ShuttingDown),
+        }
+    }
+
+    fn end(&mut self, last: Update) {
+        self.pending.push_back(last);
+        self.ended = true;
+    }
 }
