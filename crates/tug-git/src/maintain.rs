@@ -85,7 +85,40 @@ fn index_object_count(path: &Path) -> std::io::Result<u64> {
     read_index_header(&mut fs::File::open(path)?)
 }
 
+/// A pack index opened and past its header, with its object count.
+fn open_index(path: &Path) -> std::io::Result<(fs::File, u64)> {
+    let mut file = fs::File::open(path)?;
+    let count = read_index_header(&mut file)?;
+    Ok((file, count))
+}
+
+/// Writes the ids of an index opened by [`open_index`] as hex lines, a block at a time.
+fn write_index_ids(file: &mut fs::File, count: u64, out: &mut dyn Write) -> std::io::Result<()> {
+    const IDS_PER_READ: usize = 4096;
+    let mut left = count;
+    let mut block = vec![0u8; IDS_PER_READ * 20];
+    let mut line = [0u8; 41];
+    line[40] = b'\n';
+    while left > 0 {
+        let ids = usize::try_from(left).map_or(IDS_PER_READ, |left| left.min(IDS_PER_READ));
+        let bytes = &mut block[..ids * 20];
+        file.read_exact(bytes)?;
+        for id in bytes.chunks_exact(20) {
+            for (pair, byte) in line.chunks_exact_mut(2).zip(id) {
+                pair[0] = HEX[usize::from(byte >> 4)];
+                pair[1] = HEX[usize::from(byte & 0xf)];
+            }
+            out.write_all(&line)?;
+        }
+        left -= ids as u64;
+    }
+    Ok(())
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// The ids of every object in a pack, from its index.
+#[cfg(test)]
 fn index_object_ids(path: &Path) -> std::io::Result<Vec<ObjectId>> {
     let mut file = fs::File::open(path)?;
     let count = read_index_header(&mut file)?;
@@ -173,23 +206,17 @@ pub(crate) fn roll_up_packs(env: &GitEnv, git_dir: &Path) -> Result<RolledUp, Gi
         });
     }
 
-    let mut input = String::new();
+    // Opened (and checked) before pack-objects starts: a pack removed meanwhile is skipped, and
+    // an index that cannot be read fails the roll-up before anything is written.
+    let mut indexes = Vec::with_capacity(chosen.len());
     for &index in &chosen {
         let idx = packs[index].path("idx");
-        let ids = match index_object_ids(&idx) {
-            Ok(ids) => ids,
+        match open_index(&idx) {
+            Ok(open) => indexes.push((idx, open)),
             // A lost push's pack removed meanwhile: its objects are needed by nothing.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(GitError::io("read pack index", &idx, e)),
-        };
-        for id in ids {
-            input.push_str(&id.to_hex());
-            input.push('\n');
         }
-    }
-    for id in &loose {
-        input.push_str(&id.to_hex());
-        input.push('\n');
     }
     let mut cmd = env.local(git_dir);
     cmd.args([
@@ -200,7 +227,19 @@ pub(crate) fn roll_up_packs(env: &GitEnv, git_dir: &Path) -> Result<RolledUp, Gi
         "--non-empty",
     ])
     .arg(pack_dir.join("pack"));
-    let output = run_with_input(env, cmd, input.into_bytes(), "repack")?;
+    // The ids go to pack-objects as they are read: a mirror grown to hundreds of thousands of
+    // objects would otherwise hold them several times over in memory while it repacks.
+    let output = run_with_writer(env, cmd, "repack", |stdin| {
+        for (path, (mut file, count)) in indexes {
+            write_index_ids(&mut file, count, stdin).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("read {}: {e}", path.display()))
+            })?;
+        }
+        for id in &loose {
+            writeln!(stdin, "{}", id.to_hex())?;
+        }
+        Ok(())
+    })?;
     let hash = String::from_utf8_lossy(&output).trim().to_owned();
     if hash.len() != 40 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(GitError::Command {
@@ -233,7 +272,7 @@ pub(crate) fn roll_up_packs(env: &GitEnv, git_dir: &Path) -> Result<RolledUp, Gi
     ]);
     let mut list = staying.join("\n");
     list.push('\n');
-    run_with_input(env, cmd, list.into_bytes(), "repack")?;
+    run_with_writer(env, cmd, "repack", |stdin| stdin.write_all(list.as_bytes()))?;
 
     for &index in &chosen {
         let pack = &packs[index];
@@ -266,35 +305,75 @@ pub(crate) fn roll_up_packs(env: &GitEnv, git_dir: &Path) -> Result<RolledUp, Gi
     })
 }
 
-/// Runs `cmd` with `input` on its stdin; its stdout when it succeeds.
-fn run_with_input(
+/// Runs `cmd`, `write` feeding its stdin; its stdout when it succeeds. If `write` fails, the
+/// child is killed before its stdin closes: it must not take a cut-off list for the whole one.
+fn run_with_writer(
     env: &GitEnv,
     mut cmd: std::process::Command,
-    input: Vec<u8>,
     op: &'static str,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<Vec<u8>, GitError> {
     env.observe(&cmd);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| env.spawn_error(e))?;
-    let writer = child.stdin.take().map(|mut stdin| {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
-            // A child that stops reading fails below with its own words.
-            let _ = stdin.write_all(&input);
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
         })
-    });
-    let output = child.wait_with_output().map_err(|e| env.spawn_error(e))?;
-    if let Some(writer) = writer {
-        let _ = writer.join();
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let mut stdin = child
+        .stdin
+        .take()
+        .map(|stdin| std::io::BufWriter::with_capacity(64 * 1024, stdin));
+    let written = match stdin.as_mut() {
+        Some(stdin) => write(stdin).and_then(|()| stdin.flush()),
+        None => Ok(()),
+    };
+    let failed_to_write = match written {
+        // A child that stops reading fails below with its own words.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            let _ = child.kill();
+            Some(e)
+        }
+        _ => None,
+    };
+    drop(stdin);
+    let status = child.wait().map_err(|e| env.spawn_error(e));
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let status = status?;
+    if let Some(e) = failed_to_write {
+        return Err(GitError::Command {
+            op,
+            status: status.to_string(),
+            detail: env.redact(&e.to_string()),
+        });
     }
-    if output.status.success() {
-        Ok(output.stdout)
+    if status.success() {
+        Ok(stdout)
     } else {
         Err(GitError::Command {
             op,
-            status: output.status.to_string(),
-            detail: env.redact(String::from_utf8_lossy(&output.stderr).trim()),
+            status: status.to_string(),
+            detail: env.redact(String::from_utf8_lossy(&stderr).trim()),
         })
     }
 }
@@ -431,6 +510,61 @@ mod tests {
         // Nothing left to roll up: the next call changes nothing.
         let again = roll_up_packs(&env, &repo).unwrap();
         assert_eq!((again.packs_before, again.packs_after), (1, 1));
+    }
+
+    #[test]
+    fn index_ids_are_written_as_hex_lines_across_blocks() {
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("pack-x.idx");
+        let count: u32 = 5_000;
+        let mut bytes = vec![0xff, b't', b'O', b'c', 0, 0, 0, 2];
+        bytes.extend(std::iter::repeat_n(0u8, 255 * 4));
+        bytes.extend(count.to_be_bytes());
+        let ids: Vec<[u8; 20]> = (0..count)
+            .map(|i| {
+                let mut id = [0u8; 20];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                id[19] = 0xab;
+                id
+            })
+            .collect();
+        for id in &ids {
+            bytes.extend(id);
+        }
+        fs::write(&path, bytes).unwrap();
+
+        let (mut file, read_count) = open_index(&path).unwrap();
+        assert_eq!(read_count, u64::from(count));
+        let mut out = Vec::new();
+        write_index_ids(&mut file, read_count, &mut out).unwrap();
+        let expected: String = ids
+            .iter()
+            .map(|id| format!("{}\n", ObjectId::from_bytes(*id).to_hex()))
+            .collect();
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_list_cut_off_by_a_failed_read_writes_no_pack() {
+        let scratch = tempfile::tempdir().unwrap();
+        let repo = scratch.path().join("mirror.git");
+        std::process::Command::new("git")
+            .args(["init", "-q", "--bare", repo.to_str().unwrap()])
+            .status()
+            .unwrap();
+        let id = git(&repo, &["hash-object", "-w", "--stdin"], Some("one\n"));
+        let env = GitEnv::for_tests(scratch.path());
+        let mut cmd = env.local(&repo);
+        cmd.args(["pack-objects", "-q", "--non-empty"])
+            .arg(repo.join("objects/pack/pack"));
+        let err = run_with_writer(&env, cmd, "repack", |stdin| {
+            stdin.write_all(id.as_bytes())?;
+            stdin.flush()?;
+            Err(std::io::Error::other("read pack-x.idx: disk gone"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
+        assert!(list_packs(&repo.join("objects/pack")).unwrap().is_empty());
     }
 
     #[test]
