@@ -79,7 +79,7 @@ pub(crate) struct ObjectStore {
 /// Parsed trees kept, by their size: every landed batch leaves a new version of the large
 /// directories its next batch reads, and a cache counted in entries filled up with versions of
 /// a 2,000-entry directory until it held most of the server's memory.
-const TREE_CACHE_BYTES: usize = 8 << 20;
+const TREE_CACHE_BYTES: usize = 2 << 20;
 
 #[derive(Default)]
 struct TreeCache {
