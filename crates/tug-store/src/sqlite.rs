@@ -42,6 +42,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::audit::{AuditRecord, NewAuditRecord, detail_text, stored};
 use crate::rows::{
     LeaseCheck, check_new_job, created_job, event_from_row, job_from_row, json_text, queued_task,
     still_leased, task_from_row, timestamp,
@@ -200,6 +201,15 @@ impl SqliteStore {
 
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now().as_millisecond()
+    }
+
+    /// Appends an audit record in the writer's next group commit.
+    pub(crate) async fn append_audit_in_group(
+        &self,
+        record: NewAuditRecord,
+    ) -> Result<AuditRecord> {
+        self.submit(|reply| Write::AppendAudit { record, reply })
+            .await
     }
 
     /// Hands a write to the writer and waits until its group is committed.
@@ -585,6 +595,10 @@ enum Write {
         events: Vec<NewEvent>,
         reply: Reply<Vec<Event>>,
     },
+    AppendAudit {
+        record: NewAuditRecord,
+        reply: Reply<AuditRecord>,
+    },
     LockBranch {
         branch: BranchKey,
         owner: String,
@@ -697,6 +711,7 @@ impl Write {
         match self {
             Write::Enqueue { reply, .. } => reply.is_closed(),
             Write::AppendEvents { reply, .. } => reply.is_closed(),
+            Write::AppendAudit { reply, .. } => reply.is_closed(),
             Write::LockBranch { reply, .. } => reply.is_closed(),
             Write::UnlockBranch { reply, .. } => reply.is_closed(),
             Write::Claim { reply, .. } => reply.is_closed(),
@@ -711,7 +726,8 @@ impl Write {
         match self {
             Write::Enqueue { .. } => 0,
             Write::AppendEvents { .. } => 1,
-            _ => 2,
+            Write::AppendAudit { .. } => 2,
+            _ => 3,
         }
     }
 
@@ -722,6 +738,7 @@ impl Write {
         match self {
             Write::Enqueue { reply, .. } => drop(reply.send(Err(failed()))),
             Write::AppendEvents { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::AppendAudit { reply, .. } => drop(reply.send(Err(failed()))),
             Write::LockBranch { reply, .. } => drop(reply.send(Err(failed()))),
             Write::UnlockBranch { reply, .. } => drop(reply.send(Err(failed()))),
             Write::Claim { reply, .. } => drop(reply.send(Err(failed()))),
@@ -752,6 +769,19 @@ impl Write {
                 let outcome = append_event_batches(conn, &[&events], now)
                     .await
                     .map(|mut batches| batches.pop().unwrap_or_default());
+                settle(conn, reply, outcome).await
+            }
+            Write::AppendAudit { record, reply } => {
+                let outcome =
+                    append_audits(conn, vec![record], now)
+                        .await
+                        .and_then(|mut stored| {
+                            stored.pop().ok_or_else(|| {
+                                StoreError::Corrupt(
+                                    "an appended audit record went missing".to_owned(),
+                                )
+                            })
+                        });
                 settle(conn, reply, outcome).await
             }
             Write::LockBranch {
@@ -842,8 +872,9 @@ async fn commit_group(
         return;
     }
     // Every write of a group was in flight at the same time, so any order of them is one their
-    // callers could have seen. Enqueues first, then event appends, then the rest, each kind in
-    // arrival order (a stable sort): the writes of a kind then form one run, written together.
+    // callers could have seen. Enqueues first, then event appends, then audit records, then the
+    // rest, each kind in arrival order (a stable sort): the writes of a kind then form one run,
+    // written together.
     writes.sort_by_key(Write::rank);
     let mut writes = writes.into_iter().peekable();
     let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
@@ -858,7 +889,7 @@ async fn commit_group(
     let mut state = GroupState::default();
     while let Some(write) = writes.next() {
         let now = clock.now().as_millisecond();
-        // Consecutive enqueues, and consecutive event appends, are written together: a few
+        // Consecutive enqueues, event appends and audit records are written together: a few
         // statements for the whole run instead of a few per write.
         let applied = match write {
             Write::Enqueue { job, reply } => {
@@ -878,6 +909,15 @@ async fn commit_group(
                     run.push((events, reply));
                 }
                 state.append_together(&mut tx, run, now).await
+            }
+            Write::AppendAudit { record, reply } => {
+                let mut run = vec![(record, reply)];
+                while let Some(Write::AppendAudit { record, reply }) =
+                    writes.next_if(|next| matches!(next, Write::AppendAudit { .. }))
+                {
+                    run.push((record, reply));
+                }
+                state.audit_together(&mut tx, run, now).await
             }
             write => state.apply(&mut tx, write, now).await,
         };
@@ -1080,6 +1120,103 @@ impl GroupState {
             Err(error) => self.undo_run(conn, &error, run, now).await,
         }
     }
+}
+
+impl GroupState {
+    async fn audit_together(
+        &mut self,
+        conn: &mut SqliteConnection,
+        run: Vec<(NewAuditRecord, Reply<AuditRecord>)>,
+        now: i64,
+    ) -> Result<(), Arc<sqlx::Error>> {
+        if run.len() == 1 {
+            let run = run
+                .into_iter()
+                .map(|(record, reply)| Write::AppendAudit { record, reply });
+            return self.apply_each(conn, run, now).await;
+        }
+        let (records, replies): (Vec<NewAuditRecord>, Vec<Reply<AuditRecord>>) =
+            run.into_iter().unzip();
+        let opened = sqlx::query(self.opening).execute(&mut *conn).await;
+        if let Err(error) = opened {
+            let error = Arc::new(error);
+            for reply in replies {
+                drop(reply.send(Err(StoreError::GroupCommit(Arc::clone(&error)))));
+            }
+            return Err(error);
+        }
+        match append_audits(conn, records.clone(), now).await {
+            Ok(stored) => {
+                for (reply, stored) in replies.into_iter().zip(stored) {
+                    self.committing(answer_on_commit(reply, stored));
+                }
+                Ok(())
+            }
+            Err(error) => {
+                let run = records
+                    .into_iter()
+                    .zip(replies)
+                    .map(|(record, reply)| Write::AppendAudit { record, reply })
+                    .collect();
+                self.undo_run(conn, &error, run, now).await
+            }
+        }
+    }
+}
+
+/// Appends audit records in arrival order, in one statement whatever their number.
+async fn append_audits(
+    conn: &mut SqliteConnection,
+    records: Vec<NewAuditRecord>,
+    now: i64,
+) -> Result<Vec<AuditRecord>> {
+    let rows = serde_json::Value::Array(
+        records
+            .iter()
+            .map(|r| {
+                serde_json::json!([
+                    r.actor,
+                    detail_text(r),
+                    r.action,
+                    r.service,
+                    r.environment,
+                    r.repository,
+                    r.branch,
+                    r.request_id,
+                    r.result.as_str(),
+                    r.code,
+                    r.message
+                ])
+            })
+            .collect(),
+    );
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO audit (at, actor, actor_detail, action, service, environment, \
+                            repository, branch, request_id, result, code, message) \
+         SELECT ?2, a.value ->> 0, a.value ->> 1, a.value ->> 2, a.value ->> 3, a.value ->> 4, \
+                a.value ->> 5, a.value ->> 6, a.value ->> 7, a.value ->> 8, a.value ->> 9, \
+                a.value ->> 10 \
+         FROM json_each(?1) AS a WHERE true ORDER BY a.key \
+         RETURNING id",
+    )
+    .bind(json_text(&rows, "audit records")?)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.len() != records.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{} audit records appended, {} stored",
+            records.len(),
+            ids.len()
+        )));
+    }
+    // RETURNING promises no order; AUTOINCREMENT ids grow in the order the rows went in, which
+    // is the array's.
+    ids.sort_unstable();
+    ids.into_iter()
+        .zip(records)
+        .map(|(id, record)| stored(id, now, record))
+        .collect()
 }
 
 /// Nested savepoints for the items of a batch write (the tasks to finish or postpone), so that
@@ -1783,6 +1920,62 @@ mod tests {
             }],
         };
         PreparedJob::new(job).unwrap()
+    }
+
+    fn audit(actor: &str, detail: Option<serde_json::Value>) -> NewAuditRecord {
+        NewAuditRecord {
+            actor: actor.to_owned(),
+            actor_detail: detail,
+            action: "deploy".to_owned(),
+            service: None,
+            environment: Some("prod".to_owned()),
+            repository: Some("gitops/prod".to_owned()),
+            branch: Some("main".to_owned()),
+            request_id: Some(format!("req-{actor}")),
+            result: crate::AuditResult::Accepted,
+            code: None,
+            message: format!("{actor}'s deploy"),
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_records_of_one_group_go_in_together_in_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("tug.db")).await.unwrap();
+        let records = vec![
+            audit("ci", None),
+            audit("alice", Some(json!({"issuer": "https://idp", "rule": 1}))),
+            audit("bob", None),
+        ];
+        let mut replies = Vec::new();
+        let mut group = vec![Write::Enqueue {
+            job: deploy("build-1"),
+            reply: oneshot::channel().0,
+        }];
+        for record in &records {
+            let (reply, answer) = oneshot::channel();
+            replies.push(answer);
+            group.push(Write::AppendAudit {
+                record: record.clone(),
+                reply,
+            });
+        }
+        commit_group(store.pool(), &SystemClock, group.into_iter()).await;
+
+        let mut stored = Vec::new();
+        for answer in replies {
+            stored.push(answer.await.unwrap().unwrap());
+        }
+        let ids: Vec<i64> = stored.iter().map(|r| r.id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_eq!(
+            stored.iter().map(|r| r.record.clone()).collect::<Vec<_>>(),
+            records
+        );
+        let listed = crate::AuditLog::audit(&store, &crate::AuditQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(listed.into_iter().rev().collect::<Vec<_>>(), stored);
     }
 
     /// Groups are formed by timing under load; here one is built by hand so that the writes
