@@ -3,10 +3,10 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
@@ -281,7 +281,6 @@ impl GitEnv {
         mut cmd: Command,
         timeout: std::time::Duration,
     ) -> Result<Option<Output>, GitError> {
-        use std::io::Read;
         use std::os::unix::process::CommandExt;
         use wait_timeout::ChildExt;
 
@@ -292,27 +291,7 @@ impl GitEnv {
             // Its own process group, so a timeout can stop the helpers git started too.
             .process_group(0);
         let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
-        let drain = |pipe: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                if let Some(mut pipe) = pipe {
-                    let _ = pipe.read_to_end(&mut bytes);
-                }
-                bytes
-            })
-        };
-        let stdout = drain(
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
-        let stderr = drain(
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
+        let (stdout, stderr) = drain_output(&mut child);
         let status = match child.wait_timeout(timeout) {
             Ok(Some(status)) => status,
             Ok(None) | Err(_) => {
@@ -346,6 +325,26 @@ impl GitEnv {
             })
         }
     }
+}
+
+/// Reads a child's stdout and stderr to their ends, each on a thread of its own, so that neither
+/// pipe fills up while the caller waits for the child (or writes to its stdin).
+pub(crate) fn drain_output(
+    child: &mut Child,
+) -> (
+    std::thread::JoinHandle<Vec<u8>>,
+    std::thread::JoinHandle<Vec<u8>>,
+) {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    (drain(child.stdout.take()), drain(child.stderr.take()))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), GitError> {
