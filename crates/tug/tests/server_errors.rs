@@ -473,6 +473,11 @@ fn a_dry_run_shows_the_diff_and_commit_message_and_stores_and_pushes_nothing() {
 /// Opens a deploy stream on a raw connection and reads until its first NDJSON line (the job is
 /// stored and followed); the stream stays open while the returned connection lives.
 fn open_stream(server: &TugServer, request: &[u8]) -> std::net::TcpStream {
+    try_open_stream(server, request).unwrap_or_else(|status| panic!("{status}"))
+}
+
+/// [`open_stream`], or the status line of an answer other than 200.
+fn try_open_stream(server: &TugServer, request: &[u8]) -> Result<std::net::TcpStream, String> {
     use std::io::{BufRead, BufReader, Write};
     let mut conn = std::net::TcpStream::connect(server.http_addr()).unwrap();
     // A stream that never ends fails the test instead of hanging it.
@@ -487,21 +492,61 @@ fn open_stream(server: &TugServer, request: &[u8]) -> std::net::TcpStream {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    if !line.starts_with("HTTP/1.1 200") {
+        return Err(line);
+    }
     // Past the headers to the first line of the body: the stream is being followed.
     loop {
         line.clear();
         reader.read_line(&mut line).unwrap();
         if line.contains("accepted job") {
-            return conn;
+            return Ok(conn);
         }
         assert!(!line.is_empty(), "the stream ended before it was accepted");
     }
 }
 
 #[test]
-fn beyond_the_waiting_stream_limit_a_request_is_told_to_retry_and_nothing_is_stored() {
-    // The remote is down: the first job stays queued and its caller's stream open.
+fn a_caller_who_hangs_up_frees_its_place_among_the_waiting_streams() {
+    // The remote is down: every job stays queued and its caller's stream open.
+    let OneStream {
+        remote: _remote,
+        url,
+        server,
+        _repo,
+    } = one_waiting_stream();
+    let first = open_stream(&server, &body(&image_deploy(&url, "api", "v1")));
+    let refused = try_open_stream(&server, &body(&image_deploy(&url, "web", "v1")));
+    assert!(
+        refused.as_ref().is_err_and(|status| status.contains("429")),
+        "{refused:?}"
+    );
+
+    // The first caller hangs up: its place goes to the next one, though its job still waits.
+    drop(first);
+    let second = wait_for(
+        Duration::from_secs(30),
+        "the place of the caller who hung up",
+        || try_open_stream(&server, &body(&image_deploy(&url, "web", "v1"))).ok(),
+    );
+    // And it is taken again.
+    let refused = try_open_stream(&server, &body(&image_deploy(&url, "worker", "v1")));
+    assert!(
+        refused.as_ref().is_err_and(|status| status.contains("429")),
+        "{refused:?}"
+    );
+    drop(second);
+}
+
+/// A server allowed one waiting stream, in front of a remote that is down.
+struct OneStream {
+    remote: Remote,
+    url: String,
+    server: TugServer,
+    _repo: BareRepo,
+}
+
+fn one_waiting_stream() -> OneStream {
     let repo = overlays_repo(&["api", "web", "worker"]);
     let mut remote = Remote::start(repo.root());
     let url = remote.url(repo.name());
@@ -521,6 +566,23 @@ limits:
         ci = token_sha256(CI),
     );
     let server = TugServer::start(tug_binary(), &config).expect("start tug server");
+    OneStream {
+        remote,
+        url,
+        server,
+        _repo: repo,
+    }
+}
+
+#[test]
+fn beyond_the_waiting_stream_limit_a_request_is_told_to_retry_and_nothing_is_stored() {
+    // The remote is down: the first job stays queued and its caller's stream open.
+    let OneStream {
+        mut remote,
+        url,
+        server,
+        _repo,
+    } = one_waiting_stream();
     let first = open_stream(&server, &body(&image_deploy(&url, "api", "v1")));
 
     let response = server
