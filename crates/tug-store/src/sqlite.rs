@@ -772,16 +772,13 @@ impl Write {
                 settle(conn, reply, outcome).await
             }
             Write::AppendAudit { record, reply } => {
-                let outcome =
-                    append_audits(conn, vec![record], now)
-                        .await
-                        .and_then(|mut stored| {
-                            stored.pop().ok_or_else(|| {
-                                StoreError::Corrupt(
-                                    "an appended audit record went missing".to_owned(),
-                                )
-                            })
-                        });
+                let outcome = append_audits(conn, &[&record], now)
+                    .await
+                    .and_then(|mut stored| {
+                        stored.pop().ok_or_else(|| {
+                            StoreError::Corrupt("an appended audit record went missing".to_owned())
+                        })
+                    });
                 settle(conn, reply, outcome).await
             }
             Write::LockBranch {
@@ -1129,37 +1126,31 @@ impl GroupState {
         run: Vec<(NewAuditRecord, Reply<AuditRecord>)>,
         now: i64,
     ) -> Result<(), Arc<sqlx::Error>> {
+        let run: Vec<Write> = run
+            .into_iter()
+            .map(|(record, reply)| Write::AppendAudit { record, reply })
+            .collect();
         if run.len() == 1 {
-            let run = run
-                .into_iter()
-                .map(|(record, reply)| Write::AppendAudit { record, reply });
             return self.apply_each(conn, run, now).await;
         }
-        let (records, replies): (Vec<NewAuditRecord>, Vec<Reply<AuditRecord>>) =
-            run.into_iter().unzip();
-        let opened = sqlx::query(self.opening).execute(&mut *conn).await;
-        if let Err(error) = opened {
-            let error = Arc::new(error);
-            for reply in replies {
-                drop(reply.send(Err(StoreError::GroupCommit(Arc::clone(&error)))));
-            }
-            return Err(error);
-        }
-        match append_audits(conn, records.clone(), now).await {
+        let run = self.open_run(conn, run).await?;
+        let records: Vec<&NewAuditRecord> = run
+            .iter()
+            .filter_map(|write| match write {
+                Write::AppendAudit { record, .. } => Some(record),
+                _ => None,
+            })
+            .collect();
+        match append_audits(conn, &records, now).await {
             Ok(stored) => {
-                for (reply, stored) in replies.into_iter().zip(stored) {
-                    self.committing(answer_on_commit(reply, stored));
+                for (write, stored) in run.into_iter().zip(stored) {
+                    if let Write::AppendAudit { reply, .. } = write {
+                        self.committing(answer_on_commit(reply, stored));
+                    }
                 }
                 Ok(())
             }
-            Err(error) => {
-                let run = records
-                    .into_iter()
-                    .zip(replies)
-                    .map(|(record, reply)| Write::AppendAudit { record, reply })
-                    .collect();
-                self.undo_run(conn, &error, run, now).await
-            }
+            Err(error) => self.undo_run(conn, &error, run, now).await,
         }
     }
 }
@@ -1167,7 +1158,7 @@ impl GroupState {
 /// Appends audit records in arrival order, in one statement whatever their number.
 async fn append_audits(
     conn: &mut SqliteConnection,
-    records: Vec<NewAuditRecord>,
+    records: &[&NewAuditRecord],
     now: i64,
 ) -> Result<Vec<AuditRecord>> {
     let rows = serde_json::Value::Array(
@@ -1215,7 +1206,7 @@ async fn append_audits(
     ids.sort_unstable();
     ids.into_iter()
         .zip(records)
-        .map(|(id, record)| stored(id, now, record))
+        .map(|(id, record)| stored(id, now, (*record).clone()))
         .collect()
 }
 
