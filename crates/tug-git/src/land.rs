@@ -16,7 +16,7 @@ use crate::pack::Batch;
 use crate::reject::PushOutcome;
 use crate::replay::{Applied, Recording};
 use crate::sign::Signer;
-use crate::store::ObjectView;
+use crate::store::{ObjectStore, ObjectView, ReadAhead};
 use crate::tree::{FileSource, FileWrite, TreeView, apply_writes};
 
 /// One requested change: a pure function of the files at the tip it is applied to. It may be
@@ -109,6 +109,9 @@ pub struct LandReport {
     /// Objects written to the mirror (blobs, trees, commits), over all attempts. The objects of
     /// one attempt go into one pack, written before its push.
     pub objects_written: u64,
+    /// Requests to the mirror's object reader, each a round trip: a batch reads ahead what its
+    /// changes need in a few of them rather than one per object.
+    pub object_requests: u64,
 }
 
 /// Lands `changes` on `branch` of the mirror's remote. The caller must make sure that only one
@@ -127,6 +130,7 @@ pub fn land(
 ) -> Result<LandReport, GitError> {
     validate_branch(branch)?;
     let written_before = mirror.store().objects_written();
+    let requests_before = mirror.store().requests();
     let mut report = LandReport {
         results: Vec::with_capacity(changes.len()),
         deferred: None,
@@ -140,9 +144,11 @@ pub fn land(
         push_time: Duration::ZERO,
         backoff_time: Duration::ZERO,
         objects_written: 0,
+        object_requests: 0,
     };
     let outcome = land_parts(mirror, branch, changes, opts, &mut report);
     report.objects_written = mirror.store().objects_written() - written_before;
+    report.object_requests = mirror.store().requests() - requests_before;
     match outcome {
         Ok(()) => Ok(report),
         // Landed commits are in the remote's history: their results must reach the caller, so
@@ -280,6 +286,8 @@ fn land_parts(
                 report.landed_pushes += 1;
                 done = part.end;
                 mirror.set_branch(branch, new_tip)?;
+                // The next batch starts from these directories: it need not read them back.
+                mirror.store().cache_trees(batch.latest_trees());
                 if done >= changes.len() {
                     return Ok(());
                 }
@@ -381,10 +389,15 @@ fn build_commits(
         })?,
     };
     let signer = opts.signer.as_ref().map(Signer::load).transpose()?;
+    let ahead = match tip {
+        Some(_) => read_ahead(store, tree, changes, applied),
+        None => ReadAhead::default(),
+    };
+    let objects = ObjectView::with_batch(store, &batch).with_ahead(&ahead);
     let mut results = Vec::with_capacity(changes.len());
     for (change, memo) in changes.iter().zip(applied.iter_mut()) {
         let meta = change.commit_meta();
-        let view = TreeView::new(ObjectView::with_batch(store, &batch), tree);
+        let view = TreeView::new(objects, tree);
         let writes = match memo.as_ref().and_then(|m| m.replay(&view)) {
             Some(writes) => Ok(writes),
             None => {
@@ -394,7 +407,7 @@ fn build_commits(
                 writes
             }
         };
-        let new_tree = writes.and_then(|writes| apply_writes(store, &batch, tree, &writes));
+        let new_tree = writes.and_then(|writes| apply_writes(objects, &batch, tree, &writes));
         let new_tree = match new_tree {
             Ok(new_tree) => new_tree,
             Err(ChangeError::Git(e)) => return Err(e),
@@ -444,4 +457,62 @@ fn build_commits(
         results.push(LandResult::Committed { commit: oid });
     }
     Ok((results, head, batch))
+}
+
+/// Probing rounds before a batch is built: a change reading a file some directories deep needs
+/// a round for every level not in the tree cache (three for a kustomization under
+/// `apps/<service>/<env>/`).
+const READ_AHEAD_ROUNDS: usize = 6;
+
+/// Reads ahead, in a few pipelined requests, what `changes` will read on the tree `root`.
+/// Every round probes the changes still missing something — each stops at its first object not
+/// at hand — then fetches all that they named at once, instead of one round trip per object
+/// while the batch is built. A change that completes on what is at hand is recorded, so that
+/// building the batch replays it rather than running its edit again. Nothing here decides an
+/// outcome: a change left missing something is applied as before, reading what it needs.
+fn read_ahead(
+    store: &ObjectStore,
+    root: ObjectId,
+    changes: &[&dyn Change],
+    applied: &mut [Option<Applied>],
+) -> ReadAhead {
+    let mut ahead = ReadAhead::default();
+    if changes.len() < 2 {
+        return ahead;
+    }
+    let mut pending: Vec<usize> = (0..changes.len()).collect();
+    for _ in 0..READ_AHEAD_ROUNDS {
+        let mut missing = Vec::new();
+        for i in pending {
+            let view = TreeView::new(ObjectView::probing(store, &ahead), root);
+            let wanted = ahead.wanted();
+            if let Some(memo) = &applied[i] {
+                let same = memo.replay(&view).is_some();
+                if ahead.wanted() > wanted {
+                    missing.push(i);
+                    continue;
+                }
+                if same {
+                    continue;
+                }
+                applied[i] = None;
+            }
+            let recording = Recording::new(&view);
+            let writes = changes[i].apply(&recording);
+            if ahead.wanted() > wanted {
+                missing.push(i);
+            } else if let Ok(writes) = &writes {
+                applied[i] = Some(recording.finish(writes));
+            }
+        }
+        if missing.is_empty() || !ahead.has_room() {
+            break;
+        }
+        if let Err(error) = ahead.fetch(store) {
+            tracing::debug!(%error, "reading ahead stopped; the batch reads what it needs");
+            break;
+        }
+        pending = missing;
+    }
+    ahead
 }

@@ -170,6 +170,11 @@ impl Tree {
         })
     }
 
+    /// The tree object's bytes.
+    pub(crate) fn bytes(&self) -> Arc<[u8]> {
+        self.raw.clone()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.spans.len()
     }
@@ -197,9 +202,42 @@ impl Tree {
 
     /// The position of the entry called `name`.
     pub(crate) fn position(&self, name: &[u8]) -> Option<usize> {
-        self.spans
-            .iter()
-            .position(|span| self.raw.get(span.space as usize + 1..span.nul as usize) == Some(name))
+        // A tree out of git's order (written by some other tool) is still read right.
+        self.search(name).or_else(|| {
+            self.spans
+                .iter()
+                .position(|span| self.name_at(span) == Some(name))
+        })
+    }
+
+    fn name_at(&self, span: &EntrySpan) -> Option<&[u8]> {
+        self.raw.get(span.space as usize + 1..span.nul as usize)
+    }
+
+    /// [`Tree::position`] in a tree in git's order, where a directory sorts as if its name
+    /// ended in '/': the entry is where `name` sorts as a file, or where it sorts as a
+    /// directory. A directory of thousands of services is searched in a dozen steps.
+    fn search(&self, name: &[u8]) -> Option<usize> {
+        for as_dir in [false, true] {
+            let key = name.iter().chain(as_dir.then_some(&b'/'));
+            let at = self.spans.partition_point(|span| {
+                let entry_dir = self
+                    .raw
+                    .get(span.start as usize..span.space as usize)
+                    .and_then(EntryKind::from_mode)
+                    == Some(EntryKind::Dir);
+                let entry = self.name_at(span).unwrap_or_default();
+                entry
+                    .iter()
+                    .chain(entry_dir.then_some(&b'/'))
+                    .cmp(key.clone())
+                    .is_lt()
+            });
+            if self.spans.get(at).and_then(|span| self.name_at(span)) == Some(name) {
+                return Some(at);
+            }
+        }
+        None
     }
 
     pub(crate) fn to_entries(&self) -> Vec<TreeEntry> {
@@ -337,6 +375,49 @@ mod tests {
         assert_eq!(patched, serialize_tree(&mut expected));
         let patched = Tree::from_parts(Arc::from(patched), spans);
         assert_eq!(patched.to_entries(), expected);
+    }
+
+    #[test]
+    fn entries_are_found_by_name_in_git_order_and_out_of_it() {
+        // Files and directories whose names sort differently as one or the other.
+        let mut entries = vec![
+            entry("40000", "a"),
+            entry("100644", "a-b"),
+            entry("100644", "a.txt"),
+            entry("40000", "a0"),
+            entry("100644", "b"),
+            entry("40000", "b.d"),
+            entry("160000", "c"),
+        ];
+        for i in 0..500 {
+            entries.push(entry("40000", &format!("svc-{i:04}")));
+        }
+        let bytes = serialize_tree(&mut entries);
+        let tree = Tree::parse(ObjectId([1; 20]), Arc::from(bytes.as_slice())).unwrap();
+        for (at, e) in entries.iter().enumerate() {
+            assert_eq!(
+                tree.position(&e.name),
+                Some(at),
+                "{}",
+                String::from_utf8_lossy(&e.name)
+            );
+        }
+        for missing in ["", "a/", "a.", "svc-0500", "svc-", "zzz", "0"] {
+            assert_eq!(tree.position(missing.as_bytes()), None, "{missing}");
+        }
+        // Written out of order by another tool: still found.
+        let mut raw = Vec::new();
+        for e in [entry("100644", "z"), entry("100644", "a")] {
+            raw.extend_from_slice(&e.mode);
+            raw.push(b' ');
+            raw.extend_from_slice(&e.name);
+            raw.push(0);
+            raw.extend_from_slice(e.oid.as_bytes());
+        }
+        let tree = Tree::parse(ObjectId([2; 20]), Arc::from(raw)).unwrap();
+        assert_eq!(tree.search(b"a"), None);
+        assert_eq!(tree.position(b"a"), Some(1));
+        assert_eq!(tree.position(b"z"), Some(0));
     }
 
     #[test]

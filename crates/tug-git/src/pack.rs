@@ -217,6 +217,25 @@ impl Batch {
         Some(parsed)
     }
 
+    /// The newest version of every directory this batch wrote: the trees of its last commit
+    /// on the paths it changed, which the next batch reads first.
+    pub(crate) fn latest_trees(&self) -> Vec<(ObjectId, Tree)> {
+        let mut contents = self.lock();
+        let latest: Vec<usize> = contents.latest_tree_at.values().copied().collect();
+        latest
+            .into_iter()
+            .filter_map(|index| {
+                let oid = contents.objects.get(index)?.oid;
+                if let Some(tree) = contents.parsed_trees.get(&oid) {
+                    return Some((oid, tree.clone()));
+                }
+                let tree = Tree::parse(oid, contents.data(index)?).ok()?;
+                contents.remember_tree(oid, tree.clone());
+                Some((oid, tree))
+            })
+            .collect()
+    }
+
     /// Adds an object and returns its id. `tree_dir` is the directory a tree is written for
     /// (`""` for the root): a tree that replaces an earlier version of the same directory in
     /// this batch is stored as a delta against it.

@@ -1,6 +1,7 @@
 //! Object access for one mirror: reads through one long-running `git cat-file --batch`; the
 //! objects a landing creates are collected in a [`Batch`] and written as one pack.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -21,11 +22,22 @@ struct CatFile {
 
 impl CatFile {
     fn read(&mut self, oid: ObjectId) -> std::io::Result<Option<(ObjectKind, Vec<u8>)>> {
+        self.request(&[oid])?;
+        self.reply()
+    }
+
+    /// Asks for `oids` in one write; their replies come in the same order.
+    fn request(&mut self, oids: &[ObjectId]) -> std::io::Result<()> {
         // One write per request: the pipe is unbuffered, and `writeln!` would wake the reader
         // once for the id and again for the newline.
-        let mut line = [b'\n'; 41];
-        hex::encode_to_slice(oid.as_bytes(), &mut line[..40]).map_err(std::io::Error::other)?;
-        self.stdin.write_all(&line)?;
+        let mut lines = vec![b'\n'; 41 * oids.len()];
+        for (oid, line) in oids.iter().zip(lines.chunks_mut(41)) {
+            hex::encode_to_slice(oid.as_bytes(), &mut line[..40]).map_err(std::io::Error::other)?;
+        }
+        self.stdin.write_all(&lines)
+    }
+
+    fn reply(&mut self) -> std::io::Result<Option<(ObjectKind, Vec<u8>)>> {
         let mut header = String::new();
         if self.stdout.read_line(&mut header)? == 0 {
             return Err(std::io::Error::new(
@@ -56,7 +68,28 @@ impl CatFile {
         data.truncate(size);
         Ok(Some((kind, data)))
     }
+
+    /// Reads `oids` with their requests sent ahead of the replies, a few dozen at a time: the
+    /// reader works through them without waiting for this side between two objects.
+    fn read_many(
+        &mut self,
+        oids: &[ObjectId],
+        mut each: impl FnMut(ObjectId, Option<(ObjectKind, Vec<u8>)>),
+    ) -> std::io::Result<()> {
+        for chunk in oids.chunks(PIPELINED_REQUESTS) {
+            self.request(chunk)?;
+            for &oid in chunk {
+                each(oid, self.reply()?);
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Requests written before their replies are read. Their lines (41 bytes each) must fit in the
+/// pipe to `cat-file` as it is at its smallest (one 4 KiB page): a write that blocks while
+/// `cat-file` blocks on writing replies nobody reads would hang both.
+const PIPELINED_REQUESTS: usize = 64;
 
 impl Drop for CatFile {
     fn drop(&mut self) {
@@ -71,6 +104,8 @@ pub(crate) struct ObjectStore {
     reader: Mutex<Option<CatFile>>,
     /// Objects written into this mirror's packs since it was opened.
     written: AtomicU64,
+    /// Requests sent to the object reader since the mirror was opened.
+    requests: AtomicU64,
     // Trees are immutable by name; a change reads the trees on its path once to look and once
     // to rewrite, and the next change of a batch reads most of them again.
     trees: Mutex<TreeCache>,
@@ -107,6 +142,7 @@ impl ObjectStore {
             env,
             reader: Mutex::new(None),
             written: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             trees: Mutex::new(TreeCache::default()),
         }
     }
@@ -152,6 +188,7 @@ impl ObjectStore {
             let Some(cat_file) = guard.as_mut() else {
                 continue;
             };
+            self.requests.fetch_add(1, AtomicOrdering::Relaxed);
             match cat_file.read(oid) {
                 Ok(found) => return Ok(found),
                 Err(e) => {
@@ -165,6 +202,35 @@ impl ObjectStore {
         Err(self.reader_error("git cat-file failed twice".to_owned()))
     }
 
+    /// Reads `oids` in pipelined requests, handing each object (`None`: the mirror does not
+    /// have it) to `each` in order.
+    pub(crate) fn read_many(
+        &self,
+        oids: &[ObjectId],
+        mut each: impl FnMut(ObjectId, Option<(ObjectKind, Vec<u8>)>),
+    ) -> Result<(), GitError> {
+        let mut guard = self
+            .reader
+            .lock()
+            .map_err(|_| self.reader_error("reader lock poisoned".to_owned()))?;
+        if guard.is_none() {
+            *guard = Some(self.spawn()?);
+        }
+        let Some(cat_file) = guard.as_mut() else {
+            return Err(self.reader_error("no git cat-file".to_owned()));
+        };
+        // No second try here: the objects handed out so far would be handed out again. A
+        // reader that died is replaced by the next read.
+        self.requests.fetch_add(
+            oids.len().div_ceil(PIPELINED_REQUESTS) as u64,
+            AtomicOrdering::Relaxed,
+        );
+        cat_file.read_many(oids, &mut each).map_err(|e| {
+            *guard = None;
+            self.reader_error(e.to_string())
+        })
+    }
+
     pub(crate) fn read_kind(&self, oid: ObjectId, want: ObjectKind) -> Result<Vec<u8>, GitError> {
         match self.read(oid)? {
             Some((kind, data)) if kind == want => Ok(data),
@@ -176,13 +242,16 @@ impl ObjectStore {
         }
     }
 
-    pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Tree, GitError> {
-        if let Some(entries) = self
-            .trees
+    /// The tree if it is in the cache, without reading it.
+    fn cached_tree(&self, oid: ObjectId) -> Option<Tree> {
+        self.trees
             .lock()
             .ok()
             .and_then(|cache| cache.trees.get(&oid).cloned())
-        {
+    }
+
+    pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Tree, GitError> {
+        if let Some(entries) = self.cached_tree(oid) {
             return Ok(entries);
         }
         let entries = Tree::parse(oid, Arc::from(self.read_kind(oid, ObjectKind::Tree)?))?;
@@ -190,6 +259,15 @@ impl ObjectStore {
             cache.insert(oid, entries.clone());
         }
         Ok(entries)
+    }
+
+    /// Keeps trees known to be read soon (the directories a landed batch wrote).
+    pub(crate) fn cache_trees(&self, trees: Vec<(ObjectId, Tree)>) {
+        if let Ok(mut cache) = self.trees.lock() {
+            for (oid, tree) in trees {
+                cache.insert(oid, tree);
+            }
+        }
     }
 
     pub(crate) fn tree_of_commit(&self, commit: ObjectId) -> Result<ObjectId, GitError> {
@@ -212,9 +290,84 @@ impl ObjectStore {
         Ok(written)
     }
 
+    /// How many requests this mirror has sent to its object reader.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(AtomicOrdering::Relaxed)
+    }
+
     /// How many objects this mirror has written into packs.
     pub(crate) fn objects_written(&self) -> u64 {
         self.written.load(AtomicOrdering::Relaxed)
+    }
+}
+
+/// Objects read ahead for one landing: what the changes of a batch will read, fetched in a few
+/// pipelined requests instead of one round trip to `cat-file` per object. Probing a change
+/// (running it on a view that reads nothing from the mirror) names what it needs next.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    objects: HashMap<ObjectId, Option<Ahead>>,
+    bytes: usize,
+    /// Objects probes asked for and did not find here, to fetch next.
+    wanted: RefCell<Vec<ObjectId>>,
+}
+
+enum Ahead {
+    Tree(Tree),
+    Other(ObjectKind, Arc<[u8]>),
+}
+
+/// What one landing reads ahead at most; what is past it is read one object at a time, as
+/// before. A batch holds every file its changes read in their replay records anyway.
+const READ_AHEAD_BYTES: usize = 32 << 20;
+
+impl ReadAhead {
+    /// How many objects probes have asked for so far.
+    pub(crate) fn wanted(&self) -> usize {
+        self.wanted.borrow().len()
+    }
+
+    /// Whether more objects may be read ahead.
+    pub(crate) fn has_room(&self) -> bool {
+        self.bytes < READ_AHEAD_BYTES
+    }
+
+    /// Fetches what probes asked for; returns how many objects that was.
+    pub(crate) fn fetch(&mut self, store: &ObjectStore) -> Result<usize, GitError> {
+        let mut wanted = std::mem::take(self.wanted.get_mut());
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.retain(|oid| !self.objects.contains_key(oid));
+        let (objects, bytes) = (&mut self.objects, &mut self.bytes);
+        let mut corrupt = None;
+        store.read_many(&wanted, |oid, object| {
+            if *bytes >= READ_AHEAD_BYTES {
+                return;
+            }
+            let ahead = object.map(|(kind, data)| {
+                *bytes += data.len();
+                match kind {
+                    ObjectKind::Tree => match Tree::parse(oid, Arc::from(data)) {
+                        Ok(tree) => Ahead::Tree(tree),
+                        Err(e) => {
+                            corrupt.get_or_insert(e);
+                            Ahead::Other(kind, Arc::from([]))
+                        }
+                    },
+                    _ => Ahead::Other(kind, Arc::from(data)),
+                }
+            });
+            objects.insert(oid, ahead);
+        })?;
+        match corrupt {
+            Some(e) => Err(e),
+            None => Ok(wanted.len()),
+        }
+    }
+
+    fn want(&self, oid: ObjectId) -> GitError {
+        self.wanted.borrow_mut().push(oid);
+        GitError::MissingObject { oid }
     }
 }
 
@@ -224,36 +377,89 @@ impl ObjectStore {
 pub(crate) struct ObjectView<'a> {
     store: &'a ObjectStore,
     batch: Option<&'a Batch>,
+    ahead: Option<&'a ReadAhead>,
+    /// Reads nothing from the mirror: an object not at hand is noted as wanted in `ahead`, and
+    /// the read fails.
+    probing: bool,
 }
 
 impl<'a> ObjectView<'a> {
     /// The objects on disk only.
     pub(crate) fn committed(store: &'a ObjectStore) -> Self {
-        Self { store, batch: None }
+        Self {
+            store,
+            batch: None,
+            ahead: None,
+            probing: false,
+        }
     }
 
     pub(crate) fn with_batch(store: &'a ObjectStore, batch: &'a Batch) -> Self {
         Self {
-            store,
             batch: Some(batch),
+            ..Self::committed(store)
+        }
+    }
+
+    /// Also the objects read ahead.
+    pub(crate) fn with_ahead(self, ahead: &'a ReadAhead) -> Self {
+        Self {
+            ahead: Some(ahead),
+            ..self
+        }
+    }
+
+    /// What is at hand only: the objects read ahead and the trees in the cache.
+    pub(crate) fn probing(store: &'a ObjectStore, ahead: &'a ReadAhead) -> Self {
+        Self {
+            probing: true,
+            ..Self::committed(store).with_ahead(ahead)
         }
     }
 
     pub(crate) fn read_kind(&self, oid: ObjectId, want: ObjectKind) -> Result<Vec<u8>, GitError> {
-        match self.batch.and_then(|batch| batch.get(oid)) {
+        let found = match self.batch.and_then(|batch| batch.get(oid)) {
+            Some(found) => Some(found),
+            None => match self.ahead.and_then(|ahead| ahead.objects.get(&oid)) {
+                Some(Some(Ahead::Other(kind, data))) => Some((*kind, data.clone())),
+                Some(Some(Ahead::Tree(tree))) => Some((ObjectKind::Tree, tree.bytes())),
+                Some(None) => return Err(GitError::MissingObject { oid }),
+                None => None,
+            },
+        };
+        match found {
             Some((kind, data)) if kind == want => Ok(data.to_vec()),
             Some((kind, _)) => Err(GitError::CorruptObject {
                 oid,
                 reason: format!("expected a {}, found a {}", want.name(), kind.name()),
             }),
-            None => self.store.read_kind(oid, want),
+            None => match self.ahead {
+                Some(ahead) if self.probing => Err(ahead.want(oid)),
+                _ => self.store.read_kind(oid, want),
+            },
         }
     }
 
     pub(crate) fn read_tree(&self, oid: ObjectId) -> Result<Tree, GitError> {
-        match self.batch.and_then(|batch| batch.tree(oid)) {
-            Some(entries) => entries,
-            None => self.store.read_tree(oid),
+        if let Some(entries) = self.batch.and_then(|batch| batch.tree(oid)) {
+            return entries;
+        }
+        match self.ahead.and_then(|ahead| ahead.objects.get(&oid)) {
+            Some(Some(Ahead::Tree(tree))) => return Ok(tree.clone()),
+            Some(Some(Ahead::Other(kind, _))) => {
+                return Err(GitError::CorruptObject {
+                    oid,
+                    reason: format!("expected a tree, found a {}", kind.name()),
+                });
+            }
+            Some(None) => return Err(GitError::MissingObject { oid }),
+            None => {}
+        }
+        match self.ahead {
+            Some(ahead) if self.probing => {
+                self.store.cached_tree(oid).ok_or_else(|| ahead.want(oid))
+            }
+            _ => self.store.read_tree(oid),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::error::{ChangeError, GitError};
 use crate::object::{EntryKind, EntryRef, ObjectId, ObjectKind, TreeEntry, serialize_tree};
 use crate::pack::Batch;
-use crate::store::{ObjectStore, ObjectView};
+use crate::store::ObjectView;
 
 /// Read access to the files of one commit, given to a [`crate::Change`].
 pub trait FileSource {
@@ -139,7 +139,10 @@ impl<'a> TreeView<'a> {
         let last = components.len() - 1;
         for (depth, component) in components.iter().enumerate() {
             let entries = self.objects.read_tree(tree)?;
-            let Some(entry) = entries.iter().find(|e| e.name == component.as_bytes()) else {
+            let Some(entry) = entries
+                .position(component.as_bytes())
+                .and_then(|position| entries.get(position))
+            else {
                 return Ok(None);
             };
             let kind = entry_kind(&entry, tree)?;
@@ -232,12 +235,12 @@ struct PathNode<'w> {
     example: &'w str,
 }
 
-/// Applies `writes` to the tree `root` and returns the new root tree; the new blobs and trees go
-/// into `batch`. Only the trees on the written paths are read and rewritten; unchanged content
+/// Applies `writes` to the tree `root` (read through `objects`, which must see `batch`) and
+/// returns the new root tree; the new blobs and trees go into `batch`. Only the trees on the written paths are read and rewritten; unchanged content
 /// yields the same object ids, so a change that writes what is already there gives back `root`
 /// itself.
 pub(crate) fn apply_writes(
-    store: &ObjectStore,
+    objects: ObjectView<'_>,
     batch: &Batch,
     root: ObjectId,
     writes: &[FileWrite],
@@ -273,7 +276,6 @@ pub(crate) fn apply_writes(
         }
         node.action = Some(&write.action);
     }
-    let objects = ObjectView::with_batch(store, batch);
     match rewrite_tree(objects, batch, Some(root), &top, "")? {
         Some(oid) => Ok(oid),
         // Every file was deleted: the commit points at the empty tree.

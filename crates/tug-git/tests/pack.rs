@@ -211,6 +211,52 @@ fn sixty_commits_land_as_one_pack_with_the_rewritten_directories_as_deltas() {
 }
 
 #[test]
+fn a_batch_reads_what_its_changes_need_in_a_few_requests() {
+    const CHANGES: usize = 120;
+    let remote = many_services();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    // Each change reads two directories and a file that no other change reads: a round trip
+    // each would be hundreds of requests to the object reader.
+    let changes: Vec<SetLine> = (0..CHANGES)
+        .map(|i| {
+            SetLine::new(
+                &service_file(i * 3),
+                "newTag",
+                &format!("\"3.0.{i}\""),
+                &format!("req-{i}"),
+            )
+        })
+        .collect();
+    let refs: Vec<&dyn tug_git::Change> =
+        changes.iter().map(|c| c as &dyn tug_git::Change).collect();
+
+    let report = land(&mirror, "main", &refs, &options()).unwrap();
+
+    assert_eq!(report.results.iter().map(committed).count(), CHANGES);
+    // The tip's commit, then a round of pipelined requests per level of directories (two for
+    // the 120 directories or files of a level, 64 to a request).
+    assert!(
+        report.object_requests <= 12,
+        "{} requests to the object reader",
+        report.object_requests
+    );
+    for i in [0, CHANGES / 2, CHANGES - 1] {
+        let content = remote
+            .read_file("main", &service_file(i * 3))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(content).unwrap(),
+            format!(
+                "images:\n  - name: svc-{:04}\n    newTag: \"3.0.{i}\"\n",
+                i * 3
+            )
+        );
+    }
+}
+
+#[test]
 fn later_changes_of_a_batch_read_what_earlier_ones_wrote() {
     let remote = many_services();
     let data = Scratch::new().unwrap();
