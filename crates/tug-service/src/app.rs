@@ -112,10 +112,7 @@ impl App {
                     Err(_) => break false,
                 }
             };
-        let head_start = quiet.then(|| HeadStart {
-            job: enqueued.job.clone(),
-            watch,
-        });
+        let head_start = quiet.then_some(HeadStart { watch });
         Ok(Submitted {
             enqueued,
             head_start,
@@ -306,8 +303,8 @@ pub struct Submitted {
     pub head_start: Option<HeadStart>,
 }
 
-/// The job as stored and a watch taken before anything could signal it.
+/// A watch on a job just stored, taken before anything could signal it: the job is as the
+/// caller was told (queued, no events), so following it starts by waiting.
 pub struct HeadStart {
-    pub(crate) job: tug_store::Job,
     pub(crate) watch: crate::signals::JobWatch,
 }

@@ -39,8 +39,8 @@ pub fn follow(
     head_start: Option<HeadStart>,
 ) -> impl Stream<Item = Update> + Send + 'static {
     let (watch, known) = match head_start {
-        Some(HeadStart { job, watch }) => (watch, Some(job)),
-        None => (app.signal.watch(&job_id), None),
+        Some(HeadStart { watch }) => (watch, true),
+        None => (app.signal.watch(&job_id), false),
     };
     let shutdown = app.shutdown.clone();
     let following = Following {
@@ -77,7 +77,7 @@ struct Following {
     _slot: StreamSlot,
     watch: JobWatch,
     /// Stored just now and not signalled since: queued, without events.
-    known: Option<Job>,
+    known: bool,
     shutdown: Shutdown,
     seen: i64,
     pending: VecDeque<Update>,
@@ -87,9 +87,8 @@ struct Following {
 impl Following {
     /// Waits for news, or reads the job and queues what is new.
     async fn step(&mut self) {
-        if let Some(job) = self.known.take() {
+        if std::mem::take(&mut self.known) {
             // Nothing to read before news comes.
-            debug_assert!(!job.state.is_terminal());
             self.wait().await;
             return;
         }
@@ -98,13 +97,12 @@ impl Following {
         // Woken with the job as the writer read it back: no read of our own.
         let read = match self.watch.take_snapshot() {
             Some(snapshot) => {
-                let (job, events) = &*snapshot;
-                let new = events
-                    .iter()
-                    .filter(|e| e.seq > self.seen)
-                    .cloned()
-                    .collect();
-                Ok(Some((job.clone(), new)))
+                // A job has one follower as a rule, and the writer let go of its copy: take
+                // the job rather than copy its request and payloads.
+                let (job, events) =
+                    Arc::try_unwrap(snapshot).unwrap_or_else(|shared| (*shared).clone());
+                let new = events.into_iter().filter(|e| e.seq > self.seen).collect();
+                Ok(Some((job, new)))
             }
             None => Box::pin(self.app.store.job_with_events(&self.job_id, self.seen)).await,
         };
