@@ -33,6 +33,10 @@ pub struct App {
     pub shutdown: Shutdown,
     /// The callers waiting on a stream for their job (`limits.max_waiting_streams`).
     pub waiting: Arc<crate::streams::WaitingStreams>,
+    /// How often a stream reads its job without being told of news: the only way to learn
+    /// what another replica did when a notification is lost, and only a safety net when this
+    /// process is the store's one user and signals every change itself.
+    pub follow_poll: std::time::Duration,
 }
 
 impl App {

@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use tug_store::{Event, Job};
@@ -128,10 +127,11 @@ impl Following {
         self.wait().await;
     }
 
-    /// Wakes on this job's signal; the timeout covers a writer on another replica.
+    /// Wakes on this job's signal; the timeout covers a writer on another replica whose
+    /// notification was lost.
     async fn wait(&mut self) {
         tokio::select! {
-            _ = tokio::time::timeout(Duration::from_millis(500), self.watch.changed()) => {}
+            _ = tokio::time::timeout(self.app.follow_poll, self.watch.changed()) => {}
             () = self.shutdown.wait() => self.end(Update::ShuttingDown),
         }
     }

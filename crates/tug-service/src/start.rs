@@ -85,8 +85,17 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     let waiting = crate::streams::WaitingStreams::new(
         usize::try_from(config.limits.max_waiting_streams).unwrap_or(usize::MAX),
     );
+    // A store only this process writes tells it everything through its own signals; reading
+    // every waiting job twice a second would then cost a read per caller for nothing, which at
+    // hundreds of waiting callers is a fifth of the server's CPU.
+    let follow_poll = if store.changes().is_some() {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
+    };
     let app = Arc::new(App {
         waiting,
+        follow_poll,
         config,
         store,
         releases,
