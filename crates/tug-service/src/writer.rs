@@ -208,6 +208,8 @@ impl Writers {
         let mut just_landed: Option<(Instant, usize)> = None;
         // When this loop last took or renewed the lease.
         let mut leased_at: Option<Instant> = None;
+        // The last batch's results being recorded while the next batch lands.
+        let mut recording: Option<PendingRecord> = None;
         loop {
             if self.shutdown.is_set() {
                 break;
@@ -250,7 +252,7 @@ impl Writers {
                     }
                 }
             };
-            if let Some((landed_at, landed)) = just_landed.take() {
+            if let Some((mut landed_at, landed)) = just_landed.take() {
                 // The callers of the batch that just landed are reading their results and
                 // sending their next requests now. Give them a moment to join the next push,
                 // rather than let the first one to return go alone and the rest wait behind it.
@@ -258,6 +260,14 @@ impl Writers {
                 // claim above): a batch that was short because some callers came back late
                 // must not stay short, the latecomers taking the places of the next callers.
                 let target = (tasks.len() + landed).min(batch);
+                // They come back once they have their results: the moment starts when those
+                // are recorded. A batch already full lands without waiting for that.
+                if tasks.len() < target
+                    && let Some(pending) = recording.take()
+                {
+                    pending.wait().await;
+                    landed_at = Instant::now();
+                }
                 let deadline = tokio::time::Instant::from_std(landed_at + LINGER);
                 while tasks.len() < target && tokio::time::Instant::now() < deadline {
                     tokio::select! {
@@ -292,7 +302,7 @@ impl Writers {
             }
             if !tasks.is_empty() {
                 let landed = tasks.len();
-                if !self.land_leased(&branch, tasks).await {
+                if !self.land_leased(&branch, tasks, &mut recording).await {
                     break;
                 }
                 just_landed = Some((Instant::now(), landed));
@@ -312,11 +322,14 @@ impl Writers {
             if woken {
                 continue;
             }
+            if let Some(pending) = recording.take() {
+                pending.wait().await;
+            }
             let mut running = self.running.lock().await;
             match self.store.claim(&branch, &self.owner, batch).await {
                 Ok(tasks) if !tasks.is_empty() => {
                     drop(running);
-                    if !self.land_leased(&branch, tasks).await {
+                    if !self.land_leased(&branch, tasks, &mut recording).await {
                         break;
                     }
                 }
@@ -327,6 +340,9 @@ impl Writers {
                     return;
                 }
             }
+        }
+        if let Some(pending) = recording.take() {
+            pending.wait().await;
         }
         self.running.lock().await.remove(&branch);
         let _ = self.store.unlock_branch(&branch, &self.owner).await;
@@ -384,7 +400,12 @@ impl Writers {
     /// on the way: the batch was not pushed (or, if the push was already under way, is found by
     /// its trailers by whoever holds the branch now), nothing was recorded, and this writer
     /// must stop.
-    async fn land_leased(&self, branch: &BranchKey, tasks: Vec<Task>) -> bool {
+    async fn land_leased(
+        self: &Arc<Self>,
+        branch: &BranchKey,
+        tasks: Vec<Task>,
+        recording: &mut Option<PendingRecord>,
+    ) -> bool {
         let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let heartbeat = {
             let (store, held) = (self.store.clone(), held.clone());
@@ -404,7 +425,8 @@ impl Writers {
                 }
             })
         };
-        self.land_batch(branch, tasks, held.clone()).await;
+        self.land_batch(branch, tasks, held.clone(), recording)
+            .await;
         heartbeat.abort();
         held.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -414,10 +436,11 @@ impl Writers {
     /// (see [`crate::telemetry`]). `held` turns false when the branch's lease is lost: no push
     /// starts after that.
     async fn land_batch(
-        &self,
+        self: &Arc<Self>,
         branch: &BranchKey,
         tasks: Vec<Task>,
         held: Arc<std::sync::atomic::AtomicBool>,
+        recording: &mut Option<PendingRecord>,
     ) {
         let batch = tracing::info_span!(
             parent: None,
@@ -447,17 +470,21 @@ impl Writers {
             spans.insert(t.id, span);
         }
         crate::telemetry::adopt(&batch, None);
-        self.land_batch_in(branch, tasks, &spans, held)
+        self.land_batch_in(branch, tasks, &spans, held, recording)
             .instrument(batch)
             .await;
     }
 
+    /// When the batch landed whole, its results are recorded in the background (`recording`)
+    /// while the caller goes on to the next batch: the next push need not wait for this one's
+    /// store writes. The previous batch's recording is over before this one's starts.
     async fn land_batch_in(
-        &self,
+        self: &Arc<Self>,
         branch: &BranchKey,
         tasks: Vec<Task>,
         spans: &HashMap<TaskId, tracing::Span>,
         held: Arc<std::sync::atomic::AtomicBool>,
+        recording: &mut Option<PendingRecord>,
     ) {
         let started = Instant::now();
         let Some(repo) = self.config.repository(&branch.repository).cloned() else {
@@ -581,6 +608,9 @@ impl Writers {
                 batch.in_scope(|| tug_git::land(&m, &b, &refs, &opts))
             })
             .await;
+            if let Some(previous) = recording.take() {
+                previous.wait().await;
+            }
             match report {
                 Ok(Ok(report)) => {
                     tracing::Span::current().record("attempts", report.attempts);
@@ -697,55 +727,51 @@ impl Writers {
                 }
             }
         }
-        let recording = Instant::now();
         let failed = outcomes
             .iter()
             .filter(|(_, outcome, _)| matches!(outcome, TaskOutcome::Failed(_)))
             .count();
-        self.finish(&tasks, outcomes).await;
-        if let Some((rest, e)) = &deferred {
-            self.not_landed(rest, e).await;
-        }
-        if let Some(Landed {
-            tasks,
-            attempts,
-            pushes,
-            fetch,
-            apply,
-            push,
-            land,
-        }) = landed
-        {
-            info!(
-                repository = %branch.repository, branch = %branch.branch,
-                tasks, failed, attempts, pushes,
-                fetch_ms = fetch.as_millis() as u64,
-                apply_ms = apply.as_millis() as u64,
-                push_ms = push.as_millis() as u64,
-                land_ms = land.as_millis() as u64,
-                record_ms = recording.elapsed().as_millis() as u64,
-                total_ms = started.elapsed().as_millis() as u64,
-                "landed batch"
-            );
-            // Each batch leaves a pack in the mirror; roll them up before they slow every git
-            // operation down, in the background so the next batch does not wait.
-            if mirror.needs_maintenance() {
-                let mirror = mirror.clone();
-                let repository = branch.repository.clone();
-                tokio::task::spawn_blocking(move || match mirror.maintain() {
-                    Ok(Some(done)) => info!(
-                        repository = %repository,
-                        packs_before = done.packs_before,
-                        packs_after = done.packs_after,
-                        ms = done.duration.as_millis() as u64,
-                        "repacked the mirror"
-                    ),
-                    Ok(None) => {}
-                    Err(e) => {
-                        warn!(repository = %repository, error = %e, "cannot repack the mirror")
-                    }
-                });
+        drop(work);
+        let in_background = deferred.is_none();
+        let (this, branch) = (self.clone(), branch.clone());
+        let record = async move {
+            let recording = Instant::now();
+            this.finish(&tasks, outcomes).await;
+            if let Some((rest, e)) = &deferred {
+                this.not_landed(rest, e).await;
             }
+            if let Some(landed) = landed {
+                landed.log(&branch, failed, recording, started);
+                // Each batch leaves a pack in the mirror; roll them up before they slow every
+                // git operation down, in the background so the next batch does not wait.
+                if mirror.needs_maintenance() {
+                    let repository = branch.repository.clone();
+                    tokio::task::spawn_blocking(move || match mirror.maintain() {
+                        Ok(Some(done)) => info!(
+                            repository = %repository,
+                            packs_before = done.packs_before,
+                            packs_after = done.packs_after,
+                            ms = done.duration.as_millis() as u64,
+                            "repacked the mirror"
+                        ),
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(repository = %repository, error = %e, "cannot repack the mirror")
+                        }
+                    });
+                }
+            }
+        }
+        .instrument(tracing::Span::current());
+        // Nothing landed (every task was found landed before): no land took the previous one.
+        if let Some(previous) = recording.take() {
+            previous.wait().await;
+        }
+        // A rest that did not land goes around before the next claim, so it is not left behind.
+        if in_background {
+            *recording = Some(PendingRecord(tokio::spawn(record)));
+        } else {
+            record.await;
         }
     }
 
@@ -795,6 +821,33 @@ impl Writers {
             after.after_jobs(read, &unread).await;
             drop(guard);
         });
+    }
+}
+
+/// A landed batch's results being recorded while its writer goes on.
+struct PendingRecord(tokio::task::JoinHandle<()>);
+
+impl PendingRecord {
+    async fn wait(self) {
+        if let Err(e) = self.0.await {
+            warn!(error = %e, "recording a batch's results panicked");
+        }
+    }
+}
+
+impl Landed {
+    fn log(&self, branch: &BranchKey, failed: usize, recording: Instant, started: Instant) {
+        info!(
+            repository = %branch.repository, branch = %branch.branch,
+            tasks = self.tasks, failed, attempts = self.attempts, pushes = self.pushes,
+            fetch_ms = self.fetch.as_millis() as u64,
+            apply_ms = self.apply.as_millis() as u64,
+            push_ms = self.push.as_millis() as u64,
+            land_ms = self.land.as_millis() as u64,
+            record_ms = recording.elapsed().as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "landed batch"
+        );
     }
 }
 
