@@ -332,37 +332,33 @@ impl ReadAhead {
         self.bytes < READ_AHEAD_BYTES
     }
 
-    /// Fetches what probes asked for; returns how many objects that was.
-    pub(crate) fn fetch(&mut self, store: &ObjectStore) -> Result<usize, GitError> {
+    /// Fetches what probes asked for. A tree that does not parse is left out: read the usual
+    /// way, it fails with the error that names it.
+    pub(crate) fn fetch(&mut self, store: &ObjectStore) -> Result<(), GitError> {
         let mut wanted = std::mem::take(self.wanted.get_mut());
         wanted.sort_unstable();
         wanted.dedup();
         wanted.retain(|oid| !self.objects.contains_key(oid));
         let (objects, bytes) = (&mut self.objects, &mut self.bytes);
-        let mut corrupt = None;
         store.read_many(&wanted, |oid, object| {
             if *bytes >= READ_AHEAD_BYTES {
                 return;
             }
-            let ahead = object.map(|(kind, data)| {
-                *bytes += data.len();
-                match kind {
-                    ObjectKind::Tree => match Tree::parse(oid, Arc::from(data)) {
-                        Ok(tree) => Ahead::Tree(tree),
-                        Err(e) => {
-                            corrupt.get_or_insert(e);
-                            Ahead::Other(kind, Arc::from([]))
-                        }
-                    },
-                    _ => Ahead::Other(kind, Arc::from(data)),
-                }
-            });
+            let ahead = match object {
+                None => None,
+                Some((ObjectKind::Tree, data)) => match Tree::parse(oid, Arc::from(data)) {
+                    Ok(tree) => Some(Ahead::Tree(tree)),
+                    Err(_) => return,
+                },
+                Some((kind, data)) => Some(Ahead::Other(kind, Arc::from(data))),
+            };
+            *bytes += match &ahead {
+                Some(Ahead::Tree(tree)) => tree.size(),
+                Some(Ahead::Other(_, data)) => data.len(),
+                None => 0,
+            };
             objects.insert(oid, ahead);
-        })?;
-        match corrupt {
-            Some(e) => Err(e),
-            None => Ok(wanted.len()),
-        }
+        })
     }
 
     fn want(&self, oid: ObjectId) -> GitError {
