@@ -369,9 +369,22 @@ pub struct Limits {
     /// Most callers waiting on a stream for their job at once. Beyond it a request that wants to
     /// wait is refused with 429 and `Retry-After` before anything is stored, so an overloaded
     /// server keeps its memory bounded and callers back off; `wait=false` requests are still
-    /// accepted (the stored queue absorbs them).
-    #[serde(default = "default_max_waiting_streams")]
-    pub max_waiting_streams: u32,
+    /// accepted (the stored queue absorbs them). Unset: [`Limits::max_waiting_streams`].
+    #[serde(default)]
+    pub max_waiting_streams: Option<u32>,
+}
+
+impl Limits {
+    /// `max_waiting_streams` as set, or four batches of callers and at least 512. At the rate a
+    /// writer lands, a caller waits for the batch being pushed and then for its own, so about
+    /// two batches of callers wait at any time; four leave room for a slow push. A limit below
+    /// that refuses callers a server could serve (on a 2-core machine with `batch_max: 256`,
+    /// 512 refused a fifth of 1,000 requests/s it kept up with at 1,024); each waiting caller
+    /// holds a connection (about 20 KiB), so it must still bound memory.
+    pub fn max_waiting_streams(&self) -> u32 {
+        self.max_waiting_streams
+            .unwrap_or_else(|| self.batch_max.saturating_mul(4).max(512))
+    }
 }
 
 impl Default for Limits {
@@ -380,7 +393,7 @@ impl Default for Limits {
             max_body_bytes: default_max_body_bytes(),
             max_paths_per_request: default_max_paths_per_request(),
             batch_max: default_batch_max(),
-            max_waiting_streams: default_max_waiting_streams(),
+            max_waiting_streams: None,
         }
     }
 }
@@ -417,13 +430,6 @@ fn default_max_body_bytes() -> u64 {
 }
 fn default_max_paths_per_request() -> u32 {
     256
-}
-/// A few batches of callers: on a 2-core machine 2,048 waiting streams meant an 8 s p99 and
-/// 216 MiB at 4 × capacity, 512 meant 1.8 s and 137 MiB with more requests acknowledged (the
-/// queue of waiting callers is latency, not throughput: the writer only takes a batch at a
-/// time).
-fn default_max_waiting_streams() -> u32 {
-    512
 }
 fn default_batch_max() -> u32 {
     64
@@ -798,7 +804,7 @@ impl Config {
                 }
                 "limits.batch_max" => self.limits.batch_max = parse_number(&value).map_err(bad)?,
                 "limits.max_waiting_streams" => {
-                    self.limits.max_waiting_streams = parse_number(&value).map_err(bad)?;
+                    self.limits.max_waiting_streams = Some(parse_number(&value).map_err(bad)?);
                 }
                 _ => {}
             }
@@ -962,7 +968,7 @@ impl Config {
             ("limits.batch_max", u64::from(self.limits.batch_max)),
             (
                 "limits.max_waiting_streams",
-                u64::from(self.limits.max_waiting_streams),
+                u64::from(self.limits.max_waiting_streams()),
             ),
         ] {
             if value == 0 {
@@ -1014,7 +1020,9 @@ limits:
   max_body_bytes: 1048576
   max_paths_per_request: 256
   batch_max: 64
-  max_waiting_streams: 512
+  # Callers waiting on a stream at once; beyond it 429 + Retry-After. Default: 4 × batch_max,
+  # at least 512.
+  # max_waiting_streams: 512
 "#,
             grpc = default_grpc_addr(),
             http = default_http_addr(),

@@ -83,7 +83,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         shutdown.clone(),
     );
     let waiting = crate::streams::WaitingStreams::new(
-        usize::try_from(config.limits.max_waiting_streams).unwrap_or(usize::MAX),
+        usize::try_from(config.limits.max_waiting_streams()).unwrap_or(usize::MAX),
     );
     // A store only this process writes tells it everything through its own signals; reading
     // every waiting job twice a second would then cost a read per caller for nothing, which at

@@ -105,6 +105,41 @@ fn minimal_config_takes_the_delivery_ports_and_defaults() {
 }
 
 #[test]
+fn waiting_streams_follow_the_batch_size_unless_set() {
+    let limits = |text: &str, env: &[(&str, &str)]| {
+        let text =
+            format!("repositories: [{{name: p, url: /srv/p.git}}]\nauth: {{mode: none}}\n{text}");
+        load(&text, &env_of(env))
+            .unwrap()
+            .limits
+            .max_waiting_streams()
+    };
+    // Four batches of callers, never fewer than 512.
+    assert_eq!(limits("", &[]), 512);
+    assert_eq!(limits("limits: {batch_max: 256}\n", &[]), 1024);
+    assert_eq!(limits("", &[("TUG_LIMITS_BATCH_MAX", "300")]), 1200);
+    // Set, it is taken as it is, whatever the batch size.
+    assert_eq!(
+        limits("limits: {batch_max: 256, max_waiting_streams: 100}\n", &[]),
+        100
+    );
+    assert_eq!(
+        limits(
+            "limits: {batch_max: 256}\n",
+            &[("TUG_LIMITS_MAX_WAITING_STREAMS", "3000")]
+        ),
+        3000
+    );
+    let zero = load(
+        "repositories: [{name: p, url: /srv/p.git}]\nauth: {mode: none}\nlimits: {max_waiting_streams: 0}\n",
+        &env_of(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(zero.contains("limits.max_waiting_streams"), "{zero}");
+}
+
+#[test]
 fn secrets_never_print() {
     let config = load(FULL, &full_env()).unwrap();
     let debug = format!("{config:?}");
