@@ -19,7 +19,7 @@
 #                          small fixture: --requests-per-client 4 --open-seconds 2 --overload-seconds 3
 #     CARGO_TARGET_DIR     cargo's target directory (default: the workspace's target/)
 #   Needs: git, python3, nginx (nginx-light) and fcgiwrap; `ulimit -n` well above the server's
-#   limits.max_waiting_streams (1,024 here): the overload run holds that many connections open.
+#   limits.max_waiting_streams (768 here): the overload run holds that many connections open.
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")

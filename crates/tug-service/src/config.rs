@@ -375,15 +375,16 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// `max_waiting_streams` as set, or four batches of callers and at least 512. At the rate a
-    /// writer lands, a caller waits for the batch being pushed and then for its own, so about
-    /// two batches of callers wait at any time; four leave room for a slow push. A limit below
-    /// that refuses callers a server could serve (on a 2-core machine with `batch_max: 256`,
-    /// 512 refused a fifth of 1,000 requests/s it kept up with at 1,024); each waiting caller
-    /// holds a connection (about 20 KiB), so it must still bound memory.
+    /// `max_waiting_streams` as set, or three batches of callers and at least 512. At the rate
+    /// a writer lands, a caller waits for the batch being pushed and then for its own, so about
+    /// two batches of callers wait at any time; the third leaves room for a slow push. Each
+    /// waiting caller holds a connection (some 30 KiB of the server's memory under load), so
+    /// the limit is also the server's memory under overload: on a 2-core machine with
+    /// `batch_max: 256`, 768 kept up with 1,000 requests/s at 96 MiB under 4 × that load, 512
+    /// refused some of the 1,000/s, and 1,024 peaked at 104 MiB.
     pub fn max_waiting_streams(&self) -> u32 {
         self.max_waiting_streams
-            .unwrap_or_else(|| self.batch_max.saturating_mul(4).max(512))
+            .unwrap_or_else(|| self.batch_max.saturating_mul(3).max(512))
     }
 }
 
@@ -1020,7 +1021,7 @@ limits:
   max_body_bytes: 1048576
   max_paths_per_request: 256
   batch_max: 64
-  # Callers waiting on a stream at once; beyond it 429 + Retry-After. Default: 4 × batch_max,
+  # Callers waiting on a stream at once; beyond it 429 + Retry-After. Default: 3 × batch_max,
   # at least 512.
   # max_waiting_streams: 512
 "#,

@@ -114,10 +114,10 @@ fn waiting_streams_follow_the_batch_size_unless_set() {
             .limits
             .max_waiting_streams()
     };
-    // Four batches of callers, never fewer than 512.
+    // Three batches of callers, never fewer than 512.
     assert_eq!(limits("", &[]), 512);
-    assert_eq!(limits("limits: {batch_max: 256}\n", &[]), 1024);
-    assert_eq!(limits("", &[("TUG_LIMITS_BATCH_MAX", "300")]), 1200);
+    assert_eq!(limits("limits: {batch_max: 256}\n", &[]), 768);
+    assert_eq!(limits("", &[("TUG_LIMITS_BATCH_MAX", "300")]), 900);
     // Set, it is taken as it is, whatever the batch size.
     assert_eq!(
         limits("limits: {batch_max: 256, max_waiting_streams: 100}\n", &[]),
