@@ -67,8 +67,8 @@ const TARGET_P99_64_MS: f64 = 500.0;
 const TARGET_OPEN_RATE: f64 = 1_000.0;
 const TARGET_OPEN_P99_MS: f64 = 1_000.0;
 /// How far an open loop's measured rate may fall below the offered one and still count as
-/// keeping up: the rate is taken from answer to answer, and the two batches that bound the
-/// window differ in length by tens of milliseconds over a window of seconds.
+/// keeping up: batches of a few hundred answers differ in length by tens of milliseconds, which
+/// moves the slope through a window of seconds by a fraction of a percent.
 const OPEN_RATE_RESOLUTION: f64 = 0.01;
 /// A long run ends as fast as it began: its last tenth at least this share of its first.
 const SUSTAINED_SHARE: f64 = 0.9;
@@ -144,12 +144,12 @@ impl TugRow {
     }
 
     /// Acknowledged requests per second. Closed loop: succeeded / wall. Open loop: the rate
-    /// while load was offered: the answers from the first one after the first tenth of the
-    /// offered time up to (not including) the first one after offering ended, over the time
-    /// between those two. Leaving out the start and the drain keeps the first batch's fill and
-    /// the last batch's wait out of it; starting and ending on an answer (the start of a burst,
-    /// for a batching server) keeps the bursts from skewing it. A server that falls behind
-    /// answers at its own pace in that window; one that refuses shows fewer answers.
+    /// while load was offered, after its first tenth: the slope of a least-squares line through
+    /// the running count of answers against time. Leaving out the start and the drain keeps the
+    /// first batch's fill and the last batch's wait out of it; a line through every answer,
+    /// rather than a count between two of them, keeps a batching server's bursts from skewing
+    /// it (a staircase of equal steps has the slope of its steps). A server that falls behind
+    /// answers at its own pace; one that refuses shows fewer answers.
     fn acked_rate(&self) -> f64 {
         let mut done: Vec<Duration> = self
             .samples
@@ -161,20 +161,18 @@ impl TugRow {
             Kind::Closed { .. } => None,
             Kind::Open { offered } | Kind::Overload { offered } => Some(offered),
         };
-        let Some(offered) = offered.filter(|_| done.len() >= 2) else {
-            return self.ok() as f64 / self.wall.as_secs_f64().max(1e-9);
+        let fallback = self.ok() as f64 / self.wall.as_secs_f64().max(1e-9);
+        let Some(offered) = offered else {
+            return fallback;
         };
         done.sort();
         let offering = Duration::from_secs_f64(self.samples.len() as f64 / offered.max(1e-9));
-        let from = done.iter().position(|d| *d >= offering / 10);
-        let to = done.iter().position(|d| *d >= offering);
-        let (first, last) = match (from, to) {
-            (Some(first), Some(last)) if last > first => (first, last),
-            // Nothing answered in one of the two parts: from the first answer to the last.
-            _ => (0, done.len() - 1),
-        };
-        let span = done[last] - done[first];
-        (last - first) as f64 / span.as_secs_f64().max(1e-9)
+        let window: Vec<f64> = done
+            .iter()
+            .filter(|d| **d >= offering / 10 && **d <= offering)
+            .map(Duration::as_secs_f64)
+            .collect();
+        slope(&window).unwrap_or(fallback)
     }
 
     /// Latency percentile over every request (refused ones included: they were answered).
@@ -243,6 +241,20 @@ struct Sustained {
     floor_at_end: Duration,
 }
 
+/// The slope, in answers per second, of the least-squares line through (time of answer k, k)
+/// for answers sorted by time; none for fewer than two distinct times.
+fn slope(times: &[f64]) -> Option<f64> {
+    let n = times.len() as f64;
+    let mean_t = times.iter().sum::<f64>() / n;
+    let mean_k = (n - 1.0) / 2.0;
+    let (mut cov, mut var) = (0.0, 0.0);
+    for (k, t) in times.iter().enumerate() {
+        cov += (t - mean_t) * (k as f64 - mean_k);
+        var += (t - mean_t) * (t - mean_t);
+    }
+    (times.len() >= 2 && var > 0.0).then(|| cov / var)
+}
+
 /// Requests/s over the first and the last tenth of `done` (completion times, any order), each
 /// measured from the answer before the tenth began.
 fn tenths(done: &mut [Instant]) -> (f64, f64) {
@@ -260,6 +272,38 @@ fn tenths(done: &mut [Instant]) -> (f64, f64) {
         rate(done[0], done[tenth]),
         rate(done[n - 1 - tenth], done[n - 1]),
     )
+}
+
+/// Between rows, outside the clock: waits for the `gc --auto` that the last pushes may have
+/// started in the background (receive-pack's default), then collects the remote into one pack.
+/// Each row then starts on a remote like the floor's fresh copies, instead of sharing the two
+/// cores with a repack of everything the rows before it pushed. Within a row the remote's own
+/// `gc --auto` still runs, as it would on a real server.
+fn compact_remote(repo: &ServedRepo) -> Result<()> {
+    let started = Instant::now();
+    let running = repo.path.join("gc.pid");
+    while running.exists() {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "{} stayed for 5 minutes: a git gc of the served repository did not end",
+                running.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waited = started.elapsed();
+    run_git(
+        Some(&repo.path),
+        &["-c", "gc.autoDetach=false", "gc", "--quiet"],
+    )
+    .context("collect the served repository into one pack between rows")?;
+    eprintln!(
+        "remote: waited {:.1} s for its gc, then collected it in {:.1} s ({} pack)",
+        waited.as_secs_f64(),
+        (started.elapsed() - waited).as_secs_f64(),
+        pack_files(&repo.path)
+    );
+    Ok(())
 }
 
 /// `.pack` files of a bare repository.
@@ -354,6 +398,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             })
             .collect();
         next += n;
+        compact_remote(&tug_repo)?;
         eprintln!(
             "tug closed loop: {clients} clients × {} requests",
             config.requests_per_client
@@ -401,6 +446,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             Kind::Closed { .. } => continue,
         };
         let n = (offered * seconds).round().max(1.0) as usize;
+        compact_remote(&tug_repo)?;
         eprintln!("tug open loop: {offered:.0} requests/s offered for {seconds} s ({n} requests)");
         let url = tug_repo.url.clone();
         let shared = Arc::new(bumps.clone());
@@ -431,6 +477,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     }
     // Last, so that the rows above run on the repository as the floor found it.
     let sustained = if config.sustained_requests > 0 {
+        compact_remote(&tug_repo)?;
         let clients = 64;
         let n = config.sustained_requests;
         eprintln!("tug sustained: {clients} clients, {n} requests");
@@ -966,7 +1013,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  closed loops: ok / wall; open loops: acknowledgements per second while offering (after its first tenth), from answer to answer; latency from the scheduled start."
+            "  closed loops: ok / wall; open loops: acknowledgements per second while offering (after its first tenth), the slope of their running count; latency from the scheduled start."
         );
         let _ = writeln!(
             out,
@@ -1072,8 +1119,7 @@ impl Report {
             Some(r) => {
                 // An open loop's answers cannot outrun what it offers, so "≥ 1,000 acknowledged
                 // at 1,000 offered" is read as: every request acknowledged, at the offered rate
-                // within the measurement's resolution (the window starts and ends on an answer;
-                // the batches at its two ends last a little more or less than each other).
+                // within the measurement's resolution.
                 let rate = r.acked_rate();
                 let p99 = r.percentile_ms(99);
                 let all = r.ok() == r.samples.len();
@@ -1233,6 +1279,25 @@ mod tests {
         // arrived since the last and answers 180 ms later.
         let keeps_up = open_row(100.0, (0..1000u64).map(|i| (i * 10 / 250 + 1) * 250 + 180));
         let rate = keeps_up.acked_rate();
+        assert!((rate - 100.0).abs() < 0.01, "{rate}");
+        // Batches of uneven length (claims 200 and 300 ms apart in turn), each answered 150 or
+        // 250 ms after its claim: still the offered rate, within the 1 % the target allows.
+        let claims: Vec<(u64, u64)> = (0..60u64)
+            .scan(0, |at, j| {
+                *at += if j % 2 == 0 { 200 } else { 300 };
+                Some((*at, *at + if j % 3 == 0 { 150 } else { 250 }))
+            })
+            .collect();
+        let uneven = open_row(
+            100.0,
+            (0..1000u64).map(|i| {
+                claims
+                    .iter()
+                    .find(|(claim, _)| *claim >= i * 10)
+                    .map_or(u64::MAX, |(_, done)| *done)
+            }),
+        );
+        let rate = uneven.acked_rate();
         assert!((rate - 100.0).abs() < 1.0, "{rate}");
         // A server that answers one request every 20 ms falls behind: its own pace shows.
         let behind = open_row(100.0, (0..1000u64).map(|i| 50 + i * 20));
