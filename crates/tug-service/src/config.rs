@@ -380,8 +380,9 @@ impl Limits {
     /// two batches of callers wait at any time; the third leaves room for a slow push. Each
     /// waiting caller holds a connection (some 30 KiB of the server's memory under load), so
     /// the limit is also the server's memory under overload: on a 2-core machine with
-    /// `batch_max: 256`, 768 kept up with 1,000 requests/s at 96 MiB under 4 × that load, 512
-    /// refused some of the 1,000/s, and 1,024 peaked at 104 MiB.
+    /// `batch_max: 256`, 1,024 peaked at 104 MiB under 4 × capacity, 768 at 91–96 MiB, and at
+    /// 1,000 requests/s offered 512 refused some where 768 refused none (or a few percent when
+    /// pushes were slow).
     pub fn max_waiting_streams(&self) -> u32 {
         self.max_waiting_streams
             .unwrap_or_else(|| self.batch_max.saturating_mul(3).max(512))
