@@ -244,6 +244,9 @@ struct Sustained {
 /// The slope, in answers per second, of the least-squares line through (time of answer k, k)
 /// for answers sorted by time; none for fewer than two distinct times.
 fn slope(times: &[f64]) -> Option<f64> {
+    if times.len() < 2 {
+        return None;
+    }
     let n = times.len() as f64;
     let mean_t = times.iter().sum::<f64>() / n;
     let mean_k = (n - 1.0) / 2.0;
@@ -252,7 +255,7 @@ fn slope(times: &[f64]) -> Option<f64> {
         cov += (t - mean_t) * (k as f64 - mean_k);
         var += (t - mean_t) * (t - mean_t);
     }
-    (times.len() >= 2 && var > 0.0).then(|| cov / var)
+    (var > 0.0).then(|| cov / var)
 }
 
 /// Requests/s over the first and the last tenth of `done` (completion times, any order), each
@@ -1266,7 +1269,7 @@ mod tests {
     }
 
     #[test]
-    fn open_loop_rate_counts_the_span_between_acknowledgements() {
+    fn open_loop_rate_is_the_pace_of_acknowledgements() {
         let row = open_row(10.0, (0..11).map(|i| 100 + i * 100));
         assert!((row.acked_rate() - 10.0).abs() < 1e-9);
         assert_eq!(row.with_status(429), 0);
