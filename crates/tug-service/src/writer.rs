@@ -334,9 +334,10 @@ impl Writers {
                     }
                 }
                 _ => {
-                    running.remove(&branch);
-                    drop(running);
+                    // Given up before this writer leaves the registry: a writer woken for the
+                    // branch right after must not have its fresh lease dropped by this one.
                     let _ = self.store.unlock_branch(&branch, &self.owner).await;
+                    running.remove(&branch);
                     return;
                 }
             }
@@ -344,8 +345,13 @@ impl Writers {
         if let Some(pending) = recording.take() {
             pending.wait().await;
         }
-        self.running.lock().await.remove(&branch);
+        // Given up before this writer leaves the registry: shutdown waits for the registry to
+        // empty and then closes the store, and a lease still held then would keep the branch
+        // from the other replicas until it lapses. The registry stays locked meanwhile, so a
+        // wake-up waits and starts a new writer rather than notifying this one.
+        let mut running = self.running.lock().await;
         let _ = self.store.unlock_branch(&branch, &self.owner).await;
+        running.remove(&branch);
     }
 
     /// The mirror of `repo`, opened (and cloned) on first use; shared with the release index.
