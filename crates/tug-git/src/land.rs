@@ -12,7 +12,7 @@ use crate::commit::{CommitMeta, Identity, serialize_commit};
 use crate::error::{ChangeError, GitError};
 use crate::mirror::{Mirror, validate_branch};
 use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
-use crate::pack::Batch;
+use crate::pack::{Batch, WrittenPack};
 use crate::reject::PushOutcome;
 use crate::replay::{Applied, Recording};
 use crate::sign::Signer;
@@ -52,6 +52,9 @@ pub struct LandOptions {
     /// Signs every commit (a `gpgsig` header). The signature is made where the commit is
     /// serialised, so a batch re-applied after a lost race is signed again.
     pub signer: Option<Signer>,
+    /// Told the commit a push is about to set the branch to, right before each push: the
+    /// caller may [`prepare`] its next batch on top of it while the remote works.
+    pub on_push: Option<Arc<dyn Fn(ObjectId) + Send + Sync>>,
 }
 
 impl LandOptions {
@@ -67,6 +70,7 @@ impl LandOptions {
             push_timeout: Duration::from_secs(120),
             may_push: None,
             signer: None,
+            on_push: None,
         }
     }
 }
@@ -128,6 +132,76 @@ pub fn land(
     changes: &[&dyn Change],
     opts: &LandOptions,
 ) -> Result<LandReport, GitError> {
+    land_prepared(mirror, branch, changes, opts, None)
+}
+
+/// A batch built ahead of its turn on a commit that is not the branch's tip yet — the one the
+/// batch before it is pushing — with its objects written (and durable) in the mirror. It goes
+/// to [`land_prepared`] with the same changes: when the branch's tip is still that commit by
+/// then, its first push sends what was built here; otherwise it is built again (its changes
+/// replayed where what they read did not change).
+pub struct Prepared {
+    base: ObjectId,
+    results: Vec<LandResult>,
+    /// The last commit built (`base` when no change made one).
+    head: ObjectId,
+    written: Option<WrittenPack>,
+    applied: Vec<Option<Applied>>,
+    took: Duration,
+}
+
+impl Prepared {
+    /// The commit the batch was built on.
+    pub fn base(&self) -> ObjectId {
+        self.base
+    }
+}
+
+/// Builds one commit per change on top of `base` (which must be in the mirror: a commit an
+/// earlier batch wrote, landed or about to be) and writes them into the mirror as a pack, made
+/// durable here, off the path of the push that will send it.
+pub fn prepare(
+    mirror: &Mirror,
+    branch: &str,
+    base: ObjectId,
+    changes: &[&dyn Change],
+    opts: &LandOptions,
+) -> Result<Prepared, GitError> {
+    validate_branch(branch)?;
+    let started = Instant::now();
+    let mut applied: Vec<Option<Applied>> = changes.iter().map(|_| None).collect();
+    let (results, head, batch) =
+        build_commits(mirror, branch, Some(base), changes, &mut applied, opts)?;
+    let head = head.unwrap_or(base);
+    let written = if head == base {
+        None
+    } else {
+        let written = mirror.store().write_pack(&batch)?;
+        if let Some(pack) = &written {
+            pack.sync()?;
+        }
+        mirror.store().cache_trees(batch.latest_trees());
+        written
+    };
+    Ok(Prepared {
+        base,
+        results,
+        head,
+        written,
+        applied,
+        took: started.elapsed(),
+    })
+}
+
+/// [`land`], starting from `prepared` when it was built on the branch's tip (see
+/// [`Prepared`]). `prepared` must have been built from `changes`, in the same order.
+pub fn land_prepared(
+    mirror: &Mirror,
+    branch: &str,
+    changes: &[&dyn Change],
+    opts: &LandOptions,
+    prepared: Option<Prepared>,
+) -> Result<LandReport, GitError> {
     validate_branch(branch)?;
     let written_before = mirror.store().objects_written();
     let requests_before = mirror.store().requests();
@@ -146,7 +220,7 @@ pub fn land(
         objects_written: 0,
         object_requests: 0,
     };
-    let outcome = land_parts(mirror, branch, changes, opts, &mut report);
+    let outcome = land_parts(mirror, branch, changes, opts, prepared, &mut report);
     report.objects_written = mirror.store().objects_written() - written_before;
     report.object_requests = mirror.store().requests() - requests_before;
     match outcome {
@@ -166,6 +240,7 @@ fn land_parts(
     branch: &str,
     changes: &[&dyn Change],
     opts: &LandOptions,
+    mut prepared: Option<Prepared>,
     report: &mut LandReport,
 ) -> Result<(), GitError> {
     let fetch = |report: &mut LandReport| -> Result<Option<ObjectId>, GitError> {
@@ -187,6 +262,18 @@ fn land_parts(
     let max_attempts = opts.max_attempts.max(1);
     // What each change read and wrote on the last tip, to re-apply it cheaply on the next.
     let mut applied: Vec<Option<Applied>> = changes.iter().map(|_| None).collect();
+    // A batch prepared on another commit is rebuilt; what its changes read is replayed.
+    let prepared_here = prepared.take().and_then(|mut p| {
+        if p.applied.len() != changes.len() {
+            return None;
+        }
+        if Some(p.base) == tip && p.head != p.base {
+            return Some(p);
+        }
+        std::mem::swap(&mut applied, &mut p.applied);
+        None
+    });
+    let mut prepared = prepared_here;
     // Changes settled by landed pushes (or found to need none), and how many the next push
     // takes; lost races in a row since the last landed push.
     let mut done = 0;
@@ -203,6 +290,55 @@ fn land_parts(
             report.apply_time += started.elapsed();
             built
         };
+        // The whole batch, built ahead on this very tip: its pack is written and durable.
+        if let Some(p) = prepared.take().filter(|_| part == (0..changes.len())) {
+            report.apply_time += p.took;
+            applied = p.applied;
+            let new_tip = p.head;
+            match push_attempt(
+                mirror,
+                branch,
+                new_tip,
+                tip,
+                p.written.as_ref(),
+                opts,
+                report,
+                part.len(),
+            )? {
+                PushOutcome::Accepted => {
+                    report.results.extend(p.results);
+                    report.tip = Some(new_tip);
+                    report.pushed = true;
+                    report.landed_pushes += 1;
+                    mirror.set_branch(branch, new_tip)?;
+                    return Ok(());
+                }
+                PushOutcome::Moved(reason) => {
+                    if let Some(pack) = &p.written {
+                        pack.remove();
+                    }
+                    tracing::debug!(
+                        branch,
+                        attempt = report.attempts,
+                        commits = part.len(),
+                        reason,
+                        "prepared push rejected, branch moved"
+                    );
+                    lost += 1;
+                    if lost >= max_attempts {
+                        return Err(GitError::BranchContended {
+                            url: mirror.url().to_owned(),
+                            branch: branch.to_owned(),
+                            attempts: lost,
+                        });
+                    }
+                    tip_read = Instant::now();
+                    tip = fetch(report)?;
+                    fetched = true;
+                    continue;
+                }
+            }
+        }
         let (mut results, mut head, mut batch) = build(tip, report)?;
         if head == tip && !fetched {
             // Nothing to push, judged on a tip that may be stale: a no-op or a failure might be
@@ -234,38 +370,24 @@ fn land_parts(
         let syncing = written
             .clone()
             .map(|pack| std::thread::spawn(move || pack.sync()));
+        // A batch prepared on top of this one reads these directories while the push runs.
+        if opts.on_push.is_some() {
+            mirror.store().cache_trees(batch.latest_trees());
+        }
         let packed_in = started.elapsed();
         report.apply_time += packed_in;
-        report.attempts += 1;
-        let started = Instant::now();
-        if opts.may_push.as_ref().is_some_and(|may_push| !may_push()) {
-            return Err(GitError::Fenced {
-                branch: branch.to_owned(),
-            });
-        }
-        let outcome = {
-            let span = tracing::info_span!(
-                "git.push",
-                branch,
-                attempt = report.attempts,
-                changes = part.len(),
-                outcome = tracing::field::Empty,
-            );
-            let _push = span.enter();
-            let pack = written.as_ref().map(|written| written.pack.as_path());
-            let outcome = mirror.push(branch, new_tip, tip, pack, opts.push_timeout);
-            span.record(
-                "outcome",
-                match &outcome {
-                    Ok(PushOutcome::Accepted) => "accepted",
-                    Ok(PushOutcome::Moved(_)) => "moved",
-                    Err(_) => "failed",
-                },
-            );
-            outcome?
-        };
-        let push_time = started.elapsed();
-        report.push_time += push_time;
+        let pushed_at = report.push_time;
+        let outcome = push_attempt(
+            mirror,
+            branch,
+            new_tip,
+            tip,
+            written.as_ref(),
+            opts,
+            report,
+            part.len(),
+        )?;
+        let push_time = report.push_time - pushed_at;
         match outcome {
             PushOutcome::Accepted => {
                 // The remote has the commits now: whatever happens to the local copy, the
@@ -287,7 +409,9 @@ fn land_parts(
                 done = part.end;
                 mirror.set_branch(branch, new_tip)?;
                 // The next batch starts from these directories: it need not read them back.
-                mirror.store().cache_trees(batch.latest_trees());
+                if opts.on_push.is_none() {
+                    mirror.store().cache_trees(batch.latest_trees());
+                }
                 if done >= changes.len() {
                     return Ok(());
                 }
@@ -342,6 +466,50 @@ fn land_parts(
             }
         }
     }
+}
+
+/// One push of `new_tip` over `tip` (the compare-and-swap), counted in `report`.
+#[allow(clippy::too_many_arguments)]
+fn push_attempt(
+    mirror: &Mirror,
+    branch: &str,
+    new_tip: ObjectId,
+    tip: Option<ObjectId>,
+    written: Option<&WrittenPack>,
+    opts: &LandOptions,
+    report: &mut LandReport,
+    commits: usize,
+) -> Result<PushOutcome, GitError> {
+    report.attempts += 1;
+    if opts.may_push.as_ref().is_some_and(|may_push| !may_push()) {
+        return Err(GitError::Fenced {
+            branch: branch.to_owned(),
+        });
+    }
+    if let Some(on_push) = &opts.on_push {
+        on_push(new_tip);
+    }
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "git.push",
+        branch,
+        attempt = report.attempts,
+        changes = commits,
+        outcome = tracing::field::Empty,
+    );
+    let _push = span.enter();
+    let pack = written.map(|written| written.pack.as_path());
+    let outcome = mirror.push(branch, new_tip, tip, pack, opts.push_timeout);
+    span.record(
+        "outcome",
+        match &outcome {
+            Ok(PushOutcome::Accepted) => "accepted",
+            Ok(PushOutcome::Moved(_)) => "moved",
+            Err(_) => "failed",
+        },
+    );
+    report.push_time += started.elapsed();
+    outcome
 }
 
 /// Attempts retried without a pause. A lost race means another push landed a moment ago, and

@@ -32,7 +32,9 @@ pub use commit::{CommitMeta, Identity, Timestamp, format_message, validate_trail
 pub use env::{Auth, CommandObserver};
 pub use error::{ChangeError, GitError};
 pub use history::{History, HistoryCommit};
-pub use land::{Change, LandOptions, LandReport, LandResult, land};
+pub use land::{
+    Change, LandOptions, LandReport, LandResult, Prepared, land, land_prepared, prepare,
+};
 pub use mirror::{Maintenance, Mirror, MirrorOptions, Remote, check_remote_url};
 pub use object::{EntryKind, ObjectId};
 pub use secret::Secret;

@@ -762,3 +762,195 @@ fn a_fetch_whose_local_ref_is_held_by_another_process_tries_again() {
     assert!(error.is_transient());
     assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2 + 5);
 }
+
+/// A change that counts how often it is applied (from any thread).
+struct Counted {
+    inner: SetLine,
+    applied: std::sync::atomic::AtomicU32,
+}
+
+impl Counted {
+    fn batch(from: usize, n: usize) -> Vec<Counted> {
+        (from..from + n)
+            .map(|i| Counted {
+                inner: SetLine::new(
+                    KUSTOMIZATION,
+                    "newTag",
+                    &format!("\"5.0.{i}\""),
+                    &format!("req-{i}"),
+                ),
+                applied: std::sync::atomic::AtomicU32::new(0),
+            })
+            .collect()
+    }
+
+    fn applied(changes: &[Counted]) -> Vec<u32> {
+        changes
+            .iter()
+            .map(|c| c.applied.load(std::sync::atomic::Ordering::SeqCst))
+            .collect()
+    }
+}
+
+impl tug_git::Change for Counted {
+    fn apply(&self, files: &dyn FileSource) -> Result<Vec<FileWrite>, ChangeError> {
+        self.applied
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.apply(files)
+    }
+
+    fn commit_meta(&self) -> tug_git::CommitMeta {
+        self.inner.commit_meta()
+    }
+}
+
+fn refs(changes: &[Counted]) -> Vec<&dyn tug_git::Change> {
+    changes.iter().map(|c| c as &dyn tug_git::Change).collect()
+}
+
+/// The subjects of `main`'s first `n` commits, oldest first.
+fn subjects(remote: &BareRepo, n: usize) -> Vec<String> {
+    let log = remote.log("main").unwrap();
+    assert!(
+        log.iter().all(|entry| entry.parents.len() <= 1),
+        "history stays linear"
+    );
+    log[..n].iter().rev().map(|e| e.subject.clone()).collect()
+}
+
+#[test]
+fn a_batch_prepared_while_the_one_before_it_pushes_goes_out_as_built_in_one_push() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let argv = ArgvLog::default();
+    let mirror = std::sync::Arc::new(open(data.path(), &remote.file_url(), argv.options()));
+    let first = Counted::batch(0, 3);
+    let second = std::sync::Arc::new(Counted::batch(3, 3));
+    let prepared = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let mut opts = options();
+    {
+        // Right before the first batch's push: build the second on the commit it pushes,
+        // which neither the remote nor the mirror's branch has yet.
+        let (mirror, second, prepared) = (mirror.clone(), second.clone(), prepared.clone());
+        opts.on_push = Some(std::sync::Arc::new(move |pushing: ObjectId| {
+            let built = tug_git::prepare(&mirror, "main", pushing, &refs(&second), &options());
+            *prepared.lock().unwrap() = Some(built.unwrap());
+        }));
+    }
+
+    let report = land(&mirror, "main", &refs(&first), &opts).unwrap();
+    let first_tip = report.tip.unwrap();
+    let prepared = prepared.lock().unwrap().take().unwrap();
+    assert_eq!(
+        prepared.base(),
+        first_tip,
+        "built on the commit being pushed"
+    );
+    let pushes = argv.count("push");
+    let applied_before = Counted::applied(&second);
+    let report =
+        tug_git::land_prepared(&mirror, "main", &refs(&second), &options(), Some(prepared))
+            .unwrap();
+
+    assert_eq!(report.attempts, 1);
+    assert_eq!(
+        Counted::applied(&second),
+        applied_before,
+        "not applied again"
+    );
+    assert_eq!(
+        argv.count("push"),
+        pushes + 1,
+        "one push for the prepared batch"
+    );
+    let commits: Vec<ObjectId> = report.results.iter().map(committed).collect();
+    assert_eq!(report.tip, commits.last().copied());
+    assert_eq!(remote.tip("main").unwrap(), Some(commits[2].to_hex()));
+    assert_eq!(mirror.branch_tip("main").unwrap(), report.tip);
+    let log = remote.log("main").unwrap();
+    assert_eq!(log[2].parents, vec![first_tip.to_hex()]);
+    assert_eq!(
+        subjects(&remote, 6),
+        (0..6)
+            .map(|i| format!("set newTag to \"5.0.{i}\""))
+            .collect::<Vec<_>>()
+    );
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(
+        content.contains("newTag: \"5.0.5\"  # release tag"),
+        "{content}"
+    );
+    remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
+}
+
+#[test]
+fn a_batch_prepared_on_a_commit_that_is_not_the_tip_is_built_again_on_the_tip() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let tip = mirror.branch_tip("main").unwrap().unwrap();
+    let late = Counted::batch(0, 2);
+    let prepared = tug_git::prepare(&mirror, "main", tip, &refs(&late), &options()).unwrap();
+    // Another batch lands first: the prepared one was built on a commit that is no longer
+    // the tip.
+    let first = Counted::batch(10, 2);
+    let landed = land(&mirror, "main", &refs(&first), &options()).unwrap();
+    let applied_before = Counted::applied(&late);
+
+    let report =
+        tug_git::land_prepared(&mirror, "main", &refs(&late), &options(), Some(prepared)).unwrap();
+
+    assert_eq!(report.attempts, 1);
+    let log = remote.log("main").unwrap();
+    assert_eq!(log[1].parents, vec![landed.tip.unwrap().to_hex()]);
+    assert_eq!(
+        subjects(&remote, 4),
+        [10, 11, 0, 1]
+            .iter()
+            .map(|i| format!("set newTag to \"5.0.{i}\""))
+            .collect::<Vec<_>>()
+    );
+    // Both read the file the other batch wrote: applied again, not replayed.
+    let applied = Counted::applied(&late);
+    assert!(
+        applied
+            .iter()
+            .zip(&applied_before)
+            .all(|(now, then)| now > then),
+        "{applied:?} after {applied_before:?}"
+    );
+}
+
+#[test]
+fn a_prepared_batch_whose_push_loses_its_race_is_built_again_and_keeps_the_other_commit() {
+    let remote = std::sync::Arc::new(manifests());
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let tip = mirror.branch_tip("main").unwrap().unwrap();
+    let changes = Counted::batch(0, 2);
+    let prepared = tug_git::prepare(&mirror, "main", tip, &refs(&changes), &options()).unwrap();
+    // A person pushes after the batch was prepared: the mirror does not know yet.
+    let (opts, people) = person_pushes_before(&remote, |push| push == 1);
+
+    let report =
+        tug_git::land_prepared(&mirror, "main", &refs(&changes), &opts, Some(prepared)).unwrap();
+
+    assert_eq!(
+        report.attempts, 2,
+        "the prepared push lost, the rebuilt one landed"
+    );
+    let person = people.lock().unwrap()[0].clone();
+    let log = remote.log("main").unwrap();
+    assert_eq!(log[1].parents, vec![person.clone()]);
+    assert_eq!(log[2].commit, person);
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(
+        content.contains("newTag: \"5.0.1\"  # release tag"),
+        "{content}"
+    );
+    let readme =
+        String::from_utf8(remote.read_file("main", "README.md").unwrap().unwrap()).unwrap();
+    assert!(readme.contains("edit 1"), "{readme}");
+}
