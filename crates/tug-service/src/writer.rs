@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Notify};
-use tracing::{Instrument as _, error, info, warn};
+use tracing::{Instrument as _, debug, error, info, warn};
 use tug_deploy::{REQUEST_TRAILER, TaskChange};
 use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
 use tug_store::{BranchKey, Job, Level, Store, Task, TaskId, TaskOutcome};
@@ -208,10 +208,10 @@ impl Writers {
         let mut just_landed: Option<(Instant, usize)> = None;
         // When this loop last took or renewed the lease.
         let mut leased_at: Option<Instant> = None;
-        // The last batch's results being recorded while the next batch lands.
-        let mut recording: Option<PendingRecord> = None;
+        let mut flight = InFlight::default();
         loop {
-            if self.shutdown.is_set() {
+            // A batch claimed ahead lands before the writer stops: its callers are waiting.
+            if self.shutdown.is_set() && flight.ahead.is_none() {
                 break;
             }
             // A lease renewed moments ago has most of its time left, and a claim checks it
@@ -231,9 +231,17 @@ impl Writers {
                     }
                 }
             }
-            let batch = usize::try_from(self.config.limits.batch_max)
-                .unwrap_or(64)
-                .max(1);
+            if let Some(next) = flight.ahead.take() {
+                // Claimed while the last batch was pushed: its callers waited for that push
+                // already, and nothing they could join is in flight. It goes now.
+                let landed = next.tasks.len();
+                if !self.land_leased(&branch, next, &mut flight).await {
+                    break;
+                }
+                just_landed = Some((Instant::now(), landed));
+                continue;
+            }
+            let batch = self.batch_max();
             // Right after a batch its callers are still reading their results: nothing may be
             // waiting, and a claim that finds nothing still locks the lease row (a flushed
             // commit on PostgreSQL). Count first, claim when there is something to take.
@@ -263,7 +271,7 @@ impl Writers {
                 // They come back once they have their results: the moment starts when those
                 // are recorded. A batch already full lands without waiting for that.
                 if tasks.len() < target
-                    && let Some(pending) = recording.take()
+                    && let Some(pending) = flight.recording.take()
                 {
                     pending.wait().await;
                     landed_at = Instant::now();
@@ -302,7 +310,10 @@ impl Writers {
             }
             if !tasks.is_empty() {
                 let landed = tasks.len();
-                if !self.land_leased(&branch, tasks, &mut recording).await {
+                if !self
+                    .land_leased(&branch, Ahead::plain(tasks), &mut flight)
+                    .await
+                {
                     break;
                 }
                 just_landed = Some((Instant::now(), landed));
@@ -322,14 +333,17 @@ impl Writers {
             if woken {
                 continue;
             }
-            if let Some(pending) = recording.take() {
+            if let Some(pending) = flight.recording.take() {
                 pending.wait().await;
             }
             let mut running = self.running.lock().await;
             match self.store.claim(&branch, &self.owner, batch).await {
                 Ok(tasks) if !tasks.is_empty() => {
                     drop(running);
-                    if !self.land_leased(&branch, tasks, &mut recording).await {
+                    if !self
+                        .land_leased(&branch, Ahead::plain(tasks), &mut flight)
+                        .await
+                    {
                         break;
                     }
                 }
@@ -342,7 +356,7 @@ impl Writers {
                 }
             }
         }
-        if let Some(pending) = recording.take() {
+        if let Some(pending) = flight.recording.take() {
             pending.wait().await;
         }
         // Given up before this writer leaves the registry: shutdown waits for the registry to
@@ -409,8 +423,8 @@ impl Writers {
     async fn land_leased(
         self: &Arc<Self>,
         branch: &BranchKey,
-        tasks: Vec<Task>,
-        recording: &mut Option<PendingRecord>,
+        batch: Ahead,
+        flight: &mut InFlight,
     ) -> bool {
         let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let heartbeat = {
@@ -431,10 +445,15 @@ impl Writers {
                 }
             })
         };
-        self.land_batch(branch, tasks, held.clone(), recording)
-            .await;
+        self.land_batch(branch, batch, held.clone(), flight).await;
         heartbeat.abort();
         held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn batch_max(&self) -> usize {
+        usize::try_from(self.config.limits.batch_max)
+            .unwrap_or(64)
+            .max(1)
     }
 
     /// Lands one batch of tasks of `branch` and records every outcome, in a `writer.batch` span
@@ -444,10 +463,15 @@ impl Writers {
     async fn land_batch(
         self: &Arc<Self>,
         branch: &BranchKey,
-        tasks: Vec<Task>,
+        claimed: Ahead,
         held: Arc<std::sync::atomic::AtomicBool>,
-        recording: &mut Option<PendingRecord>,
+        flight: &mut InFlight,
     ) {
+        let Ahead {
+            tasks,
+            spans,
+            prepared,
+        } = claimed;
         let batch = tracing::info_span!(
             parent: None,
             "writer.batch",
@@ -457,28 +481,72 @@ impl Writers {
             attempts = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        let mut spans = HashMap::new();
         for t in &tasks {
-            let traceparent = crate::telemetry::from_payload(&t.payload);
-            if let Some(traceparent) = traceparent {
+            if let Some(traceparent) = crate::telemetry::from_payload(&t.payload) {
                 crate::telemetry::link(&batch, traceparent);
             }
-            let span = tracing::info_span!(
-                parent: None,
-                "task",
-                job = %t.job_id,
-                repository = %branch.repository,
-                branch = %branch.branch,
-                attempt = t.attempts,
-                trace_id = tracing::field::Empty,
-            );
-            crate::telemetry::adopt(&span, traceparent);
-            spans.insert(t.id, span);
         }
+        let spans = spans.unwrap_or_else(|| task_spans(branch, &tasks));
         crate::telemetry::adopt(&batch, None);
-        self.land_batch_in(branch, tasks, &spans, held, recording)
+        self.land_batch_in(branch, tasks, &spans, held, prepared, flight)
             .instrument(batch)
             .await;
+    }
+
+    /// Claims the branch's waiting tasks while the batch before them is pushed (`pushing` is
+    /// the commit that push sets the branch to) and builds them on top of it, so that they are
+    /// pushed as soon as that push is accepted. Tasks claimed before (their writer died) or
+    /// unreadable are only claimed: they take the usual way.
+    async fn claim_ahead(
+        self: &Arc<Self>,
+        branch: &BranchKey,
+        mirror: &Arc<Mirror>,
+        opts: &LandOptions,
+        pushing: tug_git::ObjectId,
+    ) -> Option<Ahead> {
+        let tasks = match self
+            .store
+            .claim(branch, &self.owner, self.batch_max())
+            .await
+        {
+            Ok(tasks) if !tasks.is_empty() => tasks,
+            Ok(_) => return None,
+            Err(e) => {
+                warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot claim tasks");
+                return None;
+            }
+        };
+        let spans = task_spans(branch, &tasks);
+        let changes: Option<Vec<TracedChange>> = tasks
+            .iter()
+            .map(|t| {
+                let change = serde_json::from_value::<TaskChange>(t.payload.clone()).ok()?;
+                (t.attempts <= 1).then(|| TracedChange {
+                    change: change.for_request(t.job_id.clone()),
+                    span: spans
+                        .get(&t.id)
+                        .cloned()
+                        .unwrap_or_else(tracing::Span::none),
+                    applied: AtomicU32::new(0),
+                })
+            })
+            .collect();
+        let prepared = changes.map(|changes| {
+            let (m, b, mut opts) = (mirror.clone(), branch.branch.clone(), opts.clone());
+            opts.on_push = None;
+            tokio::task::spawn_blocking(move || {
+                let refs: Vec<&dyn tug_git::Change> =
+                    changes.iter().map(|c| c as &dyn tug_git::Change).collect();
+                let prepared = tug_git::prepare(&m, &b, pushing, &refs, &opts);
+                drop(refs);
+                (changes, prepared)
+            })
+        });
+        Some(Ahead {
+            tasks,
+            spans: Some(spans),
+            prepared,
+        })
     }
 
     /// When the batch landed whole, its results are recorded in the background (`recording`)
@@ -490,8 +558,10 @@ impl Writers {
         tasks: Vec<Task>,
         spans: &HashMap<TaskId, tracing::Span>,
         held: Arc<std::sync::atomic::AtomicBool>,
-        recording: &mut Option<PendingRecord>,
+        prepared: Option<Preparing>,
+        flight: &mut InFlight,
     ) {
+        let InFlight { recording, ahead } = flight;
         let started = Instant::now();
         let Some(repo) = self.config.repository(&branch.repository).cloned() else {
             let outcomes = tasks
@@ -593,27 +663,64 @@ impl Writers {
             opts.may_push = Some(Arc::new(move || {
                 held.load(std::sync::atomic::Ordering::SeqCst)
             }));
+            // Built while the batch before was pushed, from the same tasks in the same order.
+            let built = match prepared {
+                Some(preparing) => match preparing.await {
+                    Ok((changes, Ok(prepared))) if changes.len() == work.len() => {
+                        Some((changes, prepared))
+                    }
+                    Ok((_, Err(e))) => {
+                        debug!(error = %e, "the batch built ahead is built again");
+                        None
+                    }
+                    Ok(_) => None,
+                    Err(e) => {
+                        warn!(error = %e, "building a batch ahead panicked");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let (changes, prepared) = match built {
+                Some((changes, prepared)) => (changes, Some(prepared)),
+                None => (
+                    work.iter()
+                        .map(|(t, c)| TracedChange {
+                            change: c.clone(),
+                            span: spans
+                                .get(&t.id)
+                                .cloned()
+                                .unwrap_or_else(tracing::Span::none),
+                            applied: AtomicU32::new(0),
+                        })
+                        .collect(),
+                    None,
+                ),
+            };
+            // Told right before a push which commit it sends, the next batch is claimed and
+            // built on top of it while the remote takes this one.
+            let (pushing_to, mut pushing) = tokio::sync::mpsc::unbounded_channel();
+            let ahead_opts = opts.clone();
+            opts.on_push = Some(Arc::new(move |tip| {
+                let _ = pushing_to.send(tip);
+            }));
             let m = mirror.clone();
             let b = branch.branch.clone();
-            let changes: Vec<TracedChange> = work
-                .iter()
-                .map(|(t, c)| TracedChange {
-                    change: c.clone(),
-                    span: spans
-                        .get(&t.id)
-                        .cloned()
-                        .unwrap_or_else(tracing::Span::none),
-                    applied: AtomicU32::new(0),
-                })
-                .collect();
             let batch = tracing::Span::current();
             let landing = Instant::now();
-            let report = tokio::task::spawn_blocking(move || {
+            let mut land = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&dyn tug_git::Change> =
                     changes.iter().map(|c| c as &dyn tug_git::Change).collect();
-                batch.in_scope(|| tug_git::land(&m, &b, &refs, &opts))
-            })
-            .await;
+                batch.in_scope(|| tug_git::land_prepared(&m, &b, &refs, &opts, prepared))
+            });
+            let report = loop {
+                tokio::select! {
+                    report = &mut land => break report,
+                    Some(tip) = pushing.recv(), if ahead.is_none() && !self.shutdown.is_set() => {
+                        *ahead = self.claim_ahead(branch, &mirror, &ahead_opts, tip).await;
+                    }
+                }
+            };
             if let Some(previous) = recording.take() {
                 previous.wait().await;
             }
@@ -722,6 +829,9 @@ impl Writers {
                         }
                     }
                     self.not_landed(&rest, &e).await;
+                    if !matches!(e, tug_git::GitError::Fenced { .. }) {
+                        self.fall_in_behind(branch, ahead).await;
+                    }
                     return;
                 }
                 Err(e) => {
@@ -729,6 +839,7 @@ impl Writers {
                     self.finish(&tasks, outcomes).await;
                     self.postpone_or_fail(&rest, &format!("writer panicked: {e}"), false)
                         .await;
+                    self.fall_in_behind(branch, ahead).await;
                     return;
                 }
             }
@@ -739,7 +850,7 @@ impl Writers {
             .count();
         drop(work);
         let in_background = deferred.is_none();
-        let (this, branch) = (self.clone(), branch.clone());
+        let (this, key) = (self.clone(), branch.clone());
         let record = async move {
             let recording = Instant::now();
             this.finish(&tasks, outcomes).await;
@@ -747,11 +858,11 @@ impl Writers {
                 this.not_landed(rest, e).await;
             }
             if let Some(landed) = landed {
-                landed.log(&branch, failed, recording, started);
+                landed.log(&key, failed, recording, started);
                 // Each batch leaves a pack in the mirror; roll them up before they slow every
                 // git operation down, in the background so the next batch does not wait.
                 if mirror.needs_maintenance() {
-                    let repository = branch.repository.clone();
+                    let repository = key.repository.clone();
                     tokio::task::spawn_blocking(move || match mirror.maintain() {
                         Ok(Some(done)) => info!(
                             repository = %repository,
@@ -778,6 +889,37 @@ impl Writers {
             *recording = Some(PendingRecord(tokio::spawn(record)));
         } else {
             record.await;
+            self.fall_in_behind(branch, ahead).await;
+        }
+    }
+
+    /// The batch before `ahead` did not land whole. What of it goes again at once is older
+    /// than `ahead`'s tasks and must not land after them (the later request for an image
+    /// wins), so it is claimed now and lands with them, in request order; what was built
+    /// ahead on that batch's commit is of no use.
+    async fn fall_in_behind(self: &Arc<Self>, branch: &BranchKey, ahead: &mut Option<Ahead>) {
+        let Some(next) = ahead.as_mut() else {
+            return;
+        };
+        if let Some(preparing) = next.prepared.take() {
+            // It writes into the mirror the next land reads: let it finish first.
+            let _ = preparing.await;
+        }
+        match self
+            .store
+            .claim(branch, &self.owner, self.batch_max())
+            .await
+        {
+            Ok(older) if !older.is_empty() => {
+                let spans = task_spans(branch, &older);
+                next.spans.get_or_insert_with(HashMap::new).extend(spans);
+                next.tasks.extend(older);
+                next.tasks.sort_by_key(|t| t.id);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot claim tasks");
+            }
         }
     }
 
@@ -828,6 +970,60 @@ impl Writers {
             drop(guard);
         });
     }
+}
+
+/// A batch's changes being built on top of the batch before it, and what that gave.
+type Preparing = tokio::task::JoinHandle<(
+    Vec<TracedChange>,
+    Result<tug_git::Prepared, tug_git::GitError>,
+)>;
+
+/// A claimed batch about to land: its tasks and, when claimed while the batch before it was
+/// pushed, their spans and their changes being built ahead.
+struct Ahead {
+    tasks: Vec<Task>,
+    spans: Option<HashMap<TaskId, tracing::Span>>,
+    prepared: Option<Preparing>,
+}
+
+impl Ahead {
+    fn plain(tasks: Vec<Task>) -> Self {
+        Ahead {
+            tasks,
+            spans: None,
+            prepared: None,
+        }
+    }
+}
+
+/// One `task` span per task, a root whose remote parent is the task's request (see
+/// [`crate::telemetry`]).
+fn task_spans(branch: &BranchKey, tasks: &[Task]) -> HashMap<TaskId, tracing::Span> {
+    tasks
+        .iter()
+        .map(|t| {
+            let span = tracing::info_span!(
+                parent: None,
+                "task",
+                job = %t.job_id,
+                repository = %branch.repository,
+                branch = %branch.branch,
+                attempt = t.attempts,
+                trace_id = tracing::field::Empty,
+            );
+            crate::telemetry::adopt(&span, crate::telemetry::from_payload(&t.payload));
+            (t.id, span)
+        })
+        .collect()
+}
+
+/// What a branch writer carries from one batch to the next.
+#[derive(Default)]
+struct InFlight {
+    /// The last batch's results being recorded while the next batch lands.
+    recording: Option<PendingRecord>,
+    /// The next batch, claimed (and being built) while the last one was pushed.
+    ahead: Option<Ahead>,
 }
 
 /// A landed batch's results being recorded while its writer goes on.

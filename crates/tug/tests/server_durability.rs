@@ -26,6 +26,11 @@ struct Fixture {
 }
 
 fn start(services: &[&str]) -> Fixture {
+    start_with(services, "")
+}
+
+/// A server whose configuration ends with `extra`.
+fn start_with(services: &[&str], extra: &str) -> Fixture {
     let repo = overlays_repo(services);
     let remote = Remote::start(repo.root());
     let url = remote.url(repo.name());
@@ -38,7 +43,7 @@ auth:
     - name: ci
       sha256: "{sha}"
       repositories: ["*"]
-"#,
+{extra}"#,
         sha = token_sha256(TOKEN),
     );
     let server = TugServer::start(tug_binary(), &config).expect("start tug server");
@@ -260,4 +265,79 @@ fn a_push_that_landed_before_a_crash_is_recorded_not_repeated() {
     assert!(recovered, "{job}");
     assert_eq!(f.repo.commit_count("main").unwrap(), before + 1);
     assert_landed_once(&f.repo, &[id]);
+}
+
+#[test]
+fn the_next_batch_is_claimed_while_a_push_is_in_flight_and_lands_right_after_it() {
+    let services = ["api", "web", "auth", "cart", "mail"];
+    let f = start_with(&services, "limits:\n  batch_max: 2\n");
+    let gate = f.scratch.join("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    gate_each_push(&f.repo, &gate);
+    let open = |k: usize| std::fs::write(gate.join(format!("release-{k}")), "").unwrap();
+    let entered = |k: usize| {
+        let path = gate.join(format!("entered-{k}"));
+        wait_for(
+            JOB_TIMEOUT,
+            &format!("push {k} to reach the remote"),
+            || path.exists().then_some(()),
+        )
+    };
+    let status = |id: &str| {
+        job(&f.server, id, TOKEN)["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Push 1 (api) is held; four more requests queue behind it, two per batch.
+    let first = submit(&f, "api", "v2");
+    entered(1);
+    let rest: Vec<String> = services[1..].iter().map(|s| submit(&f, s, "v2")).collect();
+    open(1);
+    // Push 2 takes the next one or two (the writer may have looked ahead during push 1 before
+    // all four were queued) and is held. More are claimed meanwhile, not after push 2 returns:
+    // without looking ahead only push 2's own two would be running.
+    entered(2);
+    wait_for(
+        JOB_TIMEOUT,
+        "a third job to be claimed during push 2",
+        || {
+            let running = rest.iter().filter(|id| status(id) == "running").count();
+            (running >= 3).then_some(())
+        },
+    );
+    assert!(!gate.join("entered-3").exists());
+    for k in 2..=services.len() {
+        open(k);
+    }
+
+    for id in std::iter::once(&first).chain(&rest) {
+        let job = wait_for_end(&f.server, id, TOKEN, JOB_TIMEOUT);
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    let mut landed = request_trailers(&f.repo);
+    landed.truncate(services.len());
+    landed.reverse();
+    let expected: Vec<String> = std::iter::once(first).chain(rest).collect();
+    assert_eq!(landed, expected, "in order, one commit each");
+    let pushes: usize = std::fs::read_to_string(gate.join("count"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((3..=4).contains(&pushes), "{pushes} pushes");
+    let log = f.repo.log("main").unwrap();
+    assert!(log.iter().all(|entry| entry.parents.len() <= 1));
+    for service in services {
+        let file = f
+            .repo
+            .read_file("main", &format!("apps/{service}/dev/kustomization.yaml"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8(file).unwrap().contains("newTag: v2\n"),
+            "{service}"
+        );
+    }
 }

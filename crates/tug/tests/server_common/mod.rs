@@ -160,6 +160,25 @@ pub(crate) fn hold_pushes(repo: &BareRepo, entered: &Path, release: &Path) {
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Holds every push to `repo` in its pre-receive hook, one at a time: push k (from 1) creates
+/// `gate/entered-k` and waits until `gate/release-k` exists.
+pub(crate) fn gate_each_push(repo: &BareRepo, gate: &Path) {
+    let hook = repo.path().join("hooks/pre-receive");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\ngate='{gate}'\nk=$(( $(cat \"$gate/count\" 2>/dev/null || echo 0) + 1 ))\n\
+             echo $k >\"$gate/count\"\ntouch \"$gate/entered-$k\"\n\
+             while [ ! -e \"$gate/release-$k\" ]; do sleep 0.02; done\nexit 0\n",
+            gate = gate.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// `git daemon` on a port that stays the same across [`Remote::stop`] and [`Remote::resume`], so
 /// a server configured with its URL sees the remote go down and come back.
 pub(crate) struct Remote {
