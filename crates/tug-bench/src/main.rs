@@ -165,6 +165,10 @@ enum Command {
         /// Copy the server's log here.
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Hold every push (floor and tug) this long in the remote's `pre-receive` hook: a git
+        /// server farther away than loopback.
+        #[arg(long, default_value_t = 0)]
+        remote_delay_ms: u64,
     },
     /// `GET /api/v1/status/{service}` with every service of the fixture in three environments,
     /// and a promotion from request to push against a bare `git push`.
@@ -278,6 +282,7 @@ fn main() -> Result<()> {
             overload_seconds,
             sustained_requests,
             log,
+            remote_delay_ms,
         } => {
             let config = throughput::Config {
                 fixtures_dir: fixtures,
@@ -295,6 +300,7 @@ fn main() -> Result<()> {
                 overload_seconds,
                 sustained_requests,
                 log_copy: log,
+                remote_delay: Duration::from_millis(remote_delay_ms),
             };
             let report = throughput::run(&config)?;
             print!("{}", report.render());

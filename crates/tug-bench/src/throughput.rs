@@ -59,6 +59,9 @@ pub(crate) struct Config {
     pub sustained_requests: usize,
     /// Where the server's log is copied when the run ends.
     pub log_copy: Option<PathBuf>,
+    /// Every push to a served copy (floor and tug alike) waits this long in the remote's
+    /// `pre-receive` hook: a git server farther away than loopback.
+    pub remote_delay: Duration,
 }
 
 // Targets.
@@ -341,12 +344,12 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     let bumps = fixture.image_bumps(1..=count)?;
 
     // The floor first, on a machine where no tug server runs yet.
-    warm_floor(&http, &fixture, &bumps)?;
+    warm_floor(&http, &fixture, &bumps, config.remote_delay)?;
     let mut floor = Vec::new();
     for &b in &config.floor_batches {
         let (mut pushes, mut cpu) = (Vec::new(), Vec::new());
         for r in 0..config.floor_repeat.max(1) {
-            let (push, used) = floor_push(&http, &fixture, &bumps, b, r)?;
+            let (push, used) = floor_push(&http, &fixture, &bumps, b, r, config.remote_delay)?;
             cpu.push(used);
             eprintln!(
                 "floor: push of {b} commits #{}: {:.1} ms",
@@ -363,6 +366,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     }
 
     let tug_repo = http.publish(&fixture, "throughput-tug")?;
+    delay_pushes(&tug_repo, config.remote_delay)?;
     let server = crate::server::start_tug_with(
         &config.tug,
         config.batch_max,
@@ -540,8 +544,16 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
         bail!("{acked_without_id} succeeded requests had no jobId on their final line");
     }
 
+    let delayed = if config.remote_delay.is_zero() {
+        String::new()
+    } else {
+        format!(
+            " (every push held {} ms in pre-receive)",
+            config.remote_delay.as_millis()
+        )
+    };
     let header = format!(
-        "tug throughput against the floor on {}: {} service dirs, {} commits, {} files\nserver: {}\n{}; {} CPUs; load average (1/5/15 min) at start {load_start}, at end {}\n",
+        "tug throughput against the floor on {}: {} service dirs, {} commits, {} files\nserver: {}{delayed}\n{}; {} CPUs; load average (1/5/15 min) at start {load_start}, at end {}\n",
         fixture.name,
         fixture.service_dirs,
         fixture.commits,
@@ -655,13 +667,40 @@ fn open_loop(
 
 /// One untimed push to a throwaway copy, so the first measured push does not pay for starting
 /// the web server's workers.
-fn warm_floor(http: &SmartHttpServer, fixture: &Fixture, bumps: &[ImageBump]) -> Result<()> {
+fn warm_floor(
+    http: &SmartHttpServer,
+    fixture: &Fixture,
+    bumps: &[ImageBump],
+    delay: Duration,
+) -> Result<()> {
     let repo = http.publish(fixture, "floor-warm")?;
+    delay_pushes(&repo, delay)?;
     let scratch = Scratch::new().context("create a directory for the floor clone")?;
     let local = scratch.join("floor.git");
     prepare_commits(&fixture.path, &local, bumps, 1, "8.0.0", 0)?;
     push(&local, &repo.url)?;
     http.unpublish(&repo)
+}
+
+/// Makes every push to `repo` wait `delay` in its `pre-receive` hook, after the remote has the
+/// pack and before it updates the ref, as a remote farther away would.
+fn delay_pushes(repo: &ServedRepo, delay: Duration) -> Result<()> {
+    if delay.is_zero() {
+        return Ok(());
+    }
+    let hook = repo.path.join("hooks").join("pre-receive");
+    std::fs::create_dir_all(repo.path.join("hooks"))?;
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nsleep {:.3}\n",
+            delay.as_secs_f64()
+        ),
+    )
+    .with_context(|| format!("write {}", hook.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("make {} executable", hook.display()))
 }
 
 /// Repetition `r` of the floor for `b` commits: a fresh served copy, `b` commits made in a
@@ -672,8 +711,10 @@ fn floor_push(
     bumps: &[ImageBump],
     b: usize,
     r: usize,
+    delay: Duration,
 ) -> Result<(Duration, CpuUse)> {
     let repo = http.publish(fixture, &format!("floor-{b}-{r}"))?;
+    delay_pushes(&repo, delay)?;
     let scratch = Scratch::new().context("create a directory for the floor clone")?;
     let local = scratch.join("floor.git");
     prepare_commits(

@@ -341,3 +341,103 @@ fn the_next_batch_is_claimed_while_a_push_is_in_flight_and_lands_right_after_it(
         );
     }
 }
+
+#[test]
+fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
+    let services = ["api", "web", "auth", "cart", "mail"];
+    let f = start_with(&services, "limits:\n  batch_max: 2\n");
+    let gate = f.scratch.join("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    gate_each_push(&f.repo, &gate);
+    let open = |k: usize| std::fs::write(gate.join(format!("release-{k}")), "").unwrap();
+    let entered = |k: usize| {
+        let path = gate.join(format!("entered-{k}"));
+        wait_for(
+            JOB_TIMEOUT,
+            &format!("push {k} to reach the remote"),
+            || path.exists().then_some(()),
+        )
+    };
+    let status = |id: &str| {
+        job(&f.server, id, TOKEN)["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let first = submit(&f, "api", "v2");
+    entered(1);
+    let rest: Vec<String> = services[1..].iter().map(|s| submit(&f, s, "v2")).collect();
+    open(1);
+    // Push 2 is held while the batch after it is claimed and built on push 2's commit.
+    entered(2);
+    wait_for(
+        JOB_TIMEOUT,
+        "a third job to be claimed during push 2",
+        || {
+            let running = rest.iter().filter(|id| status(id) == "running").count();
+            (running >= 3).then_some(())
+        },
+    );
+    // Someone else's push lands first: push 2 loses its race, so the commit the next batch
+    // was built on never reaches the remote.
+    let human = std::thread::scope(|scope| {
+        let pushing = scope.spawn(|| {
+            f.repo
+                .human_commit(
+                    "main",
+                    "README.md",
+                    |_| b"maintained by hand\n".to_vec(),
+                    "docs: a note",
+                )
+                .unwrap()
+        });
+        entered(3);
+        open(3);
+        pushing.join().unwrap()
+    });
+    for k in 2..=12 {
+        open(k);
+    }
+
+    for id in std::iter::once(&first).chain(&rest) {
+        let job = wait_for_end(&f.server, id, TOKEN, JOB_TIMEOUT);
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    let mut landed = request_trailers(&f.repo);
+    landed.truncate(services.len());
+    landed.reverse();
+    let expected: Vec<String> = std::iter::once(first).chain(rest).collect();
+    assert_eq!(landed, expected, "in order, one commit each");
+    let log = f.repo.log("main").unwrap();
+    assert!(
+        log.iter().all(|entry| entry.parents.len() <= 1),
+        "no merges"
+    );
+    assert!(
+        log.iter().any(|entry| entry.commit == human),
+        "the other push is kept"
+    );
+    assert_eq!(
+        f.repo.read_file("main", "README.md").unwrap().unwrap(),
+        b"maintained by hand\n"
+    );
+    let metrics = f.server.get("/metrics", None).unwrap().text();
+    let conflicts: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tug_push_conflicts_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(conflicts, 1.0, "push 2 lost its race once");
+    for service in services {
+        let file = f
+            .repo
+            .read_file("main", &format!("apps/{service}/dev/kustomization.yaml"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8(file).unwrap().contains("newTag: v2\n"),
+            "{service}"
+        );
+    }
+}
