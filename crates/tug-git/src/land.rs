@@ -314,24 +314,14 @@ fn land_parts(
                     return Ok(());
                 }
                 PushOutcome::Moved(reason) => {
-                    if let Some(pack) = &p.written {
-                        pack.remove();
-                    }
+                    remove_lost_pack(branch, p.written.as_ref());
                     tracing::debug!(
                         branch,
                         attempt = report.attempts,
-                        commits = part.len(),
                         reason,
                         "prepared push rejected, branch moved"
                     );
-                    lost += 1;
-                    if lost >= max_attempts {
-                        return Err(GitError::BranchContended {
-                            url: mirror.url().to_owned(),
-                            branch: branch.to_owned(),
-                            attempts: lost,
-                        });
-                    }
+                    lose_race(mirror, branch, &mut lost, max_attempts)?;
                     tip_read = Instant::now();
                     tip = fetch(report)?;
                     fetched = true;
@@ -427,10 +417,7 @@ fn land_parts(
                 if let Some(syncing) = syncing {
                     let _ = syncing.join();
                 }
-                if let Some(pack) = &written {
-                    tracing::debug!(branch, pack = %pack.pack.display(), "removing the pack of a lost push");
-                    pack.remove();
-                }
+                remove_lost_pack(branch, written.as_ref());
                 tracing::debug!(
                     branch,
                     attempt = report.attempts,
@@ -443,14 +430,7 @@ fn land_parts(
                     push_ms = push_time.as_millis(),
                     "push rejected, branch moved"
                 );
-                lost += 1;
-                if lost >= max_attempts {
-                    return Err(GitError::BranchContended {
-                        url: mirror.url().to_owned(),
-                        branch: branch.to_owned(),
-                        attempts: lost,
-                    });
-                }
+                lose_race(mirror, branch, &mut lost, max_attempts)?;
                 // One lost race is usually a one-off push by someone else: the same batch goes
                 // again. Losing twice in a row means the branch moves faster than this push
                 // takes, so the next one is a quarter of the size.
@@ -466,6 +446,32 @@ fn land_parts(
             }
         }
     }
+}
+
+/// A lost push's pack holds objects nothing refers to: they are built again on the new tip.
+fn remove_lost_pack(branch: &str, written: Option<&WrittenPack>) {
+    if let Some(pack) = written {
+        tracing::debug!(branch, pack = %pack.pack.display(), "removing the pack of a lost push");
+        pack.remove();
+    }
+}
+
+/// Counts a push that lost its race; too many in a row and the branch is too busy to land on.
+fn lose_race(
+    mirror: &Mirror,
+    branch: &str,
+    lost: &mut u32,
+    max_attempts: u32,
+) -> Result<(), GitError> {
+    *lost += 1;
+    if *lost >= max_attempts {
+        return Err(GitError::BranchContended {
+            url: mirror.url().to_owned(),
+            branch: branch.to_owned(),
+            attempts: *lost,
+        });
+    }
+    Ok(())
 }
 
 /// One push of `new_tip` over `tip` (the compare-and-swap), counted in `report`.

@@ -7,6 +7,7 @@
 mod server_common;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -267,68 +268,81 @@ fn a_push_that_landed_before_a_crash_is_recorded_not_repeated() {
     assert_landed_once(&f.repo, &[id]);
 }
 
-#[test]
-fn the_next_batch_is_claimed_while_a_push_is_in_flight_and_lands_right_after_it() {
-    let services = ["api", "web", "auth", "cart", "mail"];
-    let f = start_with(&services, "limits:\n  batch_max: 2\n");
-    let gate = f.scratch.join("gate");
-    std::fs::create_dir_all(&gate).unwrap();
-    gate_each_push(&f.repo, &gate);
-    let open = |k: usize| std::fs::write(gate.join(format!("release-{k}")), "").unwrap();
-    let entered = |k: usize| {
-        let path = gate.join(format!("entered-{k}"));
+/// The pushes to a fixture's remote, each held in its `pre-receive` hook until let through.
+struct Gate(PathBuf);
+
+impl Gate {
+    fn install(f: &Fixture) -> Gate {
+        let dir = f.scratch.join("gate");
+        std::fs::create_dir_all(&dir).unwrap();
+        gate_each_push(&f.repo, &dir);
+        Gate(dir)
+    }
+
+    /// Lets push `k` (from 1) through.
+    fn open(&self, k: usize) {
+        std::fs::write(self.0.join(format!("release-{k}")), "").unwrap();
+    }
+
+    /// Waits until push `k` reached the remote's hook.
+    fn entered(&self, k: usize) {
+        let path = self.0.join(format!("entered-{k}"));
         wait_for(
             JOB_TIMEOUT,
             &format!("push {k} to reach the remote"),
             || path.exists().then_some(()),
         )
-    };
-    let status = |id: &str| {
-        job(&f.server, id, TOKEN)["status"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    }
 
-    // Push 1 (api) is held; four more requests queue behind it, two per batch.
-    let first = submit(&f, "api", "v2");
-    entered(1);
-    let rest: Vec<String> = services[1..].iter().map(|s| submit(&f, s, "v2")).collect();
-    open(1);
-    // Push 2 takes the next one or two (the writer may have looked ahead during push 1 before
-    // all four were queued) and is held. More are claimed meanwhile, not after push 2 returns:
-    // without looking ahead only push 2's own two would be running.
-    entered(2);
+    fn pushes(&self) -> usize {
+        let count = std::fs::read_to_string(self.0.join("count")).unwrap();
+        count.trim().parse().unwrap()
+    }
+}
+
+/// Deploys `v2` of every service, the first alone in push 1 and the rest queued behind it with
+/// `batch_max: 2`, and returns with push 2 held once the writer has claimed more than push 2
+/// takes: without looking ahead only push 2's own two would be running. (Push 2 takes one or
+/// two: the writer may have looked ahead during push 1 before all were queued.)
+fn hold_push_2_with_a_batch_claimed_ahead(
+    f: &Fixture,
+    gate: &Gate,
+    services: &[&str],
+) -> Vec<String> {
+    let first = submit(f, services[0], "v2");
+    gate.entered(1);
+    let rest: Vec<String> = services[1..].iter().map(|s| submit(f, s, "v2")).collect();
+    gate.open(1);
+    gate.entered(2);
     wait_for(
         JOB_TIMEOUT,
         "a third job to be claimed during push 2",
         || {
-            let running = rest.iter().filter(|id| status(id) == "running").count();
+            let running = rest
+                .iter()
+                .filter(|id| job(&f.server, id, TOKEN)["status"] == "running")
+                .count();
             (running >= 3).then_some(())
         },
     );
-    assert!(!gate.join("entered-3").exists());
-    for k in 2..=services.len() {
-        open(k);
-    }
+    std::iter::once(first).chain(rest).collect()
+}
 
-    for id in std::iter::once(&first).chain(&rest) {
+/// Every job succeeded, one commit each in request order, no merges, every service at `v2`.
+fn assert_landed_in_order(f: &Fixture, ids: &[String], services: &[&str]) {
+    for id in ids {
         let job = wait_for_end(&f.server, id, TOKEN, JOB_TIMEOUT);
         assert_eq!(job["status"], "succeeded", "{job}");
     }
     let mut landed = request_trailers(&f.repo);
-    landed.truncate(services.len());
+    landed.truncate(ids.len());
     landed.reverse();
-    let expected: Vec<String> = std::iter::once(first).chain(rest).collect();
-    assert_eq!(landed, expected, "in order, one commit each");
-    let pushes: usize = std::fs::read_to_string(gate.join("count"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!((3..=4).contains(&pushes), "{pushes} pushes");
+    assert_eq!(landed, ids, "in order, one commit each");
     let log = f.repo.log("main").unwrap();
-    assert!(log.iter().all(|entry| entry.parents.len() <= 1));
+    assert!(
+        log.iter().all(|entry| entry.parents.len() <= 1),
+        "no merges"
+    );
     for service in services {
         let file = f
             .repo
@@ -343,44 +357,28 @@ fn the_next_batch_is_claimed_while_a_push_is_in_flight_and_lands_right_after_it(
 }
 
 #[test]
+fn the_next_batch_is_claimed_while_a_push_is_in_flight_and_lands_right_after_it() {
+    let services = ["api", "web", "auth", "cart", "mail"];
+    let f = start_with(&services, "limits:\n  batch_max: 2\n");
+    let gate = Gate::install(&f);
+    let ids = hold_push_2_with_a_batch_claimed_ahead(&f, &gate, &services);
+    assert!(!gate.0.join("entered-3").exists());
+    for k in 2..=services.len() {
+        gate.open(k);
+    }
+    assert_landed_in_order(&f, &ids, &services);
+    let pushes = gate.pushes();
+    assert!((3..=4).contains(&pushes), "{pushes} pushes");
+}
+
+#[test]
 fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
     let services = ["api", "web", "auth", "cart", "mail"];
     let f = start_with(&services, "limits:\n  batch_max: 2\n");
-    let gate = f.scratch.join("gate");
-    std::fs::create_dir_all(&gate).unwrap();
-    gate_each_push(&f.repo, &gate);
-    let open = |k: usize| std::fs::write(gate.join(format!("release-{k}")), "").unwrap();
-    let entered = |k: usize| {
-        let path = gate.join(format!("entered-{k}"));
-        wait_for(
-            JOB_TIMEOUT,
-            &format!("push {k} to reach the remote"),
-            || path.exists().then_some(()),
-        )
-    };
-    let status = |id: &str| {
-        job(&f.server, id, TOKEN)["status"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-
-    let first = submit(&f, "api", "v2");
-    entered(1);
-    let rest: Vec<String> = services[1..].iter().map(|s| submit(&f, s, "v2")).collect();
-    open(1);
-    // Push 2 is held while the batch after it is claimed and built on push 2's commit.
-    entered(2);
-    wait_for(
-        JOB_TIMEOUT,
-        "a third job to be claimed during push 2",
-        || {
-            let running = rest.iter().filter(|id| status(id) == "running").count();
-            (running >= 3).then_some(())
-        },
-    );
-    // Someone else's push lands first: push 2 loses its race, so the commit the next batch
-    // was built on never reaches the remote.
+    let gate = Gate::install(&f);
+    let ids = hold_push_2_with_a_batch_claimed_ahead(&f, &gate, &services);
+    // Someone else's push lands first: push 2 loses its race, so the commit the batch claimed
+    // ahead was built on never reaches the remote.
     let human = std::thread::scope(|scope| {
         let pushing = scope.spawn(|| {
             f.repo
@@ -392,28 +390,15 @@ fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
                 )
                 .unwrap()
         });
-        entered(3);
-        open(3);
+        gate.entered(3);
+        gate.open(3);
         pushing.join().unwrap()
     });
     for k in 2..=12 {
-        open(k);
+        gate.open(k);
     }
-
-    for id in std::iter::once(&first).chain(&rest) {
-        let job = wait_for_end(&f.server, id, TOKEN, JOB_TIMEOUT);
-        assert_eq!(job["status"], "succeeded", "{job}");
-    }
-    let mut landed = request_trailers(&f.repo);
-    landed.truncate(services.len());
-    landed.reverse();
-    let expected: Vec<String> = std::iter::once(first).chain(rest).collect();
-    assert_eq!(landed, expected, "in order, one commit each");
+    assert_landed_in_order(&f, &ids, &services);
     let log = f.repo.log("main").unwrap();
-    assert!(
-        log.iter().all(|entry| entry.parents.len() <= 1),
-        "no merges"
-    );
     assert!(
         log.iter().any(|entry| entry.commit == human),
         "the other push is kept"
@@ -428,16 +413,8 @@ fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
         .filter(|l| l.starts_with("tug_push_conflicts_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(conflicts, 1.0, "push 2 lost its race once");
-    for service in services {
-        let file = f
-            .repo
-            .read_file("main", &format!("apps/{service}/dev/kustomization.yaml"))
-            .unwrap()
-            .unwrap();
-        assert!(
-            String::from_utf8(file).unwrap().contains("newTag: v2\n"),
-            "{service}"
-        );
-    }
+    assert_eq!(
+        conflicts, 1.0,
+        "push 2 lost its race once: the stale batch was built again"
+    );
 }
