@@ -521,14 +521,8 @@ impl Writers {
             .iter()
             .map(|t| {
                 let change = serde_json::from_value::<TaskChange>(t.payload.clone()).ok()?;
-                (t.attempts <= 1).then(|| TracedChange {
-                    change: change.for_request(t.job_id.clone()),
-                    span: spans
-                        .get(&t.id)
-                        .cloned()
-                        .unwrap_or_else(tracing::Span::none),
-                    applied: AtomicU32::new(0),
-                })
+                (t.attempts <= 1)
+                    .then(|| TracedChange::new(change.for_request(t.job_id.clone()), t, &spans))
             })
             .collect();
         let prepared = changes.map(|changes| {
@@ -685,14 +679,7 @@ impl Writers {
                 Some((changes, prepared)) => (changes, Some(prepared)),
                 None => (
                     work.iter()
-                        .map(|(t, c)| TracedChange {
-                            change: c.clone(),
-                            span: spans
-                                .get(&t.id)
-                                .cloned()
-                                .unwrap_or_else(tracing::Span::none),
-                            applied: AtomicU32::new(0),
-                        })
+                        .map(|(t, c)| TracedChange::new(c.clone(), t, spans))
                         .collect(),
                     None,
                 ),
@@ -1285,6 +1272,20 @@ struct TracedChange {
     change: TaskChange,
     span: tracing::Span,
     applied: AtomicU32,
+}
+
+impl TracedChange {
+    /// `task`'s change, its edits traced under the task's span.
+    fn new(change: TaskChange, task: &Task, spans: &HashMap<TaskId, tracing::Span>) -> Self {
+        TracedChange {
+            change,
+            span: spans
+                .get(&task.id)
+                .cloned()
+                .unwrap_or_else(tracing::Span::none),
+            applied: AtomicU32::new(0),
+        }
+    }
 }
 
 impl tug_git::Change for TracedChange {
