@@ -529,11 +529,12 @@ impl Writers {
             let (m, b, mut opts) = (mirror.clone(), branch.branch.clone(), opts.clone());
             opts.on_push = None;
             tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
                 let refs: Vec<&dyn tug_git::Change> =
                     changes.iter().map(|c| c as &dyn tug_git::Change).collect();
                 let prepared = tug_git::prepare(&m, &b, pushing, &refs, &opts);
                 drop(refs);
-                (changes, prepared)
+                (changes, prepared, started.elapsed())
             })
         });
         Some(Ahead {
@@ -555,7 +556,11 @@ impl Writers {
         prepared: Option<Preparing>,
         flight: &mut InFlight,
     ) {
-        let InFlight { recording, ahead } = flight;
+        let InFlight {
+            recording,
+            ahead,
+            pace,
+        } = flight;
         let started = Instant::now();
         let Some(repo) = self.config.repository(&branch.repository).cloned() else {
             let outcomes = tasks
@@ -660,10 +665,11 @@ impl Writers {
             // Built while the batch before was pushed, from the same tasks in the same order.
             let built = match prepared {
                 Some(preparing) => match preparing.await {
-                    Ok((changes, Ok(prepared))) if changes.len() == work.len() => {
+                    Ok((changes, Ok(prepared), took)) if changes.len() == work.len() => {
+                        pace.observe_build(took, changes.len());
                         Some((changes, prepared))
                     }
-                    Ok((_, Err(e))) => {
+                    Ok((_, Err(e), _)) => {
                         debug!(error = %e, "the batch built ahead is built again");
                         None
                     }
@@ -675,6 +681,7 @@ impl Writers {
                 },
                 None => None,
             };
+            let built_ahead = built.is_some();
             let (changes, prepared) = match built {
                 Some((changes, prepared)) => (changes, Some(prepared)),
                 None => (
@@ -700,11 +707,26 @@ impl Writers {
                     changes.iter().map(|c| c as &dyn tug_git::Change).collect();
                 batch.in_scope(|| tug_git::land_prepared(&m, &b, &refs, &opts, prepared))
             });
+            let claim_after = pace.claim_after(self.batch_max());
+            // The commit being pushed, and when to claim the batch that goes on top of it.
+            let mut claim_at: Option<(tokio::time::Instant, tug_git::ObjectId)> = None;
             let report = loop {
+                let claim_due = claim_at.map(|(at, _)| at);
                 tokio::select! {
                     report = &mut land => break report,
-                    Some(tip) = pushing.recv(), if ahead.is_none() && !self.shutdown.is_set() => {
-                        *ahead = self.claim_ahead(branch, &mirror, &ahead_opts, tip).await;
+                    Some(tip) = pushing.recv(), if ahead.is_none() => {
+                        // A push after a lost race sends another commit: build on that one.
+                        claim_at = Some((tokio::time::Instant::now() + claim_after, tip));
+                    }
+                    () = async {
+                        match claim_due {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    }, if ahead.is_none() && !self.shutdown.is_set() => {
+                        if let Some((_, tip)) = claim_at.take() {
+                            *ahead = self.claim_ahead(branch, &mirror, &ahead_opts, tip).await;
+                        }
                     }
                 }
             };
@@ -717,6 +739,14 @@ impl Writers {
                     self.metrics.observe_batch_size(work.len());
                     if report.pushed {
                         self.metrics.observe_push_duration(report.push_time);
+                    }
+                    // One push and one build: what the next claim ahead is timed by. A batch
+                    // built ahead was measured while it was built.
+                    if report.pushed && report.attempts == 1 {
+                        pace.observe_push(report.push_time);
+                        if !built_ahead {
+                            pace.observe_build(report.apply_time, work.len());
+                        }
                     }
                     // Pushes that lost their race (those of a rest deferred after a landed
                     // part included); a batch landed in parts made several that did not.
@@ -963,6 +993,7 @@ impl Writers {
 type Preparing = tokio::task::JoinHandle<(
     Vec<TracedChange>,
     Result<tug_git::Prepared, tug_git::GitError>,
+    Duration,
 )>;
 
 /// A claimed batch about to land: its tasks and, when claimed while the batch before it was
@@ -1011,6 +1042,59 @@ struct InFlight {
     recording: Option<PendingRecord>,
     /// The next batch, claimed (and being built) while the last one was pushed.
     ahead: Option<Ahead>,
+    pace: Pace,
+}
+
+/// How long this branch's pushes and builds have been taking: when, during a push, to claim the
+/// next batch.
+///
+/// Claimed the moment a push starts, the next batch holds only the requests waiting then; the
+/// callers coming back from the batch before have not arrived yet and go in a push of their
+/// own. On a closed loop the callers split into groups that each pay a whole push (the
+/// remote's fixed cost per push: receive-pack, the connectivity walk, the ref update). Claimed
+/// as late as still leaves time to build a full batch, the next batch takes everyone who
+/// arrived during the push, and is still ready when the push ends.
+#[derive(Default)]
+struct Pace {
+    /// A moving average of one push's duration.
+    push: Option<Duration>,
+    /// A moving average of the time to build one task's change.
+    build_per_task: Option<Duration>,
+}
+
+/// Headroom between the expected end of a build and the expected end of the push it follows.
+const PACE_MARGIN: Duration = Duration::from_millis(10);
+
+impl Pace {
+    fn average(old: Option<Duration>, new: Duration) -> Duration {
+        old.map_or(new, |old| (old * 3 + new) / 4)
+    }
+
+    fn observe_push(&mut self, took: Duration) {
+        self.push = Some(Self::average(self.push, took));
+    }
+
+    fn observe_build(&mut self, took: Duration, tasks: usize) {
+        if let Some(per_task) = u32::try_from(tasks)
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| took / n)
+        {
+            self.build_per_task = Some(Self::average(self.build_per_task, per_task));
+        }
+    }
+
+    /// How long after a push starts the next batch is claimed: the expected push less the time
+    /// to build `batch_max` tasks. At once while nothing has been measured yet.
+    fn claim_after(&self, batch_max: usize) -> Duration {
+        match (self.push, self.build_per_task) {
+            (Some(push), Some(per_task)) => {
+                let build = per_task.saturating_mul(u32::try_from(batch_max).unwrap_or(u32::MAX));
+                push.saturating_sub(build.saturating_add(PACE_MARGIN))
+            }
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 /// A landed batch's results being recorded while its writer goes on.
@@ -1413,4 +1497,51 @@ fn hostname() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "tug".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_next_batch_is_claimed_at_once_until_pushes_and_builds_are_measured() {
+        let mut pace = Pace::default();
+        assert_eq!(pace.claim_after(256), Duration::ZERO);
+        pace.observe_push(200 * MS);
+        assert_eq!(
+            pace.claim_after(256),
+            Duration::ZERO,
+            "no build measured yet"
+        );
+        pace.observe_build(Duration::ZERO, 0);
+        assert_eq!(
+            pace.claim_after(256),
+            Duration::ZERO,
+            "an empty build says nothing"
+        );
+    }
+
+    #[test]
+    fn the_next_batch_is_claimed_as_late_as_a_full_batch_can_still_be_built() {
+        let mut pace = Pace::default();
+        pace.observe_push(200 * MS);
+        pace.observe_build(64 * MS, 128);
+        // 200 ms of push less 256 × 0.5 ms of build less the margin.
+        assert_eq!(pace.claim_after(256), 200 * MS - 128 * MS - PACE_MARGIN);
+        // A build as long as the push: claimed at once, not after the push.
+        assert_eq!(pace.claim_after(1024), Duration::ZERO);
+    }
+
+    #[test]
+    fn one_slow_push_moves_the_estimate_a_quarter_of_the_way() {
+        let mut pace = Pace::default();
+        pace.observe_push(100 * MS);
+        pace.observe_push(500 * MS);
+        assert_eq!(pace.push, Some(200 * MS));
+        pace.observe_build(40 * MS, 100);
+        pace.observe_build(200 * MS, 100);
+        assert_eq!(pace.build_per_task, Some(Duration::from_micros(800)));
+    }
 }
