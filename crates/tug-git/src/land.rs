@@ -155,6 +155,17 @@ impl Prepared {
     pub fn base(&self) -> ObjectId {
         self.base
     }
+
+    /// The pack its objects were written to (none when no change made a commit).
+    pub fn pack(&self) -> Option<&std::path::Path> {
+        self.written.as_ref().map(|w| w.pack.as_path())
+    }
+
+    /// Lets go of a batch that will not be landed as built: its objects belong to commits
+    /// nobody will push, so its pack goes now rather than at the mirror's next maintenance.
+    pub fn discard(self, branch: &str) {
+        remove_unused_pack(branch, self.written.as_ref());
+    }
 }
 
 /// Builds one commit per change on top of `base` (which must be in the mirror: a commit an
@@ -265,12 +276,14 @@ fn land_parts(
     // A batch prepared on another commit is rebuilt; what its changes read is replayed.
     let prepared_here = prepared.take().and_then(|mut p| {
         if p.applied.len() != changes.len() {
+            p.discard(branch);
             return None;
         }
         if Some(p.base) == tip && p.head != p.base {
             return Some(p);
         }
         std::mem::swap(&mut applied, &mut p.applied);
+        p.discard(branch);
         None
     });
     let mut prepared = prepared_here;
@@ -314,7 +327,7 @@ fn land_parts(
                     return Ok(());
                 }
                 PushOutcome::Moved(reason) => {
-                    remove_lost_pack(branch, p.written.as_ref());
+                    remove_unused_pack(branch, p.written.as_ref());
                     tracing::debug!(
                         branch,
                         attempt = report.attempts,
@@ -417,7 +430,7 @@ fn land_parts(
                 if let Some(syncing) = syncing {
                     let _ = syncing.join();
                 }
-                remove_lost_pack(branch, written.as_ref());
+                remove_unused_pack(branch, written.as_ref());
                 tracing::debug!(
                     branch,
                     attempt = report.attempts,
@@ -448,10 +461,11 @@ fn land_parts(
     }
 }
 
-/// A lost push's pack holds objects nothing refers to: they are built again on the new tip.
-fn remove_lost_pack(branch: &str, written: Option<&WrittenPack>) {
+/// The pack of a lost push, or of a batch built ahead on a commit that did not land, holds
+/// objects nothing refers to: they are built again on the new tip.
+fn remove_unused_pack(branch: &str, written: Option<&WrittenPack>) {
     if let Some(pack) = written {
-        tracing::debug!(branch, pack = %pack.pack.display(), "removing the pack of a lost push");
+        tracing::debug!(branch, pack = %pack.pack.display(), "removing a pack no commit will use");
         pack.remove();
     }
 }

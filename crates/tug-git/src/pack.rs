@@ -162,7 +162,7 @@ impl WrittenPack {
     pub(crate) fn remove(&self) {
         for path in [&self.index, &self.pack] {
             if let Err(e) = fs::remove_file(path) {
-                tracing::debug!(path = %path.display(), error = %e, "cannot remove the pack of a lost push");
+                tracing::debug!(path = %path.display(), error = %e, "cannot remove an unused pack");
             }
         }
     }

@@ -892,6 +892,8 @@ fn a_batch_prepared_on_a_commit_that_is_not_the_tip_is_built_again_on_the_tip() 
     let tip = mirror.branch_tip("main").unwrap().unwrap();
     let late = Counted::batch(0, 2);
     let prepared = tug_git::prepare(&mirror, "main", tip, &refs(&late), &options()).unwrap();
+    let pack = prepared.pack().unwrap().to_owned();
+    assert!(pack.exists(), "{}", pack.display());
     // Another batch lands first: the prepared one was built on a commit that is no longer
     // the tip.
     let first = Counted::batch(10, 2);
@@ -910,6 +912,11 @@ fn a_batch_prepared_on_a_commit_that_is_not_the_tip_is_built_again_on_the_tip() 
             .iter()
             .map(|i| format!("set newTag to \"5.0.{i}\""))
             .collect::<Vec<_>>()
+    );
+    assert!(
+        !pack.exists(),
+        "the pack built on the old tip is gone: {}",
+        pack.display()
     );
     // Both read the file the other batch wrote: applied again, not replayed.
     let applied = Counted::applied(&late);
@@ -930,6 +937,7 @@ fn a_prepared_batch_whose_push_loses_its_race_is_built_again_and_keeps_the_other
     let tip = mirror.branch_tip("main").unwrap().unwrap();
     let changes = Counted::batch(0, 2);
     let prepared = tug_git::prepare(&mirror, "main", tip, &refs(&changes), &options()).unwrap();
+    let pack = prepared.pack().unwrap().to_owned();
     // A person pushes after the batch was prepared: the mirror does not know yet.
     let (opts, people) = person_pushes_before(&remote, |push| push == 1);
 
@@ -940,6 +948,7 @@ fn a_prepared_batch_whose_push_loses_its_race_is_built_again_and_keeps_the_other
         report.attempts, 2,
         "the prepared push lost, the rebuilt one landed"
     );
+    assert!(!pack.exists(), "the lost push's pack is gone");
     let person = people.lock().unwrap()[0].clone();
     let log = remote.log("main").unwrap();
     assert_eq!(log[1].parents, vec![person.clone()]);

@@ -673,7 +673,11 @@ impl Writers {
                         debug!(error = %e, "the batch built ahead is built again");
                         None
                     }
-                    Ok(_) => None,
+                    // Tasks went again and joined it: built without them, it is built again.
+                    Ok((_, Ok(prepared), _)) => {
+                        prepared.discard(&branch.branch);
+                        None
+                    }
                     Err(e) => {
                         warn!(error = %e, "building a batch ahead panicked");
                         None
