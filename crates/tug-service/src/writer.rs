@@ -737,6 +737,8 @@ impl Writers {
                             let waiting = self.store.waiting(branch).await.unwrap_or(u64::MAX);
                             if waiting >= ahead_min {
                                 *ahead = self.claim_ahead(branch, &mirror, &ahead_opts, tip).await;
+                            } else {
+                                debug!(waiting, "too few waiting to build the next batch during this push");
                             }
                         }
                     }
