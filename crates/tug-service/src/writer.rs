@@ -712,7 +712,6 @@ impl Writers {
                 batch.in_scope(|| tug_git::land_prepared(&m, &b, &refs, &opts, prepared))
             });
             let claim_after = pace.claim_after(self.batch_max());
-            let ahead_min = u64::try_from(self.batch_max().div_ceil(4)).unwrap_or(1);
             // The commit being pushed, and when to claim the batch that goes on top of it.
             let mut claim_at: Option<(tokio::time::Instant, tug_git::ObjectId)> = None;
             let report = loop {
@@ -730,16 +729,7 @@ impl Writers {
                         }
                     }, if ahead.is_none() && !self.shutdown.is_set() => {
                         if let Some((_, tip)) = claim_at.take() {
-                            // Fewer than a quarter of a batch: not worth a push of their own
-                            // right after this one (each push costs the remote a fixed share of
-                            // work, whatever its size). They wait for the linger after it,
-                            // where more join them.
-                            let waiting = self.store.waiting(branch).await.unwrap_or(u64::MAX);
-                            if waiting >= ahead_min {
-                                *ahead = self.claim_ahead(branch, &mirror, &ahead_opts, tip).await;
-                            } else {
-                                debug!(waiting, "too few waiting to build the next batch during this push");
-                            }
+                            *ahead = self.claim_ahead(branch, &mirror, &ahead_opts, tip).await;
                         }
                     }
                 }

@@ -372,50 +372,6 @@ fn the_next_batch_is_claimed_while_a_push_is_in_flight_and_lands_right_after_it(
 }
 
 #[test]
-fn fewer_than_a_quarter_batch_waiting_during_a_push_wait_for_the_linger_after_it() {
-    // `batch_max: 8`: a batch is built ahead during a push only for two or more waiting.
-    let services = [
-        "api", "web", "auth", "cart", "mail", "feed", "news", "shop", "blog", "wiki",
-    ];
-    let f = start_with(
-        &services,
-        "limits:\n  batch_max: 8\nlog:\n  level: \"info,tug_service::writer=debug\"\n",
-    );
-    let gate = Gate::install(&f);
-    let first = submit(&f, services[0], "v2");
-    gate.entered(1);
-    // Nine wait behind push 1: push 2 takes a full batch of eight and leaves one.
-    let rest: Vec<String> = services[1..].iter().map(|s| submit(&f, s, "v2")).collect();
-    gate.open(1);
-    gate.entered(2);
-    wait_for(
-        JOB_TIMEOUT,
-        "the writer to look at what waits during push 2",
-        || {
-            f.server
-                .logs()
-                .lines()
-                .any(|l| {
-                    l.contains("too few waiting to build the next batch") && l.contains("waiting=1")
-                })
-                .then_some(())
-        },
-    );
-    let last = rest.last().unwrap();
-    assert_eq!(
-        job(&f.server, last, TOKEN)["status"],
-        "queued",
-        "the one left over is not claimed while push 2 runs"
-    );
-    for k in 2..=3 {
-        gate.open(k);
-    }
-    let ids: Vec<String> = std::iter::once(first).chain(rest).collect();
-    assert_landed_in_order(&f, &ids, &services);
-    assert_eq!(gate.pushes(), 3);
-}
-
-#[test]
 fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
     let services = ["api", "web", "auth", "cart", "mail"];
     let f = start_with(&services, "limits:\n  batch_max: 2\n");
