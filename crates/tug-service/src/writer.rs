@@ -916,22 +916,25 @@ impl Writers {
 
     /// The batch before `ahead` did not land whole. What of it goes again at once is older
     /// than `ahead`'s tasks and must not land after them (the later request for an image
-    /// wins), so it is claimed now and lands with them, in request order; what was built
-    /// ahead on that batch's commit is of no use.
+    /// wins), so it is claimed now and lands with them, in request order. Built without them,
+    /// what was built ahead is built again, and its pack goes; when nothing joins, it lands as
+    /// built if it sits on the branch's tip (`land_prepared` checks).
     async fn fall_in_behind(self: &Arc<Self>, branch: &BranchKey, ahead: &mut Option<Ahead>) {
         let Some(next) = ahead.as_mut() else {
             return;
         };
-        if let Some(preparing) = next.prepared.take() {
-            // It writes into the mirror the next land reads: let it finish first.
-            let _ = preparing.await;
-        }
         match self
             .store
             .claim(branch, &self.owner, self.batch_max())
             .await
         {
             Ok(older) if !older.is_empty() => {
+                if let Some(preparing) = next.prepared.take() {
+                    // It writes into the mirror the next land reads: let it finish first.
+                    if let Ok((_, Ok(prepared), _)) = preparing.await {
+                        prepared.discard(&branch.branch);
+                    }
+                }
                 let spans = task_spans(branch, &older);
                 next.spans.get_or_insert_with(HashMap::new).extend(spans);
                 next.tasks.extend(older);

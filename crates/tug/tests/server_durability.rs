@@ -418,3 +418,108 @@ fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
         "push 2 lost its race once: the stale batch was built again"
     );
 }
+
+/// The commits `git_dir` holds that no ref reaches.
+fn unreachable_commits(git_dir: &std::path::Path) -> Vec<String> {
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(git_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let reachable: BTreeSet<String> = git(&["rev-list", "--all"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    git(&[
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objecttype) %(objectname)",
+    ])
+    .lines()
+    .filter_map(|line| line.strip_prefix("commit "))
+    .filter(|commit| !reachable.contains(*commit))
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The bare repositories under the server's mirror directory.
+fn mirrors(f: &Fixture) -> Vec<PathBuf> {
+    let root = f.server.data_dir().join("mirrors");
+    let mut found = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        if dir.join("objects").is_dir() && dir.join("HEAD").is_file() {
+            found.push(dir);
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).unwrap().filter_map(Result::ok) {
+            if entry.path().is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_batch_that_gave_up_on_a_busy_branch_lands_before_the_batch_claimed_behind_it() {
+    let services = ["api", "web", "auth", "cart", "mail"];
+    let f = start_with(&services, "limits:\n  batch_max: 2\n");
+    let gate = Gate::install(&f);
+    let ids = hold_push_2_with_a_batch_claimed_ahead(&f, &gate, &services);
+    // Someone else's push lands before every attempt of push 2's batch, until the writer gives
+    // up on the branch for now (8 lost races). Its tasks go again at once, and are older than
+    // the batch claimed ahead during push 2, which was built on a commit that never landed.
+    let mut held = 2;
+    for round in 0..8 {
+        std::thread::scope(|scope| {
+            let person = scope.spawn(|| {
+                f.repo
+                    .human_commit(
+                        "main",
+                        "README.md",
+                        |_| format!("edited by hand, round {round}\n").into_bytes(),
+                        "docs: a note",
+                    )
+                    .unwrap()
+            });
+            gate.entered(held + 1);
+            gate.open(held + 1);
+            person.join().unwrap();
+        });
+        gate.open(held);
+        held += 2;
+        if round < 7 {
+            gate.entered(held);
+        }
+    }
+    for k in held..=held + 12 {
+        gate.open(k);
+    }
+    assert_landed_in_order(&f, &ids, &services);
+    assert_eq!(
+        f.repo.read_file("main", "README.md").unwrap().unwrap(),
+        b"edited by hand, round 7\n",
+        "every push of the person's is kept"
+    );
+    let metrics = f.server.get("/metrics", None).unwrap().text();
+    let conflicts: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tug_push_conflicts_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // Eight lost races, none after: the tasks that went again are looked for on the fetched
+    // branch first (they might have landed), so the batch they fell in behind is built on the
+    // person's last commit.
+    assert_eq!(conflicts, 8.0, "{metrics}");
+    // Neither the lost attempts nor the batch built ahead on one of them left their commits
+    // in the mirror.
+    let mirrors = mirrors(&f);
+    assert_eq!(mirrors.len(), 1, "{mirrors:?}");
+    assert_eq!(unreachable_commits(&mirrors[0]), Vec::<String>::new());
+}
