@@ -328,6 +328,29 @@ fn hold_push_2_with_a_batch_claimed_ahead(
     std::iter::once(first).chain(rest).collect()
 }
 
+const SERVICES: [&str; 5] = ["api", "web", "auth", "cart", "mail"];
+
+/// A server with `batch_max: 2` and every push gated, held at push 2 with a batch claimed
+/// ahead (see [`hold_push_2_with_a_batch_claimed_ahead`]); the job ids in request order.
+fn held_at_push_2_with_a_batch_claimed_ahead() -> (Fixture, Gate, Vec<String>) {
+    let f = start_with(&SERVICES, "limits:\n  batch_max: 2\n");
+    let gate = Gate::install(&f);
+    let ids = hold_push_2_with_a_batch_claimed_ahead(&f, &gate, &SERVICES);
+    (f, gate, ids)
+}
+
+/// `tug_push_conflicts_total`, summed over its labels.
+fn push_conflicts(f: &Fixture) -> f64 {
+    f.server
+        .get("/metrics", None)
+        .unwrap()
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("tug_push_conflicts_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Every job succeeded, one commit each in request order, no merges, every service at `v2`.
 fn assert_landed_in_order(f: &Fixture, ids: &[String], services: &[&str]) {
     for id in ids {
@@ -358,25 +381,19 @@ fn assert_landed_in_order(f: &Fixture, ids: &[String], services: &[&str]) {
 
 #[test]
 fn the_next_batch_is_claimed_while_a_push_is_in_flight_and_lands_right_after_it() {
-    let services = ["api", "web", "auth", "cart", "mail"];
-    let f = start_with(&services, "limits:\n  batch_max: 2\n");
-    let gate = Gate::install(&f);
-    let ids = hold_push_2_with_a_batch_claimed_ahead(&f, &gate, &services);
+    let (f, gate, ids) = held_at_push_2_with_a_batch_claimed_ahead();
     assert!(!gate.0.join("entered-3").exists());
-    for k in 2..=services.len() {
+    for k in 2..=SERVICES.len() {
         gate.open(k);
     }
-    assert_landed_in_order(&f, &ids, &services);
+    assert_landed_in_order(&f, &ids, &SERVICES);
     let pushes = gate.pushes();
     assert!((3..=4).contains(&pushes), "{pushes} pushes");
 }
 
 #[test]
 fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
-    let services = ["api", "web", "auth", "cart", "mail"];
-    let f = start_with(&services, "limits:\n  batch_max: 2\n");
-    let gate = Gate::install(&f);
-    let ids = hold_push_2_with_a_batch_claimed_ahead(&f, &gate, &services);
+    let (f, gate, ids) = held_at_push_2_with_a_batch_claimed_ahead();
     // Someone else's push lands first: push 2 loses its race, so the commit the batch claimed
     // ahead was built on never reaches the remote.
     let human = std::thread::scope(|scope| {
@@ -397,7 +414,7 @@ fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
     for k in 2..=12 {
         gate.open(k);
     }
-    assert_landed_in_order(&f, &ids, &services);
+    assert_landed_in_order(&f, &ids, &SERVICES);
     let log = f.repo.log("main").unwrap();
     assert!(
         log.iter().any(|entry| entry.commit == human),
@@ -407,12 +424,7 @@ fn a_batch_built_on_a_push_that_lost_its_race_is_built_again_on_the_new_tip() {
         f.repo.read_file("main", "README.md").unwrap().unwrap(),
         b"maintained by hand\n"
     );
-    let metrics = f.server.get("/metrics", None).unwrap().text();
-    let conflicts: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("tug_push_conflicts_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let conflicts = push_conflicts(&f);
     assert_eq!(
         conflicts, 1.0,
         "push 2 lost its race once: the stale batch was built again"
@@ -468,10 +480,7 @@ fn mirrors(f: &Fixture) -> Vec<PathBuf> {
 
 #[test]
 fn a_batch_that_gave_up_on_a_busy_branch_lands_before_the_batch_claimed_behind_it() {
-    let services = ["api", "web", "auth", "cart", "mail"];
-    let f = start_with(&services, "limits:\n  batch_max: 2\n");
-    let gate = Gate::install(&f);
-    let ids = hold_push_2_with_a_batch_claimed_ahead(&f, &gate, &services);
+    let (f, gate, ids) = held_at_push_2_with_a_batch_claimed_ahead();
     // Someone else's push lands before every attempt of push 2's batch, until the writer gives
     // up on the branch for now (8 lost races). Its tasks go again at once, and are older than
     // the batch claimed ahead during push 2, which was built on a commit that never landed.
@@ -501,22 +510,17 @@ fn a_batch_that_gave_up_on_a_busy_branch_lands_before_the_batch_claimed_behind_i
     for k in held..=held + 12 {
         gate.open(k);
     }
-    assert_landed_in_order(&f, &ids, &services);
+    assert_landed_in_order(&f, &ids, &SERVICES);
     assert_eq!(
         f.repo.read_file("main", "README.md").unwrap().unwrap(),
         b"edited by hand, round 7\n",
         "every push of the person's is kept"
     );
-    let metrics = f.server.get("/metrics", None).unwrap().text();
-    let conflicts: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("tug_push_conflicts_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let conflicts = push_conflicts(&f);
     // Eight lost races, none after: the tasks that went again are looked for on the fetched
     // branch first (they might have landed), so the batch they fell in behind is built on the
     // person's last commit.
-    assert_eq!(conflicts, 8.0, "{metrics}");
+    assert_eq!(conflicts, 8.0);
     // Neither the lost attempts nor the batch built ahead on one of them left their commits
     // in the mirror.
     let mirrors = mirrors(&f);
