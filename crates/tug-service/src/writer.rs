@@ -37,7 +37,7 @@ const IDLE_EXIT: Duration = Duration::from_secs(20);
 const LINGER: Duration = Duration::from_millis(80);
 /// Within the linger, requests arrive in a burst (the callers of the last batch, each after
 /// reading its result): the writer asks the store again once the burst has been quiet this long,
-/// not once per request. Each claim is a database transaction; on PostgreSQL one that waits for
+/// not once per request, or at once when as many tasks as it awaits were stored by this replica. Each claim is a database transaction; on PostgreSQL one that waits for
 /// its commit to be flushed, so a claim per request would eat the linger by itself.
 const BURST_QUIET: Duration = Duration::from_millis(4);
 /// A transient failure (remote down) is retried this many times before the task fails.
@@ -61,7 +61,7 @@ pub struct Writers {
     /// Held for the life of the process: proves no other live process uses the data directory.
     _data_dir_lock: Option<std::fs::File>,
     mirrors: Mutex<HashMap<String, Arc<Mirror>>>,
-    running: Mutex<HashMap<BranchKey, Arc<Notify>>>,
+    running: Mutex<HashMap<BranchKey, Arc<Wakeup>>>,
     /// Resolves when the server shuts down: writers finish the push in flight and stop.
     shutdown: Shutdown,
     /// Work that outlives a batch (metrics, notifications), which shutdown waits for.
@@ -139,21 +139,27 @@ impl Writers {
         }
     }
 
-    /// Makes sure a writer serves `branch`, waking it if it is waiting.
+    /// Makes sure a writer serves `branch`, waking it if it is waiting: a task of `branch` was
+    /// just stored.
     pub async fn wake(self: &Arc<Self>, branch: &BranchKey) {
+        self.wake_for(branch, 1).await;
+    }
+
+    /// [`Writers::wake`] for `stored` tasks just stored (none: a look for work left behind).
+    async fn wake_for(self: &Arc<Self>, branch: &BranchKey, stored: usize) {
         if self.shutdown.is_set() {
             return;
         }
         let mut running = self.running.lock().await;
-        if let Some(n) = running.get(branch) {
-            n.notify_one();
+        if let Some(w) = running.get(branch) {
+            w.stored(stored);
             return;
         }
-        let notify = Arc::new(Notify::new());
-        running.insert(branch.clone(), notify.clone());
+        let wakeup = Arc::new(Wakeup::default());
+        running.insert(branch.clone(), wakeup.clone());
         let this = self.clone();
         let branch = branch.clone();
-        tokio::spawn(async move { this.run_branch(branch, notify).await });
+        tokio::spawn(async move { this.run_branch(branch, wakeup).await });
     }
 
     /// Finds branches with work nobody serves: at start-up (jobs queued before a restart), after
@@ -164,7 +170,7 @@ impl Writers {
             match self.store.runnable_branches().await {
                 Ok(branches) => {
                     for b in branches {
-                        self.wake(&b).await;
+                        self.wake_for(&b, 0).await;
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot list runnable branches"),
@@ -202,7 +208,8 @@ impl Writers {
         .await;
     }
 
-    async fn run_branch(self: Arc<Self>, branch: BranchKey, notify: Arc<Notify>) {
+    async fn run_branch(self: Arc<Self>, branch: BranchKey, wakeup: Arc<Wakeup>) {
+        let notify = &wakeup.notify;
         let mut shutdown = self.shutdown.clone();
         // When the last batch landed and its size, for the claim right after it.
         let mut just_landed: Option<(Instant, usize)> = None;
@@ -242,6 +249,9 @@ impl Writers {
                 continue;
             }
             let batch = self.batch_max();
+            // What the claims below take, stored from now on, counts towards the callers
+            // awaited.
+            wakeup.take_stored();
             // Right after a batch its callers are still reading their results: nothing may be
             // waiting, and a claim that finds nothing still locks the lease row (a flushed
             // commit on PostgreSQL). Count first, claim when there is something to take.
@@ -282,10 +292,14 @@ impl Writers {
                         _ = tokio::time::timeout_at(deadline, notify.notified()) => {}
                         () = shutdown.wait() => break,
                     }
-                    // One task short, the request just announced completes the batch: claim at
-                    // once. Otherwise let the burst finish first.
+                    // Every caller awaited is stored (one task short, the request just announced
+                    // completes the batch): claim at once. Otherwise let the burst finish first.
+                    // The count knows only this replica's requests; another's wait for the quiet.
                     if target - tasks.len() > 1 {
                         loop {
+                            if wakeup.stored_since_claim() >= target - tasks.len() {
+                                break;
+                            }
                             let quiet = (tokio::time::Instant::now() + BURST_QUIET).min(deadline);
                             if tokio::time::timeout_at(quiet, notify.notified())
                                 .await
@@ -295,6 +309,7 @@ impl Writers {
                             }
                         }
                     }
+                    wakeup.take_stored();
                     match self
                         .store
                         .claim(&branch, &self.owner, batch - tasks.len())
@@ -494,16 +509,27 @@ impl Writers {
     }
 
     /// Claims the branch's waiting tasks while the batch before them is pushed (`pushing` is
-    /// the commit that push sets the branch to) and builds them on top of it, so that they are
-    /// pushed as soon as that push is accepted. Tasks claimed before (their writer died) or
-    /// unreadable are only claimed: they take the usual way.
+    /// the commit that push sets the branch to, for `pushed` tasks) and builds them on top of
+    /// it, so that they are pushed as soon as that push is accepted. Tasks claimed before
+    /// (their writer died) or unreadable are only claimed: they take the usual way.
+    ///
+    /// A few tasks waiting beside a large batch are left for the batch after it: pushed on
+    /// their own they would pay a whole push for a few commits, and on a closed loop their
+    /// callers would go on as a small group of their own, paying that push every round. Left
+    /// waiting, they join the callers of the large batch when those come back.
     async fn claim_ahead(
         self: &Arc<Self>,
         branch: &BranchKey,
         mirror: &Arc<Mirror>,
         opts: &LandOptions,
         pushing: tug_git::ObjectId,
+        pushed: usize,
     ) -> Option<Ahead> {
+        // A count is a read; a claim, even of nothing, a write (on PostgreSQL a flushed one).
+        let waiting = self.store.waiting(branch).await.unwrap_or(u64::MAX);
+        if !worth_claiming_ahead(waiting, pushed) {
+            return None;
+        }
         let tasks = match self
             .store
             .claim(branch, &self.owner, self.batch_max())
@@ -729,7 +755,9 @@ impl Writers {
                         }
                     }, if ahead.is_none() && !self.shutdown.is_set() => {
                         if let Some((_, tip)) = claim_at.take() {
-                            *ahead = self.claim_ahead(branch, &mirror, &ahead_opts, tip).await;
+                            *ahead = self
+                                .claim_ahead(branch, &mirror, &ahead_opts, tip, work.len())
+                                .await;
                         }
                     }
                 }
@@ -1042,6 +1070,31 @@ fn task_spans(branch: &BranchKey, tasks: &[Task]) -> HashMap<TaskId, tracing::Sp
         .collect()
 }
 
+/// How a branch's writer learns of new work: woken, with a count of the tasks stored for it
+/// since its last claim, so that it claims as soon as the callers it awaits are all back.
+#[derive(Default)]
+struct Wakeup {
+    notify: Notify,
+    stored: std::sync::atomic::AtomicUsize,
+}
+
+impl Wakeup {
+    fn stored(&self, tasks: usize) {
+        self.stored
+            .fetch_add(tasks, std::sync::atomic::Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    fn stored_since_claim(&self) -> usize {
+        self.stored.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Called right before a claim: what is stored from now on is for a later one.
+    fn take_stored(&self) {
+        self.stored.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What a branch writer carries from one batch to the next.
 #[derive(Default)]
 struct InFlight {
@@ -1067,6 +1120,18 @@ struct Pace {
     push: Option<Duration>,
     /// A moving average of the time to build one task's change.
     build_per_task: Option<Duration>,
+}
+
+/// A batch claimed ahead must hold at least this fraction (1/n) of the batch being pushed.
+const SMALL_GROUP_RATIO: u64 = 4;
+
+/// Whether `waiting` tasks are claimed while a batch of `pushed` is pushed (see
+/// [`Writers::claim_ahead`]). Beside a small batch anything waiting goes: the groups of a
+/// closed loop that small pay little for their own pushes, and a caller alone must not wait.
+fn worth_claiming_ahead(waiting: u64, pushed: usize) -> bool {
+    let pushed = u64::try_from(pushed).unwrap_or(u64::MAX);
+    let small_batch = pushed < SMALL_GROUP_RATIO * SMALL_GROUP_RATIO;
+    waiting > 0 && (small_batch || waiting.saturating_mul(SMALL_GROUP_RATIO) >= pushed)
 }
 
 /// Headroom between the expected end of a build and the expected end of the push it follows.
@@ -1511,6 +1576,45 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_few_tasks_beside_a_large_batch_wait_for_the_batch_after_it() {
+        assert!(!worth_claiming_ahead(0, 1), "nothing waiting: no claim");
+        assert!(!worth_claiming_ahead(0, 256));
+        // Beside a small batch everything goes ahead, however little.
+        assert!(worth_claiming_ahead(1, 1));
+        assert!(worth_claiming_ahead(1, 15));
+        // Beside a large one, at least a quarter of it.
+        assert!(!worth_claiming_ahead(3, 16));
+        assert!(worth_claiming_ahead(4, 16));
+        assert!(!worth_claiming_ahead(9, 138));
+        assert!(worth_claiming_ahead(64, 256));
+        assert!(!worth_claiming_ahead(63, 256));
+        // A count that failed (`u64::MAX`) claims, as before the count existed.
+        assert!(worth_claiming_ahead(u64::MAX, 256));
+    }
+
+    #[test]
+    fn a_writer_counts_the_tasks_stored_since_its_last_claim() {
+        let wakeup = Wakeup::default();
+        wakeup.stored(1);
+        wakeup.stored(2);
+        assert_eq!(wakeup.stored_since_claim(), 3);
+        wakeup.take_stored();
+        assert_eq!(wakeup.stored_since_claim(), 0);
+        // A look for work left behind wakes without counting.
+        wakeup.stored(0);
+        assert_eq!(wakeup.stored_since_claim(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wakeup_before_the_writer_waits_is_not_lost() {
+        let wakeup = Wakeup::default();
+        wakeup.stored(1);
+        tokio::time::timeout(Duration::from_secs(5), wakeup.notify.notified())
+            .await
+            .expect("the stored permit wakes the writer at once");
+    }
 
     #[test]
     fn the_next_batch_is_claimed_at_once_until_pushes_and_builds_are_measured() {
