@@ -37,8 +37,9 @@ const IDLE_EXIT: Duration = Duration::from_secs(20);
 const LINGER: Duration = Duration::from_millis(80);
 /// Within the linger, requests arrive in a burst (the callers of the last batch, each after
 /// reading its result): the writer asks the store again once the burst has been quiet this long,
-/// not once per request, or at once when as many tasks as it awaits were stored by this replica. Each claim is a database transaction; on PostgreSQL one that waits for
-/// its commit to be flushed, so a claim per request would eat the linger by itself.
+/// not once per request, or at once when as many tasks as it awaits were stored by this replica.
+/// Each claim is a database transaction; on PostgreSQL one that waits for its commit to be
+/// flushed, so a claim per request would eat the linger by itself.
 const BURST_QUIET: Duration = Duration::from_millis(4);
 /// A transient failure (remote down) is retried this many times before the task fails.
 const MAX_ATTEMPTS: u32 = 30;
