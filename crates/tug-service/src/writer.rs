@@ -375,6 +375,18 @@ impl Writers {
         if let Some(pending) = flight.recording.take() {
             pending.wait().await;
         }
+        // A batch claimed ahead and not landed (the lease was lost, or the branch is another
+        // replica's now) goes back to the queue when the lease lapses, and whoever lands it
+        // builds it again: nothing will push what was built here, so its pack goes now rather
+        // than at the mirror's next maintenance. The build writes into the mirror; it ends first.
+        if let Some(Ahead {
+            prepared: Some(preparing),
+            ..
+        }) = flight.ahead.take()
+            && let Ok((_, Ok(prepared), _)) = preparing.await
+        {
+            prepared.discard(&branch.branch);
+        }
         // Given up before this writer leaves the registry: shutdown waits for the registry to
         // empty and then closes the store, and a lease still held then would keep the branch
         // from the other replicas until it lapses. The registry stays locked meanwhile, so a

@@ -529,3 +529,51 @@ fn a_batch_that_gave_up_on_a_busy_branch_lands_before_the_batch_claimed_behind_i
     assert_eq!(mirrors.len(), 1, "{mirrors:?}");
     assert_eq!(unreachable_commits(&mirrors[0]), Vec::<String>::new());
 }
+
+/// Hands the branch lease of `platform/main` to another owner, as a replica that found it
+/// lapsed would, for `seconds` (written with Python's `sqlite3`, a second process on the file).
+fn take_the_lease_for(f: &Fixture, seconds: u32) {
+    let db = f.server.data_dir().join("tug.db");
+    let script = format!(
+        "import sqlite3, time\n\
+         db = sqlite3.connect({db:?}, timeout=30)\n\
+         n = db.execute(\"UPDATE branch_leases SET owner = 'another-replica', \
+         expires_at = ?, epoch = epoch + 1\", (int(time.time() * 1000) + {ms},)).rowcount\n\
+         db.commit()\n\
+         print(n)\n",
+        db = db.display().to_string(),
+        ms = u64::from(seconds) * 1000,
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "one lease taken"
+    );
+}
+
+#[test]
+fn a_writer_that_loses_its_lease_with_a_batch_built_ahead_leaves_no_commits_behind() {
+    let (f, gate, ids) = held_at_push_2_with_a_batch_claimed_ahead();
+    // Another replica takes the branch while push 2 is in flight: the writer learns it at its
+    // next heartbeat and stops after that push. The batch it claimed ahead was built on push 2
+    // but will not be pushed by it; its tasks wait for the lease to lapse and land then.
+    take_the_lease_for(&f, 3);
+    wait_for(JOB_TIMEOUT, "the writer to notice the lost lease", || {
+        f.server
+            .logs()
+            .contains("lost the branch lease during a batch")
+            .then_some(())
+    });
+    for k in 2..=12 {
+        gate.open(k);
+    }
+    assert_landed_in_order(&f, &ids, &SERVICES);
+    let mirrors = mirrors(&f);
+    assert_eq!(mirrors.len(), 1, "{mirrors:?}");
+    assert_eq!(unreachable_commits(&mirrors[0]), Vec::<String>::new());
+}
