@@ -378,14 +378,13 @@ impl Writers {
         // A batch claimed ahead and not landed (the lease was lost, or the branch is another
         // replica's now) goes back to the queue when the lease lapses, and whoever lands it
         // builds it again: nothing will push what was built here, so its pack goes now rather
-        // than at the mirror's next maintenance. The build writes into the mirror; it ends first.
+        // than at the mirror's next maintenance.
         if let Some(Ahead {
             prepared: Some(preparing),
             ..
         }) = flight.ahead.take()
-            && let Ok((_, Ok(prepared), _)) = preparing.await
         {
-            prepared.discard(&branch.branch);
+            discard_built(preparing, &branch.branch).await;
         }
         // Given up before this writer leaves the registry: shutdown waits for the registry to
         // empty and then closes the store, and a lease still held then would keep the branch
@@ -971,10 +970,7 @@ impl Writers {
         {
             Ok(older) if !older.is_empty() => {
                 if let Some(preparing) = next.prepared.take() {
-                    // It writes into the mirror the next land reads: let it finish first.
-                    if let Ok((_, Ok(prepared), _)) = preparing.await {
-                        prepared.discard(&branch.branch);
-                    }
+                    discard_built(preparing, &branch.branch).await;
                 }
                 let spans = task_spans(branch, &older);
                 next.spans.get_or_insert_with(HashMap::new).extend(spans);
@@ -1043,6 +1039,14 @@ type Preparing = tokio::task::JoinHandle<(
     Result<tug_git::Prepared, tug_git::GitError>,
     Duration,
 )>;
+
+/// Lets go of a batch built ahead that will not land as built, with its pack. The build writes
+/// into the mirror that later lands read: it finishes first.
+async fn discard_built(preparing: Preparing, branch: &str) {
+    if let Ok((_, Ok(prepared), _)) = preparing.await {
+        prepared.discard(branch);
+    }
+}
 
 /// A claimed batch about to land: its tasks and, when claimed while the batch before it was
 /// pushed, their spans and their changes being built ahead.
