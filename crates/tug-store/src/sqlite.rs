@@ -7,8 +7,11 @@
 //! task on a thread of its own): it takes every write waiting in its queue (at most
 //! [`GROUP_COMMIT_MAX`]), runs them in ONE `BEGIN IMMEDIATE … COMMIT` transaction, each inside
 //! its own savepoint, and answers the callers only after the COMMIT returned. Under load the
-//! fsync is shared by the whole group; an idle store commits a lone write at once, because the
-//! writer never waits for company (no timer, no lingering).
+//! fsync is shared by the whole group; an idle store commits a lone write at once. Only when
+//! several requests' writes were already waiting (requests arrive faster than groups commit)
+//! does the writer gather for a few milliseconds more ([`GROUP_LINGER`]), so that fewer, larger
+//! groups share the pages and the fsync every commit costs; what a batch waits for (claims,
+//! results, leases) never waits.
 //!
 //! Invariant, acknowledged ⇒ committed: a write returns `Ok` only once the transaction holding it
 //! is on disk. A write that fails on its own (an unknown task, a lost lease, an unknown job) is
@@ -72,6 +75,20 @@ const IN_LIST_CHUNK: usize = 500;
 /// Most writes committed together. Bounds how long the last write of a group waits for the
 /// others' statements (a few milliseconds), while already sharing one fsync between hundreds.
 const GROUP_COMMIT_MAX: usize = 256;
+
+/// How long the writer gathers more writes into a group when several were already waiting for
+/// it, at most. Every commit writes the last pages of the tables and their indexes again and
+/// syncs them: under a steady stream of requests fewer, larger groups cost less per write (at
+/// 1,000 deploy requests a second, ~10 % of the server's CPU per request). A lone write commits
+/// at once.
+const GROUP_LINGER: Duration = Duration::from_millis(6);
+
+/// The gathering ends once no write arrived for this long: a burst of requests (the callers of
+/// a batch coming back at once) is in, and waiting longer only delays it.
+const GROUP_QUIET: Duration = Duration::from_millis(2);
+
+/// A group this large shares its commit well enough: it goes without gathering more.
+const GROUP_SHARED: usize = 32;
 
 /// Writes waiting for the writer beyond this make their callers wait to queue: back
 /// pressure instead of unbounded memory when requests arrive faster than the disk syncs.
@@ -141,6 +158,11 @@ impl SqliteStore {
             .foreign_keys(true)
             // Acknowledged means on disk: every commit syncs the WAL.
             .synchronous(SqliteSynchronous::Full);
+        // A group's savepoints copy every page they change into a statement journal, which
+        // SQLite moves to a temporary file past 64 KiB, a size a group of a few writes reaches
+        // (each write touches the last pages of three tables and their indexes). Kept in memory
+        // it costs a copy instead of a file created, written and deleted for every group.
+        let options = options.pragma("temp_store", "memory");
         // WAL is a property of the file; switching needs an exclusive lock, so only the writer
         // asks for it, once, before any reader connects.
         let writer = SqlitePoolOptions::new()
@@ -728,6 +750,13 @@ impl Write {
     }
 
     /// Where the write goes in its group (see [`commit_group`]).
+    /// A request's intake, which may wait a moment to share its commit. The writes a branch's
+    /// writer waits for (its lease, claims, results and progress) go at once: a batch waits on
+    /// them.
+    fn may_gather(&self) -> bool {
+        matches!(self, Write::Enqueue { .. } | Write::AppendAudit { .. })
+    }
+
     fn rank(&self) -> u8 {
         match self {
             Write::Enqueue { .. } => 0,
@@ -856,12 +885,32 @@ async fn settle<T: Send + 'static>(
 /// The writer: one group commit after the other until the store is dropped.
 async fn run_writer(pool: SqlitePool, clock: Arc<dyn Clock>, mut queue: mpsc::Receiver<Write>) {
     let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
-    // `recv_many` waits only for the first write and takes whatever else is already queued: no
-    // timer ever holds a write back to fill a group.
+    // `recv_many` waits only for the first write and takes whatever else is already queued: a
+    // lone write never waits for a timer.
     while queue.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
+        if group.len() > 1 && group.iter().all(Write::may_gather) {
+            gather(&mut queue, &mut group).await;
+        }
         commit_group(&pool, clock.as_ref(), group.drain(..)).await;
     }
     tracing::debug!("job store writer stopped");
+}
+
+/// Takes the writes that arrive within [`GROUP_LINGER`] into `group`, until they pause for
+/// [`GROUP_QUIET`], the group has [`GROUP_SHARED`] or a write arrives that may not wait. More
+/// than one intake write was waiting when the last group ended: requests come faster than
+/// groups commit.
+async fn gather(queue: &mut mpsc::Receiver<Write>, group: &mut Vec<Write>) {
+    let deadline = tokio::time::Instant::now() + GROUP_LINGER;
+    while group.len() < GROUP_SHARED {
+        let (before, room) = (group.len(), GROUP_COMMIT_MAX - group.len());
+        let quiet = (tokio::time::Instant::now() + GROUP_QUIET).min(deadline);
+        match tokio::time::timeout_at(quiet, queue.recv_many(group, room)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) if !group[before..].iter().all(Write::may_gather) => break,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Runs `group` in one transaction and answers each write once the COMMIT is known.
@@ -2134,6 +2183,18 @@ mod tests {
         };
         assert_eq!(cache(store.read_pool()).await, -i64::from(READ_CACHE_KIB));
         assert_eq!(cache(store.pool()).await, -2000);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_writer_keeps_its_statement_journals_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("tug.db")).await.unwrap();
+        let temp_store = sqlx::query_scalar::<_, i64>("PRAGMA temp_store")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(temp_store, 2, "MEMORY");
         store.close().await;
     }
 
