@@ -749,7 +749,6 @@ impl Write {
         }
     }
 
-    /// Where the write goes in its group (see [`commit_group`]).
     /// A request's intake, which may wait a moment to share its commit. The writes a branch's
     /// writer waits for (its lease, claims, results and progress) go at once: a batch waits on
     /// them.
@@ -757,6 +756,7 @@ impl Write {
         matches!(self, Write::Enqueue { .. } | Write::AppendAudit { .. })
     }
 
+    /// Where the write goes in its group (see [`commit_group`]).
     fn rank(&self) -> u8 {
         match self {
             Write::Enqueue { .. } => 0,
