@@ -45,6 +45,82 @@ pub(crate) fn hash_object(kind: ObjectKind, data: &[u8]) -> ObjectId {
     ObjectId(hasher.finalize().into())
 }
 
+/// How many bytes of a tree object (header included) lie between two of its recorded hash
+/// states: a multiple of SHA-1's 64-byte block, so a state holds no buffered input.
+const HASH_STEP: usize = 4096;
+
+/// The SHA-1 states of a tree object's id after every [`HASH_STEP`] bytes of the object. A
+/// copy of the tree that differs only from some offset on — one entry of a directory of
+/// thousands pointed at a new object — is hashed from the last state before that offset, so
+/// each change of a batch hashes half of a large directory on average instead of all of it.
+#[derive(Clone)]
+pub(crate) struct TreeHashes {
+    /// The length of the tree's bytes: states of a tree of another length hash another header.
+    len: usize,
+    states: Arc<[Sha1]>,
+}
+
+impl std::fmt::Debug for TreeHashes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TreeHashes({} bytes, {} states)",
+            self.len,
+            self.states.len()
+        )
+    }
+}
+
+/// The id of the tree object `raw`, and its [`TreeHashes`]. With `known`, the states of a tree
+/// of the same length whose bytes equal `raw` before offset `same_before`, the states up to
+/// that offset are taken from it instead of hashed again.
+pub(crate) fn hash_tree(raw: &[u8], known: Option<(&TreeHashes, usize)>) -> (ObjectId, TreeHashes) {
+    let header = format!("tree {}\0", raw.len());
+    let head = header.len();
+    let total = head + raw.len();
+    let count = total / HASH_STEP;
+    let mut states: Vec<Sha1> = Vec::with_capacity(count);
+    // A state stays valid while everything it covers is unchanged.
+    let reuse = match known {
+        Some((hashes, same_before)) if hashes.len == raw.len() => {
+            ((head + same_before) / HASH_STEP).min(count)
+        }
+        _ => 0,
+    };
+    let (mut hasher, mut at) = match known.and_then(|(hashes, _)| hashes.states.get(..reuse)) {
+        Some(kept @ [.., last]) => {
+            states.extend_from_slice(kept);
+            (last.clone(), reuse * HASH_STEP)
+        }
+        _ => {
+            let mut hasher = Sha1::new();
+            hasher.update(header.as_bytes());
+            (hasher, head)
+        }
+    };
+    while states.len() < count {
+        let next = (states.len() + 1) * HASH_STEP;
+        hasher.update(&raw[at - head..next - head]);
+        at = next;
+        states.push(hasher.clone());
+    }
+    hasher.update(&raw[at - head..]);
+    let hashes = TreeHashes {
+        len: raw.len(),
+        states: states.into(),
+    };
+    (ObjectId(hasher.finalize().into()), hashes)
+}
+
+/// A tree made from another by pointing some of its entries at other objects
+/// ([`Tree::with_ids`]): its bytes, entries, id and hash states.
+pub(crate) struct Repointed {
+    pub(crate) raw: Arc<[u8]>,
+    pub(crate) spans: Arc<[EntrySpan]>,
+    pub(crate) oid: ObjectId,
+    pub(crate) hashes: TreeHashes,
+}
+
 /// What a tree entry points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
@@ -96,6 +172,8 @@ impl TreeEntry {
 pub(crate) struct Tree {
     raw: Arc<[u8]>,
     spans: Arc<[EntrySpan]>,
+    /// Known when this tree was hashed in-process, as a batch's trees are.
+    hashes: Option<TreeHashes>,
 }
 
 /// One entry of a [`Tree`]: the mode is `raw[start..space]`, the name `raw[space + 1..nul]`,
@@ -167,6 +245,7 @@ impl Tree {
         Ok(Self {
             raw,
             spans: spans.into(),
+            hashes: None,
         })
     }
 
@@ -244,22 +323,37 @@ impl Tree {
         self.iter().map(EntryRef::to_entry).collect()
     }
 
-    /// The bytes of this tree with the entries at the given positions pointing at other
-    /// objects, and the new tree's entries (at the same offsets, so they are shared).
-    pub(crate) fn with_ids(&self, ids: &[(usize, ObjectId)]) -> (Vec<u8>, Arc<[EntrySpan]>) {
-        let mut raw = self.raw.to_vec();
+    /// This tree with the entries at the given positions pointing at other objects. The new
+    /// tree's entries lie at the same offsets, so they are shared, and its id is hashed from
+    /// the first byte that changed when this tree's hash states are known.
+    pub(crate) fn with_ids(&self, ids: &[(usize, ObjectId)]) -> Repointed {
+        let mut raw: Arc<[u8]> = Arc::from(&*self.raw);
+        let mut first = raw.len();
+        // Just made, so not shared: written in place rather than copied again.
+        let bytes = Arc::make_mut(&mut raw);
         for &(index, oid) in ids {
             if let Some(span) = self.spans.get(index) {
                 let at = span.nul as usize + 1;
-                raw[at..at + 20].copy_from_slice(oid.as_bytes());
+                bytes[at..at + 20].copy_from_slice(oid.as_bytes());
+                first = first.min(at);
             }
         }
-        (raw, self.spans.clone())
+        let (oid, hashes) = hash_tree(&raw, self.hashes.as_ref().map(|h| (h, first)));
+        Repointed {
+            raw,
+            spans: self.spans.clone(),
+            oid,
+            hashes,
+        }
     }
 
-    /// A tree made of `raw` whose entries are known to lie at `spans`.
-    pub(crate) fn from_parts(raw: Arc<[u8]>, spans: Arc<[EntrySpan]>) -> Self {
-        Self { raw, spans }
+    /// A tree made of `raw` whose entries are known to lie at `spans`, with its hash states.
+    pub(crate) fn from_parts(
+        raw: Arc<[u8]>,
+        spans: Arc<[EntrySpan]>,
+        hashes: Option<TreeHashes>,
+    ) -> Self {
+        Self { raw, spans, hashes }
     }
 }
 
@@ -368,13 +462,93 @@ mod tests {
 
         // Pointing entries elsewhere keeps every other byte, and the offsets stay valid.
         let (b, r) = (ObjectId([7; 20]), ObjectId([9; 20]));
-        let (patched, spans) = tree.with_ids(&[(0, b), (2, r)]);
+        let patched = tree.with_ids(&[(0, b), (2, r)]);
         let mut expected = entries.clone();
         expected[0].oid = b;
         expected[2].oid = r;
-        assert_eq!(patched, serialize_tree(&mut expected));
-        let patched = Tree::from_parts(Arc::from(patched), spans);
+        assert_eq!(*patched.raw, *serialize_tree(&mut expected));
+        assert_eq!(patched.oid, hash_object(ObjectKind::Tree, &patched.raw));
+        let patched = Tree::from_parts(patched.raw, patched.spans, Some(patched.hashes));
         assert_eq!(patched.to_entries(), expected);
+    }
+
+    /// A directory of `count` services, each a subdirectory.
+    fn large_tree(count: usize) -> Tree {
+        let mut entries: Vec<TreeEntry> = (0..count)
+            .map(|i| TreeEntry {
+                mode: b"40000".to_vec(),
+                name: format!("svc-{i:04}").into_bytes(),
+                oid: ObjectId([(i % 251) as u8; 20]),
+            })
+            .collect();
+        let bytes = serialize_tree(&mut entries);
+        let oid = hash_object(ObjectKind::Tree, &bytes);
+        Tree::parse(oid, Arc::from(bytes.as_slice())).unwrap()
+    }
+
+    #[test]
+    fn trees_hashed_from_their_last_unchanged_state_get_the_ids_git_gives_them() {
+        // Entries at the start, on both sides of a state, in the middle and at the end; over a
+        // chain of versions, as a batch makes them, each hashed from the one before.
+        let mut tree = large_tree(2_000);
+        assert!(tree.raw.len() > 16 * HASH_STEP);
+        let last = tree.len() - 1;
+        let step_entry = tree
+            .spans
+            .iter()
+            .position(|span| span.nul as usize + 1 >= HASH_STEP)
+            .unwrap();
+        let changes: Vec<Vec<usize>> = vec![
+            vec![1_000],
+            vec![0],
+            vec![step_entry - 1],
+            vec![step_entry],
+            vec![last],
+            vec![3, 1_500],
+            vec![1_000],
+        ];
+        let mut hashed_from_a_state = 0;
+        for (round, positions) in changes.iter().enumerate() {
+            let ids: Vec<(usize, ObjectId)> = positions
+                .iter()
+                .map(|&p| (p, ObjectId([round as u8 + 1; 20])))
+                .collect();
+            let had_states = tree.hashes.is_some();
+            let next = tree.with_ids(&ids);
+            assert_eq!(
+                next.oid,
+                hash_object(ObjectKind::Tree, &next.raw),
+                "round {round}, entries {positions:?}"
+            );
+            let (_, fresh) = hash_tree(&next.raw, None);
+            assert_eq!(next.hashes.states.len(), fresh.states.len());
+            for (kept, computed) in next.hashes.states.iter().zip(fresh.states.iter()) {
+                assert_eq!(
+                    kept.clone().finalize(),
+                    computed.clone().finalize(),
+                    "round {round}: a state differs from the one hashing the tree whole gives"
+                );
+            }
+            hashed_from_a_state += usize::from(had_states);
+            tree = Tree::from_parts(next.raw, next.spans, Some(next.hashes));
+        }
+        assert_eq!(hashed_from_a_state, changes.len() - 1);
+    }
+
+    #[test]
+    fn hash_states_of_a_tree_of_another_length_are_not_used() {
+        // The same number of states, another header.
+        let small = large_tree(1_000);
+        let large = large_tree(1_001);
+        assert_eq!(small.raw.len() / HASH_STEP, large.raw.len() / HASH_STEP);
+        let (_, states) = hash_tree(&small.raw, None);
+        let (oid, _) = hash_tree(&large.raw, Some((&states, large.raw.len())));
+        assert_eq!(oid, hash_object(ObjectKind::Tree, &large.raw));
+        // A tree below one step has no states; its id is still right.
+        let tiny = large_tree(3);
+        let (oid, states) = hash_tree(&tiny.raw, None);
+        assert!(states.states.is_empty());
+        assert_eq!(oid, hash_object(ObjectKind::Tree, &tiny.raw));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use flate2::{Compress, FlushCompress, Status};
 use sha1::{Digest, Sha1};
 
 use crate::error::GitError;
-use crate::object::{EntrySpan, ObjectId, ObjectKind, Tree, hash_object};
+use crate::object::{ObjectId, ObjectKind, Repointed, Tree, hash_object};
 
 /// git's default `pack.depth`. `git push` reuses a stored delta only when its chain is no
 /// deeper than that, so a longer chain would be searched again.
@@ -243,15 +243,22 @@ impl Batch {
         self.insert(kind, data, tree_dir).0
     }
 
-    /// Adds the tree of directory `dir` whose entries are known to lie at `spans` in `data`, so
-    /// the batch's next change reads it without parsing it.
-    pub(crate) fn add_tree(&self, dir: &str, data: &[u8], spans: Arc<[EntrySpan]>) -> ObjectId {
-        let (oid, stored) = self.insert(ObjectKind::Tree, data, Some(dir));
+    /// Adds the tree of directory `dir` made by repointing entries of an earlier tree, so the
+    /// batch's next change reads it without parsing it and hashes its next version from where
+    /// that one changes.
+    pub(crate) fn add_tree(&self, dir: &str, tree: Repointed) -> ObjectId {
+        let Repointed {
+            raw,
+            spans,
+            oid,
+            hashes,
+        } = tree;
+        let stored = self.insert_hashed(ObjectKind::Tree, oid, || raw, Some(dir));
         let mut contents = self.lock();
         if !contents.parsed_trees.contains_key(&oid)
             && let Some(data) = contents.data(stored)
         {
-            contents.remember_tree(oid, Tree::from_parts(data, spans));
+            contents.remember_tree(oid, Tree::from_parts(data, spans, Some(hashes)));
         }
         oid
     }
@@ -259,19 +266,35 @@ impl Batch {
     /// Adds an object; its id and its position in the batch.
     fn insert(&self, kind: ObjectKind, data: &[u8], tree_dir: Option<&str>) -> (ObjectId, usize) {
         let oid = hash_object(kind, data);
+        (
+            oid,
+            self.insert_hashed(kind, oid, || Arc::from(data), tree_dir),
+        )
+    }
+
+    /// Adds the object `oid` whose content `data` gives, called only when the batch does not
+    /// hold it yet; its position in the batch.
+    fn insert_hashed(
+        &self,
+        kind: ObjectKind,
+        oid: ObjectId,
+        data: impl FnOnce() -> Arc<[u8]>,
+        tree_dir: Option<&str>,
+    ) -> usize {
         let mut contents = self.lock();
         if let Some(&existing) = contents.by_id.get(&oid) {
             if let Some(dir) = tree_dir {
                 contents.set_latest_tree(dir, existing);
             }
-            return (oid, existing);
+            return existing;
         }
+        let data = data();
         let base = tree_dir
             .and_then(|dir| contents.latest_tree_at.get(dir).copied())
             .filter(|&base| contents.objects[base].depth < MAX_DELTA_DEPTH);
         let (stored, depth) = base
             .and_then(|base| {
-                let delta = encode_delta(&contents.data(base)?, data)?;
+                let delta = encode_delta(&contents.data(base)?, &data)?;
                 // A delta that saves little costs a reader more than it saves on the wire.
                 (delta.len() < data.len() / 2).then_some((
                     Stored::Delta { base, delta },
@@ -283,7 +306,7 @@ impl Batch {
         contents.objects.push(BatchObject {
             oid,
             kind,
-            data: Some(Arc::from(data)),
+            data: Some(data),
             stored,
             depth,
         });
@@ -291,7 +314,7 @@ impl Batch {
         if let Some(dir) = tree_dir {
             contents.set_latest_tree(dir, position);
         }
-        (oid, position)
+        position
     }
 
     /// Writes the batch as one pack and its version 2 index into `pack_dir`; `None` when the
@@ -634,15 +657,18 @@ pub(crate) fn encode_delta(base: &[u8], target: &[u8]) -> Option<Vec<u8>> {
     Some(delta)
 }
 
-/// Compared a block at a time: slice equality is a `memcmp`, where a byte-by-byte loop over a
-/// directory of 70 KB cost more than the rest of its delta.
-const COMPARE_BLOCK: usize = 64;
+/// Compared a block at a time, large blocks first and then small ones within the large block
+/// that differs: slice equality is a `memcmp`, where a byte-by-byte loop over a directory of
+/// 70 KB cost more than the rest of its delta, and so did a call per 64 bytes.
+const COMPARE_BLOCKS: [usize; 2] = [4096, 64];
 
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let len = a.len().min(b.len());
     let mut at = 0;
-    while at + COMPARE_BLOCK <= len && a[at..at + COMPARE_BLOCK] == b[at..at + COMPARE_BLOCK] {
-        at += COMPARE_BLOCK;
+    for block in COMPARE_BLOCKS {
+        while at + block <= len && a[at..at + block] == b[at..at + block] {
+            at += block;
+        }
     }
     at + a[at..len]
         .iter()
@@ -655,11 +681,12 @@ fn common_suffix(a: &[u8], b: &[u8]) -> usize {
     let len = a.len().min(b.len());
     let (a, b) = (&a[a.len() - len..], &b[b.len() - len..]);
     let mut matched = 0;
-    while matched + COMPARE_BLOCK <= len
-        && a[len - matched - COMPARE_BLOCK..len - matched]
-            == b[len - matched - COMPARE_BLOCK..len - matched]
-    {
-        matched += COMPARE_BLOCK;
+    for block in COMPARE_BLOCKS {
+        while matched + block <= len
+            && a[len - matched - block..len - matched] == b[len - matched - block..len - matched]
+        {
+            matched += block;
+        }
     }
     matched
         + a[..len - matched]
@@ -788,6 +815,13 @@ mod tests {
         );
     }
 
+    fn differ_at(mut bytes: Vec<u8>, at: &[usize]) -> Vec<u8> {
+        for &i in at {
+            bytes[i] ^= 0xff;
+        }
+        bytes
+    }
+
     #[test]
     fn deltas_are_exact_for_any_pair_of_inputs() {
         let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
@@ -802,6 +836,11 @@ mod tests {
             (tree_like(10, &[]), tree_like(2000, &[5])),
             (vec![7u8; 200_000], vec![7u8; 200_001]),
             ((0..=255).cycle().take(70_000).collect(), vec![1u8; 300]),
+            (tree_like(3000, &[]), tree_like(3000, &[1500])),
+            // Differences on either side of a large block's edge.
+            (vec![3u8; 8192], differ_at(vec![3u8; 8192], &[4095])),
+            (vec![3u8; 8192], differ_at(vec![3u8; 8192], &[4096])),
+            (vec![3u8; 8192], differ_at(vec![3u8; 8192], &[63, 8128])),
         ];
         for (base, target) in cases {
             let delta = encode_delta(&base, &target).unwrap();

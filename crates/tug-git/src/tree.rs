@@ -423,8 +423,7 @@ fn rewrite_tree(
             })
             .collect();
         if let Some(ids) = repoint {
-            let (data, spans) = current.with_ids(&ids);
-            return Ok(Some(batch.add_tree(prefix, &data, spans)));
+            return Ok(Some(batch.add_tree(prefix, current.with_ids(&ids))));
         }
     }
     let mut entries = current.map(|tree| tree.to_entries()).unwrap_or_default();
