@@ -1015,11 +1015,24 @@ impl Writers {
                 Vec::new()
             }
         };
-        for snapshot in &read {
-            self.signal.send_read(snapshot.clone());
+        // Counted before the streams hear of them. The snapshots go on to the background only
+        // when notifications need them: a follower takes its job out of a snapshot nobody
+        // else holds, and copies it (request, payloads, events) otherwise.
+        count_ended(&self.metrics, &read);
+        let unread_now = read.is_empty();
+        let notify = if self.notifier.is_empty() {
+            Vec::new()
+        } else {
+            read.clone()
+        };
+        for snapshot in read {
+            self.signal.send_read(snapshot);
         }
         // Metrics and notifications read again what could not be read now.
-        let unread = if read.is_empty() { jobs } else { Vec::new() };
+        let unread = if unread_now { jobs } else { Vec::new() };
+        if notify.is_empty() && unread.is_empty() {
+            return;
+        }
         let after = AfterJobs {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
@@ -1027,7 +1040,7 @@ impl Writers {
         };
         let guard = self.background.enter();
         tokio::spawn(async move {
-            after.after_jobs(read, &unread).await;
+            after.after_jobs(notify, &unread).await;
             drop(guard);
         });
     }
@@ -1213,6 +1226,20 @@ impl Landed {
     }
 }
 
+/// Counts the jobs among `jobs` that have ended, and how long each took.
+fn count_ended(metrics: &Metrics, jobs: &[crate::signals::Snapshot]) {
+    let now = jiff::Timestamp::now();
+    for job in jobs.iter().map(|snapshot| &snapshot.0) {
+        if !job.state.is_terminal() {
+            continue;
+        }
+        metrics.inc_jobs(job.state.as_str());
+        if let Ok(d) = Duration::try_from(now.duration_since(job.created_at)) {
+            metrics.observe_job_duration(d);
+        }
+    }
+}
+
 /// Per finished job: metrics and notifications.
 struct AfterJobs {
     store: Arc<dyn Store>,
@@ -1221,30 +1248,26 @@ struct AfterJobs {
 }
 
 impl AfterJobs {
+    /// Notifications for `jobs` (counted already), and metrics and notifications for the jobs
+    /// `unread`, read first.
     async fn after_jobs(&self, mut jobs: Vec<crate::signals::Snapshot>, unread: &[String]) {
         if !unread.is_empty() {
             match self.store.jobs_with_events(unread).await {
-                Ok(read) => jobs.extend(read.into_iter().map(Arc::new)),
+                Ok(read) => {
+                    let read: Vec<_> = read.into_iter().map(Arc::new).collect();
+                    count_ended(&self.metrics, &read);
+                    jobs.extend(read);
+                }
                 Err(e) => warn!(error = %e, "cannot read the finished jobs"),
-            }
-        }
-        let now = jiff::Timestamp::now();
-        let ended: Vec<&Job> = jobs
-            .iter()
-            .map(|snapshot| &snapshot.0)
-            .filter(|job| job.state.is_terminal())
-            .collect();
-        for job in &ended {
-            self.metrics.inc_jobs(job.state.as_str());
-            if let Ok(d) = Duration::try_from(now.duration_since(job.created_at)) {
-                self.metrics.observe_job_duration(d);
             }
         }
         if self.notifier.is_empty() {
             return;
         }
-        for job in ended {
-            self.notify(job).await;
+        for snapshot in &jobs {
+            if snapshot.0.state.is_terminal() {
+                self.notify(&snapshot.0).await;
+            }
         }
     }
 
