@@ -169,6 +169,11 @@ enum Command {
         /// server farther away than loopback.
         #[arg(long, default_value_t = 0)]
         remote_delay_ms: u64,
+        /// When the remote repacks: between rows only (a hosted server's scheduled
+        /// housekeeping), or also during rows (`receive-pack`'s default `gc --auto`). The
+        /// sustained run always has the remote's `gc --auto`.
+        #[arg(long, value_enum, default_value = "between-rows")]
+        remote_gc: throughput::RemoteGc,
     },
     /// `GET /api/v1/status/{service}` with every service of the fixture in three environments,
     /// and a promotion from request to push against a bare `git push`.
@@ -283,6 +288,7 @@ fn main() -> Result<()> {
             sustained_requests,
             log,
             remote_delay_ms,
+            remote_gc,
         } => {
             let config = throughput::Config {
                 fixtures_dir: fixtures,
@@ -301,6 +307,7 @@ fn main() -> Result<()> {
                 sustained_requests,
                 log_copy: log,
                 remote_delay: Duration::from_millis(remote_delay_ms),
+                remote_gc,
             };
             let report = throughput::run(&config)?;
             print!("{}", report.render());

@@ -62,6 +62,19 @@ pub(crate) struct Config {
     /// Every push to a served copy (floor and tug alike) waits this long in the remote's
     /// `pre-receive` hook: a git server farther away than loopback.
     pub remote_delay: Duration,
+    /// When the served copies collect their packs.
+    pub remote_gc: RemoteGc,
+}
+
+/// When the remote's repository is repacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RemoteGc {
+    /// Only between rows, outside the clock, as a hosted git server schedules its housekeeping
+    /// off the push path (GitLab's Gitaly runs every git command with `gc.auto=0`).
+    BetweenRows,
+    /// Also whenever a push leaves more than `gc.autoPackLimit` packs: `receive-pack`'s
+    /// default `gc --auto`, as on a self-hosted server left at git's defaults.
+    OnPush,
 }
 
 // Targets.
@@ -367,6 +380,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
 
     let tug_repo = http.publish(&fixture, "throughput-tug")?;
     delay_pushes(&tug_repo, config.remote_delay)?;
+    set_remote_gc(&tug_repo, config.remote_gc)?;
     let server = crate::server::start_tug_with(
         &config.tug,
         config.batch_max,
@@ -485,6 +499,9 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
     // Last, so that the rows above run on the repository as the floor found it.
     let sustained = if config.sustained_requests > 0 {
         compact_remote(&tug_repo)?;
+        // Minutes of pushes with no housekeeping would leave the remote with more than a
+        // thousand packs, which no maintained server has: this row runs with its gc --auto.
+        set_remote_gc(&tug_repo, RemoteGc::OnPush)?;
         let clients = 64;
         let n = config.sustained_requests;
         eprintln!("tug sustained: {clients} clients, {n} requests");
@@ -552,8 +569,15 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             config.remote_delay.as_millis()
         )
     };
+    let housekeeping = match config.remote_gc {
+        RemoteGc::BetweenRows if config.sustained_requests > 0 => {
+            "the remote repacks between rows only (in the sustained run also on its own gc --auto)"
+        }
+        RemoteGc::BetweenRows => "the remote repacks between rows only",
+        RemoteGc::OnPush => "the remote repacks between rows and on its own gc --auto",
+    };
     let header = format!(
-        "tug throughput against the floor on {}: {} service dirs, {} commits, {} files\nserver: {}{delayed}\n{}; {} CPUs; load average (1/5/15 min) at start {load_start}, at end {}\n",
+        "tug throughput against the floor on {}: {} service dirs, {} commits, {} files\nserver: {}{delayed}; {housekeeping}\n{}; {} CPUs; load average (1/5/15 min) at start {load_start}, at end {}\n",
         fixture.name,
         fixture.service_dirs,
         fixture.commits,
@@ -684,6 +708,27 @@ fn warm_floor(
 
 /// Makes every push to `repo` wait `delay` in its `pre-receive` hook, after the remote has the
 /// pack and before it updates the ref, as a remote farther away would.
+/// Turns the served copy's `gc --auto` after pushes off (housekeeping between rows only) or
+/// back to git's default.
+fn set_remote_gc(repo: &ServedRepo, gc: RemoteGc) -> Result<()> {
+    let args: &[&str] = match gc {
+        RemoteGc::BetweenRows => &["config", "gc.auto", "0"],
+        RemoteGc::OnPush => &["config", "--unset-all", "gc.auto"],
+    };
+    match run_git(Some(&repo.path), args) {
+        Ok(_) => Ok(()),
+        // `--unset-all` of a key that is not set: already git's default.
+        Err(_) if gc == RemoteGc::OnPush && git_config(repo, "gc.auto").is_none() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("set gc --auto in {}", repo.path.display())),
+    }
+}
+
+fn git_config(repo: &ServedRepo, key: &str) -> Option<String> {
+    run_git(Some(&repo.path), &["config", "--get", key])
+        .ok()
+        .map(|v| String::from_utf8_lossy(&v).trim().to_owned())
+}
+
 fn delay_pushes(repo: &ServedRepo, delay: Duration) -> Result<()> {
     if delay.is_zero() {
         return Ok(());
@@ -1258,6 +1303,28 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_remote_gc_mode_turns_gc_auto_off_and_back_to_the_default() -> Result<()> {
+        let scratch = Scratch::new()?;
+        let path = scratch.join("served.git");
+        run_git(
+            None,
+            &["init", "--quiet", "--bare", &path.to_string_lossy()],
+        )?;
+        let repo = ServedRepo {
+            path,
+            url: String::new(),
+        };
+        set_remote_gc(&repo, RemoteGc::BetweenRows)?;
+        assert_eq!(git_config(&repo, "gc.auto").as_deref(), Some("0"));
+        set_remote_gc(&repo, RemoteGc::OnPush)?;
+        assert_eq!(git_config(&repo, "gc.auto"), None);
+        // Already at the default: nothing to unset, and no error.
+        set_remote_gc(&repo, RemoteGc::OnPush)?;
+        assert_eq!(git_config(&repo, "gc.auto"), None);
+        Ok(())
+    }
 
     #[test]
     fn tenths_measure_the_first_and_last_tenth_of_the_answers() {
