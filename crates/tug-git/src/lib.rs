@@ -35,7 +35,7 @@ pub use history::{History, HistoryCommit};
 pub use land::{
     Change, LandOptions, LandReport, LandResult, Prepared, land, land_prepared, prepare,
 };
-pub use mirror::{Maintenance, Mirror, MirrorOptions, Remote, check_remote_url};
+pub use mirror::{Maintenance, MaintenanceDue, Mirror, MirrorOptions, Remote, check_remote_url};
 pub use object::{EntryKind, ObjectId};
 pub use secret::Secret;
 pub use sign::{OpenPgpSigner, Signer, SshSigner};

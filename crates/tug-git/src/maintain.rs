@@ -305,8 +305,26 @@ pub(crate) fn roll_up_packs(env: &GitEnv, git_dir: &Path) -> Result<RolledUp, Gi
     })
 }
 
-/// Runs `cmd`, `write` feeding its stdin; its stdout when it succeeds. If `write` fails, the
-/// child is killed before its stdin closes: it must not take a cut-off list for the whole one.
+/// Lowers `child`'s CPU priority before it is given anything to do (its stdin is still open, so
+/// it has not started on the work). Threads it starts later inherit the value. Failing to lower
+/// it leaves the roll-up at the server's priority, as before: nothing worse than slower requests.
+fn lower_priority(child: &std::process::Child) {
+    use rustix::process::{Pid, getpriority_process, setpriority_process};
+    let own = getpriority_process(None).unwrap_or(0);
+    let lower = (own + ROLL_UP_NICENESS).min(19);
+    if let Err(e) = setpriority_process(Some(Pid::from_child(child)), lower) {
+        tracing::debug!(error = %e, "the roll-up runs at the server's CPU priority");
+    }
+}
+
+/// How much lower than the server's own the CPU priority (nice value) of a roll-up is. A busy
+/// server's requests and the pushes they wait on come first; the roll-up takes what CPU they
+/// leave, and still gets a share when none is left (CFS weighs nice 10 at about a tenth of 0).
+const ROLL_UP_NICENESS: i32 = 10;
+
+/// Runs `cmd` at [`ROLL_UP_NICENESS`] below the caller's priority, `write` feeding its stdin;
+/// its stdout when it succeeds. If `write` fails, the child is killed before its stdin closes:
+/// it must not take a cut-off list for the whole one.
 fn run_with_writer(
     env: &GitEnv,
     mut cmd: std::process::Command,
@@ -318,6 +336,7 @@ fn run_with_writer(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| env.spawn_error(e))?;
+    lower_priority(&child);
     let (stdout, stderr) = drain_output(&mut child);
     let mut stdin = child
         .stdin
@@ -545,6 +564,21 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("disk gone"), "{err}");
         assert!(list_packs(&repo.join("objects/pack")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_roll_up_runs_at_a_lower_cpu_priority_than_the_server() {
+        let scratch = tempfile::tempdir().unwrap();
+        let env = GitEnv::for_tests(scratch.path());
+        // The child reads its own nice value (field 19 of /proc/self/stat) only once its stdin
+        // closes, which is after its priority was set.
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "cat >/dev/null; cut -d' ' -f19 /proc/$$/stat"]);
+        let out = run_with_writer(&env, cmd, "repack", |stdin| stdin.write_all(b"ids\n")).unwrap();
+        let own = rustix::process::getpriority_process(None).unwrap();
+        let child: i32 = String::from_utf8(out).unwrap().trim().parse().unwrap();
+        assert_eq!(child, (own + ROLL_UP_NICENESS).min(19));
+        assert!(child > own || own == 19, "own {own}, roll-up {child}");
     }
 
     #[test]

@@ -60,8 +60,8 @@ pub struct Mirror {
     http: Option<HttpPusher>,
 }
 
-/// A mirror with this many more packs than its last repack left is repacked (each landed batch
-/// adds one, so does a fetch of a large push). Counting from what the last repack kept matters:
+/// A mirror with this many more packs than its last repack left is due for a repack (each
+/// landed batch adds one, so does a fetch of a large push). Counting from what the last repack kept matters:
 /// counted from zero, a mirror whose geometric progression is ten packs long repacked after
 /// every seventh batch, a repack of a large repository costing half a second of CPU each time.
 const MAX_PACKS: usize = 16;
@@ -70,6 +70,22 @@ const LOCAL_REF_TRIES: u32 = 5;
 /// Nor more loose objects (fetches of small pushes unpack them) than about this many, estimated
 /// from one of the 256 fan-out directories as `gc --auto` does.
 const MAX_LOOSE_OBJECTS: usize = 2048;
+
+/// A roll-up due since [`MAX_PACKS`] packs (or [`MAX_LOOSE_OBJECTS`] loose objects) can wait
+/// for a quiet moment until there are this many times as many.
+const OVERDUE: usize = 4;
+
+/// How soon a mirror wants [`Mirror::maintain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenanceDue {
+    /// Nothing to roll up yet.
+    No,
+    /// Worth doing once the mirror's writers have nothing waiting: a roll-up shares the CPU
+    /// with the requests and pushes of a busy moment, so it waits for a quiet one.
+    WhenIdle,
+    /// Overdue: a mirror this scattered slows every read down, so now, however busy.
+    Now,
+}
 
 /// What [`Mirror::maintain`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,14 +293,26 @@ impl Mirror {
             .count())
     }
 
-    /// Whether [`Mirror::maintain`] has work: too many packs or loose objects. Cheap enough to
-    /// ask after every batch (two directory listings).
+    /// Whether [`Mirror::maintain`] has work: too many packs or loose objects.
     pub fn needs_maintenance(&self) -> bool {
+        self.maintenance_due() != MaintenanceDue::No
+    }
+
+    /// How soon [`Mirror::maintain`] should run. Cheap enough to ask after every batch (two
+    /// directory listings).
+    pub fn maintenance_due(&self) -> MaintenanceDue {
         let loose = fs::read_dir(self.git_dir.join("objects").join("17"))
             .map(|entries| entries.count() * 256)
             .unwrap_or(0);
         let kept = self.packs_kept.load(std::sync::atomic::Ordering::Relaxed);
-        loose > MAX_LOOSE_OBJECTS || self.pack_count().is_ok_and(|n| n > kept + MAX_PACKS)
+        let packs = self.pack_count().unwrap_or(0);
+        if loose > OVERDUE * MAX_LOOSE_OBJECTS || packs > kept + OVERDUE * MAX_PACKS {
+            MaintenanceDue::Now
+        } else if loose > MAX_LOOSE_OBJECTS || packs > kept + MAX_PACKS {
+            MaintenanceDue::WhenIdle
+        } else {
+            MaintenanceDue::No
+        }
     }
 
     /// Keeps the number of packs logarithmic in the number of objects: a geometric roll-up

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use tug_git::{MirrorOptions, land};
+use tug_git::{MaintenanceDue, MirrorOptions, land};
 use tug_testkit::{BareRepo, Scratch};
 
 fn land_one(mirror: &tug_git::Mirror, n: usize) {
@@ -121,4 +121,38 @@ fn git_never_starts_a_gc_of_its_own_in_a_mirror() {
             "{args:?}"
         );
     }
+}
+
+#[test]
+fn a_roll_up_waits_for_a_quiet_moment_until_it_is_overdue() {
+    let remote = BareRepo::with_files(&[(KUSTOMIZATION, MANIFEST.as_bytes())]).unwrap();
+    let data = Scratch::new().unwrap();
+    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let packs_at_start = mirror.pack_count().unwrap();
+    assert_eq!(mirror.maintenance_due(), MaintenanceDue::No);
+
+    let mut n = 0;
+    while mirror.maintenance_due() == MaintenanceDue::No {
+        n += 1;
+        land_one(&mirror, n);
+        assert!(n < 100, "no roll-up due after {n} batches");
+    }
+    assert_eq!(mirror.maintenance_due(), MaintenanceDue::WhenIdle);
+    // Never rolled up: counted from zero, due past 16 packs.
+    assert_eq!(mirror.pack_count().unwrap(), 17);
+    assert_eq!(packs_at_start + n, 17);
+
+    // A steady load never leaves the writer idle: past four times the threshold the roll-up
+    // is due at once.
+    while mirror.maintenance_due() == MaintenanceDue::WhenIdle {
+        n += 1;
+        land_one(&mirror, n);
+        assert!(n < 200, "no roll-up overdue after {n} batches");
+    }
+    assert_eq!(mirror.maintenance_due(), MaintenanceDue::Now);
+    assert_eq!(mirror.pack_count().unwrap(), 65);
+
+    let done = mirror.maintain().unwrap().expect("a roll-up");
+    assert!(done.packs_after <= 3, "{done:?}");
+    assert_eq!(mirror.maintenance_due(), MaintenanceDue::No);
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
 use tracing::{Instrument as _, debug, error, info, warn};
 use tug_deploy::{REQUEST_TRAILER, TaskChange};
-use tug_git::{Auth, Identity, LandOptions, LandResult, Mirror, MirrorOptions, Remote, Secret};
+use tug_git::{
+    Auth, Identity, LandOptions, LandResult, MaintenanceDue, Mirror, MirrorOptions, Remote, Secret,
+};
 use tug_store::{BranchKey, Job, Level, Store, Task, TaskId, TaskOutcome};
 
 use crate::config::{Config, RepositoryConfig, SigningConfig};
@@ -339,6 +341,14 @@ impl Writers {
                 // Nobody came back within the linger: look again the usual way (a claim), not
                 // only when the next request wakes the writer.
                 continue;
+            }
+            // A quiet moment: what the batches left in the mirror is rolled up now, while the
+            // CPU has nothing better to do.
+            let opened = self.mirrors.lock().await.get(&branch.repository).cloned();
+            if let Some(mirror) = opened
+                && mirror.maintenance_due() != MaintenanceDue::No
+            {
+                roll_up(mirror, branch.repository.clone());
             }
             // Nothing to do: wait for a wake-up, or exit when idle. The final check happens with
             // the registry locked, so a wake-up can never fall between the check and the exit.
@@ -920,23 +930,12 @@ impl Writers {
             }
             if let Some(landed) = landed {
                 landed.log(&key, failed, recording, started);
-                // Each batch leaves a pack in the mirror; roll them up before they slow every
-                // git operation down, in the background so the next batch does not wait.
-                if mirror.needs_maintenance() {
-                    let repository = key.repository.clone();
-                    tokio::task::spawn_blocking(move || match mirror.maintain() {
-                        Ok(Some(done)) => info!(
-                            repository = %repository,
-                            packs_before = done.packs_before,
-                            packs_after = done.packs_after,
-                            ms = done.duration.as_millis() as u64,
-                            "repacked the mirror"
-                        ),
-                        Ok(None) => {}
-                        Err(e) => {
-                            warn!(repository = %repository, error = %e, "cannot repack the mirror")
-                        }
-                    });
+                // Each batch leaves a pack in the mirror. The roll-up waits for the writer to
+                // find nothing waiting (`run_branch`), unless so many have piled up under a
+                // steady load that they slow every git operation down: then it starts now, in
+                // the background so the next batch does not wait.
+                if mirror.maintenance_due() == MaintenanceDue::Now {
+                    roll_up(mirror, key.repository.clone());
                 }
             }
         }
@@ -1098,6 +1097,22 @@ fn task_spans(branch: &BranchKey, tasks: &[Task]) -> HashMap<TaskId, tracing::Sp
             (t.id, span)
         })
         .collect()
+}
+
+/// Rolls the mirror's packs up in the background (one roll-up at a time per mirror: a second
+/// call while one runs does nothing).
+fn roll_up(mirror: Arc<Mirror>, repository: String) {
+    tokio::task::spawn_blocking(move || match mirror.maintain() {
+        Ok(Some(done)) => info!(
+            repository = %repository,
+            packs_before = done.packs_before,
+            packs_after = done.packs_after,
+            ms = done.duration.as_millis() as u64,
+            "repacked the mirror"
+        ),
+        Ok(None) => {}
+        Err(e) => warn!(repository = %repository, error = %e, "cannot repack the mirror"),
+    });
 }
 
 /// How a branch's writer learns of new work: woken, with a count of the tasks stored for it

@@ -145,7 +145,8 @@ fn one_request_after_another_leaves_the_mirror_few_packs() {
             .filter(|p| p.file_name().to_string_lossy().ends_with(".pack"))
             .count()
     };
-    // The repack runs in the background after a batch; the server says when it is done.
+    // The repack runs in the background once the writer finds nothing waiting (here after the
+    // last request); the server says when it is done.
     wait_for(
         std::time::Duration::from_secs(30),
         "the mirror repacked",
