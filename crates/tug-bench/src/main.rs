@@ -170,8 +170,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         remote_delay_ms: u64,
         /// When the remote repacks: between rows only (a hosted server's scheduled
-        /// housekeeping), or also during rows (`receive-pack`'s default `gc --auto`). The
-        /// sustained run always has the remote's `gc --auto`.
+        /// housekeeping), or also during rows (`receive-pack`'s default `gc --auto`). In the
+        /// sustained run the first also repacks geometrically every 50 pushes.
         #[arg(long, value_enum, default_value = "between-rows")]
         remote_gc: throughput::RemoteGc,
     },
