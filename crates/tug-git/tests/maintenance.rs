@@ -20,11 +20,17 @@ fn land_one(mirror: &tug_git::Mirror, n: usize) {
     assert!(report.pushed, "batch {n} landed");
 }
 
-#[test]
-fn many_batches_leave_few_packs_and_every_object_readable() {
+/// A remote with one kustomization and a mirror of it that nothing has landed on yet.
+fn fresh_mirror() -> (BareRepo, Scratch, tug_git::Mirror) {
     let remote = BareRepo::with_files(&[(KUSTOMIZATION, MANIFEST.as_bytes())]).unwrap();
     let data = Scratch::new().unwrap();
     let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    (remote, data, mirror)
+}
+
+#[test]
+fn many_batches_leave_few_packs_and_every_object_readable() {
+    let (remote, data, mirror) = fresh_mirror();
     let packs_at_start = mirror.pack_count().unwrap();
     assert!(!mirror.needs_maintenance());
     assert_eq!(mirror.maintain().unwrap(), None, "nothing to do yet");
@@ -125,18 +131,20 @@ fn git_never_starts_a_gc_of_its_own_in_a_mirror() {
 
 #[test]
 fn a_roll_up_waits_for_a_quiet_moment_until_it_is_overdue() {
-    let remote = BareRepo::with_files(&[(KUSTOMIZATION, MANIFEST.as_bytes())]).unwrap();
-    let data = Scratch::new().unwrap();
-    let mirror = open(data.path(), &remote.file_url(), MirrorOptions::default());
+    let (_remote, _data, mirror) = fresh_mirror();
     let packs_at_start = mirror.pack_count().unwrap();
     assert_eq!(mirror.maintenance_due(), MaintenanceDue::No);
 
-    let mut n = 0;
-    while mirror.maintenance_due() == MaintenanceDue::No {
-        n += 1;
-        land_one(&mirror, n);
-        assert!(n < 100, "no roll-up due after {n} batches");
-    }
+    // Lands one batch after another while the roll-up is `due`; the batches landed so far.
+    let land_while = |due: MaintenanceDue, mut n: usize| {
+        while mirror.maintenance_due() == due {
+            n += 1;
+            land_one(&mirror, n);
+            assert!(n < 200, "still {due:?} after {n} batches");
+        }
+        n
+    };
+    let n = land_while(MaintenanceDue::No, 0);
     assert_eq!(mirror.maintenance_due(), MaintenanceDue::WhenIdle);
     // Never rolled up: counted from zero, due past 16 packs.
     assert_eq!(mirror.pack_count().unwrap(), 17);
@@ -144,11 +152,7 @@ fn a_roll_up_waits_for_a_quiet_moment_until_it_is_overdue() {
 
     // A steady load never leaves the writer idle: past four times the threshold the roll-up
     // is due at once.
-    while mirror.maintenance_due() == MaintenanceDue::WhenIdle {
-        n += 1;
-        land_one(&mirror, n);
-        assert!(n < 200, "no roll-up overdue after {n} batches");
-    }
+    land_while(MaintenanceDue::WhenIdle, n);
     assert_eq!(mirror.maintenance_due(), MaintenanceDue::Now);
     assert_eq!(mirror.pack_count().unwrap(), 65);
 
