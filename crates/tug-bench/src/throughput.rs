@@ -345,11 +345,10 @@ const HOUSEKEEPING_EVERY: usize = 50;
 /// at a time. It keeps the served copy's packs few over minutes of pushes at a cost that grows
 /// with what was pushed since, not with the whole repository as `gc --auto`'s `repack -A`.
 fn housekeep_every(repo: &ServedRepo, pushes: usize) -> Result<()> {
-    let hook = repo.path.join("hooks").join("post-receive");
-    std::fs::create_dir_all(repo.path.join("hooks"))?;
-    std::fs::write(
-        &hook,
-        format!(
+    write_hook(
+        repo,
+        "post-receive",
+        &format!(
             "#!/bin/sh\n\
              cat >/dev/null\n\
              n=$(( $(cat pushes 2>/dev/null || echo 0) + 1 ))\n\
@@ -359,7 +358,13 @@ fn housekeep_every(repo: &ServedRepo, pushes: usize) -> Result<()> {
              fi\n"
         ),
     )
-    .with_context(|| format!("write {}", hook.display()))?;
+}
+
+/// Writes the executable hook `name` of the served copy.
+fn write_hook(repo: &ServedRepo, name: &str, script: &str) -> Result<()> {
+    let hook = repo.path.join("hooks").join(name);
+    std::fs::create_dir_all(repo.path.join("hooks"))?;
+    std::fs::write(&hook, script).with_context(|| format!("write {}", hook.display()))?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("make {} executable", hook.display()))
@@ -752,46 +757,30 @@ fn warm_floor(
     http.unpublish(&repo)
 }
 
+/// Turns the served copy's `gc --auto` after pushes off when housekeeping is to run between rows
+/// only; `on-push` leaves git's default.
+fn set_remote_gc(repo: &ServedRepo, gc: RemoteGc) -> Result<()> {
+    if gc == RemoteGc::BetweenRows {
+        run_git(Some(&repo.path), &["config", "gc.auto", "0"])
+            .with_context(|| format!("turn off gc --auto in {}", repo.path.display()))?;
+    }
+    Ok(())
+}
+
 /// Makes every push to `repo` wait `delay` in its `pre-receive` hook, after the remote has the
 /// pack and before it updates the ref, as a remote farther away would.
-/// Turns the served copy's `gc --auto` after pushes off (housekeeping between rows only) or
-/// back to git's default.
-fn set_remote_gc(repo: &ServedRepo, gc: RemoteGc) -> Result<()> {
-    let args: &[&str] = match gc {
-        RemoteGc::BetweenRows => &["config", "gc.auto", "0"],
-        RemoteGc::OnPush => &["config", "--unset-all", "gc.auto"],
-    };
-    match run_git(Some(&repo.path), args) {
-        Ok(_) => Ok(()),
-        // `--unset-all` of a key that is not set: already git's default.
-        Err(_) if gc == RemoteGc::OnPush && git_config(repo, "gc.auto").is_none() => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("set gc --auto in {}", repo.path.display())),
-    }
-}
-
-fn git_config(repo: &ServedRepo, key: &str) -> Option<String> {
-    run_git(Some(&repo.path), &["config", "--get", key])
-        .ok()
-        .map(|v| String::from_utf8_lossy(&v).trim().to_owned())
-}
-
 fn delay_pushes(repo: &ServedRepo, delay: Duration) -> Result<()> {
     if delay.is_zero() {
         return Ok(());
     }
-    let hook = repo.path.join("hooks").join("pre-receive");
-    std::fs::create_dir_all(repo.path.join("hooks"))?;
-    std::fs::write(
-        &hook,
-        format!(
+    write_hook(
+        repo,
+        "pre-receive",
+        &format!(
             "#!/bin/sh\ncat >/dev/null\nsleep {:.3}\n",
             delay.as_secs_f64()
         ),
     )
-    .with_context(|| format!("write {}", hook.display()))?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("make {} executable", hook.display()))
 }
 
 /// Repetition `r` of the floor for `b` commits: a fresh served copy, `b` commits made in a
@@ -1399,7 +1388,7 @@ mod tests {
     }
 
     #[test]
-    fn the_remote_gc_mode_turns_gc_auto_off_and_back_to_the_default() -> Result<()> {
+    fn between_rows_turns_gc_auto_off_and_on_push_leaves_the_default() -> Result<()> {
         let scratch = Scratch::new()?;
         let path = scratch.join("served.git");
         run_git(
@@ -1410,13 +1399,15 @@ mod tests {
             path,
             url: String::new(),
         };
+        let gc_auto = || {
+            run_git(Some(&repo.path), &["config", "--get", "gc.auto"])
+                .ok()
+                .map(|v| String::from_utf8_lossy(&v).trim().to_owned())
+        };
+        set_remote_gc(&repo, RemoteGc::OnPush)?;
+        assert_eq!(gc_auto(), None);
         set_remote_gc(&repo, RemoteGc::BetweenRows)?;
-        assert_eq!(git_config(&repo, "gc.auto").as_deref(), Some("0"));
-        set_remote_gc(&repo, RemoteGc::OnPush)?;
-        assert_eq!(git_config(&repo, "gc.auto"), None);
-        // Already at the default: nothing to unset, and no error.
-        set_remote_gc(&repo, RemoteGc::OnPush)?;
-        assert_eq!(git_config(&repo, "gc.auto"), None);
+        assert_eq!(gc_auto().as_deref(), Some("0"));
         Ok(())
     }
 
