@@ -11,7 +11,7 @@ use tug_clock::{Clock, SystemClock};
 use crate::commit::{CommitMeta, Identity, serialize_commit};
 use crate::error::{ChangeError, GitError};
 use crate::mirror::{Mirror, validate_branch};
-use crate::object::{EMPTY_TREE, ObjectId, ObjectKind};
+use crate::object::{EMPTY_TREE, ObjectId, ObjectKind, commit_tree};
 use crate::pack::{Batch, WrittenPack};
 use crate::reject::PushOutcome;
 use crate::replay::{Applied, Recording};
@@ -146,6 +146,8 @@ pub struct Prepared {
     /// The last commit built (`base` when no change made one).
     head: ObjectId,
     written: Option<WrittenPack>,
+    /// Whether `written` is durable already; otherwise the push makes it so.
+    synced: bool,
     applied: Vec<Option<Applied>>,
     took: Duration,
 }
@@ -178,30 +180,108 @@ pub fn prepare(
     changes: &[&dyn Change],
     opts: &LandOptions,
 ) -> Result<Prepared, GitError> {
-    validate_branch(branch)?;
+    let mut building = Building::new(mirror, branch, base)?;
+    building.add(mirror, changes, opts)?;
+    let prepared = building.finish(mirror)?;
     let started = Instant::now();
-    let mut applied: Vec<Option<Applied>> = changes.iter().map(|_| None).collect();
-    let (results, head, batch) =
-        build_commits(mirror, branch, Some(base), changes, &mut applied, opts)?;
-    let head = head.unwrap_or(base);
-    let written = if head == base {
-        None
-    } else {
-        let written = mirror.store().write_pack(&batch)?;
-        if let Some(pack) = &written {
-            pack.sync()?;
-        }
-        mirror.store().cache_trees(batch.latest_trees());
-        written
-    };
+    if let Some(pack) = &prepared.written {
+        pack.sync()?;
+    }
     Ok(Prepared {
-        base,
-        results,
-        head,
-        written,
-        applied,
-        took: started.elapsed(),
+        synced: true,
+        took: prepared.took + started.elapsed(),
+        ..prepared
     })
+}
+
+/// A batch built in parts, each on top of the one before, while its changes come in: the
+/// requests of a closed loop's callers arrive over tens of milliseconds, and what arrived first
+/// is built while the rest are on their way. The parts share one set of objects in memory, so
+/// the batch becomes one pack and goes in one push.
+pub struct Building {
+    branch: String,
+    base: ObjectId,
+    /// The last commit built (`base` when no change made one).
+    head: ObjectId,
+    batch: Batch,
+    results: Vec<LandResult>,
+    applied: Vec<Option<Applied>>,
+    took: Duration,
+}
+
+impl Building {
+    /// Starts a batch on `base`, a commit in the mirror (see [`prepare`]).
+    pub fn new(mirror: &Mirror, branch: &str, base: ObjectId) -> Result<Self, GitError> {
+        validate_branch(branch)?;
+        // Read now, so that a base the mirror lacks fails here, not in the first part.
+        mirror.store().tree_of_commit(base)?;
+        Ok(Self {
+            branch: branch.to_owned(),
+            base,
+            head: base,
+            batch: Batch::new(),
+            results: Vec::new(),
+            applied: Vec::new(),
+            took: Duration::ZERO,
+        })
+    }
+
+    /// How many changes the batch holds so far.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
+    /// Builds one commit per change on top of what the batch holds. A change that fails or
+    /// finds nothing to do is a result like in [`land`]; an error of the mirror ends the batch.
+    pub fn add(
+        &mut self,
+        mirror: &Mirror,
+        changes: &[&dyn Change],
+        opts: &LandOptions,
+    ) -> Result<(), GitError> {
+        let started = Instant::now();
+        let mut applied: Vec<Option<Applied>> = changes.iter().map(|_| None).collect();
+        let (results, head) = build_commits_into(
+            &self.batch,
+            mirror,
+            &self.branch,
+            Some(self.head),
+            changes,
+            &mut applied,
+            opts,
+        )?;
+        self.head = head.unwrap_or(self.head);
+        self.results.extend(results);
+        self.applied.extend(applied);
+        self.took += started.elapsed();
+        Ok(())
+    }
+
+    /// Writes the batch's objects into the mirror as one pack, for [`land_prepared`] with all
+    /// the changes added, in order. The pack is made durable while it is pushed.
+    pub fn finish(self, mirror: &Mirror) -> Result<Prepared, GitError> {
+        let started = Instant::now();
+        let written = if self.head == self.base {
+            None
+        } else {
+            let written = mirror.store().write_pack(&self.batch)?;
+            mirror.store().cache_trees(self.batch.latest_trees());
+            written
+        };
+        Ok(Prepared {
+            base: self.base,
+            results: self.results,
+            head: self.head,
+            written,
+            synced: false,
+            applied: self.applied,
+            took: self.took + started.elapsed(),
+        })
+    }
 }
 
 /// [`land`], starting from `prepared` when it was built on the branch's tip (see
@@ -308,6 +388,11 @@ fn land_parts(
             report.apply_time += p.took;
             applied = p.applied;
             let new_tip = p.head;
+            let syncing = p
+                .written
+                .clone()
+                .filter(|_| !p.synced)
+                .map(|pack| std::thread::spawn(move || pack.sync()));
             match push_attempt(
                 mirror,
                 branch,
@@ -319,6 +404,7 @@ fn land_parts(
                 part.len(),
             )? {
                 PushOutcome::Accepted => {
+                    settle_sync(branch, syncing);
                     report.results.extend(p.results);
                     report.tip = Some(new_tip);
                     report.pushed = true;
@@ -327,6 +413,9 @@ fn land_parts(
                     return Ok(());
                 }
                 PushOutcome::Moved(reason) => {
+                    if let Some(syncing) = syncing {
+                        let _ = syncing.join();
+                    }
                     remove_unused_pack(branch, p.written.as_ref());
                     tracing::debug!(
                         branch,
@@ -393,18 +482,7 @@ fn land_parts(
         let push_time = report.push_time - pushed_at;
         match outcome {
             PushOutcome::Accepted => {
-                // The remote has the commits now: whatever happens to the local copy, the
-                // batch landed. A mirror is a cache (it is fetched again when in doubt), so a
-                // pack that cannot be made durable is logged, not turned into failed requests.
-                match syncing.map(std::thread::JoinHandle::join) {
-                    Some(Ok(Err(error))) => {
-                        tracing::warn!(branch, %error, "the pushed batch's local pack is not durable");
-                    }
-                    Some(Err(_)) => {
-                        tracing::warn!(branch, "syncing the pushed batch's local pack panicked");
-                    }
-                    Some(Ok(Ok(()))) | None => {}
-                }
+                settle_sync(branch, syncing);
                 report.results.extend(results);
                 report.tip = Some(new_tip);
                 report.pushed = true;
@@ -458,6 +536,21 @@ fn land_parts(
                 fetched = true;
             }
         }
+    }
+}
+
+/// Waits for the pack of a landed push to be durable. The remote has the commits now: whatever
+/// happens to the local copy, the batch landed. A mirror is a cache (it is fetched again when in
+/// doubt), so a pack that cannot be made durable is logged, not turned into failed requests.
+fn settle_sync(branch: &str, syncing: Option<std::thread::JoinHandle<Result<(), GitError>>>) {
+    match syncing.map(std::thread::JoinHandle::join) {
+        Some(Ok(Err(error))) => {
+            tracing::warn!(branch, %error, "the pushed batch's local pack is not durable");
+        }
+        Some(Err(_)) => {
+            tracing::warn!(branch, "syncing the pushed batch's local pack panicked");
+        }
+        Some(Ok(Ok(()))) | None => {}
     }
 }
 
@@ -565,11 +658,29 @@ fn build_commits(
     applied: &mut [Option<Applied>],
     opts: &LandOptions,
 ) -> Result<(Vec<LandResult>, Option<ObjectId>, Batch), GitError> {
-    let store = mirror.store();
     let batch = Batch::new();
+    let (results, head) = build_commits_into(&batch, mirror, branch, tip, changes, applied, opts)?;
+    Ok((results, head, batch))
+}
+
+/// [`build_commits`] into `batch`, which may hold the commits of an earlier part of the same
+/// batch: `tip` may be one of them.
+fn build_commits_into(
+    batch: &Batch,
+    mirror: &Mirror,
+    branch: &str,
+    tip: Option<ObjectId>,
+    changes: &[&dyn Change],
+    applied: &mut [Option<Applied>],
+    opts: &LandOptions,
+) -> Result<(Vec<LandResult>, Option<ObjectId>), GitError> {
+    let store = mirror.store();
     let mut head = tip;
     let mut tree = match tip {
-        Some(commit) => store.tree_of_commit(commit)?,
+        Some(commit) => commit_tree(
+            commit,
+            &ObjectView::with_batch(store, batch).read_kind(commit, ObjectKind::Commit)?,
+        )?,
         None => ObjectId::from_hex(EMPTY_TREE).ok_or_else(|| GitError::Command {
             op: "empty tree",
             status: "invalid constant".to_owned(),
@@ -578,10 +689,10 @@ fn build_commits(
     };
     let signer = opts.signer.as_ref().map(Signer::load).transpose()?;
     let ahead = match tip {
-        Some(_) => read_ahead(store, tree, changes, applied),
+        Some(_) => read_ahead(store, batch, tree, changes, applied),
         None => ReadAhead::default(),
     };
-    let objects = ObjectView::with_batch(store, &batch).with_ahead(&ahead);
+    let objects = ObjectView::with_batch(store, batch).with_ahead(&ahead);
     let mut results = Vec::with_capacity(changes.len());
     for (change, memo) in changes.iter().zip(applied.iter_mut()) {
         let meta = change.commit_meta();
@@ -595,7 +706,7 @@ fn build_commits(
                 writes
             }
         };
-        let new_tree = writes.and_then(|writes| apply_writes(objects, &batch, tree, &writes));
+        let new_tree = writes.and_then(|writes| apply_writes(objects, batch, tree, &writes));
         let new_tree = match new_tree {
             Ok(new_tree) => new_tree,
             Err(ChangeError::Git(e)) => return Err(e),
@@ -644,7 +755,7 @@ fn build_commits(
         tree = new_tree;
         results.push(LandResult::Committed { commit: oid });
     }
-    Ok((results, head, batch))
+    Ok((results, head))
 }
 
 /// Probing rounds before a batch is built: a change reading a file some directories deep needs
@@ -660,6 +771,7 @@ const READ_AHEAD_ROUNDS: usize = 6;
 /// outcome: a change left missing something is applied as before, reading what it needs.
 fn read_ahead(
     store: &ObjectStore,
+    batch: &Batch,
     root: ObjectId,
     changes: &[&dyn Change],
     applied: &mut [Option<Applied>],
@@ -672,7 +784,7 @@ fn read_ahead(
     for _ in 0..READ_AHEAD_ROUNDS {
         let mut missing = Vec::new();
         for i in pending {
-            let view = TreeView::new(ObjectView::probing(store, &ahead), root);
+            let view = TreeView::new(ObjectView::probing(store, &ahead).with_own(batch), root);
             let wanted = ahead.wanted();
             if let Some(memo) = &applied[i] {
                 let same = memo.replay(&view).is_some();

@@ -33,7 +33,7 @@ pub use env::{Auth, CommandObserver};
 pub use error::{ChangeError, GitError};
 pub use history::{History, HistoryCommit};
 pub use land::{
-    Change, LandOptions, LandReport, LandResult, Prepared, land, land_prepared, prepare,
+    Building, Change, LandOptions, LandReport, LandResult, Prepared, land, land_prepared, prepare,
 };
 pub use mirror::{Maintenance, MaintenanceDue, Mirror, MirrorOptions, Remote, check_remote_url};
 pub use object::{EntryKind, ObjectId};

@@ -405,6 +405,14 @@ impl<'a> ObjectView<'a> {
         }
     }
 
+    /// Also the objects of `batch`, not written yet.
+    pub(crate) fn with_own(self, batch: &'a Batch) -> Self {
+        Self {
+            batch: Some(batch),
+            ..self
+        }
+    }
+
     /// What is at hand only: the objects read ahead and the trees in the cache.
     pub(crate) fn probing(store: &'a ObjectStore, ahead: &'a ReadAhead) -> Self {
         Self {

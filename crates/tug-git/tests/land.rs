@@ -884,6 +884,74 @@ fn a_batch_prepared_while_the_one_before_it_pushes_goes_out_as_built_in_one_push
     remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
 }
 
+/// The packs in the mirror under `data`.
+fn packs(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+    mirror_dir(data)
+        .join("objects/pack")
+        .read_dir()
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "pack"))
+        .collect()
+}
+
+#[test]
+fn a_batch_built_in_parts_as_its_changes_arrive_goes_out_as_one_pack_in_one_push() {
+    let remote = manifests();
+    let data = Scratch::new().unwrap();
+    let argv = ArgvLog::default();
+    let mirror = open(data.path(), &remote.file_url(), argv.options());
+    let tip = mirror.branch_tip("main").unwrap().unwrap();
+    let changes = Counted::batch(0, 5);
+    let packs_before = packs(data.path());
+
+    // Every change edits the same file: the second part reads what the first wrote, which
+    // is not on disk yet.
+    let mut building = tug_git::Building::new(&mirror, "main", tip).unwrap();
+    building
+        .add(&mirror, &refs(&changes[..2]), &options())
+        .unwrap();
+    assert_eq!(packs(data.path()), packs_before, "nothing written per part");
+    building
+        .add(&mirror, &refs(&changes[2..]), &options())
+        .unwrap();
+    assert_eq!(building.len(), 5);
+    let prepared = building.finish(&mirror).unwrap();
+    assert_eq!(prepared.base(), tip);
+    assert_eq!(packs(data.path()).len(), packs_before.len() + 1, "one pack");
+    let pushes = argv.count("push");
+    let applied_before = Counted::applied(&changes);
+    let report =
+        tug_git::land_prepared(&mirror, "main", &refs(&changes), &options(), Some(prepared))
+            .unwrap();
+
+    assert_eq!(report.attempts, 1);
+    assert_eq!(argv.count("push"), pushes + 1, "one push");
+    assert_eq!(
+        Counted::applied(&changes),
+        applied_before,
+        "not applied again"
+    );
+    let commits: Vec<ObjectId> = report.results.iter().map(committed).collect();
+    assert_eq!(remote.tip("main").unwrap(), Some(commits[4].to_hex()));
+    let log = remote.log("main").unwrap();
+    assert_eq!(log[4].parents, vec![tip.to_hex()]);
+    assert_eq!(
+        subjects(&remote, 5),
+        (0..5)
+            .map(|i| format!("set newTag to \"5.0.{i}\""))
+            .collect::<Vec<_>>()
+    );
+    let content =
+        String::from_utf8(remote.read_file("main", KUSTOMIZATION).unwrap().unwrap()).unwrap();
+    assert!(
+        content.contains("newTag: \"5.0.4\"  # release tag"),
+        "{content}"
+    );
+    remote.git(&["fsck", "--strict", "--no-progress"]).unwrap();
+}
+
 #[test]
 fn a_batch_prepared_on_a_commit_that_is_not_the_tip_is_built_again_on_the_tip() {
     let remote = manifests();

@@ -43,6 +43,11 @@ const LINGER: Duration = Duration::from_millis(80);
 /// Each claim is a database transaction; on PostgreSQL one that waits for its commit to be
 /// flushed, so a claim per request would eat the linger by itself.
 const BURST_QUIET: Duration = Duration::from_millis(4);
+/// While the callers of a batch come back, the tasks they stored are claimed in parts of this
+/// many and built on the branch's tip while the rest arrive (see [`Gathering`]), rather than
+/// all at once when the burst is over. Each claim is a database transaction: a part must be
+/// large enough that the claims cost less than the build they take off the cycle.
+const GATHER_PART: usize = 64;
 /// A transient failure (remote down) is retried this many times before the task fails.
 const MAX_ATTEMPTS: u32 = 30;
 /// How far back a writer looks for commits of a task that may have landed before a crash.
@@ -262,6 +267,7 @@ impl Writers {
                 Some(_) => self.store.waiting(&branch).await.unwrap_or(1),
                 None => 1,
             };
+            let mut gathered: Option<Gathering> = None;
             let mut tasks = if waiting == 0 {
                 Vec::new()
             } else {
@@ -281,6 +287,17 @@ impl Writers {
                 // claim above): a batch that was short because some callers came back late
                 // must not stay short, the latecomers taking the places of the next callers.
                 let target = (tasks.len() + landed).min(batch);
+                // What is claimed is built while the rest come back.
+                let mut gathering = None;
+                if tasks.len() < target {
+                    gathering = self.start_gathering(&branch).await;
+                    if let Some(g) = &mut gathering
+                        && !g.add(&branch, &tasks)
+                        && let Some(g) = gathering.take()
+                    {
+                        g.give_up(&branch.branch).await;
+                    }
+                }
                 // They come back once they have their results: the moment starts when those
                 // are recorded. A batch already full lands without waiting for that.
                 if tasks.len() < target
@@ -296,11 +313,15 @@ impl Writers {
                         () = shutdown.wait() => break,
                     }
                     // Every caller awaited is stored (one task short, the request just announced
-                    // completes the batch): claim at once. Otherwise let the burst finish first.
+                    // completes the batch): claim at once. Otherwise let the burst finish first,
+                    // unless a part's worth is there to build while the rest arrive.
                     // The count knows only this replica's requests; another's wait for the quiet.
                     if target - tasks.len() > 1 {
                         loop {
-                            if wakeup.stored_since_claim() >= target - tasks.len() {
+                            let stored = wakeup.stored_since_claim();
+                            if stored >= target - tasks.len()
+                                || (gathering.is_some() && stored >= GATHER_PART)
+                            {
                                 break;
                             }
                             let quiet = (tokio::time::Instant::now() + BURST_QUIET).min(deadline);
@@ -318,24 +339,37 @@ impl Writers {
                         .claim(&branch, &self.owner, batch - tasks.len())
                         .await
                     {
-                        Ok(more) => tasks.extend(more),
+                        Ok(more) => {
+                            if let Some(g) = &mut gathering
+                                && !g.add(&branch, &more)
+                                && let Some(g) = gathering.take()
+                            {
+                                g.give_up(&branch.branch).await;
+                            }
+                            tasks.extend(more);
+                        }
                         Err(e) => {
                             warn!(repository = %branch.repository, branch = %branch.branch, error = %e, "cannot claim tasks");
                             break;
                         }
                     }
                 }
+                gathered = gathering;
             }
             if !tasks.is_empty() {
                 let landed = tasks.len();
-                if !self
-                    .land_leased(&branch, Ahead::plain(tasks), &mut flight)
-                    .await
-                {
+                let next = match gathered.take() {
+                    Some(g) => g.into_batch(tasks),
+                    None => Ahead::plain(tasks),
+                };
+                if !self.land_leased(&branch, next, &mut flight).await {
                     break;
                 }
                 just_landed = Some((Instant::now(), landed));
                 continue;
+            }
+            if let Some(g) = gathered.take() {
+                g.give_up(&branch.branch).await;
             }
             if waiting == 0 {
                 // Nobody came back within the linger: look again the usual way (a claim), not
@@ -487,6 +521,74 @@ impl Writers {
         held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// How `repo`'s batches are committed.
+    fn land_options(&self, repo: &RepositoryConfig) -> LandOptions {
+        let mut opts = LandOptions::new(Identity::new(
+            self.config.commit.committer_name.clone(),
+            self.config.commit.committer_email.clone(),
+        ));
+        opts.allow_empty = false;
+        opts.signer = repo
+            .signing
+            .as_ref()
+            .and_then(SigningConfig::signer)
+            .map(|(signer, _)| signer);
+        opts
+    }
+
+    /// Starts building the next batch on the branch's tip while its tasks are still being
+    /// claimed (see [`Gathering`]). None when the repository's mirror is not open or the branch
+    /// has no tip in it: the batch is built the usual way when it lands.
+    async fn start_gathering(&self, branch: &BranchKey) -> Option<Gathering> {
+        let repo = self.config.repository(&branch.repository)?;
+        let mirror = self.mirrors.lock().await.get(&branch.repository).cloned()?;
+        let base = mirror.branch_tip(&branch.branch).ok().flatten()?;
+        let opts = self.land_options(repo);
+        let (parts, arriving) = std::sync::mpsc::channel::<Vec<TracedChange>>();
+        let name = branch.branch.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let mut changes: Vec<TracedChange> = Vec::new();
+            let mut building = tug_git::Building::new(&mirror, &name, base);
+            let (mut took, mut parts, mut last) = (Duration::ZERO, 0, Duration::ZERO);
+            while let Ok(part) = arriving.recv() {
+                parts += 1;
+                let started = Instant::now();
+                let from = changes.len();
+                changes.extend(part);
+                let refs: Vec<&dyn tug_git::Change> = changes[from..]
+                    .iter()
+                    .map(|c| c as &dyn tug_git::Change)
+                    .collect();
+                let added = match &mut building {
+                    Ok(batch) => batch.add(&mirror, &refs, &opts),
+                    Err(_) => Ok(()),
+                };
+                drop(refs);
+                if let Err(e) = added {
+                    building = Err(e);
+                }
+                last = started.elapsed();
+                took += last;
+            }
+            let started = Instant::now();
+            let prepared = building.and_then(|batch| batch.finish(&mirror));
+            let finished = started.elapsed();
+            debug!(
+                tasks = changes.len(),
+                parts,
+                last_part_ms = last.as_millis() as u64,
+                finish_ms = finished.as_millis() as u64,
+                "built a batch while its requests arrived"
+            );
+            (changes, prepared, took + finished)
+        });
+        Some(Gathering {
+            parts,
+            built,
+            spans: HashMap::new(),
+        })
+    }
+
     fn batch_max(&self) -> usize {
         usize::try_from(self.config.limits.batch_max)
             .unwrap_or(64)
@@ -565,15 +667,7 @@ impl Writers {
             }
         };
         let spans = task_spans(branch, &tasks);
-        let changes: Option<Vec<TracedChange>> = tasks
-            .iter()
-            .map(|t| {
-                let change = serde_json::from_value::<TaskChange>(t.payload.clone()).ok()?;
-                (t.attempts <= 1)
-                    .then(|| TracedChange::new(change.for_request(t.job_id.clone()), t, &spans))
-            })
-            .collect();
-        let prepared = changes.map(|changes| {
+        let prepared = changes_to_build(&tasks, &spans).map(|changes| {
             let (m, b, mut opts) = (mirror.clone(), branch.branch.clone(), opts.clone());
             opts.on_push = None;
             tokio::task::spawn_blocking(move || {
@@ -697,20 +791,12 @@ impl Writers {
         }
 
         if !work.is_empty() {
-            let mut opts = LandOptions::new(Identity::new(
-                self.config.commit.committer_name.clone(),
-                self.config.commit.committer_email.clone(),
-            ));
-            opts.allow_empty = false;
-            opts.signer = repo
-                .signing
-                .as_ref()
-                .and_then(SigningConfig::signer)
-                .map(|(signer, _)| signer);
+            let mut opts = self.land_options(&repo);
             opts.may_push = Some(Arc::new(move || {
                 held.load(std::sync::atomic::Ordering::SeqCst)
             }));
             // Built while the batch before was pushed, from the same tasks in the same order.
+            let waiting_for_build = Instant::now();
             let built = match prepared {
                 Some(preparing) => match preparing.await {
                     Ok((changes, Ok(prepared), took)) if changes.len() == work.len() => {
@@ -734,6 +820,7 @@ impl Writers {
                 None => None,
             };
             let built_ahead = built.is_some();
+            let ahead_wait = waiting_for_build.elapsed();
             let (changes, prepared) = match built {
                 Some((changes, prepared)) => (changes, Some(prepared)),
                 None => (
@@ -879,6 +966,7 @@ impl Writers {
                         apply: report.apply_time,
                         push: report.push_time,
                         land: landing.elapsed(),
+                        ahead_wait,
                     });
                     if let Some(e) = report.deferred {
                         deferred = Some((
@@ -1051,6 +1139,72 @@ type Preparing = tokio::task::JoinHandle<(
     Result<tug_git::Prepared, tug_git::GitError>,
     Duration,
 )>;
+
+/// The changes of `tasks`, to be built before their batch lands. None when one of them was
+/// claimed before (its writer died: it may have landed, which its batch looks up first) or
+/// cannot be read (it fails in its batch): those take the usual way.
+fn changes_to_build(
+    tasks: &[Task],
+    spans: &HashMap<TaskId, tracing::Span>,
+) -> Option<Vec<TracedChange>> {
+    tasks
+        .iter()
+        .map(|t| {
+            let change = serde_json::from_value::<TaskChange>(t.payload.clone()).ok()?;
+            (t.attempts <= 1)
+                .then(|| TracedChange::new(change.for_request(t.job_id.clone()), t, spans))
+        })
+        .collect()
+}
+
+/// A batch being claimed in parts while the callers of the batch before come back, and built
+/// part by part on the branch's tip as they are claimed: what arrived first is built while
+/// the rest are on their way, and only the last part is built once all are in. Every task
+/// claimed goes in, in the order claimed, or the whole batch is given up and built when it
+/// lands.
+struct Gathering {
+    parts: std::sync::mpsc::Sender<Vec<TracedChange>>,
+    built: Preparing,
+    spans: HashMap<TaskId, tracing::Span>,
+}
+
+impl Gathering {
+    /// Adds the next part; false when it cannot be built ahead (see [`changes_to_build`]).
+    fn add(&mut self, branch: &BranchKey, tasks: &[Task]) -> bool {
+        if tasks.is_empty() {
+            return true;
+        }
+        let spans = task_spans(branch, tasks);
+        let Some(changes) = changes_to_build(tasks, &spans) else {
+            return false;
+        };
+        self.spans.extend(spans);
+        self.parts.send(changes).is_ok()
+    }
+
+    /// The batch of `tasks`, all of them added, in order, built as they came.
+    fn into_batch(self, tasks: Vec<Task>) -> Ahead {
+        let Gathering {
+            parts,
+            built,
+            spans,
+        } = self;
+        drop(parts);
+        Ahead {
+            tasks,
+            spans: Some(spans),
+            prepared: Some(built),
+        }
+    }
+
+    /// Lets go of what was built. The build writes into the mirror that the batch's land
+    /// reads: it ends first.
+    async fn give_up(self, branch: &str) {
+        let Gathering { parts, built, .. } = self;
+        drop(parts);
+        discard_built(built, branch).await;
+    }
+}
 
 /// Lets go of a batch built ahead that will not land as built, with its pack. The build writes
 /// into the mirror that later lands read: it finishes first.
@@ -1234,6 +1388,7 @@ impl Landed {
             apply_ms = self.apply.as_millis() as u64,
             push_ms = self.push.as_millis() as u64,
             land_ms = self.land.as_millis() as u64,
+            ahead_wait_ms = self.ahead_wait.as_millis() as u64,
             record_ms = recording.elapsed().as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "landed batch"
@@ -1475,6 +1630,9 @@ struct Landed {
     push: Duration,
     /// The whole landing: the above, and what lies between them.
     land: Duration,
+    /// How long the landing waited for the batch to finish being built ahead: the part of its
+    /// build that the push before it, or its callers' return, did not hide.
+    ahead_wait: Duration,
 }
 
 /// A task's change as the write path applies it: each application (one per push attempt) is

@@ -57,6 +57,11 @@ struct Fixture {
 }
 
 fn start() -> Fixture {
+    start_with("")
+}
+
+/// A server whose configuration also holds `extra` (top-level YAML keys).
+fn start_with(extra: &str) -> Fixture {
     let mut services = vec!["my-app".to_owned()];
     services.extend((0..CONCURRENT).map(|i| format!("svc-{i:02}")));
     let names: Vec<&str> = services.iter().map(String::as_str).collect();
@@ -80,7 +85,7 @@ auth:
     - name: ci
       sha256: "{sha}"
       repositories: ["platform"]
-"#,
+{extra}"#,
         sha = token_sha256(TOKEN),
     );
     let server = TugServer::start_with_env(tug_binary(), &config, &[("GIT_PASS", GIT_PASSWORD)])
@@ -117,6 +122,90 @@ fn the_same_idempotency_key_gives_one_job_and_one_commit() {
 #[test]
 fn concurrent_requests_share_pushes() {
     concurrent_requests_on_one_branch_share_pushes(&start());
+}
+
+#[test]
+fn callers_coming_back_have_their_requests_built_as_they_arrive_and_land_in_order() {
+    const CALLERS: usize = 16;
+    const ROUNDS: usize = 4;
+    let f = start_with("log:\n  level: info,tug_service::writer=debug\n");
+    let before_commits = f.repo.commit_count("main").unwrap();
+    // A closed loop: each caller sends its next request once its last one has landed, so
+    // after the first round the writer waits for the callers of the batch it just landed.
+    std::thread::scope(|scope| {
+        for i in 0..CALLERS {
+            let f = &f;
+            scope.spawn(move || {
+                for round in 1..=ROUNDS {
+                    let service = format!("svc-{i:02}");
+                    let request = body(&image_deploy(&f.url, &service, &format!("v9.{round}.0")));
+                    let (status, lines) =
+                        f.server.post_deploy(&request, Some(TOKEN), None).unwrap();
+                    assert_eq!(status, 200, "{lines:?}");
+                    assert_eq!(final_result(&lines)["status"], "succeeded", "{lines:?}");
+                }
+            });
+        }
+    });
+    assert_eq!(
+        f.repo.commit_count("main").unwrap(),
+        before_commits + CALLERS * ROUNDS,
+        "one commit per request"
+    );
+    let merges = f
+        .repo
+        .git(&["rev-list", "--min-parents=2", "main"])
+        .unwrap();
+    assert!(merges.is_empty(), "history is linear");
+    for i in 0..CALLERS {
+        let file = f
+            .repo
+            .read_file("main", &format!("apps/svc-{i:02}/dev/kustomization.yaml"))
+            .unwrap()
+            .unwrap();
+        let file = String::from_utf8(file).unwrap();
+        assert!(
+            file.contains(&format!("newTag: v9.{ROUNDS}.0")),
+            "svc-{i:02}: {file}"
+        );
+    }
+    // Each caller's requests landed in the order it sent them.
+    let subjects = String::from_utf8(
+        f.repo
+            .git(&["log", "--reverse", "--format=%s", "main"])
+            .unwrap(),
+    )
+    .unwrap();
+    for i in 0..CALLERS {
+        let service = format!("svc-{i:02}");
+        let tags: Vec<&str> = subjects
+            .lines()
+            .filter(|s| s.starts_with(&format!("deploy {service} ")))
+            .collect();
+        assert_eq!(tags.len(), ROUNDS, "{service}: {tags:?}\n{subjects}");
+        let sent: Vec<String> = (1..=ROUNDS)
+            .map(|round| format!("deploy {service} v9.{round}.0"))
+            .collect();
+        assert_eq!(tags, sent, "{service}");
+    }
+    // The batches after the first were built on the branch's tip while their callers came
+    // back, and landed as built.
+    let logs = f.server.logs();
+    let gathered: Vec<usize> = logs
+        .lines()
+        .filter(|l| l.contains("built a batch while its requests arrived"))
+        .filter_map(|l| l.split(" tasks=").nth(1))
+        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .filter(|&tasks| tasks > 0)
+        .collect();
+    assert!(
+        !gathered.is_empty(),
+        "no batch built while its callers came back:\n{logs}"
+    );
+    assert!(
+        logs.lines().filter(|l| l.contains("landed batch")).count() < CALLERS * ROUNDS,
+        "requests shared pushes"
+    );
 }
 
 #[test]
