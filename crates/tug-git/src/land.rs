@@ -245,7 +245,7 @@ impl Building {
     ) -> Result<(), GitError> {
         let started = Instant::now();
         let mut applied: Vec<Option<Applied>> = changes.iter().map(|_| None).collect();
-        let (results, head) = build_commits_into(
+        let (results, head) = build_commits(
             &self.batch,
             mirror,
             &self.branch,
@@ -379,7 +379,17 @@ fn land_parts(
         let (part_changes, part_applied) = (&changes[part.clone()], &mut applied[part.clone()]);
         let mut build = |tip, report: &mut LandReport| {
             let started = Instant::now();
-            let built = build_commits(mirror, branch, tip, part_changes, part_applied, opts);
+            let batch = Batch::new();
+            let built = build_commits(
+                &batch,
+                mirror,
+                branch,
+                tip,
+                part_changes,
+                part_applied,
+                opts,
+            )
+            .map(|(results, head)| (results, head, batch));
             report.apply_time += started.elapsed();
             built
         };
@@ -648,24 +658,10 @@ fn backoff(opts: &LandOptions, attempt: u32) -> Duration {
     Duration::from_micros(rand::rng().random_range(micros / 2..=micros))
 }
 
-/// Builds one commit per change on top of `tip`; returns the results, the last commit and the
-/// objects created, which are not on disk yet.
+/// Builds one commit per change on top of `tip` into `batch`, which may hold the commits of an
+/// earlier part of the same batch (`tip` may be one of them); returns the results and the last
+/// commit. The objects created are not on disk yet.
 fn build_commits(
-    mirror: &Mirror,
-    branch: &str,
-    tip: Option<ObjectId>,
-    changes: &[&dyn Change],
-    applied: &mut [Option<Applied>],
-    opts: &LandOptions,
-) -> Result<(Vec<LandResult>, Option<ObjectId>, Batch), GitError> {
-    let batch = Batch::new();
-    let (results, head) = build_commits_into(&batch, mirror, branch, tip, changes, applied, opts)?;
-    Ok((results, head, batch))
-}
-
-/// [`build_commits`] into `batch`, which may hold the commits of an earlier part of the same
-/// batch: `tip` may be one of them.
-fn build_commits_into(
     batch: &Batch,
     mirror: &Mirror,
     branch: &str,

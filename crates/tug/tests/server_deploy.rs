@@ -98,6 +98,20 @@ auth:
     }
 }
 
+/// `main` gained one commit per request, `requests` of them since `before` commits, and no merge.
+fn one_commit_each_in_a_line(f: &Fixture, before: usize, requests: usize) {
+    assert_eq!(
+        f.repo.commit_count("main").unwrap(),
+        before + requests,
+        "one commit per request"
+    );
+    let merges = f
+        .repo
+        .git(&["rev-list", "--min-parents=2", "main"])
+        .unwrap();
+    assert!(merges.is_empty(), "history is linear");
+}
+
 fn final_result(lines: &[Value]) -> &Value {
     &lines.last().expect("at least one NDJSON line")["result"]
 }
@@ -147,16 +161,7 @@ fn callers_coming_back_have_their_requests_built_as_they_arrive_and_land_in_orde
             });
         }
     });
-    assert_eq!(
-        f.repo.commit_count("main").unwrap(),
-        before_commits + CALLERS * ROUNDS,
-        "one commit per request"
-    );
-    let merges = f
-        .repo
-        .git(&["rev-list", "--min-parents=2", "main"])
-        .unwrap();
-    assert!(merges.is_empty(), "history is linear");
+    one_commit_each_in_a_line(&f, before_commits, CALLERS * ROUNDS);
     for i in 0..CALLERS {
         let file = f
             .repo
@@ -514,16 +519,7 @@ fn concurrent_requests_on_one_branch_share_pushes(f: &Fixture) {
         ids.insert(result["jobId"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), CONCURRENT);
-    assert_eq!(
-        f.repo.commit_count("main").unwrap(),
-        before_commits + CONCURRENT,
-        "one commit per request"
-    );
-    let merges = f
-        .repo
-        .git(&["rev-list", "--min-parents=2", "main"])
-        .unwrap();
-    assert!(merges.is_empty(), "history is linear");
+    one_commit_each_in_a_line(f, before_commits, CONCURRENT);
     let trailers: BTreeSet<String> = request_trailers(&f.repo)
         .into_iter()
         .take(CONCURRENT)
