@@ -841,10 +841,16 @@ impl Writers {
             let b = branch.branch.clone();
             let batch = tracing::Span::current();
             let landing = Instant::now();
+            // The changes come back with the report: what each one's application found (the
+            // keys it added) is in the changes that were applied, which are the ones built
+            // ahead when the batch was.
             let mut land = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&dyn tug_git::Change> =
                     changes.iter().map(|c| c as &dyn tug_git::Change).collect();
-                batch.in_scope(|| tug_git::land_prepared(&m, &b, &refs, &opts, prepared))
+                let report =
+                    batch.in_scope(|| tug_git::land_prepared(&m, &b, &refs, &opts, prepared));
+                drop(refs);
+                (report, changes)
             });
             let claim_after = pace.claim_after(self.batch_max());
             // The commit being pushed, and when to claim the batch that goes on top of it.
@@ -874,6 +880,10 @@ impl Writers {
             if let Some(previous) = recording.take() {
                 previous.wait().await;
             }
+            let (report, applied) = match report {
+                Ok((report, changes)) => (Ok(report), changes),
+                Err(e) => (Err(e), Vec::new()),
+            };
             match report {
                 Ok(Ok(report)) => {
                     tracing::Span::current().record("attempts", report.attempts);
@@ -905,7 +915,7 @@ impl Writers {
                             "part of the batch landed, the rest goes again"
                         );
                     }
-                    for ((t, change), result) in work.iter().zip(report.results) {
+                    for (i, ((t, change), result)) in work.iter().zip(report.results).enumerate() {
                         let committed = matches!(result, LandResult::Committed { .. });
                         let mut outcome = match result {
                             LandResult::Committed { commit } => {
@@ -954,7 +964,11 @@ impl Writers {
                             }
                         };
                         if committed {
-                            report_created(&mut outcome, &change.created.lines());
+                            let created = applied
+                                .get(i)
+                                .map(|c| c.change.created.lines())
+                                .unwrap_or_default();
+                            report_created(&mut outcome, &created);
                         }
                         outcomes.push(outcome);
                     }
