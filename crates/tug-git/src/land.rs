@@ -180,7 +180,7 @@ pub fn prepare(
     changes: &[&dyn Change],
     opts: &LandOptions,
 ) -> Result<Prepared, GitError> {
-    let mut building = Building::new(mirror, branch, base)?;
+    let mut building = Building::new(branch, base)?;
     building.add(mirror, changes, opts)?;
     let prepared = building.finish(mirror)?;
     let started = Instant::now();
@@ -210,11 +210,10 @@ pub struct Building {
 }
 
 impl Building {
-    /// Starts a batch on `base`, a commit in the mirror (see [`prepare`]).
-    pub fn new(mirror: &Mirror, branch: &str, base: ObjectId) -> Result<Self, GitError> {
+    /// Starts a batch on `base`, a commit in the mirror (see [`prepare`]); a base the mirror
+    /// lacks fails the first part.
+    pub fn new(branch: &str, base: ObjectId) -> Result<Self, GitError> {
         validate_branch(branch)?;
-        // Read now, so that a base the mirror lacks fails here, not in the first part.
-        mirror.store().tree_of_commit(base)?;
         Ok(Self {
             branch: branch.to_owned(),
             base,

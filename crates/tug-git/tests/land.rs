@@ -908,7 +908,7 @@ fn a_batch_built_in_parts_as_its_changes_arrive_goes_out_as_one_pack_in_one_push
 
     // Every change edits the same file: the second part reads what the first wrote, which
     // is not on disk yet.
-    let mut building = tug_git::Building::new(&mirror, "main", tip).unwrap();
+    let mut building = tug_git::Building::new("main", tip).unwrap();
     building
         .add(&mirror, &refs(&changes[..2]), &options())
         .unwrap();

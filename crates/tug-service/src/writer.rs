@@ -548,7 +548,7 @@ impl Writers {
         let name = branch.branch.clone();
         let built = tokio::task::spawn_blocking(move || {
             let mut changes: Vec<TracedChange> = Vec::new();
-            let mut building = tug_git::Building::new(&mirror, &name, base);
+            let mut building = tug_git::Building::new(&name, base);
             let (mut took, mut parts, mut last) = (Duration::ZERO, 0, Duration::ZERO);
             while let Ok(part) = arriving.recv() {
                 parts += 1;
