@@ -8,6 +8,13 @@
 //! with one update command and the batch's pack, which is self-contained (every delta's base is
 //! in it) and holds every object the new commits add to the expected tip.
 //!
+//! When this pusher itself set the ref to the expected tip moments ago (a writer under load
+//! pushes batch after batch), the advertisement is skipped: the capabilities are the last
+//! advertisement's, and the POST goes alone. That saves the remote starting a second
+//! `receive-pack` per push. If the remote refuses that update, the advertisement is asked for
+//! then: a ref that moved answers `[rejected] (stale info)`, as a push that asked first would
+//! have; a refusal of a ref still where this pusher left it stands, without sending again.
+//!
 //! The compare-and-swap is the remote's: the command names the old value and `receive-pack`
 //! updates the ref only if it still holds it. Anything this client does not expect before the
 //! pack is sent — a redirect, an unusual answer, a missing capability, a TLS or credentials
@@ -15,11 +22,12 @@
 //! the rest of tug understands them. After the pack is sent, whether it landed is unknown when
 //! the answer is lost, as with `git push`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::env::GitEnv;
 use crate::error::GitError;
@@ -27,6 +35,10 @@ use crate::object::ObjectId;
 use crate::reject::{PushOutcome, Rejection};
 
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
+
+/// How long a ref this pusher updated is taken to still be where it left it: under a steady
+/// load the next push follows within moments; after a pause, another writer may have pushed.
+const KNOWN_FOR: Duration = Duration::from_secs(10);
 
 /// What the in-process push did.
 pub(crate) enum HttpPush {
@@ -54,6 +66,7 @@ pub(crate) struct HttpPusher {
     /// Set when this remote needs `git push` (TLS it alone can verify, a protocol variant):
     /// asking again on every push would only add a round trip.
     git_only: AtomicBool,
+    known: Mutex<Option<Known>>,
 }
 
 impl HttpPusher {
@@ -67,6 +80,7 @@ impl HttpPusher {
             base: url.trim_end_matches('/').to_owned(),
             client: OnceLock::new(),
             git_only: AtomicBool::new(false),
+            known: Mutex::new(None),
         })
     }
 
@@ -106,43 +120,69 @@ impl HttpPusher {
         env: &GitEnv,
         update: &Update<'_>,
     ) -> Result<Result<PushOutcome, GitError>, Before> {
-        let &Update {
-            refname,
-            new,
-            expected_old,
-            pack,
-            timeout,
-        } = update;
         let client = self.client().map_err(Before::lasting)?;
-        let credentials = env.http_credentials();
-        let with_auth = |request: reqwest::blocking::RequestBuilder| match credentials {
-            Some((username, password)) => request.basic_auth(username, Some(password.expose())),
-            None => request,
+        let Some(offer) = self.known_offer(update) else {
+            let (offer, current) = self.advertise(client, env, update)?;
+            if current != update.expected_old {
+                return Ok(Ok(stale_info()));
+            }
+            return self.send_and_remember(client, env, update, &offer);
         };
+        // The ref most likely still holds what this pusher sent it moments ago: the pack goes
+        // without asking first, and the remote's compare-and-swap still guards the update.
+        let sent = self.send(client, env, update, &offer);
+        match sent {
+            Ok(Ok(PushOutcome::Accepted)) => {
+                self.pushed(update);
+                return sent;
+            }
+            // Whether it landed is unknown: nothing more is sent.
+            Ok(Err(GitError::Unreachable { .. })) => {
+                self.forget(update.refname);
+                return sent;
+            }
+            _ => self.forget(update.refname),
+        }
+        // Refused, or stopped before the pack went: the advertisement tells whether the ref
+        // moved, in the words a push that asked first gets.
+        let (offer, current) = self.advertise(client, env, update)?;
+        if current != update.expected_old {
+            return Ok(Ok(stale_info()));
+        }
+        match sent {
+            // The ref is where this pusher left it: the refusal stands, and is not sent again.
+            Ok(refused) => Ok(refused),
+            Err(_) => self.send_and_remember(client, env, update, &offer),
+        }
+    }
 
-        let response =
-            with_auth(client.get(format!("{}/info/refs?service=git-receive-pack", self.base)))
-                .timeout(timeout)
-                .send()
-                .map_err(|e| {
-                    // A connection problem is git's to report (and retry); a TLS failure is lasting.
-                    let lasting = !(e.is_connect() || e.is_timeout()) || tls_failure(&e);
-                    Before {
-                        reason: format!("advertisement: {e}"),
-                        lasting,
-                    }
-                })?;
+    /// Asks the remote for its refs and capabilities: what a push offers it, and where
+    /// `update`'s ref is.
+    fn advertise(
+        &self,
+        client: &reqwest::blocking::Client,
+        env: &GitEnv,
+        update: &Update<'_>,
+    ) -> Result<(Offer, Option<ObjectId>), Before> {
+        let response = with_credentials(
+            env,
+            client.get(format!("{}/info/refs?service=git-receive-pack", self.base)),
+        )
+        .timeout(update.timeout)
+        .send()
+        .map_err(|e| {
+            // A connection problem is git's to report (and retry); a TLS failure is lasting.
+            let lasting = !(e.is_connect() || e.is_timeout()) || tls_failure(&e);
+            Before {
+                reason: format!("advertisement: {e}"),
+                lasting,
+            }
+        })?;
         expect_answer(&response, "application/x-git-receive-pack-advertisement")?;
         let advertisement = response
             .bytes()
             .map_err(|e| Before::once(format!("advertisement: {e}")))?;
         let advertised = Advertisement::parse(&advertisement).map_err(Before::lasting)?;
-
-        let current = advertised.tip(refname);
-        if current != expected_old {
-            // What `git push --force-with-lease` says in the same case.
-            return Ok(Ok(PushOutcome::Moved("[rejected] (stale info)".to_owned())));
-        }
         for needed in ["report-status", "ofs-delta"] {
             if !advertised.has(needed) {
                 return Err(Before::lasting(format!(
@@ -165,14 +205,52 @@ impl HttpPusher {
             capabilities.push_str(" quiet");
         }
         let _ = write!(capabilities, " agent=tug/{}", env!("CARGO_PKG_VERSION"));
+        let offer = Offer {
+            capabilities,
+            side_band,
+        };
+        Ok((offer, advertised.tip(update.refname)))
+    }
 
+    fn send_and_remember(
+        &self,
+        client: &reqwest::blocking::Client,
+        env: &GitEnv,
+        update: &Update<'_>,
+        offer: &Offer,
+    ) -> Result<Result<PushOutcome, GitError>, Before> {
+        let sent = self.send(client, env, update, offer);
+        match &sent {
+            Ok(Ok(PushOutcome::Accepted)) => {
+                self.remember(offer.clone(), update);
+            }
+            _ => self.forget(update.refname),
+        }
+        sent
+    }
+
+    /// Sends the update command and the pack.
+    fn send(
+        &self,
+        client: &reqwest::blocking::Client,
+        env: &GitEnv,
+        update: &Update<'_>,
+        offer: &Offer,
+    ) -> Result<Result<PushOutcome, GitError>, Before> {
+        let &Update {
+            refname,
+            new,
+            expected_old,
+            pack,
+            timeout,
+        } = update;
         let pack = std::fs::read(pack)
             .map_err(|e| Before::once(format!("cannot read {}: {e}", pack.display())))?;
         let old = expected_old.map_or_else(|| ZERO_ID.to_owned(), |old| old.to_hex());
         let mut body = Vec::with_capacity(pack.len() + 200);
         push_pkt_line(
             &mut body,
-            format!("{old} {new} {refname}\0{capabilities}\n").as_bytes(),
+            format!("{old} {new} {refname}\0{}\n", offer.capabilities).as_bytes(),
         );
         body.extend_from_slice(b"0000");
         body.extend_from_slice(&pack);
@@ -184,16 +262,17 @@ impl HttpPusher {
             url: url.clone(),
             detail: env.redact(&detail),
         };
-        let response = match with_auth(client.post(format!("{}/git-receive-pack", self.base)))
-            .header("Content-Type", "application/x-git-receive-pack-request")
-            .header("Accept", "application/x-git-receive-pack-result")
-            .timeout(timeout)
-            .body(body)
-            .send()
-        {
-            Ok(response) => response,
-            Err(e) => return Ok(Err(unknown(e.to_string()))),
-        };
+        let response =
+            match with_credentials(env, client.post(format!("{}/git-receive-pack", self.base)))
+                .header("Content-Type", "application/x-git-receive-pack-request")
+                .header("Accept", "application/x-git-receive-pack-result")
+                .timeout(timeout)
+                .body(body)
+                .send()
+            {
+                Ok(response) => response,
+                Err(e) => return Ok(Err(unknown(e.to_string()))),
+            };
         let status = response.status();
         if status.is_client_error() {
             // Refused by the HTTP layer (a proxy's body limit, credentials, a disabled
@@ -209,11 +288,77 @@ impl HttpPusher {
             let text = String::from_utf8_lossy(&answer);
             return Ok(Err(unknown(format!("HTTP {status}: {}", text.trim()))));
         }
-        Ok(read_report(&answer, side_band, refname).map_or_else(
+        Ok(read_report(&answer, offer.side_band, refname).map_or_else(
             |detail| Err(unknown(detail)),
             |report| report.outcome(env, &url, refname),
         ))
     }
+
+    /// What to offer when `update` may go without an advertisement: its ref was pushed to
+    /// `expected_old` by this pusher, recently.
+    fn known_offer(&self, update: &Update<'_>) -> Option<Offer> {
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = known.as_ref()?;
+        let &(tip, at) = known.tips.get(update.refname)?;
+        (Some(tip) == update.expected_old && at.elapsed() < KNOWN_FOR).then(|| known.offer.clone())
+    }
+
+    fn remember(&self, offer: Offer, update: &Update<'_>) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = known.get_or_insert_with(|| Known {
+            offer: offer.clone(),
+            tips: HashMap::new(),
+        });
+        known.offer = offer;
+        known
+            .tips
+            .insert(update.refname.to_owned(), (update.new, Instant::now()));
+    }
+
+    fn pushed(&self, update: &Update<'_>) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = known.as_mut() {
+            known
+                .tips
+                .insert(update.refname.to_owned(), (update.new, Instant::now()));
+        }
+    }
+
+    fn forget(&self, refname: &str) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = known.as_mut() {
+            known.tips.remove(refname);
+        }
+    }
+}
+
+/// What `git push --force-with-lease` says when the ref is not at the expected value.
+fn stale_info() -> PushOutcome {
+    PushOutcome::Moved("[rejected] (stale info)".to_owned())
+}
+
+fn with_credentials(
+    env: &GitEnv,
+    request: reqwest::blocking::RequestBuilder,
+) -> reqwest::blocking::RequestBuilder {
+    match env.http_credentials() {
+        Some((username, password)) => request.basic_auth(username, Some(password.expose())),
+        None => request,
+    }
+}
+
+/// The capabilities a push asks the remote for, from its advertisement.
+#[derive(Clone)]
+struct Offer {
+    capabilities: String,
+    side_band: bool,
+}
+
+/// What the last advertisement and the pushes since told of the remote.
+struct Known {
+    offer: Offer,
+    /// Per ref, what this pusher last set it to, and when.
+    tips: HashMap<String, (ObjectId, Instant)>,
 }
 
 /// Why the in-process push stopped before sending anything; `lasting` when the next push would

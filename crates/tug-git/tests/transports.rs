@@ -343,6 +343,95 @@ fn a_push_refused_by_a_hook_over_smart_http_carries_the_hooks_words() {
     assert_eq!(observed.count("push"), 0);
 }
 
+/// The requests of pushes the server answered, oldest first: `ask` for an advertisement,
+/// `send` for a pack.
+fn pushes_seen(http: &SmartHttp) -> Vec<&'static str> {
+    http.requests()
+        .unwrap()
+        .iter()
+        .filter_map(|line| {
+            if line.starts_with("GET ") && line.contains("service=git-receive-pack") {
+                Some("ask")
+            } else if line.starts_with("POST ") && line.contains("/git-receive-pack ") {
+                Some("send")
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn land_one(mirror: &Mirror, tag: &str, id: &str) -> tug_git::LandReport {
+    let change = SetLine::new(KUSTOMIZATION, "newTag", tag, id);
+    land(mirror, "main", &[&change], &options()).unwrap()
+}
+
+#[test]
+fn a_push_right_after_its_own_sends_the_pack_without_asking_for_the_refs() {
+    let (remote, http, _data, observed, mirror) = mirror_over_smart_http();
+    land_twice(&mirror, &remote);
+    land_one(&mirror, "\"7.0.2\"", "req-third");
+
+    assert_eq!(pushes_seen(&http), ["ask", "send", "send", "send"]);
+    assert_eq!(remote.log("main").unwrap().len(), 4);
+    assert_eq!(observed.count("push"), 0);
+}
+
+#[test]
+fn a_ref_moved_by_another_pusher_between_two_pushes_is_found_and_the_batch_reapplied() {
+    let (remote, http, _data, _observed, mirror) = mirror_over_smart_http();
+    land_one(&mirror, "\"7.0.0\"", "req-first");
+    let human = remote
+        .human_commit("main", "NOTES.md", |_| b"by hand\n".to_vec(), "notes")
+        .unwrap();
+
+    let report = land_one(&mirror, "\"7.0.1\"", "req-second");
+
+    assert_eq!(report.attempts, 2, "the first push found the ref moved");
+    let LandResult::Committed { commit } = report.results[0] else {
+        panic!("{:?}", report.results)
+    };
+    let log = remote.log("main").unwrap();
+    assert_eq!(log[0].commit, commit.to_hex());
+    assert_eq!(
+        log[0].parents,
+        vec![human],
+        "re-applied on the other commit"
+    );
+    // The pack went unasked and was refused; asking then showed the ref had moved.
+    assert_eq!(
+        pushes_seen(&http),
+        ["ask", "send", "send", "ask", "ask", "send"]
+    );
+}
+
+#[test]
+fn a_refusal_of_a_push_sent_unasked_stands_when_the_ref_has_not_moved() {
+    let (remote, http, _data, observed, mirror) = mirror_over_smart_http();
+    land_one(&mirror, "\"7.0.0\"", "req-first");
+    let hook = remote.path().join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat >/dev/null\necho 'main is frozen until Monday' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = remote.tip("main").unwrap();
+
+    let change = SetLine::new(KUSTOMIZATION, "newTag", "\"9.0.0\"", "req-frozen");
+    let error = land(&mirror, "main", &[&change], &options()).unwrap_err();
+
+    assert!(matches!(error, GitError::PushRejected { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("main is frozen until Monday"),
+        "{error}"
+    );
+    assert_eq!(remote.tip("main").unwrap(), before);
+    // Asked after the refusal, not sent twice.
+    assert_eq!(pushes_seen(&http), ["ask", "send", "send", "ask"]);
+    assert_eq!(observed.count("push"), 0);
+}
+
 #[test]
 fn a_push_that_loses_a_race_is_reapplied_over_ssh() {
     let remote = manifests();

@@ -191,7 +191,8 @@ pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
 events {{ worker_connections 64; }}
 http {{
-  access_log off;
+  log_format requests '$request_method $request_uri $status';
+  access_log {dir}/access.log requests;
   client_body_temp_path {dir}/body;
   fastcgi_temp_path {dir}/fastcgi;
   proxy_temp_path {dir}/proxy;
@@ -287,6 +288,16 @@ http {{
     /// The directory holding the server's configuration and logs.
     pub fn dir(&self) -> &Path {
         self.scratch.path()
+    }
+
+    /// Every request answered so far, one `METHOD URI STATUS` line each, oldest first.
+    pub fn requests(&self) -> Result<Vec<String>> {
+        let log = self.scratch.path().join("access.log");
+        match fs::read_to_string(&log) {
+            Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io("read", &log, e)),
+        }
     }
 }
 
