@@ -317,9 +317,8 @@ fn a_push_that_loses_a_race_is_reapplied_over_smart_http() {
     assert_eq!(observed.count("push"), 0);
 }
 
-#[test]
-fn a_push_refused_by_a_hook_over_smart_http_carries_the_hooks_words() {
-    let (remote, _http, _data, observed, mirror) = mirror_over_smart_http();
+/// Makes the remote's `pre-receive` hook refuse every push, saying why.
+fn freeze_main(remote: &BareRepo) {
     let hook = remote.path().join("hooks/pre-receive");
     std::fs::write(
         &hook,
@@ -327,6 +326,12 @@ fn a_push_refused_by_a_hook_over_smart_http_carries_the_hooks_words() {
     )
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_push_refused_by_a_hook_over_smart_http_carries_the_hooks_words() {
+    let (remote, _http, _data, observed, mirror) = mirror_over_smart_http();
+    freeze_main(&remote);
     let before = remote.tip("main").unwrap();
 
     let change = SetLine::new(KUSTOMIZATION, "newTag", "\"9.0.0\"", "req-frozen");
@@ -409,13 +414,7 @@ fn a_ref_moved_by_another_pusher_between_two_pushes_is_found_and_the_batch_reapp
 fn a_refusal_of_a_push_sent_unasked_stands_when_the_ref_has_not_moved() {
     let (remote, http, _data, observed, mirror) = mirror_over_smart_http();
     land_one(&mirror, "\"7.0.0\"", "req-first");
-    let hook = remote.path().join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\ncat >/dev/null\necho 'main is frozen until Monday' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    freeze_main(&remote);
     let before = remote.tip("main").unwrap();
 
     let change = SetLine::new(KUSTOMIZATION, "newTag", "\"9.0.0\"", "req-frozen");
