@@ -845,6 +845,16 @@ fn prepare_commits(
     let src = path_str(src)?;
     let dest_str = path_str(dest)?;
     run_git(None, &["clone", "--bare", "--quiet", src, dest_str])?;
+    // Dated after the tip: git's walks from the new commits to what the remote has stop at
+    // the first commit older than those they started from, so commits dated before a grown
+    // remote's history (tug's, dated now) would have every push walk all of it.
+    let tip_time = String::from_utf8_lossy(&run_git(
+        None,
+        &["--git-dir", dest_str, "log", "-1", "--format=%ct", BRANCH],
+    )?)
+    .trim()
+    .parse::<u64>()
+    .context("the commit time of the clone's tip")?;
     let mut files: HashMap<String, String> = HashMap::new();
     let mut stream = Vec::new();
     for i in 0..b {
@@ -869,7 +879,7 @@ fn prepare_commits(
         let _ = writeln!(
             Bytes(&mut stream),
             "commit refs/heads/{BRANCH}\ncommitter Bench <bench@example.invalid> {} +0000\ndata {}\n{message}",
-            1_700_000_000 + i,
+            tip_time + 1 + i as u64,
             message.len(),
         );
         if i == 0 {
