@@ -171,7 +171,8 @@ enum Command {
         remote_delay_ms: u64,
         /// When the remote repacks: between rows only (a hosted server's scheduled
         /// housekeeping), or also during rows (`receive-pack`'s default `gc --auto`). In the
-        /// sustained run the first also repacks geometrically every 50 pushes.
+        /// sustained run the first also repacks geometrically every 50 pushes, at the lowest CPU
+        /// priority.
         #[arg(long, value_enum, default_value = "between-rows")]
         remote_gc: throughput::RemoteGc,
     },
