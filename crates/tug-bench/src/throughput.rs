@@ -277,16 +277,20 @@ struct Housekeeping {
     packs_most: usize,
 }
 
-/// Reads the served copy's [`HOUSEKEEPING_LOG`] and lays its runs over the tenths `first` and
-/// `last`.
+/// A log the served copy's hooks write; empty when they wrote none.
+fn read_log(path: &std::path::Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Reads the served copy's [`HOUSEKEEPING_LOG`], lays its runs over the tenths `first` and
+/// `last`, and sums up its [`PACKS_LOG`].
 fn remote_housekeeping(repo: &ServedRepo, first: Span, last: Span) -> Result<Housekeeping> {
     let log = repo.path.join(HOUSEKEEPING_LOG);
-    let text = match std::fs::read_to_string(&log) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", log.display())),
-    };
-    let runs = text
+    let runs = read_log(&log)?
         .lines()
         .map(|line| {
             let mut times = line.split_whitespace().map(str::parse::<f64>);
@@ -310,12 +314,7 @@ fn remote_housekeeping(repo: &ServedRepo, first: Span, last: Span) -> Result<Hou
             .sum::<f64>()
     };
     let packs_log = repo.path.join(PACKS_LOG);
-    let packs = match std::fs::read_to_string(&packs_log) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", packs_log.display())),
-    };
-    let packs = packs
+    let packs = read_log(&packs_log)?
         .lines()
         .map(|line| {
             line.split_whitespace()
