@@ -54,6 +54,30 @@ impl SmartHttpServer {
         Ok(ServedRepo { path, url })
     }
 
+    /// How long the server took to answer each push to `repo` so far (the `POST` of its pack,
+    /// which `receive-pack` answers once the refs are updated and the hooks ran), in the
+    /// order they were answered.
+    pub(crate) fn push_times(&self, repo: &ServedRepo) -> Result<Vec<f64>> {
+        let name = repo
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("a served repository has a name")?;
+        let post = format!("/git/{name}/git-receive-pack ");
+        self.http
+            .requests()
+            .context("read the web server's access log")?
+            .iter()
+            .filter(|line| line.starts_with("POST ") && line.contains(&post))
+            .map(|line| {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|secs| secs.parse::<f64>().ok())
+                    .with_context(|| format!("no request time at the end of {line:?}"))
+            })
+            .collect()
+    }
+
     /// Deletes a served copy once its scenario is done (large copies add up).
     pub(crate) fn unpublish(&self, repo: &ServedRepo) -> Result<()> {
         std::fs::remove_dir_all(&repo.path)
@@ -76,6 +100,70 @@ pub(crate) fn ensure_loopback(url: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tug_testkit::run_git;
+
+    /// Commits version `n` of a file in the work tree `work`.
+    fn commit(work: &std::path::Path, n: usize) -> Result<()> {
+        std::fs::write(work.join("file"), format!("{n}\n"))?;
+        run_git(Some(work), &["add", "file"])?;
+        run_git(
+            Some(work),
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "--quiet",
+                "-m",
+                &n.to_string(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn push(work: &std::path::Path, url: &str) -> Result<()> {
+        run_git(
+            Some(work),
+            &["push", "--quiet", url, "HEAD:refs/heads/main"],
+        )?;
+        Ok(())
+    }
+
+    #[test]
+    fn push_times_are_the_answers_to_the_pushes_of_one_repository() -> Result<()> {
+        let scratch = Scratch::new()?;
+        let work = scratch.join("work");
+        run_git(None, &["init", "--quiet", &work.to_string_lossy()])?;
+        commit(&work, 0)?;
+        // The pristine copy the server publishes: that one commit on main.
+        let src = scratch.join("src.git");
+        run_git(None, &["init", "--quiet", "--bare", &src.to_string_lossy()])?;
+        push(&work, &src.to_string_lossy())?;
+        let fixture = Fixture {
+            name: "src".to_owned(),
+            path: src,
+            service_dirs: 0,
+            services: Vec::new(),
+            commits: 1,
+            files: 1,
+        };
+        let http = SmartHttpServer::start()?;
+        let (a, b) = (http.publish(&fixture, "a")?, http.publish(&fixture, "b")?);
+        assert!(http.push_times(&a)?.is_empty());
+        for (n, to) in [(1, &a), (2, &b), (3, &a)] {
+            commit(&work, n)?;
+            push(&work, &to.url)?;
+        }
+        let (to_a, to_b) = (http.push_times(&a)?, http.push_times(&b)?);
+        assert_eq!((to_a.len(), to_b.len()), (2, 1), "{to_a:?} {to_b:?}");
+        assert!(
+            to_a.iter()
+                .chain(&to_b)
+                .all(|secs| (0.0..60.0).contains(secs))
+        );
+        Ok(())
+    }
 
     #[test]
     fn only_loopback_urls_pass() {

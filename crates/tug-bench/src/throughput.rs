@@ -249,6 +249,9 @@ struct Sustained {
     /// Acknowledged requests/s over the first and the last tenth of the answers.
     first_rate: f64,
     last_rate: f64,
+    /// How long the remote took to answer a push, on average over the first and the last
+    /// tenth of the run's pushes.
+    remote_push_ms: Option<(f64, f64)>,
     /// Packs in the server's mirror when the run ended, and in the remote.
     mirror_packs: usize,
     remote_packs: usize,
@@ -394,6 +397,18 @@ fn tenth_windows(done: &mut [Instant]) -> Option<(Span, Span, usize)> {
 
 /// From one instant to a later one.
 type Span = (Instant, Instant);
+
+/// The means of the first and the last tenth of `values`; none for fewer than ten.
+fn first_and_last_tenth_mean(values: &[f64]) -> Option<(f64, f64)> {
+    let tenth = values.len() / 10;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    (tenth > 0).then(|| {
+        (
+            mean(&values[..tenth]),
+            mean(&values[values.len() - tenth..]),
+        )
+    })
+}
 
 /// Between rows, outside the clock: waits for the `gc --auto` that the last pushes may have
 /// started in the background (receive-pack's default), then collects the remote into one pack.
@@ -679,7 +694,9 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
                 deploy_body(&tug_repo.url, bump, &format!("5.{i}"))
             })
             .collect();
+        let pushes_before = http.push_times(&tug_repo)?.len();
         let run = run_clients(&endpoint, clients, bodies)?;
+        let push_times = http.push_times(&tug_repo)?;
         let ok: Vec<&crate::load::Outcome> = run.outcomes.iter().filter(|o| o.succeeded).collect();
         acked_ids.extend(ok.iter().filter_map(|o| o.job_id.clone()));
         let mut done: Vec<Instant> = ok.iter().map(|o| o.done_at).collect();
@@ -691,6 +708,10 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             ok: ok.len(),
             first_rate,
             last_rate,
+            remote_push_ms: first_and_last_tenth_mean(
+                push_times.get(pushes_before..).unwrap_or_default(),
+            )
+            .map(|(first, last)| (first * 1000.0, last * 1000.0)),
             mirror_packs: mirror_packs(&server),
             remote_packs: pack_files(&tug_repo.path),
             floor_at_start: floor
@@ -1335,6 +1356,14 @@ impl Report {
                 s.floor_at_start.map_or_else(|| "-".to_owned(), ms),
                 ms(s.floor_at_end.as_secs_f64() * 1000.0),
             );
+            if let Some((first, last)) = s.remote_push_ms {
+                let _ = writeln!(
+                    out,
+                    "  the remote's answer to a push (the web server's time for the POST of its \
+                     pack): {first:.1} ms on average over the first tenth of the pushes, {last:.1} \
+                     ms over the last"
+                );
+            }
             if let Some(h) = &s.housekeeping {
                 let _ = writeln!(
                     out,
@@ -1606,6 +1635,13 @@ mod tests {
         set_remote_gc(&repo, RemoteGc::BetweenRows)?;
         assert_eq!(gc_auto().as_deref(), Some("0"));
         Ok(())
+    }
+
+    #[test]
+    fn the_first_and_last_tenth_of_twenty_values_are_two_each() {
+        let values: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(first_and_last_tenth_mean(&values), Some((1.5, 19.5)));
+        assert_eq!(first_and_last_tenth_mean(&values[..9]), None);
     }
 
     #[test]

@@ -191,7 +191,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
 events {{ worker_connections 64; }}
 http {{
-  log_format requests '$request_method $request_uri $status';
+  log_format requests '$request_method $request_uri $status $request_time';
   access_log {dir}/access.log requests;
   client_body_temp_path {dir}/body;
   fastcgi_temp_path {dir}/fastcgi;
@@ -290,7 +290,9 @@ http {{
         self.scratch.path()
     }
 
-    /// Every request answered so far, one `METHOD URI STATUS` line each, oldest first.
+    /// Every request answered so far, one `METHOD URI STATUS SECONDS` line each (how long the
+    /// request took, from its first byte read to its answer's last byte sent), in the order
+    /// they were answered.
     pub fn requests(&self) -> Result<Vec<String>> {
         let log = self.scratch.path().join("access.log");
         match fs::read_to_string(&log) {
