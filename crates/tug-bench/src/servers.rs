@@ -97,13 +97,14 @@ pub(crate) fn ensure_loopback(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// Commits and pushes for the tests of the served copies.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use anyhow::Result;
     use tug_testkit::run_git;
 
     /// Commits version `n` of a file in the work tree `work`.
-    fn commit(work: &std::path::Path, n: usize) -> Result<()> {
+    pub(crate) fn commit(work: &std::path::Path, n: usize) -> Result<()> {
         std::fs::write(work.join("file"), format!("{n}\n"))?;
         run_git(Some(work), &["add", "file"])?;
         run_git(
@@ -122,13 +123,21 @@ mod tests {
         Ok(())
     }
 
-    fn push(work: &std::path::Path, url: &str) -> Result<()> {
+    /// Pushes the work tree's `HEAD` to `url` as `main`.
+    pub(crate) fn push(work: &std::path::Path, url: &str) -> Result<()> {
         run_git(
             Some(work),
             &["push", "--quiet", url, "HEAD:refs/heads/main"],
         )?;
         Ok(())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{commit, push};
+    use super::*;
+    use tug_testkit::run_git;
 
     #[test]
     fn push_times_are_the_answers_to_the_pushes_of_one_repository() -> Result<()> {

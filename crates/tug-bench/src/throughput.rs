@@ -1521,6 +1521,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::servers::testing::{commit, push};
 
     #[test]
     fn the_served_copy_is_repacked_geometrically_every_n_pushes() -> Result<()> {
@@ -1541,25 +1542,8 @@ mod tests {
         let midx = path.join("objects/pack/multi-pack-index");
         let started = Instant::now();
         for n in 1..=4 {
-            std::fs::write(work.join("file"), format!("{n}\n"))?;
-            run_git(Some(&work), &["add", "file"])?;
-            run_git(
-                Some(&work),
-                &[
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@example.com",
-                    "commit",
-                    "--quiet",
-                    "-m",
-                    &n.to_string(),
-                ],
-            )?;
-            run_git(
-                Some(&work),
-                &["push", "--quiet", &path_s, "HEAD:refs/heads/main"],
-            )?;
+            commit(&work, n)?;
+            push(&work, &path_s)?;
             wait_for_remote_housekeeping(&repo)?;
             let counted = std::fs::read_to_string(path.join("pushes"))?;
             assert_eq!(counted.trim(), n.to_string());
