@@ -1,6 +1,8 @@
 //! Real git servers on 127.0.0.1 for tests, each with its own files in a scratch directory.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +18,8 @@ use crate::repo::Scratch;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 // A port found free can be taken by another test before the server binds it; try a new one.
 const PORT_ATTEMPTS: usize = 5;
+/// The path nginx answers with 204 so that `SmartHttp::requests` knows the log is written.
+const SETTLE_PATH: &str = "/tug-testkit-settle";
 
 /// The path of `binary` (searched in PATH, /usr/sbin and /usr/lib/git-core), or an error naming
 /// the Debian package that provides it.
@@ -201,6 +205,9 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     client_max_body_size 0;
+    location = {SETTLE_PATH} {{
+      return 204;
+    }}
     location ~ ^/git(/.*)$ {{
       {auth_lines}
       fastcgi_pass unix:{socket};
@@ -226,6 +233,7 @@ http {{
                     socket = socket.display(),
                     backend = backend.display(),
                     root = root.display(),
+                    SETTLE_PATH = SETTLE_PATH,
                 ),
             )?;
             match spawn_nginx(&nginx, &dir, port) {
@@ -293,12 +301,55 @@ http {{
     /// Every request answered so far, one `METHOD URI STATUS SECONDS` line each (how long the
     /// request took, from its first byte read to its answer's last byte sent), in the order
     /// they were answered.
+    ///
+    /// nginx writes a request's line just after it sent the answer's last byte, so a client
+    /// can hold its answer before the line is written. One more request first closes that
+    /// gap: nginx's only worker takes a new connection once it finished its current event,
+    /// and the last byte of an answer and that answer's log line belong to one event.
     pub fn requests(&self) -> Result<Vec<String>> {
+        self.settle()?;
         let log = self.scratch.path().join("access.log");
-        match fs::read_to_string(&log) {
-            Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Error::io("read", &log, e)),
+        let text = match fs::read_to_string(&log) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io("read", &log, e)),
+        };
+        let settle = format!(" {SETTLE_PATH} ");
+        Ok(text
+            .lines()
+            .filter(|line| !line.contains(&settle))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Asks nginx for `SETTLE_PATH` and reads the answer to its end.
+    fn settle(&self) -> Result<()> {
+        let what = format!("GET http://127.0.0.1:{}{SETTLE_PATH}", self.port);
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
+            .map_err(|e| Error::io("connect to", &what, e))?;
+        stream
+            .set_read_timeout(Some(START_TIMEOUT))
+            .map_err(|e| Error::io("configure", &what, e))?;
+        stream
+            .write_all(
+                format!(
+                    "GET {SETTLE_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .map_err(|e| Error::io("send", &what, e))?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .map_err(|e| Error::io("read the answer of", &what, e))?;
+        if answer.starts_with(b"HTTP/1.1 204") {
+            Ok(())
+        } else {
+            Err(Error::Command {
+                command: what,
+                status: "not answered with 204".to_owned(),
+                stderr: String::from_utf8_lossy(&answer[..answer.len().min(80)]).into_owned(),
+            })
         }
     }
 }

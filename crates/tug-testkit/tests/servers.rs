@@ -116,6 +116,31 @@ fn smart_http_demands_basic_auth_when_configured_and_dies_with_its_handle() {
 }
 
 #[test]
+fn smart_http_lists_the_requests_it_answered_and_only_those() {
+    let repo = BareRepo::with_files(&[("a.yaml", b"a: 1\n")]).unwrap();
+    let auth = BasicAuth {
+        username: "ci".to_owned(),
+        password: "opensesame".to_owned(),
+    };
+    let http = SmartHttp::start(repo.root(), Some(auth)).unwrap();
+    assert_eq!(http.requests().unwrap(), Vec::<String>::new());
+
+    let url = http.url(repo.name());
+    ls_remote(&url.replace("http://", "http://ci:opensesame@"), None).unwrap();
+    let first = http.requests().unwrap();
+    let asked = format!("/git/{}/info/refs?service=git-upload-pack", repo.name());
+    assert!(
+        first
+            .iter()
+            .any(|line| line.starts_with(&format!("GET {asked} 200 "))),
+        "{first:?}"
+    );
+    // Reading the log twice reads the same lines: the reader's own requests are not listed.
+    assert_eq!(http.requests().unwrap(), first);
+    assert!(first.iter().all(|line| line.contains("/git/")), "{first:?}");
+}
+
+#[test]
 fn smart_http_restarts_on_its_port_with_new_processes() {
     let repo = BareRepo::with_files(&[("a.yaml", b"a: 1\n")]).unwrap();
     let mut http = SmartHttp::start(repo.root(), None).unwrap();
