@@ -8,6 +8,15 @@ use tug_testkit::{Scratch, SmartHttp};
 
 use crate::fixture::Fixture;
 
+/// One push the web server answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PushTime {
+    /// Seconds from the request's first byte read to the answer's last byte sent.
+    pub secs: f64,
+    /// When the answer ended, in seconds since the epoch (to the millisecond).
+    pub ended: f64,
+}
+
 /// A copy of a fixture served by a loopback server.
 #[derive(Debug, Clone)]
 pub(crate) struct ServedRepo {
@@ -54,10 +63,10 @@ impl SmartHttpServer {
         Ok(ServedRepo { path, url })
     }
 
-    /// How long the server took to answer each push to `repo` so far (the `POST` of its pack,
-    /// which `receive-pack` answers once the refs are updated and the hooks ran), in the
-    /// order they were answered.
-    pub(crate) fn push_times(&self, repo: &ServedRepo) -> Result<Vec<f64>> {
+    /// The pushes to `repo` the server answered so far (the `POST` of a pack, which
+    /// `receive-pack` answers once the refs are updated and the hooks ran), in the order they
+    /// were answered.
+    pub(crate) fn push_times(&self, repo: &ServedRepo) -> Result<Vec<PushTime>> {
         let name = repo
             .path
             .file_name()
@@ -70,10 +79,11 @@ impl SmartHttpServer {
             .iter()
             .filter(|line| line.starts_with("POST ") && line.contains(&post))
             .map(|line| {
-                line.rsplit(' ')
-                    .next()
-                    .and_then(|secs| secs.parse::<f64>().ok())
-                    .with_context(|| format!("no request time at the end of {line:?}"))
+                let mut fields = line.rsplit(' ').map(str::parse::<f64>);
+                match (fields.next(), fields.next()) {
+                    (Some(Ok(ended)), Some(Ok(secs))) => Ok(PushTime { secs, ended }),
+                    _ => bail!("no request time and end time at the end of {line:?}"),
+                }
             })
             .collect()
     }
@@ -169,7 +179,18 @@ mod tests {
         assert!(
             to_a.iter()
                 .chain(&to_b)
-                .all(|secs| (0.0..60.0).contains(secs))
+                .all(|push| (0.0..60.0).contains(&push.secs)),
+            "{to_a:?} {to_b:?}"
+        );
+        // In the order answered, each after the last, and all within the last minute.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs_f64();
+        assert!(to_a[0].ended <= to_a[1].ended, "{to_a:?}");
+        assert!(
+            to_a.iter()
+                .all(|push| (now - 60.0..now + 1.0).contains(&push.ended)),
+            "{to_a:?} at {now}"
         );
         Ok(())
     }

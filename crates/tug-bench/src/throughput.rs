@@ -27,7 +27,7 @@ use crate::load::{
     Counters, LoadRun, RssSampler, deploy, deploy_body, memory_kib, parse_counters, run_clients,
 };
 use crate::server::batch_log_summary;
-use crate::servers::{ServedRepo, SmartHttpServer};
+use crate::servers::{PushTime, ServedRepo, SmartHttpServer};
 use crate::stats::{CpuMeter, CpuUse, load_average, median_ms, ms, thousands};
 use crate::targets::{FLOOR_ALLOWANCE_MS, FLOOR_FACTOR, TARGET_RSS_MIB};
 
@@ -252,6 +252,10 @@ struct Sustained {
     /// How long the remote took to answer a push, on average over the first and the last
     /// tenth of the run's pushes.
     remote_push_ms: Option<(f64, f64)>,
+    /// Milliseconds per acknowledged request, in the first and the last tenth, during which the
+    /// remote was answering none of tug's pushes: tug's own part of the time, which the remote
+    /// taking longer to answer does not change.
+    outside_remote_ms: Option<(f64, f64)>,
     /// Packs in the server's mirror when the run ended, and in the remote.
     mirror_packs: usize,
     remote_packs: usize,
@@ -304,17 +308,13 @@ fn remote_housekeeping(repo: &ServedRepo, first: Span, last: Span) -> Result<Hou
         })
         .collect::<Result<Vec<(f64, f64)>>>()?;
     // The log's times are the wall clock's; the tenths are the monotonic clock's.
-    let now = Instant::now();
-    let wall_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_secs_f64();
-    let wall = |at: Instant| wall_now - now.duration_since(at).as_secs_f64();
+    let wall = wall_clock()?;
     let overlap = |(from, to): Span| {
         let (from, to) = (wall(from), wall(to));
         runs.iter()
             .map(|&(a, b)| (b.min(to) - a.max(from)).max(0.0))
-            .sum::<f64>()
+            // Not `sum`, which starts at -0.0 and prints an empty sum as "-0.0".
+            .fold(0.0, |all, s| all + s)
     };
     let packs_log = repo.path.join(PACKS_LOG);
     let packs = read_log(&packs_log)?
@@ -339,13 +339,45 @@ fn remote_housekeeping(repo: &ServedRepo, first: Span, last: Span) -> Result<Hou
         packs_last: mean(&packs[packs.len() - tenth..]),
         packs_most: packs.iter().copied().max().unwrap_or(0),
         runs: runs.len(),
-        total_s: runs.iter().map(|(a, b)| b - a).sum(),
+        total_s: runs.iter().map(|(a, b)| b - a).fold(0.0, |all, s| all + s),
         longest_s: runs.iter().map(|(a, b)| b - a).fold(0.0, f64::max),
         in_first_s: overlap(first),
         first_s: first.1.duration_since(first.0).as_secs_f64(),
         in_last_s: overlap(last),
         last_s: last.1.duration_since(last.0).as_secs_f64(),
     })
+}
+
+/// Turns an instant of the monotonic clock into seconds since the epoch, for laying spans of
+/// the run over the times other processes logged.
+fn wall_clock() -> Result<impl Fn(Instant) -> f64> {
+    let now = Instant::now();
+    let wall_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs_f64();
+    Ok(move |at: Instant| wall_now - now.duration_since(at).as_secs_f64())
+}
+
+/// Seconds from `from` to `to` (since the epoch) during which the remote was answering at
+/// least one of `pushes`: the union of their answers' intervals, cut to the span.
+fn remote_busy_within(pushes: &[PushTime], from: f64, to: f64) -> f64 {
+    let mut intervals: Vec<(f64, f64)> = pushes
+        .iter()
+        .map(|p| ((p.ended - p.secs).max(from), p.ended.min(to)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut busy = 0.0;
+    let mut covered_to = f64::NEG_INFINITY;
+    for (a, b) in intervals {
+        let a = a.max(covered_to);
+        if b > a {
+            busy += b - a;
+            covered_to = b;
+        }
+    }
+    busy
 }
 
 /// The slope, in answers per second, of the least-squares line through (time of answer k, k)
@@ -702,6 +734,18 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
         let mut done: Vec<Instant> = ok.iter().map(|o| o.done_at).collect();
         let (first_rate, last_rate) = tenths(&mut done);
         let windows = tenth_windows(&mut done);
+        let pushes = push_times.get(pushes_before..).unwrap_or_default();
+        let outside_remote_ms = match windows {
+            Some((first, last, tenth)) => {
+                let wall = wall_clock()?;
+                let outside = |(from, to): Span| {
+                    let (from, to) = (wall(from), wall(to));
+                    (to - from - remote_busy_within(pushes, from, to)) * 1000.0 / tenth as f64
+                };
+                Some((outside(first), outside(last)))
+            }
+            None => None,
+        };
         Some(Sustained {
             clients,
             requests: n,
@@ -709,9 +753,10 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             first_rate,
             last_rate,
             remote_push_ms: first_and_last_tenth_mean(
-                push_times.get(pushes_before..).unwrap_or_default(),
+                &pushes.iter().map(|p| p.secs).collect::<Vec<f64>>(),
             )
             .map(|(first, last)| (first * 1000.0, last * 1000.0)),
+            outside_remote_ms,
             mirror_packs: mirror_packs(&server),
             remote_packs: pack_files(&tug_repo.path),
             floor_at_start: floor
@@ -1364,6 +1409,13 @@ impl Report {
                      ms over the last"
                 );
             }
+            if let Some((first, last)) = s.outside_remote_ms {
+                let _ = writeln!(
+                    out,
+                    "  tug's own part: {first:.2} ms per request during which the remote answered \
+                     none of its pushes in the first tenth, {last:.2} ms in the last"
+                );
+            }
             if let Some(h) = &s.housekeeping {
                 let _ = writeln!(
                     out,
@@ -1508,9 +1560,18 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "  sustained: last tenth {:.1} req/s ≥ {SUSTAINED_SHARE} × first tenth {:.1} req/s ({share:.2})  {}",
+                "  sustained: last tenth {:.1} req/s ≥ {SUSTAINED_SHARE} × first tenth {:.1} req/s ({share:.2}; \
+                 the remote's answer {}, tug's own part {})  {}",
                 s.last_rate,
                 s.first_rate,
+                s.remote_push_ms.map_or_else(
+                    || "not measured".to_owned(),
+                    |(a, b)| format!("{a:.1} → {b:.1} ms a push")
+                ),
+                s.outside_remote_ms.map_or_else(
+                    || "not measured".to_owned(),
+                    |(a, b)| format!("{a:.2} → {b:.2} ms a request")
+                ),
                 verdict(share >= SUSTAINED_SHARE && s.ok == s.requests)
             );
         }
@@ -1583,8 +1644,13 @@ mod tests {
         };
         std::fs::create_dir_all(&repo.path)?;
         let now = Instant::now();
-        // No log: nothing ran.
-        assert_eq!(remote_housekeeping(&repo, (now, now), (now, now))?.runs, 0);
+        // No log: nothing ran, and it prints as nothing, not as "-0.0".
+        let none = remote_housekeeping(&repo, (now, now), (now, now))?;
+        assert_eq!(none.runs, 0);
+        assert_eq!(
+            format!("{:.1} {:.1}", none.total_s, none.in_first_s),
+            "0.0 0.0"
+        );
         std::fs::write(repo.path.join(HOUSEKEEPING_LOG), "1.5 2.5\n3.0\n")?;
         let err = remote_housekeeping(&repo, (now, now), (now, now)).err();
         let err = err.map(|e| e.to_string()).unwrap_or_default();
@@ -1626,6 +1692,28 @@ mod tests {
         let values: Vec<f64> = (1..=20).map(f64::from).collect();
         assert_eq!(first_and_last_tenth_mean(&values), Some((1.5, 19.5)));
         assert_eq!(first_and_last_tenth_mean(&values[..9]), None);
+    }
+
+    #[test]
+    fn the_remote_is_busy_for_the_union_of_its_answers_within_the_span() {
+        let push = |from: f64, to: f64| PushTime {
+            secs: to - from,
+            ended: to,
+        };
+        // 10–12 and 11–14 overlap (4 s together), 20–21 stands alone, 30–40 is cut at 35.
+        let pushes = [
+            push(20.0, 21.0),
+            push(10.0, 12.0),
+            push(30.0, 40.0),
+            push(11.0, 14.0),
+            push(12.5, 13.0),
+        ];
+        assert_eq!(remote_busy_within(&pushes, 0.0, 35.0), 10.0);
+        // A span before, between and after the answers.
+        assert_eq!(remote_busy_within(&pushes, 0.0, 10.0), 0.0);
+        assert_eq!(remote_busy_within(&pushes, 15.0, 20.0), 0.0);
+        assert_eq!(remote_busy_within(&pushes, 11.5, 20.5), 3.0);
+        assert_eq!(remote_busy_within(&[], 0.0, 100.0), 0.0);
     }
 
     #[test]

@@ -195,7 +195,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
 events {{ worker_connections 64; }}
 http {{
-  log_format requests '$request_method $request_uri $status $request_time';
+  log_format requests '$request_method $request_uri $status $request_time $msec';
   access_log {dir}/access.log requests;
   client_body_temp_path {dir}/body;
   fastcgi_temp_path {dir}/fastcgi;
@@ -298,9 +298,9 @@ http {{
         self.scratch.path()
     }
 
-    /// Every request answered so far, one `METHOD URI STATUS SECONDS` line each (how long the
-    /// request took, from its first byte read to its answer's last byte sent), in the order
-    /// they were answered.
+    /// Every request answered so far, one `METHOD URI STATUS SECONDS ENDED` line each (how long
+    /// the request took, from its first byte read to its answer's last byte sent, and when it
+    /// ended in seconds since the epoch, to the millisecond), in the order they were answered.
     ///
     /// nginx writes a request's line just after it sent the answer's last byte, so a client
     /// can hold its answer before the line is written. One more request first closes that
