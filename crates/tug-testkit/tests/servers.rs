@@ -85,14 +85,20 @@ fn git_daemon_serves_and_dies_with_its_handle() {
     assert_all_gone(&pids);
 }
 
-#[test]
-fn smart_http_demands_basic_auth_when_configured_and_dies_with_its_handle() {
+/// A one-file repository served over smart HTTP that asks for `ci:opensesame`.
+fn served_with_basic_auth() -> (BareRepo, SmartHttp) {
     let repo = BareRepo::with_files(&[("a.yaml", b"a: 1\n")]).unwrap();
     let auth = BasicAuth {
         username: "ci".to_owned(),
         password: "opensesame".to_owned(),
     };
     let http = SmartHttp::start(repo.root(), Some(auth)).unwrap();
+    (repo, http)
+}
+
+#[test]
+fn smart_http_demands_basic_auth_when_configured_and_dies_with_its_handle() {
+    let (repo, http) = served_with_basic_auth();
     let url = http.url(repo.name());
     let refused = ls_remote(&url, None).unwrap_err();
     // git asks for a username only after the server answered 401.
@@ -117,12 +123,7 @@ fn smart_http_demands_basic_auth_when_configured_and_dies_with_its_handle() {
 
 #[test]
 fn smart_http_lists_the_requests_it_answered_and_only_those() {
-    let repo = BareRepo::with_files(&[("a.yaml", b"a: 1\n")]).unwrap();
-    let auth = BasicAuth {
-        username: "ci".to_owned(),
-        password: "opensesame".to_owned(),
-    };
-    let http = SmartHttp::start(repo.root(), Some(auth)).unwrap();
+    let (repo, http) = served_with_basic_auth();
     assert_eq!(http.requests().unwrap(), Vec::<String>::new());
 
     let url = http.url(repo.name());
