@@ -1558,12 +1558,20 @@ impl Report {
             } else {
                 0.0
             };
+            // The same work by the plainest tool at both ends: git's own push of 64 prepared
+            // commits onto the fixture, then onto the remote as the run left it.
+            let floor_share = s
+                .floor_at_start
+                .filter(|_| !s.floor_at_end.is_zero())
+                .map(|start| start / (s.floor_at_end.as_secs_f64() * 1000.0));
             let _ = writeln!(
                 out,
                 "  sustained: last tenth {:.1} req/s ≥ {SUSTAINED_SHARE} × first tenth {:.1} req/s ({share:.2}; \
-                 the remote's answer {}, tug's own part {})  {}",
+                 the floor's push of 64 on the remote as the run left it: {} of its rate on the \
+                 fixture; the remote's answer {}, tug's own part {})  {}",
                 s.last_rate,
                 s.first_rate,
+                floor_share.map_or_else(|| "not measured".to_owned(), |f| format!("{f:.2}")),
                 s.remote_push_ms.map_or_else(
                     || "not measured".to_owned(),
                     |(a, b)| format!("{a:.1} → {b:.1} ms a push")
